@@ -1,0 +1,40 @@
+//! Mapping StreamHouse errors to the Kafka error codes clients act on.
+
+use kafka_protocol::error::ResponseError;
+use streamhouse_metadata::MetadataError;
+use streamhouse_storage::StorageError;
+
+/// The Kafka error code for a metadata failure.
+pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
+    match e {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) | MetadataError::UnknownPartition { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        MetadataError::Invalid(_) => ResponseError::InvalidRequest,
+        MetadataError::OffsetConflict { .. } | MetadataError::Fenced { .. } => {
+            ResponseError::NotLeaderOrFollower
+        }
+        MetadataError::Database(_) | MetadataError::Migration(_) | MetadataError::Corrupt(_) => {
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+/// The Kafka error code for a storage failure.
+pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
+    if e.is_fenced() {
+        // Another agent owns the partition now: the client refreshes metadata and follows it.
+        return ResponseError::NotLeaderOrFollower;
+    }
+    match e {
+        StorageError::Metadata(m) => metadata_error_code(m),
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
+        StorageError::Corrupt { .. } => ResponseError::CorruptMessage,
+        // Retriable: the records were not stored and a retry may succeed.
+        _ => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,31 @@
+//! InitProducerId: hands out idempotent producer ids. Transactions are not supported.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::broker::Broker;
+use crate::errors::metadata_error_code;
+
+pub(crate) async fn handle(b: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if req.transactional_id.is_some() {
+        // A transactional producer needs a transaction coordinator, which StreamHouse does not
+        // have; refuse clearly instead of pretending.
+        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    // KIP-360: a producer that lost track of its sequences re-initialises with its current id
+    // and epoch and gets the next epoch, which resets sequence numbers on every partition.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return response
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    match b.metadata().allocate_producer_id().await {
+        Ok(id) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => response.with_error_code(metadata_error_code(&e).code()),
+    }
+}

@@ -1,0 +1,91 @@
+//! ListOffsets: earliest, latest, or the first offset at or after a timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use streamhouse_storage::StorageError;
+
+use crate::broker::{Broker, PartitionLog};
+use crate::errors::storage_error_code;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub(crate) async fn handle(b: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let result = match u32::try_from(p.partition_index) {
+                Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
+                    Ok(log) => lookup(&log, p.timestamp)
+                        .await
+                        .map_err(|e| storage_error_code(&e)),
+                    Err(e) => Err(storage_error_code(&e)),
+                },
+                Err(_) => Err(ResponseError::UnknownTopicOrPartition),
+            };
+            partitions.push(match result {
+                Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
+                Err(code) => response
+                    .with_error_code(code.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1),
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record is that recent.
+async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), StorageError> {
+    match timestamp {
+        LATEST => Ok((log.writer.high_watermark(), -1)),
+        EARLIEST => Ok((log.writer.log_start_offset(), -1)),
+        ts => first_record_at_or_after(log, ts).await,
+    }
+}
+
+/// The index narrows the search to one batch (the first whose max timestamp reaches `ts`); the
+/// batch is then decoded, because Kafka answers with the exact record, not the batch start.
+async fn first_record_at_or_after(log: &PartitionLog, ts: i64) -> Result<(i64, i64), StorageError> {
+    let Some((mut offset, _)) = log.reader.offset_for_timestamp(ts).await? else {
+        return Ok((-1, -1));
+    };
+    let high_watermark = log.writer.high_watermark();
+    while offset < high_watermark {
+        let read = log.reader.read(offset, 1).await?;
+        let Some(batch) = read.batches.first() else {
+            break;
+        };
+        let mut bytes = batch.bytes().clone();
+        let records =
+            RecordBatchDecoder::decode(&mut bytes).map_err(|e| StorageError::InvalidBatch {
+                topic: log.topic.name.clone(),
+                partition: 0,
+                reason: format!(
+                    "stored batch at offset {} does not decode: {e}",
+                    batch.base_offset()
+                ),
+            })?;
+        if let Some(r) = records
+            .records
+            .iter()
+            .find(|r| r.offset >= offset && r.timestamp >= ts)
+        {
+            return Ok((r.offset, r.timestamp));
+        }
+        offset = batch.last_offset() + 1;
+    }
+    Ok((-1, -1))
+}

@@ -1,0 +1,95 @@
+//! Metadata: brokers, topics and partition leaders.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use streamhouse_metadata::Topic;
+use uuid::Uuid;
+
+use super::{str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::errors::metadata_error_code;
+
+pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let config = b.config();
+    let node = BrokerId(config.node_id);
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(&config.advertised_host))
+        .with_port(i32::from(config.advertised_port))];
+    // Before v4 the request had no flag and auto-creation followed the broker setting alone.
+    let may_create = config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let topics = match req.topics {
+        Some(requested) if !(requested.is_empty() && version == 0) => {
+            let mut out = Vec::with_capacity(requested.len());
+            for t in requested {
+                out.push(match t.name {
+                    Some(name) => describe_named(b, name.0.as_str(), may_create).await,
+                    None => describe_by_id(b, t.topic_id).await,
+                });
+            }
+            out
+        }
+        _ => match b.metadata().list_topics().await {
+            Ok(all) => all.iter().map(|t| describe_topic(b, t)).collect(),
+            Err(e) => {
+                tracing::warn!("metadata: listing topics failed: {e}");
+                Vec::new()
+            }
+        },
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(&config.cluster_id)))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+async fn describe_named(b: &Broker, name: &str, may_create: bool) -> MetadataResponseTopic {
+    match b.topic_or_auto_create(name, may_create).await {
+        Ok(Some(topic)) => describe_topic(b, &topic),
+        Ok(None) => topic_error(name, ResponseError::UnknownTopicOrPartition),
+        Err(e) => topic_error(name, metadata_error_code(&e)),
+    }
+}
+
+async fn describe_by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
+    let found = b
+        .metadata()
+        .list_topics()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|t| t.id == id));
+    match found {
+        Some(topic) => describe_topic(b, &topic),
+        None => MetadataResponseTopic::default()
+            .with_topic_id(id)
+            .with_error_code(ResponseError::UnknownTopicId.code()),
+    }
+}
+
+fn describe_topic(b: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|p| {
+            let leader = BrokerId(b.leader_for(&topic.name, p));
+            MetadataResponsePartition::default()
+                .with_partition_index(p as i32)
+                .with_leader_id(leader)
+                .with_leader_epoch(-1)
+                .with_replica_nodes(vec![leader])
+                .with_isr_nodes(vec![leader])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}
+
+fn topic_error(name: &str, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_error_code(error.code())
+}

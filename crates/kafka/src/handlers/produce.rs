@@ -1,0 +1,184 @@
+//! Produce: validate batches, append them in request order, answer once they are durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use streamhouse_segment::RecordBatch;
+use streamhouse_storage::{Appended, StorageError};
+use tokio::sync::oneshot;
+
+use super::{str_bytes, Reply};
+use crate::broker::Broker;
+use crate::connection::ConnectionState;
+use crate::errors::storage_error_code;
+
+/// Starts a Produce. Appends of one connection happen strictly in request order, even when a
+/// partition has to be opened first, because an idempotent producer pipelines batches with
+/// consecutive sequence numbers and reordering them would be an out-of-order error.
+pub(crate) fn start(
+    broker: &Arc<Broker>,
+    conn: &mut ConnectionState,
+    req: ProduceRequest,
+) -> Reply {
+    let previous = conn.produce_order.take();
+    let (appended_tx, appended_rx) = oneshot::channel();
+    conn.produce_order = Some(appended_rx);
+    let b = broker.clone();
+    let acks = req.acks;
+    let work = async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let appended = append_all(&b, req).await;
+        let _ = appended_tx.send(());
+        appended
+    };
+    if acks == 0 {
+        return Reply::Silent(work.map(|_| ()).boxed());
+    }
+    Reply::Respond(
+        async move {
+            let (timeout, topics) = work.await;
+            ResponseKind::Produce(await_durable(timeout, topics).await)
+        }
+        .boxed(),
+    )
+}
+
+/// Per partition: the append outcome, before durability.
+struct PartitionOutcome {
+    index: i32,
+    log_start_offset: i64,
+    result: Result<Appended, (ResponseError, String)>,
+}
+
+type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, Vec<PartitionOutcome>)>;
+
+async fn append_all(b: &Broker, req: ProduceRequest) -> (Duration, TopicOutcomes) {
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            partitions.push(append_partition(b, t.name.0.as_str(), p.index, p.records).await);
+        }
+        topics.push((t.name, partitions));
+    }
+    metrics::counter!("streamhouse_produce_requests_total").increment(1);
+    (timeout, topics)
+}
+
+async fn append_partition(
+    b: &Broker,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+) -> PartitionOutcome {
+    let mut outcome = PartitionOutcome {
+        index,
+        log_start_offset: -1,
+        result: Err((ResponseError::UnknownTopicOrPartition, String::new())),
+    };
+    let Ok(partition) = u32::try_from(index) else {
+        return outcome;
+    };
+    let log = match b.partition(topic, partition).await {
+        Ok(log) => log,
+        Err(e) => {
+            outcome.result = Err((storage_error_code(&e), e.to_string()));
+            return outcome;
+        }
+    };
+    outcome.log_start_offset = log.writer.log_start_offset();
+    outcome.result = parse_batches(records).and_then(|batches| {
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let appended = log.writer.append(batches).map_err(storage_failure)?;
+        metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
+        Ok(appended)
+    });
+    if log.writer.buffered_bytes() >= b.config().flush_max_bytes {
+        b.request_flush();
+    }
+    outcome
+}
+
+fn parse_batches(records: Option<Bytes>) -> Result<Vec<RecordBatch>, (ResponseError, String)> {
+    let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
+        (
+            ResponseError::CorruptMessage,
+            "produce request without records".to_string(),
+        )
+    })?;
+    let batches = RecordBatch::parse_all(records)
+        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    if let Some(b) = batches
+        .iter()
+        .find(|b| b.header().is_transactional() || b.header().is_control())
+    {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!(
+                "transactional batches are not supported (producer id {})",
+                b.header().producer_id
+            ),
+        ));
+    }
+    Ok(batches)
+}
+
+fn storage_failure(e: StorageError) -> (ResponseError, String) {
+    (storage_error_code(&e), e.to_string())
+}
+
+async fn await_durable(timeout: Duration, topics: TopicOutcomes) -> ProduceResponse {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            out.push(partition_response(p, deadline).await);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(out),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+async fn partition_response(
+    p: PartitionOutcome,
+    deadline: tokio::time::Instant,
+) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default()
+        .with_index(p.index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(p.log_start_offset);
+    let durable = match p.result {
+        Ok(appended) => {
+            let base = appended.base_offset;
+            match tokio::time::timeout_at(deadline, appended.durable.wait()).await {
+                Ok(Ok(())) => Ok(base),
+                Ok(Err(e)) => Err(storage_failure(e)),
+                Err(_) => Err((
+                    ResponseError::RequestTimedOut,
+                    "records were not durable within the request timeout".into(),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match durable {
+        Ok(base) => response.with_base_offset(base),
+        Err((code, message)) => response
+            .with_error_code(code.code())
+            .with_error_message((!message.is_empty()).then(|| str_bytes(&message))),
+    }
+}

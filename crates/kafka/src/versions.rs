@@ -1,0 +1,50 @@
+//! The API versions this agent serves. This table is the single source of truth: ApiVersions
+//! advertises it and the dispatcher refuses anything outside it, so a client never negotiates a
+//! version the handlers do not really implement.
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
+/// `(api, min, max)` as implemented here. Ceilings sit below the newest versions where those
+/// switch to topic ids or transactional features the handlers do not implement.
+const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// Versions of `api` this agent serves, or `None` when it does not serve the API at all.
+pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|&(_, min, max)| VersionRange { min, max }.intersect(&api.valid_versions()))
+        .filter(|r| !r.is_empty())
+}
+
+/// Every served API with its version range, for the ApiVersions response.
+pub(crate) fn all() -> impl Iterator<Item = (ApiKey, VersionRange)> {
+    SUPPORTED
+        .iter()
+        .filter_map(|&(api, _, _)| supported(api).map(|r| (api, r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_within_what_the_codec_can_decode() {
+        for &(api, min, max) in SUPPORTED {
+            let r = supported(api).expect("served");
+            assert_eq!((r.min, r.max), (min, max), "{api:?} clipped by the codec");
+        }
+    }
+}

@@ -1,0 +1,964 @@
+//! Shared conformance suite: behaviour every [`MetadataStore`] backend must show.
+//!
+//! Each check is a public async function that panics on a violation, so backend tests call them
+//! directly or all at once through [`run_all`]. Every check creates its own uniquely named
+//! topics, groups and agents and never depends on what other checks left behind, so checks can
+//! run in any order against a shared database.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use uuid::Uuid;
+
+use crate::{
+    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, Result,
+    SegmentInfo, Topic, TopicConfig,
+};
+
+/// A name no other check (or earlier run against the same database) uses.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4().simple())
+}
+
+async fn create(store: &dyn MetadataStore, name: &str, partitions: u32) -> Topic {
+    store
+        .create_topic(NewTopic {
+            name: name.to_owned(),
+            partitions,
+            config: TopicConfig::default(),
+        })
+        .await
+        .expect("create topic")
+}
+
+async fn fresh_topic(store: &dyn MetadataStore, partitions: u32) -> Topic {
+    create(store, &unique("topic"), partitions).await
+}
+
+/// A segment covering `base..=last` of one partition.
+fn segment(topic: &str, partition: u32, base: i64, last: i64) -> SegmentInfo {
+    SegmentInfo {
+        topic: topic.to_owned(),
+        partition,
+        base_offset: base,
+        last_offset: last,
+        record_count: last - base + 1,
+        size_bytes: 100 * (last - base + 1).unsigned_abs(),
+        object_key: format!(
+            "{topic}/{partition}/{base:020}-{}.seg",
+            Uuid::new_v4().simple()
+        ),
+        min_timestamp_ms: 1_000 + base,
+        max_timestamp_ms: 1_000 + last,
+        created_at_ms: now_ms(),
+    }
+}
+
+/// Commits consecutive segments of `len` offsets each, starting at the current high watermark.
+async fn commit_run(
+    store: &dyn MetadataStore,
+    topic: &str,
+    partition: u32,
+    count: usize,
+    len: i64,
+) -> Vec<SegmentInfo> {
+    let mut next = store
+        .get_partition(topic, partition)
+        .await
+        .expect("get partition")
+        .high_watermark;
+    let mut committed = Vec::with_capacity(count);
+    for _ in 0..count {
+        let seg = segment(topic, partition, next, next + len - 1);
+        store
+            .commit_segment(&seg, None)
+            .await
+            .expect("commit segment");
+        next += len;
+        committed.push(seg);
+    }
+    committed
+}
+
+fn expect_err<T: Debug>(result: Result<T>, what: &str) -> MetadataError {
+    match result {
+        Ok(value) => panic!("{what}: expected an error, got {value:?}"),
+        Err(error) => error,
+    }
+}
+
+fn assert_unknown_topic<T: Debug>(result: Result<T>, topic: &str, what: &str) {
+    let error = expect_err(result, what);
+    assert!(
+        matches!(&error, MetadataError::UnknownTopic(name) if name == topic),
+        "{what}: expected UnknownTopic({topic}), got {error:?}"
+    );
+}
+
+fn assert_invalid<T: Debug>(result: Result<T>, what: &str) {
+    let error = expect_err(result, what);
+    assert!(
+        matches!(error, MetadataError::Invalid(_)),
+        "{what}: got {error:?}"
+    );
+}
+
+fn assert_fenced<T: Debug>(result: Result<T>, what: &str) {
+    let error = expect_err(result, what);
+    assert!(
+        matches!(error, MetadataError::Fenced { .. }),
+        "{what}: got {error:?}"
+    );
+}
+
+fn assert_conflict<T: Debug>(result: Result<T>, expected_hw: i64, what: &str) {
+    let error = expect_err(result, what);
+    assert!(
+        matches!(error, MetadataError::OffsetConflict { high_watermark, .. } if high_watermark == expected_hw),
+        "{what}: expected OffsetConflict at {expected_hw}, got {error:?}"
+    );
+}
+
+/// Create, read, list (ordered), reconfigure, grow, delete and re-create a topic.
+pub async fn topics_crud(store: &dyn MetadataStore) {
+    let prefix = unique("crud");
+    let mut config = TopicConfig {
+        retention_ms: None,
+        retention_bytes: Some(1 << 30),
+        ..TopicConfig::default()
+    };
+    config
+        .extra
+        .insert("cleanup.policy".into(), "delete".into());
+    let name_b = format!("{prefix}-b");
+    let created = store
+        .create_topic(NewTopic {
+            name: name_b.clone(),
+            partitions: 3,
+            config: config.clone(),
+        })
+        .await
+        .expect("create topic");
+    assert_eq!(created.name, name_b);
+    assert_eq!(created.partitions, 3);
+    assert_eq!(created.config, config);
+    assert!(!created.id.is_nil());
+    assert!(created.created_at_ms > 0);
+    assert_eq!(
+        store.get_topic(&name_b).await.unwrap(),
+        Some(created.clone())
+    );
+
+    let created_a = create(store, &format!("{prefix}-a"), 1).await;
+    let listed: Vec<Topic> = store
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![created_a.clone(), created.clone()],
+        "ordered by name"
+    );
+
+    let new_config = TopicConfig {
+        retention_ms: Some(60_000),
+        extra: BTreeMap::from([("min.insync.replicas".into(), "1".into())]),
+        ..TopicConfig::default()
+    };
+    let updated = store
+        .update_topic_config(&name_b, new_config.clone())
+        .await
+        .unwrap();
+    assert_eq!(updated.config, new_config);
+    assert_eq!(updated.id, created.id);
+    assert_eq!(
+        store.get_topic(&name_b).await.unwrap().unwrap().config,
+        new_config
+    );
+
+    let grown = store.add_partitions(&name_b, 5).await.unwrap();
+    assert_eq!(grown.partitions, 5);
+    assert_eq!(grown.config, new_config);
+    assert_eq!(
+        store.get_topic(&name_b).await.unwrap().unwrap().partitions,
+        5
+    );
+    let partitions = store.list_partitions(&name_b).await.unwrap();
+    assert_eq!(partitions.len(), 5);
+    for (index, state) in partitions.iter().enumerate() {
+        assert_eq!(state.partition as usize, index);
+        assert_eq!((state.high_watermark, state.log_start_offset), (0, 0));
+    }
+
+    assert!(store.delete_topic(&name_b).await.unwrap().is_empty());
+    assert_eq!(store.get_topic(&name_b).await.unwrap(), None);
+    assert!(store
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .all(|t| t.name != name_b));
+    store.delete_topic(&created_a.name).await.unwrap();
+
+    let recreated = create(store, &name_b, 2).await;
+    assert_ne!(recreated.id, created.id, "a re-created topic gets a new id");
+    assert_eq!(store.list_partitions(&name_b).await.unwrap().len(), 2);
+}
+
+/// Every topic and partition operation reports missing or invalid targets precisely.
+pub async fn topic_errors(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let duplicate = store
+        .create_topic(NewTopic {
+            name: name.to_owned(),
+            partitions: 1,
+            config: TopicConfig::default(),
+        })
+        .await;
+    let error = expect_err(duplicate, "duplicate create");
+    assert!(
+        matches!(&error, MetadataError::TopicExists(n) if n == name),
+        "got {error:?}"
+    );
+    assert_eq!(
+        store.get_topic(name).await.unwrap(),
+        Some(topic.clone()),
+        "duplicate left it alone"
+    );
+
+    let zero = store
+        .create_topic(NewTopic {
+            name: unique("zero"),
+            partitions: 0,
+            config: TopicConfig::default(),
+        })
+        .await;
+    assert_invalid(zero, "zero partitions");
+
+    let missing = unique("missing");
+    assert_eq!(store.get_topic(&missing).await.unwrap(), None);
+    assert_unknown_topic(store.delete_topic(&missing).await, &missing, "delete");
+    assert_unknown_topic(
+        store.add_partitions(&missing, 3).await,
+        &missing,
+        "add partitions",
+    );
+    assert_unknown_topic(
+        store
+            .update_topic_config(&missing, TopicConfig::default())
+            .await,
+        &missing,
+        "update config",
+    );
+    assert_unknown_topic(
+        store.get_partition(&missing, 0).await,
+        &missing,
+        "get partition",
+    );
+    assert_unknown_topic(
+        store.list_partitions(&missing).await,
+        &missing,
+        "list partitions",
+    );
+
+    assert_invalid(store.add_partitions(name, 2).await, "same partition count");
+    assert_invalid(store.add_partitions(name, 1).await, "shrink");
+    assert_eq!(store.get_topic(name).await.unwrap().unwrap().partitions, 2);
+
+    let error = expect_err(store.get_partition(name, 2).await, "partition out of range");
+    assert!(
+        matches!(&error, MetadataError::UnknownPartition { topic, partition: 2 } if topic == name),
+        "got {error:?}"
+    );
+    let error = expect_err(
+        store.commit_segment(&segment(name, 7, 0, 9), None).await,
+        "commit to missing partition",
+    );
+    assert!(
+        matches!(error, MetadataError::UnknownPartition { .. }),
+        "got {error:?}"
+    );
+    let error = expect_err(
+        store
+            .commit_segment(&segment(&missing, 0, 0, 9), None)
+            .await,
+        "commit to missing topic",
+    );
+    assert!(
+        matches!(error, MetadataError::UnknownTopic(_)),
+        "got {error:?}"
+    );
+}
+
+/// High watermarks start at 0 and move per partition.
+pub async fn partitions_and_high_watermark(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let first = store.get_partition(&topic.name, 0).await.unwrap();
+    assert_eq!(
+        (
+            first.partition,
+            first.high_watermark,
+            first.log_start_offset
+        ),
+        (0, 0, 0)
+    );
+
+    store
+        .commit_segment(&segment(&topic.name, 1, 0, 9), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_partition(&topic.name, 1)
+            .await
+            .unwrap()
+            .high_watermark,
+        10
+    );
+    assert_eq!(
+        store
+            .get_partition(&topic.name, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        0
+    );
+    let listed = store.list_partitions(&topic.name).await.unwrap();
+    let marks: Vec<(u32, i64)> = listed
+        .iter()
+        .map(|p| (p.partition, p.high_watermark))
+        .collect();
+    assert_eq!(marks, vec![(0, 0), (1, 10)]);
+}
+
+/// Consecutive commits advance the high watermark and round-trip every segment field.
+pub async fn commit_segment_happy_path(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let committed = commit_run(store, &topic.name, 0, 3, 10).await;
+    assert_eq!(
+        store
+            .get_partition(&topic.name, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        30
+    );
+    assert_eq!(
+        store.list_segments(&topic.name, 0, 0).await.unwrap(),
+        committed
+    );
+
+    let single = segment(&topic.name, 0, 30, 30);
+    store.commit_segment(&single, None).await.unwrap();
+    assert_eq!(
+        store
+            .get_partition(&topic.name, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        31
+    );
+    let keys = store.all_segment_keys().await.unwrap();
+    for seg in committed.iter().chain([&single]) {
+        assert!(
+            keys.contains(&seg.object_key),
+            "all_segment_keys lists {}",
+            seg.object_key
+        );
+    }
+}
+
+/// A commit not starting at the high watermark is refused and changes nothing.
+pub async fn commit_segment_offset_conflict(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    store
+        .commit_segment(&segment(name, 0, 0, 9), None)
+        .await
+        .unwrap();
+    assert_conflict(
+        store.commit_segment(&segment(name, 0, 5, 14), None).await,
+        10,
+        "overlap",
+    );
+    assert_conflict(
+        store.commit_segment(&segment(name, 0, 11, 20), None).await,
+        10,
+        "gap",
+    );
+    assert_conflict(
+        store.commit_segment(&segment(name, 0, 0, 9), None).await,
+        10,
+        "replay",
+    );
+    assert_invalid(
+        store.commit_segment(&segment(name, 0, 10, 8), None).await,
+        "last offset before base offset",
+    );
+    assert_eq!(
+        store.get_partition(name, 0).await.unwrap().high_watermark,
+        10
+    );
+    assert_eq!(store.list_segments(name, 0, 0).await.unwrap().len(), 1);
+}
+
+/// Fenced commits (wrong agent, wrong epoch, expired or absent lease) are refused.
+pub async fn commit_segment_fencing(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 3).await;
+    let name = topic.name.as_str();
+    let lease = store
+        .acquire_lease(name, 0, "agent-a", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("free lease");
+    let fence = |agent: &str, epoch: i64| LeaseFence {
+        agent_id: agent.to_owned(),
+        epoch,
+    };
+    store
+        .commit_segment(
+            &segment(name, 0, 0, 9),
+            Some(&fence("agent-a", lease.epoch)),
+        )
+        .await
+        .expect("holder commits");
+    let next = segment(name, 0, 10, 19);
+    assert_fenced(
+        store
+            .commit_segment(&next, Some(&fence("agent-b", lease.epoch)))
+            .await,
+        "wrong agent",
+    );
+    assert_fenced(
+        store
+            .commit_segment(&next, Some(&fence("agent-a", lease.epoch + 1)))
+            .await,
+        "wrong epoch",
+    );
+    assert_fenced(
+        store
+            .commit_segment(&segment(name, 1, 0, 9), Some(&fence("agent-a", 1)))
+            .await,
+        "no lease",
+    );
+
+    let expired = store
+        .acquire_lease(name, 2, "agent-a", now_ms() - 120_000, 1_000)
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert_fenced(
+        store
+            .commit_segment(
+                &segment(name, 2, 0, 9),
+                Some(&fence("agent-a", expired.epoch)),
+            )
+            .await,
+        "expired lease",
+    );
+
+    assert_eq!(
+        store.get_partition(name, 0).await.unwrap().high_watermark,
+        10
+    );
+    assert_eq!(
+        store.get_partition(name, 1).await.unwrap().high_watermark,
+        0
+    );
+    assert_eq!(
+        store.get_partition(name, 2).await.unwrap().high_watermark,
+        0
+    );
+    store
+        .commit_segment(&next, Some(&fence("agent-a", lease.epoch)))
+        .await
+        .expect("holder still commits after refused attempts");
+}
+
+/// Concurrent commits at the same base offset: exactly one wins, the rest conflict.
+pub async fn concurrent_commits_one_wins(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let candidates: Vec<SegmentInfo> = (0..8).map(|_| segment(&topic.name, 0, 0, 9)).collect();
+    let results = join_all(candidates.iter().map(|seg| store.commit_segment(seg, None))).await;
+    let mut winners = Vec::new();
+    for (seg, result) in candidates.iter().zip(results) {
+        match result {
+            Ok(()) => winners.push(seg.object_key.clone()),
+            Err(MetadataError::OffsetConflict {
+                high_watermark: 10, ..
+            }) => {}
+            Err(other) => panic!("unexpected error from a racing commit: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one racing commit wins");
+    let stored = store.list_segments(&topic.name, 0, 0).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].object_key, winners[0]);
+    assert_eq!(
+        store
+            .get_partition(&topic.name, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        10
+    );
+}
+
+/// `list_segments` returns segments ending at or after the offset, in order.
+pub async fn list_segments_ranges(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let segs = commit_run(store, name, 0, 3, 10).await;
+    for (from, expected) in [(-1, 0), (0, 0), (9, 0), (10, 1), (25, 2), (29, 2), (30, 3)] {
+        assert_eq!(
+            store.list_segments(name, 0, from).await.unwrap(),
+            segs[expected..].to_vec(),
+            "list_segments from {from}"
+        );
+    }
+    assert!(store.list_segments(name, 1, 0).await.unwrap().is_empty());
+    let error = expect_err(store.list_segments(name, 2, 0).await, "missing partition");
+    assert!(
+        matches!(error, MetadataError::UnknownPartition { .. }),
+        "got {error:?}"
+    );
+}
+
+/// Truncation deletes whole segments below the new start and never moves the start backwards
+/// or past the high watermark.
+pub async fn truncate_before(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    let segs = commit_run(store, name, 0, 3, 10).await;
+
+    assert_eq!(
+        store.truncate_before(name, 0, 15).await.unwrap(),
+        segs[..1].to_vec()
+    );
+    let state = store.get_partition(name, 0).await.unwrap();
+    assert_eq!((state.log_start_offset, state.high_watermark), (15, 30));
+    assert_eq!(
+        store.list_segments(name, 0, 0).await.unwrap(),
+        segs[1..].to_vec()
+    );
+    let keys = store.all_segment_keys().await.unwrap();
+    assert!(!keys.contains(&segs[0].object_key));
+
+    assert!(
+        store.truncate_before(name, 0, 5).await.unwrap().is_empty(),
+        "never lowers"
+    );
+    assert_eq!(
+        store.get_partition(name, 0).await.unwrap().log_start_offset,
+        15
+    );
+
+    assert_eq!(
+        store.truncate_before(name, 0, 1_000).await.unwrap(),
+        segs[1..].to_vec()
+    );
+    let state = store.get_partition(name, 0).await.unwrap();
+    assert_eq!(
+        (state.log_start_offset, state.high_watermark),
+        (30, 30),
+        "capped at the HW"
+    );
+    store
+        .commit_segment(&segment(name, 0, 30, 39), None)
+        .await
+        .expect("append after truncation");
+
+    let missing = unique("missing");
+    assert_unknown_topic(
+        store.truncate_before(&missing, 0, 1).await,
+        &missing,
+        "truncate",
+    );
+}
+
+/// Deleting a topic returns its segments and removes its offsets and leases too.
+pub async fn delete_topic_returns_segments(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let mut segs = commit_run(store, name, 1, 1, 5).await;
+    segs.splice(0..0, commit_run(store, name, 0, 2, 10).await);
+    let group = unique("group");
+    store
+        .commit_offsets(&group, &[offset(name, 0, 12, None)])
+        .await
+        .unwrap();
+    store
+        .acquire_lease(name, 0, "agent-a", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("lease");
+
+    assert_eq!(
+        store.delete_topic(name).await.unwrap(),
+        segs,
+        "ordered by partition, offset"
+    );
+    let keys = store.all_segment_keys().await.unwrap();
+    assert!(segs.iter().all(|s| !keys.contains(&s.object_key)));
+    assert!(store.fetch_offsets(&group, None).await.unwrap().is_empty());
+    assert!(store
+        .list_leases()
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| l.topic != name));
+
+    create(store, name, 1).await;
+    assert_eq!(
+        store.get_partition(name, 0).await.unwrap().high_watermark,
+        0
+    );
+    assert!(store.list_segments(name, 0, 0).await.unwrap().is_empty());
+}
+
+/// Producer ids are unique under concurrency and keep increasing.
+pub async fn producer_ids_unique(store: &dyn MetadataStore) {
+    let ids: Vec<i64> = join_all((0..32).map(|_| store.allocate_producer_id()))
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no id handed out twice: {ids:?}");
+    assert!(ids.iter().all(|&id| id >= 0));
+    let next = store.allocate_producer_id().await.unwrap();
+    assert!(
+        ids.iter().all(|&id| id < next),
+        "{next} follows every earlier id"
+    );
+    assert!(store.allocate_producer_id().await.unwrap() > next);
+}
+
+fn offset(topic: &str, partition: u32, offset: i64, metadata: Option<&str>) -> CommittedOffset {
+    CommittedOffset {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        leader_epoch: 3,
+        metadata: metadata.map(str::to_owned),
+        committed_at_ms: now_ms(),
+    }
+}
+
+/// Offsets upsert per partition, keep their metadata, filter by topic and delete selectively.
+pub async fn consumer_offsets(store: &dyn MetadataStore) {
+    let (first, second) = (fresh_topic(store, 2).await, fresh_topic(store, 1).await);
+    let (t1, t2) = (first.name.as_str(), second.name.as_str());
+    let group = unique("group");
+    let mut expected = vec![
+        offset(t1, 0, 5, Some("client state")),
+        offset(t1, 1, 7, None),
+        offset(t2, 0, 3, Some("")),
+    ];
+    expected.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    store.commit_offsets(&group, &expected).await.unwrap();
+    assert_eq!(store.fetch_offsets(&group, None).await.unwrap(), expected);
+    let only_t1: Vec<_> = expected.iter().filter(|o| o.topic == t1).cloned().collect();
+    assert_eq!(
+        store.fetch_offsets(&group, Some(t1)).await.unwrap(),
+        only_t1
+    );
+
+    let moved = CommittedOffset {
+        leader_epoch: -1,
+        ..offset(t1, 0, 9, Some("newer"))
+    };
+    store
+        .commit_offsets(&group, std::slice::from_ref(&moved))
+        .await
+        .unwrap();
+    let fetched = store.fetch_offsets(&group, Some(t1)).await.unwrap();
+    assert_eq!(
+        fetched,
+        vec![moved.clone(), only_t1[1].clone()],
+        "upsert replaces one row"
+    );
+
+    store
+        .delete_offsets(&group, &[(t1.to_owned(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fetch_offsets(&group, Some(t1)).await.unwrap(),
+        vec![moved]
+    );
+    assert_eq!(
+        store.fetch_offsets(&group, Some(t2)).await.unwrap().len(),
+        1
+    );
+    assert!(store
+        .fetch_offsets(&unique("nobody"), None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Groups are listed while they have offsets and can be deleted whole.
+pub async fn consumer_groups(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let (kept, dropped) = (unique("group"), unique("group"));
+    for group in [&kept, &dropped] {
+        store
+            .commit_offsets(group, &[offset(&topic.name, 0, 1, None)])
+            .await
+            .unwrap();
+    }
+    let groups = store.list_groups().await.unwrap();
+    assert!(groups.contains(&kept) && groups.contains(&dropped));
+
+    assert!(store.delete_group(&dropped).await.unwrap());
+    assert!(!store.delete_group(&dropped).await.unwrap(), "already gone");
+    let groups = store.list_groups().await.unwrap();
+    assert!(groups.contains(&kept) && !groups.contains(&dropped));
+    assert!(store
+        .fetch_offsets(&dropped, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.fetch_offsets(&kept, None).await.unwrap().len(), 1);
+}
+
+fn agent(id: &str, port: u16, heartbeat_ms: i64) -> AgentInfo {
+    AgentInfo {
+        agent_id: id.to_owned(),
+        kafka_host: "127.0.0.1".into(),
+        kafka_port: port,
+        http_addr: "127.0.0.1:8080".into(),
+        node_id: i32::from(port),
+        last_heartbeat_ms: heartbeat_ms,
+        started_at_ms: heartbeat_ms - 5,
+    }
+}
+
+/// Agents register (upsert), heartbeat, are listed while alive and deregister.
+pub async fn agents(store: &dyn MetadataStore) {
+    let now = now_ms();
+    let (live_id, stale_id) = (unique("agent"), unique("agent"));
+    let ours = |agents: Vec<AgentInfo>| -> Vec<AgentInfo> {
+        agents
+            .into_iter()
+            .filter(|a| a.agent_id == live_id || a.agent_id == stale_id)
+            .collect()
+    };
+    let live = agent(&live_id, 9092, now);
+    let stale = agent(&stale_id, 9093, now - 100_000);
+    store.register_agent(&live).await.unwrap();
+    store.register_agent(&stale).await.unwrap();
+    assert_eq!(
+        ours(store.list_agents(now - 10_000).await.unwrap()),
+        vec![live.clone()]
+    );
+
+    assert!(store.heartbeat(&stale_id, now).await.unwrap());
+    assert!(!store.heartbeat(&unique("ghost"), now).await.unwrap());
+    let revived = AgentInfo {
+        last_heartbeat_ms: now,
+        ..stale.clone()
+    };
+    let mut both = vec![live.clone(), revived];
+    both.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    assert_eq!(ours(store.list_agents(now - 10_000).await.unwrap()), both);
+
+    let moved = AgentInfo {
+        kafka_port: 19092,
+        node_id: 7,
+        ..live.clone()
+    };
+    store.register_agent(&moved).await.unwrap();
+    let listed = ours(store.list_agents(0).await.unwrap());
+    assert!(
+        listed.contains(&moved) && !listed.contains(&live),
+        "re-registering replaces"
+    );
+
+    store.deregister_agent(&live_id).await.unwrap();
+    let listed = ours(store.list_agents(0).await.unwrap());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].agent_id, stale_id);
+}
+
+/// Leases: take a free one, renew at the same epoch, refuse a live one, take over an expired
+/// one at a higher epoch.
+pub async fn leases(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    let t0 = now_ms();
+    let first = store
+        .acquire_lease(name, 0, "a", t0, 1_000)
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(
+        (first.agent_id.as_str(), first.expires_at_ms),
+        ("a", t0 + 1_000)
+    );
+    assert_eq!((first.topic.as_str(), first.partition), (name, 0));
+
+    assert_eq!(
+        store
+            .acquire_lease(name, 0, "b", t0 + 500, 1_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let renewed = store
+        .acquire_lease(name, 0, "a", t0 + 500, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (renewed.epoch, renewed.expires_at_ms),
+        (first.epoch, t0 + 1_500)
+    );
+    assert_eq!(
+        store
+            .acquire_lease(name, 0, "b", t0 + 1_500, 1_000)
+            .await
+            .unwrap(),
+        None,
+        "live until its expiry instant"
+    );
+
+    let stolen = store
+        .acquire_lease(name, 0, "b", t0 + 1_501, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stolen.agent_id.as_str(), stolen.epoch),
+        ("b", first.epoch + 1)
+    );
+    assert_eq!(
+        store
+            .acquire_lease(name, 0, "a", t0 + 1_600, 1_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let kept = store
+        .acquire_lease(name, 0, "b", t0 + 1_700, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.epoch, stolen.epoch);
+
+    let lapsed = store
+        .acquire_lease(name, 0, "b", t0 + 60_000, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lapsed.epoch,
+        stolen.epoch + 1,
+        "re-taking an expired lease bumps the epoch"
+    );
+    let listed: Vec<_> = store
+        .list_leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.topic == name)
+        .collect();
+    assert_eq!(listed, vec![lapsed]);
+
+    assert!(
+        store.acquire_lease(name, 1, "a", t0, 1_000).await.is_err(),
+        "no partition 1"
+    );
+    assert!(store
+        .acquire_lease(&unique("missing"), 0, "a", t0, 1_000)
+        .await
+        .is_err());
+}
+
+/// Agents racing for a free lease: exactly one gets it.
+pub async fn concurrent_lease_acquisition(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let now = now_ms();
+    let agents: Vec<String> = (0..6).map(|i| format!("agent-{i}")).collect();
+    let results = join_all(
+        agents
+            .iter()
+            .map(|agent| store.acquire_lease(&topic.name, 0, agent, now, 60_000)),
+    )
+    .await;
+    let winners: Vec<_> = results.into_iter().filter_map(|r| r.unwrap()).collect();
+    assert_eq!(winners.len(), 1, "exactly one agent wins: {winners:?}");
+}
+
+/// Releasing needs the holder and its epoch; afterwards anyone takes over at a higher epoch.
+pub async fn lease_release(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    let now = now_ms();
+    let held = store
+        .acquire_lease(name, 0, "a", now, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+
+    store
+        .release_lease(name, 0, "a", held.epoch + 1)
+        .await
+        .unwrap();
+    store.release_lease(name, 0, "b", held.epoch).await.unwrap();
+    assert_eq!(
+        store
+            .acquire_lease(name, 0, "b", now, 60_000)
+            .await
+            .unwrap(),
+        None,
+        "wrong epoch or agent does not release"
+    );
+
+    store.release_lease(name, 0, "a", held.epoch).await.unwrap();
+    let taken = store
+        .acquire_lease(name, 0, "b", now, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.epoch, held.epoch + 1);
+    let fence = LeaseFence {
+        agent_id: "a".into(),
+        epoch: held.epoch,
+    };
+    assert_fenced(
+        store
+            .commit_segment(&segment(name, 0, 0, 0), Some(&fence))
+            .await,
+        "old holder after release",
+    );
+}
+
+/// Runs every check against `store`.
+pub async fn run_all(store: Arc<dyn MetadataStore>) {
+    let store = store.as_ref();
+    topics_crud(store).await;
+    topic_errors(store).await;
+    partitions_and_high_watermark(store).await;
+    commit_segment_happy_path(store).await;
+    commit_segment_offset_conflict(store).await;
+    commit_segment_fencing(store).await;
+    concurrent_commits_one_wins(store).await;
+    list_segments_ranges(store).await;
+    truncate_before(store).await;
+    delete_topic_returns_segments(store).await;
+    producer_ids_unique(store).await;
+    consumer_offsets(store).await;
+    consumer_groups(store).await;
+    agents(store).await;
+    leases(store).await;
+    concurrent_lease_acquisition(store).await;
+    lease_release(store).await;
+}

@@ -1,0 +1,23 @@
+//! Metadata for StreamHouse: which topics exist, where each partition's segments live in object
+//! storage, how far each partition is durable (its high watermark), consumer-group offsets, and
+//! the agents and partition leases that coordinate many agents.
+//!
+//! The [`MetadataStore`] trait is the boundary. Backends:
+//! - [`SqliteMetadataStore`]: embedded default, one file, WAL journal.
+//! - [`CachedMetadataStore`]: a bounded write-through cache in front of any backend.
+//!
+//! Every backend must pass the shared conformance suite in [`conformance`].
+
+mod cached;
+pub mod conformance;
+mod error;
+mod rows;
+mod sqlite;
+mod store;
+mod types;
+
+pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
+pub use error::{MetadataError, Result};
+pub use sqlite::SqliteMetadataStore;
+pub use store::MetadataStore;
+pub use types::*;

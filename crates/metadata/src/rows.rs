@@ -1,0 +1,182 @@
+//! The single place where table rows map to the public types: column lists (as macros, so
+//! statements stay `&'static str` via `concat!`) and the decoders that read them back.
+//!
+//! Decoders go through [`RowExt`] so every SQL backend shares them.
+
+use crate::{
+    AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, Result, SegmentInfo,
+    Topic, TopicConfig,
+};
+use uuid::Uuid;
+
+/// Columns of `topics`, in the order [`topic`] reads them.
+macro_rules! topic_columns {
+    () => {
+        "id, name, partitions, config, created_at"
+    };
+}
+
+/// Columns of `partitions` as read by [`partition`].
+macro_rules! partition_columns {
+    () => {
+        "partition_id, high_watermark, log_start_offset"
+    };
+}
+
+/// Columns of `segments`, as read by [`segment`].
+macro_rules! segment_columns {
+    () => {
+        "topic, partition_id, base_offset, last_offset, record_count, size_bytes, object_key, \
+         min_timestamp, max_timestamp, created_at"
+    };
+}
+
+/// Columns of `consumer_offsets` as read by [`committed_offset`].
+macro_rules! offset_columns {
+    () => {
+        "topic, partition_id, committed_offset, leader_epoch, metadata, committed_at"
+    };
+}
+
+/// Columns of `agents`, as read by [`agent`].
+macro_rules! agent_columns {
+    () => {
+        "agent_id, kafka_host, kafka_port, http_addr, node_id, last_heartbeat, started_at"
+    };
+}
+
+/// Columns of `partition_leases`, as read by [`lease`].
+macro_rules! lease_columns {
+    () => {
+        "topic, partition_id, agent_id, epoch, expires_at"
+    };
+}
+
+pub(crate) use {
+    agent_columns, lease_columns, offset_columns, partition_columns, segment_columns, topic_columns,
+};
+
+/// Typed column access shared by the SQL backends' row types.
+pub(crate) trait RowExt {
+    /// An integer column.
+    fn int(&self, column: &str) -> Result<i64>;
+    /// A non-null text column.
+    fn text(&self, column: &str) -> Result<String>;
+    /// A nullable text column.
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+}
+
+/// Implements [`RowExt`] for a sqlx row type.
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn int(&self, column: &str) -> Result<i64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+
+impl_row_ext!(sqlx::sqlite::SqliteRow);
+
+/// Converts a stored integer into a narrower unsigned field, reporting corruption otherwise.
+fn narrow<T: TryFrom<i64>>(row: &impl RowExt, column: &str) -> Result<T> {
+    let value = row.int(column)?;
+    T::try_from(value)
+        .map_err(|_| MetadataError::Corrupt(format!("{column} = {value} is out of range")))
+}
+
+/// Converts a stored integer into an `i32` field.
+fn int32(row: &impl RowExt, column: &str) -> Result<i32> {
+    narrow(row, column)
+}
+
+pub(crate) fn topic(row: &impl RowExt) -> Result<Topic> {
+    let id = row.text("id")?;
+    let config = row.text("config")?;
+    Ok(Topic {
+        id: Uuid::parse_str(&id)
+            .map_err(|e| MetadataError::Corrupt(format!("topic id '{id}': {e}")))?,
+        name: row.text("name")?,
+        partitions: narrow(row, "partitions")?,
+        config: decode_config(&config)?,
+        created_at_ms: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn partition(row: &impl RowExt) -> Result<PartitionState> {
+    Ok(PartitionState {
+        partition: narrow(row, "partition_id")?,
+        high_watermark: row.int("high_watermark")?,
+        log_start_offset: row.int("log_start_offset")?,
+    })
+}
+
+pub(crate) fn segment(row: &impl RowExt) -> Result<SegmentInfo> {
+    Ok(SegmentInfo {
+        topic: row.text("topic")?,
+        partition: narrow(row, "partition_id")?,
+        base_offset: row.int("base_offset")?,
+        last_offset: row.int("last_offset")?,
+        record_count: row.int("record_count")?,
+        size_bytes: narrow(row, "size_bytes")?,
+        object_key: row.text("object_key")?,
+        min_timestamp_ms: row.int("min_timestamp")?,
+        max_timestamp_ms: row.int("max_timestamp")?,
+        created_at_ms: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn committed_offset(row: &impl RowExt) -> Result<CommittedOffset> {
+    Ok(CommittedOffset {
+        topic: row.text("topic")?,
+        partition: narrow(row, "partition_id")?,
+        offset: row.int("committed_offset")?,
+        leader_epoch: int32(row, "leader_epoch")?,
+        metadata: row.opt_text("metadata")?,
+        committed_at_ms: row.int("committed_at")?,
+    })
+}
+
+pub(crate) fn agent(row: &impl RowExt) -> Result<AgentInfo> {
+    Ok(AgentInfo {
+        agent_id: row.text("agent_id")?,
+        kafka_host: row.text("kafka_host")?,
+        kafka_port: narrow(row, "kafka_port")?,
+        http_addr: row.text("http_addr")?,
+        node_id: int32(row, "node_id")?,
+        last_heartbeat_ms: row.int("last_heartbeat")?,
+        started_at_ms: row.int("started_at")?,
+    })
+}
+
+pub(crate) fn lease(row: &impl RowExt) -> Result<PartitionLease> {
+    Ok(PartitionLease {
+        topic: row.text("topic")?,
+        partition: narrow(row, "partition_id")?,
+        agent_id: row.text("agent_id")?,
+        epoch: row.int("epoch")?,
+        expires_at_ms: row.int("expires_at")?,
+    })
+}
+
+/// Serializes a topic config for its JSON column.
+pub(crate) fn encode_config(config: &TopicConfig) -> Result<String> {
+    serde_json::to_string(config).map_err(|e| MetadataError::Corrupt(format!("topic config: {e}")))
+}
+
+fn decode_config(json: &str) -> Result<TopicConfig> {
+    serde_json::from_str(json)
+        .map_err(|e| MetadataError::Corrupt(format!("topic config '{json}': {e}")))
+}
+
+/// A `u64` field as the signed integer SQL stores.
+pub(crate) fn to_sql_int(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| MetadataError::Invalid(format!("{what} {value} exceeds i64")))
+}

@@ -1,0 +1,132 @@
+use async_trait::async_trait;
+
+use crate::{
+    AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState, Result,
+    SegmentInfo, Topic, TopicConfig,
+};
+
+/// Everything StreamHouse keeps outside object storage.
+///
+/// Implementations must be safe to share between tasks and, for the PostgreSQL backend, between
+/// agents: every method that could race with another writer is atomic.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    // ---- topics -------------------------------------------------------------------------------
+
+    /// Creates a topic and its partitions (high watermark 0). Fails with `TopicExists`.
+    async fn create_topic(&self, topic: NewTopic) -> Result<Topic>;
+
+    /// Looks a topic up by name.
+    async fn get_topic(&self, name: &str) -> Result<Option<Topic>>;
+
+    /// All topics, ordered by name.
+    async fn list_topics(&self) -> Result<Vec<Topic>>;
+
+    /// Deletes a topic with its partitions, segments, leases and committed offsets, and returns
+    /// the segments it had so the caller can delete their objects. Fails with `UnknownTopic`.
+    async fn delete_topic(&self, name: &str) -> Result<Vec<SegmentInfo>>;
+
+    /// Grows a topic to `new_count` partitions. Shrinking or keeping the count is `Invalid`.
+    async fn add_partitions(&self, name: &str, new_count: u32) -> Result<Topic>;
+
+    /// Replaces a topic's settings.
+    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic>;
+
+    // ---- partitions and segments --------------------------------------------------------------
+
+    /// One partition's durable progress.
+    async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState>;
+
+    /// Every partition of a topic, ordered by index.
+    async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>>;
+
+    /// Records a segment and advances the partition's high watermark to `last_offset + 1`, in one
+    /// transaction. Refused with `OffsetConflict` unless `base_offset` equals the current high
+    /// watermark, and with `Fenced` when `fence` is given and the lease is not held by that agent
+    /// at that epoch (or has expired).
+    async fn commit_segment(&self, segment: &SegmentInfo, fence: Option<&LeaseFence>)
+        -> Result<()>;
+
+    /// Segments of a partition whose `last_offset >= from_offset`, ordered by base offset.
+    async fn list_segments(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<SegmentInfo>>;
+
+    /// Deletes segments lying wholly below `new_log_start`, raises the log start offset to
+    /// `new_log_start` (never lowers it, never past the high watermark) and returns the deleted
+    /// segments so their objects can be removed.
+    async fn truncate_before(
+        &self,
+        topic: &str,
+        partition: u32,
+        new_log_start: i64,
+    ) -> Result<Vec<SegmentInfo>>;
+
+    /// Object keys of every committed segment, for the orphan janitor.
+    async fn all_segment_keys(&self) -> Result<Vec<String>>;
+
+    // ---- producers ----------------------------------------------------------------------------
+
+    /// Allocates a fresh, never-reused idempotent producer id.
+    async fn allocate_producer_id(&self) -> Result<i64>;
+
+    // ---- consumer-group offsets ---------------------------------------------------------------
+
+    /// Stores (upserts) offsets for a group atomically.
+    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()>;
+
+    /// A group's committed offsets, optionally only for one topic, ordered by topic, partition.
+    async fn fetch_offsets(&self, group: &str, topic: Option<&str>)
+        -> Result<Vec<CommittedOffset>>;
+
+    /// Removes a group's offsets for the given partitions.
+    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()>;
+
+    /// Names of groups that have committed offsets.
+    async fn list_groups(&self) -> Result<Vec<String>>;
+
+    /// Removes every offset of a group. Returns whether the group had any.
+    async fn delete_group(&self, group: &str) -> Result<bool>;
+
+    // ---- agents and leases --------------------------------------------------------------------
+
+    /// Registers an agent or refreshes its row and heartbeat.
+    async fn register_agent(&self, agent: &AgentInfo) -> Result<()>;
+
+    /// Records a heartbeat. Returns false when the agent is not registered.
+    async fn heartbeat(&self, agent_id: &str, now_ms: i64) -> Result<bool>;
+
+    /// Agents whose last heartbeat is at or after `alive_since_ms`.
+    async fn list_agents(&self, alive_since_ms: i64) -> Result<Vec<AgentInfo>>;
+
+    /// Removes an agent's registration.
+    async fn deregister_agent(&self, agent_id: &str) -> Result<()>;
+
+    /// Takes or renews a partition lease for `agent_id` until `now_ms + ttl_ms`. Succeeds when
+    /// the lease is free, expired, or already held by `agent_id`; the epoch increases whenever
+    /// the holder changes (or the lease had expired). Returns `None` when another agent holds an
+    /// unexpired lease.
+    async fn acquire_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<PartitionLease>>;
+
+    /// Gives a lease up early (only if held by `agent_id` at `epoch`).
+    async fn release_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        epoch: i64,
+    ) -> Result<()>;
+
+    /// All leases (expired ones included), ordered by topic, partition.
+    async fn list_leases(&self) -> Result<Vec<PartitionLease>>;
+}

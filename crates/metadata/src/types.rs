@@ -1,0 +1,165 @@
+//! Plain data types stored by a [`crate::MetadataStore`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Per-topic settings, with Kafka's names where Kafka has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// `retention.ms`: segments whose newest record is older than this are deleted. `None` keeps
+    /// data forever.
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: per partition; the oldest segments are deleted past this size. `None`
+    /// means no size limit.
+    pub retention_bytes: Option<i64>,
+    /// `segment.bytes`: a partition writer rolls its open segment at this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: a partition writer rolls its open segment at this age.
+    pub segment_ms: u64,
+    /// Any other `key=value` settings given at creation, kept and reported verbatim.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            retention_bytes: None,
+            segment_bytes: 64 * 1024 * 1024,
+            segment_ms: 10 * 60 * 1000,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a caller supplies to create a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Topic name (Kafka rules: 1..=249 chars of `[a-zA-Z0-9._-]`; checked by the caller).
+    pub name: String,
+    /// Number of partitions, at least 1.
+    pub partitions: u32,
+    /// Settings.
+    pub config: TopicConfig,
+}
+
+/// A topic as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Stable identity; object keys use it so a re-created topic never sees old objects.
+    pub id: Uuid,
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Settings.
+    pub config: TopicConfig,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// Durable progress of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Partition index.
+    pub partition: u32,
+    /// Next offset to be written; every offset below it is durable and readable (unless below
+    /// `log_start_offset`).
+    pub high_watermark: i64,
+    /// Lowest offset still retained.
+    pub log_start_offset: i64,
+}
+
+/// One immutable segment object holding offsets `base_offset..=last_offset` of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentInfo {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// First offset in the segment.
+    pub base_offset: i64,
+    /// Last offset in the segment (inclusive).
+    pub last_offset: i64,
+    /// Number of records.
+    pub record_count: i64,
+    /// Object size in bytes.
+    pub size_bytes: u64,
+    /// Key of the object in the object store.
+    pub object_key: String,
+    /// Smallest record timestamp (ms).
+    pub min_timestamp_ms: i64,
+    /// Largest record timestamp (ms).
+    pub max_timestamp_ms: i64,
+    /// When the segment was committed (ms since the Unix epoch).
+    pub created_at_ms: i64,
+}
+
+/// Proof a writer claims to hold a partition's lease; commits check it (fencing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFence {
+    /// Agent holding the lease.
+    pub agent_id: String,
+    /// Lease epoch the agent obtained.
+    pub epoch: i64,
+}
+
+/// A consumer group's committed position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Next offset the group will consume.
+    pub offset: i64,
+    /// Leader epoch the client sent, or -1.
+    pub leader_epoch: i32,
+    /// Opaque client metadata string.
+    pub metadata: Option<String>,
+    /// Commit time (ms since the Unix epoch).
+    pub committed_at_ms: i64,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Unique agent id.
+    pub agent_id: String,
+    /// Host Kafka clients should connect to.
+    pub kafka_host: String,
+    /// Kafka listener port.
+    pub kafka_port: u16,
+    /// HTTP admin address (`host:port`).
+    pub http_addr: String,
+    /// Kafka broker (node) id this agent answers as.
+    pub node_id: i32,
+    /// Last heartbeat (ms since the Unix epoch).
+    pub last_heartbeat_ms: i64,
+    /// Registration time (ms since the Unix epoch).
+    pub started_at_ms: i64,
+}
+
+/// Ownership of one partition by one agent until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLease {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Owning agent.
+    pub agent_id: String,
+    /// Increases every time ownership changes hands; never decreases.
+    pub epoch: i64,
+    /// Expiry (ms since the Unix epoch).
+    pub expires_at_ms: i64,
+}
+
+/// Current wall-clock time in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

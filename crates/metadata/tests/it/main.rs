@@ -1,0 +1,4 @@
+//! Integration tests: the conformance suite against every backend, plus backend specifics.
+
+mod cached;
+mod sqlite;

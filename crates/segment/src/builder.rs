@@ -1,0 +1,168 @@
+//! Writing a segment object batch by batch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{RecordBatch, PREFIX_LEN};
+use crate::error::SegmentError;
+use crate::footer::{encode_header, IndexEntry, SegmentFooter, HEADER_LEN};
+
+/// Default bytes of batch data between sparse index entries.
+pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
+
+/// Accumulates consecutive batches of one partition into a segment object.
+#[derive(Debug)]
+pub struct SegmentBuilder {
+    base_offset: i64,
+    next_offset: i64,
+    index_interval: u32,
+    /// Header placeholder followed by the batches pushed so far.
+    buf: Vec<u8>,
+    index: Vec<IndexEntry>,
+    batch_count: u32,
+    timestamps: Option<(i64, i64)>,
+}
+
+/// A finished segment object and its decoded footer.
+#[derive(Clone, Debug)]
+pub struct EncodedSegment {
+    /// The whole object, ready to upload.
+    pub bytes: Bytes,
+    /// The footer, as [`read_footer`](crate::read_footer) would decode it from `bytes`.
+    pub footer: SegmentFooter,
+}
+
+impl SegmentBuilder {
+    /// Starts a segment at `base_offset` with a sparse index entry every ~4 KiB of data.
+    pub fn new(base_offset: i64) -> Self {
+        Self::with_index_interval(base_offset, DEFAULT_INDEX_INTERVAL)
+    }
+
+    /// Starts a segment with an index entry every ~`bytes` bytes of data (at least one byte,
+    /// at most 4 GiB); smaller intervals mean shorter scans and a bigger footer.
+    pub fn with_index_interval(base_offset: i64, bytes: usize) -> Self {
+        SegmentBuilder {
+            base_offset,
+            next_offset: base_offset,
+            index_interval: bytes.clamp(1, u32::MAX as usize) as u32,
+            buf: vec![0; HEADER_LEN],
+            index: Vec::new(),
+            batch_count: 0,
+            timestamps: None,
+        }
+    }
+
+    /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`].
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
+        if batch.base_offset() != self.next_offset {
+            return Err(SegmentError::OffsetMismatch {
+                expected: self.next_offset,
+                found: batch.base_offset(),
+            });
+        }
+        let rel_position = self.check_limits(batch)?;
+        let rel_offset = (self.next_offset - self.base_offset) as u32;
+        let (min_ts, max_ts) = match self.timestamps {
+            Some((min, max)) => (
+                min.min(batch.header().base_timestamp),
+                max.max(batch.max_timestamp()),
+            ),
+            None => (batch.header().base_timestamp, batch.max_timestamp()),
+        };
+        self.timestamps = Some((min_ts, max_ts));
+        if self.starts_block(rel_position) {
+            self.index.push(IndexEntry {
+                rel_offset,
+                rel_position,
+                max_timestamp: max_ts,
+                prefix_crc: 0,
+            });
+        }
+        let entry = self
+            .index
+            .last_mut()
+            .expect("an index entry exists after the first batch");
+        entry.max_timestamp = max_ts;
+        entry.prefix_crc = crc32c::crc32c_append(entry.prefix_crc, &batch.bytes()[..PREFIX_LEN]);
+        self.buf.extend_from_slice(batch.bytes());
+        self.batch_count += 1;
+        self.next_offset = batch.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Checks the format's u32 limits and returns the batch's position relative to the data.
+    fn check_limits(&self, batch: &RecordBatch) -> Result<u32, SegmentError> {
+        let rel_position = self.buf.len() - HEADER_LEN;
+        if rel_position + batch.len() > u32::MAX as usize {
+            return Err(SegmentError::LimitExceeded {
+                reason: format!("batch data would exceed 4 GiB at {rel_position} bytes"),
+            });
+        }
+        if batch.last_offset() - self.base_offset > i64::from(u32::MAX)
+            || self.batch_count == u32::MAX
+        {
+            return Err(SegmentError::LimitExceeded {
+                reason: format!(
+                    "offset {} is more than 2^32 past the segment base",
+                    batch.last_offset()
+                ),
+            });
+        }
+        Ok(rel_position as u32)
+    }
+
+    fn starts_block(&self, rel_position: u32) -> bool {
+        self.index
+            .last()
+            .is_none_or(|e| rel_position - e.rel_position >= self.index_interval)
+    }
+
+    /// Offset of the first record.
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// Base offset the next pushed batch must have.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Bytes so far, including the header (not the footer).
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no batch was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.batch_count == 0
+    }
+
+    /// Records pushed so far.
+    pub fn record_count(&self) -> i64 {
+        self.next_offset - self.base_offset
+    }
+
+    /// Writes header, footer and trailer and returns the object.
+    pub fn finish(mut self) -> EncodedSegment {
+        self.buf[..HEADER_LEN].copy_from_slice(&encode_header(self.base_offset));
+        let (min_timestamp, max_timestamp) = self.timestamps.unwrap_or((-1, -1));
+        let footer = SegmentFooter {
+            base_offset: self.base_offset,
+            last_offset: self.next_offset - 1,
+            record_count: self.record_count(),
+            batch_count: self.batch_count,
+            min_timestamp,
+            max_timestamp,
+            data_start: HEADER_LEN as u64,
+            data_end: self.buf.len() as u64,
+            index_interval: self.index_interval,
+            index: Arc::from(self.index),
+        };
+        footer.encode_into(&mut self.buf);
+        EncodedSegment {
+            bytes: Bytes::from(self.buf),
+            footer,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Reading batches back out of (a range of) a segment object.
+
+use bytes::Bytes;
+
+use crate::batch::{peek_total_len, BatchHeader, RecordBatch, PREFIX_LEN};
+use crate::error::SegmentError;
+use crate::footer::{decode_header, read_footer, SegmentFooter};
+
+/// Iterates verified batches of a segment, given the object's bytes from a batch boundary.
+///
+/// Every yielded batch has a valid Kafka CRC and follows the previous one without an offset gap.
+/// Batches whose last offset is below `from_offset` are skipped (without a CRC check). When the
+/// data ends before `data_end`, iteration ends cleanly and [`BatchCursor::position`] tells where
+/// to continue; bad bytes before `data_end` yield one `Err` with their byte range, then `None`.
+///
+/// Kafka's CRC leaves out the first 21 bytes of a batch (base offset, length, leader epoch,
+/// magic, CRC). A cursor made with [`BatchCursor::with_footer`] also checks those against the
+/// footer's index (offsets and a per-block checksum) before yielding a block's batches, so no
+/// corrupted byte is ever returned as data; [`BatchCursor::new`] cannot.
+#[derive(Debug)]
+pub struct BatchCursor {
+    data: Bytes,
+    /// Absolute position of `data[0]`.
+    start: u64,
+    /// Index into `data` of the next batch.
+    at: usize,
+    data_end: u64,
+    from_offset: i64,
+    /// Base offset the next batch must have, once known.
+    next_offset: Option<i64>,
+    footer: Option<SegmentFooter>,
+    /// Absolute position up to which the footer's block checksums were verified.
+    verified_end: u64,
+    done: bool,
+}
+
+impl BatchCursor {
+    /// Cursor over `data`, the object's bytes from absolute position `pos` (a batch boundary),
+    /// checking each batch's magic, length and CRC and that offsets are consecutive.
+    pub fn new(data: Bytes, pos: u64, data_end: u64, from_offset: i64) -> Self {
+        BatchCursor {
+            data,
+            start: pos,
+            at: 0,
+            data_end,
+            from_offset,
+            next_offset: None,
+            footer: None,
+            verified_end: pos,
+            done: false,
+        }
+    }
+
+    /// Like [`BatchCursor::new`], also verifying everything Kafka's CRC does not cover against
+    /// `footer`. `pos` must be an index block start (as [`SegmentFooter::seek`] and
+    /// [`SegmentFooter::seek_timestamp`] return). Whole blocks are verified before any of their
+    /// batches is yielded, so a range that ends inside a block stops at that block's start.
+    pub fn with_footer(data: Bytes, pos: u64, footer: &SegmentFooter, from_offset: i64) -> Self {
+        BatchCursor {
+            footer: Some(footer.clone()),
+            ..Self::new(data, pos, footer.data_end, from_offset)
+        }
+    }
+
+    /// Absolute position of the next batch to read (where to continue after a partial range).
+    ///
+    /// Through a `&mut BatchCursor`, `Iterator::position` shadows this method: call
+    /// `BatchCursor::position(&cursor)` there.
+    pub fn position(&self) -> u64 {
+        self.start + self.at as u64
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, SegmentError> {
+        loop {
+            let pos = BatchCursor::position(self);
+            if pos >= self.data_end {
+                return Ok(None);
+            }
+            if self.footer.is_some() && pos >= self.verified_end && !self.verify_block(pos)? {
+                return Ok(None);
+            }
+            let Some(total) = self.complete_batch_len(pos)? else {
+                return Ok(None);
+            };
+            let batch = RecordBatch::read(&self.data, self.at, self.start)?;
+            self.check_continuity(&batch, pos)?;
+            self.at += total;
+            if batch.last_offset() >= self.from_offset {
+                batch.check_crc(pos)?;
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    /// Length of the batch at `pos` if `data` holds all of it; `None` for a partial range.
+    fn complete_batch_len(&self, pos: u64) -> Result<Option<usize>, SegmentError> {
+        let Some(total) = peek_total_len(&self.data[self.at..]) else {
+            return Ok(None);
+        };
+        let end = pos + total as u64;
+        if total < BatchHeader::LEN || end > self.data_end {
+            return Err(SegmentError::corrupt(
+                pos..end.min(self.data_end),
+                format!(
+                    "batch length field {total} does not fit between the batch and data end {}",
+                    self.data_end
+                ),
+            ));
+        }
+        Ok((total <= self.data.len() - self.at).then_some(total))
+    }
+
+    fn check_continuity(&mut self, batch: &RecordBatch, pos: u64) -> Result<(), SegmentError> {
+        if let Some(expected) = self.next_offset.filter(|&e| e != batch.base_offset()) {
+            return Err(SegmentError::corrupt(
+                pos..pos + 8,
+                format!(
+                    "batch base offset {} does not follow offset {}",
+                    batch.base_offset(),
+                    expected - 1
+                ),
+            ));
+        }
+        self.next_offset = Some(batch.last_offset() + 1);
+        Ok(())
+    }
+
+    /// Verifies the index block starting at `pos` if `data` holds all of it (`Ok(false)` if not):
+    /// batch boundaries, base offsets and the checksum of the bytes Kafka's CRC leaves out.
+    fn verify_block(&mut self, pos: u64) -> Result<bool, SegmentError> {
+        let footer = self.footer.as_ref().expect("verify_block needs a footer");
+        let block = footer.block_starting_at(pos).ok_or_else(|| {
+            SegmentError::corrupt(pos..pos, "cursor position is not an index block start")
+        })?;
+        let end = footer.block_end(block);
+        if end > self.start + self.data.len() as u64 {
+            return Ok(false);
+        }
+        let stop = (end - self.start) as usize;
+        let mut at = self.at;
+        let mut expected = footer.block_first_offset(block);
+        let mut crc = 0;
+        while at < stop {
+            let batch_pos = self.start + at as u64;
+            let header = BatchHeader::parse_at(&self.data[at..stop], batch_pos).map_err(|e| {
+                SegmentError::corrupt(
+                    batch_pos..end,
+                    format!("index block cut inside a batch: {e}"),
+                )
+            })?;
+            header.validate(batch_pos)?;
+            if header.base_offset != expected {
+                return Err(SegmentError::corrupt(
+                    batch_pos..batch_pos + 8,
+                    format!(
+                        "batch base offset {} where the index expects {expected}",
+                        header.base_offset
+                    ),
+                ));
+            }
+            crc = crc32c::crc32c_append(crc, &self.data[at..at + PREFIX_LEN]);
+            expected = header.last_offset() + 1;
+            at += header.total_len();
+        }
+        let next_block_offset = match block + 1 < footer.index.len() {
+            true => footer.block_first_offset(block + 1),
+            false => footer.last_offset + 1,
+        };
+        if at != stop || expected != next_block_offset {
+            return Err(SegmentError::corrupt(
+                pos..end,
+                format!("index block ends at offset {expected} / byte {}, index says {next_block_offset} / {end}", self.start + at as u64),
+            ));
+        }
+        let stored = footer.index[block].prefix_crc;
+        if crc != stored {
+            return Err(SegmentError::ChecksumMismatch {
+                what: "batch prefix",
+                range: pos..end,
+                expected: stored,
+                found: crc,
+            });
+        }
+        self.verified_end = end;
+        Ok(true)
+    }
+}
+
+impl Iterator for BatchCursor {
+    type Item = Result<RecordBatch, SegmentError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.next_batch().transpose();
+        self.done = !matches!(item, Some(Ok(_)));
+        item
+    }
+}
+
+/// Decodes and verifies a whole segment object: header, trailer, footer, every batch's CRC,
+/// the index checksums and the summary. For `segment inspect` and tests.
+pub fn decode_segment(object: Bytes) -> Result<(SegmentFooter, Vec<RecordBatch>), SegmentError> {
+    let footer = read_footer(&object, object.len() as u64)?;
+    let base_offset = decode_header(&object)?;
+    if base_offset != footer.base_offset {
+        return Err(SegmentError::corrupt(
+            8..16,
+            format!(
+                "header base offset {base_offset} differs from footer base offset {}",
+                footer.base_offset
+            ),
+        ));
+    }
+    let data = object.slice(footer.data_start as usize..footer.data_end as usize);
+    let mut cursor = BatchCursor::with_footer(data, footer.data_start, &footer, i64::MIN);
+    let batches = cursor.by_ref().collect::<Result<Vec<_>, _>>()?;
+    check_summary(&footer, &batches, cursor.position())?;
+    Ok((footer, batches))
+}
+
+/// Checks the footer summary against the batches actually read.
+fn check_summary(
+    footer: &SegmentFooter,
+    batches: &[RecordBatch],
+    end: u64,
+) -> Result<(), SegmentError> {
+    let min_ts = batches
+        .iter()
+        .map(|b| b.header().base_timestamp)
+        .min()
+        .unwrap_or(-1);
+    let max_ts = batches
+        .iter()
+        .map(RecordBatch::max_timestamp)
+        .max()
+        .unwrap_or(-1);
+    let records: i64 = batches.iter().map(|b| i64::from(b.record_count())).sum();
+    if end != footer.data_end
+        || batches.len() != footer.batch_count as usize
+        || records != footer.record_count
+        || (min_ts, max_ts) != (footer.min_timestamp, footer.max_timestamp)
+    {
+        return Err(SegmentError::corrupt(
+            footer.data_start..footer.data_end,
+            format!(
+                "batches ({} batches, {records} records, timestamps {min_ts}..={max_ts}, end {end}) disagree with the footer summary",
+                batches.len()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the segment format against real Kafka RecordBatch v2 bytes.
+
+mod common;
+mod corruption;
+mod kafka_compat;
+mod roundtrip;

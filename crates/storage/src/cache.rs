@@ -1,0 +1,343 @@
+//! Bounded in-memory cache of segment bytes, in fixed-size aligned blocks.
+//!
+//! Segment objects are immutable, so a block `(object key, index)` never changes once cached.
+//! Reads fetch only the blocks they lack, adjacent missing blocks in one ranged GET; concurrent
+//! readers of a block share one fetch. The writer fills the cache with what it just uploaded
+//! (write-through), so tailing consumers on the same agent never GET at all.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{try_join_all, FutureExt, Shared};
+use moka::future::Cache;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::error::{Result, StorageError};
+
+/// GET attempts for one run of blocks before a transient error is returned.
+const GET_ATTEMPTS: u32 = 4;
+/// Backoff before the second attempt; doubled for each further one, plus up to 50 % jitter.
+const GET_BACKOFF: Duration = Duration::from_millis(25);
+/// Bytes charged per cached block beyond its data (key, entry and moka bookkeeping).
+const BLOCK_OVERHEAD: u32 = 128;
+
+/// Settings of a [`SegmentCache`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCacheConfig {
+    /// Upper bound on cached bytes (block data plus per-block overhead).
+    pub max_bytes: u64,
+    /// Size of the aligned blocks objects are cached in.
+    pub block_size: u64,
+}
+
+impl Default for SegmentCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+            block_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of a [`SegmentCache`], cumulative since it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentCacheStats {
+    /// Blocks found in the cache.
+    pub hits: u64,
+    /// Blocks not found in the cache (fetched, or awaited from another reader's fetch).
+    pub misses: u64,
+    /// Ranged GET requests issued.
+    pub get_requests: u64,
+    /// Bytes received from the object store.
+    pub bytes_fetched: u64,
+    /// Bytes currently charged against `max_bytes`.
+    pub cached_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    get_requests: AtomicU64,
+    bytes_fetched: AtomicU64,
+}
+
+type BlockKey = (Arc<str>, u64);
+
+/// Bytes of a run of adjacent blocks, fetched once and shared by every block's loader.
+type RunFetch<'a> =
+    Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<object_store::Error>>>>;
+
+/// Bounded cache of segment object bytes. Cloning is cheap and shares the cache.
+#[derive(Clone)]
+pub struct SegmentCache {
+    blocks: Cache<BlockKey, Bytes>,
+    block_size: u64,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for SegmentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentCache")
+            .field("block_size", &self.block_size)
+            .field("blocks", &self.blocks.entry_count())
+            .field("weighted_size", &self.blocks.weighted_size())
+            .finish()
+    }
+}
+
+impl SegmentCache {
+    /// An empty cache.
+    pub fn new(config: SegmentCacheConfig) -> Self {
+        let blocks = Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_key: &BlockKey, block: &Bytes| {
+                u32::try_from(block.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(BLOCK_OVERHEAD)
+            })
+            .build();
+        Self {
+            blocks,
+            block_size: config.block_size.max(1),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Exactly the bytes `range` of object `key` (whose total length is `object_len`; the range
+    /// is clipped to it), fetching only the blocks not cached.
+    pub async fn read_range(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        object_len: u64,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
+        let range = range.start.min(object_len)..range.end.min(object_len);
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let object: Arc<str> = Arc::from(key);
+        let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
+        let mut blocks: Vec<Option<Bytes>> = Vec::with_capacity(indexes.clone().count());
+        for index in indexes.clone() {
+            blocks.push(self.blocks.get(&(object.clone(), index)).await);
+        }
+        let missing = blocks.iter().filter(|b| b.is_none()).count() as u64;
+        self.counters.hits.fetch_add(
+            blocks.len() as u64 - missing,
+            Ordering::Relaxed,
+        );
+        self.counters.misses.fetch_add(missing, Ordering::Relaxed);
+        if missing > 0 {
+            self.load_missing(store, &object, object_len, indexes.start, &mut blocks)
+                .await?;
+        }
+        let blocks: Vec<Bytes> = blocks.into_iter().flatten().collect();
+        Ok(self.assemble(&blocks, indexes.start, range))
+    }
+
+    /// Caches a freshly written object (write-through), so reads of it need no GET.
+    pub async fn insert_object(&self, key: &str, bytes: Bytes) {
+        let object: Arc<str> = Arc::from(key);
+        let block_size = self.block_size as usize;
+        for (index, start) in (0..).zip((0..bytes.len()).step_by(block_size)) {
+            let block = cut_block(&bytes, start, block_size);
+            self.blocks.insert((object.clone(), index), block).await;
+        }
+    }
+
+    /// Starts filling `range` of `key` in the background (read-ahead). Must be called within a
+    /// Tokio runtime. Failures are only logged: a later read retries them.
+    pub fn prefetch(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        key: &str,
+        object_len: u64,
+        range: Range<u64>,
+    ) {
+        let cache = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = cache.read_range(&*store, &key, object_len, range).await {
+                tracing::debug!(%key, %error, "segment cache read-ahead failed");
+            }
+        });
+    }
+
+    /// Drops every cached block of `key` (an object of `object_len` bytes), e.g. once retention
+    /// deleted it.
+    pub async fn invalidate_object(&self, key: &str, object_len: u64) {
+        let object: Arc<str> = Arc::from(key);
+        for index in 0..object_len.div_ceil(self.block_size) {
+            self.blocks.invalidate(&(object.clone(), index)).await;
+        }
+    }
+
+    /// Current counters. Runs the cache's pending maintenance first so `cached_bytes` is exact.
+    pub async fn stats(&self) -> SegmentCacheStats {
+        self.blocks.run_pending_tasks().await;
+        SegmentCacheStats {
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            get_requests: self.counters.get_requests.load(Ordering::Relaxed),
+            bytes_fetched: self.counters.bytes_fetched.load(Ordering::Relaxed),
+            cached_bytes: self.blocks.weighted_size(),
+        }
+    }
+
+    /// Fills the `None` slots of `blocks` (block indexes `first..`), one GET per run of adjacent
+    /// missing blocks. Each block goes through the cache's own loader, so a block another reader
+    /// is already fetching is awaited rather than fetched again; a run's GET is issued only if
+    /// at least one of its blocks is not in flight elsewhere.
+    async fn load_missing(
+        &self,
+        store: &dyn ObjectStore,
+        object: &Arc<str>,
+        object_len: u64,
+        first: u64,
+        blocks: &mut [Option<Bytes>],
+    ) -> Result<()> {
+        let mut loads = Vec::new();
+        for run in missing_runs(blocks, first) {
+            let bytes = run.start * self.block_size..(run.end * self.block_size).min(object_len);
+            let fetch: RunFetch<'_> = self.fetch_with_retry(store, object, bytes).boxed().shared();
+            for index in run.clone() {
+                let start = ((index - run.start) * self.block_size) as usize;
+                let fetch = fetch.clone();
+                let load = async move {
+                    let run_bytes = fetch.await?;
+                    Ok(cut_block(&run_bytes, start, self.block_size as usize))
+                };
+                loads.push(async move {
+                    let key = (object.clone(), index);
+                    match self.blocks.try_get_with(key, load).await {
+                        Ok(block) => Ok((index, block)),
+                        Err(error) => Err(shared_error(object, Arc::unwrap_or_clone(error))),
+                    }
+                });
+            }
+        }
+        for (index, block) in try_join_all(loads).await? {
+            blocks[(index - first) as usize] = Some(block);
+        }
+        Ok(())
+    }
+
+    /// One ranged GET, retried with exponential backoff and jitter while the error looks
+    /// transient. A short response is an error: the caller's `object_len` came from metadata.
+    async fn fetch_with_retry(
+        &self,
+        store: &dyn ObjectStore,
+        object: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, Arc<object_store::Error>> {
+        let path = Path::from(object);
+        let mut attempt = 1;
+        loop {
+            self.counters.get_requests.fetch_add(1, Ordering::Relaxed);
+            match store.get_range(&path, range.clone()).await {
+                Ok(bytes) => {
+                    self.counters
+                        .bytes_fetched
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    return check_length(object, &range, bytes).map_err(Arc::new);
+                }
+                Err(error) if attempt < GET_ATTEMPTS && is_transient(&error) => {
+                    tracing::debug!(key = object, %error, attempt, "retrying segment GET");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(Arc::new(error)),
+            }
+        }
+    }
+
+    /// Cuts `range` out of consecutive `blocks` starting at block index `first`.
+    fn assemble(&self, blocks: &[Bytes], first: u64, range: Range<u64>) -> Bytes {
+        let start = (range.start - first * self.block_size) as usize;
+        let len = (range.end - range.start) as usize;
+        if let [only] = blocks {
+            return only.slice(start..start + len);
+        }
+        let mut out = BytesMut::with_capacity(len);
+        let mut skip = start;
+        for block in blocks {
+            let take = (block.len() - skip).min(len - out.len());
+            out.extend_from_slice(&block[skip..skip + take]);
+            skip = 0;
+        }
+        out.freeze()
+    }
+}
+
+/// The block of `bytes` starting at `start`. A block is copied out unless it is the whole buffer,
+/// so evicting it frees its memory instead of pinning a larger buffer (which would also make the
+/// weigher under-count).
+fn cut_block(bytes: &Bytes, start: usize, block_size: usize) -> Bytes {
+    let end = (start + block_size).min(bytes.len());
+    if start == 0 && end == bytes.len() {
+        bytes.clone()
+    } else {
+        Bytes::copy_from_slice(&bytes[start..end])
+    }
+}
+
+/// Runs of consecutive `None` slots of `blocks`, as block index ranges (slot 0 is block `first`).
+fn missing_runs(blocks: &[Option<Bytes>], first: u64) -> Vec<Range<u64>> {
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for (index, _) in (first..).zip(blocks).filter(|(_, block)| block.is_none()) {
+        match runs.last_mut() {
+            Some(run) if run.end == index => run.end += 1,
+            _ => runs.push(index..index + 1),
+        }
+    }
+    runs
+}
+
+fn check_length(object: &str, range: &Range<u64>, bytes: Bytes) -> object_store::Result<Bytes> {
+    let expected = range.end - range.start;
+    if bytes.len() as u64 == expected {
+        return Ok(bytes);
+    }
+    Err(object_store::Error::Generic {
+        store: "SegmentCache",
+        source: format!(
+            "GET {object} bytes {}..{} returned {} bytes, expected {expected}",
+            range.start,
+            range.end,
+            bytes.len()
+        )
+        .into(),
+    })
+}
+
+/// Whether a GET failure may succeed when retried. Only `Generic` (network, server and IO
+/// errors) and task join errors qualify; not-found, permission and precondition failures never
+/// change on retry.
+fn is_transient(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = GET_BACKOFF * 2u32.pow(attempt - 1);
+    let jitter_ms = rand::random_range(0..=base.as_millis() as u64 / 2);
+    base + Duration::from_millis(jitter_ms)
+}
+
+/// Turns a fetch error shared between readers back into an owned [`StorageError`], keeping the
+/// original error when this reader is its last holder.
+fn shared_error(object: &str, error: Arc<object_store::Error>) -> StorageError {
+    let source = Arc::try_unwrap(error).unwrap_or_else(|shared| object_store::Error::Generic {
+        store: "SegmentCache",
+        source: Box::new(shared),
+    });
+    StorageError::object_store(object, source)
+}

@@ -1,0 +1,184 @@
+//! The error type of the storage crate.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use streamhouse_metadata::MetadataError;
+use streamhouse_segment::SegmentError;
+use thiserror::Error;
+
+/// Result alias for storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while writing or reading a partition.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The metadata store failed or refused the request.
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
+
+    /// An object store request failed.
+    #[error("object store request for '{key}' failed: {source}")]
+    ObjectStore {
+        /// Object key the request was about.
+        key: String,
+        /// Underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// A segment object does not hold what the metadata says it holds. Never returned as data.
+    #[error("corrupt segment {key} bytes {}..{}: {source}", .range.start, .range.end)]
+    Corrupt {
+        /// Object key of the segment.
+        key: String,
+        /// Absolute byte range within the object that is bad.
+        range: Range<u64>,
+        /// What is wrong.
+        #[source]
+        source: Corruption,
+    },
+
+    /// A read asked for an offset the partition does not have.
+    #[error("offset {offset} is out of range: log start {log_start}, high watermark {high_watermark}")]
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: i64,
+        /// Lowest retained offset.
+        log_start: i64,
+        /// Next offset to be written.
+        high_watermark: i64,
+    },
+
+    /// A segment that must exist for a readable offset is missing from the segment index.
+    #[error("no segment for offset {offset} of '{topic}'/{partition}")]
+    MissingSegment {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Offset that should be covered.
+        offset: i64,
+    },
+
+    /// The writer lost ownership of the partition (its lease epoch is stale or another writer
+    /// committed first). It refuses all further work; the partition must be reopened.
+    #[error("writer for '{topic}'/{partition} is fenced: {reason}")]
+    Fenced {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
+
+    /// The flush carrying these records failed, so they were discarded (never acknowledged).
+    #[error("flush of '{topic}'/{partition} failed; records from offset {from_offset} were discarded: {source}")]
+    FlushFailed {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// First discarded offset (the high watermark at the failure).
+        from_offset: i64,
+        /// The failure, shared by every waiter on the discarded records.
+        #[source]
+        source: Arc<StorageError>,
+    },
+
+    /// The writer was dropped before the records became durable.
+    #[error("writer for '{topic}'/{partition} shut down before the records became durable")]
+    WriterClosed {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+    },
+
+    /// An idempotent producer used an epoch older than the partition has seen (Kafka
+    /// `INVALID_PRODUCER_EPOCH`; the producer was fenced by a newer instance).
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch in the batch.
+        epoch: i16,
+        /// Newest epoch seen for the producer.
+        current_epoch: i16,
+    },
+
+    /// An idempotent producer skipped or reordered sequence numbers (Kafka
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error("producer {producer_id} epoch {epoch}: sequence {found} out of order, expected {expected}")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch in the batch.
+        epoch: i16,
+        /// First sequence the partition would accept.
+        expected: i32,
+        /// First sequence of the batch.
+        found: i32,
+    },
+
+    /// A batch handed to the writer cannot be appended.
+    #[error("invalid batch for '{topic}'/{partition}: {reason}")]
+    InvalidBatch {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a segment object was judged corrupt.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The segment codec rejected the bytes (checksum, magic, structure).
+    #[error(transparent)]
+    Format(#[from] SegmentError),
+    /// The object is not the size the metadata recorded.
+    #[error("object is {actual} bytes, metadata says {expected}")]
+    Size {
+        /// Size recorded at commit.
+        expected: u64,
+        /// Size found in the store.
+        actual: u64,
+    },
+    /// The object decodes but disagrees with the metadata (wrong offsets).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl StorageError {
+    /// Wraps an object store error with the key it concerned.
+    pub(crate) fn object_store(key: &str, source: object_store::Error) -> Self {
+        Self::ObjectStore {
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    /// A codec error about the object `key`; the error's own range is used when it has one.
+    pub(crate) fn corrupt(key: &str, fallback: Range<u64>, source: SegmentError) -> Self {
+        Self::Corrupt {
+            key: key.to_owned(),
+            range: source.byte_range().unwrap_or(fallback),
+            source: Corruption::Format(source),
+        }
+    }
+
+    /// Whether this error (or the flush failure it wraps) means the writer was fenced.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Self::Fenced { .. } => true,
+            Self::FlushFailed { source, .. } => source.is_fenced(),
+            _ => false,
+        }
+    }
+}

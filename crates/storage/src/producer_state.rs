@@ -1,0 +1,301 @@
+//! Idempotent-producer state of one partition, with the rules of Kafka's `ProducerStateManager`.
+//!
+//! For every producer id the partition remembers the newest epoch and the last
+//! [`BATCHES_PER_PRODUCER`] batches (sequence range and offsets). A retried batch that matches one
+//! of them is a duplicate and gets its original offsets back instead of being appended again.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::error::{Result, StorageError};
+
+/// How many batches per producer are remembered; Kafka's limit on in-flight requests per
+/// idempotent connection is the same number, so any retry hits one of them.
+pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
+
+/// The producer fields of one batch together with the offsets it was (or will be) stored at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerBatch {
+    /// Producer id (>= 0 for idempotent producers).
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// Sequence of the first record.
+    pub first_seq: i32,
+    /// Sequence of the last record (wraps past `i32::MAX` to 0).
+    pub last_seq: i32,
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+}
+
+impl ProducerBatch {
+    /// Builds the entry for a batch whose records `0..=last_offset_delta` get offsets from
+    /// `base_offset`.
+    pub fn new(
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_offset_delta: i32,
+        base_offset: i64,
+    ) -> Self {
+        Self {
+            producer_id,
+            epoch,
+            first_seq,
+            last_seq: increment_sequence(first_seq, last_offset_delta),
+            base_offset,
+            last_offset: base_offset + i64::from(last_offset_delta),
+        }
+    }
+
+    /// Whether the batch carries idempotence information at all.
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
+    }
+}
+
+/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0.
+fn increment_sequence(seq: i32, by: i32) -> i32 {
+    if seq > i32::MAX - by {
+        by - (i32::MAX - seq) - 1
+    } else {
+        seq + by
+    }
+}
+
+/// What the partition knows about one producer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first; only batches of `epoch`.
+    batches: VecDeque<ProducerBatch>,
+}
+
+/// Outcome of checking a batch against the producer state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Append the batch.
+    Append,
+    /// The batch was already appended at these offsets; do not append it again.
+    Duplicate(ProducerBatch),
+}
+
+/// Idempotent-producer state of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    /// Checks `batch` (its offsets are ignored) without changing the state.
+    ///
+    /// Order as in Kafka: duplicate detection first, then the epoch, then the sequence.
+    /// A producer the partition has no state for is accepted at any sequence, as Kafka does since
+    /// KIP-360: its state may have aged out (here: beyond the segments scanned at open), and
+    /// refusing it would wedge the producer.
+    pub fn check(&self, batch: &ProducerBatch) -> Result<Check> {
+        if !batch.is_idempotent() {
+            return Ok(Check::Append);
+        }
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            return Ok(Check::Append);
+        };
+        if let Some(original) = entry.find_duplicate(batch) {
+            return Ok(Check::Duplicate(original));
+        }
+        if batch.epoch < entry.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                current_epoch: entry.epoch,
+            });
+        }
+        let expected = if batch.epoch > entry.epoch {
+            // A bumped epoch restarts the sequence.
+            Some(0)
+        } else {
+            // Same epoch: continue after the last batch; with none kept, anything goes (Kafka).
+            entry
+                .batches
+                .back()
+                .map(|last| increment_sequence(last.last_seq, 1))
+        };
+        match expected {
+            Some(expected) if expected != batch.first_seq => Err(StorageError::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                expected,
+                found: batch.first_seq,
+            }),
+            _ => Ok(Check::Append),
+        }
+    }
+
+    /// Records an appended batch (no checks; call [`Self::check`] first).
+    pub fn record(&mut self, batch: ProducerBatch) {
+        if !batch.is_idempotent() {
+            return;
+        }
+        let entry = self.producers.entry(batch.producer_id).or_default();
+        if batch.epoch != entry.epoch {
+            entry.epoch = batch.epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == BATCHES_PER_PRODUCER {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(batch);
+    }
+
+    /// Number of producers tracked.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+impl ProducerEntry {
+    fn find_duplicate(&self, batch: &ProducerBatch) -> Option<ProducerBatch> {
+        if batch.epoch != self.epoch {
+            return None;
+        }
+        self.batches
+            .iter()
+            .find(|b| b.first_seq == batch.first_seq && b.last_seq == batch.last_seq)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, seq: i32, count: i32, base: i64) -> ProducerBatch {
+        ProducerBatch::new(pid, epoch, seq, count - 1, base)
+    }
+
+    /// Checks and, when appendable, records: what the writer does.
+    fn append(table: &mut ProducerStateTable, b: ProducerBatch) -> Result<Check> {
+        let check = table.check(&b)?;
+        if check == Check::Append {
+            table.record(b);
+        }
+        Ok(check)
+    }
+
+    #[test]
+    fn consecutive_sequences_are_accepted() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(append(&mut t, batch(1, 0, 0, 3, 0)).unwrap(), Check::Append);
+        assert_eq!(append(&mut t, batch(1, 0, 3, 2, 3)).unwrap(), Check::Append);
+        assert_eq!(append(&mut t, batch(1, 0, 5, 1, 5)).unwrap(), Check::Append);
+    }
+
+    #[test]
+    fn retry_of_a_cached_batch_returns_the_original_offsets() {
+        let mut t = ProducerStateTable::default();
+        let first = batch(7, 2, 0, 10, 100);
+        append(&mut t, first).unwrap();
+        append(&mut t, batch(7, 2, 10, 10, 110)).unwrap();
+        // The retry arrives with different (unassigned) offsets.
+        let retry = batch(7, 2, 0, 10, -1);
+        assert_eq!(t.check(&retry).unwrap(), Check::Duplicate(first));
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_deduplicated() {
+        let mut t = ProducerStateTable::default();
+        for i in 0..6 {
+            append(&mut t, batch(1, 0, i, 1, i64::from(i))).unwrap();
+        }
+        // Batch 0 fell out of the window: it is now simply out of order.
+        assert!(matches!(
+            t.check(&batch(1, 0, 0, 1, -1)),
+            Err(StorageError::OutOfOrderSequence { expected: 6, found: 0, .. })
+        ));
+        assert!(matches!(t.check(&batch(1, 0, 1, 1, -1)), Ok(Check::Duplicate(_))));
+    }
+
+    #[test]
+    fn a_gap_is_out_of_order() {
+        let mut t = ProducerStateTable::default();
+        append(&mut t, batch(1, 0, 0, 5, 0)).unwrap();
+        assert!(matches!(
+            t.check(&batch(1, 0, 6, 1, -1)),
+            Err(StorageError::OutOfOrderSequence { expected: 5, found: 6, .. })
+        ));
+    }
+
+    #[test]
+    fn a_partial_overlap_is_out_of_order_not_a_duplicate() {
+        let mut t = ProducerStateTable::default();
+        append(&mut t, batch(1, 0, 0, 5, 0)).unwrap();
+        assert!(matches!(
+            t.check(&batch(1, 0, 0, 3, -1)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced() {
+        let mut t = ProducerStateTable::default();
+        append(&mut t, batch(1, 3, 0, 1, 0)).unwrap();
+        assert!(matches!(
+            t.check(&batch(1, 2, 1, 1, -1)),
+            Err(StorageError::InvalidProducerEpoch { epoch: 2, current_epoch: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_epoch_must_start_at_zero_and_resets_the_window() {
+        let mut t = ProducerStateTable::default();
+        append(&mut t, batch(1, 0, 0, 4, 0)).unwrap();
+        assert!(matches!(
+            t.check(&batch(1, 1, 4, 1, -1)),
+            Err(StorageError::OutOfOrderSequence { expected: 0, found: 4, .. })
+        ));
+        assert_eq!(append(&mut t, batch(1, 1, 0, 1, 4)).unwrap(), Check::Append);
+        // The old epoch's batches are no longer duplicates; their epoch is now fenced.
+        assert!(matches!(
+            t.check(&batch(1, 0, 0, 4, -1)),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_producer_is_accepted_at_any_sequence() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(append(&mut t, batch(9, 0, 42, 1, 0)).unwrap(), Check::Append);
+        assert_eq!(append(&mut t, batch(9, 0, 43, 1, 1)).unwrap(), Check::Append);
+    }
+
+    #[test]
+    fn sequences_wrap_around_after_i32_max() {
+        let mut t = ProducerStateTable::default();
+        let b = batch(1, 0, i32::MAX - 1, 2, 0);
+        assert_eq!(b.last_seq, i32::MAX);
+        append(&mut t, b).unwrap();
+        let wrapped = batch(1, 0, 0, 3, 2);
+        assert_eq!(append(&mut t, wrapped).unwrap(), Check::Append);
+        let straddling = ProducerBatch::new(2, 0, i32::MAX, 2, 0);
+        assert_eq!(straddling.last_seq, 1);
+    }
+
+    #[test]
+    fn non_idempotent_batches_are_not_tracked() {
+        let mut t = ProducerStateTable::default();
+        assert_eq!(append(&mut t, batch(-1, -1, -1, 5, 0)).unwrap(), Check::Append);
+        assert_eq!(append(&mut t, batch(-1, -1, -1, 5, 5)).unwrap(), Check::Append);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn producers_are_independent() {
+        let mut t = ProducerStateTable::default();
+        append(&mut t, batch(1, 0, 0, 1, 0)).unwrap();
+        append(&mut t, batch(2, 0, 0, 1, 1)).unwrap();
+        append(&mut t, batch(1, 0, 1, 1, 2)).unwrap();
+        assert!(matches!(t.check(&batch(2, 0, 1, 1, -1)), Ok(Check::Append)));
+    }
+}

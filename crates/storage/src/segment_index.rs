@@ -1,0 +1,362 @@
+//! Per-partition in-memory index from offsets to segments, so the read path finds the segment
+//! holding an offset without querying the metadata store.
+//!
+//! The index is a `BTreeMap` keyed by base offset: the segment holding offset `x` is the last
+//! entry with `base_offset <= x`, provided its `last_offset >= x`. It is filled three ways:
+//! - [`SegmentIndex::insert`] by the partition writer after each commit (same-agent readers never
+//!   need a refresh);
+//! - on a miss, or when the index is older than the refresh interval, by one
+//!   `list_segments(topic, partition, offset)` query (concurrent callers share it);
+//! - never by anything else, and entries leave it only by [`SegmentIndex::remove_below`]
+//!   (retention), by a refresh that no longer finds them, or by LRU eviction at the size bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use streamhouse_metadata::{MetadataStore, SegmentInfo};
+
+use crate::error::Result;
+
+/// A miss for an offset that a refresh younger than this already answered "not there" is
+/// answered from memory: consumers polling at the high watermark would otherwise query the
+/// metadata store once per fetch. Bounds how stale a cross-agent "no segment yet" can be.
+const MISS_REFRESH_GAP: Duration = Duration::from_millis(5);
+
+/// Settings of a [`SegmentIndex`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentIndexConfig {
+    /// An index older than this re-reads the metadata store on the next lookup, to see segments
+    /// committed or deleted by other agents.
+    pub refresh_interval: Duration,
+    /// Most segments kept in memory; least recently used ones are evicted past it.
+    pub max_segments: usize,
+}
+
+impl Default for SegmentIndexConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(30),
+            max_segments: 10_000,
+        }
+    }
+}
+
+/// What the index knows about one segment: enough to locate and fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedSegment {
+    /// First offset in the segment.
+    pub base_offset: i64,
+    /// Last offset in the segment (inclusive).
+    pub last_offset: i64,
+    /// Object size in bytes.
+    pub size_bytes: u64,
+    /// Smallest record timestamp (ms).
+    pub min_timestamp_ms: i64,
+    /// Largest record timestamp (ms).
+    pub max_timestamp_ms: i64,
+    /// Key of the object in the object store (shared, so lookups do not copy it).
+    pub object_key: Arc<str>,
+}
+
+impl IndexedSegment {
+    /// Whether `offset` lies in this segment.
+    pub fn contains(&self, offset: i64) -> bool {
+        (self.base_offset..=self.last_offset).contains(&offset)
+    }
+
+    fn same_segment(&self, info: &SegmentInfo) -> bool {
+        self.base_offset == info.base_offset
+            && self.last_offset == info.last_offset
+            && *self.object_key == *info.object_key
+    }
+}
+
+impl From<&SegmentInfo> for IndexedSegment {
+    fn from(info: &SegmentInfo) -> Self {
+        Self {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            size_bytes: info.size_bytes,
+            min_timestamp_ms: info.min_timestamp_ms,
+            max_timestamp_ms: info.max_timestamp_ms,
+            object_key: Arc::from(info.object_key.as_str()),
+        }
+    }
+}
+
+struct Entry {
+    segment: IndexedSegment,
+    /// Value of [`SegmentIndex::clock`] when the entry was last inserted or read.
+    last_used: AtomicU64,
+}
+
+struct State {
+    segments: BTreeMap<i64, Entry>,
+    refreshed_at: Instant,
+}
+
+/// The last metadata query, for coalescing and throttling misses.
+struct RefreshRecord {
+    /// Sequence number of the query (see `SegmentIndex::refreshes_started`).
+    id: u64,
+    /// Offsets the query answered authoritatively.
+    covered: std::ops::RangeInclusive<i64>,
+    finished_at: Instant,
+}
+
+/// In-memory map from offsets to the segments of one partition.
+///
+/// Lookups that hit take a read lock for a few hundred nanoseconds and never wait on anything
+/// else; misses refresh from the metadata store.
+pub struct SegmentIndex {
+    topic: String,
+    partition: u32,
+    metadata: Arc<dyn MetadataStore>,
+    config: SegmentIndexConfig,
+    state: RwLock<State>,
+    /// Logical time for LRU: advanced by every change, copied into entries when they are used.
+    /// Readers only store it, so the hot path never writes a shared cache line.
+    clock: AtomicU64,
+    /// Serializes metadata queries (single-flight); holds the latest one's outcome.
+    refresh: tokio::sync::Mutex<Option<RefreshRecord>>,
+    refreshes_started: AtomicU64,
+    queries: AtomicU64,
+}
+
+impl std::fmt::Debug for SegmentIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentIndex")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("segments", &self.len())
+            .field("metadata_queries", &self.metadata_queries())
+            .finish()
+    }
+}
+
+impl SegmentIndex {
+    /// An empty index for one partition. Nothing is queried until the first lookup misses.
+    pub fn new(
+        topic: &str,
+        partition: u32,
+        metadata: Arc<dyn MetadataStore>,
+        config: SegmentIndexConfig,
+    ) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            metadata,
+            config,
+            state: RwLock::new(State {
+                segments: BTreeMap::new(),
+                refreshed_at: Instant::now(),
+            }),
+            clock: AtomicU64::new(0),
+            refresh: tokio::sync::Mutex::new(None),
+            refreshes_started: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+        }
+    }
+
+    /// The segment holding `offset`, refreshing from the metadata store first when the offset is
+    /// not indexed or the index is older than the refresh interval. `None` when no committed
+    /// segment holds the offset (before the log start, in a gap, at or past the high watermark).
+    pub async fn lookup(&self, offset: i64) -> Result<Option<IndexedSegment>> {
+        let (hit, fresh) = self.probe(offset);
+        if let (Some(segment), true) = (&hit, fresh) {
+            return Ok(Some(segment.clone()));
+        }
+        let observed = self.refreshes_started.load(Ordering::Acquire);
+        self.refresh_covering(offset, observed).await?;
+        Ok(self.lookup_cached(offset))
+    }
+
+    /// The indexed segment holding `offset`, from memory only (no freshness check, no query).
+    pub fn lookup_cached(&self, offset: i64) -> Option<IndexedSegment> {
+        self.probe(offset).0
+    }
+
+    /// The first segment whose newest record has a timestamp `>= timestamp_ms` (Kafka
+    /// ListOffsets by time). Always asks the metadata store: the index may hold only part of the
+    /// partition, and a segment it lacks could be the answer.
+    pub async fn lookup_timestamp(&self, timestamp_ms: i64) -> Result<Option<IndexedSegment>> {
+        let segments = self.query(i64::MIN).await?;
+        Ok(segments
+            .iter()
+            .find(|s| s.max_timestamp_ms >= timestamp_ms)
+            .map(IndexedSegment::from))
+    }
+
+    /// Adds a segment just committed by this agent's writer.
+    pub fn insert(&self, segment: &SegmentInfo) {
+        let tick = self.tick();
+        let mut state = self.state.write();
+        state
+            .segments
+            .insert(segment.base_offset, Entry::new(segment.into(), tick));
+        self.evict_if_over(&mut state);
+    }
+
+    /// Forgets every segment lying wholly below `offset` (after retention deleted them).
+    pub fn remove_below(&self, offset: i64) {
+        let mut state = self.state.write();
+        let kept = state.segments.split_off(&offset);
+        let straddling = state
+            .segments
+            .pop_last()
+            .filter(|(_, entry)| entry.segment.last_offset >= offset);
+        state.segments = kept;
+        if let Some((base, entry)) = straddling {
+            state.segments.insert(base, entry);
+        }
+    }
+
+    /// Number of indexed segments.
+    pub fn len(&self) -> usize {
+        self.state.read().segments.len()
+    }
+
+    /// Whether no segment is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many `list_segments` queries this index has issued.
+    pub fn metadata_queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// The indexed segment holding `offset` (marked used) and whether the index is fresh.
+    fn probe(&self, offset: i64) -> (Option<IndexedSegment>, bool) {
+        let state = self.state.read();
+        let fresh = state.refreshed_at.elapsed() < self.config.refresh_interval;
+        let hit = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, entry)| entry)
+            .filter(|entry| entry.segment.last_offset >= offset)
+            .map(|entry| {
+                entry.touch(self.clock.load(Ordering::Relaxed));
+                entry.segment.clone()
+            });
+        (hit, fresh)
+    }
+
+    /// Makes the index authoritative for `offset`, querying the metadata store unless a query
+    /// started after the caller's miss (`observed` queries had started then), or one finished
+    /// moments ago, already covered it.
+    async fn refresh_covering(&self, offset: i64, observed: u64) -> Result<()> {
+        let mut last = self.refresh.lock().await;
+        if let Some(record) = last.as_ref() {
+            let recent = record.id > observed || record.finished_at.elapsed() < MISS_REFRESH_GAP;
+            if recent && record.covered.contains(&offset) {
+                return Ok(());
+            }
+        }
+        let id = self.refreshes_started.fetch_add(1, Ordering::AcqRel) + 1;
+        let segments = self.query(offset).await?;
+        let covered = self.apply_refresh(offset, segments);
+        *last = Some(RefreshRecord {
+            id,
+            covered,
+            finished_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn query(&self, from: i64) -> Result<Vec<SegmentInfo>> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .metadata
+            .list_segments(&self.topic, self.partition, from)
+            .await?)
+    }
+
+    /// Replaces what the index holds from `from` up to the last listed segment with the listing,
+    /// keeping at most a bound's worth (the lowest offsets, which sequential readers need first).
+    /// Returns the offsets the listing answers for.
+    fn apply_refresh(
+        &self,
+        from: i64,
+        mut listed: Vec<SegmentInfo>,
+    ) -> std::ops::RangeInclusive<i64> {
+        let truncated = listed.len() > self.retained_after_eviction();
+        listed.truncate(self.retained_after_eviction());
+        let tick = self.tick();
+        let mut state = self.state.write();
+        state.refreshed_at = Instant::now();
+        let Some(upto) = listed.last().map(|s| s.last_offset) else {
+            // Nothing from `from` on: a segment indexed there meanwhile came from `insert` after
+            // the query ran, so it is kept.
+            return from..=i64::MAX;
+        };
+        // Entries past the listing are kept: they can only be commits newer than the query.
+        let mut previous: HashMap<i64, Entry> = state
+            .segments
+            .range(..=upto)
+            .rev()
+            .take_while(|(_, entry)| entry.segment.last_offset >= from)
+            .map(|(base, _)| *base)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|base| state.segments.remove_entry(&base))
+            .collect();
+        for info in &listed {
+            let entry = match previous.remove(&info.base_offset) {
+                Some(entry) if entry.segment.same_segment(info) => entry,
+                _ => Entry::new(info.into(), tick),
+            };
+            state.segments.insert(info.base_offset, entry);
+        }
+        self.evict_if_over(&mut state);
+        from..=if truncated { upto } else { i64::MAX }
+    }
+
+    /// Evicts least recently used entries once over the bound, down to a little below it so the
+    /// O(n) selection runs once per many inserts rather than on each.
+    fn evict_if_over(&self, state: &mut State) {
+        if state.segments.len() <= self.config.max_segments.max(1) {
+            return;
+        }
+        let excess = state.segments.len() - self.retained_after_eviction();
+        let mut by_age: Vec<(u64, i64)> = state
+            .segments
+            .iter()
+            .map(|(base, entry)| (entry.last_used.load(Ordering::Relaxed), *base))
+            .collect();
+        by_age.select_nth_unstable(excess - 1);
+        for (_, base) in &by_age[..excess] {
+            state.segments.remove(base);
+        }
+    }
+
+    fn retained_after_eviction(&self) -> usize {
+        let bound = self.config.max_segments.max(1);
+        bound - bound / 16
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+impl Entry {
+    fn new(segment: IndexedSegment, tick: u64) -> Self {
+        Self {
+            segment,
+            last_used: AtomicU64::new(tick),
+        }
+    }
+
+    fn touch(&self, now: u64) {
+        // Skipping the store when unchanged keeps concurrent readers of a hot entry from
+        // bouncing its cache line between cores.
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Integration tests of the storage crate.
+
+mod cache;
+mod objects;
+mod segment_index;
+
+mod producer_state;
+mod reader;
+mod roundtrip;
+mod writer;
+
+/// Shared fixtures for the writer, reader and round-trip tests (engineer B).
+#[allow(dead_code)]
+mod support {
+    use std::fmt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::{Bytes, BytesMut};
+    use futures::stream::BoxStream;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        ObjectStoreExt,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+    use streamhouse_metadata::{
+        LeaseFence, MetadataStore, NewTopic, SqliteMetadataStore, Topic, TopicConfig,
+    };
+    use streamhouse_segment::RecordBatch;
+    use streamhouse_storage::{
+        PartitionReader, PartitionWriter, SegmentCache, SegmentCacheConfig, SegmentIndex,
+        SegmentIndexConfig, WriterConfig,
+    };
+
+    /// Topic used by every test; one partition.
+    pub const TOPIC: &str = "orders";
+
+    /// A metadata store with [`TOPIC`], an object store, and the writer-side index and cache.
+    pub struct Env {
+        pub metadata: Arc<SqliteMetadataStore>,
+        pub store: Arc<dyn ObjectStore>,
+        pub topic: Topic,
+        pub index: Arc<SegmentIndex>,
+        pub cache: Arc<SegmentCache>,
+    }
+
+    impl Env {
+        pub async fn new(store: Arc<dyn ObjectStore>) -> Self {
+            let metadata = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+            let topic = metadata
+                .create_topic(NewTopic {
+                    name: TOPIC.into(),
+                    partitions: 1,
+                    config: TopicConfig::default(),
+                })
+                .await
+                .unwrap();
+            let (index, cache) = index_and_cache(&metadata);
+            Self {
+                metadata,
+                store,
+                topic,
+                index,
+                cache,
+            }
+        }
+
+        pub async fn in_memory() -> Self {
+            Self::new(Arc::new(InMemory::new())).await
+        }
+
+        pub fn metadata(&self) -> Arc<dyn MetadataStore> {
+            self.metadata.clone()
+        }
+
+        /// Opens a writer sharing the env's index and cache.
+        pub async fn writer(
+            &self,
+            config: WriterConfig,
+            fence: Option<LeaseFence>,
+        ) -> streamhouse_storage::Result<PartitionWriter> {
+            PartitionWriter::open(
+                &self.topic,
+                0,
+                self.store.clone(),
+                self.metadata(),
+                self.index.clone(),
+                self.cache.clone(),
+                config,
+                fence,
+            )
+            .await
+        }
+
+        /// Simulates a restart: a writer with a fresh index and cache over the same stores.
+        pub async fn reopened_writer(&self, config: WriterConfig) -> PartitionWriter {
+            let (index, cache) = index_and_cache(&self.metadata);
+            PartitionWriter::open(
+                &self.topic,
+                0,
+                self.store.clone(),
+                self.metadata(),
+                index,
+                cache,
+                config,
+                None,
+            )
+            .await
+            .unwrap()
+        }
+
+        /// A reader as on another agent: its own index and an empty cache, so every byte comes
+        /// from the object store.
+        pub fn cold_reader(&self) -> PartitionReader {
+            let (index, cache) = index_and_cache(&self.metadata);
+            PartitionReader::new(&self.topic, 0, self.store.clone(), self.metadata(), index, cache)
+        }
+
+        /// A reader on the writer's agent: shared index and cache, high watermark from the writer.
+        pub fn local_reader(&self, writer: &PartitionWriter) -> PartitionReader {
+            PartitionReader::new(
+                &self.topic,
+                0,
+                self.store.clone(),
+                self.metadata(),
+                self.index.clone(),
+                self.cache.clone(),
+            )
+            .with_writer(writer)
+        }
+    }
+
+    fn index_and_cache(metadata: &Arc<SqliteMetadataStore>) -> (Arc<SegmentIndex>, Arc<SegmentCache>) {
+        let index = SegmentIndex::new(TOPIC, 0, metadata.clone(), SegmentIndexConfig::default());
+        let cache = SegmentCache::new(SegmentCacheConfig {
+            max_bytes: 64 * 1024 * 1024,
+            block_size: 4096,
+        });
+        (Arc::new(index), Arc::new(cache))
+    }
+
+    /// Writer settings for tests: no automatic roll, fast retries.
+    pub fn test_config() -> WriterConfig {
+        WriterConfig {
+            segment_max_bytes: u64::MAX,
+            segment_max_age: Duration::from_secs(3600),
+            upload_retries: 2,
+            upload_backoff: Duration::from_millis(1),
+            upload_backoff_max: Duration::from_millis(5),
+            producer_state_segments: 3,
+        }
+    }
+
+    /// Producer fields of a batch: (producer id, epoch, base sequence).
+    pub type Producer = (i64, i16, i32);
+
+    /// A valid Kafka v2 batch of `records` records with `value_len`-byte values, encoded by
+    /// kafka-protocol (as a real client would send it).
+    pub fn batch(records: usize, value_len: usize, timestamp: i64, producer: Option<Producer>) -> RecordBatch {
+        let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder starts a new batch when offset - sequence changes.
+                sequence: base_sequence.wrapping_add(i as i32),
+                timestamp: timestamp + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::from(
+                    (0..value_len).map(|b| (b + i) as u8).collect::<Vec<u8>>(),
+                )),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        let mut batches = RecordBatch::parse_all(buf.freeze()).unwrap();
+        assert_eq!(batches.len(), 1);
+        batches.remove(0)
+    }
+
+    /// A non-idempotent batch of `records` small records.
+    pub fn plain(records: usize) -> RecordBatch {
+        batch(records, 16, 1_000, None)
+    }
+
+    /// Replaces an object's bytes, e.g. to corrupt it.
+    pub async fn overwrite(store: &dyn ObjectStore, key: &str, bytes: Bytes) {
+        store.put(&Path::from(key), PutPayload::from(bytes)).await.unwrap();
+    }
+
+    /// An object's bytes.
+    pub async fn object(store: &dyn ObjectStore, key: &str) -> Bytes {
+        store.get(&Path::from(key)).await.unwrap().bytes().await.unwrap()
+    }
+
+    /// Wraps a store so that `put` fails a set number of times (or always).
+    #[derive(Debug)]
+    pub struct FlakyStore {
+        inner: Arc<dyn ObjectStore>,
+        failures_left: AtomicU32,
+        puts: AtomicU32,
+    }
+
+    impl FlakyStore {
+        /// The next `failures` puts fail; `u32::MAX` means every put fails.
+        pub fn new(failures: u32) -> Arc<Self> {
+            Arc::new(Self {
+                inner: Arc::new(InMemory::new()),
+                failures_left: AtomicU32::new(failures),
+                puts: AtomicU32::new(0),
+            })
+        }
+
+        /// Makes the next `failures` puts fail.
+        pub fn fail_next(&self, failures: u32) {
+            self.failures_left.store(failures, Ordering::SeqCst);
+        }
+
+        /// Puts attempted so far (failed ones included).
+        pub fn puts(&self) -> u32 {
+            self.puts.load(Ordering::SeqCst)
+        }
+
+        fn should_fail(&self) -> bool {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            self.failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                    0 => None,
+                    u32::MAX => Some(u32::MAX),
+                    n => Some(n - 1),
+                })
+                .is_ok()
+        }
+    }
+
+    impl fmt::Display for FlakyStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "FlakyStore({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FlakyStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if self.should_fail() {
+                return Err(object_store::Error::Generic {
+                    store: "FlakyStore",
+                    source: "injected put failure".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+}

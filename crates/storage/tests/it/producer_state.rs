@@ -1,0 +1,108 @@
+//! Idempotent producers through the PartitionWriter: dedupe, fencing, rollback, restart.
+
+use streamhouse_storage::StorageError;
+
+use crate::support::{batch, test_config, Env, FlakyStore, Producer};
+
+const PID: i64 = 42;
+
+fn idempotent(epoch: i16, seq: i32, records: usize) -> streamhouse_segment::RecordBatch {
+    let producer: Producer = (PID, epoch, seq);
+    batch(records, 8, 1_000, Some(producer))
+}
+
+#[tokio::test]
+async fn a_retried_batch_gets_its_original_offsets_and_is_not_appended_again() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let first = writer.append(vec![idempotent(0, 0, 3)]).unwrap();
+    let second = writer.append(vec![idempotent(0, 3, 2)]).unwrap();
+    let retry = writer.append(vec![idempotent(0, 0, 3)]).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
+    assert_eq!(writer.next_offset(), 5);
+
+    writer.flush().await.unwrap();
+    for ticket in [first.durable, second.durable, retry.durable] {
+        ticket.wait().await.unwrap();
+    }
+    // A retry of a durable batch is acknowledged at once.
+    let late_retry = writer.append(vec![idempotent(0, 3, 2)]).unwrap();
+    assert_eq!((late_retry.base_offset, late_retry.last_offset), (3, 4));
+    assert!(late_retry.durable.is_ready());
+}
+
+#[tokio::test]
+async fn sequence_and_epoch_violations_are_refused_without_appending() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let _ok = writer.append(vec![idempotent(1, 0, 2)]).unwrap();
+    assert!(matches!(
+        writer.append(vec![idempotent(1, 5, 1)]),
+        Err(StorageError::OutOfOrderSequence { expected: 2, found: 5, .. })
+    ));
+    assert!(matches!(
+        writer.append(vec![idempotent(0, 2, 1)]),
+        Err(StorageError::InvalidProducerEpoch { epoch: 0, current_epoch: 1, .. })
+    ));
+    assert!(matches!(
+        writer.append(vec![idempotent(2, 7, 1)]),
+        Err(StorageError::OutOfOrderSequence { expected: 0, .. })
+    ));
+    // A request is all or nothing: a bad second batch refuses the first too.
+    assert!(writer.append(vec![idempotent(1, 2, 1), idempotent(1, 9, 1)]).is_err());
+    assert_eq!(writer.next_offset(), 2);
+    let next = writer.append(vec![idempotent(1, 2, 1), idempotent(1, 3, 1)]).unwrap();
+    assert_eq!((next.base_offset, next.last_offset), (2, 3));
+}
+
+#[tokio::test]
+async fn a_failed_flush_rolls_producer_state_back() {
+    let flaky = FlakyStore::new(u32::MAX);
+    let env = Env::new(flaky.clone()).await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let lost = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
+    assert!(writer.flush().await.is_err());
+    assert!(lost.durable.wait().await.is_err());
+
+    // The client retries the same batch: it was never stored, so it is appended, not deduped.
+    flaky.fail_next(0);
+    let retry = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
+    assert!(!retry.duplicate);
+    assert_eq!(retry.base_offset, 0);
+    writer.flush().await.unwrap();
+    retry.durable.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn dedupe_survives_a_restart() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let _filler = writer.append(vec![batch(4, 8, 1_000, None)]).unwrap();
+    writer.flush().await.unwrap();
+    let mut seq = 0;
+    let mut last = None;
+    for _ in 0..3 {
+        let appended = writer.append(vec![idempotent(0, seq, 2)]).unwrap();
+        seq += 2;
+        writer.flush().await.unwrap();
+        last = Some(appended);
+    }
+    let last = last.unwrap();
+    drop(writer);
+
+    // The acknowledgement of the last batch was lost; after the restart the client retries.
+    let reopened = env.reopened_writer(test_config()).await;
+    assert_eq!(reopened.high_watermark(), 10);
+    let retry = reopened.append(vec![idempotent(0, 4, 2)]).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.base_offset, retry.last_offset), (last.base_offset, last.last_offset));
+    assert!(retry.durable.is_ready());
+    // And the sequence continues where it was.
+    assert!(matches!(
+        reopened.append(vec![idempotent(0, 7, 1)]),
+        Err(StorageError::OutOfOrderSequence { expected: 6, .. })
+    ));
+    let next = reopened.append(vec![idempotent(0, 6, 1)]).unwrap();
+    assert_eq!(next.base_offset, 10);
+}

@@ -1,0 +1,248 @@
+//! Settings of `streamhouse serve`: built-in defaults, overridden by an optional TOML file,
+//! overridden by environment variables and flags (clap merges those two).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use streamhouse_storage::ObjectStoreConfig;
+
+/// Flags of `streamhouse serve`. Each also reads the environment variable shown in `--help`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and env vars take precedence).
+    #[arg(long, env = "STREAMHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded metadata database and local object store
+    /// [default: ./streamhouse-data].
+    #[arg(long, env = "STREAMHOUSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092].
+    #[arg(long, env = "STREAMHOUSE_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// HTTP admin/health listener address [default: 127.0.0.1:8080].
+    #[arg(long, env = "STREAMHOUSE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// `host:port` clients are told to connect to [default: the Kafka listener address].
+    #[arg(long, env = "STREAMHOUSE_ADVERTISED_ADDR")]
+    pub advertised_addr: Option<String>,
+    /// Kafka node id of this agent [default: 0].
+    #[arg(long, env = "STREAMHOUSE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable)
+    /// [default: false].
+    #[arg(long, env = "STREAMHOUSE_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics and of CreateTopics without a count [default: 1].
+    #[arg(long, env = "STREAMHOUSE_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Group-commit interval: the longest a produced batch waits before its flush to object
+    /// storage starts [default: 5].
+    #[arg(long, env = "STREAMHOUSE_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// A partition with this many buffered bytes is flushed at once [default: 4194304].
+    #[arg(long, env = "STREAMHOUSE_FLUSH_MAX_BYTES")]
+    pub flush_max_bytes: Option<usize>,
+    /// Largest Kafka request accepted, in bytes [default: 104857600].
+    #[arg(long, env = "STREAMHOUSE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Memory for cached segment bytes [default: 268435456].
+    #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<u64>,
+    /// Store segments in this S3 bucket instead of the data directory.
+    #[arg(long, env = "STREAMHOUSE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint URL (MinIO, moto, ...); implies path-style addressing.
+    #[arg(long, env = "STREAMHOUSE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: from AWS_REGION].
+    #[arg(long, env = "STREAMHOUSE_S3_REGION")]
+    pub s3_region: Option<String>,
+}
+
+/// Settings as read from the TOML file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    advertised_addr: Option<String>,
+    node_id: Option<i32>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
+    flush_interval_ms: Option<u64>,
+    flush_max_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    cache_max_bytes: Option<u64>,
+    object_store: Option<ObjectStoreConfig>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub kafka_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub flush_interval: Duration,
+    pub flush_max_bytes: usize,
+    pub max_request_bytes: usize,
+    pub cache_max_bytes: u64,
+    pub object_store: ObjectStoreConfig,
+}
+
+impl ServeArgs {
+    /// Resolves defaults < file < env/flags.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./streamhouse-data"));
+        let kafka_addr = self
+            .kafka_addr
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid literal"));
+        let advertised = self.advertised_addr.or(file.advertised_addr);
+        let (advertised_host, advertised_port) = match advertised {
+            Some(a) => split_host_port(&a)?,
+            None => (kafka_addr.ip().to_string(), kafka_addr.port()),
+        };
+        let object_store = match (self.s3_bucket, file.object_store) {
+            (Some(bucket), _) => ObjectStoreConfig::S3 {
+                bucket,
+                endpoint: self.s3_endpoint,
+                region: self.s3_region,
+                access_key_id: None,
+                secret_access_key: None,
+                allow_http: true,
+                virtual_hosted_style: false,
+            },
+            (None, Some(configured)) => configured,
+            (None, None) => ObjectStoreConfig::Local {
+                root: data_dir.join("objects"),
+            },
+        };
+        Ok(Settings {
+            kafka_addr,
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid literal")),
+            advertised_host,
+            advertised_port,
+            node_id: self.node_id.or(file.node_id).unwrap_or(0),
+            auto_create_topics: self
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(false),
+            default_partitions: self
+                .default_partitions
+                .or(file.default_partitions)
+                .unwrap_or(1),
+            flush_interval: Duration::from_millis(
+                self.flush_interval_ms
+                    .or(file.flush_interval_ms)
+                    .unwrap_or(5),
+            ),
+            flush_max_bytes: self
+                .flush_max_bytes
+                .or(file.flush_max_bytes)
+                .unwrap_or(4 << 20),
+            max_request_bytes: self
+                .max_request_bytes
+                .or(file.max_request_bytes)
+                .unwrap_or(100 << 20),
+            cache_max_bytes: self
+                .cache_max_bytes
+                .or(file.cache_max_bytes)
+                .unwrap_or(256 << 20),
+            object_store,
+            data_dir,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        bail!("advertised address '{addr}' is not host:port");
+    };
+    let port = port
+        .parse()
+        .with_context(|| format!("advertised address '{addr}' has an invalid port"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let s = ServeArgs::default().resolve().unwrap();
+        assert_eq!(s.kafka_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (s.advertised_host.as_str(), s.advertised_port),
+            ("127.0.0.1", 9092)
+        );
+        assert!(matches!(s.object_store, ObjectStoreConfig::Local { .. }));
+        assert!(!s.auto_create_topics);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "kafka_addr = \"127.0.0.1:1111\"\nnode_id = 7\nflush_interval_ms = 9\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            node_id: Some(3),
+            advertised_addr: Some("broker.example:19092".into()),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.kafka_addr.port(), 1111);
+        assert_eq!(s.node_id, 3);
+        assert_eq!(s.flush_interval, Duration::from_millis(9));
+        assert_eq!(
+            (s.advertised_host.as_str(), s.advertised_port),
+            ("broker.example", 19092)
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "kafka_adr = \"x\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("kafka_adr"), "{err:#}");
+    }
+}

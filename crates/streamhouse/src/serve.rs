@@ -1,0 +1,118 @@
+//! `streamhouse serve`: wires metadata, object store and caches into a Kafka-speaking agent.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use streamhouse_kafka::{Broker, BrokerConfig};
+use streamhouse_metadata::{CacheConfig, CachedMetadataStore, MetadataStore, SqliteMetadataStore};
+use streamhouse_storage::{build_object_store, SegmentCache, SegmentCacheConfig};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::{ServeArgs, Settings};
+use crate::http;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let agent_id = agent_id(&settings.data_dir)?;
+
+    let db_path = settings.data_dir.join("metadata.db");
+    let sqlite = SqliteMetadataStore::open(&db_path)
+        .await
+        .with_context(|| format!("opening metadata database {}", db_path.display()))?;
+    let metadata: Arc<dyn MetadataStore> = Arc::new(CachedMetadataStore::new(
+        Arc::new(sqlite),
+        CacheConfig::default(),
+    ));
+    let store = build_object_store(&settings.object_store).context("building the object store")?;
+    let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
+        max_bytes: settings.cache_max_bytes,
+        ..SegmentCacheConfig::default()
+    }));
+
+    let kafka = TcpListener::bind(settings.kafka_addr)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {}", settings.kafka_addr))?;
+    let http_listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", settings.http_addr))?;
+
+    let broker = Broker::start(broker_config(&settings), agent_id, metadata, store, cache);
+    info!(
+        kafka = %settings.kafka_addr,
+        http = %settings.http_addr,
+        data_dir = %settings.data_dir.display(),
+        "streamhouse agent ready"
+    );
+    let kafka_task = tokio::spawn(streamhouse_kafka::serve(kafka, broker.clone()));
+    let http_task = tokio::spawn(http::serve(http_listener, broker.clone()));
+
+    tokio::select! {
+        r = kafka_task => bail!("Kafka listener stopped: {:?}", r),
+        r = http_task => bail!("HTTP listener stopped: {:?}", r),
+        _ = shutdown_signal() => {}
+    }
+    info!("shutting down: flushing buffered records");
+    broker.shutdown().await;
+    Ok(())
+}
+
+fn broker_config(s: &Settings) -> BrokerConfig {
+    BrokerConfig {
+        node_id: s.node_id,
+        advertised_host: s.advertised_host.clone(),
+        advertised_port: s.advertised_port,
+        auto_create_topics: s.auto_create_topics,
+        default_partitions: s.default_partitions,
+        flush_interval: s.flush_interval,
+        flush_max_bytes: s.flush_max_bytes,
+        max_request_bytes: s.max_request_bytes,
+        ..BrokerConfig::default()
+    }
+}
+
+/// Two agents on one data directory would both believe they own every partition.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join(".lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "data directory {} is in use by another streamhouse process",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+/// A stable id, so a restarted agent renews its own leases instead of waiting them out.
+fn agent_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("agent-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("agent-{}", uuid::Uuid::new_v4());
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

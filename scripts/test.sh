@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# THE test command: dependencies, debug build, Rust tests, then the end-to-end suite
+# (real Kafka clients against the built `streamhouse` binary). Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "test dependencies"
+bash scripts/setup-test-deps.sh
+
+step "cargo build --workspace"
+cargo build --workspace
+
+step "cargo test --workspace"
+cargo test --workspace
+
+target_dir="$(cargo metadata --format-version 1 --no-deps \
+    | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+export STREAMHOUSE_BIN="${STREAMHOUSE_BIN:-$target_dir/debug/streamhouse}"
+
+step "end-to-end tests (pytest tests/e2e, binary $STREAMHOUSE_BIN)"
+# Exit code 5 (no tests collected) is a failure too: the suite must never silently vanish.
+.venv/bin/pytest -q tests/e2e "$@"

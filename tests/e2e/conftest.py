@@ -1,0 +1,106 @@
+"""Fixtures for the end-to-end suite: real Kafka clients against a real `streamhouse serve`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+
+import pytest
+
+from harness import StreamhouseServer, free_port, streamhouse_bin
+from kafka_proxy import KafkaProxy, never
+
+
+@pytest.fixture(scope="session")
+def binary():
+    path = streamhouse_bin()
+    if not path.is_file():
+        pytest.fail(f"streamhouse binary missing at {path}: run `cargo build --workspace` "
+                    "(scripts/test.sh does) or set STREAMHOUSE_BIN", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def server_factory(binary, tmp_path, request):
+    """Start servers for this test: `server_factory(advertised_addr=..., extra_args=[...])`.
+
+    Each server gets its own data dir and ports under the test's tmp dir; all are
+    stopped at teardown, and their log tails are attached to the report on failure.
+    """
+    servers: list[StreamhouseServer] = []
+    request.node.streamhouse_servers = servers
+    counter = itertools.count()
+
+    def start(advertised_addr: str | None = None, extra_args: list[str] | None = None,
+              auto_start: bool = True) -> StreamhouseServer:
+        server = StreamhouseServer(binary, tmp_path / f"server{next(counter)}",
+                                   extra_args=extra_args, advertised_addr=advertised_addr)
+        servers.append(server)
+        return server.start() if auto_start else server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> StreamhouseServer:
+    """A healthy server with default settings (no topic auto-creation)."""
+    return server_factory()
+
+
+@pytest.fixture
+def proxied_server(server_factory):
+    """`proxied_server(drop=policy)` -> (server, proxy): a server that advertises a proxy
+    in front of it, so every client connection after bootstrap goes through the proxy."""
+    proxies: list[KafkaProxy] = []
+
+    def start(drop=never):
+        port = free_port()
+        server = server_factory(advertised_addr=f"127.0.0.1:{port}", auto_start=False)
+        proxy = KafkaProxy(("127.0.0.1", server.kafka_port), drop=drop, port=port)
+        proxies.append(proxy)
+        proxy.__enter__()
+        server.start()
+        return server, proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture(scope="session")
+def measurements(pytestconfig):
+    """Figures a test wants shown in the run summary (e.g. for BENCHMARKS.md)."""
+    pytestconfig.streamhouse_measurements = {}
+    return pytestconfig.streamhouse_measurements
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    figures = getattr(config, "streamhouse_measurements", None)
+    if figures:
+        terminalreporter.section("streamhouse measurements")
+        for name, value in figures.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+@pytest.fixture
+def topic(request) -> str:
+    """A topic name unique to this test (servers are per-test, but names show up in logs)."""
+    base = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        for i, server in enumerate(getattr(item, "streamhouse_servers", [])):
+            state = "alive" if server.is_alive() else f"exited {server.proc and server.proc.returncode}"
+            report.sections.append((f"streamhouse server {i} ({state}) log", server.log_tail()))
+    return report
+
+
+def pytest_report_header(config):
+    return f"streamhouse binary: {streamhouse_bin()} (STREAMHOUSE_BIN={os.environ.get('STREAMHOUSE_BIN', '')})"

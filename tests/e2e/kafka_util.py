@@ -1,0 +1,180 @@
+"""Thin helpers over confluent-kafka (librdkafka) shared by the e2e tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CLIENT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a test sends: partition None lets the partitioner pick by key."""
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A record as the broker reports it (delivery report) or returns it (fetch)."""
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: int | None = None
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """CreateTopics, then wait until Metadata shows every partition with a leader."""
+    futures = admin(bootstrap).create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=CLIENT_TIMEOUT_S, request_timeout=CLIENT_TIMEOUT_S)
+    futures[name].result(timeout=CLIENT_TIMEOUT_S)
+    wait_for_topic(bootstrap, name, partitions)
+
+
+def wait_for_topic(bootstrap: str, name: str, partitions: int) -> None:
+    deadline = time.monotonic() + CLIENT_TIMEOUT_S
+    client = admin(bootstrap)
+    last = None
+    while time.monotonic() < deadline:
+        last = client.list_topics(topic=name, timeout=10).topics.get(name)
+        if (last is not None and last.error is None and len(last.partitions) == partitions
+                and all(p.leader >= 0 for p in last.partitions.values())):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"topic {name} not ready with {partitions} partitions: {last!r}")
+
+
+def producer(bootstrap: str, **overrides) -> Producer:
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 60000,
+        "socket.timeout.ms": 10000,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def produce_all(prod: Producer, topic: str, records: Iterable[Record],
+                flush_every: int | None = None) -> list[Stored]:
+    """Produce, wait for every delivery report, fail on any delivery error.
+
+    `flush_every` forces a flush (and so separate produce requests/batches) every N records.
+    """
+    delivered: list[Stored] = []
+    errors: list[str] = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(f"{err} (key={msg.key()!r})")
+        else:
+            delivered.append(Stored(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                    msg.timestamp()[1]))
+
+    for i, rec in enumerate(records, 1):
+        kwargs = {"key": rec.key, "value": rec.value, "on_delivery": on_delivery}
+        if rec.partition is not None:
+            kwargs["partition"] = rec.partition
+        if rec.timestamp is not None:
+            kwargs["timestamp"] = rec.timestamp
+        _produce_with_backpressure(prod, topic, kwargs)
+        if flush_every and i % flush_every == 0:
+            _flush(prod)
+    _flush(prod)
+    assert not errors, f"{len(errors)} delivery errors, first: {errors[:5]}"
+    return delivered
+
+
+def _produce_with_backpressure(prod: Producer, topic: str, kwargs: dict) -> None:
+    while True:
+        try:
+            prod.produce(topic, **kwargs)
+            prod.poll(0)
+            return
+        except BufferError:
+            prod.poll(0.05)
+
+
+def _flush(prod: Producer) -> None:
+    remaining = prod.flush(CLIENT_TIMEOUT_S * 2)
+    assert remaining == 0, f"{remaining} messages still undelivered after flush"
+
+
+def consumer(bootstrap: str, **overrides) -> Consumer:
+    """A consumer for manual `assign`: the group id is required but never joined."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "e2e-unused-group",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "socket.timeout.ms": 10000,
+    }
+    conf.update(overrides)
+    return Consumer(conf)
+
+
+def high_watermarks(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    c = consumer(bootstrap)
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=CLIENT_TIMEOUT_S,
+                                           cached=False)[1]
+                for p in partitions}
+    finally:
+        c.close()
+
+
+def consume_until(bootstrap: str, topic: str, end_offsets: dict[int, int],
+                  timeout_s: float = 60.0) -> dict[int, list[Stored]]:
+    """Read each partition from the beginning until its offset `end_offsets[p]` (exclusive)."""
+    c = consumer(bootstrap)
+    got: dict[int, list[Stored]] = {p: [] for p in end_offsets}
+    pending = {p for p, end in end_offsets.items() if end > 0}
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in end_offsets])
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for msg in c.consume(num_messages=10000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(msg.error())
+                p = msg.partition()
+                got[p].append(Stored(p, msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]))
+                if msg.offset() + 1 >= end_offsets[p]:
+                    pending.discard(p)
+    finally:
+        c.close()
+    progress = {p: (len(got[p]), end_offsets[p]) for p in pending}
+    assert not pending, f"timed out consuming; partition: (records read, end offset) = {progress}"
+    return got
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int,
+                timeout_s: float = 60.0) -> dict[int, list[Stored]]:
+    """Everything currently in the topic, up to the high watermarks read first."""
+    ends = high_watermarks(bootstrap, topic, range(partitions))
+    return consume_until(bootstrap, topic, ends, timeout_s)
+
+
+def assert_offsets_dense(got: dict[int, list[Stored]]) -> None:
+    """Within each partition offsets start at 0 and increase by exactly one (no compaction here)."""
+    for p, recs in got.items():
+        offsets = [r.offset for r in recs]
+        assert offsets == list(range(len(offsets))), (
+            f"partition {p}: offsets not 0..{len(offsets) - 1}: first bad at "
+            f"{next(i for i, o in enumerate(offsets) if o != i)}")

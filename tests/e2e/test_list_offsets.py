@@ -1,0 +1,51 @@
+"""ListOffsets: watermarks and timestamp lookups as librdkafka issues them."""
+
+from confluent_kafka import OFFSET_END, TopicPartition
+
+from kafka_util import CLIENT_TIMEOUT_S, Record, consumer, create_topic, produce_all, producer
+
+T0 = 1_700_000_000_000
+STEP_MS = 1000
+RECORDS = 50
+
+
+def watermarks(c, topic, partition):
+    return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=CLIENT_TIMEOUT_S,
+                                   cached=False)
+
+
+def offset_for_time(c, topic, partition, ts):
+    (tp,) = c.offsets_for_times([TopicPartition(topic, partition, ts)], timeout=CLIENT_TIMEOUT_S)
+    assert tp.error is None, tp.error
+    return tp.offset
+
+
+def test_watermarks_and_offsets_for_times(server, topic):
+    create_topic(server.bootstrap, topic, 2)
+    c = consumer(server.bootstrap)
+    try:
+        assert watermarks(c, topic, 0) == (0, 0)
+
+        # Flushing every 10 records spreads the timestamps over several batches.
+        records = [Record(b"k", b"v%d" % i, partition=0, timestamp=T0 + i * STEP_MS)
+                   for i in range(RECORDS)]
+        delivered = produce_all(producer(server.bootstrap), topic, records, flush_every=10)
+        assert [d.offset for d in delivered] == list(range(RECORDS))
+        assert [d.timestamp for d in delivered] == [r.timestamp for r in records]
+
+        assert watermarks(c, topic, 0) == (0, RECORDS)
+        assert watermarks(c, topic, 1) == (0, 0)
+
+        queries = {T0 - 5 * STEP_MS: 0, T0: 0, T0 + 1: 1, T0 + STEP_MS: 1,
+                   T0 + 1500: 2, T0 + 10 * STEP_MS - 1: 10, T0 + 10 * STEP_MS: 10,
+                   T0 + 25 * STEP_MS + 999: 26, T0 + (RECORDS - 1) * STEP_MS: RECORDS - 1}
+        for ts, expected in queries.items():
+            assert offset_for_time(c, topic, 0, ts) == expected, f"timestamp T0+{ts - T0}"
+        # Later than every record: Kafka answers offset -1 ("no such offset").
+        assert offset_for_time(c, topic, 0, T0 + RECORDS * STEP_MS) == OFFSET_END
+        assert offset_for_time(c, topic, 1, T0) == OFFSET_END
+        # The special timestamps -2 (earliest) and -1 (latest).
+        assert offset_for_time(c, topic, 0, -2) == 0
+        assert offset_for_time(c, topic, 0, -1) == RECORDS
+    finally:
+        c.close()
