@@ -46,7 +46,8 @@ def parse_args(argv):
 
 
 def create_topic(bootstrap, topic, partitions):
-    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+    client = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    futures = client.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     try:
         futures[topic].result(timeout=TIMEOUT_S)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 
 import pytest
@@ -40,8 +39,12 @@ def server_factory(binary, tmp_path, request):
         return server.start() if auto_start else server
 
     yield start
+    crashed = [s for s in servers if s.crashed()]
     for server in servers:
         server.stop()
+    if crashed:
+        pytest.fail("\n".join(f"server exited unexpectedly with code {s.proc.returncode}\n"
+                              f"{s.log_tail()}" for s in crashed), pytrace=False)
 
 
 @pytest.fixture
@@ -97,10 +100,11 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed:
         for i, server in enumerate(getattr(item, "streamhouse_servers", [])):
-            state = "alive" if server.is_alive() else f"exited {server.proc and server.proc.returncode}"
+            code = server.proc.returncode if server.proc else None
+            state = "alive" if server.is_alive() else f"exited {code}"
             report.sections.append((f"streamhouse server {i} ({state}) log", server.log_tail()))
     return report
 
 
 def pytest_report_header(config):
-    return f"streamhouse binary: {streamhouse_bin()} (STREAMHOUSE_BIN={os.environ.get('STREAMHOUSE_BIN', '')})"
+    return f"streamhouse binary: {streamhouse_bin()}"

@@ -7,6 +7,7 @@ the durability tests need.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -20,6 +21,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_LINES = 80
+
+
+# Servers still running when the interpreter exits (e.g. the run was interrupted) are
+# SIGKILLed so no test server outlives the suite.
+_running: set["StreamhouseServer"] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for server in list(_running):
+        server.kill()
 
 
 class ServerError(RuntimeError):
@@ -59,6 +71,8 @@ class StreamhouseServer:
         self.advertised_addr = advertised_addr
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # True from start() until the harness itself stops or kills the process.
+        self.expected_running = False
 
     @property
     def bootstrap(self) -> str:
@@ -95,7 +109,13 @@ class StreamhouseServer:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=env,
                                          start_new_session=True)
-        self._wait_ready()
+        _running.add(self)
+        self.expected_running = True
+        try:
+            self._wait_ready()
+        except ServerError:
+            self.kill()  # a half-started server is reported once, here, not again at teardown
+            raise
         return self
 
     def _wait_ready(self) -> None:
@@ -118,6 +138,10 @@ class StreamhouseServer:
 
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def crashed(self) -> bool:
+        """The process exited although nobody asked it to."""
+        return self.expected_running and self.proc.poll() is not None
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything that was not already durable."""
@@ -142,14 +166,15 @@ class StreamhouseServer:
         return self.start()
 
     def _signal_and_wait(self, sig: int) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        # Signal the whole session so helper processes the server may spawn die too.
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if self.proc is not None and self.proc.poll() is None:
+            # Signal the whole session so helper processes the server may spawn die too.
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        _running.discard(self)
+        self.expected_running = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -37,7 +37,8 @@ def admin(bootstrap: str) -> AdminClient:
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     """CreateTopics, then wait until Metadata shows every partition with a leader."""
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # must outlive the future: destroying it fails the request
+    futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1)],
         operation_timeout=CLIENT_TIMEOUT_S, request_timeout=CLIENT_TIMEOUT_S)
     futures[name].result(timeout=CLIENT_TIMEOUT_S)

@@ -45,8 +45,9 @@ class Tail(threading.Thread):
 
     def wait_for(self, value: bytes, timeout: float) -> float:
         with self.cond:
-            assert self.cond.wait_for(lambda: any(v == value for v, _ in self.received),
-                                      timeout), f"{value!r} not received in {timeout}s: {self.errors}"
+            arrived = self.cond.wait_for(lambda: any(v == value for v, _ in self.received),
+                                         timeout)
+            assert arrived, f"{value!r} not received in {timeout}s: {self.errors}"
             return next(t for v, t in self.received if v == value)
 
     def close(self):

@@ -30,3 +30,16 @@ def test_acknowledged_records_survive_sigkill(server, topic):
     (again,) = produce_all(producer(server.bootstrap), topic,
                            [Record(b"after", b"restart", partition=0)])
     assert again.offset == len(got[0])
+
+
+def test_sigterm_exits_cleanly_and_keeps_data(server, topic):
+    create_topic(server.bootstrap, topic, 2)
+    delivered = produce_all(producer(server.bootstrap), topic,
+                            [Record(b"k%d" % i, b"v%d" % i) for i in range(500)])
+
+    assert server.stop() == 0, "SIGTERM must lead to a clean exit (code 0) within the timeout"
+    server.start()
+
+    got = consume_all(server.bootstrap, topic, 2)
+    consumed = {(r.partition, r.offset): r.value for recs in got.values() for r in recs}
+    assert consumed == {(d.partition, d.offset): d.value for d in delivered}

@@ -4,6 +4,7 @@
 //!
 //! The [`MetadataStore`] trait is the boundary. Backends:
 //! - [`SqliteMetadataStore`]: embedded default, one file, WAL journal.
+//! - [`PostgresMetadataStore`]: shared by many agents.
 //! - [`CachedMetadataStore`]: a bounded write-through cache in front of any backend.
 //!
 //! Every backend must pass the shared conformance suite in [`conformance`].
@@ -11,6 +12,7 @@
 mod cached;
 pub mod conformance;
 mod error;
+mod postgres;
 mod rows;
 mod sqlite;
 mod store;
@@ -18,6 +20,7 @@ mod types;
 
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
+pub use postgres::PostgresMetadataStore;
 pub use sqlite::SqliteMetadataStore;
 pub use store::MetadataStore;
 pub use types::*;

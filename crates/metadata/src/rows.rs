@@ -84,6 +84,7 @@ macro_rules! impl_row_ext {
 }
 
 impl_row_ext!(sqlx::sqlite::SqliteRow);
+impl_row_ext!(sqlx::postgres::PgRow);
 
 /// Converts a stored integer into a narrower unsigned field, reporting corruption otherwise.
 fn narrow<T: TryFrom<i64>>(row: &impl RowExt, column: &str) -> Result<T> {

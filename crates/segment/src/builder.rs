@@ -166,3 +166,49 @@ impl SegmentBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::batch;
+
+    #[test]
+    fn blocks_start_once_the_interval_is_reached() {
+        let mut builder = SegmentBuilder::with_index_interval(100, 250);
+        for i in 0..6 {
+            // 61 + 39 = 100-byte batches of 2 records.
+            builder.push(&batch(100 + 2 * i, 2, 39, i)).expect("push");
+        }
+        let footer = builder.finish().footer;
+        let starts: Vec<_> = footer
+            .index
+            .iter()
+            .map(|e| (e.rel_offset, e.rel_position))
+            .collect();
+        assert_eq!(starts, [(0, 0), (6, 300)]);
+        let max_ts: Vec<_> = footer.index.iter().map(|e| e.max_timestamp).collect();
+        assert_eq!(max_ts, [2, 5]);
+        assert_eq!((footer.min_timestamp, footer.max_timestamp), (-1, 5));
+    }
+
+    #[test]
+    fn prefix_crc_covers_the_bytes_kafka_leaves_out() {
+        let batches: Vec<_> = (0..3).map(|i| batch(i * 4, 4, 10, 0)).collect();
+        let mut builder = SegmentBuilder::new(0);
+        batches.iter().for_each(|b| builder.push(b).expect("push"));
+        let footer = builder.finish().footer;
+        let prefixes: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| b.bytes()[..PREFIX_LEN].to_vec())
+            .collect();
+        assert_eq!(footer.index.len(), 1);
+        assert_eq!(footer.index[0].prefix_crc, crc32c::crc32c(&prefixes));
+    }
+
+    #[test]
+    fn zero_interval_indexes_every_batch() {
+        let mut builder = SegmentBuilder::with_index_interval(0, 0);
+        (0..4).for_each(|i| builder.push(&batch(i, 1, 0, 0)).expect("push"));
+        assert_eq!(builder.finish().footer.index_len(), 4);
+    }
+}

@@ -215,7 +215,10 @@ pub fn decode_segment(object: Bytes) -> Result<(SegmentFooter, Vec<RecordBatch>)
     }
     let data = object.slice(footer.data_start as usize..footer.data_end as usize);
     let mut cursor = BatchCursor::with_footer(data, footer.data_start, &footer, i64::MIN);
-    let batches = cursor.by_ref().collect::<Result<Vec<_>, _>>()?;
+    let mut batches = Vec::with_capacity(footer.batch_count as usize);
+    for batch in cursor.by_ref() {
+        batches.push(batch?);
+    }
     check_summary(&footer, &batches, cursor.position())?;
     Ok((footer, batches))
 }

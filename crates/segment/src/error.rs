@@ -136,3 +136,29 @@ impl SegmentError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_byte_range() {
+        let err = SegmentError::ChecksumMismatch {
+            what: "batch",
+            range: 4096..5120,
+            expected: 0xdead_beef,
+            found: 0x1,
+        };
+        assert_eq!(
+            err.to_string(),
+            "batch CRC mismatch at bytes 4096..5120 (expected 0xdeadbeef, found 0x00000001)"
+        );
+        assert_eq!(err.byte_range(), Some(4096..5120));
+        assert_eq!(err.need_tail_bytes(), None);
+        let err = SegmentError::NeedTailBytes {
+            needed: 300,
+            got: 16,
+        };
+        assert_eq!((err.need_tail_bytes(), err.byte_range()), (Some(300), None));
+    }
+}

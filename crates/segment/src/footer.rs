@@ -399,3 +399,65 @@ fn check_version(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::batch;
+    use crate::SegmentBuilder;
+
+    #[test]
+    fn sizes_match_the_spec() {
+        let mut builder = SegmentBuilder::with_index_interval(5, 1);
+        (0..3).for_each(|i| builder.push(&batch(5 + i, 1, 0, 9)).expect("push"));
+        let seg = builder.finish();
+        let footer_len = be_u32(&seg.bytes, seg.bytes.len() - TRAILER_LEN) as usize;
+        assert_eq!(footer_len, SUMMARY_LEN + 3 * ENTRY_LEN);
+        assert_eq!(
+            seg.bytes.len(),
+            HEADER_LEN + 3 * 61 + footer_len + TRAILER_LEN
+        );
+        assert_eq!(&seg.bytes[seg.bytes.len() - 4..], b"SHSF");
+        assert_eq!(&seg.bytes[..4], b"SHSG");
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_reserved_bits() {
+        let mut header = encode_header(-42);
+        assert_eq!(decode_header(&header).expect("valid header"), -42);
+        header[19] = 1;
+        let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
+        header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_header(&header).expect_err("reserved bytes set");
+        assert_eq!(err.byte_range(), Some(16..20));
+    }
+
+    #[test]
+    fn newer_version_is_unsupported_not_corrupt() {
+        let mut header = encode_header(0);
+        header[5] = 2;
+        let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
+        header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_header(&header).expect_err("version 2");
+        assert!(
+            err.to_string()
+                .contains("format version 2 (this reader knows 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn seek_timestamp_uses_max_so_far() {
+        let mut builder = SegmentBuilder::with_index_interval(0, 1);
+        for (i, ts) in [10, 50, 20, 60].into_iter().enumerate() {
+            builder.push(&batch(i as i64, 1, 0, ts)).expect("push");
+        }
+        let footer = builder.finish().footer;
+        let block = |b: usize| footer.block_start(b);
+        assert_eq!(footer.seek_timestamp(i64::MIN), Some(block(0)));
+        assert_eq!(footer.seek_timestamp(30), Some(block(1)));
+        assert_eq!(footer.seek_timestamp(55), Some(block(3)));
+        assert_eq!(footer.seek_timestamp(61), None);
+        assert_eq!(footer.seek(2), block(2));
+    }
+}

@@ -20,3 +20,6 @@ pub use footer::{
     read_footer, SegmentFooter, FORMAT_VERSION, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN,
     TRAILER_MAGIC,
 };
+
+#[cfg(test)]
+mod test_support;

@@ -25,6 +25,10 @@ use crate::writer::PartitionWriter;
 
 /// Smallest data range read at once: reads below this cost a request all the same.
 const MIN_READ_BYTES: u64 = 16 * 1024;
+/// Extra index lookups for an offset below the high watermark that the index does not know yet.
+const MISS_RETRIES: u32 = 3;
+/// Pause before each of them (longer than the index's refresh throttle after a miss).
+const MISS_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// Settings of a [`PartitionReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +258,16 @@ impl PartitionReader {
         })
     }
 
+    /// The segment holding `offset`, which lies below a high watermark. A miss is retried
+    /// briefly: the high watermark may come from a fresher metadata read than the index's last
+    /// refresh, and the index throttles refreshes after a miss.
     async fn segment_for(&self, offset: i64) -> Result<IndexedSegment> {
+        for _ in 0..MISS_RETRIES {
+            if let Some(segment) = self.index.lookup(offset).await? {
+                return Ok(segment);
+            }
+            tokio::time::sleep(MISS_RETRY_DELAY).await;
+        }
         self.index
             .lookup(offset)
             .await?

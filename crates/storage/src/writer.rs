@@ -429,6 +429,7 @@ impl Inner {
     }
 
     fn push(&self, state: &mut State, batches: &[RecordBatch]) -> Result<Appended> {
+        self.check_fits(state, batches)?;
         let base_offset = state.next_offset;
         for batch in batches {
             let rebased = batch.with_base_offset(state.next_offset);
@@ -450,6 +451,23 @@ impl Inner {
             duplicate: false,
             durable: self.ticket(state, last_offset),
         })
+    }
+
+    /// Refuses a request the open segment cannot take whole, so a push never fails halfway
+    /// (the format limits a segment to 4 GiB and 2^32 offsets; only reachable when flushes fall
+    /// far behind, and the next flush makes room again).
+    fn check_fits(&self, state: &State, batches: &[RecordBatch]) -> Result<()> {
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let records: i64 = batches.iter().map(|b| i64::from(b.record_count())).sum();
+        let builder = &state.open.builder;
+        let fits_bytes = builder.size() as u64 + bytes < u64::from(u32::MAX);
+        let fits_offsets =
+            state.next_offset + records - builder.base_offset() < i64::from(u32::MAX);
+        if fits_bytes && fits_offsets {
+            Ok(())
+        } else {
+            Err(self.invalid("the open segment is full; retry after the pending flush"))
+        }
     }
 
     fn ticket(&self, state: &mut State, last_offset: i64) -> DurableTicket {

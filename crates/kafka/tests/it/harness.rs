@@ -1,0 +1,200 @@
+//! A test agent on an ephemeral port and a minimal raw Kafka client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+use streamhouse_kafka::{Broker, BrokerConfig};
+use streamhouse_metadata::{MetadataStore, SqliteMetadataStore};
+use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An agent serving on 127.0.0.1 with in-memory stores.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    pub store: Arc<dyn ObjectStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(BrokerConfig::default()).await
+    }
+
+    pub async fn start_with(mut config: BrokerConfig) -> Self {
+        let metadata: Arc<dyn MetadataStore> =
+            Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.advertised_port = addr.port();
+        config.max_request_bytes = config.max_request_bytes.min(8 * 1024 * 1024);
+        let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+        let broker = Broker::start(
+            config,
+            "test-agent".into(),
+            metadata.clone(),
+            store.clone(),
+            cache,
+        );
+        tokio::spawn(streamhouse_kafka::serve(listener, broker.clone()));
+        Self {
+            addr,
+            broker,
+            store,
+            metadata,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+}
+
+/// A raw Kafka client: one request at a time.
+pub struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self {
+            stream,
+            correlation_id: 0,
+        }
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub async fn send(&mut self, request: RequestKind, version: i16) -> ResponseKind {
+        let api = api_key_of(&request);
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("it")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.write_frame(&body).await;
+        let mut frame = self.read_frame().await.unwrap_or_else(|| {
+            panic!("{api:?} v{version}: connection closed instead of a response")
+        });
+        let response_header =
+            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        assert_eq!(response_header.correlation_id, self.correlation_id);
+        let response = ResponseKind::decode(api, &mut frame, version)
+            .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
+        assert!(!frame.has_remaining(), "{api:?} v{version}: trailing bytes");
+        response
+    }
+
+    pub async fn write_frame(&mut self, body: &[u8]) {
+        let mut out = BytesMut::with_capacity(body.len() + 4);
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(body);
+        self.write_raw(&out).await;
+    }
+
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        // The server may already have closed the connection; that is what some tests expect.
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next response frame, or `None` when the server closed the connection.
+    pub async fn read_frame(&mut self) -> Option<Bytes> {
+        let read = async {
+            let len = self.stream.read_i32().await.ok()?;
+            let mut buf = vec![0; len as usize];
+            self.stream.read_exact(&mut buf).await.ok()?;
+            Some(Bytes::from(buf))
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no response and no close within 10 s")
+    }
+}
+
+fn api_key_of(request: &RequestKind) -> ApiKey {
+    match request {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::Fetch(_) => ApiKey::Fetch,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        RequestKind::Metadata(_) => ApiKey::Metadata,
+        RequestKind::ApiVersions(_) => ApiKey::ApiVersions,
+        RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
+        RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
+        RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
+        other => panic!("harness does not know the API of {other:?}"),
+    }
+}
+
+/// Encodes records as one RecordBatch v2 (what a producer sends).
+pub fn record_batch(
+    records: &[(&str, &str)],
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if base_sequence < 0 {
+                -1
+            } else {
+                base_sequence + i as i32
+            },
+            timestamp: timestamp + i as i64,
+            key: Some(Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}

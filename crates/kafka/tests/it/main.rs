@@ -1,0 +1,5 @@
+//! Integration tests of the Kafka agent at the wire level: a real listener over in-memory
+//! metadata and object stores, driven by raw `kafka-protocol` requests.
+
+mod harness;
+mod protocol;

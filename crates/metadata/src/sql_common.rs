@@ -1,0 +1,674 @@
+//! The SQL every backend shares, written once and compiled once per backend.
+//!
+//! Backend modules (`sqlite`, `postgres`) include this file as a child module with
+//! `#[path = "sql_common.rs"]` after defining, in themselves:
+//! - `type Store`: the backend struct, with a `pool` field and an async `write_tx()` that opens
+//!   a transaction under which read-check-write sequences are atomic;
+//! - `type Db`: the sqlx database;
+//! - the `for_update!()` macro: the suffix that row-locks a `SELECT` inside such a transaction
+//!   (empty where the transaction already excludes other writers).
+//!
+//! Statements use `$N` placeholders, which both SQLite and PostgreSQL accept, and only integer
+//! (`i64`) and text binds, so one statement text serves both.
+
+use async_trait::async_trait;
+use sqlx::{Database, Executor};
+use uuid::Uuid;
+
+use super::{Db, Store};
+use crate::rows::{
+    self, agent_columns, lease_columns, offset_columns, partition_columns, segment_columns,
+    topic_columns,
+};
+use crate::{
+    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
+    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig,
+};
+
+type Conn = <Db as Database>::Connection;
+
+macro_rules! select_topic {
+    () => {
+        concat!("SELECT ", topic_columns!(), " FROM topics WHERE name = $1")
+    };
+}
+
+macro_rules! select_partition {
+    () => {
+        concat!(
+            "SELECT ",
+            partition_columns!(),
+            " FROM partitions WHERE topic = $1 AND partition_id = $2"
+        )
+    };
+}
+
+const SELECT_TOPIC: &str = select_topic!();
+const LOCK_TOPIC: &str = concat!(select_topic!(), for_update!());
+const SELECT_PARTITION: &str = select_partition!();
+const LOCK_PARTITION: &str = concat!(select_partition!(), for_update!());
+const INSERT_PARTITION: &str =
+    "INSERT INTO partitions (topic, partition_id, high_watermark, log_start_offset) \
+     VALUES ($1, $2, 0, 0)";
+
+/// Reads a topic with `sql`: [`SELECT_TOPIC`], or [`LOCK_TOPIC`] inside a write transaction.
+async fn fetch_topic<'e>(
+    executor: impl Executor<'e, Database = Db>,
+    sql: &'static str,
+    name: &str,
+) -> Result<Option<Topic>> {
+    sqlx::query(sql)
+        .bind(name)
+        .fetch_optional(executor)
+        .await?
+        .map(|row| rows::topic(&row))
+        .transpose()
+}
+
+async fn topic_exists(conn: &mut Conn, name: &str) -> Result<bool> {
+    let found = sqlx::query("SELECT name FROM topics WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The error for a partition that is not there: distinguishes a missing topic.
+async fn missing_partition(conn: &mut Conn, topic: &str, partition: u32) -> Result<MetadataError> {
+    Ok(if topic_exists(conn, topic).await? {
+        MetadataError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+        }
+    } else {
+        MetadataError::UnknownTopic(topic.to_owned())
+    })
+}
+
+/// Reads a partition with `sql`: [`SELECT_PARTITION`], or [`LOCK_PARTITION`] inside a write
+/// transaction, which serializes every writer of the partition.
+async fn partition_state(
+    conn: &mut Conn,
+    sql: &'static str,
+    topic: &str,
+    partition: u32,
+) -> Result<PartitionState> {
+    let row = sqlx::query(sql)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => rows::partition(&row),
+        None => Err(missing_partition(conn, topic, partition).await?),
+    }
+}
+
+async fn insert_partitions(
+    conn: &mut Conn,
+    topic: &str,
+    partitions: std::ops::Range<u32>,
+) -> Result<()> {
+    for partition in partitions {
+        sqlx::query(INSERT_PARTITION)
+            .bind(topic)
+            .bind(i64::from(partition))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Refuses a commit unless `fence` names the live holder of the partition lease at its epoch.
+async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence) -> Result<()> {
+    let lease = sqlx::query(concat!(
+        "SELECT ",
+        lease_columns!(),
+        " FROM partition_leases WHERE topic = $1 AND partition_id = $2"
+    ))
+    .bind(&segment.topic)
+    .bind(i64::from(segment.partition))
+    .fetch_optional(conn)
+    .await?
+    .map(|row| rows::lease(&row))
+    .transpose()?;
+    let held = lease.is_some_and(|lease| {
+        lease.agent_id == fence.agent_id
+            && lease.epoch == fence.epoch
+            && lease.expires_at_ms >= now_ms()
+    });
+    if held {
+        Ok(())
+    } else {
+        Err(MetadataError::Fenced {
+            topic: segment.topic.clone(),
+            partition: segment.partition,
+            agent_id: fence.agent_id.clone(),
+            epoch: fence.epoch,
+        })
+    }
+}
+
+async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
+    sqlx::query(concat!(
+        "INSERT INTO segments (",
+        segment_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(&segment.topic)
+    .bind(i64::from(segment.partition))
+    .bind(segment.base_offset)
+    .bind(segment.last_offset)
+    .bind(segment.record_count)
+    .bind(rows::to_sql_int(segment.size_bytes, "segment size")?)
+    .bind(&segment.object_key)
+    .bind(segment.min_timestamp_ms)
+    .bind(segment.max_timestamp_ms)
+    .bind(segment.created_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn segments_where<'e>(
+    executor: impl Executor<'e, Database = Db>,
+    sql: &'static str,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<Vec<SegmentInfo>> {
+    sqlx::query(sql)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(offset)
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(rows::segment)
+        .collect()
+}
+
+#[async_trait]
+impl MetadataStore for Store {
+    async fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
+        if topic.partitions == 0 {
+            return Err(MetadataError::Invalid(format!(
+                "topic '{}' needs at least one partition",
+                topic.name
+            )));
+        }
+        let created = Topic {
+            id: Uuid::new_v4(),
+            name: topic.name,
+            partitions: topic.partitions,
+            config: topic.config,
+            created_at_ms: now_ms(),
+        };
+        let mut tx = self.write_tx().await?;
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO topics (",
+            topic_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .bind(created.id.to_string())
+        .bind(&created.name)
+        .bind(i64::from(created.partitions))
+        .bind(rows::encode_config(&created.config)?)
+        .bind(created.created_at_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(MetadataError::TopicExists(created.name));
+            }
+            other => other?,
+        };
+        insert_partitions(&mut tx, &created.name, 0..created.partitions).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Option<Topic>> {
+        fetch_topic(&self.pool, SELECT_TOPIC, name).await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<Topic>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            topic_columns!(),
+            " FROM topics ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::topic)
+        .collect()
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<Vec<SegmentInfo>> {
+        let mut tx = self.write_tx().await?;
+        if fetch_topic(&mut *tx, LOCK_TOPIC, name).await?.is_none() {
+            return Err(MetadataError::UnknownTopic(name.to_owned()));
+        }
+        // Wait out in-flight commits so the returned list includes their segments.
+        sqlx::query(concat!(
+            "SELECT partition_id FROM partitions WHERE topic = $1",
+            for_update!()
+        ))
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        let segments = sqlx::query(concat!(
+            "SELECT ",
+            segment_columns!(),
+            " FROM segments WHERE topic = $1 ORDER BY partition_id, base_offset"
+        ))
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(rows::segment)
+        .collect::<Result<Vec<_>>>()?;
+        // Children first, so this does not depend on foreign-key cascades being enabled.
+        for sql in [
+            "DELETE FROM consumer_offsets WHERE topic = $1",
+            "DELETE FROM partition_leases WHERE topic = $1",
+            "DELETE FROM segments WHERE topic = $1",
+            "DELETE FROM partitions WHERE topic = $1",
+            "DELETE FROM topics WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(segments)
+    }
+
+    async fn add_partitions(&self, name: &str, new_count: u32) -> Result<Topic> {
+        let mut tx = self.write_tx().await?;
+        let mut topic = fetch_topic(&mut *tx, LOCK_TOPIC, name)
+            .await?
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        if new_count <= topic.partitions {
+            return Err(MetadataError::Invalid(format!(
+                "topic '{name}' has {} partitions; cannot change to {new_count}",
+                topic.partitions
+            )));
+        }
+        insert_partitions(&mut tx, name, topic.partitions..new_count).await?;
+        sqlx::query("UPDATE topics SET partitions = $2 WHERE name = $1")
+            .bind(name)
+            .bind(i64::from(new_count))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        topic.partitions = new_count;
+        Ok(topic)
+    }
+
+    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        sqlx::query(concat!(
+            "UPDATE topics SET config = $2 WHERE name = $1 RETURNING ",
+            topic_columns!()
+        ))
+        .bind(name)
+        .bind(rows::encode_config(&config)?)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| rows::topic(&row))
+        .transpose()?
+        .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))
+    }
+
+    async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        let mut conn = self.pool.acquire().await?;
+        partition_state(&mut conn, SELECT_PARTITION, topic, partition).await
+    }
+
+    async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
+        let mut conn = self.pool.acquire().await?;
+        let partitions = sqlx::query(concat!(
+            "SELECT ",
+            partition_columns!(),
+            " FROM partitions WHERE topic = $1 ORDER BY partition_id"
+        ))
+        .bind(topic)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rows::partition)
+        .collect::<Result<Vec<_>>>()?;
+        // Every topic has at least one partition, so none means no topic.
+        if partitions.is_empty() {
+            return Err(MetadataError::UnknownTopic(topic.to_owned()));
+        }
+        Ok(partitions)
+    }
+
+    async fn commit_segment(
+        &self,
+        segment: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> Result<()> {
+        if segment.last_offset < segment.base_offset {
+            return Err(MetadataError::Invalid(format!(
+                "segment '{}' ends at {} before its base offset {}",
+                segment.object_key, segment.last_offset, segment.base_offset
+            )));
+        }
+        let mut tx = self.write_tx().await?;
+        let state =
+            partition_state(&mut tx, LOCK_PARTITION, &segment.topic, segment.partition).await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, segment, fence).await?;
+        }
+        if segment.base_offset != state.high_watermark {
+            return Err(MetadataError::OffsetConflict {
+                topic: segment.topic.clone(),
+                partition: segment.partition,
+                base_offset: segment.base_offset,
+                high_watermark: state.high_watermark,
+            });
+        }
+        insert_segment(&mut tx, segment).await?;
+        sqlx::query(
+            "UPDATE partitions SET high_watermark = $3 WHERE topic = $1 AND partition_id = $2",
+        )
+        .bind(&segment.topic)
+        .bind(i64::from(segment.partition))
+        .bind(segment.last_offset + 1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_segments(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        let mut conn = self.pool.acquire().await?;
+        let segments = segments_where(
+            &mut *conn,
+            concat!(
+                "SELECT ",
+                segment_columns!(),
+                " FROM segments WHERE topic = $1 AND partition_id = $2 AND last_offset >= $3 \
+                 ORDER BY base_offset"
+            ),
+            topic,
+            partition,
+            from_offset,
+        )
+        .await?;
+        if segments.is_empty() {
+            // Distinguish "nothing there yet" from "no such partition".
+            partition_state(&mut conn, SELECT_PARTITION, topic, partition).await?;
+        }
+        Ok(segments)
+    }
+
+    async fn truncate_before(
+        &self,
+        topic: &str,
+        partition: u32,
+        new_log_start: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        let mut tx = self.write_tx().await?;
+        let state = partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
+        let log_start = new_log_start
+            .min(state.high_watermark)
+            .max(state.log_start_offset);
+        let deleted = segments_where(
+            &mut *tx,
+            concat!(
+                "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 AND last_offset < $3 \
+                 RETURNING ",
+                segment_columns!()
+            ),
+            topic,
+            partition,
+            log_start,
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE partitions SET log_start_offset = $3 WHERE topic = $1 AND partition_id = $2",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(log_start)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut deleted = deleted;
+        deleted.sort_by_key(|segment| segment.base_offset);
+        Ok(deleted)
+    }
+
+    async fn all_segment_keys(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT object_key FROM segments ORDER BY object_key")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn allocate_producer_id(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "UPDATE producer_id_sequence SET next_id = next_id + 1 RETURNING next_id - 1",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for offset in offsets {
+            sqlx::query(concat!(
+                "INSERT INTO consumer_offsets (group_id, ",
+                offset_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET \
+                 committed_offset = excluded.committed_offset, \
+                 leader_epoch = excluded.leader_epoch, \
+                 metadata = excluded.metadata, \
+                 committed_at = excluded.committed_at"
+            ))
+            .bind(group)
+            .bind(&offset.topic)
+            .bind(i64::from(offset.partition))
+            .bind(offset.offset)
+            .bind(i64::from(offset.leader_epoch))
+            .bind(offset.metadata.as_deref())
+            .bind(offset.committed_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch_offsets(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+    ) -> Result<Vec<CommittedOffset>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            offset_columns!(),
+            " FROM consumer_offsets WHERE group_id = $1 AND ($2 IS NULL OR topic = $2) \
+             ORDER BY topic, partition_id"
+        ))
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::committed_offset)
+        .collect()
+    }
+
+    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for (topic, partition) in partitions {
+            sqlx::query(
+                "DELETE FROM consumer_offsets \
+                 WHERE group_id = $1 AND topic = $2 AND partition_id = $3",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(i64::from(*partition))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT group_id FROM consumer_offsets ORDER BY group_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM consumer_offsets WHERE group_id = $1")
+            .bind(group)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO agents (",
+            agent_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (agent_id) DO UPDATE SET \
+             kafka_host = excluded.kafka_host, \
+             kafka_port = excluded.kafka_port, \
+             http_addr = excluded.http_addr, \
+             node_id = excluded.node_id, \
+             last_heartbeat = excluded.last_heartbeat, \
+             started_at = excluded.started_at"
+        ))
+        .bind(&agent.agent_id)
+        .bind(&agent.kafka_host)
+        .bind(i64::from(agent.kafka_port))
+        .bind(&agent.http_addr)
+        .bind(i64::from(agent.node_id))
+        .bind(agent.last_heartbeat_ms)
+        .bind(agent.started_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, agent_id: &str, now_ms: i64) -> Result<bool> {
+        let result = sqlx::query("UPDATE agents SET last_heartbeat = $2 WHERE agent_id = $1")
+            .bind(agent_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn list_agents(&self, alive_since_ms: i64) -> Result<Vec<AgentInfo>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE last_heartbeat >= $1 ORDER BY agent_id"
+        ))
+        .bind(alive_since_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::agent)
+        .collect()
+    }
+
+    async fn deregister_agent(&self, agent_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM agents WHERE agent_id = $1")
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<PartitionLease>> {
+        let mut tx = self.write_tx().await?;
+        partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
+        // One upsert decides: free -> epoch 1; live and ours -> renew at the same epoch;
+        // expired (anyone's) -> take over at epoch + 1; live and someone else's -> no row.
+        let lease = sqlx::query(concat!(
+            "INSERT INTO partition_leases (",
+            lease_columns!(),
+            ") VALUES ($1, $2, $3, 1, $4 + $5) \
+             ON CONFLICT (topic, partition_id) DO UPDATE SET \
+             epoch = CASE WHEN partition_leases.agent_id = excluded.agent_id \
+                          AND partition_leases.expires_at >= $4 \
+                     THEN partition_leases.epoch ELSE partition_leases.epoch + 1 END, \
+             agent_id = excluded.agent_id, \
+             expires_at = excluded.expires_at \
+             WHERE partition_leases.agent_id = excluded.agent_id \
+                OR partition_leases.expires_at < $4 \
+             RETURNING ",
+            lease_columns!()
+        ))
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(agent_id)
+        .bind(now_ms)
+        .bind(ttl_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| rows::lease(&row))
+        .transpose()?;
+        tx.commit().await?;
+        Ok(lease)
+    }
+
+    async fn release_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        epoch: i64,
+    ) -> Result<()> {
+        // Expire rather than delete, so the next holder's epoch still goes up.
+        sqlx::query(
+            "UPDATE partition_leases SET expires_at = 0 \
+             WHERE topic = $1 AND partition_id = $2 AND agent_id = $3 AND epoch = $4",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(agent_id)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            lease_columns!(),
+            " FROM partition_leases ORDER BY topic, partition_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::lease)
+        .collect()
+    }
+}

@@ -1,0 +1,234 @@
+//! PostgreSQL backend against a throwaway server started from the local PostgreSQL binaries.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use streamhouse_metadata::{
+    conformance, now_ms, CacheConfig, CachedMetadataStore, MetadataError, MetadataStore, NewTopic,
+    PostgresMetadataStore, SegmentInfo, TopicConfig,
+};
+use tempfile::TempDir;
+
+/// A PostgreSQL server in a temporary directory, stopped on drop.
+struct TempPostgres {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// initdb refuses to run as root, so the server then runs as this user.
+    run_as: Option<&'static str>,
+}
+
+/// Directory holding `initdb`, `pg_ctl` and `postgres`, newest version first.
+fn server_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .collect();
+    versions.sort_by_key(|path| {
+        let version = path.parent().and_then(Path::file_name);
+        version.and_then(|v| v.to_str()?.parse::<u32>().ok())
+    });
+    let path_dirs = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    versions.into_iter().rev().chain(path_dirs).find(|dir| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+impl TempPostgres {
+    fn start(bin: PathBuf) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let run_as = is_root().then_some("postgres");
+        if let Some(user) = run_as {
+            let owner = format!("{user}:{user}");
+            let status = Command::new("chown")
+                .arg(&owner)
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {owner} {}", dir.path().display());
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self {
+            dir,
+            bin,
+            port,
+            run_as,
+        };
+        let data = server.data_dir();
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let settings = format!(
+            "-p {} -k {} -c listen_addresses='' -c fsync=off",
+            server.port,
+            server.dir.path().display()
+        );
+        let log = server.dir.path().join("server.log");
+        server.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &settings,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        );
+        server
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let output = command.args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .host(&self.dir.path().to_string_lossy())
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+    }
+
+    async fn store(&self) -> PostgresMetadataStore {
+        PostgresMetadataStore::connect_with(self.options())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+/// Two stores on one database stand in for two agents racing for the same offsets.
+async fn agents_race_for_one_offset(first: Arc<dyn MetadataStore>, second: Arc<dyn MetadataStore>) {
+    let topic = format!("race-{}", now_ms());
+    first
+        .create_topic(NewTopic {
+            name: topic.clone(),
+            partitions: 1,
+            config: TopicConfig::default(),
+        })
+        .await
+        .unwrap();
+    let segment = |key: &str| SegmentInfo {
+        topic: topic.clone(),
+        partition: 0,
+        base_offset: 0,
+        last_offset: 99,
+        record_count: 100,
+        size_bytes: 1_000,
+        object_key: key.into(),
+        min_timestamp_ms: 0,
+        max_timestamp_ms: 0,
+        created_at_ms: now_ms(),
+    };
+    let (a, b) = (segment("from-a"), segment("from-b"));
+    let (ra, rb) = tokio::join!(
+        first.commit_segment(&a, None),
+        second.commit_segment(&b, None)
+    );
+    let conflicts = [&ra, &rb]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(MetadataError::OffsetConflict {
+                    high_watermark: 100,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(
+        (ra.is_ok() as u8 + rb.is_ok() as u8, conflicts),
+        (1, 1),
+        "{ra:?} {rb:?}"
+    );
+    assert_eq!(
+        second
+            .get_partition(&topic, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let Some(bin) = server_bin_dir() else {
+        println!(
+            "SKIPPED postgres_backend: no initdb/pg_ctl/postgres under /usr/lib/postgresql or PATH"
+        );
+        return;
+    };
+    let server = TempPostgres::start(bin);
+    let first: Arc<dyn MetadataStore> = Arc::new(server.store().await);
+    // A second store re-runs the (already applied) migrations like a second agent would.
+    let second: Arc<dyn MetadataStore> = Arc::new(server.store().await);
+
+    conformance::run_all(first.clone()).await;
+    conformance::run_all(Arc::new(CachedMetadataStore::new(
+        second.clone(),
+        CacheConfig::default(),
+    )))
+    .await;
+    agents_race_for_one_offset(first, second).await;
+}
