@@ -22,6 +22,8 @@ use tokio::sync::{Notify, OnceCell};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::groups::{GroupCoordinator, PartitionLag};
+
 /// Settings of a Kafka-speaking agent.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -49,6 +51,10 @@ pub struct BrokerConfig {
     pub lease_ttl: Duration,
     /// Segment index settings for every partition.
     pub segment_index: SegmentIndexConfig,
+    /// How long a new (empty) group's first rebalance waits for more members before completing,
+    /// extended per joining member up to the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`, 3 s there; shorter here so single consumers start fast).
+    pub group_initial_rebalance_delay: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +72,7 @@ impl Default for BrokerConfig {
             max_in_flight_per_connection: 16,
             lease_ttl: Duration::from_secs(30),
             segment_index: SegmentIndexConfig::default(),
+            group_initial_rebalance_delay: Duration::from_millis(500),
         }
     }
 }
@@ -76,6 +83,8 @@ pub(crate) struct PartitionLog {
     pub(crate) partition: u32,
     pub(crate) writer: PartitionWriter,
     pub(crate) reader: PartitionReader,
+    /// The partition's segment index (shared by writer and reader), for its counters.
+    pub(crate) index: Arc<SegmentIndex>,
     fence: LeaseFence,
 }
 
@@ -83,13 +92,14 @@ type PartitionKey = (String, u32);
 
 /// A Kafka-speaking agent's shared state.
 pub struct Broker {
-    config: BrokerConfig,
-    agent_id: String,
-    metadata: Arc<dyn MetadataStore>,
-    store: Arc<dyn ObjectStore>,
-    cache: Arc<SegmentCache>,
+    pub(crate) config: BrokerConfig,
+    pub(crate) agent_id: String,
+    pub(crate) metadata: Arc<dyn MetadataStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) cache: Arc<SegmentCache>,
     partitions: RwLock<HashMap<PartitionKey, Arc<OnceCell<Arc<PartitionLog>>>>>,
     flush_now: Notify,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
@@ -101,6 +111,8 @@ impl Broker {
         store: Arc<dyn ObjectStore>,
         cache: Arc<SegmentCache>,
     ) -> Arc<Self> {
+        let groups =
+            GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
         let broker = Arc::new(Self {
             config,
             agent_id,
@@ -109,6 +121,7 @@ impl Broker {
             cache,
             partitions: RwLock::new(HashMap::new()),
             flush_now: Notify::new(),
+            groups,
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
@@ -123,6 +136,16 @@ impl Broker {
     /// The metadata store.
     pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
         &self.metadata
+    }
+
+    /// The consumer-group coordinator.
+    pub(crate) fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    /// Consumer lag of `group` for every partition it has committed an offset for.
+    pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>, MetadataError> {
+        self.groups.lag(group).await
     }
 
     /// Node id of the agent leading `topic`/`partition`.
@@ -290,14 +313,16 @@ impl Broker {
             partition,
             self.store.clone(),
             self.metadata.clone(),
-            index,
+            index.clone(),
             self.cache.clone(),
-        );
+        )
+        .with_writer(&writer);
         Ok(Arc::new(PartitionLog {
             topic,
             partition,
             writer,
             reader,
+            index,
             fence,
         }))
     }
@@ -312,7 +337,7 @@ impl Broker {
     }
 
     /// Every partition currently open.
-    fn open_partitions(&self) -> Vec<Arc<PartitionLog>> {
+    pub(crate) fn open_partitions(&self) -> Vec<Arc<PartitionLog>> {
         self.partitions
             .read()
             .expect("partition map poisoned")

@@ -51,6 +51,8 @@ enum ConnectionError {
 pub(crate) struct ConnectionState {
     /// Completes when the previous Produce on this connection has appended its batches.
     pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The client's address (DescribeGroups reports each member's host).
+    pub(crate) peer: Option<SocketAddr>,
 }
 
 /// What the writer task does for one request.
@@ -78,7 +80,10 @@ async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Brok
     let (tx, rx) = mpsc::channel(broker.config().max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, rx));
     let max_len = broker.config().max_request_bytes;
-    let mut state = ConnectionState::default();
+    let mut state = ConnectionState {
+        peer: Some(peer),
+        ..ConnectionState::default()
+    };
     let outcome: Result<(), ConnectionError> = async {
         while let Some(frame) = read_frame(&mut reader, max_len).await? {
             {
@@ -163,10 +168,14 @@ fn start_request(
         .map_err(malformed)?;
     let request = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
     if frame.has_remaining() {
-        return Err(malformed(anyhow::anyhow!(
-            "{} unread bytes after the request body",
-            frame.remaining()
-        )));
+        // Kafka ignores bytes after the request body, and librdkafka sends some (e.g. Metadata
+        // v12 from its admin client), so this is not an error.
+        debug!(
+            ?api,
+            version,
+            extra = frame.remaining(),
+            "ignoring bytes after the request body"
+        );
     }
     let started = std::time::Instant::now();
     let reply = handlers::dispatch(broker, state, &header, request);

@@ -372,6 +372,32 @@ async fn long_poll_fetch_wakes_on_new_data() {
     assert!(!records.is_empty());
 }
 
+/// Every commit wakes the parked fetch with the new record, not only the first one (a reader
+/// bounded by a stale high watermark would answer empty until its cache refreshed).
+#[tokio::test]
+async fn each_commit_wakes_a_tailing_fetch() {
+    let server = TestServer::start().await;
+    create_topic(&server, "tail", 1).await;
+    let mut producer = server.client().await;
+    let mut consumer = server.client().await;
+    for offset in 0..5 {
+        let poll =
+            async { fetch_result(consumer.send(fetch("tail", 0, offset, 20_000), 12).await) };
+        let produce = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let batch = record_batch(&[("k", "v")], 1, None);
+            produce_result(producer.send(produce("tail", 0, batch, -1), 9).await)
+        };
+        let ((err, hw, records), (produce_err, base)) = tokio::join!(poll, produce);
+        assert_eq!((produce_err, base), (0, offset));
+        assert_eq!((err, hw), (0, offset + 1), "fetch at {offset}");
+        assert!(
+            !records.is_empty(),
+            "fetch at {offset} woke without the record"
+        );
+    }
+}
+
 #[tokio::test]
 async fn acks_zero_gets_no_response_and_keeps_order() {
     let server = TestServer::start().await;
