@@ -6,13 +6,25 @@
 //! dispatcher enforces. A malformed frame closes that connection with a log line; it never
 //! affects other connections or the process.
 
+mod admin_api;
+mod api_error;
 mod broker;
+mod client_api;
 mod connection;
 mod errors;
 mod frame;
+mod groups;
+mod groups_api;
 mod handlers;
 mod topic_config;
 mod versions;
 
+pub use admin_api::{
+    Admin, AgentStatus, PartitionDescription, SegmentIndexStats, TopicDescription, TopicSummary,
+};
+pub use api_error::ApiError;
 pub use broker::{Broker, BrokerConfig};
+pub use client_api::{Consumed, ConsumedRecord, ProduceRecord, ProducedRecord};
 pub use connection::serve;
+pub use groups::PartitionLag;
+pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};

@@ -302,11 +302,8 @@ impl MetadataStore for CachedMetadataStore {
             .inner
             .truncate_before(topic, partition, new_log_start)
             .await?;
-        // Mirrors the store's rule: never lowered, never past the high watermark.
         self.update_partition(topic, partition, |state| {
-            state.log_start_offset = new_log_start
-                .min(state.high_watermark)
-                .max(state.log_start_offset);
+            state.log_start_offset = state.truncated_log_start(new_log_start);
         });
         Ok(deleted)
     }

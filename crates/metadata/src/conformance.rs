@@ -64,11 +64,7 @@ async fn commit_run(
     count: usize,
     len: i64,
 ) -> Vec<SegmentInfo> {
-    let mut next = store
-        .get_partition(topic, partition)
-        .await
-        .expect("get partition")
-        .high_watermark;
+    let mut next = high_watermark(store, topic, partition).await;
     let mut committed = Vec::with_capacity(count);
     for _ in 0..count {
         let seg = segment(topic, partition, next, next + len - 1);
@@ -80,6 +76,14 @@ async fn commit_run(
         committed.push(seg);
     }
     committed
+}
+
+async fn high_watermark(store: &dyn MetadataStore, topic: &str, partition: u32) -> i64 {
+    store
+        .get_partition(topic, partition)
+        .await
+        .expect("get partition")
+        .high_watermark
 }
 
 fn expect_err<T: Debug>(result: Result<T>, what: &str) -> MetadataError {
@@ -313,22 +317,8 @@ pub async fn partitions_and_high_watermark(store: &dyn MetadataStore) {
         .commit_segment(&segment(&topic.name, 1, 0, 9), None)
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .get_partition(&topic.name, 1)
-            .await
-            .unwrap()
-            .high_watermark,
-        10
-    );
-    assert_eq!(
-        store
-            .get_partition(&topic.name, 0)
-            .await
-            .unwrap()
-            .high_watermark,
-        0
-    );
+    assert_eq!(high_watermark(store, &topic.name, 1).await, 10);
+    assert_eq!(high_watermark(store, &topic.name, 0).await, 0);
     let listed = store.list_partitions(&topic.name).await.unwrap();
     let marks: Vec<(u32, i64)> = listed
         .iter()
@@ -341,14 +331,7 @@ pub async fn partitions_and_high_watermark(store: &dyn MetadataStore) {
 pub async fn commit_segment_happy_path(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
     let committed = commit_run(store, &topic.name, 0, 3, 10).await;
-    assert_eq!(
-        store
-            .get_partition(&topic.name, 0)
-            .await
-            .unwrap()
-            .high_watermark,
-        30
-    );
+    assert_eq!(high_watermark(store, &topic.name, 0).await, 30);
     assert_eq!(
         store.list_segments(&topic.name, 0, 0).await.unwrap(),
         committed
@@ -356,14 +339,7 @@ pub async fn commit_segment_happy_path(store: &dyn MetadataStore) {
 
     let single = segment(&topic.name, 0, 30, 30);
     store.commit_segment(&single, None).await.unwrap();
-    assert_eq!(
-        store
-            .get_partition(&topic.name, 0)
-            .await
-            .unwrap()
-            .high_watermark,
-        31
-    );
+    assert_eq!(high_watermark(store, &topic.name, 0).await, 31);
     let keys = store.all_segment_keys().await.unwrap();
     for seg in committed.iter().chain([&single]) {
         assert!(
@@ -401,10 +377,7 @@ pub async fn commit_segment_offset_conflict(store: &dyn MetadataStore) {
         store.commit_segment(&segment(name, 0, 10, 8), None).await,
         "last offset before base offset",
     );
-    assert_eq!(
-        store.get_partition(name, 0).await.unwrap().high_watermark,
-        10
-    );
+    assert_eq!(high_watermark(store, name, 0).await, 10);
     assert_eq!(store.list_segments(name, 0, 0).await.unwrap().len(), 1);
 }
 
@@ -463,18 +436,9 @@ pub async fn commit_segment_fencing(store: &dyn MetadataStore) {
         "expired lease",
     );
 
-    assert_eq!(
-        store.get_partition(name, 0).await.unwrap().high_watermark,
-        10
-    );
-    assert_eq!(
-        store.get_partition(name, 1).await.unwrap().high_watermark,
-        0
-    );
-    assert_eq!(
-        store.get_partition(name, 2).await.unwrap().high_watermark,
-        0
-    );
+    assert_eq!(high_watermark(store, name, 0).await, 10);
+    assert_eq!(high_watermark(store, name, 1).await, 0);
+    assert_eq!(high_watermark(store, name, 2).await, 0);
     store
         .commit_segment(&next, Some(&fence("agent-a", lease.epoch)))
         .await
@@ -500,14 +464,7 @@ pub async fn concurrent_commits_one_wins(store: &dyn MetadataStore) {
     let stored = store.list_segments(&topic.name, 0, 0).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].object_key, winners[0]);
-    assert_eq!(
-        store
-            .get_partition(&topic.name, 0)
-            .await
-            .unwrap()
-            .high_watermark,
-        10
-    );
+    assert_eq!(high_watermark(store, &topic.name, 0).await, 10);
 }
 
 /// `list_segments` returns segments ending at or after the offset, in order.
@@ -615,10 +572,7 @@ pub async fn delete_topic_returns_segments(store: &dyn MetadataStore) {
         .all(|l| l.topic != name));
 
     create(store, name, 1).await;
-    assert_eq!(
-        store.get_partition(name, 0).await.unwrap().high_watermark,
-        0
-    );
+    assert_eq!(high_watermark(store, name, 0).await, 0);
     assert!(store.list_segments(name, 0, 0).await.unwrap().is_empty());
 }
 

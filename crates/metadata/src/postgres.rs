@@ -11,7 +11,7 @@ const POOL_SIZE: u32 = 16;
 /// Row locks serialize writers of the same topic or partition across agents.
 macro_rules! for_update {
     () => {
-        ""
+        " FOR UPDATE"
     };
 }
 
@@ -19,6 +19,10 @@ type Db = Postgres;
 type Store = PostgresMetadataStore;
 
 /// The shared SQL implementation of [`crate::MetadataStore`], instantiated for PostgreSQL.
+#[allow(
+    clippy::duplicate_mod,
+    reason = "deliberately compiled once per backend, like a template instantiation"
+)]
 #[path = "sql_common.rs"]
 mod common;
 

@@ -417,10 +417,8 @@ impl MetadataStore for Store {
     ) -> Result<Vec<SegmentInfo>> {
         let mut tx = self.write_tx().await?;
         let state = partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
-        let log_start = new_log_start
-            .min(state.high_watermark)
-            .max(state.log_start_offset);
-        let deleted = segments_where(
+        let log_start = state.truncated_log_start(new_log_start);
+        let mut deleted = segments_where(
             &mut *tx,
             concat!(
                 "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 AND last_offset < $3 \
@@ -441,7 +439,7 @@ impl MetadataStore for Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut deleted = deleted;
+        // RETURNING rows come in no defined order.
         deleted.sort_by_key(|segment| segment.base_offset);
         Ok(deleted)
     }

@@ -27,6 +27,10 @@ type Db = Sqlite;
 type Store = SqliteMetadataStore;
 
 /// The shared SQL implementation of [`crate::MetadataStore`], instantiated for SQLite.
+#[allow(
+    clippy::duplicate_mod,
+    reason = "deliberately compiled once per backend, like a template instantiation"
+)]
 #[path = "sql_common.rs"]
 mod common;
 
@@ -41,6 +45,7 @@ pub struct SqliteMetadataStore {
 
 impl SqliteMetadataStore {
     /// Opens (creating if needed) the database file at `path` and applies pending migrations.
+    /// The parent directory must exist.
     ///
     /// `synchronous=FULL` so an acknowledged commit survives power loss, not just a crash.
     pub async fn open(path: &Path) -> Result<Self> {

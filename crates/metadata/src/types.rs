@@ -71,6 +71,16 @@ pub struct PartitionState {
     pub log_start_offset: i64,
 }
 
+impl PartitionState {
+    /// The log start offset after a request to truncate before `requested`: never lowered,
+    /// never past the high watermark.
+    pub(crate) fn truncated_log_start(&self, requested: i64) -> i64 {
+        requested
+            .min(self.high_watermark)
+            .max(self.log_start_offset)
+    }
+}
+
 /// One immutable segment object holding offsets `base_offset..=last_offset` of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentInfo {

@@ -253,16 +253,7 @@ impl RecordBatch {
 
     /// Verifies Kafka's CRC-32C; `pos` is the batch's position for the error range.
     pub(crate) fn check_crc(&self, pos: u64) -> Result<(), SegmentError> {
-        let found = crc32c::crc32c(&self.bytes[PREFIX_LEN..]);
-        if found == self.header.crc {
-            return Ok(());
-        }
-        Err(SegmentError::ChecksumMismatch {
-            what: "batch",
-            range: pos..pos + self.bytes.len() as u64,
-            expected: self.header.crc,
-            found,
-        })
+        check_batch_crc(&self.header, &self.bytes, pos)
     }
 
     /// The parsed header.
@@ -324,4 +315,22 @@ impl RecordBatch {
 /// Total length of the batch starting at `buf[0]`, if its length field is present.
 pub(crate) fn peek_total_len(buf: &[u8]) -> Option<usize> {
     (buf.len() >= LOG_OVERHEAD).then(|| LOG_OVERHEAD + be_i32(buf, 8).max(0) as usize)
+}
+
+/// Verifies Kafka's CRC-32C of `batch` (its whole bytes) against `header`, parsed from it.
+pub(crate) fn check_batch_crc(
+    header: &BatchHeader,
+    batch: &[u8],
+    pos: u64,
+) -> Result<(), SegmentError> {
+    let found = crc32c::crc32c(&batch[PREFIX_LEN..]);
+    if found == header.crc {
+        return Ok(());
+    }
+    Err(SegmentError::ChecksumMismatch {
+        what: "batch",
+        range: pos..pos + batch.len() as u64,
+        expected: header.crc,
+        found,
+    })
 }

@@ -12,7 +12,6 @@ use crate::footer::{encode_header, IndexEntry, SegmentFooter, HEADER_LEN};
 pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
 
 /// Accumulates consecutive batches of one partition into a segment object.
-#[derive(Debug)]
 pub struct SegmentBuilder {
     base_offset: i64,
     next_offset: i64,
@@ -31,6 +30,18 @@ pub struct EncodedSegment {
     pub bytes: Bytes,
     /// The footer, as [`read_footer`](crate::read_footer) would decode it from `bytes`.
     pub footer: SegmentFooter,
+}
+
+impl std::fmt::Debug for SegmentBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentBuilder")
+            .field("base_offset", &self.base_offset)
+            .field("next_offset", &self.next_offset)
+            .field("size", &self.buf.len())
+            .field("batch_count", &self.batch_count)
+            .field("index_entries", &self.index.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SegmentBuilder {

@@ -2,22 +2,22 @@
 
 use bytes::Bytes;
 
-use crate::batch::{peek_total_len, BatchHeader, RecordBatch, PREFIX_LEN};
+use crate::batch::{check_batch_crc, peek_total_len, BatchHeader, RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
 use crate::footer::{decode_header, read_footer, SegmentFooter};
 
 /// Iterates verified batches of a segment, given the object's bytes from a batch boundary.
 ///
 /// Every yielded batch has a valid Kafka CRC and follows the previous one without an offset gap.
-/// Batches whose last offset is below `from_offset` are skipped (without a CRC check). When the
-/// data ends before `data_end`, iteration ends cleanly and [`BatchCursor::position`] tells where
-/// to continue; bad bytes before `data_end` yield one `Err` with their byte range, then `None`.
+/// Batches whose last offset is below `from_offset` are skipped (by `new` without a CRC check).
+/// When the data ends before `data_end`, iteration ends cleanly and [`BatchCursor::position`]
+/// tells where to continue; bad bytes before `data_end` yield one `Err` with their byte range,
+/// then `None`, and `position` stays at the bad batch (or block).
 ///
 /// Kafka's CRC leaves out the first 21 bytes of a batch (base offset, length, leader epoch,
 /// magic, CRC). A cursor made with [`BatchCursor::with_footer`] also checks those against the
 /// footer's index (offsets and a per-block checksum) before yielding a block's batches, so no
 /// corrupted byte is ever returned as data; [`BatchCursor::new`] cannot.
-#[derive(Debug)]
 pub struct BatchCursor {
     data: Bytes,
     /// Absolute position of `data[0]`.
@@ -84,9 +84,12 @@ impl BatchCursor {
             };
             let batch = RecordBatch::read(&self.data, self.at, self.start)?;
             self.check_continuity(&batch, pos)?;
-            self.at += total;
-            if batch.last_offset() >= self.from_offset {
+            let wanted = batch.last_offset() >= self.from_offset;
+            if wanted && self.footer.is_none() {
                 batch.check_crc(pos)?;
+            }
+            self.at += total;
+            if wanted {
                 return Ok(Some(batch));
             }
         }
@@ -137,41 +140,22 @@ impl BatchCursor {
             return Ok(false);
         }
         let stop = (end - self.start) as usize;
-        let mut at = self.at;
-        let mut expected = footer.block_first_offset(block);
-        let mut crc = 0;
-        while at < stop {
-            let batch_pos = self.start + at as u64;
-            let header = BatchHeader::parse_at(&self.data[at..stop], batch_pos).map_err(|e| {
-                SegmentError::corrupt(
-                    batch_pos..end,
-                    format!("index block cut inside a batch: {e}"),
-                )
-            })?;
-            header.validate(batch_pos)?;
-            if header.base_offset != expected {
-                return Err(SegmentError::corrupt(
-                    batch_pos..batch_pos + 8,
-                    format!(
-                        "batch base offset {} where the index expects {expected}",
-                        header.base_offset
-                    ),
-                ));
-            }
-            crc = crc32c::crc32c_append(crc, &self.data[at..at + PREFIX_LEN]);
-            expected = header.last_offset() + 1;
-            at += header.total_len();
-        }
+        let first_offset = footer.block_first_offset(block);
+        let walk = walk_block(&self.data[..stop], self.start, self.at, first_offset)?;
         let next_block_offset = match block + 1 < footer.index.len() {
             true => footer.block_first_offset(block + 1),
             false => footer.last_offset + 1,
         };
-        if at != stop || expected != next_block_offset {
+        if walk.next_offset != next_block_offset {
             return Err(SegmentError::corrupt(
                 pos..end,
-                format!("index block ends at offset {expected} / byte {}, index says {next_block_offset} / {end}", self.start + at as u64),
+                format!(
+                    "index block ends before offset {}, the index says {next_block_offset}",
+                    walk.next_offset
+                ),
             ));
         }
+        let crc = walk.prefix_crc;
         let stored = footer.index[block].prefix_crc;
         if crc != stored {
             return Err(SegmentError::ChecksumMismatch {
@@ -183,6 +167,75 @@ impl BatchCursor {
         }
         self.verified_end = end;
         Ok(true)
+    }
+}
+
+/// What walking the batch headers of one index block found.
+struct BlockWalk {
+    /// Offset after the block's last record.
+    next_offset: i64,
+    /// CRC-32C over the 21-byte prefixes of the block's batches.
+    prefix_crc: u32,
+}
+
+/// Walks the batches in `block[at..]`, which must end exactly at a batch end, checking each
+/// batch's CRC and that offsets start at `first_offset` and are consecutive. One pass over a
+/// block that fits in cache, so the cursor need not re-check CRCs. `start` is the position of
+/// `block[0]`.
+fn walk_block(
+    block: &[u8],
+    start: u64,
+    mut at: usize,
+    first_offset: i64,
+) -> Result<BlockWalk, SegmentError> {
+    let end = start + block.len() as u64;
+    let mut walk = BlockWalk {
+        next_offset: first_offset,
+        prefix_crc: 0,
+    };
+    while at < block.len() {
+        let batch_pos = start + at as u64;
+        if block.len() - at < BatchHeader::LEN {
+            return Err(SegmentError::corrupt(
+                batch_pos..end,
+                "index block ends inside a batch",
+            ));
+        }
+        let header = BatchHeader::parse_at(&block[at..], batch_pos)?;
+        header.validate(batch_pos)?;
+        if header.base_offset != walk.next_offset {
+            return Err(SegmentError::corrupt(
+                batch_pos..batch_pos + 8,
+                format!(
+                    "batch base offset {} where the index expects {}",
+                    header.base_offset, walk.next_offset
+                ),
+            ));
+        }
+        let batch_end = at + header.total_len();
+        if batch_end > block.len() {
+            return Err(SegmentError::corrupt(
+                batch_pos..start + batch_end as u64,
+                "batch crosses the end of its index block",
+            ));
+        }
+        check_batch_crc(&header, &block[at..batch_end], batch_pos)?;
+        walk.prefix_crc = crc32c::crc32c_append(walk.prefix_crc, &block[at..at + PREFIX_LEN]);
+        walk.next_offset = header.last_offset() + 1;
+        at = batch_end;
+    }
+    Ok(walk)
+}
+
+impl std::fmt::Debug for BatchCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchCursor")
+            .field("range", &(self.start..self.start + self.data.len() as u64))
+            .field("position", &BatchCursor::position(self))
+            .field("data_end", &self.data_end)
+            .field("from_offset", &self.from_offset)
+            .field("verified", &self.footer.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -248,7 +301,8 @@ fn check_summary(
         return Err(SegmentError::corrupt(
             footer.data_start..footer.data_end,
             format!(
-                "batches ({} batches, {records} records, timestamps {min_ts}..={max_ts}, end {end}) disagree with the footer summary",
+                "batches ({} batches, {records} records, timestamps {min_ts}..={max_ts}, \
+                 end {end}) disagree with the footer summary",
                 batches.len()
             ),
         ));

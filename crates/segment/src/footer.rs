@@ -51,6 +51,17 @@ impl IndexEntry {
     }
 }
 
+/// One sparse index entry in absolute terms (for `segment inspect` and diagnostics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexPoint {
+    /// First offset of the index block.
+    pub offset: i64,
+    /// Absolute position of the block's first batch.
+    pub position: u64,
+    /// Largest batch max timestamp from the segment start through the end of the block.
+    pub max_timestamp: i64,
+}
+
 /// Segment summary and sparse indexes, decoded from the footer of a segment object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegmentFooter {
@@ -77,10 +88,12 @@ pub struct SegmentFooter {
 impl SegmentFooter {
     /// Absolute byte position of a batch boundary at or before the batch containing `offset`,
     /// taken from the sparse index; reading batches from there reaches `offset`. The position
-    /// is always an index block start (what [`BatchCursor::with_footer`](crate::BatchCursor::with_footer)
-    /// needs). Offsets below the segment give `data_start`; offsets past it give `data_end`.
+    /// is always an index block start, as
+    /// [`BatchCursor::with_footer`](crate::BatchCursor::with_footer) needs. Offsets below the
+    /// segment give `data_start`; offsets past it (or any offset of an empty segment) give
+    /// `data_end`.
     pub fn seek(&self, offset: i64) -> u64 {
-        if offset > self.last_offset {
+        if offset > self.last_offset || self.index.is_empty() {
             return self.data_end;
         }
         let rel = offset.saturating_sub(self.base_offset).max(0);
@@ -113,6 +126,15 @@ impl SegmentFooter {
     /// Number of sparse index entries (index blocks).
     pub fn index_len(&self) -> usize {
         self.index.len()
+    }
+
+    /// The sparse index entries, in order.
+    pub fn index_points(&self) -> impl ExactSizeIterator<Item = IndexPoint> + '_ {
+        (0..self.index.len()).map(|block| IndexPoint {
+            offset: self.block_first_offset(block),
+            position: self.block_start(block),
+            max_timestamp: self.index[block].max_timestamp,
+        })
     }
 
     pub(crate) fn block_start(&self, block: usize) -> u64 {
@@ -255,7 +277,10 @@ pub fn read_footer(tail: &[u8], object_len: u64) -> Result<SegmentFooter, Segmen
     if object_len < min_len {
         return Err(SegmentError::truncated(
             0..min_len,
-            format!("object of {object_len} bytes is smaller than the smallest segment ({min_len} bytes)"),
+            format!(
+                "object of {object_len} bytes is smaller than the smallest segment \
+                 ({min_len} bytes)"
+            ),
         ));
     }
     if tail.len() as u64 > object_len {

@@ -219,7 +219,8 @@ impl Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let metadata = Arc::new(CountingMetadata {
         inner: SqliteMetadataStore::in_memory().await.unwrap(),
         calls: AtomicU64::new(0),
@@ -233,7 +234,12 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let dyn_metadata: Arc<dyn MetadataStore> = metadata.clone();
-    let writer_index = Arc::new(SegmentIndex::new(TOPIC, 0, dyn_metadata.clone(), SegmentIndexConfig::default()));
+    let writer_index = Arc::new(SegmentIndex::new(
+        TOPIC,
+        0,
+        dyn_metadata.clone(),
+        SegmentIndexConfig::default(),
+    ));
     let writer_cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
     let config = WriterConfig {
         // Rolled explicitly below, so segment boundaries do not depend on task scheduling.
@@ -295,7 +301,10 @@ async fn read_all(reader: &PartitionReader) -> usize {
 }
 
 fn report_metadata_queries(runtime: &Runtime, fx: &Fixture) {
-    for (name, reader) in [("cross-agent (cold)", fx.cold_reader()), ("same-agent (writer)", fx.local_reader())] {
+    for (name, reader) in [
+        ("cross-agent (cold)", fx.cold_reader()),
+        ("same-agent (writer)", fx.local_reader()),
+    ] {
         let before = fx.queries();
         let start = std::time::Instant::now();
         let records = runtime.block_on(read_all(&reader));

@@ -30,7 +30,10 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -113,12 +116,16 @@ fn lookup_latency(c: &mut Criterion) {
                 black_box(index.lookup_cached(black_box(offset)))
             })
         });
-        group.bench_with_input(BenchmarkId::new("async_hit", segments), &index, |b, index| {
-            b.iter(|| {
-                let offset = rng.random_range(0..end);
-                black_box(futures::executor::block_on(index.lookup(offset)).unwrap())
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("async_hit", segments),
+            &index,
+            |b, index| {
+                b.iter(|| {
+                    let offset = rng.random_range(0..end);
+                    black_box(futures::executor::block_on(index.lookup(offset)).unwrap())
+                })
+            },
+        );
         println!(
             "segment_index {segments} segments: {} metadata queries during the benchmark",
             index.metadata_queries()

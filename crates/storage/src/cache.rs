@@ -69,8 +69,7 @@ struct Counters {
 type BlockKey = (Arc<str>, u64);
 
 /// Bytes of a run of adjacent blocks, fetched once and shared by every block's loader.
-type RunFetch<'a> =
-    Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<object_store::Error>>>>;
+type RunFetch<'a> = Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<object_store::Error>>>>;
 
 /// Bounded cache of segment object bytes. Cloning is cheap and shares the cache.
 #[derive(Clone)]
@@ -123,15 +122,15 @@ impl SegmentCache {
         }
         let object: Arc<str> = Arc::from(key);
         let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
-        let mut blocks: Vec<Option<Bytes>> = Vec::with_capacity(indexes.clone().count());
+        let mut blocks: Vec<Option<Bytes>> =
+            Vec::with_capacity((indexes.end - indexes.start) as usize);
         for index in indexes.clone() {
             blocks.push(self.blocks.get(&(object.clone(), index)).await);
         }
         let missing = blocks.iter().filter(|b| b.is_none()).count() as u64;
-        self.counters.hits.fetch_add(
-            blocks.len() as u64 - missing,
-            Ordering::Relaxed,
-        );
+        self.counters
+            .hits
+            .fetch_add(blocks.len() as u64 - missing, Ordering::Relaxed);
         self.counters.misses.fetch_add(missing, Ordering::Relaxed);
         if missing > 0 {
             self.load_missing(store, &object, object_len, indexes.start, &mut blocks)

@@ -41,7 +41,9 @@ pub enum StorageError {
     },
 
     /// A read asked for an offset the partition does not have.
-    #[error("offset {offset} is out of range: log start {log_start}, high watermark {high_watermark}")]
+    #[error(
+        "offset {offset} is out of range: log start {log_start}, high watermark {high_watermark}"
+    )]
     OffsetOutOfRange {
         /// Requested offset.
         offset: i64,
@@ -99,7 +101,9 @@ pub enum StorageError {
 
     /// An idempotent producer used an epoch older than the partition has seen (Kafka
     /// `INVALID_PRODUCER_EPOCH`; the producer was fenced by a newer instance).
-    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}")]
+    #[error(
+        "producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}"
+    )]
     InvalidProducerEpoch {
         /// Producer id.
         producer_id: i64,
@@ -111,7 +115,9 @@ pub enum StorageError {
 
     /// An idempotent producer skipped or reordered sequence numbers (Kafka
     /// `OUT_OF_ORDER_SEQUENCE_NUMBER`).
-    #[error("producer {producer_id} epoch {epoch}: sequence {found} out of order, expected {expected}")]
+    #[error(
+        "producer {producer_id} epoch {epoch}: sequence {found} out of order, expected {expected}"
+    )]
     OutOfOrderSequence {
         /// Producer id.
         producer_id: i64,
@@ -164,11 +170,19 @@ impl StorageError {
         }
     }
 
-    /// A codec error about the object `key`; the error's own range is used when it has one.
-    pub(crate) fn corrupt(key: &str, fallback: Range<u64>, source: SegmentError) -> Self {
+    /// A codec error about the object `key` of `object_len` bytes; the error's own range is
+    /// used when it has one (clipped to the object: a corrupted length field can point anywhere).
+    pub(crate) fn corrupt(
+        key: &str,
+        object_len: u64,
+        fallback: Range<u64>,
+        source: SegmentError,
+    ) -> Self {
+        let range = source.byte_range().unwrap_or(fallback);
+        let end = range.end.min(object_len);
         Self::Corrupt {
             key: key.to_owned(),
-            range: source.byte_range().unwrap_or(fallback),
+            range: range.start.min(end)..end,
             source: Corruption::Format(source),
         }
     }

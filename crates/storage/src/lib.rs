@@ -11,6 +11,7 @@
 
 // ---- object stores, segment index, segment cache (engineer A) ----
 mod cache;
+mod metered;
 mod objects;
 mod segment_index;
 
@@ -22,6 +23,7 @@ mod writer;
 
 // ---- re-exports (engineer A) ----
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
+pub use metered::MeteredObjectStore;
 pub use objects::{build_object_store, ObjectStoreBuildError, ObjectStoreConfig};
 pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
 

@@ -115,7 +115,9 @@ pub fn build_object_store(
             let builder = explicit
                 .into_iter()
                 .filter_map(|(key, value)| Some((key, value.as_deref()?)))
-                .fold(base, |builder, (key, value)| builder.with_config(key, value));
+                .fold(base, |builder, (key, value)| {
+                    builder.with_config(key, value)
+                });
             let store = builder
                 .build()
                 .map_err(|source| ObjectStoreBuildError::Invalid { kind: "s3", source })?;

@@ -122,12 +122,14 @@ impl ProducerStateTable {
                 .map(|last| increment_sequence(last.last_seq, 1))
         };
         match expected {
-            Some(expected) if expected != batch.first_seq => Err(StorageError::OutOfOrderSequence {
-                producer_id: batch.producer_id,
-                epoch: batch.epoch,
-                expected,
-                found: batch.first_seq,
-            }),
+            Some(expected) if expected != batch.first_seq => {
+                Err(StorageError::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    epoch: batch.epoch,
+                    expected,
+                    found: batch.first_seq,
+                })
+            }
             _ => Ok(Check::Append),
         }
     }
@@ -212,9 +214,16 @@ mod tests {
         // Batch 0 fell out of the window: it is now simply out of order.
         assert!(matches!(
             t.check(&batch(1, 0, 0, 1, -1)),
-            Err(StorageError::OutOfOrderSequence { expected: 6, found: 0, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 6,
+                found: 0,
+                ..
+            })
         ));
-        assert!(matches!(t.check(&batch(1, 0, 1, 1, -1)), Ok(Check::Duplicate(_))));
+        assert!(matches!(
+            t.check(&batch(1, 0, 1, 1, -1)),
+            Ok(Check::Duplicate(_))
+        ));
     }
 
     #[test]
@@ -223,7 +232,11 @@ mod tests {
         append(&mut t, batch(1, 0, 0, 5, 0)).unwrap();
         assert!(matches!(
             t.check(&batch(1, 0, 6, 1, -1)),
-            Err(StorageError::OutOfOrderSequence { expected: 5, found: 6, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 5,
+                found: 6,
+                ..
+            })
         ));
     }
 
@@ -243,7 +256,11 @@ mod tests {
         append(&mut t, batch(1, 3, 0, 1, 0)).unwrap();
         assert!(matches!(
             t.check(&batch(1, 2, 1, 1, -1)),
-            Err(StorageError::InvalidProducerEpoch { epoch: 2, current_epoch: 3, .. })
+            Err(StorageError::InvalidProducerEpoch {
+                epoch: 2,
+                current_epoch: 3,
+                ..
+            })
         ));
     }
 
@@ -253,7 +270,11 @@ mod tests {
         append(&mut t, batch(1, 0, 0, 4, 0)).unwrap();
         assert!(matches!(
             t.check(&batch(1, 1, 4, 1, -1)),
-            Err(StorageError::OutOfOrderSequence { expected: 0, found: 4, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                found: 4,
+                ..
+            })
         ));
         assert_eq!(append(&mut t, batch(1, 1, 0, 1, 4)).unwrap(), Check::Append);
         // The old epoch's batches are no longer duplicates; their epoch is now fenced.
@@ -266,8 +287,14 @@ mod tests {
     #[test]
     fn an_unknown_producer_is_accepted_at_any_sequence() {
         let mut t = ProducerStateTable::default();
-        assert_eq!(append(&mut t, batch(9, 0, 42, 1, 0)).unwrap(), Check::Append);
-        assert_eq!(append(&mut t, batch(9, 0, 43, 1, 1)).unwrap(), Check::Append);
+        assert_eq!(
+            append(&mut t, batch(9, 0, 42, 1, 0)).unwrap(),
+            Check::Append
+        );
+        assert_eq!(
+            append(&mut t, batch(9, 0, 43, 1, 1)).unwrap(),
+            Check::Append
+        );
     }
 
     #[test]
@@ -285,8 +312,14 @@ mod tests {
     #[test]
     fn non_idempotent_batches_are_not_tracked() {
         let mut t = ProducerStateTable::default();
-        assert_eq!(append(&mut t, batch(-1, -1, -1, 5, 0)).unwrap(), Check::Append);
-        assert_eq!(append(&mut t, batch(-1, -1, -1, 5, 5)).unwrap(), Check::Append);
+        assert_eq!(
+            append(&mut t, batch(-1, -1, -1, 5, 0)).unwrap(),
+            Check::Append
+        );
+        assert_eq!(
+            append(&mut t, batch(-1, -1, -1, 5, 5)).unwrap(),
+            Check::Append
+        );
         assert_eq!(t.len(), 0);
     }
 

@@ -345,7 +345,9 @@ impl PartitionReader {
             let batches = cursor
                 .by_ref()
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StorageError::corrupt(&segment.object_key, pos..end, e))?;
+                .map_err(|e| {
+                    StorageError::corrupt(&segment.object_key, segment.size_bytes, pos..end, e)
+                })?;
             let reached = BatchCursor::position(&cursor);
             if !batches.is_empty() || (end == footer.data_end && reached == end) {
                 return Ok((batches, reached));
@@ -409,7 +411,14 @@ impl PartitionReader {
                     Some(needed) if (needed as u64) > tail && (needed as u64) <= len => {
                         tail = needed as u64;
                     }
-                    _ => return Err(StorageError::corrupt(&segment.object_key, len - tail..len, e)),
+                    _ => {
+                        return Err(StorageError::corrupt(
+                            &segment.object_key,
+                            len,
+                            len - tail..len,
+                            e,
+                        ))
+                    }
                 },
             }
         };
@@ -419,7 +428,10 @@ impl PartitionReader {
                 footer.data_end..len,
                 format!(
                     "footer covers offsets {}..={}, metadata says {}..={}",
-                    footer.base_offset, footer.last_offset, segment.base_offset, segment.last_offset
+                    footer.base_offset,
+                    footer.last_offset,
+                    segment.base_offset,
+                    segment.last_offset
                 ),
             ));
         }
@@ -431,7 +443,12 @@ impl PartitionReader {
     async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<Bytes> {
         let read = self
             .cache
-            .read_range(&*self.store, &segment.object_key, segment.size_bytes, range.clone())
+            .read_range(
+                &*self.store,
+                &segment.object_key,
+                segment.size_bytes,
+                range.clone(),
+            )
             .await;
         match read {
             Ok(bytes) => Ok(bytes),
@@ -441,7 +458,12 @@ impl PartitionReader {
         }
     }
 
-    fn mismatch(&self, segment: &IndexedSegment, range: Range<u64>, reason: String) -> StorageError {
+    fn mismatch(
+        &self,
+        segment: &IndexedSegment,
+        range: Range<u64>,
+        reason: String,
+    ) -> StorageError {
         StorageError::Corrupt {
             key: segment.object_key.to_string(),
             range,
@@ -551,6 +573,6 @@ pub(crate) async fn read_segment_batches(
     }
     let len = object.len() as u64;
     let (_, batches) =
-        decode_segment(object).map_err(|e| StorageError::corrupt(key, 0..len, e))?;
+        decode_segment(object).map_err(|e| StorageError::corrupt(key, len, 0..len, e))?;
     Ok(batches)
 }

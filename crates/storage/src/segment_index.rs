@@ -2,13 +2,14 @@
 //! holding an offset without querying the metadata store.
 //!
 //! The index is a `BTreeMap` keyed by base offset: the segment holding offset `x` is the last
-//! entry with `base_offset <= x`, provided its `last_offset >= x`. It is filled three ways:
+//! entry with `base_offset <= x`, provided its `last_offset >= x`. It is filled two ways:
 //! - [`SegmentIndex::insert`] by the partition writer after each commit (same-agent readers never
 //!   need a refresh);
 //! - on a miss, or when the index is older than the refresh interval, by one
-//!   `list_segments(topic, partition, offset)` query (concurrent callers share it);
-//! - never by anything else, and entries leave it only by [`SegmentIndex::remove_below`]
-//!   (retention), by a refresh that no longer finds them, or by LRU eviction at the size bound.
+//!   `list_segments(topic, partition, offset)` query (concurrent callers share it).
+//!
+//! Entries leave it by [`SegmentIndex::remove_below`] (retention), by a refresh that no longer
+//! lists them (deleted by another agent), or by LRU eviction at the size bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,9 +166,8 @@ impl SegmentIndex {
     /// not indexed or the index is older than the refresh interval. `None` when no committed
     /// segment holds the offset (before the log start, in a gap, at or past the high watermark).
     pub async fn lookup(&self, offset: i64) -> Result<Option<IndexedSegment>> {
-        let (hit, fresh) = self.probe(offset);
-        if let (Some(segment), true) = (&hit, fresh) {
-            return Ok(Some(segment.clone()));
+        if let Some(segment) = self.probe_fresh(offset) {
+            return Ok(Some(segment));
         }
         let observed = self.refreshes_started.load(Ordering::Acquire);
         self.refresh_covering(offset, observed).await?;
@@ -229,10 +229,15 @@ impl SegmentIndex {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// The indexed segment holding `offset` (marked used) and whether the index is fresh.
-    fn probe(&self, offset: i64) -> (Option<IndexedSegment>, bool) {
+    /// The indexed segment holding `offset`, if the index is younger than the refresh interval.
+    fn probe_fresh(&self, offset: i64) -> Option<IndexedSegment> {
+        let (hit, refreshed_at) = self.probe(offset);
+        hit.filter(|_| refreshed_at.elapsed() < self.config.refresh_interval)
+    }
+
+    /// The indexed segment holding `offset` (marked used), and when the index was last refreshed.
+    fn probe(&self, offset: i64) -> (Option<IndexedSegment>, Instant) {
         let state = self.state.read();
-        let fresh = state.refreshed_at.elapsed() < self.config.refresh_interval;
         let hit = state
             .segments
             .range(..=offset)
@@ -243,14 +248,17 @@ impl SegmentIndex {
                 entry.touch(self.clock.load(Ordering::Relaxed));
                 entry.segment.clone()
             });
-        (hit, fresh)
+        (hit, state.refreshed_at)
     }
 
-    /// Makes the index authoritative for `offset`, querying the metadata store unless a query
-    /// started after the caller's miss (`observed` queries had started then), or one finished
-    /// moments ago, already covered it.
+    /// Makes the index authoritative for `offset`, querying the metadata store unless the offset
+    /// is now indexed, or a query that started after the caller's miss (`observed` queries had
+    /// started then), or one that finished moments ago, already covered it.
     async fn refresh_covering(&self, offset: i64, observed: u64) -> Result<()> {
         let mut last = self.refresh.lock().await;
+        if self.probe_fresh(offset).is_some() {
+            return Ok(()); // filled by the query this caller waited for, or by insert()
+        }
         if let Some(record) = last.as_ref() {
             let recent = record.id > observed || record.finished_at.elapsed() < MISS_REFRESH_GAP;
             if recent && record.covered.contains(&offset) {
@@ -295,15 +303,16 @@ impl SegmentIndex {
             return from..=i64::MAX;
         };
         // Entries past the listing are kept: they can only be commits newer than the query.
-        let mut previous: HashMap<i64, Entry> = state
+        let replaced: Vec<i64> = state
             .segments
             .range(..=upto)
             .rev()
             .take_while(|(_, entry)| entry.segment.last_offset >= from)
             .map(|(base, _)| *base)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|base| state.segments.remove_entry(&base))
+            .collect();
+        let mut previous: HashMap<i64, Entry> = replaced
+            .iter()
+            .filter_map(|base| state.segments.remove_entry(base))
             .collect();
         for info in &listed {
             let entry = match previous.remove(&info.base_offset) {

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::cache::SegmentCache;
 use crate::error::{Result, StorageError};
 use crate::producer_state::{Check, ProducerBatch, ProducerStateTable};
-use crate::segment_index::SegmentIndex;
 use crate::reader::read_segment_batches;
+use crate::segment_index::SegmentIndex;
 
 /// Settings of a [`PartitionWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +188,19 @@ impl OpenSegment {
             opened_at: None,
         }
     }
+
+    /// Size of the open segment so far; 0 while it holds no batch.
+    fn buffered_bytes(&self) -> usize {
+        if self.builder.is_empty() {
+            0
+        } else {
+            self.builder.size()
+        }
+    }
+
+    fn is_full(&self, config: &WriterConfig) -> bool {
+        !self.builder.is_empty() && self.builder.size() as u64 >= config.segment_max_bytes
+    }
 }
 
 /// A segment taken out of the open slot by a flush.
@@ -304,7 +317,7 @@ impl PartitionWriter {
     /// Whether the open segment should be rolled now, by size or by age.
     pub fn needs_roll(&self) -> bool {
         let state = self.inner.lock();
-        let by_size = state.open.builder.size() as u64 >= self.inner.config.segment_max_bytes;
+        let by_size = state.open.is_full(&self.inner.config);
         let by_age = state
             .open
             .opened_at
@@ -314,12 +327,7 @@ impl PartitionWriter {
 
     /// Bytes appended but not yet sealed.
     pub fn buffered_bytes(&self) -> usize {
-        let state = self.inner.lock();
-        if state.open.builder.is_empty() {
-            0
-        } else {
-            state.open.builder.size()
-        }
+        self.inner.lock().open.buffered_bytes()
     }
 
     /// Next offset to become durable: every offset below it is committed and readable.
@@ -348,7 +356,7 @@ impl PartitionWriter {
     }
 
     fn maybe_schedule_roll(&self) {
-        let full = self.inner.lock().open.builder.size() as u64 >= self.inner.config.segment_max_bytes;
+        let full = self.inner.lock().open.is_full(&self.inner.config);
         if !full || self.inner.roll_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -369,7 +377,9 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated in a way that
         // matters more than refusing service forever would.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn invalid(&self, reason: impl Into<String>) -> StorageError {
@@ -541,7 +551,11 @@ impl Inner {
     }
 
     async fn commit(&self, info: &SegmentInfo) -> Result<()> {
-        let error = match self.metadata.commit_segment(info, self.fence.as_ref()).await {
+        let error = match self
+            .metadata
+            .commit_segment(info, self.fence.as_ref())
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };

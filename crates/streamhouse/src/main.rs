@@ -1,7 +1,8 @@
 //! `streamhouse`: the StreamHouse agent and its operator commands.
 
+mod bench;
+mod cli;
 mod config;
-mod http;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -12,17 +13,43 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    endpoints: cli::Endpoints,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an agent: Kafka listener, HTTP admin API, storage.
     Serve(config::ServeArgs),
+    /// Create, list, describe, delete and alter topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Write records read from stdin or a file, one per line.
+    Produce(cli::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(cli::consume::ConsumeArgs),
+    /// Consumer groups: list, describe, lag, reset offsets (HTTP API).
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+    /// Agents and partition leases (HTTP API).
+    #[command(subcommand)]
+    Agent(cli::agent::AgentCommand),
+    /// Inspect segment objects (read-only, no server needed).
+    #[command(subcommand)]
+    Segment(cli::segment::SegmentCommand),
+    /// Load generator over the Kafka protocol.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Operator commands print their own one-line errors; library logs would only add noise.
+    let default_log = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "off",
+    };
+    init_logging(default_log);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -37,16 +64,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(args)),
-    }
+    let endpoints = &cli.endpoints;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic(cmd) => cli::topic::run(cmd, endpoints).await,
+            Command::Produce(args) => cli::produce::run(args, endpoints).await,
+            Command::Consume(args) => cli::consume::run(args, endpoints).await,
+            Command::Group(cmd) => cli::group::run(cmd, endpoints).await,
+            Command::Agent(cmd) => cli::agent::run(cmd, endpoints).await,
+            Command::Segment(cmd) => cli::segment::run(cmd).await,
+            Command::Bench(cmd) => bench::run(cmd, endpoints).await,
+        }
+    })
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("STREAMHOUSE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

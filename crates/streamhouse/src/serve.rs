@@ -7,15 +7,19 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use streamhouse_kafka::{Broker, BrokerConfig};
 use streamhouse_metadata::{CacheConfig, CachedMetadataStore, MetadataStore, SqliteMetadataStore};
-use streamhouse_storage::{build_object_store, SegmentCache, SegmentCacheConfig};
+use streamhouse_storage::{
+    build_object_store, MeteredObjectStore, SegmentCache, SegmentCacheConfig,
+};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{ServeArgs, Settings};
-use crate::http;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.resolve()?;
+    // Before anything records a metric, so no early sample is lost.
+    let metrics_handle =
+        streamhouse_http::install_recorder().context("installing the metrics recorder")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let _lock = lock_data_dir(&settings.data_dir)?;
@@ -25,11 +29,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sqlite = SqliteMetadataStore::open(&db_path)
         .await
         .with_context(|| format!("opening metadata database {}", db_path.display()))?;
-    let metadata: Arc<dyn MetadataStore> = Arc::new(CachedMetadataStore::new(
+    let cached = Arc::new(CachedMetadataStore::new(
         Arc::new(sqlite),
         CacheConfig::default(),
     ));
+    let metadata: Arc<dyn MetadataStore> = cached.clone();
     let store = build_object_store(&settings.object_store).context("building the object store")?;
+    let store = Arc::new(MeteredObjectStore::new(store));
+    let metrics =
+        Arc::new(streamhouse_http::Metrics::new(metrics_handle).with_metadata_cache(cached));
     let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
         max_bytes: settings.cache_max_bytes,
         ..SegmentCacheConfig::default()
@@ -50,7 +58,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "streamhouse agent ready"
     );
     let kafka_task = tokio::spawn(streamhouse_kafka::serve(kafka, broker.clone()));
-    let http_task = tokio::spawn(http::serve(http_listener, broker.clone()));
+    let http_task = tokio::spawn(streamhouse_http::serve(
+        http_listener,
+        broker.clone(),
+        metrics,
+    ));
 
     tokio::select! {
         r = kafka_task => bail!("Kafka listener stopped: {:?}", r),

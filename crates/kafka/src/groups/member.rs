@@ -88,15 +88,17 @@ pub(super) fn select_protocol<'a>(members: &[&'a Member]) -> Option<&'a str> {
         .map(|p| p.name.as_str())
         .filter(|name| members.iter().all(|m| m.supports(name)))
         .collect();
-    let vote = |m: &&Member| {
-        m.info
-            .protocols
-            .iter()
-            .map(|p| p.name.as_str())
-            .find(|name| candidates.contains(name))
-    };
-    let votes: Vec<&str> = members.iter().filter_map(vote).collect();
-    let count = |name: &&str| votes.iter().filter(|v| *v == name).count();
+    let votes: Vec<&str> = members
+        .iter()
+        .filter_map(|m: &&'a Member| {
+            m.info
+                .protocols
+                .iter()
+                .map(|p| p.name.as_str())
+                .find(|name| candidates.contains(name))
+        })
+        .collect();
+    let count = |name: &&&str| votes.iter().filter(|v| **v == **name).count();
     // max_by_key keeps the last maximum; iterate in reverse so the earliest candidate wins ties.
     candidates.iter().rev().max_by_key(count).copied()
 }

@@ -4,9 +4,11 @@
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod fetch;
+pub(crate) mod groups;
 pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
+pub(crate) mod offsets;
 pub(crate) mod produce;
 
 use std::sync::Arc;
@@ -70,6 +72,44 @@ pub(crate) fn dispatch(
             later(
                 async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, r).await) },
             )
+        }
+        RequestKind::FindCoordinator(r) => {
+            later(async move { ResponseKind::FindCoordinator(groups::find_coordinator(&b, r, v)) })
+        }
+        RequestKind::JoinGroup(r) => {
+            let client = groups::Client::new(header, conn);
+            later(
+                async move { ResponseKind::JoinGroup(groups::join_group(&b, client, r, v).await) },
+            )
+        }
+        RequestKind::SyncGroup(r) => {
+            later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, r, v).await) })
+        }
+        RequestKind::Heartbeat(r) => {
+            later(async move { ResponseKind::Heartbeat(groups::heartbeat(&b, r)) })
+        }
+        RequestKind::LeaveGroup(r) => {
+            later(async move { ResponseKind::LeaveGroup(groups::leave_group(&b, r, v)) })
+        }
+        RequestKind::ListGroups(r) => {
+            later(async move { ResponseKind::ListGroups(groups::list_groups(&b, r, v).await) })
+        }
+        RequestKind::DescribeGroups(r) => {
+            later(
+                async move { ResponseKind::DescribeGroups(groups::describe_groups(&b, r, v).await) },
+            )
+        }
+        RequestKind::DeleteGroups(r) => {
+            later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, r).await) })
+        }
+        RequestKind::OffsetCommit(r) => {
+            later(async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, r).await) })
+        }
+        RequestKind::OffsetFetch(r) => {
+            later(async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, r, v).await) })
+        }
+        RequestKind::OffsetDelete(r) => {
+            later(async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, r).await) })
         }
         other => unreachable!("version table admits {other:?} but no handler exists"),
     }

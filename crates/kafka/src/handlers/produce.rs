@@ -13,7 +13,7 @@ use streamhouse_storage::{Appended, StorageError};
 use tokio::sync::oneshot;
 
 use super::{str_bytes, Reply};
-use crate::broker::Broker;
+use crate::broker::{Broker, PartitionLog};
 use crate::connection::ConnectionState;
 use crate::errors::storage_error_code;
 
@@ -95,16 +95,26 @@ async fn append_partition(
         }
     };
     outcome.log_start_offset = log.writer.log_start_offset();
-    outcome.result = parse_batches(records).and_then(|batches| {
-        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        let appended = log.writer.append(batches).map_err(storage_failure)?;
-        metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
-        Ok(appended)
-    });
+    outcome.result = parse_batches(records)
+        .and_then(|batches| append_to(b, &log, batches).map_err(storage_failure));
+    outcome
+}
+
+/// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
+/// the partition has `flush_max_bytes` buffered. Shared by Produce and the HTTP produce API.
+pub(crate) fn append_to(
+    b: &Broker,
+    log: &PartitionLog,
+    batches: Vec<RecordBatch>,
+) -> Result<Appended, StorageError> {
+    let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+    let appended = log.writer.append(batches);
     if log.writer.buffered_bytes() >= b.config().flush_max_bytes {
         b.request_flush();
     }
-    outcome
+    let appended = appended?;
+    metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
+    Ok(appended)
 }
 
 fn parse_batches(records: Option<Bytes>) -> Result<Vec<RecordBatch>, (ResponseError, String)> {

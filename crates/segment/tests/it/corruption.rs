@@ -124,4 +124,23 @@ fn plain_cursor_checks_crc_and_continuity() {
         err.to_string().contains("does not follow offset 3"),
         "{err}"
     );
+
+    let mut cursor = BatchCursor::new(
+        flipped(&seg.bytes, third + 100, 0x02).slice(footer.data_start as usize..),
+        footer.data_start,
+        footer.data_end,
+        0,
+    );
+    assert_eq!(cursor.by_ref().take(2).filter(Result::is_ok).count(), 2);
+    let err = cursor.next().expect("third item").expect_err("CRC");
+    assert_eq!(
+        err.byte_range(),
+        Some(third as u64..(third + pushed[2].len()) as u64)
+    );
+    assert_eq!(
+        cursor.position(),
+        third as u64,
+        "position stays at the bad batch"
+    );
+    assert!(cursor.next().is_none(), "iteration ends after an error");
 }

@@ -173,6 +173,7 @@ fn empty_segment_round_trips() {
         (76, 0, -1)
     );
     assert_eq!(footer.seek(77), footer.data_end);
+    assert_eq!(footer.seek(0), footer.data_end);
     assert_eq!(footer.seek_timestamp(0), None);
     let read: Vec<_> =
         BatchCursor::with_footer(Bytes::new(), footer.data_end, &footer, 77).collect();
@@ -190,6 +191,16 @@ fn seek_clamps_to_the_segment() {
     assert_eq!(footer.seek(350), footer.data_end);
     assert!(footer.memory_size() >= footer.index_len() * 20);
     assert_eq!(footer.index_interval(), 256);
+    let points: Vec<_> = footer.index_points().collect();
+    assert_eq!(points.len(), footer.index_len());
+    assert_eq!(
+        (points[0].offset, points[0].position),
+        (100, footer.data_start)
+    );
+    for point in &points {
+        assert_eq!(footer.seek(point.offset), point.position);
+        assert_eq!(footer.seek(point.offset + 1), point.position);
+    }
 }
 
 #[test]

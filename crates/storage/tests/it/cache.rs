@@ -110,7 +110,10 @@ impl CountingStore {
 }
 
 fn object(len: usize) -> Bytes {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>().into()
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into()
 }
 
 async fn store_with(data: &Bytes) -> Arc<CountingStore> {
@@ -173,7 +176,10 @@ async fn only_missing_blocks_are_fetched_with_adjacent_ones_coalesced() {
     assert_eq!(store.gets(), 3);
 
     // Blocks 0-6: 3 and 5-6 are missing, two runs.
-    assert_eq!(read(&cache, &store, 1000, 10..440).await, data.slice(10..440));
+    assert_eq!(
+        read(&cache, &store, 1000, 10..440).await,
+        data.slice(10..440)
+    );
     assert_eq!(store.gets(), 5);
     let stats = cache.stats().await;
     assert_eq!(stats.get_requests, 5);
@@ -207,7 +213,10 @@ async fn written_objects_are_served_without_a_get() {
     cache.insert_object(KEY, data.clone()).await;
 
     assert_eq!(read(&cache, &store, 1000, 0..1000).await, data);
-    assert_eq!(read(&cache, &store, 1000, 999..1000).await, data.slice(999..));
+    assert_eq!(
+        read(&cache, &store, 1000, 999..1000).await,
+        data.slice(999..)
+    );
     assert_eq!(store.gets(), 0);
     assert_eq!(cache.stats().await.misses, 0);
 }
@@ -246,12 +255,21 @@ async fn persistent_and_permanent_errors_fail_the_read() {
     store.failures_left.store(100, Ordering::SeqCst);
     assert!(cache.read_range(&*store, KEY, 1000, 0..10).await.is_err());
     let after_transient = store.gets();
-    assert!(after_transient > 1 && after_transient < 10, "{after_transient} GETs");
+    assert!(
+        after_transient > 1 && after_transient < 10,
+        "{after_transient} GETs"
+    );
 
     store.failures_left.store(0, Ordering::SeqCst);
-    let missing = cache.read_range(&*store, "no/such/object", 1000, 0..10).await;
+    let missing = cache
+        .read_range(&*store, "no/such/object", 1000, 0..10)
+        .await;
     assert!(missing.is_err());
-    assert_eq!(store.gets(), after_transient + 1, "not-found is not retried");
+    assert_eq!(
+        store.gets(),
+        after_transient + 1,
+        "not-found is not retried"
+    );
 }
 
 #[tokio::test]
@@ -279,6 +297,9 @@ async fn invalidated_objects_are_fetched_again() {
     cache.insert_object(KEY, data.clone()).await;
 
     cache.invalidate_object(KEY, 1000).await;
-    assert_eq!(read(&cache, &store, 1000, 500..600).await, data.slice(500..600));
+    assert_eq!(
+        read(&cache, &store, 1000, 500..600).await,
+        data.slice(500..600)
+    );
     assert_eq!(store.gets(), 1);
 }

@@ -27,8 +27,7 @@ mod support {
     use object_store::path::Path;
     use object_store::{
         CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-        ObjectStoreExt,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+        ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
     };
     use streamhouse_metadata::{
         LeaseFence, MetadataStore, NewTopic, SqliteMetadataStore, Topic, TopicConfig,
@@ -120,7 +119,14 @@ mod support {
         /// from the object store.
         pub fn cold_reader(&self) -> PartitionReader {
             let (index, cache) = index_and_cache(&self.metadata);
-            PartitionReader::new(&self.topic, 0, self.store.clone(), self.metadata(), index, cache)
+            PartitionReader::new(
+                &self.topic,
+                0,
+                self.store.clone(),
+                self.metadata(),
+                index,
+                cache,
+            )
         }
 
         /// A reader on the writer's agent: shared index and cache, high watermark from the writer.
@@ -137,7 +143,9 @@ mod support {
         }
     }
 
-    fn index_and_cache(metadata: &Arc<SqliteMetadataStore>) -> (Arc<SegmentIndex>, Arc<SegmentCache>) {
+    fn index_and_cache(
+        metadata: &Arc<SqliteMetadataStore>,
+    ) -> (Arc<SegmentIndex>, Arc<SegmentCache>) {
         let index = SegmentIndex::new(TOPIC, 0, metadata.clone(), SegmentIndexConfig::default());
         let cache = SegmentCache::new(SegmentCacheConfig {
             max_bytes: 64 * 1024 * 1024,
@@ -163,7 +171,12 @@ mod support {
 
     /// A valid Kafka v2 batch of `records` records with `value_len`-byte values, encoded by
     /// kafka-protocol (as a real client would send it).
-    pub fn batch(records: usize, value_len: usize, timestamp: i64, producer: Option<Producer>) -> RecordBatch {
+    pub fn batch(
+        records: usize,
+        value_len: usize,
+        timestamp: i64,
+        producer: Option<Producer>,
+    ) -> RecordBatch {
         let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
         let records: Vec<Record> = (0..records)
             .map(|i| Record {
@@ -203,12 +216,21 @@ mod support {
 
     /// Replaces an object's bytes, e.g. to corrupt it.
     pub async fn overwrite(store: &dyn ObjectStore, key: &str, bytes: Bytes) {
-        store.put(&Path::from(key), PutPayload::from(bytes)).await.unwrap();
+        store
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .unwrap();
     }
 
     /// An object's bytes.
     pub async fn object(store: &dyn ObjectStore, key: &str) -> Bytes {
-        store.get(&Path::from(key)).await.unwrap().bytes().await.unwrap()
+        store
+            .get(&Path::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
     }
 
     /// Wraps a store so that `put` fails a set number of times (or always).
@@ -282,7 +304,11 @@ mod support {
             self.inner.put_multipart_opts(location, opts).await
         }
 
-        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
             self.inner.get_opts(location, options).await
         }
 
@@ -293,15 +319,26 @@ mod support {
             self.inner.delete_stream(locations)
         }
 
-        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
             self.inner.list(prefix)
         }
 
-        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
             self.inner.list_with_delimiter(prefix).await
         }
 
-        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
             self.inner.copy_opts(from, to, options).await
         }
     }

@@ -10,11 +10,17 @@ use streamhouse_storage::{build_object_store, ObjectStoreConfig};
 async fn round_trip(store: Arc<dyn ObjectStore>) {
     let key = Path::from("topics/1234/0/00000000000000000000-0.seg");
     let data: Bytes = (0..=255u8).cycle().take(10_000).collect::<Vec<_>>().into();
-    store.put(&key, PutPayload::from(data.clone())).await.unwrap();
+    store
+        .put(&key, PutPayload::from(data.clone()))
+        .await
+        .unwrap();
 
     let whole = store.get(&key).await.unwrap().bytes().await.unwrap();
     assert_eq!(whole, data);
-    assert_eq!(store.get_range(&key, 1000..1300).await.unwrap(), data.slice(1000..1300));
+    assert_eq!(
+        store.get_range(&key, 1000..1300).await.unwrap(),
+        data.slice(1000..1300)
+    );
     assert_eq!(store.head(&key).await.unwrap().size, 10_000);
 
     let multipart_key = Path::from("topics/1234/0/00000000000000000010-0.seg");

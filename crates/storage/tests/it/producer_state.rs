@@ -19,7 +19,10 @@ async fn a_retried_batch_gets_its_original_offsets_and_is_not_appended_again() {
     let second = writer.append(vec![idempotent(0, 3, 2)]).unwrap();
     let retry = writer.append(vec![idempotent(0, 0, 3)]).unwrap();
     assert!(retry.duplicate);
-    assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (first.base_offset, first.last_offset)
+    );
     assert_eq!(writer.next_offset(), 5);
 
     writer.flush().await.unwrap();
@@ -39,20 +42,32 @@ async fn sequence_and_epoch_violations_are_refused_without_appending() {
     let _ok = writer.append(vec![idempotent(1, 0, 2)]).unwrap();
     assert!(matches!(
         writer.append(vec![idempotent(1, 5, 1)]),
-        Err(StorageError::OutOfOrderSequence { expected: 2, found: 5, .. })
+        Err(StorageError::OutOfOrderSequence {
+            expected: 2,
+            found: 5,
+            ..
+        })
     ));
     assert!(matches!(
         writer.append(vec![idempotent(0, 2, 1)]),
-        Err(StorageError::InvalidProducerEpoch { epoch: 0, current_epoch: 1, .. })
+        Err(StorageError::InvalidProducerEpoch {
+            epoch: 0,
+            current_epoch: 1,
+            ..
+        })
     ));
     assert!(matches!(
         writer.append(vec![idempotent(2, 7, 1)]),
         Err(StorageError::OutOfOrderSequence { expected: 0, .. })
     ));
     // A request is all or nothing: a bad second batch refuses the first too.
-    assert!(writer.append(vec![idempotent(1, 2, 1), idempotent(1, 9, 1)]).is_err());
+    assert!(writer
+        .append(vec![idempotent(1, 2, 1), idempotent(1, 9, 1)])
+        .is_err());
     assert_eq!(writer.next_offset(), 2);
-    let next = writer.append(vec![idempotent(1, 2, 1), idempotent(1, 3, 1)]).unwrap();
+    let next = writer
+        .append(vec![idempotent(1, 2, 1), idempotent(1, 3, 1)])
+        .unwrap();
     assert_eq!((next.base_offset, next.last_offset), (2, 3));
 }
 
@@ -96,7 +111,10 @@ async fn dedupe_survives_a_restart() {
     assert_eq!(reopened.high_watermark(), 10);
     let retry = reopened.append(vec![idempotent(0, 4, 2)]).unwrap();
     assert!(retry.duplicate);
-    assert_eq!((retry.base_offset, retry.last_offset), (last.base_offset, last.last_offset));
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (last.base_offset, last.last_offset)
+    );
     assert!(retry.durable.is_ready());
     // And the sequence continues where it was.
     assert!(matches!(

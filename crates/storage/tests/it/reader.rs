@@ -1,11 +1,15 @@
 //! PartitionReader: bounds, sizes, timestamps, corruption.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use streamhouse_metadata::MetadataStore;
 use streamhouse_segment::{RecordBatch, HEADER_LEN};
-use streamhouse_storage::{Corruption, PartitionWriter, ReaderConfig, StorageError};
+use streamhouse_storage::{
+    Corruption, PartitionReader, PartitionWriter, ReaderConfig, SegmentCache, SegmentCacheConfig,
+    SegmentIndex, SegmentIndexConfig, StorageError,
+};
 
 use crate::support::{batch, object, overwrite, plain, test_config, Env};
 
@@ -31,9 +35,16 @@ async fn offsets_outside_the_log_are_out_of_range_and_the_high_watermark_reads_e
     for reader in [env.cold_reader(), env.local_reader(&writer)] {
         assert!(matches!(
             reader.read(11, 1024).await,
-            Err(StorageError::OffsetOutOfRange { offset: 11, log_start: 0, high_watermark: 10 })
+            Err(StorageError::OffsetOutOfRange {
+                offset: 11,
+                log_start: 0,
+                high_watermark: 10
+            })
         ));
-        assert!(matches!(reader.read(-1, 1024).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            reader.read(-1, 1024).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let at_end = reader.read(10, 1024).await.unwrap();
         assert!(at_end.batches.is_empty());
         assert_eq!((at_end.next_offset, at_end.high_watermark), (10, 10));
@@ -77,7 +88,11 @@ async fn a_read_from_inside_a_batch_returns_that_batch_whole_and_respects_max_by
 async fn a_caller_supplied_high_watermark_bounds_the_read() {
     let env = Env::in_memory().await;
     let _writer = populated(&env, 1, 4).await;
-    let read = env.cold_reader().read_with_high_watermark(0, 1 << 20, 10).await.unwrap();
+    let read = env
+        .cold_reader()
+        .read_with_high_watermark(0, 1 << 20, 10)
+        .await
+        .unwrap();
     assert_eq!(read.batches.len(), 2);
     assert_eq!((read.next_offset, read.high_watermark), (10, 10));
 }
@@ -118,11 +133,26 @@ async fn offset_for_timestamp_finds_the_first_batch_at_or_after_it() {
     let _writer = populated(&env, 3, 3).await;
     let reader = env.cold_reader();
     // Batch i (1-based) has timestamps 1000*i ..= 1000*i + 4.
-    assert_eq!(reader.offset_for_timestamp(0).await.unwrap(), Some((0, 1004)));
-    assert_eq!(reader.offset_for_timestamp(1004).await.unwrap(), Some((0, 1004)));
-    assert_eq!(reader.offset_for_timestamp(1005).await.unwrap(), Some((5, 2004)));
-    assert_eq!(reader.offset_for_timestamp(4000).await.unwrap(), Some((15, 4004)));
-    assert_eq!(reader.offset_for_timestamp(9004).await.unwrap(), Some((40, 9004)));
+    assert_eq!(
+        reader.offset_for_timestamp(0).await.unwrap(),
+        Some((0, 1004))
+    );
+    assert_eq!(
+        reader.offset_for_timestamp(1004).await.unwrap(),
+        Some((0, 1004))
+    );
+    assert_eq!(
+        reader.offset_for_timestamp(1005).await.unwrap(),
+        Some((5, 2004))
+    );
+    assert_eq!(
+        reader.offset_for_timestamp(4000).await.unwrap(),
+        Some((15, 4004))
+    );
+    assert_eq!(
+        reader.offset_for_timestamp(9004).await.unwrap(),
+        Some((40, 9004))
+    );
     assert_eq!(reader.offset_for_timestamp(9005).await.unwrap(), None);
 }
 
@@ -146,7 +176,11 @@ async fn every_flipped_byte_is_reported_as_corruption_never_returned_as_data() {
     let env = Env::in_memory().await;
     let writer = env.writer(test_config(), None).await.unwrap();
     let _ = writer
-        .append(vec![batch(2, 4, 1_000, None), batch(1, 4, 2_000, None), plain(2)])
+        .append(vec![
+            batch(2, 4, 1_000, None),
+            batch(1, 4, 2_000, None),
+            plain(2),
+        ])
         .unwrap();
     let info = writer.flush().await.unwrap().unwrap();
     let good = object(&*env.store, &info.object_key).await;
@@ -157,9 +191,13 @@ async fn every_flipped_byte_is_reported_as_corruption_never_returned_as_data() {
         bad[pos] ^= 0x20;
         overwrite(&*env.store, &info.object_key, bad.freeze()).await;
         match read_all(&env).await {
-            Err(StorageError::Corrupt { key, range, .. }) => {
+            Err(StorageError::Corrupt { key, range, source }) => {
                 assert_eq!(key, info.object_key);
-                assert!(range.start <= range.end && range.end <= good.len() as u64);
+                assert!(
+                    range.start <= range.end && range.end <= good.len() as u64,
+                    "byte {pos}: range {range:?} of {}: {source}",
+                    good.len()
+                );
             }
             Err(other) => panic!("byte {pos}: unexpected error {other}"),
             // The segment header is not read on the fetch path (the footer repeats what it
@@ -189,4 +227,32 @@ async fn a_truncated_object_is_reported_as_corruption() {
         }
     }
     drop(writer);
+}
+
+#[tokio::test]
+async fn a_sequential_reader_prefetches_the_next_segment() {
+    let env = Env::in_memory().await;
+    let _writer = populated(&env, 2, 4).await;
+    let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
+        max_bytes: 1 << 20,
+        block_size: 256,
+    }));
+    let index = SegmentIndex::new("orders", 0, env.metadata(), SegmentIndexConfig::default());
+    let reader = PartitionReader::new(
+        &env.topic,
+        0,
+        env.store.clone(),
+        env.metadata(),
+        Arc::new(index),
+        cache.clone(),
+    );
+    // The last batch of the first segment (offsets 0..20) is in its last quarter.
+    let last_of_first = reader.read(15, 1).await.unwrap();
+    assert_eq!(last_of_first.next_offset, 20);
+    // Give the background prefetch a moment; then the next segment needs no GET.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = cache.stats().await.get_requests;
+    let next = reader.read(20, 1 << 20).await.unwrap();
+    assert_eq!(next.next_offset, 40);
+    assert_eq!(cache.stats().await.get_requests, before);
 }

@@ -92,7 +92,11 @@ async fn offsets_in_a_gap_or_truncated_away_are_not_found() {
     index.insert(&segment(3));
 
     assert_eq!(index.lookup_cached(25), None, "gap in the local view");
-    assert_eq!(base_of(&index, 25).await, Some(20), "gap filled by a refresh");
+    assert_eq!(
+        base_of(&index, 25).await,
+        Some(20),
+        "gap filled by a refresh"
+    );
     assert_eq!(base_of(&index, 5).await, None, "below the log start");
     assert_eq!(index.metadata_queries(), 2);
 }
@@ -102,15 +106,27 @@ async fn a_miss_refreshes_once_and_later_hits_need_no_query() {
     let metadata = metadata().await;
     commit(&metadata, 0..5).await;
     let index = index(&metadata, SegmentIndexConfig::default());
-    assert_eq!(index.metadata_queries(), 0, "nothing queried before a lookup");
+    assert_eq!(
+        index.metadata_queries(),
+        0,
+        "nothing queried before a lookup"
+    );
 
     assert_eq!(base_of(&index, 12).await, Some(10));
     assert_eq!(index.metadata_queries(), 1);
     for offset in 10..50 {
         assert!(index.lookup(offset).await.unwrap().is_some());
     }
-    assert_eq!(index.metadata_queries(), 1, "segments after the miss came along");
-    assert_eq!(index.len(), 4, "the refresh lists from the missed offset on");
+    assert_eq!(
+        index.metadata_queries(),
+        1,
+        "segments after the miss came along"
+    );
+    assert_eq!(
+        index.len(),
+        4,
+        "the refresh lists from the missed offset on"
+    );
 
     assert_eq!(base_of(&index, 3).await, Some(0));
     assert_eq!(index.metadata_queries(), 2);
@@ -153,7 +169,10 @@ async fn inserted_segments_are_found_without_a_query() {
         let segment = segment(n);
         metadata.commit_segment(&segment, None).await.unwrap();
         index.insert(&segment);
-        assert_eq!(base_of(&index, segment.last_offset).await, Some(segment.base_offset));
+        assert_eq!(
+            base_of(&index, segment.last_offset).await,
+            Some(segment.base_offset)
+        );
     }
     assert_eq!(index.metadata_queries(), 0);
     assert_eq!(index.len(), 50);
@@ -292,14 +311,22 @@ async fn read_until_end(
     let end = segments * RECORDS_PER_SEGMENT;
     let mut round = 0;
     loop {
-        let high_watermark = metadata.get_partition(TOPIC, 0).await.unwrap().high_watermark;
+        let high_watermark = metadata
+            .get_partition(TOPIC, 0)
+            .await
+            .unwrap()
+            .high_watermark;
         if high_watermark > 0 {
             let offset = (reader * 7919 + round * 104_729) % high_watermark;
             let found = match index.lookup(offset).await.unwrap() {
                 Some(found) => found,
                 None => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    index.lookup(offset).await.unwrap().expect("offset below HWM")
+                    index
+                        .lookup(offset)
+                        .await
+                        .unwrap()
+                        .expect("offset below HWM")
                 }
             };
             assert!(found.contains(offset), "{found:?} lacks {offset}");

@@ -20,7 +20,10 @@ async fn appends_get_consecutive_offsets_and_become_durable_on_flush() {
     assert!(writer.buffered_bytes() > 0);
 
     let info = writer.flush().await.unwrap().expect("a segment");
-    assert_eq!((info.base_offset, info.last_offset, info.record_count), (0, 9, 10));
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.record_count),
+        (0, 9, 10)
+    );
     assert_eq!(
         info.object_key,
         format!("topics/{}/0/{:020}-0.seg", env.topic.id, 0)
@@ -31,7 +34,10 @@ async fn appends_get_consecutive_offsets_and_become_durable_on_flush() {
     assert_eq!(writer.buffered_bytes(), 0);
     let stored = env.metadata.get_partition(TOPIC, 0).await.unwrap();
     assert_eq!(stored.high_watermark, 10);
-    assert_eq!(object(&*env.store, &info.object_key).await.len() as u64, info.size_bytes);
+    assert_eq!(
+        object(&*env.store, &info.object_key).await.len() as u64,
+        info.size_bytes
+    );
     // Nothing left to flush.
     assert!(writer.flush().await.unwrap().is_none());
 }
@@ -115,14 +121,32 @@ async fn an_exhausted_upload_fails_every_pending_record_and_nothing_becomes_visi
     assert_eq!(later.base_offset, 3);
 
     let error = flush.await.unwrap().unwrap_err();
-    assert!(matches!(error, StorageError::FlushFailed { from_offset: 0, .. }), "{error}");
+    assert!(
+        matches!(error, StorageError::FlushFailed { from_offset: 0, .. }),
+        "{error}"
+    );
     assert_eq!(flaky.puts(), 3);
     for ticket in [sealed.durable, later.durable] {
-        assert!(matches!(ticket.wait().await, Err(StorageError::FlushFailed { .. })));
+        assert!(matches!(
+            ticket.wait().await,
+            Err(StorageError::FlushFailed { .. })
+        ));
     }
     assert_eq!(writer.high_watermark(), 0);
-    assert_eq!(env.metadata.get_partition(TOPIC, 0).await.unwrap().high_watermark, 0);
-    assert!(env.metadata.list_segments(TOPIC, 0, 0).await.unwrap().is_empty());
+    assert_eq!(
+        env.metadata
+            .get_partition(TOPIC, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        0
+    );
+    assert!(env
+        .metadata
+        .list_segments(TOPIC, 0, 0)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(writer.buffered_bytes(), 0);
 
     // The writer stays usable and starts again at the high watermark.
@@ -167,10 +191,23 @@ async fn a_fenced_writer_fails_its_commit_and_stays_unusable() {
     let error = writer.flush().await.unwrap_err();
     assert!(error.is_fenced(), "{error}");
     assert!(zombie.durable.wait().await.unwrap_err().is_fenced());
-    assert_eq!(env.metadata.get_partition(TOPIC, 0).await.unwrap().high_watermark, 2);
+    assert_eq!(
+        env.metadata
+            .get_partition(TOPIC, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        2
+    );
     assert!(writer.is_fenced());
-    assert!(matches!(writer.append(vec![plain(1)]), Err(StorageError::Fenced { .. })));
-    assert!(matches!(writer.flush().await, Err(StorageError::Fenced { .. })));
+    assert!(matches!(
+        writer.append(vec![plain(1)]),
+        Err(StorageError::Fenced { .. })
+    ));
+    assert!(matches!(
+        writer.flush().await,
+        Err(StorageError::Fenced { .. })
+    ));
 }
 
 #[tokio::test]
@@ -193,7 +230,10 @@ async fn a_reopened_writer_continues_at_the_high_watermark() {
     // Appended but never flushed: lost with the "crash", never acknowledged.
     let lost = writer.append(vec![plain(3)]).unwrap();
     drop(writer);
-    assert!(matches!(lost.durable.wait().await, Err(StorageError::WriterClosed { .. })));
+    assert!(matches!(
+        lost.durable.wait().await,
+        Err(StorageError::WriterClosed { .. })
+    ));
 
     let reopened = env.reopened_writer(test_config()).await;
     assert_eq!(reopened.high_watermark(), 7);

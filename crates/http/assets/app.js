@@ -1,0 +1,274 @@
+// StreamHouse console: renders one view per path from the JSON API (/api/v1/...), and a live
+// throughput chart from /api/v1/stats. No external assets, no framework.
+"use strict";
+
+const API = "/api/v1";
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/** Builds an element; children may be strings (set as text, never parsed as HTML). */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({ headers: { "content-type": "application/json" } }, options);
+  const res = await fetch(API + path, opts);
+  const text = await res.text();
+  const body = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new Error((body && body.error) || res.status + " " + res.statusText);
+  return body;
+}
+
+function table(columns, rows) {
+  return h("table", {},
+    h("thead", {}, h("tr", {}, columns.map(c => h("th", { class: c.num ? "num" : null }, c.title)))),
+    h("tbody", {}, rows.length === 0
+      ? h("tr", {}, h("td", { colspan: columns.length, class: "muted" }, "none"))
+      : rows.map(r => h("tr", {}, columns.map(c => h("td", { class: c.num ? "num" : null }, c.cell(r)))))));
+}
+
+function fmtBytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+}
+
+function fmtTime(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-"; }
+
+function setStatus(text, isError) {
+  const el = document.getElementById("status");
+  el.textContent = text;
+  el.className = isError ? "error" : "muted";
+}
+
+const enc = encodeURIComponent;
+
+// ---- views ------------------------------------------------------------------------------------
+
+async function topicsView(view) {
+  const topics = await api("/topics");
+  const name = h("input", { name: "name", placeholder: "topic name", required: "" });
+  const parts = h("input", { name: "partitions", type: "number", min: "1", value: "1", style: "width:6em" });
+  const form = h("form", { id: "create-topic", onsubmit: async e => {
+    e.preventDefault();
+    try {
+      await api("/topics", { method: "POST", body: JSON.stringify({ name: name.value, partitions: Number(parts.value) }) });
+      render();
+    } catch (err) { setStatus(err.message, true); }
+  } }, name, parts, h("button", { type: "submit" }, "Create topic"));
+  view.replaceChildren(h("h1", {}, "Topics"), form, table([
+    { title: "Name", cell: t => h("a", { href: "/ui/topics/" + enc(t.name) }, t.name) },
+    { title: "Partitions", num: true, cell: t => t.partitions },
+    { title: "Created", cell: t => fmtTime(t.created_at_ms) },
+    { title: "Id", cell: t => h("span", { class: "muted" }, t.id) },
+  ], topics));
+}
+
+async function topicView(view, name) {
+  const t = await api("/topics/" + enc(name));
+  const value = h("input", { placeholder: "value", required: "" });
+  const key = h("input", { placeholder: "key (optional)" });
+  const produce = h("form", { id: "produce", onsubmit: async e => {
+    e.preventDefault();
+    const record = { value: value.value };
+    if (key.value) record.key = key.value;
+    try {
+      await api("/topics/" + enc(name) + "/records", { method: "POST", body: JSON.stringify({ records: [record] }) });
+      value.value = "";
+      render();
+    } catch (err) { setStatus(err.message, true); }
+  } }, key, value, h("button", { type: "submit" }, "Produce"));
+  const remove = h("button", { class: "danger", onclick: async () => {
+    if (!confirm("Delete topic " + name + "?")) return;
+    try { await api("/topics/" + enc(name), { method: "DELETE" }); location.href = "/ui/topics"; }
+    catch (err) { setStatus(err.message, true); }
+  } }, "Delete topic");
+  const records = h("div", {}, h("p", { class: "muted" }, "Loading records…"));
+  view.replaceChildren(
+    h("h1", {}, "Topic ", t.name),
+    produce,
+    h("h2", {}, "Partitions"),
+    table([
+      { title: "Partition", num: true, cell: p => p.partition },
+      { title: "Log start", num: true, cell: p => p.log_start_offset },
+      { title: "High watermark", num: true, cell: p => p.high_watermark },
+      { title: "Segments", num: true, cell: p => p.segment_count },
+      { title: "Size", num: true, cell: p => fmtBytes(p.size_bytes) },
+      { title: "Leader (lease)", cell: p => p.lease ? p.lease.agent_id + " @" + p.lease.epoch : "-" },
+    ], t.partitions),
+    h("h2", {}, "Latest records"), records,
+    h("h2", {}, "Configuration"),
+    table([{ title: "Name", cell: c => c[0] }, { title: "Value", cell: c => c[1] }], Object.entries(t.config)),
+    remove);
+  records.replaceChildren(await latestRecords(name, t.partitions));
+}
+
+/** The last few records of every partition, newest first. */
+async function latestRecords(name, partitions) {
+  const rows = [];
+  for (const p of partitions) {
+    const from = Math.max(p.log_start_offset, p.high_watermark - 10);
+    if (from >= p.high_watermark) continue;
+    const r = await api(`/topics/${enc(name)}/partitions/${p.partition}/records?offset=${from}&max_records=10`);
+    for (const rec of r.records) rows.push(Object.assign({ partition: p.partition }, rec));
+  }
+  rows.sort((a, b) => b.timestamp_ms - a.timestamp_ms);
+  return table([
+    { title: "Partition", num: true, cell: r => r.partition },
+    { title: "Offset", num: true, cell: r => r.offset },
+    { title: "Time", cell: r => fmtTime(r.timestamp_ms) },
+    { title: "Key", cell: r => r.key === null ? h("span", { class: "muted" }, "null") : r.key },
+    { title: "Value", cell: r => r.value === null ? h("span", { class: "muted" }, "null") : r.value },
+  ], rows.slice(0, 20));
+}
+
+async function groupsView(view) {
+  const groups = await api("/groups");
+  view.replaceChildren(h("h1", {}, "Consumer groups"), table([
+    { title: "Group", cell: g => h("a", { href: "/ui/groups/" + enc(g.group_id) }, g.group_id) },
+    { title: "State", cell: g => g.state },
+    { title: "Protocol", cell: g => g.protocol_type || "-" },
+    { title: "Total lag", num: true, cell: g => g.total_lag },
+  ], groups));
+}
+
+async function groupView(view, id) {
+  const g = await api("/groups/" + enc(id));
+  view.replaceChildren(
+    h("h1", {}, "Group ", g.group_id, " ", h("span", { class: "muted" }, "(" + g.state + ")")),
+    h("h2", {}, "Lag"),
+    table([
+      { title: "Topic", cell: o => h("a", { href: "/ui/topics/" + enc(o.topic) }, o.topic) },
+      { title: "Partition", num: true, cell: o => o.partition },
+      { title: "Committed", num: true, cell: o => o.committed },
+      { title: "High watermark", num: true, cell: o => o.high_watermark },
+      { title: "Lag", num: true, cell: o => o.lag },
+    ], g.offsets),
+    h("h2", {}, "Members"),
+    table([
+      { title: "Member", cell: m => m.member_id },
+      { title: "Client", cell: m => m.client_id },
+      { title: "Host", cell: m => m.client_host },
+    ], g.members));
+}
+
+async function agentsView(view) {
+  const [agents, leases] = await Promise.all([api("/agents"), api("/leases")]);
+  const now = Date.now();
+  view.replaceChildren(
+    h("h1", {}, "Agents"),
+    table([
+      { title: "Agent", cell: a => a.agent_id + (a.local ? " (this agent)" : "") },
+      { title: "Node", num: true, cell: a => a.node_id },
+      { title: "Kafka address", cell: a => a.kafka_host + ":" + a.kafka_port },
+      { title: "Leases held", num: true, cell: a => a.leases_held },
+      { title: "Last heartbeat", cell: a => fmtTime(a.last_heartbeat_ms) },
+    ], agents),
+    h("h2", {}, "Partition leases"),
+    table([
+      { title: "Topic", cell: l => h("a", { href: "/ui/topics/" + enc(l.topic) }, l.topic) },
+      { title: "Partition", num: true, cell: l => l.partition },
+      { title: "Agent", cell: l => l.agent_id },
+      { title: "Epoch", num: true, cell: l => l.epoch },
+      { title: "Expires", cell: l => l.expires_at_ms > now ? fmtTime(l.expires_at_ms) : "expired" },
+    ], leases));
+}
+
+/** Picks the view from the path: /ui/topics[/name], /ui/groups[/id], /ui/agents. */
+async function render() {
+  const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  const section = parts[0] === "ui" && parts[1] ? parts[1] : "topics";
+  const item = parts[2];
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("active", a.dataset.nav === section);
+  }
+  const view = document.getElementById("view");
+  try {
+    if (section === "topics") await (item ? topicView(view, item) : topicsView(view));
+    else if (section === "groups") await (item ? groupView(view, item) : groupsView(view));
+    else if (section === "agents") await agentsView(view);
+    else view.replaceChildren(h("p", { class: "error" }, "No such page."));
+    setStatus("Updated " + new Date().toLocaleTimeString());
+  } catch (err) {
+    view.replaceChildren(h("p", { class: "error" }, err.message));
+    setStatus(err.message, true);
+  }
+}
+
+// ---- throughput chart -------------------------------------------------------------------------
+
+const chart = { samples: [], last: null, max: 60 };
+
+async function pollStats() {
+  try {
+    const s = await api("/stats");
+    if (chart.last) {
+      const dt = Math.max((s.timestamp_ms - chart.last.timestamp_ms) / 1000, 0.001);
+      chart.samples.push({
+        records: Math.max(0, (s.records_in_total - chart.last.records_in_total) / dt),
+        bytesIn: Math.max(0, (s.bytes_in_total - chart.last.bytes_in_total) / dt),
+        bytesOut: Math.max(0, (s.bytes_out_total - chart.last.bytes_out_total) / dt),
+      });
+      if (chart.samples.length > chart.max) chart.samples.shift();
+    }
+    const first = chart.last === null;
+    chart.last = s;
+    if (!first) drawChart();
+  } catch (err) {
+    setStatus("stats: " + err.message, true);
+  }
+}
+
+function drawChart() {
+  const canvas = document.getElementById("chart");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.clearRect(0, 0, width, height);
+  ctx.strokeStyle = "#e3e6ec";
+  for (let i = 1; i < 4; i++) {
+    const y = Math.round((height * i) / 4) + 0.5;
+    ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(width, y); ctx.stroke();
+  }
+  const css = getComputedStyle(document.documentElement);
+  // Records and bytes differ by orders of magnitude: each series is scaled to its own peak.
+  const series = [["records", "--rec"], ["bytesIn", "--bin"], ["bytesOut", "--bout"]];
+  for (const [field, color] of series) {
+    const values = chart.samples.map(s => s[field]);
+    const peak = Math.max(1, ...values);
+    ctx.strokeStyle = css.getPropertyValue(color).trim();
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    values.forEach((v, i) => {
+      const x = (width * i) / (chart.max - 1);
+      const y = height - 4 - ((height - 8) * v) / peak;
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+  }
+  const last = chart.samples[chart.samples.length - 1];
+  document.getElementById("rate-records").textContent = last.records.toFixed(1);
+  document.getElementById("rate-bytes-in").textContent = fmtBytes(last.bytesIn);
+  document.getElementById("rate-bytes-out").textContent = fmtBytes(last.bytesOut);
+  // For tests and curious operators: how many points are drawn, and the latest records rate.
+  canvas.dataset.samples = String(chart.samples.length);
+  canvas.dataset.recordsRate = last.records.toFixed(3);
+  canvas.dataset.recordsTotal = String(chart.last.records_in_total);
+}
+
+render();
+pollStats();
+setInterval(pollStats, 1000);

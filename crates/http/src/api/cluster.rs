@@ -1,0 +1,73 @@
+//! Health, readiness, agents, leases and the throughput counters the console charts.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use streamhouse_kafka::AgentStatus;
+use streamhouse_metadata::{now_ms, PartitionLease};
+
+use crate::error::HttpResult;
+use crate::AppState;
+
+/// Liveness: the process serves HTTP.
+pub(crate) async fn health() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the metadata store answers.
+pub(crate) async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
+    match s.broker.metadata().list_topics().await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!("not ready: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metadata store unavailable",
+            )
+        }
+    }
+}
+
+pub(crate) async fn agents(State(s): State<AppState>) -> HttpResult<axum::Json<Vec<AgentStatus>>> {
+    Ok(axum::Json(s.broker.admin().agents().await?))
+}
+
+pub(crate) async fn leases(
+    State(s): State<AppState>,
+) -> HttpResult<axum::Json<Vec<PartitionLease>>> {
+    Ok(axum::Json(s.broker.admin().leases().await?))
+}
+
+/// Cumulative counters; a client derives rates from two samples.
+#[derive(Debug, Serialize)]
+pub(crate) struct Stats {
+    timestamp_ms: i64,
+    /// Durable records in every partition ever written (sum of high watermarks).
+    records_in_total: i64,
+    /// Record-batch bytes appended by this agent (Kafka and HTTP produce).
+    bytes_in_total: u64,
+    /// Record-batch bytes read by this agent (Kafka fetch and HTTP consume).
+    bytes_out_total: u64,
+}
+
+pub(crate) async fn stats(State(s): State<AppState>) -> HttpResult<axum::Json<Stats>> {
+    let metadata = s.broker.metadata();
+    let mut records_in_total = 0;
+    for topic in metadata.list_topics().await.map_err(api)? {
+        // A topic deleted since the listing simply no longer counts.
+        let Ok(partitions) = metadata.list_partitions(&topic.name).await else {
+            continue;
+        };
+        records_in_total += partitions.iter().map(|p| p.high_watermark).sum::<i64>();
+    }
+    Ok(axum::Json(Stats {
+        timestamp_ms: now_ms(),
+        records_in_total,
+        bytes_in_total: s.metrics.counter_total("streamhouse_bytes_in_total"),
+        bytes_out_total: s.metrics.counter_total("streamhouse_bytes_out_total"),
+    }))
+}
+
+fn api(e: streamhouse_metadata::MetadataError) -> crate::error::HttpError {
+    streamhouse_kafka::ApiError::from(e).into()
+}

@@ -1,0 +1,50 @@
+//! The JSON API under `/api/v1`, plus `/health` and `/ready`.
+
+mod cluster;
+mod groups;
+mod records;
+mod topics;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::AppState;
+
+/// Every API route.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(cluster::health))
+        .route("/ready", get(cluster::ready))
+        .route("/api/v1/topics", get(topics::list).post(topics::create))
+        .route(
+            "/api/v1/topics/{topic}",
+            get(topics::describe).delete(topics::delete),
+        )
+        .route(
+            "/api/v1/topics/{topic}/config",
+            axum::routing::patch(topics::alter_config),
+        )
+        .route(
+            "/api/v1/topics/{topic}/partitions",
+            post(topics::add_partitions),
+        )
+        .route(
+            "/api/v1/topics/{topic}/partitions/{partition}",
+            get(topics::describe_partition),
+        )
+        .route("/api/v1/topics/{topic}/records", post(records::produce))
+        .route(
+            "/api/v1/topics/{topic}/partitions/{partition}/records",
+            get(records::consume),
+        )
+        .route("/api/v1/groups", get(groups::list))
+        .route(
+            "/api/v1/groups/{group}",
+            get(groups::describe).delete(groups::delete),
+        )
+        .route("/api/v1/groups/{group}/lag", get(groups::lag))
+        .route("/api/v1/groups/{group}/offsets", post(groups::reset_offsets))
+        .route("/api/v1/agents", get(cluster::agents))
+        .route("/api/v1/leases", get(cluster::leases))
+        .route("/api/v1/stats", get(cluster::stats))
+}

@@ -1,0 +1,76 @@
+//! The one mapping from failures to HTTP responses: a status code and a JSON body
+//! `{"error": "<message>", "code": "<machine-readable code>"}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use streamhouse_kafka::ApiError;
+
+/// Why an HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The broker refused or failed the operation.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The request could not be decoded (body, path or query).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing is served at this path.
+    #[error("{message}")]
+    NotFound {
+        /// Machine-readable code.
+        code: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl HttpError {
+    /// Status code and machine-readable code.
+    fn classify(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::Api(e) => match e {
+                ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                ApiError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),
+                ApiError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
+                ApiError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
+                ApiError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
+                ApiError::GroupConflict(_) => (StatusCode::CONFLICT, "group_conflict"),
+                ApiError::OffsetOutOfRange { .. } => {
+                    (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
+                }
+                ApiError::NotOwner(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_owner"),
+                ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                ApiError::Metadata(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metadata_error"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(code, "HTTP request failed: {self}");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            code,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Result of a handler.
+pub(crate) type HttpResult<T> = Result<T, HttpError>;

@@ -1,0 +1,7 @@
+//! Integration tests of the HTTP API, console and metrics against a real broker over
+//! in-memory metadata and object storage.
+
+mod api;
+mod console;
+mod harness;
+mod metrics;

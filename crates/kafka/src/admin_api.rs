@@ -1,0 +1,335 @@
+//! The Broker's administrative API: topics with their partitions (watermarks, segments, leases),
+//! agents, leases and cache counters. The HTTP admin API and the console are built on it; the
+//! Kafka admin handlers share the same validation (`handlers::admin`, `topic_config`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use streamhouse_metadata::{now_ms, NewTopic, PartitionLease, PartitionState, Topic};
+use streamhouse_storage::SegmentCacheStats;
+use uuid::Uuid;
+
+use crate::api_error::ApiError;
+use crate::broker::Broker;
+use crate::handlers::admin::validate_topic_name;
+use crate::topic_config;
+
+/// A topic in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicSummary {
+    /// Topic name.
+    pub name: String,
+    /// Stable topic id.
+    pub id: Uuid,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A topic with its settings and every partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicDescription {
+    /// Topic name.
+    pub name: String,
+    /// Stable topic id.
+    pub id: Uuid,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Every setting under its Kafka name (`retention.ms`, ...), defaults included.
+    pub config: BTreeMap<String, String>,
+    /// Partitions, ordered by index.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition's durable progress, storage footprint and owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionDescription {
+    /// Partition index.
+    pub partition: u32,
+    /// Next offset to be written; every offset below it is durable.
+    pub high_watermark: i64,
+    /// Lowest retained offset.
+    pub log_start_offset: i64,
+    /// Committed segments still retained.
+    pub segment_count: u64,
+    /// Total size of those segments' objects.
+    pub size_bytes: u64,
+    /// The partition lease, if any agent ever held it (it may have expired).
+    pub lease: Option<PartitionLease>,
+}
+
+/// An agent as the admin API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStatus {
+    /// Unique agent id.
+    pub agent_id: String,
+    /// Kafka node id.
+    pub node_id: i32,
+    /// Host Kafka clients connect to.
+    pub kafka_host: String,
+    /// Kafka port.
+    pub kafka_port: u16,
+    /// Whether this is the agent answering the request.
+    pub local: bool,
+    /// Partitions the agent holds an unexpired lease on.
+    pub leases_held: u32,
+    /// Last heartbeat recorded in the metadata store (ms since the Unix epoch), if registered.
+    pub last_heartbeat_ms: Option<i64>,
+}
+
+/// Segment-index counters summed over the partitions this agent has open.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SegmentIndexStats {
+    /// Partitions open on this agent.
+    pub open_partitions: u64,
+    /// Segments held in their indexes.
+    pub indexed_segments: u64,
+    /// Metadata queries the indexes issued (misses and refreshes).
+    pub metadata_queries: u64,
+}
+
+/// Topic administration on a [`Broker`]; obtained with [`Broker::admin`].
+pub struct Admin<'a> {
+    broker: &'a Broker,
+}
+
+impl Broker {
+    /// The administrative API of this agent.
+    pub fn admin(&self) -> Admin<'_> {
+        Admin { broker: self }
+    }
+}
+
+impl Admin<'_> {
+    pub(crate) fn broker(&self) -> &Broker {
+        self.broker
+    }
+
+    /// Every topic, ordered by name.
+    pub async fn topics(&self) -> Result<Vec<TopicSummary>, ApiError> {
+        let topics = self.broker.metadata.list_topics().await?;
+        Ok(topics
+            .into_iter()
+            .map(|t| TopicSummary {
+                name: t.name,
+                id: t.id,
+                partitions: t.partitions,
+                created_at_ms: t.created_at_ms,
+            })
+            .collect())
+    }
+
+    /// A topic with its settings and partitions.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ApiError> {
+        let topic = self.topic(name).await?;
+        self.describe(topic).await
+    }
+
+    /// Creates a topic. `partitions` defaults to the agent's `default_partitions`; `config`
+    /// takes Kafka setting names.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        config: &BTreeMap<String, String>,
+    ) -> Result<TopicDescription, ApiError> {
+        validate_topic_name(name).map_err(ApiError::Invalid)?;
+        let partitions = partitions.unwrap_or(self.broker.config.default_partitions);
+        if partitions == 0 {
+            return Err(ApiError::Invalid(
+                "a topic needs at least 1 partition".into(),
+            ));
+        }
+        let config = parse_config(config.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
+        let new = NewTopic {
+            name: name.to_string(),
+            partitions,
+            config,
+        };
+        let topic = self.broker.create_topic(new).await?;
+        self.describe(topic).await
+    }
+
+    /// Deletes a topic and (in the background) its segment objects.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ApiError> {
+        self.broker.delete_topic(name).await?;
+        Ok(())
+    }
+
+    /// Changes settings: `Some(value)` sets one, `None` returns it to its default. Settings not
+    /// named keep their values.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &BTreeMap<String, Option<String>>,
+    ) -> Result<TopicDescription, ApiError> {
+        let topic = self.topic(name).await?;
+        let mut settings: BTreeMap<String, String> = topic_config::describe(&topic.config)
+            .into_iter()
+            .filter(|(_, _, is_default)| !is_default)
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        for (key, value) in changes {
+            match value {
+                Some(v) => settings.insert(key.clone(), v.clone()),
+                None => settings.remove(key),
+            };
+        }
+        let config = parse_config(settings.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
+        let topic = self
+            .broker
+            .metadata
+            .update_topic_config(name, config)
+            .await?;
+        self.describe(topic).await
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        count: u32,
+    ) -> Result<TopicDescription, ApiError> {
+        let topic = self.broker.add_partitions(name, count).await?;
+        self.describe(topic).await
+    }
+
+    /// One partition of a topic.
+    pub async fn describe_partition(
+        &self,
+        name: &str,
+        partition: u32,
+    ) -> Result<PartitionDescription, ApiError> {
+        let topic = self.topic(name).await?;
+        if partition >= topic.partitions {
+            return Err(ApiError::UnknownPartition {
+                topic: name.to_string(),
+                partition,
+            });
+        }
+        let state = self.broker.metadata.get_partition(name, partition).await?;
+        let leases = self.broker.metadata.list_leases().await?;
+        self.partition(name, state, &leases).await
+    }
+
+    /// Every partition lease (expired ones included), ordered by topic and partition.
+    pub async fn leases(&self) -> Result<Vec<PartitionLease>, ApiError> {
+        Ok(self.broker.metadata.list_leases().await?)
+    }
+
+    /// This agent and every agent registered in the metadata store with a heartbeat within the
+    /// lease TTL, each with the number of unexpired leases it holds.
+    pub async fn agents(&self) -> Result<Vec<AgentStatus>, ApiError> {
+        let b = self.broker;
+        let now = now_ms();
+        let alive_since = now - b.config.lease_ttl.as_millis() as i64;
+        let leases = b.metadata.list_leases().await?;
+        let held = |agent: &str| {
+            leases
+                .iter()
+                .filter(|l| l.agent_id == agent && l.expires_at_ms > now)
+                .count() as u32
+        };
+        let mut agents = vec![AgentStatus {
+            agent_id: b.agent_id.clone(),
+            node_id: b.config.node_id,
+            kafka_host: b.config.advertised_host.clone(),
+            kafka_port: b.config.advertised_port,
+            local: true,
+            leases_held: held(&b.agent_id),
+            last_heartbeat_ms: None,
+        }];
+        for a in b.metadata.list_agents(alive_since).await? {
+            if a.agent_id == b.agent_id {
+                agents[0].last_heartbeat_ms = Some(a.last_heartbeat_ms);
+                continue;
+            }
+            agents.push(AgentStatus {
+                leases_held: held(&a.agent_id),
+                agent_id: a.agent_id,
+                node_id: a.node_id,
+                kafka_host: a.kafka_host,
+                kafka_port: a.kafka_port,
+                local: false,
+                last_heartbeat_ms: Some(a.last_heartbeat_ms),
+            });
+        }
+        Ok(agents)
+    }
+
+    /// Counters of the segment cache shared by every partition of this agent.
+    pub async fn segment_cache_stats(&self) -> SegmentCacheStats {
+        self.broker.cache.stats().await
+    }
+
+    /// Segment-index counters of the partitions this agent has open.
+    pub fn segment_index_stats(&self) -> SegmentIndexStats {
+        self.broker
+            .open_partitions()
+            .iter()
+            .fold(SegmentIndexStats::default(), |mut s, p| {
+                s.open_partitions += 1;
+                s.indexed_segments += p.index.len() as u64;
+                s.metadata_queries += p.index.metadata_queries();
+                s
+            })
+    }
+
+    async fn topic(&self, name: &str) -> Result<Topic, ApiError> {
+        self.broker
+            .metadata
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| ApiError::UnknownTopic(name.to_string()))
+    }
+
+    async fn describe(&self, topic: Topic) -> Result<TopicDescription, ApiError> {
+        let states = self.broker.metadata.list_partitions(&topic.name).await?;
+        let leases = self.broker.metadata.list_leases().await?;
+        let mut partitions = Vec::with_capacity(states.len());
+        for state in states {
+            partitions.push(self.partition(&topic.name, state, &leases).await?);
+        }
+        Ok(TopicDescription {
+            config: topic_config::describe(&topic.config)
+                .into_iter()
+                .map(|(k, v, _)| (k, v))
+                .collect(),
+            name: topic.name,
+            id: topic.id,
+            created_at_ms: topic.created_at_ms,
+            partitions,
+        })
+    }
+
+    async fn partition(
+        &self,
+        topic: &str,
+        state: PartitionState,
+        leases: &[PartitionLease],
+    ) -> Result<PartitionDescription, ApiError> {
+        let segments = self
+            .broker
+            .metadata
+            .list_segments(topic, state.partition, state.log_start_offset)
+            .await?;
+        Ok(PartitionDescription {
+            partition: state.partition,
+            high_watermark: state.high_watermark,
+            log_start_offset: state.log_start_offset,
+            segment_count: segments.len() as u64,
+            size_bytes: segments.iter().map(|s| s.size_bytes).sum(),
+            lease: leases
+                .iter()
+                .find(|l| l.topic == topic && l.partition == state.partition)
+                .cloned(),
+        })
+    }
+}
+
+fn parse_config<'a>(
+    entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<streamhouse_metadata::TopicConfig, ApiError> {
+    topic_config::parse(entries).map_err(|e| ApiError::Invalid(e.to_string()))
+}

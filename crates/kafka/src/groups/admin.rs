@@ -1,0 +1,127 @@
+//! Listing, describing and deleting groups, and consumer lag.
+
+use std::collections::BTreeMap;
+
+use streamhouse_metadata::MetadataError;
+use tracing::info;
+
+use super::{validate_group_id, GroupCoordinator, GroupDescription, GroupError, GroupState};
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupListing {
+    pub(crate) group_id: String,
+    pub(crate) protocol_type: String,
+    pub(crate) state: GroupState,
+}
+
+/// How far a group's committed offset trails one partition's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The group's committed offset (the next offset it will consume).
+    pub committed: i64,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// Records not yet consumed: `high_watermark - committed`, never negative.
+    pub lag: i64,
+}
+
+impl GroupCoordinator {
+    /// Every group: live ones with their state, and groups known only by committed offsets as
+    /// Empty. Ordered by group id.
+    pub(crate) async fn list_groups(&self) -> Result<Vec<GroupListing>, GroupError> {
+        let stored = self.metadata.list_groups().await?;
+        let mut listings: BTreeMap<String, GroupListing> = stored
+            .into_iter()
+            .map(|id| (id.clone(), offsets_only(id)))
+            .collect();
+        self.with_groups(|groups| {
+            for (id, g) in groups.iter().filter(|(_, g)| g.state() != GroupState::Dead) {
+                let listing = GroupListing {
+                    group_id: id.clone(),
+                    protocol_type: g.protocol_type().to_string(),
+                    state: g.state(),
+                };
+                listings.insert(id.clone(), listing);
+            }
+        });
+        Ok(listings.into_values().collect())
+    }
+
+    /// A group's state and members. Unknown groups are reported Dead, as Kafka does.
+    pub(crate) async fn describe_group(
+        &self,
+        group_id: &str,
+    ) -> Result<GroupDescription, GroupError> {
+        validate_group_id(group_id)?;
+        if let Some(description) = self.with_group(group_id, |g| g.describe()) {
+            return Ok(description);
+        }
+        let has_offsets = !self
+            .metadata
+            .fetch_offsets(group_id, None)
+            .await?
+            .is_empty();
+        Ok(GroupDescription {
+            state: if has_offsets {
+                GroupState::Empty
+            } else {
+                GroupState::Dead
+            },
+            protocol_type: String::new(),
+            protocol: String::new(),
+            members: Vec::new(),
+        })
+    }
+
+    /// Deletes a group without members, with its committed offsets.
+    pub(crate) async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
+        validate_group_id(group_id)?;
+        // Dead while the offsets go, so no member can join halfway through.
+        let live = self.with_group(group_id, |g| {
+            if !g.is_deletable() {
+                return Err(GroupError::NonEmptyGroup(group_id.to_string()));
+            }
+            g.mark_dead();
+            Ok(())
+        });
+        let known = live.is_some();
+        live.transpose()?;
+        let deleted = self.metadata.delete_group(group_id).await;
+        self.with_groups(|groups| groups.remove(group_id));
+        if !deleted? && !known {
+            return Err(GroupError::GroupNotFound(group_id.to_string()));
+        }
+        info!(group = %group_id, "deleted group");
+        Ok(())
+    }
+
+    /// Lag of every partition the group has committed offsets for.
+    pub(crate) async fn lag(&self, group_id: &str) -> Result<Vec<PartitionLag>, MetadataError> {
+        let committed = self.metadata.fetch_offsets(group_id, None).await?;
+        let mut lags = Vec::with_capacity(committed.len());
+        for c in committed {
+            let state = self.metadata.get_partition(&c.topic, c.partition).await?;
+            lags.push(PartitionLag {
+                lag: (state.high_watermark - c.offset).max(0),
+                topic: c.topic,
+                partition: c.partition,
+                committed: c.offset,
+                high_watermark: state.high_watermark,
+            });
+        }
+        Ok(lags)
+    }
+}
+
+fn offsets_only(group_id: String) -> GroupListing {
+    GroupListing {
+        group_id,
+        protocol_type: String::new(),
+        state: GroupState::Empty,
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP side of the operator commands: JSON requests to the server's admin API, with
+//! failures rewritten into one readable line.
+
+use anyhow::{anyhow, bail};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Endpoints;
+
+/// A client of the admin API rooted at `--http`.
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    /// A client for the admin API at `endpoints.http`, with the shared deadline.
+    pub fn new(endpoints: &Endpoints) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(endpoints.timeout)
+            .connect_timeout(endpoints.timeout)
+            .build()?;
+        Ok(Self {
+            client,
+            base: endpoints.http.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(Method::GET, path, |r| r).await
+    }
+
+    /// `method path` with a JSON body, answer decoded from JSON (`null` when empty).
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        self.send(method, path, |r| r.json(body)).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let request = build(self.client.request(method.clone(), &url));
+        let response = request.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the HTTP API at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
+        let body = checked_body(&method, path, response).await?;
+        let json = if body.trim().is_empty() {
+            "null"
+        } else {
+            &body
+        };
+        serde_json::from_str(json)
+            .map_err(|e| anyhow!("{method} {path}: unexpected answer from the HTTP API: {e}"))
+    }
+}
+
+/// The body of a 2xx answer, or an error carrying the server's message.
+async fn checked_body(method: &Method, path: &str, response: Response) -> anyhow::Result<String> {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| error_message(&v))
+        .unwrap_or_else(|| body.trim().to_string());
+    if status == reqwest::StatusCode::NOT_FOUND && message.is_empty() {
+        bail!("{method} {path}: not found (does this server have the HTTP admin API?)");
+    }
+    bail!("{method} {path}: {status}: {message}")
+}
+
+/// The message of an error document (`{"error": "..."}` or `{"error": {"message": "..."}}`).
+fn error_message(v: &Value) -> Option<String> {
+    let e = v.get("error").or_else(|| v.get("message"))?;
+    match e {
+        Value::String(s) => Some(s.clone()),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| Some(other.to_string())),
+    }
+}
+
+/// reqwest nests the useful part ("Connection refused") several sources deep.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Percent-encodes one path segment (topic and group names may hold `.`, `_`, `-` only in
+/// Kafka, but a mistyped name must not change the path).
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_yield_their_message() {
+        let v: Value = serde_json::json!({"error": "unknown topic 'x'"});
+        assert_eq!(error_message(&v).unwrap(), "unknown topic 'x'");
+        let v: Value = serde_json::json!({"error": {"code": 3, "message": "nope"}});
+        assert_eq!(error_message(&v).unwrap(), "nope");
+        assert_eq!(error_message(&serde_json::json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(segment("orders.v1_a-b"), "orders.v1_a-b");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+}

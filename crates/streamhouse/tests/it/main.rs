@@ -1,0 +1,9 @@
+//! Integration tests: the real `streamhouse` binary, `serve` on free ports with a temporary
+//! data directory, driven by its own operator commands.
+
+mod bench;
+mod errors;
+mod records;
+mod segment;
+mod server;
+mod topics;

@@ -1,0 +1,154 @@
+//! A `streamhouse serve` child process on free ports, and running CLI commands against it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_streamhouse");
+
+/// A running server, killed on drop.
+pub struct Server {
+    child: Child,
+    /// Kafka listener `host:port`.
+    pub kafka: String,
+    /// HTTP base URL.
+    pub http: String,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server and waits until `/health` answers.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (kafka, http) = (free_addr(), free_addr());
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--kafka-addr", &kafka, "--http-addr", &http])
+            .env("STREAMHOUSE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning streamhouse serve");
+        let server = Self {
+            child,
+            kafka,
+            http: format!("http://{http}"),
+            dir,
+        };
+        server.wait_healthy(&http);
+        server
+    }
+
+    fn wait_healthy(&self, addr: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if health_ok(addr) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default();
+        panic!("server did not become healthy; its log:\n{log}");
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_input(args, "")
+    }
+
+    /// Runs the CLI against this server with `input` on stdin.
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
+        run(
+            args,
+            input,
+            &[
+                ("STREAMHOUSE_BOOTSTRAP", &self.kafka),
+                ("STREAMHOUSE_HTTP", &self.http),
+            ],
+        )
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        success(&self.cli(args), args)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `args`, `input` on stdin and extra environment variables.
+pub fn run(args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("STREAMHOUSE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning streamhouse");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("writing stdin");
+    drop(stdin);
+    child.wait_with_output().expect("waiting for streamhouse")
+}
+
+/// Asserts `out` succeeded; returns its stdout.
+pub fn success(out: &Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "streamhouse {args:?} failed: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// Asserts `out` failed with exit code 1 and exactly one `error: ...` line on stderr; returns it.
+pub fn one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// A `127.0.0.1:port` nothing listens on (right now).
+pub fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+fn health_ok(addr: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.0 200") | answer.starts_with("HTTP/1.1 200")
+}
