@@ -45,8 +45,11 @@ pub struct BrokerConfig {
     pub flush_max_bytes: usize,
     /// Largest request frame accepted; larger ones close the connection.
     pub max_request_bytes: usize,
-    /// Requests a connection may have in progress at once (bounds per-connection memory).
+    /// Requests a connection may have in progress at once.
     pub max_in_flight_per_connection: usize,
+    /// Request bytes a connection may have in progress at once; with `max_request_bytes` this
+    /// bounds what one client can make the agent hold.
+    pub max_in_flight_bytes_per_connection: usize,
     /// Partition lease duration; renewed at a third of it.
     pub lease_ttl: Duration,
     /// Segment index settings for every partition.
@@ -69,7 +72,8 @@ impl Default for BrokerConfig {
             flush_interval: Duration::from_millis(5),
             flush_max_bytes: 4 * 1024 * 1024,
             max_request_bytes: 100 * 1024 * 1024,
-            max_in_flight_per_connection: 16,
+            max_in_flight_per_connection: 128,
+            max_in_flight_bytes_per_connection: 64 * 1024 * 1024,
             lease_ttl: Duration::from_secs(30),
             segment_index: SegmentIndexConfig::default(),
             group_initial_rebalance_delay: Duration::from_millis(500),
@@ -98,6 +102,9 @@ pub struct Broker {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) cache: Arc<SegmentCache>,
     partitions: RwLock<HashMap<PartitionKey, Arc<OnceCell<Arc<PartitionLog>>>>>,
+    /// Signalled on every append, so the flusher sleeps while nothing is buffered.
+    data_ready: Notify,
+    /// Signalled when a partition crossed `flush_max_bytes`.
     flush_now: Notify,
     groups: Arc<GroupCoordinator>,
 }
@@ -120,6 +127,7 @@ impl Broker {
             store,
             cache,
             partitions: RwLock::new(HashMap::new()),
+            data_ready: Notify::new(),
             flush_now: Notify::new(),
             groups,
         });
@@ -331,9 +339,12 @@ impl Broker {
         self.config.lease_ttl.as_millis() as i64
     }
 
-    /// Asks the flusher to run now (a partition crossed `flush_max_bytes`).
-    pub(crate) fn request_flush(&self) {
-        self.flush_now.notify_one();
+    /// Tells the flusher that `log` has buffered records; flushes at once past the size limit.
+    pub(crate) fn appended(&self, log: &PartitionLog) {
+        self.data_ready.notify_one();
+        if log.writer.buffered_bytes() >= self.config.flush_max_bytes {
+            self.flush_now.notify_one();
+        }
     }
 
     /// Every partition currently open.
@@ -414,15 +425,18 @@ impl Broker {
     }
 }
 
-/// Group commit: flushes on the interval, or at once when asked.
+/// Group commit: once records are buffered, waits `flush_interval` for more to join them (or
+/// less, when a partition fills up), then flushes every partition with buffered records.
 async fn run_flusher(broker: std::sync::Weak<Broker>) {
-    let Some(interval) = broker.upgrade().map(|b| b.config.flush_interval) else {
-        return;
-    };
     loop {
         let Some(b) = broker.upgrade() else { return };
+        // Waiting in slices lets the flusher of a dropped broker end within a second.
+        let idle = tokio::time::timeout(Duration::from_secs(1), b.data_ready.notified()).await;
+        if idle.is_err() {
+            continue;
+        }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(b.config.flush_interval) => {}
             _ = b.flush_now.notified() => {}
         }
         b.flush_all().await;

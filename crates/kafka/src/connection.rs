@@ -14,7 +14,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -77,20 +77,28 @@ async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Brok
     let _ = socket.set_nodelay(true);
     metrics::gauge!("streamhouse_kafka_connections").increment(1.0);
     let (mut reader, writer) = socket.into_split();
-    let (tx, rx) = mpsc::channel(broker.config().max_in_flight_per_connection.max(1));
+    let config = broker.config();
+    let (tx, rx) = mpsc::channel(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, rx));
-    let max_len = broker.config().max_request_bytes;
+    let max_len = config.max_request_bytes;
+    // Bytes of requests not yet answered; reading pauses while the budget is spent, so a client
+    // that floods the agent is slowed to the pace of its responses.
+    let budget = config.max_in_flight_bytes_per_connection.max(max_len);
+    let in_flight = Arc::new(Semaphore::new(budget));
     let mut state = ConnectionState {
         peer: Some(peer),
         ..ConnectionState::default()
     };
     let outcome: Result<(), ConnectionError> = async {
         while let Some(frame) = read_frame(&mut reader, max_len).await? {
-            {
-                let pending = start_request(&broker, &mut state, frame)?;
-                if tx.send(pending).await.is_err() {
-                    break; // the writer stopped: the peer went away
-                }
+            let permit = in_flight
+                .clone()
+                .acquire_many_owned(u32::try_from(frame.len().max(1)).unwrap_or(u32::MAX))
+                .await
+                .expect("the semaphore is never closed");
+            let pending = start_request(&broker, &mut state, frame, permit)?;
+            if tx.send(pending).await.is_err() {
+                break; // the writer stopped: the peer went away
             }
         }
         Ok(())
@@ -134,6 +142,7 @@ fn start_request(
     broker: &Arc<Broker>,
     state: &mut ConnectionState,
     mut frame: Bytes,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Pending, ConnectionError> {
     if frame.len() < 8 {
         return Err(ConnectionError::ShortHeader(frame.len()));
@@ -184,11 +193,13 @@ fn start_request(
         Reply::Silent(fut) => tokio::spawn(async move {
             fut.await;
             record_latency(api, started);
+            drop(permit);
             Outcome::Nothing
         }),
         Reply::Respond(fut) => tokio::spawn(async move {
             let response = fut.await;
             record_latency(api, started);
+            drop(permit);
             encode_response(api, version, correlation_id, &response)
         }),
     })
