@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need, idempotently and quickly when already present:
 #   - kcat (Debian package), used as a real third-party Kafka client;
+#   - PostgreSQL server binaries (Debian package `postgresql`): the metadata tests start their own
+#     throwaway server from them (no cluster is created or started here);
 #   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt.
 # Works as root on a fresh Debian machine; uses sudo for apt when not root.
 # Diagnostics go to stderr (pick_python's stdout is its result).
@@ -33,6 +35,15 @@ ensure_kcat() {
         return
     fi
     apt_install kcat
+}
+
+ensure_postgres() {
+    if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        return
+    fi
+    apt_install postgresql
+    # The package starts a default cluster; the tests never use it.
+    as_root service postgresql stop >/dev/null 2>&1 || true
 }
 
 # A Python that can create venvs: the one on PATH, else Debian's with python3-venv.
@@ -72,6 +83,7 @@ ensure_venv() {
 }
 
 ensure_kcat
+ensure_postgres
 ensure_venv
 log "ok: $(command -v kcat); $("$VENV/bin/python" -c \
     'import confluent_kafka as c; print("confluent-kafka", c.version(), "librdkafka", c.libversion()[0])')"

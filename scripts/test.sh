@@ -13,7 +13,8 @@ step "cargo build --workspace"
 cargo build --workspace
 
 step "cargo test --workspace"
-cargo test --workspace
+# The PostgreSQL backend tests must run, not skip: setup-test-deps.sh installed the server.
+STREAMHOUSE_REQUIRE_POSTGRES=1 cargo test --workspace
 
 target_dir="$(cargo metadata --format-version 1 --no-deps \
     | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"

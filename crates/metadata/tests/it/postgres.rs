@@ -214,6 +214,11 @@ async fn agents_race_for_one_offset(first: Arc<dyn MetadataStore>, second: Arc<d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend() {
     let Some(bin) = server_bin_dir() else {
+        // scripts/test.sh installs the server and sets this, so CI can never skip silently.
+        assert!(
+            std::env::var_os("STREAMHOUSE_REQUIRE_POSTGRES").is_none(),
+            "PostgreSQL server binaries are required (run scripts/setup-test-deps.sh)"
+        );
         println!(
             "SKIPPED postgres_backend: no initdb/pg_ctl/postgres under /usr/lib/postgresql or PATH"
         );
