@@ -19,5 +19,5 @@ bash scripts/setup-browser.sh
 start_agent
 echo "console-test: agent at $AGENT_URL"
 cd tests/console
-CONSOLE_URL="$AGENT_URL" SCREENSHOT_DIR="$PWD/../../docs/screenshots" \
+CONSOLE_URL="$AGENT_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-$PWD/../../docs/screenshots}" \
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 node --test console.test.mjs

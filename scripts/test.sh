@@ -23,3 +23,11 @@ export STREAMHOUSE_BIN="${STREAMHOUSE_BIN:-$target_dir/debug/streamhouse}"
 step "end-to-end tests (pytest tests/e2e, binary $STREAMHOUSE_BIN)"
 # Exit code 5 (no tests collected) is a failure too: the suite must never silently vanish.
 .venv/bin/pytest -q tests/e2e "$@"
+
+step "OpenAPI conformance (schemathesis against the real agent)"
+bash scripts/api-conformance.sh
+
+step "web console (headless Chromium)"
+# Screenshots for the README are refreshed by running scripts/console-test.sh by hand; the suite
+# writes them to a scratch directory so a test run never changes tracked files.
+SCREENSHOT_DIR="$(mktemp -d)" bash scripts/console-test.sh

@@ -40,7 +40,7 @@ function fmtBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+  return (i === 0 ? Math.round(n) : n.toFixed(1)) + " " + units[i];
 }
 
 function fmtTime(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "-"; }
@@ -122,7 +122,7 @@ async function latestRecords(name, partitions) {
     const r = await api(`/topics/${enc(name)}/partitions/${p.partition}/records?offset=${from}&max_records=10`);
     for (const rec of r.records) rows.push(Object.assign({ partition: p.partition }, rec));
   }
-  rows.sort((a, b) => b.timestamp_ms - a.timestamp_ms);
+  rows.sort((a, b) => b.timestamp_ms - a.timestamp_ms || b.offset - a.offset);
   return table([
     { title: "Partition", num: true, cell: r => r.partition },
     { title: "Offset", num: true, cell: r => r.offset },
@@ -207,7 +207,17 @@ async function render() {
 
 // ---- throughput chart -------------------------------------------------------------------------
 
-const chart = { samples: [], last: null, max: 60 };
+// Samples survive page changes (sessionStorage), so moving between views keeps the history.
+const chart = restoreChart() || { samples: [], last: null, max: 60 };
+
+function restoreChart() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem("streamhouse.chart"));
+    // A stale history (tab left alone) would draw a misleading line from long ago.
+    if (saved && saved.last && Date.now() - saved.last.timestamp_ms < 10000) return saved;
+  } catch (_) { /* no or unreadable history: start afresh */ }
+  return null;
+}
 
 async function pollStats() {
   try {
@@ -223,6 +233,7 @@ async function pollStats() {
     }
     const first = chart.last === null;
     chart.last = s;
+    sessionStorage.setItem("streamhouse.chart", JSON.stringify(chart));
     if (!first) drawChart();
   } catch (err) {
     setStatus("stats: " + err.message, true);
@@ -249,15 +260,20 @@ function drawChart() {
   for (const [field, color] of series) {
     const values = chart.samples.map(s => s[field]);
     const peak = Math.max(1, ...values);
-    ctx.strokeStyle = css.getPropertyValue(color).trim();
+    const points = values.map((v, i) => [(width * i) / (chart.max - 1), height - 4 - ((height - 8) * v) / peak]);
+    ctx.strokeStyle = ctx.fillStyle = css.getPropertyValue(color).trim();
     ctx.lineWidth = 2;
     ctx.beginPath();
-    values.forEach((v, i) => {
-      const x = (width * i) / (chart.max - 1);
-      const y = height - 4 - ((height - 8) * v) / peak;
-      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
-    });
+    points.forEach(([x, y], i) => (i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y)));
     ctx.stroke();
+    if (field === "records" && points.length > 1) {
+      // Records as a shaded area, so the byte lines drawn on top stay distinguishable.
+      ctx.lineTo(points[points.length - 1][0], height);
+      ctx.lineTo(0, height);
+      ctx.globalAlpha = 0.15;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+    }
   }
   const last = chart.samples[chart.samples.length - 1];
   document.getElementById("rate-records").textContent = last.records.toFixed(1);

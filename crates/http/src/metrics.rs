@@ -106,11 +106,15 @@ impl Metrics {
         for l in leases.iter().filter(|l| l.expires_at_ms > now) {
             *held.entry(l.agent_id.as_str()).or_default() += 1;
         }
+        let mut seen = self.leases_seen.lock().expect("lease snapshot poisoned");
+        // Agents that held leases before and hold none now go to 0 rather than keep a stale value.
+        for (agent, _) in seen.values() {
+            held.entry(agent.as_str()).or_default();
+        }
         for (agent, n) in held {
             metrics::gauge!("streamhouse_partition_leases", "agent" => agent.to_string())
                 .set(n as f64);
         }
-        let mut seen = self.leases_seen.lock().expect("lease snapshot poisoned");
         let mut changes = 0;
         for l in &leases {
             let current = (l.agent_id.clone(), l.epoch);

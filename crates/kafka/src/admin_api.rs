@@ -14,6 +14,10 @@ use crate::broker::Broker;
 use crate::handlers::admin::validate_topic_name;
 use crate::topic_config;
 
+/// Most partitions a topic may have through this API: every partition is a metadata row and,
+/// once written, a lease and a writer, so an accidental huge count must not reach the store.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
 /// A topic in a listing.
 #[derive(Debug, Clone, Serialize)]
 pub struct TopicSummary {
@@ -102,6 +106,7 @@ impl Broker {
 }
 
 impl Admin<'_> {
+    /// The broker this API acts on (for the other admin modules).
     pub(crate) fn broker(&self) -> &Broker {
         self.broker
     }
@@ -136,11 +141,7 @@ impl Admin<'_> {
     ) -> Result<TopicDescription, ApiError> {
         validate_topic_name(name).map_err(ApiError::Invalid)?;
         let partitions = partitions.unwrap_or(self.broker.config.default_partitions);
-        if partitions == 0 {
-            return Err(ApiError::Invalid(
-                "a topic needs at least 1 partition".into(),
-            ));
-        }
+        check_partition_count(partitions)?;
         let config = parse_config(config.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
         let new = NewTopic {
             name: name.to_string(),
@@ -191,6 +192,7 @@ impl Admin<'_> {
         name: &str,
         count: u32,
     ) -> Result<TopicDescription, ApiError> {
+        check_partition_count(count)?;
         let topic = self.broker.add_partitions(name, count).await?;
         self.describe(topic).await
     }
@@ -332,4 +334,14 @@ fn parse_config<'a>(
     entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<streamhouse_metadata::TopicConfig, ApiError> {
     topic_config::parse(entries).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+fn check_partition_count(count: u32) -> Result<(), ApiError> {
+    if (1..=MAX_PARTITIONS).contains(&count) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "partition count must be between 1 and {MAX_PARTITIONS}, got {count}"
+        )))
+    }
 }

@@ -21,6 +21,7 @@ mod versions;
 
 pub use admin_api::{
     Admin, AgentStatus, PartitionDescription, SegmentIndexStats, TopicDescription, TopicSummary,
+    MAX_PARTITIONS,
 };
 pub use api_error::ApiError;
 pub use broker::{Broker, BrokerConfig};

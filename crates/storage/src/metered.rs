@@ -173,8 +173,8 @@ mod tests {
             .unwrap();
         let got = store.get(&path).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"hello");
-        let ranges = store.get_ranges(&path, &[1..3]).await.unwrap();
-        assert_eq!(&ranges[0][..], b"el");
+        let ranges = store.get_ranges(&path, &[0..1, 1..3]).await.unwrap();
+        assert_eq!((&ranges[0][..], &ranges[1][..]), (&b"h"[..], &b"el"[..]));
         assert_eq!(store.list(None).count().await, 1);
         store.delete(&path).await.unwrap();
         assert!(store.get(&path).await.is_err());

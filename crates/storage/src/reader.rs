@@ -290,7 +290,7 @@ impl PartitionReader {
         let footer = self.footer(segment).await?;
         let pos = footer.seek(offset);
         // The seek lands on an index block start, up to one block before `offset`.
-        let len = budget as u64 + u64::from(footer.index_interval());
+        let len = (budget as u64).saturating_add(u64::from(footer.index_interval()));
         let (decoded, end) = self.decode_from(segment, &footer, pos, offset, len).await?;
         self.maybe_read_ahead(segment, &footer, end);
         let mut taken = 0usize;
@@ -298,7 +298,7 @@ impl PartitionReader {
             .into_iter()
             .enumerate()
             .take_while(|(i, batch)| {
-                taken += batch.len();
+                taken = taken.saturating_add(batch.len());
                 (*i == 0 && at_least_one) || taken <= budget
             })
             .map(|(_, batch)| batch)

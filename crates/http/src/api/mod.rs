@@ -43,7 +43,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(groups::describe).delete(groups::delete),
         )
         .route("/api/v1/groups/{group}/lag", get(groups::lag))
-        .route("/api/v1/groups/{group}/offsets", post(groups::reset_offsets))
+        .route(
+            "/api/v1/groups/{group}/offsets",
+            post(groups::reset_offsets),
+        )
         .route("/api/v1/agents", get(cluster::agents))
         .route("/api/v1/leases", get(cluster::leases))
         .route("/api/v1/stats", get(cluster::stats))

@@ -11,8 +11,6 @@ use crate::error::HttpResult;
 use crate::extract::{Json, Path};
 use crate::AppState;
 
-type JsonOut<T> = axum::Json<T>;
-
 /// Body of `POST /api/v1/topics`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,14 +28,14 @@ pub(crate) struct AddPartitions {
     count: u32,
 }
 
-pub(crate) async fn list(State(s): State<AppState>) -> HttpResult<JsonOut<Vec<TopicSummary>>> {
+pub(crate) async fn list(State(s): State<AppState>) -> HttpResult<axum::Json<Vec<TopicSummary>>> {
     Ok(axum::Json(s.broker.admin().topics().await?))
 }
 
 pub(crate) async fn create(
     State(s): State<AppState>,
     Json(req): Json<CreateTopic>,
-) -> HttpResult<(StatusCode, JsonOut<TopicDescription>)> {
+) -> HttpResult<(StatusCode, axum::Json<TopicDescription>)> {
     let topic = s
         .broker
         .admin()
@@ -49,7 +47,7 @@ pub(crate) async fn create(
 pub(crate) async fn describe(
     State(s): State<AppState>,
     Path(topic): Path<String>,
-) -> HttpResult<JsonOut<TopicDescription>> {
+) -> HttpResult<axum::Json<TopicDescription>> {
     Ok(axum::Json(s.broker.admin().describe_topic(&topic).await?))
 }
 
@@ -66,16 +64,18 @@ pub(crate) async fn alter_config(
     State(s): State<AppState>,
     Path(topic): Path<String>,
     Json(changes): Json<BTreeMap<String, Option<String>>>,
-) -> HttpResult<JsonOut<TopicDescription>> {
+) -> HttpResult<axum::Json<TopicDescription>> {
     let admin = s.broker.admin();
-    Ok(axum::Json(admin.alter_topic_config(&topic, &changes).await?))
+    Ok(axum::Json(
+        admin.alter_topic_config(&topic, &changes).await?,
+    ))
 }
 
 pub(crate) async fn add_partitions(
     State(s): State<AppState>,
     Path(topic): Path<String>,
     Json(req): Json<AddPartitions>,
-) -> HttpResult<JsonOut<TopicDescription>> {
+) -> HttpResult<axum::Json<TopicDescription>> {
     let admin = s.broker.admin();
     Ok(axum::Json(admin.add_partitions(&topic, req.count).await?))
 }
@@ -83,7 +83,9 @@ pub(crate) async fn add_partitions(
 pub(crate) async fn describe_partition(
     State(s): State<AppState>,
     Path((topic, partition)): Path<(String, u32)>,
-) -> HttpResult<JsonOut<PartitionDescription>> {
+) -> HttpResult<axum::Json<PartitionDescription>> {
     let admin = s.broker.admin();
-    Ok(axum::Json(admin.describe_partition(&topic, partition).await?))
+    Ok(axum::Json(
+        admin.describe_partition(&topic, partition).await?,
+    ))
 }

@@ -10,9 +10,15 @@ use crate::harness::App;
 async fn health_and_readiness() {
     let app = App::start().await;
     let health = app.get("/health").await;
-    assert_eq!((health.status, health.text().as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(
+        (health.status, health.text().as_str()),
+        (StatusCode::OK, "ok")
+    );
     let ready = app.get("/ready").await;
-    assert_eq!((ready.status, ready.text().as_str()), (StatusCode::OK, "ready"));
+    assert_eq!(
+        (ready.status, ready.text().as_str()),
+        (StatusCode::OK, "ready")
+    );
 }
 
 #[tokio::test]
@@ -27,14 +33,23 @@ async fn topic_lifecycle() {
     assert_eq!(list[0]["name"], "orders");
     assert_eq!(list[0]["partitions"], 3);
 
-    let described = app.get("/api/v1/topics/orders").await.expect(StatusCode::OK);
+    let described = app
+        .get("/api/v1/topics/orders")
+        .await
+        .expect(StatusCode::OK);
     let p0 = &described["partitions"][0];
     assert_eq!(
-        (&p0["high_watermark"], &p0["log_start_offset"], &p0["segment_count"]),
+        (
+            &p0["high_watermark"],
+            &p0["log_start_offset"],
+            &p0["segment_count"]
+        ),
         (&json!(0), &json!(0), &json!(0))
     );
 
-    let deleted = app.call(Method::DELETE, "/api/v1/topics/orders", None).await;
+    let deleted = app
+        .call(Method::DELETE, "/api/v1/topics/orders", None)
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     app.get("/api/v1/topics/orders")
         .await
@@ -53,17 +68,27 @@ async fn create_topic_errors() {
     for bad in [
         json!({"name": "a b"}),
         json!({"name": "ok", "partitions": 0}),
+        json!({"name": "ok", "partitions": 10_001}),
         json!({"name": "ok", "config": {"segment.bytes": "10"}}),
     ] {
         let reply = app.post("/api/v1/topics", bad).await;
         reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    for malformed in [json!({"partitions": 1}), json!({"name": "x", "bogus": 1}), json!([1])] {
+    for malformed in [
+        json!({"partitions": 1}),
+        json!({"name": "x", "bogus": 1}),
+        json!([1]),
+    ] {
         let reply = app.post("/api/v1/topics", malformed).await;
         reply.expect_error(StatusCode::BAD_REQUEST, "bad_request");
     }
     let not_json = app
-        .raw(Method::POST, "/api/v1/topics", "application/json", Body::from("{"))
+        .raw(
+            Method::POST,
+            "/api/v1/topics",
+            "application/json",
+            Body::from("{"),
+        )
         .await;
     not_json.expect_error(StatusCode::BAD_REQUEST, "bad_request");
 }
@@ -75,7 +100,10 @@ async fn alter_config_and_partitions() {
     let uri = "/api/v1/topics/cfg/config";
     let body = json!({"retention.ms": "1000", "cleanup.policy": "delete"});
     let altered = app.call(Method::PATCH, uri, Some(body)).await;
-    assert_eq!(altered.expect(StatusCode::OK)["config"]["retention.ms"], "1000");
+    assert_eq!(
+        altered.expect(StatusCode::OK)["config"]["retention.ms"],
+        "1000"
+    );
     let reset = app
         .call(Method::PATCH, uri, Some(json!({"retention.ms": null})))
         .await
@@ -136,7 +164,10 @@ async fn produce_and_consume_utf8() {
     assert_eq!(records[0]["headers"], json!([{"key": "h", "value": "x"}]));
     assert_eq!(records[1]["key"], Value::Null);
     assert_eq!(records[2]["value"], Value::Null);
-    assert_eq!((&read["next_offset"], &read["high_watermark"]), (&json!(3), &json!(3)));
+    assert_eq!(
+        (&read["next_offset"], &read["high_watermark"]),
+        (&json!(3), &json!(3))
+    );
 
     let page = app
         .get("/api/v1/topics/events/partitions/0/records?offset=1&max_records=1")
@@ -192,13 +223,19 @@ async fn keyed_records_follow_the_kafka_partitioner() {
     let app = App::start().await;
     app.create_topic("keyed", 7).await;
     let produced = app
-        .produce("keyed", json!([{"key": "21", "value": "a"}, {"key": "21", "value": "b"}]))
+        .produce(
+            "keyed",
+            json!([{"key": "21", "value": "a"}, {"key": "21", "value": "b"}]),
+        )
         .await;
     // Kafka: toPositive(murmur2("21")) % 7, murmur2("21") = -973932308.
     let expected = ((-973932308i32 & 0x7fff_ffff) as u32 % 7) as u64;
     let offsets = produced["offsets"].as_array().unwrap();
     assert!(offsets.iter().all(|o| o["partition"] == expected));
-    assert_eq!((&offsets[0]["offset"], &offsets[1]["offset"]), (&json!(0), &json!(1)));
+    assert_eq!(
+        (&offsets[0]["offset"], &offsets[1]["offset"]),
+        (&json!(0), &json!(1))
+    );
 
     let keyless = app
         .produce("keyed", json!([{"value": "x"}, {"value": "y"}]))
@@ -229,9 +266,12 @@ async fn record_errors() {
     produce(json!({"encoding": "rot13", "records": [{"value": "x"}]}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    app.post("/api/v1/topics/missing/records", json!({"records": [{"value": "x"}]}))
-        .await
-        .expect_error(StatusCode::NOT_FOUND, "unknown_topic");
+    app.post(
+        "/api/v1/topics/missing/records",
+        json!({"records": [{"value": "x"}]}),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "unknown_topic");
 
     app.get("/api/v1/topics/r/partitions/0/records?offset=5")
         .await
@@ -260,9 +300,15 @@ async fn record_errors() {
 async fn groups_offsets_and_lag() {
     let app = App::start().await;
     app.create_topic("g", 2).await;
-    app.produce("g", json!([{"value": "a", "partition": 0}, {"value": "b", "partition": 0}]))
-        .await;
-    assert_eq!(app.get("/api/v1/groups").await.expect(StatusCode::OK), json!([]));
+    app.produce(
+        "g",
+        json!([{"value": "a", "partition": 0}, {"value": "b", "partition": 0}]),
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/v1/groups").await.expect(StatusCode::OK),
+        json!([])
+    );
     app.get("/api/v1/groups/readers")
         .await
         .expect_error(StatusCode::NOT_FOUND, "unknown_group");
@@ -283,7 +329,10 @@ async fn groups_offsets_and_lag() {
     assert_eq!(list[0]["group_id"], "readers");
     assert_eq!(list[0]["state"], "Empty");
     assert_eq!(list[0]["total_lag"], 1);
-    let described = app.get("/api/v1/groups/readers").await.expect(StatusCode::OK);
+    let described = app
+        .get("/api/v1/groups/readers")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(described["members"], json!([]));
     assert_eq!(described["offsets"][0]["lag"], 1);
 
@@ -300,9 +349,17 @@ async fn groups_offsets_and_lag() {
         json!({"offsets": [{"topic": "nope", "partition": 0, "offset": 0}]}),
     )
     .await
+    .expect_error(StatusCode::NOT_FOUND, "unknown_topic");
+    app.post(
+        "/api/v1/groups/readers/offsets",
+        json!({"offsets": [{"topic": "g", "partition": 7, "offset": 0}]}),
+    )
+    .await
     .expect_error(StatusCode::NOT_FOUND, "unknown_partition");
 
-    let deleted = app.call(Method::DELETE, "/api/v1/groups/readers", None).await;
+    let deleted = app
+        .call(Method::DELETE, "/api/v1/groups/readers", None)
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     app.call(Method::DELETE, "/api/v1/groups/readers", None)
         .await
@@ -316,11 +373,15 @@ async fn agents_leases_and_stats() {
     assert_eq!(agents[0]["agent_id"], "test-agent");
     assert_eq!(agents[0]["local"], true);
     assert_eq!(agents[0]["leases_held"], 0);
-    assert_eq!(app.get("/api/v1/leases").await.expect(StatusCode::OK), json!([]));
+    assert_eq!(
+        app.get("/api/v1/leases").await.expect(StatusCode::OK),
+        json!([])
+    );
 
     let before = app.get("/api/v1/stats").await.expect(StatusCode::OK);
     app.create_topic("s", 1).await;
-    app.produce("s", json!([{"value": "a"}, {"value": "b"}])).await;
+    app.produce("s", json!([{"value": "a"}, {"value": "b"}]))
+        .await;
     let after = app.get("/api/v1/stats").await.expect(StatusCode::OK);
     let records = |v: &Value| v["records_in_total"].as_i64().unwrap();
     assert_eq!(records(&after) - records(&before), 2);

@@ -7,7 +7,14 @@ use crate::harness::App;
 #[tokio::test]
 async fn serves_the_page_for_every_view() {
     let app = App::start().await;
-    for uri in ["/", "/ui", "/ui/topics", "/ui/topics/orders", "/ui/groups", "/ui/agents"] {
+    for uri in [
+        "/",
+        "/ui",
+        "/ui/topics",
+        "/ui/topics/orders",
+        "/ui/groups",
+        "/ui/agents",
+    ] {
         let page = app.get(uri).await;
         assert_eq!(page.status, StatusCode::OK, "{uri}");
         assert!(page.content_type.starts_with("text/html"), "{uri}");
@@ -20,6 +27,9 @@ async fn serves_the_page_for_every_view() {
     assert!(css.content_type.starts_with("text/css"));
     for asset in [app.get("/").await, js, css] {
         let text = asset.text();
-        assert!(!text.contains("http://") && !text.contains("https://"), "external reference");
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "external reference"
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 use axum::http::StatusCode;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::App;
 
@@ -28,13 +30,17 @@ async fn series_present_and_moving() {
     let app = App::start().await;
     app.create_topic("m", 1).await;
     let before = scrape(&app).await;
-    app.produce("m", json!([{"value": "a"}, {"value": "b"}])).await;
+    app.produce("m", json!([{"value": "a"}, {"value": "b"}]))
+        .await;
     app.get("/api/v1/topics/m/partitions/0/records")
         .await
         .expect(StatusCode::OK);
-    app.post("/api/v1/groups/gm/offsets", json!({"offsets": [{"topic": "m", "partition": 0, "offset": 1}]}))
-        .await
-        .expect(StatusCode::OK);
+    app.post(
+        "/api/v1/groups/gm/offsets",
+        json!({"offsets": [{"topic": "m", "partition": 0, "offset": 1}]}),
+    )
+    .await
+    .expect(StatusCode::OK);
     app.broker.flush_all().await;
     let after = scrape(&app).await;
 
@@ -71,4 +77,38 @@ async fn series_present_and_moving() {
     // Histograms are real Prometheus histograms (buckets), not summaries.
     assert!(after.contains("# TYPE streamhouse_flush_duration_seconds histogram"));
     assert!(after.contains("streamhouse_consumer_lag{group=\"gm\",topic=\"m\",partition=\"0\"} 1"));
+}
+
+/// One ApiVersions v0 request over a real Kafka connection, answered by the same broker.
+async fn kafka_api_versions(app: &App) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(streamhouse_kafka::serve(listener, app.broker.clone()));
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    // size, api key 18 (ApiVersions), version 0, correlation id 7, null client id.
+    let mut frame = 10i32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff]);
+    conn.write_all(&frame).await.unwrap();
+    let len = conn.read_i32().await.unwrap();
+    let mut body = vec![0; len as usize];
+    conn.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body[..4], &7i32.to_be_bytes(), "correlation id");
+}
+
+#[tokio::test]
+async fn kafka_request_series() {
+    let app = App::start().await;
+    kafka_api_versions(&app).await;
+    let text = scrape(&app).await;
+    for present in [
+        "streamhouse_kafka_requests_total{",
+        "streamhouse_kafka_request_duration_seconds_bucket{",
+        "streamhouse_kafka_connections",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(present)),
+            "{present} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("# TYPE streamhouse_kafka_request_duration_seconds histogram"));
 }

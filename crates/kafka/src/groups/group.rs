@@ -2,122 +2,19 @@
 //! join/sync barriers of a rebalance. It knows nothing of the wire format and takes the current
 //! time as an argument, so the coordinator drives it and tests can reason about timeouts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::member::{select_protocol, subscribed_topics, Member, MemberInfo};
+use super::member::{select_protocol, subscribed_topics, Member};
+use super::types::{
+    GroupDescription, GroupState, JoinRequest, JoinResponse, JoinedMember, MemberDescription,
+    Pending, SyncRequest, SyncResponse,
+};
 use super::GroupError;
-
-/// Kafka's group states (classic protocol).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GroupState {
-    /// No members; the group may still have committed offsets.
-    Empty,
-    /// Waiting for members to (re)join.
-    PreparingRebalance,
-    /// Joined; waiting for the leader's assignment.
-    CompletingRebalance,
-    /// Every member has its assignment.
-    Stable,
-    /// Being deleted.
-    Dead,
-}
-
-impl GroupState {
-    /// The name Kafka uses in ListGroups and DescribeGroups.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Empty => "Empty",
-            Self::PreparingRebalance => "PreparingRebalance",
-            Self::CompletingRebalance => "CompletingRebalance",
-            Self::Stable => "Stable",
-            Self::Dead => "Dead",
-        }
-    }
-}
-
-/// A JoinGroup, decoded.
-pub(crate) struct JoinRequest {
-    /// Empty on a member's first join.
-    pub(crate) member_id: String,
-    pub(crate) protocol_type: String,
-    pub(crate) info: MemberInfo,
-    /// JoinGroup v4+: a first join is answered MEMBER_ID_REQUIRED with an id to rejoin with.
-    pub(crate) require_known_member_id: bool,
-}
-
-/// What a member learns when the join phase completes.
-#[derive(Debug, Clone)]
-pub(crate) struct JoinResponse {
-    pub(crate) generation_id: i32,
-    pub(crate) protocol_type: Option<String>,
-    pub(crate) protocol_name: Option<String>,
-    pub(crate) leader: String,
-    pub(crate) member_id: String,
-    /// Every member's metadata for the chosen protocol; for the leader only.
-    pub(crate) members: Vec<JoinedMember>,
-    /// A static leader rejoined without a rebalance: it must not compute a new assignment.
-    pub(crate) skip_assignment: bool,
-}
-
-/// A member as the leader sees it in its JoinGroup response.
-#[derive(Debug, Clone)]
-pub(crate) struct JoinedMember {
-    pub(crate) member_id: String,
-    pub(crate) group_instance_id: Option<String>,
-    pub(crate) metadata: Bytes,
-}
-
-/// A SyncGroup, decoded.
-pub(crate) struct SyncRequest {
-    pub(crate) member_id: String,
-    pub(crate) group_instance_id: Option<String>,
-    pub(crate) generation_id: i32,
-    /// SyncGroup v5+: checked against the group's when given.
-    pub(crate) protocol_type: Option<String>,
-    pub(crate) protocol_name: Option<String>,
-    /// From the leader: each member's assignment.
-    pub(crate) assignments: Vec<(String, Bytes)>,
-}
-
-/// A member's assignment for the current generation.
-#[derive(Debug, Clone)]
-pub(crate) struct SyncResponse {
-    pub(crate) protocol_type: Option<String>,
-    pub(crate) protocol_name: Option<String>,
-    pub(crate) assignment: Bytes,
-}
-
-/// A group as DescribeGroups shows it.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupDescription {
-    pub(crate) state: GroupState,
-    pub(crate) protocol_type: String,
-    /// The chosen protocol while Stable, else empty (as Kafka).
-    pub(crate) protocol: String,
-    pub(crate) members: Vec<MemberDescription>,
-}
-
-/// A member as DescribeGroups shows it.
-#[derive(Debug, Clone)]
-pub(crate) struct MemberDescription {
-    pub(crate) member_id: String,
-    pub(crate) group_instance_id: Option<String>,
-    pub(crate) client_id: String,
-    pub(crate) client_host: String,
-    pub(crate) metadata: Bytes,
-    pub(crate) assignment: Bytes,
-}
-
-/// An answer now, or one that arrives when a rebalance phase completes.
-pub(crate) enum Pending<T> {
-    Ready(Result<T, GroupError>),
-    Waiting(oneshot::Receiver<Result<T, GroupError>>),
-}
 
 /// One group's membership and rebalance progress.
 pub(super) struct Group {
@@ -170,6 +67,11 @@ impl Group {
     /// Only groups without members may be deleted.
     pub(super) fn is_deletable(&self) -> bool {
         matches!(self.state, GroupState::Empty | GroupState::Dead)
+    }
+
+    /// Empty and not expecting anyone: the coordinator may drop it.
+    pub(super) fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty && self.pending_members.is_empty()
     }
 
     pub(super) fn mark_dead(&mut self) {
@@ -765,19 +667,11 @@ impl Group {
     /// Whether live members subscribe to `topic` (consumer protocol only). Unparseable
     /// subscriptions count as subscribed, so offsets are never deleted under a member.
     pub(super) fn is_subscribed_to(&self, topic: &str) -> bool {
-        let protocol = self.protocol_name.as_deref();
+        let chosen = self.protocol_name.as_deref();
         self.members.values().any(|m| {
-            let metadata = match protocol {
-                Some(p) => m.metadata_for(p),
-                None => m
-                    .info
-                    .protocols
-                    .first()
-                    .map(|p| p.metadata.clone())
-                    .unwrap_or_default(),
-            };
-            subscribed_topics(&metadata)
-                .is_none_or(|topics: HashSet<String>| topics.contains(topic))
+            let protocol = chosen.or(m.info.protocols.first().map(|p| p.name.as_str()));
+            let metadata = m.metadata_for(protocol.unwrap_or_default());
+            subscribed_topics(&metadata).is_none_or(|topics| topics.contains(topic))
         })
     }
 

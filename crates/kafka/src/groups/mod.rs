@@ -12,6 +12,7 @@ mod error;
 mod group;
 mod member;
 mod offsets;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -22,11 +23,11 @@ use streamhouse_metadata::MetadataStore;
 pub use admin::PartitionLag;
 pub(crate) use error::GroupError;
 use group::Group;
-pub(crate) use group::{
-    GroupDescription, GroupState, JoinRequest, JoinResponse, Pending, SyncRequest, SyncResponse,
-};
 pub(crate) use member::{MemberInfo, Protocol};
 pub(crate) use offsets::{Committer, OffsetCommit, PartitionOffset, TopicPartitions};
+pub(crate) use types::{
+    GroupDescription, GroupState, JoinRequest, JoinResponse, Pending, SyncRequest, SyncResponse,
+};
 
 /// The outcome of a JoinGroup.
 pub(crate) type JoinResult = Result<JoinResponse, GroupError>;
@@ -127,9 +128,14 @@ impl GroupCoordinator {
         self.with_groups(|groups| groups.get_mut(group_id).map(f))
     }
 
+    /// Applies timeouts, then forgets groups left without members: their offsets (if any)
+    /// keep them listed as Empty, and nothing else about them is worth keeping.
     fn sweep(&self) {
         let now = Instant::now();
-        self.with_groups(|groups| groups.values_mut().for_each(|g| g.tick(now)));
+        self.with_groups(|groups| {
+            groups.values_mut().for_each(|g| g.tick(now));
+            groups.retain(|_, g| !g.is_idle());
+        });
     }
 }
 

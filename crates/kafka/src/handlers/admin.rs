@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 use streamhouse_metadata::{NewTopic, Topic};
 
 use super::{str_bytes, topic_name};
+use crate::admin_api::MAX_PARTITIONS;
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
 use crate::topic_config;
@@ -62,11 +63,11 @@ async fn create_one(
     }
     let partitions = match t.num_partitions {
         -1 => b.config().default_partitions,
-        n if n >= 1 => n as u32,
+        n if n >= 1 && n as u32 <= MAX_PARTITIONS => n as u32,
         n => {
             return Err((
                 ResponseError::InvalidPartitions,
-                format!("number of partitions must be at least 1, got {n}"),
+                format!("number of partitions must be between 1 and {MAX_PARTITIONS}, got {n}"),
             ))
         }
     };
@@ -168,10 +169,10 @@ pub(crate) async fn create_partitions(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let outcome = if t.count < 1 {
+        let outcome = if t.count < 1 || t.count as u32 > MAX_PARTITIONS {
             Err((
                 ResponseError::InvalidPartitions,
-                "partition count must be positive".into(),
+                format!("partition count must be between 1 and {MAX_PARTITIONS}"),
             ))
         } else if req.validate_only {
             validate_partition_growth(b, &name, t.count as u32).await

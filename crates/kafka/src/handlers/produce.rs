@@ -109,7 +109,7 @@ pub(crate) fn append_to(
 ) -> Result<Appended, StorageError> {
     let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
     let appended = log.writer.append(batches);
-    b.appended(&log);
+    b.appended(log);
     let appended = appended?;
     metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
     Ok(appended)

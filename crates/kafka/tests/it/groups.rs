@@ -39,9 +39,10 @@ fn code(e: ResponseError) -> i16 {
     e.code()
 }
 
-/// An agent whose new groups complete their first rebalance as soon as everyone has joined.
+/// An agent whose new groups wait briefly for concurrent first joins, so members started
+/// together land in one generation.
 async fn server() -> TestServer {
-    server_with_delay(Duration::ZERO).await
+    server_with_delay(Duration::from_millis(200)).await
 }
 
 async fn server_with_delay(delay: Duration) -> TestServer {
@@ -350,7 +351,7 @@ async fn form_group(members: &mut [Member]) -> usize {
 
 #[tokio::test]
 async fn three_members_join_sync_and_heartbeat() {
-    let server = server_with_delay(Duration::from_millis(300)).await;
+    let server = server().await;
     let mut members = Vec::new();
     for _ in 0..3 {
         members.push(Member::new(&server, "g").await);
@@ -570,8 +571,7 @@ async fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
 
 #[tokio::test]
 async fn a_static_member_rejoins_without_a_rebalance() {
-    // Static members skip MEMBER_ID_REQUIRED, so the initial delay is what gathers both.
-    let server = server_with_delay(Duration::from_millis(300)).await;
+    let server = server().await;
     let mut a = Member::new(&server, "g").await;
     a.instance = Some("instance-a".into());
     let b = Member::new(&server, "g").await;

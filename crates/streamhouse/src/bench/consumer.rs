@@ -12,9 +12,6 @@ use rskafka::client::partition::PartitionClient;
 use super::producer::{now_nanos, stamp_nanos};
 use super::report::{new_histogram, record, Errors};
 
-/// Fetch size limits, like librdkafka's defaults (`fetch.max.bytes` per partition request).
-const FETCH_MAX_BYTES: i32 = 50 << 20;
-
 /// Where one partition's loop starts and stops.
 #[derive(Debug, Clone, Copy)]
 pub struct Span {
@@ -27,6 +24,8 @@ pub struct Span {
 /// Knobs shared by the loops.
 #[derive(Debug, Clone)]
 pub struct FetchPlan {
+    /// Most bytes one fetch returns for a partition.
+    pub max_bytes: i32,
     /// How long a fetch may park on the server waiting for records.
     pub max_wait_ms: i32,
     /// Set to end tailing loops (after their current fetch).
@@ -91,7 +90,7 @@ async fn partition_loop(
     let mut next = span.from;
     while !done(next, span, &plan) {
         let fetched = client
-            .fetch_records(next, 1..FETCH_MAX_BYTES, plan.max_wait_ms)
+            .fetch_records(next, 1..plan.max_bytes, plan.max_wait_ms)
             .await;
         let received_at = now_nanos();
         let records = match fetched {

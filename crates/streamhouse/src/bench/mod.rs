@@ -100,6 +100,9 @@ pub struct ProduceBench {
 pub struct ConsumeBench {
     #[command(flatten)]
     pub topic: TopicArgs,
+    /// Most bytes one fetch may return per partition (librdkafka's max.partition.fetch.bytes).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub fetch_max_bytes: i32,
 }
 
 /// Runs a benchmark.
@@ -180,6 +183,7 @@ async fn consume(args: &ConsumeBench, endpoints: &Endpoints) -> anyhow::Result<R
         );
     }
     let plan = FetchPlan {
+        max_bytes: args.fetch_max_bytes,
         max_wait_ms: 100,
         stop: Arc::new(AtomicBool::new(false)),
         received: Arc::new(AtomicU64::new(0)),
@@ -229,6 +233,7 @@ async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Repor
         ));
     }
     let fetch = FetchPlan {
+        max_bytes: 1 << 20,
         max_wait_ms: 500,
         stop: Arc::new(AtomicBool::new(false)),
         received: Arc::new(AtomicU64::new(0)),
