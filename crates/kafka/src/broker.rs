@@ -7,13 +7,20 @@
 //! concurrently: each flush uploads one segment object and commits it in the metadata store; only
 //! then are the waiting produces acknowledged. Many producers and partitions thus share one
 //! flush cycle (group commit).
+//!
+//! Ownership: with several agents on one metadata store, each partition has one desired owner
+//! (see [`crate::cluster`]); an agent opens only partitions it should own and can lease, and its
+//! controller hands off the others. Requests for other partitions get NOT_LEADER_OR_FOLLOWER.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_metadata::{now_ms, LeaseFence, MetadataError, MetadataStore, NewTopic, Topic};
+use streamhouse_metadata::{
+    now_ms, AgentInfo, LeaseFence, MetadataError, MetadataStore, NewTopic, Topic,
+};
 use streamhouse_storage::{
     PartitionReader, PartitionWriter, SegmentCache, SegmentIndex, SegmentIndexConfig, StorageError,
     WriterConfig,
@@ -22,6 +29,7 @@ use tokio::sync::{Notify, OnceCell};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cluster::{run_controller, run_heartbeat, ClusterView, Membership};
 use crate::groups::{GroupCoordinator, PartitionLag};
 
 /// Settings of a Kafka-speaking agent.
@@ -33,6 +41,8 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: u16,
+    /// HTTP address (`host:port`) recorded in this agent's registration.
+    pub http_addr: String,
     /// Cluster id reported in Metadata.
     pub cluster_id: String,
     /// Create unknown topics on first Metadata/Produce (Kafka's `auto.create.topics.enable`).
@@ -50,14 +60,19 @@ pub struct BrokerConfig {
     /// Request bytes a connection may have in progress at once; with `max_request_bytes` this
     /// bounds what one client can make the agent hold.
     pub max_in_flight_bytes_per_connection: usize,
-    /// Partition lease duration; renewed at a third of it.
+    /// Partition lease duration, renewed once a third of it has passed. Also how long an agent
+    /// counts as live after its last heartbeat, so it bounds failover time.
     pub lease_ttl: Duration,
+    /// How often the agent records a heartbeat; well below `lease_ttl`.
+    pub heartbeat_interval: Duration,
     /// Segment index settings for every partition.
     pub segment_index: SegmentIndexConfig,
     /// How long a new (empty) group's first rebalance waits for more members before completing,
     /// extended per joining member up to the rebalance timeout (Kafka's
     /// `group.initial.rebalance.delay.ms`, 3 s there; shorter here so single consumers start fast).
     pub group_initial_rebalance_delay: Duration,
+    /// Retention and orphan-janitor settings (see `retention.rs`).
+    pub maintenance: crate::retention::MaintenanceConfig,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +81,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            http_addr: String::new(),
             cluster_id: "streamhouse".into(),
             auto_create_topics: false,
             default_partitions: 1,
@@ -74,9 +90,11 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 128,
             max_in_flight_bytes_per_connection: 64 * 1024 * 1024,
-            lease_ttl: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(2),
             segment_index: SegmentIndexConfig::default(),
             group_initial_rebalance_delay: Duration::from_millis(500),
+            maintenance: Default::default(),
         }
     }
 }
@@ -90,6 +108,15 @@ pub(crate) struct PartitionLog {
     /// The partition's segment index (shared by writer and reader), for its counters.
     pub(crate) index: Arc<SegmentIndex>,
     fence: LeaseFence,
+    /// When the lease expires unless renewed (ms since the Unix epoch).
+    lease_expires_at_ms: AtomicI64,
+}
+
+impl PartitionLog {
+    /// The lease this agent writes the partition under.
+    pub(crate) fn fence(&self) -> &LeaseFence {
+        &self.fence
+    }
 }
 
 type PartitionKey = (String, u32);
@@ -103,14 +130,19 @@ pub struct Broker {
     pub(crate) cache: Arc<SegmentCache>,
     partitions: RwLock<HashMap<PartitionKey, Arc<OnceCell<Arc<PartitionLog>>>>>,
     /// Signalled on every append, so the flusher sleeps while nothing is buffered.
-    data_ready: Notify,
+    data_ready: Arc<Notify>,
     /// Signalled when a partition crossed `flush_max_bytes`.
     flush_now: Notify,
     groups: Arc<GroupCoordinator>,
+    pub(crate) membership: Membership,
+    /// Partitions being flushed and released; not reopened until their lease is given up, so
+    /// two writers of this agent never share a lease epoch (and thus object keys).
+    handing_off: Mutex<HashSet<PartitionKey>>,
 }
 
 impl Broker {
-    /// Creates the broker state and starts its background tasks (flusher, lease renewal).
+    /// Creates the broker state and starts its background tasks: the flusher, the heartbeat
+    /// (which registers the agent) and the partition controller (which leases and renews).
     pub fn start(
         config: BrokerConfig,
         agent_id: String,
@@ -120,6 +152,7 @@ impl Broker {
     ) -> Arc<Self> {
         let groups =
             GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
+        let me = registration(&config, &agent_id);
         let broker = Arc::new(Self {
             config,
             agent_id,
@@ -127,18 +160,27 @@ impl Broker {
             store,
             cache,
             partitions: RwLock::new(HashMap::new()),
-            data_ready: Notify::new(),
+            data_ready: Arc::default(),
             flush_now: Notify::new(),
             groups,
+            membership: Membership::new(me),
+            handing_off: Mutex::default(),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
-        tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
+        tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
+        tokio::spawn(run_controller(Arc::downgrade(&broker)));
+        crate::retention::spawn_maintenance(&broker);
         broker
     }
 
     /// This agent's settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// This agent's id (its row in the agents table, the holder named in its leases).
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
     }
 
     /// The metadata store.
@@ -156,9 +198,21 @@ impl Broker {
         self.groups.lag(group).await
     }
 
-    /// Node id of the agent leading `topic`/`partition`.
-    pub(crate) fn leader_for(&self, _topic: &str, _partition: u32) -> i32 {
-        self.config.node_id
+    /// The cluster as of now (live agents, leases), re-read from the metadata store; the last
+    /// known view when that fails.
+    pub(crate) async fn cluster_view(&self) -> ClusterView {
+        match self.membership.refresh(self).await {
+            Ok(view) => view,
+            Err(e) => {
+                warn!("refreshing the cluster view failed: {e}");
+                self.membership.view()
+            }
+        }
+    }
+
+    /// Whether this agent coordinates consumer group `group` (else clients get NOT_COORDINATOR).
+    pub(crate) fn is_coordinator(&self, group: &str) -> bool {
+        self.membership.coordinates(group)
     }
 
     /// Looks a topic up, creating it when allowed and missing.
@@ -190,6 +244,7 @@ impl Broker {
     pub(crate) async fn create_topic(&self, new: NewTopic) -> Result<Topic, MetadataError> {
         let topic = self.metadata.create_topic(new).await?;
         info!(topic = %topic.name, partitions = topic.partitions, "created topic");
+        self.membership.wake();
         Ok(topic)
     }
 
@@ -201,6 +256,7 @@ impl Broker {
     ) -> Result<Topic, MetadataError> {
         let topic = self.metadata.add_partitions(name, count).await?;
         info!(topic = %name, partitions = count, "added partitions");
+        self.membership.wake();
         Ok(topic)
     }
 
@@ -232,7 +288,8 @@ impl Broker {
         Ok(id)
     }
 
-    /// The open partition, opening it (taking its lease) on first use.
+    /// The open partition, opening it (taking its lease) on first use. Only partitions this
+    /// agent should own are opened; others fail as fenced (NOT_LEADER_OR_FOLLOWER).
     pub(crate) async fn partition(
         &self,
         topic: &str,
@@ -279,6 +336,7 @@ impl Broker {
             }
             .into());
         }
+        self.check_may_open(name, partition)?;
         let lease = self
             .metadata
             .acquire_lease(
@@ -332,11 +390,107 @@ impl Broker {
             reader,
             index,
             fence,
+            lease_expires_at_ms: AtomicI64::new(lease.expires_at_ms),
         }))
     }
 
-    fn lease_ttl_ms(&self) -> i64 {
+    /// Refuses to open a partition another agent should own, one being handed off, or any
+    /// while shutting down.
+    fn check_may_open(&self, topic: &str, partition: u32) -> Result<(), StorageError> {
+        let refuse = |reason: &str| {
+            Err(StorageError::Fenced {
+                topic: topic.to_string(),
+                partition,
+                reason: reason.into(),
+            })
+        };
+        if self.membership.is_stopping() {
+            return refuse("this agent is shutting down");
+        }
+        if !self.membership.should_own(topic, partition) {
+            return refuse("another agent owns the partition");
+        }
+        let key = (topic.to_string(), partition);
+        if self.lock_handing_off().contains(&key) {
+            return refuse("the partition is being handed off");
+        }
+        Ok(())
+    }
+
+    fn lock_handing_off(&self) -> std::sync::MutexGuard<'_, HashSet<PartitionKey>> {
+        self.handing_off.lock().expect("hand-off set poisoned")
+    }
+
+    pub(crate) fn lease_ttl_ms(&self) -> i64 {
         self.config.lease_ttl.as_millis() as i64
+    }
+
+    /// Whether `topic`/`partition` is open here.
+    pub(crate) fn is_open(&self, topic: &str, partition: u32) -> bool {
+        self.partitions
+            .read()
+            .expect("partition map poisoned")
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|cell| cell.initialized())
+    }
+
+    /// Renews the lease of an open partition once a third of its TTL has passed; closes the
+    /// partition when the lease was lost (taken over, or expired and re-leased at a new epoch).
+    pub(crate) async fn renew_lease_if_due(&self, log: &PartitionLog) {
+        let ttl = self.lease_ttl_ms();
+        let now = now_ms();
+        if log.lease_expires_at_ms.load(Ordering::Acquire) - now > ttl * 2 / 3 {
+            return;
+        }
+        let (name, partition) = (&log.topic.name, log.partition);
+        match self
+            .metadata
+            .acquire_lease(name, partition, &self.agent_id, now, ttl)
+            .await
+        {
+            Ok(Some(lease)) if lease.epoch == log.fence.epoch => log
+                .lease_expires_at_ms
+                .store(lease.expires_at_ms, Ordering::Release),
+            Ok(_) => {
+                warn!(topic = %name, partition, "lost partition lease; closing partition");
+                self.close_partition(log, false).await;
+            }
+            Err(e) => warn!(topic = %name, partition, "lease renewal failed: {e}"),
+        }
+    }
+
+    /// Stops serving an open partition: takes it out of the open set, flushes what it has
+    /// buffered and, with `release`, gives its lease up so the next owner can take over at once.
+    ///
+    /// No acknowledged record is lost and none is left hanging: records appended before the
+    /// lease is released are flushed and acknowledged; a flush after the release is refused as
+    /// fenced, so anything appended later fails with a retriable NOT_LEADER_OR_FOLLOWER.
+    pub(crate) async fn close_partition(&self, log: &PartitionLog, release: bool) {
+        let (name, partition) = (log.topic.name.as_str(), log.partition);
+        let key = (name.to_string(), partition);
+        self.lock_handing_off().insert(key.clone());
+        self.forget_partition(name, partition);
+        // Appends that raced the removal land in the open segment; a flush picks them up.
+        while log.writer.buffered_bytes() > 0 {
+            if let Err(e) = log.writer.flush().await {
+                warn!(topic = %name, partition, "flush while closing partition failed: {e}");
+                break;
+            }
+        }
+        if release {
+            if let Err(e) = self
+                .metadata
+                .release_lease(name, partition, &log.fence.agent_id, log.fence.epoch)
+                .await
+            {
+                // The lease then simply expires.
+                warn!(topic = %name, partition, "releasing partition lease failed: {e}");
+            }
+        }
+        if log.writer.buffered_bytes() > 0 {
+            let _ = log.writer.flush().await;
+        }
+        self.lock_handing_off().remove(&key);
     }
 
     /// Tells the flusher that `log` has buffered records; flushes at once past the size limit.
@@ -390,15 +544,18 @@ impl Broker {
             .remove(&(topic.to_string(), partition));
     }
 
-    /// Flushes everything and releases leases; call before exiting.
+    /// Leaves the cluster: deregisters the agent (so the others take its partitions over),
+    /// flushes every open partition and releases its lease. Call before exiting; afterwards the
+    /// agent serves no partition.
     pub async fn shutdown(&self) {
-        self.flush_all().await;
-        for p in self.open_partitions() {
-            let _ = self
-                .metadata
-                .release_lease(&p.topic.name, p.partition, &p.fence.agent_id, p.fence.epoch)
-                .await;
+        if !self.membership.stop() {
+            return;
         }
+        if let Err(e) = self.metadata.deregister_agent(&self.agent_id).await {
+            warn!("deregistering the agent failed: {e}");
+        }
+        let open = self.open_partitions();
+        futures::future::join_all(open.iter().map(|p| self.close_partition(p, true))).await;
     }
 
     /// Broker-level settings for DescribeConfigs, as `(name, value, is_default)`.
@@ -428,10 +585,14 @@ impl Broker {
 /// Group commit: once records are buffered, waits `flush_interval` for more to join them (or
 /// less, when a partition fills up), then flushes every partition with buffered records.
 async fn run_flusher(broker: std::sync::Weak<Broker>) {
+    let Some(data_ready) = broker.upgrade().map(|b| b.data_ready.clone()) else {
+        return;
+    };
     loop {
+        // Idle waits hold no reference to the broker, and come in slices, so the flusher of a
+        // dropped broker ends within a second.
+        let idle = tokio::time::timeout(Duration::from_secs(1), data_ready.notified()).await;
         let Some(b) = broker.upgrade() else { return };
-        // Waiting in slices lets the flusher of a dropped broker end within a second.
-        let idle = tokio::time::timeout(Duration::from_secs(1), b.data_ready.notified()).await;
         if idle.is_err() {
             continue;
         }
@@ -443,29 +604,16 @@ async fn run_flusher(broker: std::sync::Weak<Broker>) {
     }
 }
 
-/// Keeps this agent's partition leases alive; a partition whose lease is lost is closed.
-async fn run_lease_renewal(broker: std::sync::Weak<Broker>) {
-    loop {
-        let Some(period) = broker.upgrade().map(|b| b.config.lease_ttl / 3) else {
-            return;
-        };
-        tokio::time::sleep(period).await;
-        let Some(b) = broker.upgrade() else { return };
-        for p in b.open_partitions() {
-            let name = &p.topic.name;
-            let partition = p.partition;
-            match b
-                .metadata
-                .acquire_lease(name, partition, &b.agent_id, now_ms(), b.lease_ttl_ms())
-                .await
-            {
-                Ok(Some(lease)) if lease.epoch == p.fence.epoch => {}
-                Ok(_) => {
-                    warn!(topic = %name, partition, "lost partition lease; closing partition");
-                    b.forget_partition(name, partition);
-                }
-                Err(e) => warn!(topic = %name, partition, "lease renewal failed: {e}"),
-            }
-        }
+/// This agent's row in the agents table.
+fn registration(config: &BrokerConfig, agent_id: &str) -> AgentInfo {
+    let now = now_ms();
+    AgentInfo {
+        agent_id: agent_id.to_string(),
+        kafka_host: config.advertised_host.clone(),
+        kafka_port: config.advertised_port,
+        http_addr: config.http_addr.clone(),
+        node_id: config.node_id,
+        last_heartbeat_ms: now,
+        started_at_ms: now,
     }
 }

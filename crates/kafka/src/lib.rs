@@ -10,12 +10,15 @@ mod admin_api;
 mod api_error;
 mod broker;
 mod client_api;
+mod cluster;
+mod compaction;
 mod connection;
 mod errors;
 mod frame;
 mod groups;
 mod groups_api;
 mod handlers;
+mod retention;
 mod topic_config;
 mod versions;
 
@@ -26,6 +29,8 @@ pub use admin_api::{
 pub use api_error::ApiError;
 pub use broker::{Broker, BrokerConfig};
 pub use client_api::{Consumed, ConsumedRecord, ProduceRecord, ProducedRecord};
+pub use cluster::Assignment;
 pub use connection::serve;
 pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
+pub use retention::MaintenanceConfig;

@@ -292,6 +292,15 @@ impl MetadataStore for CachedMetadataStore {
             .await
     }
 
+    async fn replace_segments(
+        &self,
+        merged: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> Result<Vec<SegmentInfo>> {
+        // Neither the high watermark nor the log start changes: nothing cached is affected.
+        self.inner.replace_segments(merged, fence).await
+    }
+
     async fn truncate_before(
         &self,
         topic: &str,

@@ -489,6 +489,43 @@ pub async fn list_segments_ranges(store: &dyn MetadataStore) {
 
 /// Truncation deletes whole segments below the new start and never moves the start backwards
 /// or past the high watermark.
+/// Compaction swaps adjacent segments for one, only when they still tile its range exactly.
+pub async fn replace_segments(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    let segs = commit_run(store, name, 0, 4, 10).await;
+    let mut merged = segment(name, 0, 10, 29);
+    assert_eq!(
+        store.replace_segments(&merged, None).await.unwrap(),
+        segs[1..3].to_vec()
+    );
+    let listed = store.list_segments(name, 0, 0).await.unwrap();
+    assert_eq!(listed, vec![segs[0].clone(), merged.clone(), segs[3].clone()]);
+    let state = store.get_partition(name, 0).await.unwrap();
+    assert_eq!((state.log_start_offset, state.high_watermark), (0, 40));
+    let keys = store.all_segment_keys().await.unwrap();
+    assert!(keys.contains(&merged.object_key) && !keys.contains(&segs[1].object_key));
+
+    // Not a tiling: splits an existing segment, runs past the log, or miscounts records.
+    for (base, last) in [(5, 29), (30, 45), (0, 15)] {
+        let bad = segment(name, 0, base, last);
+        let err = store.replace_segments(&bad, None).await.unwrap_err();
+        assert!(matches!(err, MetadataError::Invalid(_)), "{base}..={last}: {err}");
+    }
+    merged.record_count -= 1;
+    merged.object_key = format!("{}-again", merged.object_key);
+    assert!(store.replace_segments(&merged, None).await.is_err());
+    assert_eq!(store.list_segments(name, 0, 0).await.unwrap(), listed);
+
+    let fence = LeaseFence {
+        agent_id: unique("nobody"),
+        epoch: 1,
+    };
+    let whole = segment(name, 0, 0, 39);
+    let err = store.replace_segments(&whole, Some(&fence)).await.unwrap_err();
+    assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
+}
+
 pub async fn truncate_before(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
     let name = topic.name.as_str();
@@ -907,6 +944,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     concurrent_commits_one_wins(store).await;
     list_segments_ranges(store).await;
     truncate_before(store).await;
+    replace_segments(store).await;
     delete_topic_returns_segments(store).await;
     producer_ids_unique(store).await;
     consumer_offsets(store).await;

@@ -149,6 +149,26 @@ async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence)
     }
 }
 
+/// Whether `segments` (ordered) cover exactly the offsets and records of `merged`, gap-free.
+fn check_tiling(merged: &SegmentInfo, segments: &[SegmentInfo]) -> Result<()> {
+    let contiguous = segments
+        .windows(2)
+        .all(|pair| pair[1].base_offset == pair[0].last_offset + 1);
+    let records: i64 = segments.iter().map(|s| s.record_count).sum();
+    let tiles = contiguous
+        && segments.first().map(|s| s.base_offset) == Some(merged.base_offset)
+        && segments.last().map(|s| s.last_offset) == Some(merged.last_offset)
+        && records == merged.record_count;
+    if tiles {
+        Ok(())
+    } else {
+        Err(MetadataError::Invalid(format!(
+            "segments of '{}'/{} no longer tile offsets {}..={} with {} records",
+            merged.topic, merged.partition, merged.base_offset, merged.last_offset, merged.record_count
+        )))
+    }
+}
+
 async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
     sqlx::query(concat!(
         "INSERT INTO segments (",
@@ -442,6 +462,48 @@ impl MetadataStore for Store {
         // RETURNING rows come in no defined order.
         deleted.sort_by_key(|segment| segment.base_offset);
         Ok(deleted)
+    }
+
+    async fn replace_segments(
+        &self,
+        merged: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> Result<Vec<SegmentInfo>> {
+        let (topic, partition) = (merged.topic.as_str(), merged.partition);
+        let mut tx = self.write_tx().await?;
+        partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, merged, fence).await?;
+        }
+        let replaced: Vec<SegmentInfo> = sqlx::query(concat!(
+            "SELECT ",
+            segment_columns!(),
+            " FROM segments WHERE topic = $1 AND partition_id = $2 \
+             AND last_offset >= $3 AND base_offset <= $4 ORDER BY base_offset"
+        ))
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(merged.base_offset)
+        .bind(merged.last_offset)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(rows::segment)
+        .collect::<Result<_>>()?;
+        check_tiling(merged, &replaced)?;
+        sqlx::query(
+            "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 \
+             AND base_offset >= $3 AND last_offset <= $4",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(merged.base_offset)
+        .bind(merged.last_offset)
+        .execute(&mut *tx)
+        .await?;
+        insert_segment(&mut tx, merged).await?;
+        tx.commit().await?;
+        Ok(replaced)
     }
 
     async fn all_segment_keys(&self) -> Result<Vec<String>> {

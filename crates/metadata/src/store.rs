@@ -65,6 +65,18 @@ pub trait MetadataStore: Send + Sync + 'static {
         new_log_start: i64,
     ) -> Result<Vec<SegmentInfo>>;
 
+    /// Compaction: replaces the adjacent segments that exactly tile
+    /// `merged.base_offset..=merged.last_offset` by `merged`, in one transaction, and returns them
+    /// (ordered) so their objects can be deleted once no reader can still be using them. The high
+    /// watermark and log start do not change. Refused with `Invalid` when the segments there no
+    /// longer tile that range (retention or another compaction got there first) or the record
+    /// counts disagree, and with `Fenced` as [`MetadataStore::commit_segment`] is.
+    async fn replace_segments(
+        &self,
+        merged: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> Result<Vec<SegmentInfo>>;
+
     /// Object keys of every committed segment, for the orphan janitor.
     async fn all_segment_keys(&self) -> Result<Vec<String>>;
 

@@ -83,6 +83,13 @@ impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
     async fn truncate_before(&self, t: &str, p: u32, start: i64) -> MetaResult<Vec<SegmentInfo>> {
         self.count().truncate_before(t, p, start).await
     }
+    async fn replace_segments(
+        &self,
+        merged: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> MetaResult<Vec<SegmentInfo>> {
+        self.count().replace_segments(merged, fence).await
+    }
     async fn all_segment_keys(&self) -> MetaResult<Vec<String>> {
         self.count().all_segment_keys().await
     }

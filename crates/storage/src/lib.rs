@@ -8,9 +8,13 @@
 //! - [`PartitionWriter`]: assigns offsets, builds segments, uploads them and commits them to the
 //!   metadata store; the high watermark advances only after both.
 //! - [`PartitionReader`]: reads batches from any offset through the index and cache.
+//! - [`LogTruncator`] / [`RetentionPolicy`]: retention and DeleteRecords (drop the oldest
+//!   segments, delete their objects after a grace delay).
+//! - [`OrphanJanitor`]: deletes segment objects no committed segment references.
 
 // ---- object stores, segment index, segment cache (engineer A) ----
 mod cache;
+mod compactor;
 mod metered;
 mod objects;
 mod segment_index;
@@ -20,6 +24,10 @@ mod error;
 mod producer_state;
 mod reader;
 mod writer;
+
+// ---- retention, orphan janitor (issue 7) ----
+mod janitor;
+mod retention;
 
 // ---- re-exports (engineer A) ----
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
@@ -31,3 +39,12 @@ pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
 pub use error::{Corruption, Result, StorageError};
 pub use reader::{PartitionReader, ReadResult, ReaderConfig};
 pub use writer::{Appended, DurableTicket, PartitionWriter, WriterConfig};
+
+// ---- re-exports (issue 7) ----
+pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport};
+pub use retention::{
+    LogTruncator, RetentionPolicy, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
+};
+
+// ---- compaction ----
+pub use compactor::{Compacted, CompactionConfig, Compactor};

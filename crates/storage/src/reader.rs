@@ -232,11 +232,14 @@ impl PartitionReader {
         let mut size = 0usize;
         let mut next = start_offset;
         while next < bounds.high_watermark && (batches.is_empty() || size < max_bytes) {
-            let segment = self.segment_for(next).await?;
             let budget = max_bytes.saturating_sub(size);
-            let chunk = self
-                .read_segment(&segment, next, budget, batches.is_empty())
-                .await?;
+            let chunk = match self.read_at(next, budget, batches.is_empty()).await {
+                Ok(chunk) => chunk,
+                Err(e) if !is_vanished(&e) => return Err(e),
+                // What was read so far is valid; the next read reports the cause.
+                Err(_) if !batches.is_empty() => break,
+                Err(e) => return Err(self.truncated_meanwhile(next, bounds, e).await),
+            };
             let before = batches.len();
             for batch in chunk {
                 if batch.last_offset() >= bounds.high_watermark {
@@ -256,6 +259,37 @@ impl PartitionReader {
             log_start_offset: bounds.log_start,
             next_offset: next,
         })
+    }
+
+    /// Batches from `offset` out of the segment holding it.
+    async fn read_at(
+        &self,
+        offset: i64,
+        budget: usize,
+        at_least_one: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let segment = self.segment_for(offset).await?;
+        self.read_segment(&segment, offset, budget, at_least_one)
+            .await
+    }
+
+    /// The error for a segment or object that vanished from under a read: when retention or
+    /// DeleteRecords truncated the partition after the bounds were checked, the offset is now
+    /// out of range (never partial or stale data); otherwise `error` stands.
+    async fn truncated_meanwhile(
+        &self,
+        offset: i64,
+        bounds: Bounds,
+        error: StorageError,
+    ) -> StorageError {
+        match self.cached_bounds(true).await {
+            Ok(fresh) if offset < fresh.log_start => StorageError::OffsetOutOfRange {
+                offset,
+                log_start: fresh.log_start,
+                high_watermark: bounds.high_watermark.max(fresh.high_watermark),
+            },
+            _ => error,
+        }
     }
 
     /// The segment holding `offset`, which lies below a high watermark. A miss is retried
@@ -515,6 +549,18 @@ impl PartitionReader {
             log_start: state.log_start_offset,
         })
     }
+}
+
+/// Whether a read failed because its segment is no longer there (truncated by retention).
+fn is_vanished(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::MissingSegment { .. }
+            | StorageError::ObjectStore {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+    )
 }
 
 fn footer_cache(max_bytes: u64) -> moka::sync::Cache<Arc<str>, Arc<SegmentFooter>> {

@@ -200,6 +200,23 @@ impl SegmentIndex {
         self.evict_if_over(&mut state);
     }
 
+    /// Swaps in a segment that replaced the segments it covers (compaction).
+    pub fn replace(&self, merged: &SegmentInfo) {
+        let tick = self.tick();
+        let mut state = self.state.write();
+        let covered: Vec<i64> = state
+            .segments
+            .range(merged.base_offset..=merged.last_offset)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in covered {
+            state.segments.remove(&base);
+        }
+        state
+            .segments
+            .insert(merged.base_offset, Entry::new(merged.into(), tick));
+    }
+
     /// Forgets every segment lying wholly below `offset` (after retention deleted them).
     pub fn remove_below(&self, offset: i64) {
         let mut state = self.state.write();

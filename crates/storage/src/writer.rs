@@ -340,9 +340,17 @@ impl PartitionWriter {
         self.inner.lock().next_offset
     }
 
-    /// Lowest retained offset, as of when the writer was opened.
+    /// Lowest retained offset: as of when the writer was opened, raised by
+    /// [`Self::raise_log_start`] when retention or DeleteRecords truncates the partition.
     pub fn log_start_offset(&self) -> i64 {
         self.inner.lock().log_start
+    }
+
+    /// Records that the partition was truncated before `offset` (never lowers the log start,
+    /// never past the high watermark), so readers below it get `OffsetOutOfRange`.
+    pub fn raise_log_start(&self, offset: i64) {
+        let mut state = self.inner.lock();
+        state.log_start = offset.min(state.high_watermark).max(state.log_start);
     }
 
     /// High watermark changes, for Fetch long-polling and same-agent readers.
@@ -534,20 +542,7 @@ impl Inner {
     }
 
     async fn upload(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let path = ObjectPath::from(key);
-        let mut attempt = 0;
-        loop {
-            let error = match self.store.put(&path, PutPayload::from(bytes.clone())).await {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            if attempt >= self.config.upload_retries {
-                return Err(StorageError::object_store(key, error));
-            }
-            tracing::warn!(key, attempt, %error, "segment upload failed, retrying");
-            tokio::time::sleep(self.config.backoff(attempt)).await;
-            attempt += 1;
-        }
+        upload_with_retries(self.store.as_ref(), key, bytes, &self.config).await
     }
 
     async fn commit(&self, info: &SegmentInfo) -> Result<()> {
@@ -627,6 +622,30 @@ impl Inner {
             let _ = waiter.tx.send(Err(failure()));
         }
         failure()
+    }
+}
+
+/// PUTs a segment object, retrying failures with backoff and jitter; an error means the object
+/// may not be stored and must not be acknowledged.
+pub(crate) async fn upload_with_retries(
+    store: &dyn ObjectStore,
+    key: &str,
+    bytes: Bytes,
+    config: &WriterConfig,
+) -> Result<()> {
+    let path = ObjectPath::from(key);
+    let mut attempt = 0;
+    loop {
+        let error = match store.put(&path, PutPayload::from(bytes.clone())).await {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        if attempt >= config.upload_retries {
+            return Err(StorageError::object_store(key, error));
+        }
+        tracing::warn!(key, attempt, %error, "segment upload failed, retrying");
+        tokio::time::sleep(config.backoff(attempt)).await;
+        attempt += 1;
     }
 }
 

@@ -29,9 +29,26 @@ pub struct ServeArgs {
     /// `host:port` clients are told to connect to [default: the Kafka listener address].
     #[arg(long, env = "STREAMHOUSE_ADVERTISED_ADDR")]
     pub advertised_addr: Option<String>,
-    /// Kafka node id of this agent [default: 0].
+    /// Kafka node id of this agent; must be unique among the agents sharing a metadata
+    /// database (clients address agents by it) [default: 0].
     #[arg(long, env = "STREAMHOUSE_NODE_ID")]
     pub node_id: Option<i32>,
+    /// Metadata database shared by the agents of a cluster: `postgres://user:pass@host/db`
+    /// [default: an embedded SQLite file, data_dir/metadata.db, for a single agent].
+    #[arg(long, env = "STREAMHOUSE_METADATA_URL")]
+    pub metadata_url: Option<String>,
+    /// Store segments under this local directory instead of data_dir/objects; agents sharing
+    /// one directory (e.g. a network file system) form a cluster like agents sharing a bucket.
+    #[arg(long, env = "STREAMHOUSE_OBJECT_STORE_ROOT")]
+    pub object_store_root: Option<PathBuf>,
+    /// Partition lease duration in ms; an agent whose heartbeat is older than this counts as
+    /// dead and its partitions move to the others, so it bounds failover time [default: 10000].
+    #[arg(long, env = "STREAMHOUSE_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
+    /// How often the agent records a heartbeat, in ms; keep well below the lease TTL
+    /// [default: 2000].
+    #[arg(long, env = "STREAMHOUSE_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
     /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable)
     /// [default: false].
     #[arg(long, env = "STREAMHOUSE_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
@@ -72,6 +89,9 @@ struct FileConfig {
     http_addr: Option<SocketAddr>,
     advertised_addr: Option<String>,
     node_id: Option<i32>,
+    metadata_url: Option<String>,
+    lease_ttl_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     flush_interval_ms: Option<u64>,
@@ -90,6 +110,10 @@ pub struct Settings {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub node_id: i32,
+    /// `None`: the embedded SQLite database in the data directory.
+    pub metadata_url: Option<String>,
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub flush_interval: Duration,
@@ -119,8 +143,8 @@ impl ServeArgs {
             Some(a) => split_host_port(&a)?,
             None => (kafka_addr.ip().to_string(), kafka_addr.port()),
         };
-        let object_store = match (self.s3_bucket, file.object_store) {
-            (Some(bucket), _) => ObjectStoreConfig::S3 {
+        let object_store = match (self.s3_bucket, self.object_store_root, file.object_store) {
+            (Some(bucket), _, _) => ObjectStoreConfig::S3 {
                 bucket,
                 endpoint: self.s3_endpoint,
                 region: self.s3_region,
@@ -129,11 +153,16 @@ impl ServeArgs {
                 allow_http: true,
                 virtual_hosted_style: false,
             },
-            (None, Some(configured)) => configured,
-            (None, None) => ObjectStoreConfig::Local {
+            (None, Some(root), _) => ObjectStoreConfig::Local { root },
+            (None, None, Some(configured)) => configured,
+            (None, None, None) => ObjectStoreConfig::Local {
                 root: data_dir.join("objects"),
             },
         };
+        let (lease_ttl, heartbeat_interval) = lease_timing(
+            self.lease_ttl_ms.or(file.lease_ttl_ms),
+            self.heartbeat_interval_ms.or(file.heartbeat_interval_ms),
+        )?;
         Ok(Settings {
             kafka_addr,
             http_addr: self
@@ -143,6 +172,9 @@ impl ServeArgs {
             advertised_host,
             advertised_port,
             node_id: self.node_id.or(file.node_id).unwrap_or(0),
+            metadata_url: self.metadata_url.or(file.metadata_url),
+            lease_ttl,
+            heartbeat_interval,
             auto_create_topics: self
                 .auto_create_topics
                 .or(file.auto_create_topics)
@@ -172,6 +204,22 @@ impl ServeArgs {
             data_dir,
         })
     }
+}
+
+/// Lease TTL and heartbeat interval, defaulted and checked against each other.
+fn lease_timing(
+    lease_ttl_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let lease_ttl = Duration::from_millis(lease_ttl_ms.unwrap_or(10_000));
+    let heartbeat_interval = Duration::from_millis(heartbeat_interval_ms.unwrap_or(2_000));
+    if heartbeat_interval.is_zero() || heartbeat_interval >= lease_ttl {
+        bail!(
+            "heartbeat interval ({heartbeat_interval:?}) must be positive and below the lease TTL \
+             ({lease_ttl:?}), or live agents would be taken for dead"
+        );
+    }
+    Ok((lease_ttl, heartbeat_interval))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -230,6 +278,39 @@ mod tests {
             (s.advertised_host.as_str(), s.advertised_port),
             ("broker.example", 19092)
         );
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "metadata_url = \"postgres://db/sh\"\nlease_ttl_ms = 3000\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            object_store_root: Some("/shared/objects".into()),
+            heartbeat_interval_ms: Some(500),
+            ..Default::default()
+        };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.metadata_url.as_deref(), Some("postgres://db/sh"));
+        assert_eq!(s.lease_ttl, Duration::from_secs(3));
+        assert_eq!(s.heartbeat_interval, Duration::from_millis(500));
+        assert!(
+            matches!(&s.object_store, ObjectStoreConfig::Local { root } if root == Path::new("/shared/objects"))
+        );
+        let defaults = ServeArgs::default().resolve().unwrap();
+        assert_eq!(defaults.metadata_url, None);
+        assert_eq!(defaults.lease_ttl, Duration::from_secs(10));
+        let slow_heartbeat = ServeArgs {
+            lease_ttl_ms: Some(1000),
+            heartbeat_interval_ms: Some(1000),
+            ..Default::default()
+        };
+        assert!(slow_heartbeat.resolve().is_err());
     }
 
     #[test]

@@ -5,8 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use std::time::Duration;
 use streamhouse_kafka::{Broker, BrokerConfig};
-use streamhouse_metadata::{CacheConfig, CachedMetadataStore, MetadataStore, SqliteMetadataStore};
+
+use streamhouse_metadata::{
+    CacheConfig, CachedMetadataStore, MetadataStore, PostgresMetadataStore, SqliteMetadataStore,
+};
 use streamhouse_storage::{
     build_object_store, MeteredObjectStore, SegmentCache, SegmentCacheConfig,
 };
@@ -25,14 +29,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&settings.data_dir)?;
     let agent_id = agent_id(&settings.data_dir)?;
 
-    let db_path = settings.data_dir.join("metadata.db");
-    let sqlite = SqliteMetadataStore::open(&db_path)
-        .await
-        .with_context(|| format!("opening metadata database {}", db_path.display()))?;
-    let cached = Arc::new(CachedMetadataStore::new(
-        Arc::new(sqlite),
-        CacheConfig::default(),
-    ));
+    let cached = open_metadata(&settings).await?;
     let metadata: Arc<dyn MetadataStore> = cached.clone();
     let store = build_object_store(&settings.object_store).context("building the object store")?;
     let store = Arc::new(MeteredObjectStore::new(store));
@@ -74,11 +71,56 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metadata store behind its cache: PostgreSQL when a URL is configured (a cluster shares
+/// it), else the embedded SQLite file in the data directory (a single agent).
+async fn open_metadata(settings: &Settings) -> anyhow::Result<Arc<CachedMetadataStore>> {
+    let (inner, cache): (Arc<dyn MetadataStore>, _) = match &settings.metadata_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PostgresMetadataStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to metadata database {}", redacted(url)))?;
+            // Other agents change partitions this one may own next (their high watermarks), so
+            // cached entries must not outlive one controller round by much.
+            let cache = CacheConfig {
+                ttl: Duration::from_secs(1),
+                ..CacheConfig::default()
+            };
+            (Arc::new(store), cache)
+        }
+        Some(url) => bail!(
+            "unsupported metadata URL {}: expected postgres:// or postgresql://",
+            redacted(url)
+        ),
+        None => {
+            let path = settings.data_dir.join("metadata.db");
+            let store = SqliteMetadataStore::open(&path)
+                .await
+                .with_context(|| format!("opening metadata database {}", path.display()))?;
+            (Arc::new(store), CacheConfig::default())
+        }
+    };
+    Ok(Arc::new(CachedMetadataStore::new(inner, cache)))
+}
+
+/// `url` without its credentials, for messages.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 fn broker_config(s: &Settings) -> BrokerConfig {
     BrokerConfig {
         node_id: s.node_id,
         advertised_host: s.advertised_host.clone(),
         advertised_port: s.advertised_port,
+        http_addr: s.http_addr.to_string(),
+        lease_ttl: s.lease_ttl,
+        heartbeat_interval: s.heartbeat_interval,
         auto_create_topics: s.auto_create_topics,
         default_partitions: s.default_partitions,
         flush_interval: s.flush_interval,

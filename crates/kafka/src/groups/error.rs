@@ -11,6 +11,9 @@ use crate::errors::metadata_error_code;
 pub(crate) enum GroupError {
     #[error("group id must not be empty")]
     InvalidGroupId,
+    /// Another agent coordinates the group; the client asks FindCoordinator again.
+    #[error("this agent does not coordinate group {0}")]
+    NotCoordinator(String),
     #[error("group {group} is being deleted or unloaded")]
     CoordinatorNotAvailable { group: String },
     #[error("member {member} is not part of group {group}")]
@@ -56,6 +59,7 @@ impl GroupError {
     pub(crate) fn code(&self) -> ResponseError {
         match self {
             Self::InvalidGroupId => ResponseError::InvalidGroupId,
+            Self::NotCoordinator(_) => ResponseError::NotCoordinator,
             Self::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
             Self::UnknownMember { .. } => ResponseError::UnknownMemberId,
             Self::IllegalGeneration { .. } => ResponseError::IllegalGeneration,

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use streamhouse_metadata::AgentInfo;
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -58,28 +59,56 @@ fn opt_str_bytes(s: Option<String>) -> Option<StrBytes> {
     s.as_deref().map(str_bytes)
 }
 
-/// Every key is coordinated by this agent for now.
+/// Group requests are served only by the group's coordinator; elsewhere they fail with
+/// NOT_COORDINATOR, which sends the client back to FindCoordinator (as in Kafka).
+pub(crate) fn coordinating(b: &Broker, group: &str) -> Result<(), GroupError> {
+    if b.is_coordinator(group) {
+        Ok(())
+    } else {
+        Err(GroupError::NotCoordinator(group.to_string()))
+    }
+}
+
+/// The coordinator of each key: the live agent the shared assignment names for it.
 pub(crate) fn find_coordinator(
     b: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let config = b.config();
-    let node = BrokerId(config.node_id);
-    let host = str_bytes(&config.advertised_host);
-    let port = i32::from(config.advertised_port);
+    let view = b.membership.view();
+    let coordinator_of = |key: &str| -> (BrokerId, StrBytes, i32) {
+        let agent: Option<&AgentInfo> = view.assignment.coordinator(key);
+        match agent {
+            Some(a) => (
+                BrokerId(a.node_id),
+                str_bytes(&a.kafka_host),
+                i32::from(a.kafka_port),
+            ),
+            // Unreachable in practice: an agent always counts itself live.
+            None => {
+                let config = b.config();
+                (
+                    BrokerId(config.node_id),
+                    str_bytes(&config.advertised_host),
+                    i32::from(config.advertised_port),
+                )
+            }
+        }
+    };
     let response = FindCoordinatorResponse::default().with_error_message(None);
     if version < 4 {
+        let (node, host, port) = coordinator_of(req.key.as_str());
         return response.with_node_id(node).with_host(host).with_port(port);
     }
     let coordinators = req
         .coordinator_keys
         .into_iter()
         .map(|key| {
+            let (node, host, port) = coordinator_of(key.as_str());
             Coordinator::default()
                 .with_key(key)
                 .with_node_id(node)
-                .with_host(host.clone())
+                .with_host(host)
                 .with_port(port)
         })
         .collect();
@@ -94,7 +123,8 @@ pub(crate) async fn join_group(
 ) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
-    let result = match join_request(client, req, version) {
+    let result = match coordinating(b, &group_id).and_then(|()| join_request(client, req, version))
+    {
         Ok(join) => b.groups().join(&group_id, join).await,
         Err(e) => Err(e),
     };
@@ -209,7 +239,11 @@ pub(crate) async fn sync_group(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    match b.groups().sync(&group_id, sync).await {
+    let synced = match coordinating(b, &group_id) {
+        Ok(()) => b.groups().sync(&group_id, sync).await,
+        Err(e) => Err(e),
+    };
+    match synced {
         Ok(synced) if version >= 5 => SyncGroupResponse::default()
             .with_protocol_type(opt_str_bytes(synced.protocol_type))
             .with_protocol_name(opt_str_bytes(synced.protocol_name))
@@ -220,12 +254,15 @@ pub(crate) async fn sync_group(
 }
 
 pub(crate) fn heartbeat(b: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
-    let result = b.groups().heartbeat(
-        req.group_id.0.as_str(),
-        req.member_id.as_str(),
-        req.group_instance_id.as_deref(),
-        req.generation_id,
-    );
+    let group_id = req.group_id.0.as_str();
+    let result = coordinating(b, group_id).and_then(|()| {
+        b.groups().heartbeat(
+            group_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
+    });
     HeartbeatResponse::default().with_error_code(error_code(&result))
 }
 
@@ -246,7 +283,9 @@ pub(crate) fn leave_group(b: &Broker, req: LeaveGroupRequest, version: i16) -> L
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results = match b.groups().leave(req.group_id.0.as_str(), &members) {
+    let group_id = req.group_id.0.as_str();
+    let left = coordinating(b, group_id).and_then(|()| b.groups().leave(group_id, &members));
+    let results = match left {
         Ok(results) => results,
         Err(e) => return LeaveGroupResponse::default().with_error_code(e.code().code()),
     };
@@ -283,6 +322,8 @@ pub(crate) async fn list_groups(
     };
     let listed = groups
         .into_iter()
+        // Each agent lists the groups it coordinates; admin clients ask every agent.
+        .filter(|g| b.is_coordinator(&g.group_id))
         .filter(|g| wanted.is_empty() || wanted.contains(&g.state.name().to_ascii_lowercase()))
         .map(|g| {
             let listed = ListedGroup::default()
@@ -306,7 +347,11 @@ pub(crate) async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let described = DescribedGroup::default().with_group_id(group_id.clone());
-        groups.push(match b.groups().describe_group(group_id.0.as_str()).await {
+        let found = match coordinating(b, group_id.0.as_str()) {
+            Ok(()) => b.groups().describe_group(group_id.0.as_str()).await,
+            Err(e) => Err(e),
+        };
+        groups.push(match found {
             Ok(description) => describe(described, description, version),
             Err(e) => described.with_error_code(e.code().code()),
         });
@@ -341,7 +386,10 @@ fn describe(out: DescribedGroup, d: GroupDescription, version: i16) -> Described
 pub(crate) async fn delete_groups(b: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
-        let result = b.groups().delete_group(group_id.0.as_str()).await;
+        let result = match coordinating(b, group_id.0.as_str()) {
+            Ok(()) => b.groups().delete_group(group_id.0.as_str()).await,
+            Err(e) => Err(e),
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)

@@ -1,24 +1,34 @@
-//! Metadata: brokers, topics and partition leaders.
+//! Metadata: brokers (the live agents), topics and partition leaders (the agent holding each
+//! partition's lease, else the agent that should own it).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
-use streamhouse_metadata::Topic;
+use streamhouse_metadata::{now_ms, Topic};
 use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
+use crate::cluster::ClusterView;
 use crate::errors::metadata_error_code;
 
 pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
     let config = b.config();
     let node = BrokerId(config.node_id);
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(str_bytes(&config.advertised_host))
-        .with_port(i32::from(config.advertised_port))];
+    let view = b.cluster_view().await;
+    let brokers = view
+        .assignment
+        .agents()
+        .iter()
+        .map(|a| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(a.node_id))
+                .with_host(str_bytes(&a.kafka_host))
+                .with_port(i32::from(a.kafka_port))
+        })
+        .collect();
     // Before v4 the request had no flag and auto-creation followed the broker setting alone.
     let may_create = config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let topics = match req.topics {
@@ -26,14 +36,14 @@ pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> Me
             let mut out = Vec::with_capacity(requested.len());
             for t in requested {
                 out.push(match t.name {
-                    Some(name) => describe_named(b, name.0.as_str(), may_create).await,
-                    None => describe_by_id(b, t.topic_id).await,
+                    Some(name) => describe_named(b, &view, name.0.as_str(), may_create).await,
+                    None => describe_by_id(b, &view, t.topic_id).await,
                 });
             }
             out
         }
         _ => match b.metadata().list_topics().await {
-            Ok(all) => all.iter().map(|t| describe_topic(b, t)).collect(),
+            Ok(all) => all.iter().map(|t| describe_topic(&view, t)).collect(),
             Err(e) => {
                 tracing::warn!("metadata: listing topics failed: {e}");
                 Vec::new()
@@ -47,15 +57,20 @@ pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> Me
         .with_topics(topics)
 }
 
-async fn describe_named(b: &Broker, name: &str, may_create: bool) -> MetadataResponseTopic {
+async fn describe_named(
+    b: &Broker,
+    view: &ClusterView,
+    name: &str,
+    may_create: bool,
+) -> MetadataResponseTopic {
     match b.topic_or_auto_create(name, may_create).await {
-        Ok(Some(topic)) => describe_topic(b, &topic),
+        Ok(Some(topic)) => describe_topic(view, &topic),
         Ok(None) => topic_error(name, ResponseError::UnknownTopicOrPartition),
         Err(e) => topic_error(name, metadata_error_code(&e)),
     }
 }
 
-async fn describe_by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
+async fn describe_by_id(b: &Broker, view: &ClusterView, id: Uuid) -> MetadataResponseTopic {
     let found = b
         .metadata()
         .list_topics()
@@ -63,17 +78,19 @@ async fn describe_by_id(b: &Broker, id: Uuid) -> MetadataResponseTopic {
         .ok()
         .and_then(|all| all.into_iter().find(|t| t.id == id));
     match found {
-        Some(topic) => describe_topic(b, &topic),
+        Some(topic) => describe_topic(view, &topic),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)
             .with_error_code(ResponseError::UnknownTopicId.code()),
     }
 }
 
-fn describe_topic(b: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
+    let now = now_ms();
     let partitions = (0..topic.partitions)
         .map(|p| {
-            let leader = BrokerId(b.leader_for(&topic.name, p));
+            // Without agents there is no leader; -1 makes clients retry Metadata.
+            let leader = BrokerId(view.leader(&topic.name, p, now).unwrap_or(-1));
             MetadataResponsePartition::default()
                 .with_partition_index(p as i32)
                 .with_leader_id(leader)

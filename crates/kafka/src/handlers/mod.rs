@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod init_producer_id;
@@ -110,6 +111,9 @@ pub(crate) fn dispatch(
         }
         RequestKind::OffsetDelete(r) => {
             later(async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, r).await) })
+        }
+        RequestKind::DeleteRecords(r) => {
+            later(async move { ResponseKind::DeleteRecords(delete_records::handle(&b, r).await) })
         }
         other => unreachable!("version table admits {other:?} but no handler exists"),
     }

@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
+use super::groups::coordinating;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::groups::{Committer, OffsetCommit, PartitionOffset, TopicPartitions};
@@ -39,10 +40,15 @@ pub(crate) async fn offset_commit(b: &Broker, req: OffsetCommitRequest) -> Offse
             })
         })
         .collect();
-    let results = b
-        .groups()
-        .commit_offsets(req.group_id.0.as_str(), &committer, &commits)
-        .await;
+    let group_id = req.group_id.0.as_str();
+    let results = match coordinating(b, group_id) {
+        Ok(()) => {
+            b.groups()
+                .commit_offsets(group_id, &committer, &commits)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let mut codes = commits.iter().enumerate().map(|(i, _)| match &results {
         Ok(per_partition) => per_partition[i].err().map_or(0, |e| e.code()),
         Err(e) => e.code().code(),
@@ -82,11 +88,12 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    match b
-        .groups()
-        .fetch_offsets(req.group_id.0.as_str(), topics)
-        .await
-    {
+    let group_id = req.group_id.0.as_str();
+    let fetched = match coordinating(b, group_id) {
+        Ok(()) => b.groups().fetch_offsets(group_id, topics).await,
+        Err(e) => Err(e),
+    };
+    match fetched {
         Ok(found) => {
             let topics = found
                 .into_iter()
@@ -126,16 +133,15 @@ async fn fetch_groups(b: &Broker, req: OffsetFetchRequest) -> OffsetFetchRespons
                 .collect()
         });
         let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-        groups.push(
-            match b
-                .groups()
-                .fetch_offsets(g.group_id.0.as_str(), topics)
-                .await
-            {
-                Ok(found) => out.with_topics(found.into_iter().map(group_topic).collect()),
-                Err(e) => out.with_error_code(e.code().code()),
-            },
-        );
+        let group_id = g.group_id.0.as_str();
+        let fetched = match coordinating(b, group_id) {
+            Ok(()) => b.groups().fetch_offsets(group_id, topics).await,
+            Err(e) => Err(e),
+        };
+        groups.push(match fetched {
+            Ok(found) => out.with_topics(found.into_iter().map(group_topic).collect()),
+            Err(e) => out.with_error_code(e.code().code()),
+        });
     }
     OffsetFetchResponse::default().with_groups(groups)
 }
@@ -165,11 +171,12 @@ pub(crate) async fn offset_delete(b: &Broker, req: OffsetDeleteRequest) -> Offse
             (t.name.0.to_string(), partitions)
         })
         .collect();
-    match b
-        .groups()
-        .delete_offsets(req.group_id.0.as_str(), topics)
-        .await
-    {
+    let group_id = req.group_id.0.as_str();
+    let deleted = match coordinating(b, group_id) {
+        Ok(()) => b.groups().delete_offsets(group_id, topics).await,
+        Err(e) => Err(e),
+    };
+    match deleted {
         Ok(results) => {
             let topics = results
                 .into_iter()

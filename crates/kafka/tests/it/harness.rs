@@ -149,6 +149,7 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::ListGroups(_) => ApiKey::ListGroups,
         RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
+        RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }

@@ -1,6 +1,8 @@
 //! Integration tests of the Kafka agent at the wire level: a real listener over in-memory
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
+mod cluster;
 mod groups;
 mod harness;
 mod protocol;
+mod retention;

@@ -501,3 +501,53 @@ async fn unsupported_api_versions_version_gets_a_v0_error() {
 fn framed(body: &[u8]) -> Vec<u8> {
     [&(body.len() as i32).to_be_bytes()[..], body].concat()
 }
+
+/// Compaction merges the small segments of each flush; consumers read the same bytes after.
+#[tokio::test]
+async fn compaction_keeps_every_offset_readable() {
+    let mut config = streamhouse_kafka::BrokerConfig::default();
+    config.maintenance.compaction_min_age = std::time::Duration::ZERO;
+    config.maintenance.delete_grace = std::time::Duration::ZERO;
+    let server = TestServer::start_with(config).await;
+    create_topic(&server, "merge", 1).await;
+    let mut client = server.client().await;
+    for i in 0..6 {
+        let batch = record_batch(&[("k", "v"), ("k2", "v2")], 1_000 * i, None);
+        // acks=-1: each produce waits for its own flush, so each makes its own segment.
+        assert_eq!(
+            produce_result(client.send(produce("merge", 0, batch, -1), 9).await).0,
+            0
+        );
+    }
+    let before = fetch_result(client.send(fetch("merge", 0, 0, 0), 12).await).2;
+    assert_eq!(
+        server
+            .metadata
+            .list_segments("merge", 0, 0)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+
+    assert!(server.broker.compact_partitions().await >= 1);
+
+    assert_eq!(
+        server
+            .metadata
+            .list_segments("merge", 0, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let batches = streamhouse_segment::RecordBatch::parse_all(before.clone()).unwrap();
+    for offset in 0..12 {
+        let (err, hw, records) = fetch_result(client.send(fetch("merge", 0, offset, 0), 12).await);
+        assert_eq!((err, hw), (0, 12));
+        // Whole batches are returned: the one holding `offset` and every later one.
+        let first = batches.iter().position(|b| b.last_offset() >= offset).unwrap();
+        let start: usize = batches[..first].iter().map(|b| b.len()).sum();
+        assert_eq!(records, before.slice(start..), "fetch at {offset}");
+    }
+}

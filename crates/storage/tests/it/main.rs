@@ -1,6 +1,7 @@
 //! Integration tests of the storage crate.
 
 mod cache;
+mod compaction;
 mod objects;
 mod segment_index;
 
@@ -8,6 +9,10 @@ mod producer_state;
 mod reader;
 mod roundtrip;
 mod writer;
+
+mod faults;
+mod janitor;
+mod retention;
 
 /// Shared fixtures for the writer, reader and round-trip tests (engineer B).
 #[allow(dead_code)]

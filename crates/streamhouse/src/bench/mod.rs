@@ -79,7 +79,7 @@ pub struct ProduceBench {
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Unacknowledged records allowed per producer task.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 10_000)]
     pub in_flight: usize,
     /// Records per second across all tasks, 0 = unlimited [default: 0 for produce, 1000 for e2e].
     #[arg(long)]
@@ -221,17 +221,7 @@ async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Repor
     let kafka = Kafka::connect(endpoints).await?;
     let clients = open_topic(&kafka, &args.topic, true).await?;
     warm_up(&kafka, &clients).await?;
-    let mut parts = Vec::with_capacity(clients.len());
-    for client in &clients {
-        let (_, high) = kafka.watermarks(client).await?;
-        parts.push((
-            Arc::clone(client),
-            Span {
-                from: high,
-                until: None,
-            },
-        ));
-    }
+    let parts = tail_spans(&kafka, &clients).await?;
     let fetch = FetchPlan {
         max_bytes: 1 << 20,
         max_wait_ms: 500,
@@ -277,6 +267,26 @@ async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Repor
         end_to_end_ms: Percentiles::of(&consumed.latency),
         errors,
     })
+}
+
+/// A tailing consumer per partition, starting at its current end. Each gets a partition client
+/// (hence a connection) of its own: the server answers a connection's requests in order, so
+/// sharing the producer's would hold acknowledgements behind parked fetches and vice versa.
+async fn tail_spans(
+    kafka: &Kafka,
+    clients: &[Arc<PartitionClient>],
+) -> anyhow::Result<Vec<(Arc<PartitionClient>, Span)>> {
+    let mut parts = Vec::with_capacity(clients.len());
+    for client in clients {
+        let tail = kafka.partition(client.topic(), client.partition()).await?;
+        let (_, high) = kafka.watermarks(&tail).await?;
+        let span = Span {
+            from: high,
+            until: None,
+        };
+        parts.push((tail, span));
+    }
+    Ok(parts)
 }
 
 /// One unstamped record per partition, so connection set-up and partition opening on the

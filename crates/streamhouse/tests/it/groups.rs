@@ -12,11 +12,22 @@ fn values(out: &str) -> Vec<&str> {
 fn consume_with_group_commits_and_resumes() {
     let s = Server::start();
     s.ok(&["topic", "create", "jobs"]);
-    success(&s.cli_with_input(&["produce", "jobs"], "j0\nj1\nj2\nj3\nj4\n"), &["produce"]);
+    success(
+        &s.cli_with_input(&["produce", "jobs"], "j0\nj1\nj2\nj3\nj4\n"),
+        &["produce"],
+    );
 
-    let first = s.ok(&["consume", "jobs", "--group", "workers", "--max-messages", "2"]);
+    let first = s.ok(&[
+        "consume",
+        "jobs",
+        "--group",
+        "workers",
+        "--max-messages",
+        "2",
+    ]);
     assert_eq!(values(&first), ["j0", "j1"]);
-    let lag: Value = serde_json::from_str(&s.ok(&["group", "lag", "workers", "--format", "json"])).unwrap();
+    let lag: Value =
+        serde_json::from_str(&s.ok(&["group", "lag", "workers", "--format", "json"])).unwrap();
     assert_eq!(lag[0]["committed"], 2);
     assert_eq!(lag[0]["lag"], 3);
     let rest = s.ok(&["consume", "jobs", "--group", "workers", "-e"]);
@@ -27,17 +38,38 @@ fn consume_with_group_commits_and_resumes() {
     let described = s.ok(&["group", "describe", "workers"]);
     assert!(described.contains("group_id: workers"), "{described}");
 
-    let dry = s.ok(&["group", "reset-offsets", "workers", "--topic", "jobs", "--to-offset", "1", "--dry-run"]);
-    assert!(dry.contains("jobs/0 -> 1") && dry.contains("dry run"), "{dry}");
-    s.ok(&["group", "reset-offsets", "workers", "--topic", "jobs", "--to-earliest"]);
-    let lag: Value = serde_json::from_str(&s.ok(&["group", "lag", "workers", "--format", "json"])).unwrap();
+    let dry = s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--topic",
+        "jobs",
+        "--to-offset",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("jobs/0 -> 1") && dry.contains("dry run"),
+        "{dry}"
+    );
+    s.ok(&[
+        "group",
+        "reset-offsets",
+        "workers",
+        "--topic",
+        "jobs",
+        "--to-earliest",
+    ]);
+    let lag: Value =
+        serde_json::from_str(&s.ok(&["group", "lag", "workers", "--format", "json"])).unwrap();
     assert_eq!(lag[0]["lag"], 5);
 }
 
 #[test]
 fn agent_list_shows_this_agent() {
     let s = Server::start();
-    let agents: Value = serde_json::from_str(&s.ok(&["agent", "list", "--format", "json"])).unwrap();
+    let agents: Value =
+        serde_json::from_str(&s.ok(&["agent", "list", "--format", "json"])).unwrap();
     let agents = agents.as_array().unwrap();
     assert_eq!(agents.len(), 1, "{agents:?}");
     assert_eq!(agents[0]["local"], true);
@@ -49,10 +81,20 @@ fn agent_list_shows_this_agent() {
 fn topic_configs_and_partitions_via_http() {
     let s = Server::start();
     s.ok(&["topic", "create", "cfg", "--config", "retention.ms=60000"]);
-    let d: Value = serde_json::from_str(&s.ok(&["topic", "describe", "cfg", "--format", "json"])).unwrap();
+    let d: Value =
+        serde_json::from_str(&s.ok(&["topic", "describe", "cfg", "--format", "json"])).unwrap();
     assert_eq!(d["configs"]["retention.ms"], "60000");
-    s.ok(&["topic", "alter", "cfg", "--partitions", "3", "--config", "retention.ms=120000"]);
-    let d: Value = serde_json::from_str(&s.ok(&["topic", "describe", "cfg", "--format", "json"])).unwrap();
+    s.ok(&[
+        "topic",
+        "alter",
+        "cfg",
+        "--partitions",
+        "3",
+        "--config",
+        "retention.ms=120000",
+    ]);
+    let d: Value =
+        serde_json::from_str(&s.ok(&["topic", "describe", "cfg", "--format", "json"])).unwrap();
     assert_eq!(d["partitions"].as_array().unwrap().len(), 3);
     assert_eq!(d["configs"]["retention.ms"], "120000");
 }

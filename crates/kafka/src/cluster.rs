@@ -1,0 +1,366 @@
+//! Many agents, one metadata store: who should own which partition and coordinate which group,
+//! without a consensus protocol of our own. The metadata store is the source of truth.
+//!
+//! - Every agent registers itself and heartbeats ([`run_heartbeat`]); an agent is *live* while
+//!   its last heartbeat is within the lease TTL.
+//! - Every agent computes the same [`Assignment`] from the same live-agent list: no messages,
+//!   no election. Agents sharing a node id count once.
+//! - A per-agent controller ([`run_controller`]) reconciles what it holds with what it should
+//!   hold: it leases its desired partitions (which succeeds only once the previous owner's lease
+//!   was released or expired) and hands off held partitions that are no longer its own (flush,
+//!   then release). Partition leases with fenced commits make any disagreement during a change
+//!   safe: at most one writer can commit at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use streamhouse_metadata::{now_ms, AgentInfo, MetadataError, PartitionLease};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+
+/// Longest pause between two reconciliations of held and desired partitions.
+const CONTROLLER_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Partitions a controller opens at once.
+const CONCURRENT_OPENS: usize = 16;
+
+/// Where partitions and group coordinators should live, given the live agents.
+///
+/// Partition `p` of topic `t` goes to agent `(hash(t) + p) mod n` of the agents sorted by node
+/// id: every topic spreads evenly (no agent gets more than `ceil(partitions / n)` of it), and
+/// creating or deleting a topic moves no partition of another topic. A group's coordinator is
+/// agent `hash(group) mod n`. The hash is FNV-1a, stable across processes and versions.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    agents: Vec<AgentInfo>,
+}
+
+impl Assignment {
+    /// The assignment over `agents` (in any order). Several agents with one node id (a restarted
+    /// agent whose previous incarnation has not timed out yet) count once, as the most recently
+    /// started of them.
+    pub fn new(agents: impl IntoIterator<Item = AgentInfo>) -> Self {
+        let mut agents: Vec<AgentInfo> = agents.into_iter().collect();
+        agents.sort_by(|a, b| {
+            (a.node_id, b.started_at_ms, &a.agent_id).cmp(&(
+                b.node_id,
+                a.started_at_ms,
+                &b.agent_id,
+            ))
+        });
+        agents.dedup_by_key(|a| a.node_id);
+        Self { agents }
+    }
+
+    /// The agents partitions are spread over, sorted by node id.
+    pub fn agents(&self) -> &[AgentInfo] {
+        &self.agents
+    }
+
+    /// The agent that should own `topic`/`partition`; `None` without agents.
+    pub fn owner(&self, topic: &str, partition: u32) -> Option<&AgentInfo> {
+        self.pick(stable_hash(topic).wrapping_add(u64::from(partition)))
+    }
+
+    /// The agent that should coordinate consumer group `group`; `None` without agents.
+    pub fn coordinator(&self, group: &str) -> Option<&AgentInfo> {
+        self.pick(stable_hash(group))
+    }
+
+    fn pick(&self, slot: u64) -> Option<&AgentInfo> {
+        let n = self.agents.len() as u64;
+        (n > 0).then(|| &self.agents[(slot % n) as usize])
+    }
+
+    fn node_of(&self, agent_id: &str) -> Option<i32> {
+        self.agents
+            .iter()
+            .find(|a| a.agent_id == agent_id)
+            .map(|a| a.node_id)
+    }
+}
+
+/// FNV-1a: a fixed hash, so every agent (whatever its build) places things identically.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// What an agent knows of the cluster: the current assignment and the partition leases, as of
+/// the last refresh.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterView {
+    pub(crate) assignment: Arc<Assignment>,
+    leases: Arc<HashMap<(String, u32), PartitionLease>>,
+}
+
+impl ClusterView {
+    /// Node id of the agent clients should send `topic`/`partition` to: the live holder of an
+    /// unexpired lease, else the desired owner.
+    pub(crate) fn leader(&self, topic: &str, partition: u32, now_ms: i64) -> Option<i32> {
+        let holder = self
+            .leases
+            .get(&(topic.to_string(), partition))
+            .filter(|l| l.expires_at_ms >= now_ms)
+            .and_then(|l| self.assignment.node_of(&l.agent_id));
+        holder.or_else(|| self.assignment.owner(topic, partition).map(|a| a.node_id))
+    }
+}
+
+/// This agent's membership: its registration, the latest view, and the controller's wake-up.
+pub(crate) struct Membership {
+    me: AgentInfo,
+    view: RwLock<ClusterView>,
+    /// Wakes the controller early (a topic was created or grown).
+    wake: Arc<Notify>,
+    /// Set by shutdown: the controller stops and nothing new is leased.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Membership {
+    /// Membership of agent `me`, which until the first refresh sees itself alone (so a single
+    /// agent serves at once).
+    pub(crate) fn new(me: AgentInfo) -> Self {
+        let view = ClusterView {
+            assignment: Arc::new(Assignment::new([me.clone()])),
+            leases: Arc::default(),
+        };
+        Self {
+            me,
+            view: RwLock::new(view),
+            wake: Arc::default(),
+            stopping: Default::default(),
+        }
+    }
+
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.me.agent_id
+    }
+
+    /// The latest view (no I/O).
+    pub(crate) fn view(&self) -> ClusterView {
+        self.view.read().expect("cluster view poisoned").clone()
+    }
+
+    /// Whether this agent should own `topic`/`partition` now.
+    pub(crate) fn should_own(&self, topic: &str, partition: u32) -> bool {
+        let view = self.view();
+        view.assignment
+            .owner(topic, partition)
+            .is_some_and(|a| a.agent_id == self.me.agent_id)
+    }
+
+    /// Whether this agent coordinates consumer group `group` now.
+    pub(crate) fn coordinates(&self, group: &str) -> bool {
+        let view = self.view();
+        view.assignment
+            .coordinator(group)
+            .is_some_and(|a| a.agent_id == self.me.agent_id)
+    }
+
+    /// Re-reads live agents and leases from the metadata store. This agent always counts as live
+    /// (it is running), whatever its last recorded heartbeat.
+    pub(crate) async fn refresh(&self, b: &Broker) -> Result<ClusterView, MetadataError> {
+        let alive_since = now_ms() - b.lease_ttl_ms();
+        let mut agents = b.metadata.list_agents(alive_since).await?;
+        if !agents.iter().any(|a| a.agent_id == self.me.agent_id) {
+            agents.push(self.me.clone());
+        }
+        let leases = b.metadata.list_leases().await?;
+        let view = ClusterView {
+            assignment: Arc::new(Assignment::new(agents)),
+            leases: Arc::new(
+                leases
+                    .into_iter()
+                    .map(|l| ((l.topic.clone(), l.partition), l))
+                    .collect(),
+            ),
+        };
+        *self.view.write().expect("cluster view poisoned") = view.clone();
+        Ok(view)
+    }
+
+    /// Asks the controller to reconcile now rather than at its next tick.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops leasing; returns whether this call stopped it (false when already stopping).
+    pub(crate) fn stop(&self) -> bool {
+        !self
+            .stopping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// This agent's registration row, heartbeat set to `now_ms`.
+    fn registration(&self, now_ms: i64) -> AgentInfo {
+        AgentInfo {
+            last_heartbeat_ms: now_ms,
+            ..self.me.clone()
+        }
+    }
+}
+
+/// Registers the agent, then heartbeats every `heartbeat_interval`, re-registering when its row
+/// vanished (deleted by an operator, or the database was restored).
+pub(crate) async fn run_heartbeat(broker: Weak<Broker>) {
+    let mut registered = false;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        if b.membership.is_stopping() {
+            return;
+        }
+        let now = now_ms();
+        let result = if registered {
+            b.metadata.heartbeat(b.membership.agent_id(), now).await
+        } else {
+            let row = b.membership.registration(now);
+            b.metadata.register_agent(&row).await.map(|()| true)
+        };
+        match result {
+            Ok(ok) => registered = ok,
+            Err(e) => warn!("agent heartbeat failed: {e}"),
+        }
+        let period = b.config.heartbeat_interval;
+        drop(b);
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Reconciles held with desired partitions every [`CONTROLLER_INTERVAL`] (sooner when woken, and
+/// at least every quarter of the lease TTL, which lease renewal needs).
+pub(crate) async fn run_controller(broker: Weak<Broker>) {
+    let Some((wake, period)) = broker.upgrade().map(|b| {
+        let period = CONTROLLER_INTERVAL.min(b.config.lease_ttl / 4);
+        (b.membership.wake.clone(), period)
+    }) else {
+        return;
+    };
+    loop {
+        {
+            let Some(b) = broker.upgrade() else { return };
+            if b.membership.is_stopping() {
+                return;
+            }
+            if let Err(e) = reconcile(&b).await {
+                warn!("partition controller: {e}");
+            }
+        }
+        // Waiting without a reference to the broker lets a dropped broker end this task (and
+        // stop renewing its leases, like a crashed agent).
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// One reconciliation: renew or hand off what is held, lease what should be held.
+async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
+    let view = b.membership.refresh(b).await?;
+    let me = b.membership.agent_id();
+    for log in b.open_partitions() {
+        let (topic, partition) = (log.topic.name.as_str(), log.partition);
+        let mine = view
+            .assignment
+            .owner(topic, partition)
+            .is_some_and(|a| a.agent_id == me);
+        if mine {
+            b.renew_lease_if_due(&log).await;
+        } else {
+            info!(
+                topic,
+                partition, "partition moves to another agent; handing off"
+            );
+            b.close_partition(&log, true).await;
+        }
+    }
+    let wanted = wanted_partitions(b, &view).await?;
+    futures::stream::iter(wanted)
+        .for_each_concurrent(CONCURRENT_OPENS, |(topic, partition)| async move {
+            if b.membership.is_stopping() {
+                return;
+            }
+            match b.partition(&topic, partition).await {
+                Ok(_) => debug!(%topic, partition, "took over partition"),
+                // Usually the previous owner has not released it yet; retried next tick.
+                Err(e) => debug!(%topic, partition, "cannot lease partition yet: {e}"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Partitions this agent should own but has not open.
+async fn wanted_partitions(
+    b: &Broker,
+    view: &ClusterView,
+) -> Result<Vec<(String, u32)>, MetadataError> {
+    let me = b.membership.agent_id();
+    let mut wanted = Vec::new();
+    for topic in b.metadata.list_topics().await? {
+        for p in 0..topic.partitions {
+            let mine = view
+                .assignment
+                .owner(&topic.name, p)
+                .is_some_and(|a| a.agent_id == me);
+            if mine && !b.is_open(&topic.name, p) {
+                wanted.push((topic.name.clone(), p));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(node_id: i32, started: i64) -> AgentInfo {
+        AgentInfo {
+            agent_id: format!("agent-{node_id}-{started}"),
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9092,
+            http_addr: String::new(),
+            node_id,
+            last_heartbeat_ms: started,
+            started_at_ms: started,
+        }
+    }
+
+    #[test]
+    fn restarted_node_counts_once_as_its_newest_incarnation() {
+        let a = Assignment::new([agent(2, 5), agent(1, 1), agent(2, 9)]);
+        let ids: Vec<_> = a.agents().iter().map(|a| a.agent_id.as_str()).collect();
+        assert_eq!(ids, ["agent-1-1", "agent-2-9"]);
+    }
+
+    #[test]
+    fn every_topic_spreads_evenly() {
+        let a = Assignment::new((0..3).map(|n| agent(n, 0)));
+        for topic in ["a", "orders", "x-very-long-topic-name"] {
+            let mut counts = [0; 3];
+            for p in 0..10 {
+                counts[a.owner(topic, p).unwrap().node_id as usize] += 1;
+            }
+            assert_eq!(counts.iter().max(), Some(&4), "{topic}: {counts:?}");
+            assert_eq!(counts.iter().min(), Some(&3), "{topic}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn no_agents_no_owner() {
+        let a = Assignment::new([]);
+        assert!(a.owner("t", 0).is_none());
+        assert!(a.coordinator("g").is_none());
+    }
+}

@@ -1,0 +1,273 @@
+//! Several agents over one metadata store and one object store: fencing of a writer whose lease
+//! was taken, even spreading of partitions by lease, hand-off on join and leave, takeover after
+//! a crash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+use streamhouse_kafka::{ApiError, Assignment, Broker, BrokerConfig, ProduceRecord};
+use streamhouse_metadata::{now_ms, AgentInfo, MetadataStore, SqliteMetadataStore};
+use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
+
+const TOPIC_PARTITIONS: u32 = 12;
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the tests wait for leases to settle after a membership change.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Agents sharing one metadata store and one object store, as a cluster would share
+/// PostgreSQL and a bucket.
+struct Cluster {
+    metadata: Arc<dyn MetadataStore>,
+    store: Arc<dyn ObjectStore>,
+    lease_ttl: Duration,
+}
+
+impl Cluster {
+    async fn new(lease_ttl: Duration) -> Self {
+        Self {
+            metadata: Arc::new(SqliteMetadataStore::in_memory().await.unwrap()),
+            store: Arc::new(InMemory::new()),
+            lease_ttl,
+        }
+    }
+
+    fn agent(&self, node_id: i32) -> Arc<Broker> {
+        let config = BrokerConfig {
+            node_id,
+            advertised_port: 9000 + node_id as u16,
+            lease_ttl: self.lease_ttl,
+            heartbeat_interval: self.lease_ttl / 8,
+            ..BrokerConfig::default()
+        };
+        let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+        Broker::start(
+            config,
+            agent_id(node_id),
+            self.metadata.clone(),
+            self.store.clone(),
+            cache,
+        )
+    }
+
+    /// Holder of each partition's unexpired lease.
+    async fn holders(&self, topic: &str) -> BTreeMap<u32, String> {
+        let now = now_ms();
+        self.metadata
+            .list_leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.topic == topic && l.expires_at_ms >= now)
+            .map(|l| (l.partition, l.agent_id))
+            .collect()
+    }
+
+    /// Waits until every partition of `topic` is leased by the owner the assignment over
+    /// `nodes` names; returns the holders.
+    async fn settled(&self, topic: &str, nodes: &[i32]) -> BTreeMap<u32, String> {
+        let assignment = Assignment::new(nodes.iter().map(|&n| agent_info(n)));
+        let desired: BTreeMap<u32, String> = (0..TOPIC_PARTITIONS)
+            .map(|p| (p, assignment.owner(topic, p).unwrap().agent_id.clone()))
+            .collect();
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let holders = self.holders(topic).await;
+            if holders == desired {
+                return holders;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "leases did not settle on nodes {nodes:?}: held {holders:?}, desired {desired:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn agent_id(node_id: i32) -> String {
+    format!("agent-{node_id}")
+}
+
+fn agent_info(node_id: i32) -> AgentInfo {
+    AgentInfo {
+        agent_id: agent_id(node_id),
+        kafka_host: "127.0.0.1".into(),
+        kafka_port: 9000 + node_id as u16,
+        http_addr: String::new(),
+        node_id,
+        last_heartbeat_ms: 0,
+        started_at_ms: 0,
+    }
+}
+
+fn record(partition: u32, value: &str) -> ProduceRecord {
+    ProduceRecord {
+        value: Some(Bytes::from(value.to_string())),
+        partition: Some(partition),
+        ..ProduceRecord::default()
+    }
+}
+
+/// Produces one record to `partition` through `agent`; returns its offset.
+async fn produce(agent: &Broker, topic: &str, partition: u32) -> Result<i64, ApiError> {
+    let produced = agent
+        .produce_records(topic, vec![record(partition, "v")], PRODUCE_TIMEOUT)
+        .await?;
+    Ok(produced[0].offset)
+}
+
+async fn create_topic(agent: &Broker, topic: &str, partitions: u32) {
+    agent
+        .admin()
+        .create_topic(topic, Some(partitions), &BTreeMap::new())
+        .await
+        .unwrap();
+}
+
+fn max_per_agent(holders: &BTreeMap<u32, String>) -> usize {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for agent in holders.values() {
+        *counts.entry(agent).or_default() += 1;
+    }
+    counts.values().copied().max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_lease_was_taken_commits_nothing() {
+    // A long TTL keeps the agent from renewing (and noticing the theft) during the test, so the
+    // refusal comes from the segment commit itself.
+    let cluster = Cluster::new(Duration::from_secs(60)).await;
+    let agent = cluster.agent(0);
+    create_topic(&agent, "fenced", 1).await;
+    assert_eq!(produce(&agent, "fenced", 0).await.unwrap(), 0);
+    let own_epoch = cluster.metadata.list_leases().await.unwrap()[0].epoch;
+
+    // Another agent takes the lease as if the first one's had expired.
+    let an_hour_later = now_ms() + 3_600_000;
+    let stolen = cluster
+        .metadata
+        .acquire_lease("fenced", 0, "thief", an_hour_later, 60_000)
+        .await
+        .unwrap()
+        .expect("an expired lease can be taken");
+    assert!(stolen.epoch > own_epoch);
+
+    for attempt in 0..2 {
+        let refused = produce(&agent, "fenced", 0).await;
+        assert!(
+            matches!(refused, Err(ApiError::NotOwner(_))),
+            "attempt {attempt}: {refused:?}"
+        );
+    }
+    let state = cluster.metadata.get_partition("fenced", 0).await.unwrap();
+    assert_eq!(
+        state.high_watermark, 1,
+        "nothing of the fenced writer is visible"
+    );
+    let segments = cluster
+        .metadata
+        .list_segments("fenced", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(segments.len(), 1);
+
+    // The refused segment was uploaded under the old epoch: an orphan the new owner's keys
+    // can never collide with.
+    let committed = &segments[0].object_key;
+    let objects: Vec<String> = cluster
+        .store
+        .list(None)
+        .map(|o| o.unwrap().location.to_string())
+        .collect()
+        .await;
+    let orphans: Vec<&String> = objects.iter().filter(|k| *k != committed).collect();
+    assert!(
+        !orphans.is_empty(),
+        "the refused upload is in the store: {objects:?}"
+    );
+    for orphan in orphans {
+        assert!(orphan.ends_with(&format!("-{own_epoch}.seg")), "{orphan}");
+        assert!(
+            !orphan.ends_with(&format!("-{}.seg", stolen.epoch)),
+            "{orphan}"
+        );
+    }
+}
+
+#[test]
+fn assignment_spreads_twelve_partitions_over_three_then_four_agents() {
+    for agents in [3, 4] {
+        let assignment = Assignment::new((0..agents).map(agent_info));
+        let holders: BTreeMap<u32, String> = (0..TOPIC_PARTITIONS)
+            .map(|p| (p, assignment.owner("events", p).unwrap().agent_id.clone()))
+            .collect();
+        let fair = TOPIC_PARTITIONS.div_ceil(agents as u32) as usize;
+        assert!(max_per_agent(&holders) <= fair + 1, "{agents}: {holders:?}");
+    }
+}
+
+#[test]
+fn every_agent_names_the_same_coordinator() {
+    let forward = Assignment::new((0..4).map(agent_info));
+    let backward = Assignment::new((0..4).rev().map(agent_info));
+    for group in ["a", "payments", "group-17"] {
+        assert_eq!(
+            forward.coordinator(group).unwrap().node_id,
+            backward.coordinator(group).unwrap().node_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_spread_partitions_by_lease_and_hand_them_over() {
+    let cluster = Cluster::new(Duration::from_millis(1_500)).await;
+    let mut agents: Vec<Arc<Broker>> = (0..3).map(|n| cluster.agent(n)).collect();
+    create_topic(&agents[0], "events", TOPIC_PARTITIONS).await;
+
+    let holders = cluster.settled("events", &[0, 1, 2]).await;
+    assert!(max_per_agent(&holders) <= 4 + 1, "{holders:?}");
+    produce_everywhere(&agents, &holders, 0).await;
+
+    // A fourth agent joins: partitions move to it, flushed and released by their old owners.
+    agents.push(cluster.agent(3));
+    let holders = cluster.settled("events", &[0, 1, 2, 3]).await;
+    assert!(max_per_agent(&holders) <= 3 + 1, "{holders:?}");
+    produce_everywhere(&agents, &holders, 1).await;
+
+    // A clean shutdown deregisters the agent and releases its leases at once.
+    agents[3].shutdown().await;
+    let live = cluster.metadata.list_agents(0).await.unwrap();
+    assert!(live.iter().all(|a| a.agent_id != agent_id(3)), "{live:?}");
+    let holders = cluster.settled("events", &[0, 1, 2]).await;
+    produce_everywhere(&agents[..3], &holders, 2).await;
+
+    // A crashed agent (no shutdown: heartbeats and renewals just stop) loses its partitions
+    // once its heartbeat and leases are older than the TTL.
+    let crashed = agents.remove(2);
+    drop(crashed);
+    let holders = cluster.settled("events", &[0, 1]).await;
+    produce_everywhere(&agents[..2], &holders, 3).await;
+}
+
+/// Every partition accepts a record at its owner, at the next offset (nothing lost, nothing
+/// duplicated across hand-offs), and refuses it elsewhere.
+async fn produce_everywhere(agents: &[Arc<Broker>], holders: &BTreeMap<u32, String>, offset: i64) {
+    for (&partition, holder) in holders {
+        for agent in agents {
+            let result = produce(agent, "events", partition).await;
+            if agent.agent_id() == holder {
+                assert_eq!(result.unwrap(), offset, "partition {partition} at {holder}");
+            } else {
+                assert!(
+                    matches!(result, Err(ApiError::NotOwner(_))),
+                    "partition {partition} accepted by a non-owner: {result:?}"
+                );
+            }
+        }
+    }
+}
