@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 
 import pytest
 
 from harness import StreamhouseServer, free_port, streamhouse_bin
 from kafka_proxy import KafkaProxy, never
+from s3 import CREDENTIALS, MotoServer, object_store_mode
+
+
+def pytest_addoption(parser):
+    parser.addoption("--object-store", choices=("local", "s3"), default=None,
+                     help="where servers keep segments: local files (default) or a moto S3 "
+                          "server (also: STREAMHOUSE_E2E_OBJECT_STORE=s3)")
+
+
+@pytest.fixture(scope="session")
+def s3_server(pytestconfig, tmp_path_factory):
+    """The session's moto S3 server in S3 mode, else None."""
+    if object_store_mode(pytestconfig) != "s3":
+        yield None
+        return
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)  # inherited by every server started afterwards
+    moto = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield moto
+    moto.stop()
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +42,7 @@ def binary():
 
 
 @pytest.fixture
-def server_factory(binary, tmp_path, request):
+def server_factory(binary, tmp_path, request, s3_server):
     """Start servers for this test: `server_factory(advertised_addr=..., extra_args=[...])`.
 
     Each server gets its own data dir and ports under the test's tmp dir; all are
@@ -33,8 +54,10 @@ def server_factory(binary, tmp_path, request):
 
     def start(advertised_addr: str | None = None, extra_args: list[str] | None = None,
               auto_start: bool = True) -> StreamhouseServer:
+        store_args = s3_server.server_args() if s3_server else []
         server = StreamhouseServer(binary, tmp_path / f"server{next(counter)}",
-                                   extra_args=extra_args, advertised_addr=advertised_addr)
+                                   extra_args=store_args + list(extra_args or []),
+                                   advertised_addr=advertised_addr)
         servers.append(server)
         return server.start() if auto_start else server
 
@@ -107,4 +130,5 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_report_header(config):
-    return f"streamhouse binary: {streamhouse_bin()}"
+    return (f"streamhouse binary: {streamhouse_bin()}; "
+            f"object store: {object_store_mode(config)}")

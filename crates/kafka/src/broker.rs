@@ -551,8 +551,12 @@ impl Broker {
         if !self.membership.stop() {
             return;
         }
-        if let Err(e) = self.metadata.deregister_agent(&self.agent_id).await {
-            warn!("deregistering the agent failed: {e}");
+        // Bounded: with the database unreachable, the heartbeat simply expires instead.
+        let deregister = self.metadata.deregister_agent(&self.agent_id);
+        match tokio::time::timeout(self.config.lease_ttl, deregister).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("deregistering the agent failed: {e}"),
+            Err(_) => warn!("deregistering the agent timed out"),
         }
         let open = self.open_partitions();
         futures::future::join_all(open.iter().map(|p| self.close_partition(p, true))).await;

@@ -91,8 +91,12 @@ impl OrphanJanitor {
     /// committed during the sweep is seen as referenced), and deletes confirmed orphans.
     pub async fn sweep(&self) -> Result<SweepReport> {
         let objects = self.list_objects().await?;
-        let referenced: HashSet<String> =
-            self.metadata.all_segment_keys().await?.into_iter().collect();
+        let referenced: HashSet<String> = self
+            .metadata
+            .all_segment_keys()
+            .await?
+            .into_iter()
+            .collect();
         let orphans = self.old_orphans(&objects, &referenced);
         let due = self.confirmed(&orphans);
         let deleted = delete_objects(self.store.as_ref(), &due).await;

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an agent: Kafka listener, HTTP admin API, storage.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Create, list, describe, delete and alter topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let endpoints = &cli.endpoints;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Topic(cmd) => cli::topic::run(cmd, endpoints).await,
             Command::Produce(args) => cli::produce::run(args, endpoints).await,
             Command::Consume(args) => cli::consume::run(args, endpoints).await,

@@ -123,7 +123,9 @@ impl FaultyStore {
                 let _ = op.await;
                 counts.timed_out.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
-                Err(injected("injected timeout (request may have been performed)"))
+                Err(injected(
+                    "injected timeout (request may have been performed)",
+                ))
             }
         }
     }
@@ -207,7 +209,11 @@ fn patient() -> WriterConfig {
 /// Produces `rounds` single-batch flushes of `records` records; returns the base offsets of
 /// the acknowledged ones and the number of failed ones. Asserts an acknowledgement only ever
 /// follows a successful flush and a failure only a failed one.
-async fn produce_rounds(writer: &PartitionWriter, rounds: usize, records: usize) -> (Vec<i64>, usize) {
+async fn produce_rounds(
+    writer: &PartitionWriter,
+    rounds: usize,
+    records: usize,
+) -> (Vec<i64>, usize) {
     let (mut acked, mut failed) = (Vec::new(), 0);
     for round in 0..rounds {
         let appended = writer
@@ -235,7 +241,10 @@ async fn assert_log_is(env: &Env, acked: &[i64], records: usize) {
         bases.extend(read.batches.iter().map(|b| b.base_offset()));
         offset = read.next_offset;
     }
-    assert_eq!(bases, acked, "acknowledged batches and stored batches differ");
+    assert_eq!(
+        bases, acked,
+        "acknowledged batches and stored batches differ"
+    );
 }
 
 #[tokio::test]
@@ -258,6 +267,10 @@ async fn produce_under_put_failures_is_retried_and_acked_only_once_stored() {
     // (this seed's draws do contain one run of 11 faults).
     assert!(failed <= 1, "{failed} flushes failed despite retries");
     let requests = store.put_counts.requests.load(Ordering::Relaxed);
+    println!(
+        "flushes=40 acknowledged={} failed={failed} puts={requests} injected_faults={faults}",
+        acked.len()
+    );
     let flushes = acked.len() as u32 + failed as u32;
     assert_eq!(flushes, 40);
     assert_eq!(
@@ -283,7 +296,11 @@ async fn an_outage_fails_produces_without_a_trace_and_recovery_resumes() {
     assert!(during.is_empty());
     assert_eq!(failed, 3);
     assert_eq!(writer.high_watermark(), 12);
-    assert_eq!(writer.next_offset(), 12, "failed records must not hold offsets");
+    assert_eq!(
+        writer.next_offset(),
+        12,
+        "failed records must not hold offsets"
+    );
     assert_eq!(
         env.metadata.list_segments(TOPIC, 0, 0).await.unwrap().len(),
         3,

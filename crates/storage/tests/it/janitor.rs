@@ -79,10 +79,10 @@ async fn orphans_are_deleted_and_committed_objects_kept() {
             deleted: 2
         }
     );
-    assert_eq!(keys(&*env.store).await, vec![
-        "elsewhere/file".to_string(),
-        committed.clone()
-    ]);
+    assert_eq!(
+        keys(&*env.store).await,
+        vec!["elsewhere/file".to_string(), committed.clone()]
+    );
     for orphan in [&fenced, &raw] {
         assert!(!keys(&*env.store).await.contains(orphan));
     }

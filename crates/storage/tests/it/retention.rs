@@ -112,7 +112,10 @@ fn policy_deletes_only_a_prefix_of_expired_or_excess_segments() {
         retention_bytes: Some(100),
     };
     assert_eq!(exact.new_log_start(&segments, now), Some(20));
-    assert_eq!(RetentionPolicy::default().new_log_start(&segments, now), None);
+    assert_eq!(
+        RetentionPolicy::default().new_log_start(&segments, now),
+        None
+    );
     let unlimited = RetentionPolicy::from(&streamhouse_metadata::TopicConfig {
         retention_ms: Some(-1),
         retention_bytes: Some(-1),
@@ -149,7 +152,11 @@ async fn time_retention_drops_expired_segments_then_their_objects() {
 
     // Objects survive the grace delay, then go; the live segment stays.
     assert!(exists(&*env.store, &segments[0].object_key).await);
-    wait_deleted(&*env.store, &[&segments[0].object_key, &segments[1].object_key]).await;
+    wait_deleted(
+        &*env.store,
+        &[&segments[0].object_key, &segments[1].object_key],
+    )
+    .await;
     assert!(exists(&*env.store, &segments[2].object_key).await);
 
     // Readers on this agent and on another one agree on the new log start.
@@ -194,7 +201,11 @@ async fn size_retention_keeps_the_partition_at_or_above_the_limit() {
         .map(|s| s.size_bytes as i64)
         .sum();
     assert_eq!(kept, limit);
-    wait_deleted(&*env.store, &[&segments[0].object_key, &segments[1].object_key]).await;
+    wait_deleted(
+        &*env.store,
+        &[&segments[0].object_key, &segments[1].object_key],
+    )
+    .await;
     assert_out_of_range(
         env.local_reader(&writer).read(0, 1 << 20).await,
         segments[2].base_offset,
@@ -208,7 +219,10 @@ async fn truncation_is_clamped_and_appends_continue() {
     write_segments(&writer, &[now_ms(); 2], 3).await;
     let truncator = truncator(&env, Duration::ZERO);
     // Past the high watermark: clamped to it, every segment dropped.
-    let all = truncator.truncate(target(&env, &writer), 100).await.unwrap();
+    let all = truncator
+        .truncate(target(&env, &writer), 100)
+        .await
+        .unwrap();
     assert_eq!((all.log_start, all.deleted.len()), (6, 2));
     // Lowering is refused silently.
     let lower = truncator.truncate(target(&env, &writer), 2).await.unwrap();
@@ -220,7 +234,10 @@ async fn truncation_is_clamped_and_appends_continue() {
     assert_eq!(more[0].base_offset, 6);
     assert_eq!(reader.read(6, 1 << 20).await.unwrap().batches.len(), 1);
     // A restarted writer sees the durable log start.
-    assert_eq!(env.reopened_writer(test_config()).await.log_start_offset(), 6);
+    assert_eq!(
+        env.reopened_writer(test_config()).await.log_start_offset(),
+        6
+    );
 }
 
 /// Readers loop over the whole partition while it is truncated segment by segment: every read
@@ -284,7 +301,10 @@ async fn read_until(
                 };
             }
             Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
-                assert!(offset < log_start, "{offset} reported out of range at log start {log_start}");
+                assert!(
+                    offset < log_start,
+                    "{offset} reported out of range at log start {log_start}"
+                );
                 out_of_range += 1;
                 offset = log_start;
             }
@@ -295,7 +315,9 @@ async fn read_until(
 }
 
 fn check_consecutive(batches: &[streamhouse_segment::RecordBatch], from: i64) {
-    let first = batches.first().expect("a read below the high watermark returns data");
+    let first = batches
+        .first()
+        .expect("a read below the high watermark returns data");
     assert!(first.base_offset() <= from && first.last_offset() >= from);
     for pair in batches.windows(2) {
         assert_eq!(pair[1].base_offset(), pair[0].last_offset() + 1);

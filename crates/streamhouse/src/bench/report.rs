@@ -128,6 +128,9 @@ pub struct Report {
     /// Consumer throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consume: Option<Throughput>,
+    /// Stamped records the tailing consumers received (e2e).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
     /// Send → acknowledgement latency, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub produce_ack_ms: Option<Percentiles>,
@@ -157,6 +160,9 @@ impl Report {
         }
         if let Some(t) = &self.consume {
             rates("consumed", t);
+        }
+        if let Some(n) = self.received {
+            println!("received  {n} records");
         }
         if let Some(p) = &self.produce_ack_ms {
             println!("produce-ack latency ms: {}", p.line());
