@@ -51,10 +51,17 @@ def server_factory(binary, tmp_path, request, s3_server):
     servers: list[StreamhouseServer] = []
     request.node.streamhouse_servers = servers
     counter = itertools.count()
+    bucket: list[str] = []
+
+    def bucket_args() -> list[str]:
+        if not bucket:
+            bucket.append(s3_server.create_bucket())
+        return s3_server.server_args(bucket[0])
 
     def start(advertised_addr: str | None = None, extra_args: list[str] | None = None,
               auto_start: bool = True) -> StreamhouseServer:
-        store_args = s3_server.server_args() if s3_server else []
+        # One bucket per test: the agents of a test's cluster share their objects.
+        store_args = bucket_args() if s3_server else []
         server = StreamhouseServer(binary, tmp_path / f"server{next(counter)}",
                                    extra_args=store_args + list(extra_args or []),
                                    advertised_addr=advertised_addr)

@@ -1,8 +1,8 @@
 """An S3-compatible server (moto) for running the e2e suite against S3 instead of local files.
 
 Enabled with `STREAMHOUSE_E2E_OBJECT_STORE=s3` (or `pytest --object-store=s3`): one moto
-server on 127.0.0.1 per session, one fresh bucket per streamhouse server (so no agent's orphan
-janitor ever sees another test's objects), path-style addressing and static credentials.
+server on 127.0.0.1 per session, one fresh bucket per test (shared by the agents a test starts,
+never seen by another test's orphan janitor), path-style addressing and static credentials.
 """
 
 from __future__ import annotations
@@ -74,10 +74,9 @@ class MotoServer:
             assert resp.status == 200, f"creating bucket {name}: HTTP {resp.status}"
         return name
 
-    def server_args(self) -> list[str]:
-        """`streamhouse serve` flags storing segments in a fresh bucket of this server."""
-        return ["--s3-bucket", self.create_bucket(), "--s3-endpoint", self.endpoint,
-                "--s3-region", REGION]
+    def server_args(self, bucket: str) -> list[str]:
+        """`streamhouse serve` flags storing segments in `bucket` of this server."""
+        return ["--s3-bucket", bucket, "--s3-endpoint", self.endpoint, "--s3-region", REGION]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

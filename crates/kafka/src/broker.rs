@@ -336,7 +336,7 @@ impl Broker {
             }
             .into());
         }
-        self.check_may_open(name, partition)?;
+        self.check_may_open(&topic, partition)?;
         let lease = self
             .metadata
             .acquire_lease(
@@ -374,6 +374,8 @@ impl Broker {
             Some(fence.clone()),
         )
         .await?;
+        self.check_writer_is_current(&writer, name, partition)
+            .await?;
         let reader = PartitionReader::new(
             &topic,
             partition,
@@ -394,12 +396,51 @@ impl Broker {
         }))
     }
 
+    /// Refuses a writer opened on outdated partition state. The metadata cache may still hold
+    /// the state this agent last wrote before another agent took the partition over; a writer
+    /// starting there would reuse offsets the other agent acknowledged (its commits would be
+    /// refused, but reads would end at the old high watermark). The partition is opened again
+    /// once the cache entry has lapsed; meanwhile clients are told to retry.
+    async fn check_writer_is_current(
+        &self,
+        writer: &PartitionWriter,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), StorageError> {
+        // `list_partitions` always reads the store itself, never the cache.
+        let stored = self
+            .metadata
+            .list_partitions(topic)
+            .await?
+            .into_iter()
+            .find(|s| s.partition == partition)
+            .ok_or_else(|| MetadataError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        if (stored.high_watermark, stored.log_start_offset)
+            == (writer.high_watermark(), writer.log_start_offset())
+        {
+            return Ok(());
+        }
+        Err(StorageError::Fenced {
+            topic: topic.to_string(),
+            partition,
+            reason: format!(
+                "cached partition state (high watermark {}) is behind the store ({}); \
+                 the partition opens once the cache catches up",
+                writer.high_watermark(),
+                stored.high_watermark
+            ),
+        })
+    }
+
     /// Refuses to open a partition another agent should own, one being handed off, or any
     /// while shutting down.
-    fn check_may_open(&self, topic: &str, partition: u32) -> Result<(), StorageError> {
+    fn check_may_open(&self, topic: &Topic, partition: u32) -> Result<(), StorageError> {
         let refuse = |reason: &str| {
             Err(StorageError::Fenced {
-                topic: topic.to_string(),
+                topic: topic.name.clone(),
                 partition,
                 reason: reason.into(),
             })
@@ -410,7 +451,7 @@ impl Broker {
         if !self.membership.should_own(topic, partition) {
             return refuse("another agent owns the partition");
         }
-        let key = (topic.to_string(), partition);
+        let key = (topic.name.clone(), partition);
         if self.lock_handing_off().contains(&key) {
             return refuse("the partition is being handed off");
         }
@@ -470,11 +511,16 @@ impl Broker {
         let key = (name.to_string(), partition);
         self.lock_handing_off().insert(key.clone());
         self.forget_partition(name, partition);
-        // Appends that raced the removal land in the open segment; a flush picks them up.
-        while log.writer.buffered_bytes() > 0 {
-            if let Err(e) = log.writer.flush().await {
-                warn!(topic = %name, partition, "flush while closing partition failed: {e}");
-                break;
+        // Flushing until there is nothing left also waits out a flush the flusher has in
+        // progress (flushes take turns), and picks up appends that raced the removal.
+        loop {
+            match log.writer.flush().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(topic = %name, partition, "flush while closing partition failed: {e}");
+                    break;
+                }
             }
         }
         if release {

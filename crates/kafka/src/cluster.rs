@@ -11,12 +11,12 @@
 //!   then release). Partition leases with fenced commits make any disagreement during a change
 //!   safe: at most one writer can commit at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use streamhouse_metadata::{now_ms, AgentInfo, MetadataError, PartitionLease};
+use streamhouse_metadata::{now_ms, AgentInfo, MetadataError, PartitionLease, Topic};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -30,10 +30,13 @@ const CONCURRENT_OPENS: usize = 16;
 
 /// Where partitions and group coordinators should live, given the live agents.
 ///
-/// Partition `p` of topic `t` goes to agent `(hash(t) + p) mod n` of the agents sorted by node
-/// id: every topic spreads evenly (no agent gets more than `ceil(partitions / n)` of it), and
-/// creating or deleting a topic moves no partition of another topic. A group's coordinator is
-/// agent `hash(group) mod n`. The hash is FNV-1a, stable across processes and versions.
+/// Rendezvous hashing with capacities: each partition ranks the agents by a hash of (topic,
+/// partition, node id), and partitions, in order, go to their best-ranked agent that still has
+/// room for its even share of the topic (`floor` or `floor + 1` of `partitions / agents`). So
+/// every topic spreads evenly, and a membership change moves few partitions besides those of
+/// the agent that left or the share the new agent takes (`partition mod agents` would move most
+/// of them). A group's coordinator is its best-ranked agent. The hashes are fixed (FNV-1a, then
+/// a 64-bit finalizer), so every agent, whatever its build, computes the same assignment.
 #[derive(Debug, Clone)]
 pub struct Assignment {
     agents: Vec<AgentInfo>,
@@ -61,19 +64,52 @@ impl Assignment {
         &self.agents
     }
 
-    /// The agent that should own `topic`/`partition`; `None` without agents.
-    pub fn owner(&self, topic: &str, partition: u32) -> Option<&AgentInfo> {
-        self.pick(stable_hash(topic).wrapping_add(u64::from(partition)))
+    /// The agent that should own each partition of `topic` (which has `partitions`), by
+    /// partition index; empty without agents. Each agent gets `floor` or `floor + 1` of
+    /// `partitions / agents`.
+    pub fn topic_owners(&self, topic: &str, partitions: u32) -> Vec<&AgentInfo> {
+        if self.agents.is_empty() {
+            return Vec::new();
+        }
+        let n = self.agents.len();
+        let (floor, extra) = (partitions as usize / n, partitions as usize % n);
+        let mut load = vec![0; n];
+        // How many agents already hold `floor + 1`; only `extra` of them may.
+        let mut full = 0;
+        let topic_hash = stable_hash(topic);
+        (0..partitions)
+            .map(|p| {
+                let key = mix(topic_hash ^ mix(u64::from(p)));
+                let chosen = self
+                    .ranked(key)
+                    .find(|&i| load[i] < floor || (load[i] == floor && full < extra))
+                    .expect("the capacities add up to the partition count");
+                load[chosen] += 1;
+                if load[chosen] == floor + 1 {
+                    full += 1;
+                }
+                &self.agents[chosen]
+            })
+            .collect()
     }
 
     /// The agent that should coordinate consumer group `group`; `None` without agents.
     pub fn coordinator(&self, group: &str) -> Option<&AgentInfo> {
-        self.pick(stable_hash(group))
+        self.ranked(stable_hash(group))
+            .next()
+            .map(|i| &self.agents[i])
     }
 
-    fn pick(&self, slot: u64) -> Option<&AgentInfo> {
-        let n = self.agents.len() as u64;
-        (n > 0).then(|| &self.agents[(slot % n) as usize])
+    /// Indexes of the agents, best rendezvous score for `key` first.
+    fn ranked(&self, key: u64) -> impl Iterator<Item = usize> {
+        let mut scored: Vec<(u64, usize)> = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (mix(key ^ mix(u64::from(a.node_id as u32) ^ NODE_SEED)), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().map(|(_, i)| i)
     }
 
     fn node_of(&self, agent_id: &str) -> Option<i32> {
@@ -84,11 +120,24 @@ impl Assignment {
     }
 }
 
-/// FNV-1a: a fixed hash, so every agent (whatever its build) places things identically.
+/// Keeps node 0's score from being a plain function of the key.
+const NODE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// FNV-1a: a fixed hash, so every agent places things identically.
 fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The 64-bit finalizer of MurmurHash3: spreads every input bit over the output, which
+/// rendezvous scores need (FNV alone barely changes the high bits for similar inputs).
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// What an agent knows of the cluster: the current assignment and the partition leases, as of
@@ -100,15 +149,21 @@ pub(crate) struct ClusterView {
 }
 
 impl ClusterView {
-    /// Node id of the agent clients should send `topic`/`partition` to: the live holder of an
-    /// unexpired lease, else the desired owner.
-    pub(crate) fn leader(&self, topic: &str, partition: u32, now_ms: i64) -> Option<i32> {
-        let holder = self
-            .leases
-            .get(&(topic.to_string(), partition))
-            .filter(|l| l.expires_at_ms >= now_ms)
-            .and_then(|l| self.assignment.node_of(&l.agent_id));
-        holder.or_else(|| self.assignment.owner(topic, partition).map(|a| a.node_id))
+    /// Per partition of `topic`, the node id of the agent clients should send it to: the live
+    /// holder of an unexpired lease, else the desired owner (-1 without agents).
+    pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<i32> {
+        let owners = self.assignment.topic_owners(&topic.name, topic.partitions);
+        (0..topic.partitions)
+            .map(|p| {
+                let holder = self
+                    .leases
+                    .get(&(topic.name.clone(), p))
+                    .filter(|l| l.expires_at_ms >= now_ms)
+                    .and_then(|l| self.assignment.node_of(&l.agent_id));
+                let owner = owners.get(p as usize).map(|a| a.node_id);
+                holder.or(owner).unwrap_or(-1)
+            })
+            .collect()
     }
 }
 
@@ -147,11 +202,12 @@ impl Membership {
         self.view.read().expect("cluster view poisoned").clone()
     }
 
-    /// Whether this agent should own `topic`/`partition` now.
-    pub(crate) fn should_own(&self, topic: &str, partition: u32) -> bool {
+    /// Whether this agent should own `partition` of `topic` now.
+    pub(crate) fn should_own(&self, topic: &Topic, partition: u32) -> bool {
         let view = self.view();
-        view.assignment
-            .owner(topic, partition)
+        let owners = view.assignment.topic_owners(&topic.name, topic.partitions);
+        owners
+            .get(partition as usize)
             .is_some_and(|a| a.agent_id == self.me.agent_id)
     }
 
@@ -172,8 +228,19 @@ impl Membership {
             agents.push(self.me.clone());
         }
         let leases = b.metadata.list_leases().await?;
+        let assignment = Assignment::new(agents);
+        if !assignment
+            .agents()
+            .iter()
+            .any(|a| a.agent_id == self.me.agent_id)
+        {
+            warn!(
+                node_id = self.me.node_id,
+                "a later-started agent has this node id; this agent will own no partitions"
+            );
+        }
         let view = ClusterView {
-            assignment: Arc::new(Assignment::new(agents)),
+            assignment: Arc::new(assignment),
             leases: Arc::new(
                 leases
                     .into_iter()
@@ -267,14 +334,10 @@ pub(crate) async fn run_controller(broker: Weak<Broker>) {
 /// One reconciliation: renew or hand off what is held, lease what should be held.
 async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
     let view = b.membership.refresh(b).await?;
-    let me = b.membership.agent_id();
+    let mine = own_partitions(b, &view).await?;
     for log in b.open_partitions() {
         let (topic, partition) = (log.topic.name.as_str(), log.partition);
-        let mine = view
-            .assignment
-            .owner(topic, partition)
-            .is_some_and(|a| a.agent_id == me);
-        if mine {
+        if mine.contains(&(topic.to_string(), partition)) {
             b.renew_lease_if_due(&log).await;
         } else {
             info!(
@@ -284,7 +347,9 @@ async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
             b.close_partition(&log, true).await;
         }
     }
-    let wanted = wanted_partitions(b, &view).await?;
+    let wanted = mine
+        .into_iter()
+        .filter(|(topic, partition)| !b.is_open(topic, *partition));
     futures::stream::iter(wanted)
         .for_each_concurrent(CONCURRENT_OPENS, |(topic, partition)| async move {
             if b.membership.is_stopping() {
@@ -300,25 +365,22 @@ async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
     Ok(())
 }
 
-/// Partitions this agent should own but has not open.
-async fn wanted_partitions(
+/// Every partition this agent should own, per the view.
+async fn own_partitions(
     b: &Broker,
     view: &ClusterView,
-) -> Result<Vec<(String, u32)>, MetadataError> {
+) -> Result<HashSet<(String, u32)>, MetadataError> {
     let me = b.membership.agent_id();
-    let mut wanted = Vec::new();
+    let mut mine = HashSet::new();
     for topic in b.metadata.list_topics().await? {
-        for p in 0..topic.partitions {
-            let mine = view
-                .assignment
-                .owner(&topic.name, p)
-                .is_some_and(|a| a.agent_id == me);
-            if mine && !b.is_open(&topic.name, p) {
-                wanted.push((topic.name.clone(), p));
+        let owners = view.assignment.topic_owners(&topic.name, topic.partitions);
+        for (p, owner) in (0..).zip(owners) {
+            if owner.agent_id == me {
+                mine.insert((topic.name.clone(), p));
             }
         }
     }
-    Ok(wanted)
+    Ok(mine)
 }
 
 #[cfg(test)]
@@ -344,13 +406,18 @@ mod tests {
         assert_eq!(ids, ["agent-1-1", "agent-2-9"]);
     }
 
+    fn owner_nodes(a: &Assignment, topic: &str, partitions: u32) -> Vec<i32> {
+        let owners = a.topic_owners(topic, partitions);
+        owners.iter().map(|a| a.node_id).collect()
+    }
+
     #[test]
     fn every_topic_spreads_evenly() {
         let a = Assignment::new((0..3).map(|n| agent(n, 0)));
         for topic in ["a", "orders", "x-very-long-topic-name"] {
             let mut counts = [0; 3];
-            for p in 0..10 {
-                counts[a.owner(topic, p).unwrap().node_id as usize] += 1;
+            for node in owner_nodes(&a, topic, 10) {
+                counts[node as usize] += 1;
             }
             assert_eq!(counts.iter().max(), Some(&4), "{topic}: {counts:?}");
             assert_eq!(counts.iter().min(), Some(&3), "{topic}: {counts:?}");
@@ -358,9 +425,26 @@ mod tests {
     }
 
     #[test]
+    fn losing_an_agent_moves_little_else() {
+        let four = Assignment::new((0..4).map(|n| agent(n, 0)));
+        let three = Assignment::new((0..3).map(|n| agent(n, 0)));
+        let (before, after) = (owner_nodes(&four, "t", 60), owner_nodes(&three, "t", 60));
+        let moved_needlessly = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != 3 && b != a)
+            .count();
+        // Node 3's 15 partitions must move; `p mod n` would also move about 30 others.
+        assert!(
+            moved_needlessly <= 8,
+            "{moved_needlessly}: {before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
     fn no_agents_no_owner() {
         let a = Assignment::new([]);
-        assert!(a.owner("t", 0).is_none());
+        assert!(a.topic_owners("t", 3).is_empty());
         assert!(a.coordinator("g").is_none());
     }
 }

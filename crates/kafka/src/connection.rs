@@ -7,13 +7,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::Encodable;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -21,30 +20,22 @@ use tracing::{debug, warn};
 use crate::broker::Broker;
 use crate::frame::{read_frame, FrameError};
 use crate::handlers::{self, Reply};
-use crate::versions;
+use crate::request::{decode_request, DecodeError, DecodedRequest};
+use crate::security::{Gate, ListenerSecurity, SaslSession};
 
 /// Why a connection was closed by the server.
 #[derive(Debug, Error)]
 enum ConnectionError {
     #[error(transparent)]
     Frame(#[from] FrameError),
-    #[error("request of {0} bytes is too short for a request header")]
-    ShortHeader(usize),
-    #[error("unknown API key {0}")]
-    UnknownApi(i16),
-    #[error("{api:?} v{version} is not supported (supported: {supported})")]
-    UnsupportedVersion {
-        api: ApiKey,
-        version: i16,
-        supported: String,
-    },
-    #[error("malformed {api:?} v{version} request: {source}")]
-    Malformed {
-        api: ApiKey,
-        version: i16,
-        source: anyhow::Error,
-    },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{api:?} refused: {reason}")]
+    Unauthenticated { api: ApiKey, reason: &'static str },
 }
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a connection remembers between requests.
 #[derive(Default)]
@@ -53,6 +44,10 @@ pub(crate) struct ConnectionState {
     pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The client's address (DescribeGroups reports each member's host).
     pub(crate) peer: Option<SocketAddr>,
+    /// SASL progress; `None` when the listener does not require authentication.
+    pub(crate) sasl: Option<SaslSession>,
+    /// Set when the response being sent is the last one (e.g. a failed authentication).
+    closing: bool,
 }
 
 /// What the writer task does for one request.
@@ -62,21 +57,50 @@ enum Outcome {
     Nothing,
     /// The response could not be built; close rather than leave the client waiting.
     Close,
+    /// Send, then close the connection.
+    Last(Bytes),
 }
 
 /// Accepts Kafka connections until the listener fails.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Result<()> {
+    serve_secured(listener, broker, ListenerSecurity::default()).await
+}
+
+/// Accepts Kafka connections with TLS and/or SASL as `security` says, until the listener fails.
+pub async fn serve_secured(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    security: ListenerSecurity,
+) -> std::io::Result<()> {
     loop {
         let (socket, peer) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
         let broker = broker.clone();
-        tokio::spawn(async move { handle_connection(socket, peer, broker).await });
+        let security = security.clone();
+        tokio::spawn(async move {
+            let sasl = security.sasl.map(SaslSession::new);
+            let Some(acceptor) = security.tls else {
+                return handle_connection(socket, peer, broker, sasl).await;
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => handle_connection(stream, peer, broker, sasl).await,
+                Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        });
     }
 }
 
-async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
-    let _ = socket.set_nodelay(true);
+async fn handle_connection<S>(
+    socket: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    sasl: Option<SaslSession>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     metrics::gauge!("streamhouse_kafka_connections").increment(1.0);
-    let (mut reader, writer) = socket.into_split();
+    let (mut reader, writer) = tokio::io::split(socket);
     let config = broker.config();
     let (tx, rx) = mpsc::channel(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, rx));
@@ -87,6 +111,7 @@ async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Brok
     let in_flight = Arc::new(Semaphore::new(budget));
     let mut state = ConnectionState {
         peer: Some(peer),
+        sasl,
         ..ConnectionState::default()
     };
     let outcome: Result<(), ConnectionError> = async {
@@ -97,8 +122,8 @@ async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Brok
                 .await
                 .expect("the semaphore is never closed");
             let pending = start_request(&broker, &mut state, frame, permit)?;
-            if tx.send(pending).await.is_err() {
-                break; // the writer stopped: the peer went away
+            if tx.send(pending).await.is_err() || state.closing {
+                break; // the writer stopped (the peer went away) or this was the last response
             }
         }
         Ok(())
@@ -117,13 +142,24 @@ async fn handle_connection(socket: TcpStream, peer: SocketAddr, broker: Arc<Brok
 /// A response being produced.
 type Pending = JoinHandle<Outcome>;
 
-async fn write_responses(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_responses<S: AsyncWrite>(mut writer: WriteHalf<S>, rx: mpsc::Receiver<Pending>) {
+    send_responses(&mut writer, rx).await;
+    // A split half does not close the stream when dropped; shut down explicitly so the client
+    // sees the close (and a TLS client gets close_notify).
+    let _ = writer.shutdown().await;
+}
+
+async fn send_responses<S: AsyncWrite>(writer: &mut WriteHalf<S>, mut rx: mpsc::Receiver<Pending>) {
     while let Some(pending) = rx.recv().await {
         match pending.await {
             Ok(Outcome::Send(bytes)) => {
                 if writer.write_all(&bytes).await.is_err() {
                     return;
                 }
+            }
+            Ok(Outcome::Last(bytes)) => {
+                let _ = writer.write_all(&bytes).await;
+                return;
             }
             Ok(Outcome::Nothing) => {}
             Ok(Outcome::Close) => return,
@@ -141,54 +177,47 @@ async fn write_responses(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pend
 fn start_request(
     broker: &Arc<Broker>,
     state: &mut ConnectionState,
-    mut frame: Bytes,
+    frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Pending, ConnectionError> {
-    if frame.len() < 8 {
-        return Err(ConnectionError::ShortHeader(frame.len()));
+    if let Some(session) = state.sasl.as_mut().filter(|s| s.expects_raw_token()) {
+        return Ok(raw_sasl_token(session, &frame, &mut state.closing));
     }
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api = ApiKey::try_from(raw_key).map_err(|_| ConnectionError::UnknownApi(raw_key))?;
-    let Some(range) = versions::supported(api) else {
-        return Err(ConnectionError::UnknownApi(raw_key));
-    };
-    if version < range.min || version > range.max {
-        if api == ApiKey::ApiVersions {
+    let DecodedRequest { api, header, body } = match decode_request(frame) {
+        Ok(decoded) => decoded,
+        Err(DecodeError::UnsupportedVersion {
+            api: ApiKey::ApiVersions,
+            correlation_id,
+            ..
+        }) => {
             // KIP-511: answer an unknown ApiVersions version with a v0 error response listing
             // what we support, so the client can downgrade instead of disconnecting.
-            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             let body = handlers::api_versions::unsupported_version_response();
-            let outcome = encode_response(api, 0, correlation_id, &body);
+            let outcome = encode_response(ApiKey::ApiVersions, 0, correlation_id, &body);
             return Ok(tokio::spawn(async move { outcome }));
         }
-        return Err(ConnectionError::UnsupportedVersion {
-            api,
-            version,
-            supported: format!("{}..={}", range.min, range.max),
-        });
-    }
-    let malformed = |source| ConnectionError::Malformed {
-        api,
-        version,
-        source,
+        Err(e) => return Err(e.into()),
     };
-    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-        .map_err(malformed)?;
-    let request = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
-    if frame.has_remaining() {
-        // Kafka ignores bytes after the request body, and librdkafka sends some (e.g. Metadata
-        // v12 from its admin client), so this is not an error.
-        debug!(
-            ?api,
-            version,
-            extra = frame.remaining(),
-            "ignoring bytes after the request body"
-        );
-    }
-    let started = std::time::Instant::now();
-    let reply = handlers::dispatch(broker, state, &header, request);
+    let version = header.request_api_version;
     let correlation_id = header.correlation_id;
+    let gate = match state.sasl.as_mut() {
+        None => Gate::Pass(body),
+        Some(session) => session.gate(version, body),
+    };
+    let body = match gate {
+        Gate::Pass(body) => body,
+        Gate::Refuse(reason) => return Err(ConnectionError::Unauthenticated { api, reason }),
+        Gate::Respond { body, close } => {
+            let mut outcome = encode_response(api, version, correlation_id, &body);
+            if let (true, Outcome::Send(bytes)) = (close, &outcome) {
+                outcome = Outcome::Last(bytes.clone());
+                state.closing = true;
+            }
+            return Ok(tokio::spawn(async move { outcome }));
+        }
+    };
+    let started = std::time::Instant::now();
+    let reply = handlers::dispatch(broker, state, &header, body);
     Ok(match reply {
         Reply::Silent(fut) => tokio::spawn(async move {
             fut.await;
@@ -203,6 +232,24 @@ fn start_request(
             encode_response(api, version, correlation_id, &response)
         }),
     })
+}
+
+/// Answers a bare SASL token (after SaslHandshake v0) with a bare length-prefixed token; a
+/// failure closes the connection without a reply, as Kafka does in that mode.
+fn raw_sasl_token(session: &mut SaslSession, token: &[u8], closing: &mut bool) -> Pending {
+    let outcome = match session.raw_token(token) {
+        Some(reply) => {
+            let mut buf = BytesMut::with_capacity(4 + reply.len());
+            buf.extend_from_slice(&(reply.len() as i32).to_be_bytes());
+            buf.extend_from_slice(&reply);
+            Outcome::Send(buf.freeze())
+        }
+        None => {
+            *closing = true;
+            Outcome::Close
+        }
+    };
+    tokio::spawn(async move { outcome })
 }
 
 fn record_latency(api: ApiKey, started: std::time::Instant) {

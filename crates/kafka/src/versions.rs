@@ -19,6 +19,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DeleteRecords, 0, 2),
+    // SASL (KIP-43, KIP-152); the handshake v0 raw-token mode is served too.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
     // Classic consumer groups; the ceilings sit below KIP-848's member epochs and group types.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),

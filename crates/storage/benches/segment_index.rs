@@ -11,7 +11,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use streamhouse_metadata::{now_ms, SegmentInfo, SqliteMetadataStore};
-use streamhouse_storage::{SegmentIndex, SegmentIndexConfig};
+use streamhouse_storage::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
 
 /// Counts live heap bytes, so index memory can be measured directly.
 struct CountingAllocator;
@@ -123,6 +123,30 @@ fn lookup_latency(c: &mut Criterion) {
                 b.iter(|| {
                     let offset = rng.random_range(0..end);
                     black_box(futures::executor::block_on(index.lookup(offset)).unwrap())
+                })
+            },
+        );
+        // Baseline measured in the same run: the seed design's `BTreeMap` from base offset to
+        // segment, with the same entries and the same floor query.
+        let btree: std::collections::BTreeMap<i64, IndexedSegment> = (0..segments)
+            .map(|n| {
+                let info = segment(n);
+                (info.base_offset, IndexedSegment::from(&info))
+            })
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("btreemap_baseline", segments),
+            &btree,
+            |b, btree| {
+                b.iter(|| {
+                    let offset = rng.random_range(0..end);
+                    black_box(
+                        btree
+                            .range(..=black_box(offset))
+                            .next_back()
+                            .filter(|(_, s)| s.last_offset >= offset)
+                            .map(|(_, s)| s.clone()),
+                    )
                 })
             },
         );

@@ -25,9 +25,11 @@ mod producer_state;
 mod reader;
 mod writer;
 
-// ---- retention, orphan janitor (issue 7) ----
+// ---- retention, orphan janitor, fault injection (issue 7) ----
 mod janitor;
 mod retention;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 // ---- re-exports (engineer A) ----
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};

@@ -1,8 +1,9 @@
 //! Per-partition in-memory index from offsets to segments, so the read path finds the segment
 //! holding an offset without querying the metadata store.
 //!
-//! The index is a `BTreeMap` keyed by base offset: the segment holding offset `x` is the last
-//! entry with `base_offset <= x`, provided its `last_offset >= x`. It is filled two ways:
+//! The index is a sorted map keyed by base offset (two parallel vectors, binary-searched): the
+//! segment holding offset `x` is the last entry with `base_offset <= x`, provided its
+//! `last_offset >= x`. It is filled two ways:
 //! - [`SegmentIndex::insert`] by the partition writer after each commit (same-agent readers never
 //!   need a refresh);
 //! - on a miss, or when the index is older than the refresh interval, by one
@@ -11,7 +12,7 @@
 //! Entries leave it by [`SegmentIndex::remove_below`] (retention), by a refresh that no longer
 //! lists them (deleted by another agent), or by LRU eviction at the size bound.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,8 +96,108 @@ struct Entry {
 }
 
 struct State {
-    segments: BTreeMap<i64, Entry>,
+    segments: Segments,
     refreshed_at: Instant,
+}
+
+/// Indexed segments ordered by base offset, as two parallel vectors.
+///
+/// A lookup is a binary search over a dense `Vec<i64>` of base offsets: at a million segments
+/// that is 8 MB whose upper search levels stay in cache, where a `BTreeMap` walks node after
+/// node of 64-byte entries (about twice the cache misses, measured in `benches/segment_index.rs`).
+/// Segments never overlap, so base and last offsets are both increasing. The writer's inserts
+/// land at the end (amortized O(1)); removals in the middle (eviction, compaction, refresh) shift
+/// the tail, which is cheap at the default bound and rare.
+#[derive(Default)]
+struct Segments {
+    bases: Vec<i64>,
+    entries: Vec<Entry>,
+}
+
+impl Segments {
+    fn len(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// The entry with the greatest base offset at or below `offset`.
+    fn floor(&self, offset: i64) -> Option<&Entry> {
+        self.floor_index(offset).map(|i| &self.entries[i])
+    }
+
+    /// Interpolation search: base offsets grow roughly linearly with position (segments hold
+    /// similar record counts), so a guess from the first and last base usually lands on or next
+    /// to the answer: one or two cache misses where a binary search over a million keys takes
+    /// about twenty. Galloping from the guess keeps the worst case logarithmic when segment sizes
+    /// vary.
+    fn floor_index(&self, offset: i64) -> Option<usize> {
+        let bases = &self.bases;
+        let (&first, &last) = (bases.first()?, bases.last()?);
+        if offset < first {
+            return None;
+        }
+        if offset >= last {
+            return Some(bases.len() - 1);
+        }
+        let span = (last - first) as i128;
+        let guess = ((offset - first) as i128 * (bases.len() - 1) as i128 / span) as usize;
+        // Widen [lo, hi) around the guess until bases[lo] <= offset < bases[hi].
+        let (mut lo, mut hi) = (guess, guess + 1);
+        let mut step = 1;
+        while bases[lo] > offset {
+            hi = lo;
+            lo = lo.saturating_sub(step);
+            step *= 2;
+        }
+        step = 1;
+        while hi < bases.len() && bases[hi] <= offset {
+            lo = hi;
+            hi = (hi + step).min(bases.len());
+            step *= 2;
+        }
+        Some(lo + bases[lo..hi].partition_point(|&base| base <= offset) - 1)
+    }
+
+    /// Inserts or replaces the entry at `base`.
+    fn insert(&mut self, base: i64, entry: Entry) {
+        if self.bases.last().is_none_or(|&last| last < base) {
+            self.bases.push(base);
+            self.entries.push(entry);
+            return;
+        }
+        match self.bases.binary_search(&base) {
+            Ok(i) => self.entries[i] = entry,
+            Err(i) => {
+                self.bases.insert(i, base);
+                self.entries.insert(i, entry);
+            }
+        }
+    }
+
+    /// Removes and returns the entries whose offsets overlap `from..=upto`.
+    fn remove_overlapping(&mut self, from: i64, upto: i64) -> Vec<(i64, Entry)> {
+        let start = self.entries.partition_point(|e| e.segment.last_offset < from);
+        let end = self.bases.partition_point(|&base| base <= upto).max(start);
+        self.bases
+            .drain(start..end)
+            .zip(self.entries.drain(start..end))
+            .collect()
+    }
+
+    /// Keeps the entries for which `keep` holds.
+    fn retain(&mut self, mut keep: impl FnMut(i64, &Entry) -> bool) {
+        let bases = std::mem::take(&mut self.bases);
+        let entries = std::mem::take(&mut self.entries);
+        for (base, entry) in bases.into_iter().zip(entries) {
+            if keep(base, &entry) {
+                self.bases.push(base);
+                self.entries.push(entry);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &Entry)> {
+        self.bases.iter().copied().zip(&self.entries)
+    }
 }
 
 /// The last metadata query, for coalescing and throttling misses.
@@ -152,7 +253,7 @@ impl SegmentIndex {
             metadata,
             config,
             state: RwLock::new(State {
-                segments: BTreeMap::new(),
+                segments: Segments::default(),
                 refreshed_at: Instant::now(),
             }),
             clock: AtomicU64::new(0),
@@ -204,14 +305,9 @@ impl SegmentIndex {
     pub fn replace(&self, merged: &SegmentInfo) {
         let tick = self.tick();
         let mut state = self.state.write();
-        let covered: Vec<i64> = state
+        state
             .segments
-            .range(merged.base_offset..=merged.last_offset)
-            .map(|(base, _)| *base)
-            .collect();
-        for base in covered {
-            state.segments.remove(&base);
-        }
+            .remove_overlapping(merged.base_offset, merged.last_offset);
         state
             .segments
             .insert(merged.base_offset, Entry::new(merged.into(), tick));
@@ -220,15 +316,9 @@ impl SegmentIndex {
     /// Forgets every segment lying wholly below `offset` (after retention deleted them).
     pub fn remove_below(&self, offset: i64) {
         let mut state = self.state.write();
-        let kept = state.segments.split_off(&offset);
-        let straddling = state
+        state
             .segments
-            .pop_last()
-            .filter(|(_, entry)| entry.segment.last_offset >= offset);
-        state.segments = kept;
-        if let Some((base, entry)) = straddling {
-            state.segments.insert(base, entry);
-        }
+            .retain(|_, entry| entry.segment.last_offset >= offset);
     }
 
     /// Number of indexed segments.
@@ -257,9 +347,7 @@ impl SegmentIndex {
         let state = self.state.read();
         let hit = state
             .segments
-            .range(..=offset)
-            .next_back()
-            .map(|(_, entry)| entry)
+            .floor(offset)
             .filter(|entry| entry.segment.last_offset >= offset)
             .map(|entry| {
                 entry.touch(self.clock.load(Ordering::Relaxed));
@@ -320,16 +408,10 @@ impl SegmentIndex {
             return from..=i64::MAX;
         };
         // Entries past the listing are kept: they can only be commits newer than the query.
-        let replaced: Vec<i64> = state
+        let mut previous: HashMap<i64, Entry> = state
             .segments
-            .range(..=upto)
-            .rev()
-            .take_while(|(_, entry)| entry.segment.last_offset >= from)
-            .map(|(base, _)| *base)
-            .collect();
-        let mut previous: HashMap<i64, Entry> = replaced
-            .iter()
-            .filter_map(|base| state.segments.remove_entry(base))
+            .remove_overlapping(from, upto)
+            .into_iter()
             .collect();
         for info in &listed {
             let entry = match previous.remove(&info.base_offset) {
@@ -352,12 +434,11 @@ impl SegmentIndex {
         let mut by_age: Vec<(u64, i64)> = state
             .segments
             .iter()
-            .map(|(base, entry)| (entry.last_used.load(Ordering::Relaxed), *base))
+            .map(|(base, entry)| (entry.last_used.load(Ordering::Relaxed), base))
             .collect();
         by_age.select_nth_unstable(excess - 1);
-        for (_, base) in &by_age[..excess] {
-            state.segments.remove(base);
-        }
+        let evicted: HashSet<i64> = by_age[..excess].iter().map(|&(_, base)| base).collect();
+        state.segments.retain(|base, _| !evicted.contains(&base));
     }
 
     fn retained_after_eviction(&self) -> usize {
@@ -383,6 +464,48 @@ impl Entry {
         // bouncing its cache line between cores.
         if self.last_used.load(Ordering::Relaxed) != now {
             self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod floor_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(base: i64) -> Entry {
+        let info = SegmentInfo {
+            topic: "t".into(),
+            partition: 0,
+            base_offset: base,
+            last_offset: base,
+            record_count: 1,
+            size_bytes: 1,
+            object_key: String::new(),
+            min_timestamp_ms: 0,
+            max_timestamp_ms: 0,
+            created_at_ms: 0,
+        };
+        Entry::new((&info).into(), 0)
+    }
+
+    proptest! {
+        /// The interpolation search answers exactly as a plain binary search, whatever the gaps.
+        #[test]
+        fn floor_matches_binary_search(
+            gaps in proptest::collection::vec(1i64..1_000_000, 1..300),
+            probes in proptest::collection::vec(-10i64..400_000_000, 1..50),
+        ) {
+            let mut segments = Segments::default();
+            let mut base = 0;
+            for gap in gaps {
+                base += gap;
+                segments.insert(base, entry(base));
+            }
+            for offset in probes {
+                let expected = segments.bases.partition_point(|&b| b <= offset).checked_sub(1);
+                prop_assert_eq!(segments.floor_index(offset), expected, "offset {}", offset);
+            }
         }
     }
 }

@@ -78,6 +78,26 @@ pub struct ServeArgs {
     /// S3 region [default: from AWS_REGION].
     #[arg(long, env = "STREAMHOUSE_S3_REGION")]
     pub s3_region: Option<String>,
+    /// PEM certificate chain for TLS on the Kafka listener (with --tls-key).
+    #[arg(long, env = "STREAMHOUSE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the Kafka listener.
+    #[arg(long, env = "STREAMHOUSE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require SASL authentication (SCRAM-SHA-256 and SCRAM-SHA-512 unless --sasl-mechanisms).
+    #[arg(long, env = "STREAMHOUSE_SASL")]
+    pub sasl: bool,
+    /// SASL mechanisms to offer, comma-separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    #[arg(long, env = "STREAMHOUSE_SASL_MECHANISMS", value_delimiter = ',')]
+    pub sasl_mechanisms: Option<Vec<String>>,
+    /// A SASL user NAME:PASSWORD created at start-up (stored hashed); repeatable.
+    #[arg(
+        long = "sasl-user",
+        env = "STREAMHOUSE_SASL_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sasl_users: Vec<crate::security::SaslUser>,
 }
 
 /// Settings as read from the TOML file; every field optional.
@@ -99,6 +119,9 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     cache_max_bytes: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    sasl_mechanisms: Option<Vec<String>>,
 }
 
 /// Fully resolved settings.
@@ -121,6 +144,7 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub cache_max_bytes: u64,
     pub object_store: ObjectStoreConfig,
+    pub security: crate::security::SecuritySettings,
 }
 
 impl ServeArgs {
@@ -163,7 +187,15 @@ impl ServeArgs {
             self.lease_ttl_ms.or(file.lease_ttl_ms),
             self.heartbeat_interval_ms.or(file.heartbeat_interval_ms),
         )?;
+        let security = crate::security::SecuritySettings::resolve(
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.sasl,
+            self.sasl_mechanisms.or(file.sasl_mechanisms),
+            self.sasl_users,
+        )?;
         Ok(Settings {
+            security,
             kafka_addr,
             http_addr: self
                 .http_addr

@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod config;
+mod security;
 mod serve;
 
 use clap::{Parser, Subcommand};

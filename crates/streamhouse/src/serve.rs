@@ -54,7 +54,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %settings.data_dir.display(),
         "streamhouse agent ready"
     );
-    let kafka_task = tokio::spawn(streamhouse_kafka::serve(kafka, broker.clone()));
+    let security = settings.security.listener_security()?;
+    info!(
+        tls = security.tls.is_some(),
+        sasl = ?settings.security.sasl_mechanisms,
+        "Kafka listener security"
+    );
+    let kafka_task = tokio::spawn(streamhouse_kafka::serve_secured(
+        kafka,
+        broker.clone(),
+        security,
+    ));
     let http_task = tokio::spawn(streamhouse_http::serve(
         http_listener,
         broker.clone(),

@@ -86,13 +86,13 @@ async fn describe_by_id(b: &Broker, view: &ClusterView, id: Uuid) -> MetadataRes
 }
 
 fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
-    let now = now_ms();
-    let partitions = (0..topic.partitions)
-        .map(|p| {
-            // Without agents there is no leader; -1 makes clients retry Metadata.
-            let leader = BrokerId(view.leader(&topic.name, p, now).unwrap_or(-1));
+    // Without agents there is no leader: -1, which makes clients retry Metadata.
+    let partitions = (0_i32..)
+        .zip(view.leaders(topic, now_ms()))
+        .map(|(p, leader)| {
+            let leader = BrokerId(leader);
             MetadataResponsePartition::default()
-                .with_partition_index(p as i32)
+                .with_partition_index(p)
                 .with_leader_id(leader)
                 .with_leader_epoch(-1)
                 .with_replica_nodes(vec![leader])

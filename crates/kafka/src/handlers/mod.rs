@@ -11,6 +11,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod sasl;
 
 use std::sync::Arc;
 
@@ -115,6 +116,8 @@ pub(crate) fn dispatch(
         RequestKind::DeleteRecords(r) => {
             later(async move { ResponseKind::DeleteRecords(delete_records::handle(&b, r).await) })
         }
+        RequestKind::SaslHandshake(_) => later(async { sasl::handshake_disabled() }),
+        RequestKind::SaslAuthenticate(_) => later(async { sasl::authenticate_disabled() }),
         other => unreachable!("version table admits {other:?} but no handler exists"),
     }
 }

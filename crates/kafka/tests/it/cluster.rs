@@ -8,11 +8,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, GroupId, JoinGroupRequest, MetadataRequest, OffsetFetchRequest,
+    RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use streamhouse_kafka::{ApiError, Assignment, Broker, BrokerConfig, ProduceRecord};
-use streamhouse_metadata::{now_ms, AgentInfo, MetadataStore, SqliteMetadataStore};
+use streamhouse_metadata::{
+    now_ms, AgentInfo, CacheConfig, CachedMetadataStore, MetadataStore, SqliteMetadataStore,
+};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
+use tokio::net::TcpListener;
+
+use crate::harness::Client;
 
 const TOPIC_PARTITIONS: u32 = 12;
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +32,7 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(5);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Agents sharing one metadata store and one object store, as a cluster would share
-/// PostgreSQL and a bucket.
+/// PostgreSQL and a bucket. Each agent has its own metadata cache, as in `streamhouse serve`.
 struct Cluster {
     metadata: Arc<dyn MetadataStore>,
     store: Arc<dyn ObjectStore>,
@@ -37,18 +49,38 @@ impl Cluster {
     }
 
     fn agent(&self, node_id: i32) -> Arc<Broker> {
+        self.agent_on_port(node_id, 9000 + node_id as u16)
+    }
+
+    /// An agent serving Kafka clients on an ephemeral port (it then lives as long as the test).
+    async fn serving_agent(&self, node_id: i32) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let agent = self.agent_on_port(node_id, addr.port());
+        tokio::spawn(streamhouse_kafka::serve(listener, agent));
+        Client::connect(addr).await
+    }
+
+    fn agent_on_port(&self, node_id: i32, port: u16) -> Arc<Broker> {
         let config = BrokerConfig {
             node_id,
-            advertised_port: 9000 + node_id as u16,
+            advertised_port: port,
             lease_ttl: self.lease_ttl,
             heartbeat_interval: self.lease_ttl / 8,
             ..BrokerConfig::default()
         };
         let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+        let metadata = CachedMetadataStore::new(
+            self.metadata.clone(),
+            CacheConfig {
+                ttl: Duration::from_secs(1),
+                ..CacheConfig::default()
+            },
+        );
         Broker::start(
             config,
             agent_id(node_id),
-            self.metadata.clone(),
+            Arc::new(metadata),
             self.store.clone(),
             cache,
         )
@@ -71,9 +103,7 @@ impl Cluster {
     /// `nodes` names; returns the holders.
     async fn settled(&self, topic: &str, nodes: &[i32]) -> BTreeMap<u32, String> {
         let assignment = Assignment::new(nodes.iter().map(|&n| agent_info(n)));
-        let desired: BTreeMap<u32, String> = (0..TOPIC_PARTITIONS)
-            .map(|p| (p, assignment.owner(topic, p).unwrap().agent_id.clone()))
-            .collect();
+        let desired = owners(&assignment, topic);
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             let holders = self.holders(topic).await;
@@ -113,6 +143,25 @@ fn record(partition: u32, value: &str) -> ProduceRecord {
     }
 }
 
+/// Runs `attempt` until it succeeds or fails with something other than [`ApiError::NotOwner`],
+/// for at most [`SETTLE_TIMEOUT`]: an owner may have to wait for its metadata cache to forget a
+/// partition's state from before another agent wrote to it.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match attempt().await {
+            Err(ApiError::NotOwner(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Produces one record to `partition` through `agent`; returns its offset.
 async fn produce(agent: &Broker, topic: &str, partition: u32) -> Result<i64, ApiError> {
     let produced = agent
@@ -127,6 +176,14 @@ async fn create_topic(agent: &Broker, topic: &str, partitions: u32) {
         .create_topic(topic, Some(partitions), &BTreeMap::new())
         .await
         .unwrap();
+}
+
+/// Partition -> agent id the assignment names, for a topic of [`TOPIC_PARTITIONS`].
+fn owners(assignment: &Assignment, topic: &str) -> BTreeMap<u32, String> {
+    let owners = assignment.topic_owners(topic, TOPIC_PARTITIONS);
+    (0..)
+        .zip(owners.iter().map(|a| a.agent_id.clone()))
+        .collect()
 }
 
 fn max_per_agent(holders: &BTreeMap<u32, String>) -> usize {
@@ -203,9 +260,7 @@ async fn a_writer_whose_lease_was_taken_commits_nothing() {
 fn assignment_spreads_twelve_partitions_over_three_then_four_agents() {
     for agents in [3, 4] {
         let assignment = Assignment::new((0..agents).map(agent_info));
-        let holders: BTreeMap<u32, String> = (0..TOPIC_PARTITIONS)
-            .map(|p| (p, assignment.owner("events", p).unwrap().agent_id.clone()))
-            .collect();
+        let holders = owners(&assignment, "events");
         let fair = TOPIC_PARTITIONS.div_ceil(agents as u32) as usize;
         assert!(max_per_agent(&holders) <= fair + 1, "{agents}: {holders:?}");
     }
@@ -254,20 +309,121 @@ async fn agents_spread_partitions_by_lease_and_hand_them_over() {
     produce_everywhere(&agents[..2], &holders, 3).await;
 }
 
-/// Every partition accepts a record at its owner, at the next offset (nothing lost, nothing
-/// duplicated across hand-offs), and refuses it elsewhere.
+/// Every partition is served by its owner, which reads everything written so far and appends
+/// at the next offset (nothing lost, nothing duplicated across hand-offs); the other agents
+/// refuse it.
 async fn produce_everywhere(agents: &[Arc<Broker>], holders: &BTreeMap<u32, String>, offset: i64) {
     for (&partition, holder) in holders {
         for agent in agents {
-            let result = produce(agent, "events", partition).await;
-            if agent.agent_id() == holder {
-                assert_eq!(result.unwrap(), offset, "partition {partition} at {holder}");
-            } else {
+            if agent.agent_id() != holder {
+                let result = produce(agent, "events", partition).await;
                 assert!(
                     matches!(result, Err(ApiError::NotOwner(_))),
                     "partition {partition} accepted by a non-owner: {result:?}"
                 );
+                continue;
             }
+            let read = patiently(|| agent.consume_records("events", partition, 0, 100, 1 << 20))
+                .await
+                .unwrap();
+            assert_eq!(
+                read.high_watermark, offset,
+                "partition {partition} at {holder}"
+            );
+            let produced = patiently(|| produce(agent, "events", partition)).await;
+            assert_eq!(
+                produced.unwrap(),
+                offset,
+                "partition {partition} at {holder}"
+            );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_served_only_by_their_coordinator() {
+    let cluster = Cluster::new(Duration::from_millis(1_500)).await;
+    let mut clients = Vec::new();
+    for node in 0..3 {
+        clients.push(cluster.serving_agent(node).await);
+    }
+    // Metadata refreshes an agent's view of the cluster; wait until each sees all three.
+    for client in &mut clients {
+        wait_for_brokers(client, 3).await;
+    }
+    for group in ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"] {
+        let mut named = Vec::new();
+        for client in &mut clients {
+            named.push(find_coordinator(client, group).await);
+        }
+        assert!(named.windows(2).all(|w| w[0] == w[1]), "{group}: {named:?}");
+        for (node, client) in clients.iter_mut().enumerate() {
+            let coordinates = named[0] == node as i32;
+            let join = join_error(client, group).await;
+            let fetch = offset_fetch_error(client, group).await;
+            let not_coordinator = ResponseError::NotCoordinator.code();
+            assert_eq!(
+                (join == not_coordinator, fetch == not_coordinator),
+                (!coordinates, !coordinates),
+                "{group} at node {node} (coordinator {}): join {join}, offset fetch {fetch}",
+                named[0]
+            );
+        }
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn wait_for_brokers(client: &mut Client, count: usize) {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])));
+        let ResponseKind::Metadata(r) = client.send(request, 9).await else {
+            panic!("not a Metadata response")
+        };
+        if r.brokers.len() == count {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", r.brokers);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node id of the coordinator `client`'s agent names for `group`.
+async fn find_coordinator(client: &mut Client, group: &str) -> i32 {
+    let request = FindCoordinatorRequest::default().with_coordinator_keys(vec![s(group)]);
+    let ResponseKind::FindCoordinator(r) =
+        client.send(RequestKind::FindCoordinator(request), 4).await
+    else {
+        panic!("not a FindCoordinator response")
+    };
+    r.coordinators[0].node_id.0
+}
+
+/// Error code of a first JoinGroup (v5) for `group`.
+async fn join_error(client: &mut Client, group: &str) -> i16 {
+    let request = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(5_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(s("range"))
+        ]);
+    let ResponseKind::JoinGroup(r) = client.send(RequestKind::JoinGroup(request), 5).await else {
+        panic!("not a JoinGroup response")
+    };
+    r.error_code
+}
+
+/// Error code of an OffsetFetch (v5, all partitions) for `group`.
+async fn offset_fetch_error(client: &mut Client, group: &str) -> i16 {
+    let request = OffsetFetchRequest::default().with_group_id(GroupId(s(group)));
+    let ResponseKind::OffsetFetch(r) = client.send(RequestKind::OffsetFetch(request), 5).await
+    else {
+        panic!("not an OffsetFetch response")
+    };
+    r.error_code
 }

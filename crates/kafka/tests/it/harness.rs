@@ -28,10 +28,14 @@ impl TestServer {
         Self::start_with(BrokerConfig::default()).await
     }
 
-    pub async fn start_with(mut config: BrokerConfig) -> Self {
+    pub async fn start_with(config: BrokerConfig) -> Self {
+        Self::start_with_store(config, Arc::new(InMemory::new())).await
+    }
+
+    /// An agent over `store` (e.g. a fault-injecting one).
+    pub async fn start_with_store(mut config: BrokerConfig, store: Arc<dyn ObjectStore>) -> Self {
         let metadata: Arc<dyn MetadataStore> =
             Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.advertised_port = addr.port();

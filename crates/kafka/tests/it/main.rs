@@ -2,7 +2,9 @@
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
 mod cluster;
+mod faults;
 mod groups;
 mod harness;
 mod protocol;
 mod retention;
+mod security;

@@ -20,7 +20,7 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-async fn create_topic(server: &TestServer, topic: &str, partitions: u32) {
+pub(crate) async fn create_topic(server: &TestServer, topic: &str, partitions: u32) {
     server
         .metadata
         .create_topic(NewTopic {
@@ -32,7 +32,7 @@ async fn create_topic(server: &TestServer, topic: &str, partitions: u32) {
         .unwrap();
 }
 
-fn produce(topic: &str, partition: i32, records: Bytes, acks: i16) -> RequestKind {
+pub(crate) fn produce(topic: &str, partition: i32, records: Bytes, acks: i16) -> RequestKind {
     RequestKind::Produce(
         ProduceRequest::default()
             .with_acks(acks)
@@ -45,7 +45,7 @@ fn produce(topic: &str, partition: i32, records: Bytes, acks: i16) -> RequestKin
     )
 }
 
-fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> RequestKind {
+pub(crate) fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> RequestKind {
     RequestKind::Fetch(
         FetchRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -73,7 +73,7 @@ fn list_offsets(topic: &str, timestamp: i64) -> RequestKind {
     )
 }
 
-fn produce_result(r: ResponseKind) -> (i16, i64) {
+pub(crate) fn produce_result(r: ResponseKind) -> (i16, i64) {
     let ResponseKind::Produce(r) = r else {
         panic!("not a produce response")
     };
@@ -81,7 +81,7 @@ fn produce_result(r: ResponseKind) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
-fn fetch_result(r: ResponseKind) -> (i16, i64, Bytes) {
+pub(crate) fn fetch_result(r: ResponseKind) -> (i16, i64, Bytes) {
     let ResponseKind::Fetch(r) = r else {
         panic!("not a fetch response")
     };
@@ -546,7 +546,10 @@ async fn compaction_keeps_every_offset_readable() {
         let (err, hw, records) = fetch_result(client.send(fetch("merge", 0, offset, 0), 12).await);
         assert_eq!((err, hw), (0, 12));
         // Whole batches are returned: the one holding `offset` and every later one.
-        let first = batches.iter().position(|b| b.last_offset() >= offset).unwrap();
+        let first = batches
+            .iter()
+            .position(|b| b.last_offset() >= offset)
+            .unwrap();
         let start: usize = batches[..first].iter().map(|b| b.len()).sum();
         assert_eq!(records, before.slice(start..), "fetch at {offset}");
     }

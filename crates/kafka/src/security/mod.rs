@@ -1,0 +1,22 @@
+//! Security of the Kafka listener: TLS transport and SASL authentication. Both are off unless
+//! configured, so a default listener is plaintext and unauthenticated.
+
+mod sasl;
+mod scram;
+mod tls;
+
+use std::sync::Arc;
+
+pub(crate) use sasl::{Gate, SaslSession};
+pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
+pub use scram::{ScramAlgorithm, ScramCredential, DEFAULT_ITERATIONS};
+pub use tls::{tls_acceptor, TlsError};
+
+/// How a Kafka listener secures its connections.
+#[derive(Clone, Default)]
+pub struct ListenerSecurity {
+    /// Accept TLS connections only (from [`tls_acceptor`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Require SASL authentication before any request but ApiVersions.
+    pub sasl: Option<Arc<SaslAuthenticator>>,
+}

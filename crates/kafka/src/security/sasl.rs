@@ -1,0 +1,305 @@
+//! SASL authentication of Kafka connections (KIP-43 handshake, KIP-152 SaslAuthenticate).
+//!
+//! A connection on a SASL listener starts unauthenticated: only ApiVersions, SaslHandshake and
+//! SaslAuthenticate are accepted, as in Kafka, and anything else closes the connection.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use thiserror::Error;
+use tracing::{debug, info};
+
+use super::scram::{
+    ScramAlgorithm, ScramCredential, ScramError, ScramExchange, DEFAULT_ITERATIONS,
+};
+
+/// A SASL mechanism the listener can offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// PLAIN (RFC 4616): the password in clear, so only sensible over TLS.
+    Plain,
+    /// SCRAM-SHA-256 (RFC 7677).
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    ScramSha512,
+}
+
+/// A mechanism name that is not one of [`Mechanism`].
+#[derive(Debug, Error)]
+#[error("unknown SASL mechanism {0:?} (known: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")]
+pub struct UnknownMechanism(pub String);
+
+impl Mechanism {
+    /// The IANA name clients send in SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    fn scram(self) -> Option<ScramAlgorithm> {
+        match self {
+            Self::Plain => None,
+            Self::ScramSha256 => Some(ScramAlgorithm::Sha256),
+            Self::ScramSha512 => Some(ScramAlgorithm::Sha512),
+        }
+    }
+}
+
+impl std::str::FromStr for Mechanism {
+    type Err = UnknownMechanism;
+
+    /// Accepts the IANA name in any case, with `_` for `-` (config-file friendly).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(Self::Plain),
+            "SCRAM-SHA-256" => Ok(Self::ScramSha256),
+            "SCRAM-SHA-512" => Ok(Self::ScramSha512),
+            _ => Err(UnknownMechanism(s.to_string())),
+        }
+    }
+}
+
+/// The enabled mechanisms and the users' SCRAM credentials (salted derivatives only).
+#[derive(Debug)]
+pub struct SaslAuthenticator {
+    mechanisms: Vec<Mechanism>,
+    credentials: RwLock<HashMap<(String, ScramAlgorithm), ScramCredential>>,
+}
+
+impl SaslAuthenticator {
+    /// An authenticator offering `mechanisms`, with no users yet.
+    pub fn new(mechanisms: Vec<Mechanism>) -> Self {
+        Self {
+            mechanisms,
+            credentials: RwLock::default(),
+        }
+    }
+
+    /// Adds or replaces `user`, storing SCRAM-SHA-256 and SCRAM-SHA-512 derivatives of
+    /// `password` (PLAIN is verified against them), never the password itself.
+    pub fn add_user(&self, user: &str, password: &str) {
+        let mut creds = self.credentials.write().expect("lock poisoned");
+        for alg in [ScramAlgorithm::Sha256, ScramAlgorithm::Sha512] {
+            let credential = ScramCredential::new(alg, password, DEFAULT_ITERATIONS);
+            creds.insert((user.to_string(), alg), credential);
+        }
+    }
+
+    fn credential(&self, user: &str, alg: ScramAlgorithm) -> Option<ScramCredential> {
+        let creds = self.credentials.read().expect("lock poisoned");
+        creds.get(&(user.to_string(), alg)).cloned()
+    }
+
+    /// Verifies a PLAIN message `authzid NUL authcid NUL password`.
+    fn plain(&self, token: &[u8]) -> Result<String, ScramError> {
+        let mut parts = token.split(|&b| b == 0);
+        let (Some(authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ScramError::Malformed("PLAIN message needs three fields"));
+        };
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| ScramError::Malformed("PLAIN field is not UTF-8"))
+        };
+        let (authzid, user, password) = (text(authzid)?, text(user)?, text(password)?);
+        let alg = ScramAlgorithm::Sha256;
+        let valid = (authzid.is_empty() || authzid == user)
+            && self
+                .credential(&user, alg)
+                .is_some_and(|c| c.matches_password(alg, &password));
+        if valid {
+            Ok(user)
+        } else {
+            Err(ScramError::InvalidCredentials(user))
+        }
+    }
+}
+
+/// Where a connection is in the SASL exchange.
+enum Stage {
+    /// Before SaslHandshake.
+    Handshake,
+    /// After SaslHandshake chose `mechanism`; `raw` means handshake v0, after which tokens come
+    /// as bare length-prefixed frames rather than SaslAuthenticate requests.
+    Authenticate { mechanism: Mechanism, raw: bool },
+    /// Between the SCRAM server-first and client-final messages.
+    ScramFinal {
+        exchange: Box<ScramExchange>,
+        raw: bool,
+    },
+    /// Authenticated as the principal `User:<name>`.
+    Done { user: String },
+    /// The exchange failed; the connection is being closed.
+    Failed,
+}
+
+/// What the connection does with a request, given the SASL state.
+pub(crate) enum Gate {
+    /// Handle it normally.
+    Pass(RequestKind),
+    /// Send this response; close the connection afterwards when `close`.
+    Respond { body: ResponseKind, close: bool },
+    /// Close the connection without a response.
+    Refuse(&'static str),
+}
+
+/// One connection's SASL state.
+pub(crate) struct SaslSession {
+    auth: std::sync::Arc<SaslAuthenticator>,
+    stage: Stage,
+}
+
+impl SaslSession {
+    pub(crate) fn new(auth: std::sync::Arc<SaslAuthenticator>) -> Self {
+        Self {
+            auth,
+            stage: Stage::Handshake,
+        }
+    }
+
+    /// The authenticated user, once there is one.
+    pub(crate) fn user(&self) -> Option<&str> {
+        match &self.stage {
+            Stage::Done { user } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Whether the next frame is a bare SASL token (after SaslHandshake v0).
+    pub(crate) fn expects_raw_token(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Authenticate { raw: true, .. } | Stage::ScramFinal { raw: true, .. }
+        )
+    }
+
+    /// Decides what happens to a decoded request.
+    pub(crate) fn gate(&mut self, version: i16, request: RequestKind) -> Gate {
+        match request {
+            RequestKind::SaslHandshake(r) => self.handshake(version, r.mechanism.as_str()),
+            RequestKind::SaslAuthenticate(r) => self.authenticate(r.auth_bytes),
+            other if self.user().is_some() || matches!(other, RequestKind::ApiVersions(_)) => {
+                Gate::Pass(other)
+            }
+            _ => Gate::Refuse("request before SASL authentication"),
+        }
+    }
+
+    fn handshake(&mut self, version: i16, requested: &str) -> Gate {
+        let offered = self
+            .auth
+            .mechanisms
+            .iter()
+            .map(|m| StrBytes::from_static_str(m.name()));
+        let mut body = SaslHandshakeResponse::default().with_mechanisms(offered.collect());
+        if !matches!(self.stage, Stage::Handshake) {
+            body.error_code = ResponseError::IllegalSaslState.code();
+            return self.fail(ResponseKind::SaslHandshake(body));
+        }
+        let chosen = requested
+            .parse::<Mechanism>()
+            .ok()
+            .filter(|m| self.auth.mechanisms.contains(m));
+        let Some(mechanism) = chosen else {
+            body.error_code = ResponseError::UnsupportedSaslMechanism.code();
+            return self.fail(ResponseKind::SaslHandshake(body));
+        };
+        self.stage = Stage::Authenticate {
+            mechanism,
+            raw: version == 0,
+        };
+        Gate::Respond {
+            body: ResponseKind::SaslHandshake(body),
+            close: false,
+        }
+    }
+
+    fn fail(&mut self, body: ResponseKind) -> Gate {
+        self.stage = Stage::Failed;
+        Gate::Respond { body, close: true }
+    }
+
+    fn authenticate(&mut self, token: Bytes) -> Gate {
+        let response = SaslAuthenticateResponse::default();
+        match self.step(&token) {
+            Ok(reply) => Gate::Respond {
+                body: ResponseKind::SaslAuthenticate(response.with_auth_bytes(reply.into())),
+                close: false,
+            },
+            Err(message) => {
+                let body = response
+                    .with_error_code(message.0.code())
+                    .with_error_message(Some(StrBytes::from_string(message.1)));
+                self.fail(ResponseKind::SaslAuthenticate(body))
+            }
+        }
+    }
+
+    /// Handles a bare token (after SaslHandshake v0); `None` means close the connection, which
+    /// is how Kafka reports a failure in that mode.
+    pub(crate) fn raw_token(&mut self, token: &[u8]) -> Option<Vec<u8>> {
+        self.step(token).ok()
+    }
+
+    /// Advances the exchange by one client token, returning the server token.
+    fn step(&mut self, token: &[u8]) -> Result<Vec<u8>, (ResponseError, String)> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Failed);
+        let result = match stage {
+            Stage::Authenticate { mechanism, raw } => self.first(mechanism, raw, token),
+            Stage::ScramFinal { exchange, .. } => exchange.finish(token).map(|(user, reply)| {
+                self.stage = Stage::Done { user };
+                reply
+            }),
+            Stage::Handshake | Stage::Done { .. } | Stage::Failed => {
+                return Err((
+                    ResponseError::IllegalSaslState,
+                    "SaslAuthenticate is not expected in the current SASL state".into(),
+                ))
+            }
+        };
+        match (&result, self.user()) {
+            (Err(e), _) => info!("SASL authentication failed: {e}"),
+            (Ok(_), Some(user)) => debug!(user, "SASL authentication succeeded"),
+            (Ok(_), None) => {}
+        }
+        // Kafka sends one fixed message, so a client cannot tell an unknown user from a wrong
+        // password.
+        result.map_err(|_| {
+            (
+                ResponseError::SaslAuthenticationFailed,
+                "Authentication failed: Invalid username or password".into(),
+            )
+        })
+    }
+
+    fn first(
+        &mut self,
+        mechanism: Mechanism,
+        raw: bool,
+        token: &[u8],
+    ) -> Result<Vec<u8>, ScramError> {
+        let Some(alg) = mechanism.scram() else {
+            let user = self.auth.plain(token)?;
+            self.stage = Stage::Done { user };
+            return Ok(Vec::new());
+        };
+        let (exchange, reply) =
+            ScramExchange::start(alg, token, |user| self.auth.credential(user, alg))?;
+        self.stage = Stage::ScramFinal {
+            exchange: Box::new(exchange),
+            raw,
+        };
+        Ok(reply)
+    }
+}

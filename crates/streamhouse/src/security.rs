@@ -1,0 +1,117 @@
+//! Security settings of `streamhouse serve` (TLS and SASL on the Kafka listener), resolved from
+//! flags/env and the TOML file, and turned into the listener's [`ListenerSecurity`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use streamhouse_kafka::security::{tls_acceptor, ListenerSecurity, Mechanism, SaslAuthenticator};
+
+/// A user created at start-up. `Debug` hides the password so settings can be logged.
+#[derive(Clone)]
+pub struct SaslUser {
+    pub name: String,
+    password: String,
+}
+
+impl std::fmt::Debug for SaslUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SaslUser({:?}, password: <redacted>)", self.name)
+    }
+}
+
+impl std::str::FromStr for SaslUser {
+    type Err = anyhow::Error;
+
+    /// Parses `NAME:PASSWORD` (the password may contain ':').
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.split_once(':') {
+            Some((name, password)) if !name.is_empty() && !password.is_empty() => Ok(Self {
+                name: name.to_string(),
+                password: password.to_string(),
+            }),
+            // The value may hold a password: never echo it.
+            _ => bail!("a SASL user must be given as NAME:PASSWORD"),
+        }
+    }
+}
+
+/// Resolved security settings. The default is plaintext and unauthenticated.
+#[derive(Debug, Clone, Default)]
+pub struct SecuritySettings {
+    /// PEM certificate chain and private key; TLS is on when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// SASL mechanisms offered; SASL is required when not empty.
+    pub sasl_mechanisms: Vec<Mechanism>,
+    /// Users whose (hashed) credentials are created at start-up.
+    pub sasl_users: Vec<SaslUser>,
+}
+
+impl SecuritySettings {
+    /// Checks and combines the raw settings. `sasl` alone enables the SCRAM mechanisms.
+    pub fn resolve(
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        sasl: bool,
+        mechanisms: Option<Vec<String>>,
+        sasl_users: Vec<SaslUser>,
+    ) -> anyhow::Result<Self> {
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        let mut sasl_mechanisms = mechanisms
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.trim().parse::<Mechanism>())
+            .collect::<Result<Vec<_>, _>>()?;
+        if sasl && sasl_mechanisms.is_empty() {
+            sasl_mechanisms = vec![Mechanism::ScramSha256, Mechanism::ScramSha512];
+        }
+        if sasl_mechanisms.is_empty() && !sasl_users.is_empty() {
+            bail!("--sasl-user needs SASL enabled (--sasl or --sasl-mechanisms)");
+        }
+        Ok(Self {
+            tls,
+            sasl_mechanisms,
+            sasl_users,
+        })
+    }
+
+    /// Loads the certificate and creates the users' credentials.
+    pub fn listener_security(&self) -> anyhow::Result<ListenerSecurity> {
+        let tls = match &self.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key).context("loading TLS")?),
+            None => None,
+        };
+        let sasl = (!self.sasl_mechanisms.is_empty()).then(|| {
+            let auth = SaslAuthenticator::new(self.sasl_mechanisms.clone());
+            for user in &self.sasl_users {
+                auth.add_user(&user.name, &user.password);
+            }
+            Arc::new(auth)
+        });
+        Ok(ListenerSecurity { tls, sasl })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_by_default_and_checked() {
+        let s = SecuritySettings::resolve(None, None, false, None, vec![]).unwrap();
+        assert!(s.tls.is_none() && s.sasl_mechanisms.is_empty());
+        assert!(SecuritySettings::resolve(Some("c".into()), None, false, None, vec![]).is_err());
+        let user: SaslUser = "alice:pa:ss".parse().unwrap();
+        assert!(!format!("{user:?}").contains("pa:ss"));
+        assert!(SecuritySettings::resolve(None, None, false, None, vec![user.clone()]).is_err());
+        let s = SecuritySettings::resolve(None, None, true, None, vec![user]).unwrap();
+        assert_eq!(s.sasl_mechanisms.len(), 2);
+        let bad = SecuritySettings::resolve(None, None, false, Some(vec!["GSSAPI".into()]), vec![]);
+        assert!(bad.is_err());
+        assert!("nopassword".parse::<SaslUser>().is_err());
+    }
+}
