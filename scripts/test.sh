@@ -24,6 +24,9 @@ step "end-to-end tests (pytest tests/e2e, binary $STREAMHOUSE_BIN)"
 # Exit code 5 (no tests collected) is a failure too: the suite must never silently vanish.
 .venv/bin/pytest -q tests/e2e "$@"
 
+step "end-to-end tests again with segments in S3 (moto server on 127.0.0.1)"
+STREAMHOUSE_E2E_OBJECT_STORE=s3 .venv/bin/pytest -q tests/e2e "$@"
+
 step "OpenAPI conformance (schemathesis against the real agent)"
 bash scripts/api-conformance.sh
 

@@ -20,6 +20,7 @@ use object_store::ObjectStore;
 use streamhouse_metadata::{
     AgentInfo, CommittedOffset, LeaseFence, MetadataStore, NewTopic, PartitionLease,
     PartitionState, Result as MetaResult, SegmentInfo, SqliteMetadataStore, Topic, TopicConfig,
+    UserCredential,
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
@@ -110,6 +111,22 @@ impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
     }
     async fn delete_group(&self, group: &str) -> MetaResult<bool> {
         self.count().delete_group(group).await
+    }
+    async fn upsert_credential(&self, credential: &UserCredential) -> MetaResult<()> {
+        self.count().upsert_credential(credential).await
+    }
+    async fn get_credential(
+        &self,
+        user: &str,
+        mechanism: &str,
+    ) -> MetaResult<Option<UserCredential>> {
+        self.count().get_credential(user, mechanism).await
+    }
+    async fn list_credentials(&self) -> MetaResult<Vec<UserCredential>> {
+        self.count().list_credentials().await
+    }
+    async fn delete_credential(&self, user: &str, mechanism: &str) -> MetaResult<bool> {
+        self.count().delete_credential(user, mechanism).await
     }
     async fn register_agent(&self, agent: &AgentInfo) -> MetaResult<()> {
         self.count().register_agent(agent).await

@@ -129,15 +129,28 @@ impl Compactor {
             let bytes = fetch
                 .await
                 .map_err(|e| StorageError::object_store(&segment.object_key, e))?;
-            let (footer, batches) = decode_segment(bytes)
-                .map_err(|e| StorageError::corrupt(&segment.object_key, segment.size_bytes, 0..segment.size_bytes, e))?;
-            if (footer.base_offset, footer.last_offset) != (segment.base_offset, segment.last_offset) {
+            let (footer, batches) = decode_segment(bytes).map_err(|e| {
+                StorageError::corrupt(
+                    &segment.object_key,
+                    segment.size_bytes,
+                    0..segment.size_bytes,
+                    e,
+                )
+            })?;
+            if (footer.base_offset, footer.last_offset)
+                != (segment.base_offset, segment.last_offset)
+            {
                 return Err(mismatch(segment, footer.base_offset, footer.last_offset));
             }
             for batch in &batches {
-                builder
-                    .push(batch)
-                    .map_err(|e| StorageError::corrupt(&segment.object_key, segment.size_bytes, 0..segment.size_bytes, e))?;
+                builder.push(batch).map_err(|e| {
+                    StorageError::corrupt(
+                        &segment.object_key,
+                        segment.size_bytes,
+                        0..segment.size_bytes,
+                        e,
+                    )
+                })?;
             }
         }
         Ok(builder.finish())
@@ -151,7 +164,13 @@ impl Compactor {
             "topics/{}/{}/{:020}-{epoch}-merged-{:020}.seg",
             self.topic.id, self.partition, footer.base_offset, footer.last_offset
         );
-        upload_with_retries(self.store.as_ref(), &key, encoded.bytes.clone(), &self.upload).await?;
+        upload_with_retries(
+            self.store.as_ref(),
+            &key,
+            encoded.bytes.clone(),
+            &self.upload,
+        )
+        .await?;
         let merged = SegmentInfo {
             topic: self.topic.name.clone(),
             partition: self.partition,
@@ -162,14 +181,20 @@ impl Compactor {
             object_key: key,
             min_timestamp_ms: run.iter().map(|s| s.min_timestamp_ms).min().unwrap_or(-1),
             max_timestamp_ms: run.iter().map(|s| s.max_timestamp_ms).max().unwrap_or(-1),
-            created_at_ms: run.iter().map(|s| s.created_at_ms).max().unwrap_or_else(now_ms),
+            created_at_ms: run
+                .iter()
+                .map(|s| s.created_at_ms)
+                .max()
+                .unwrap_or_else(now_ms),
         };
         let replaced = self
             .metadata
             .replace_segments(&merged, self.fence.as_ref())
             .await?;
         self.index.replace(&merged);
-        self.cache.insert_object(&merged.object_key, encoded.bytes).await;
+        self.cache
+            .insert_object(&merged.object_key, encoded.bytes)
+            .await;
         tracing::debug!(
             topic = %self.topic.name,
             partition = self.partition,
@@ -196,7 +221,8 @@ fn mismatch(segment: &SegmentInfo, base: i64, last: i64) -> StorageError {
 /// created no later than `newest_allowed_ms`, that together fit in `target_bytes`. Segments past
 /// half the target are left alone, which bounds how often a byte is rewritten.
 fn pick_run(segments: &[SegmentInfo], target_bytes: u64, newest_allowed_ms: i64) -> &[SegmentInfo] {
-    let small = |s: &SegmentInfo| s.size_bytes < target_bytes / 2 && s.created_at_ms <= newest_allowed_ms;
+    let small =
+        |s: &SegmentInfo| s.size_bytes < target_bytes / 2 && s.created_at_ms <= newest_allowed_ms;
     let mut start = 0;
     while start < segments.len() {
         if !small(&segments[start]) {
@@ -270,15 +296,30 @@ mod tests {
             seg(40, 49, 100, 99), // too new
         ];
         let run = pick_run(&segments, 1000, 50);
-        assert_eq!(run.iter().map(|s| s.base_offset).collect::<Vec<_>>(), [10, 20, 30]);
-        assert!(pick_run(&segments[..2], 1000, 50).is_empty(), "a single segment is no run");
+        assert_eq!(
+            run.iter().map(|s| s.base_offset).collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
+        assert!(
+            pick_run(&segments[..2], 1000, 50).is_empty(),
+            "a single segment is no run"
+        );
     }
 
     #[test]
     fn runs_stop_at_the_target_and_at_gaps() {
-        let segments = [seg(0, 9, 400, 0), seg(10, 19, 400, 0), seg(20, 29, 400, 0), seg(40, 49, 10, 0)];
+        let segments = [
+            seg(0, 9, 400, 0),
+            seg(10, 19, 400, 0),
+            seg(20, 29, 400, 0),
+            seg(40, 49, 10, 0),
+        ];
         let run = pick_run(&segments, 1000, 0);
-        assert_eq!(run.len(), 2, "a third 400-byte segment would pass the target");
+        assert_eq!(
+            run.len(),
+            2,
+            "a third 400-byte segment would pass the target"
+        );
         let gap = [seg(0, 9, 10, 0), seg(20, 29, 10, 0)];
         assert!(pick_run(&gap, 1000, 0).is_empty());
     }

@@ -175,7 +175,9 @@ impl Segments {
 
     /// Removes and returns the entries whose offsets overlap `from..=upto`.
     fn remove_overlapping(&mut self, from: i64, upto: i64) -> Vec<(i64, Entry)> {
-        let start = self.entries.partition_point(|e| e.segment.last_offset < from);
+        let start = self
+            .entries
+            .partition_point(|e| e.segment.last_offset < from);
         let end = self.bases.partition_point(|&base| base <= upto).max(start);
         self.bases
             .drain(start..end)

@@ -1,113 +1,19 @@
 //! SegmentCache over an in-memory object store that counts (and can fail or delay) its GETs.
 
-use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::join_all;
-use futures::stream::BoxStream;
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::ObjectStoreExt;
 use proptest::prelude::*;
+use streamhouse_storage::testing::{FaultPlan, FaultyStore};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
 
 const KEY: &str = "topics/t/0/00000000000000000000-0.seg";
 const BLOCK: u64 = 64;
-
-/// InMemory plus a GET counter, injectable transient GET failures and an optional GET delay.
-#[derive(Debug, Default)]
-struct CountingStore {
-    inner: InMemory,
-    gets: AtomicU64,
-    failures_left: AtomicU32,
-    delay_ms: AtomicU64,
-}
-
-impl fmt::Display for CountingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CountingStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        let delay = self.delay_ms.load(Ordering::SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let fail = self
-            .failures_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if fail.is_ok() {
-            return Err(object_store::Error::Generic {
-                store: "CountingStore",
-                source: "injected transient failure".into(),
-            });
-        }
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-impl CountingStore {
-    fn gets(&self) -> u64 {
-        self.gets.load(Ordering::SeqCst)
-    }
-}
 
 fn object(len: usize) -> Bytes {
     (0..len)
@@ -116,8 +22,9 @@ fn object(len: usize) -> Bytes {
         .into()
 }
 
-async fn store_with(data: &Bytes) -> Arc<CountingStore> {
-    let store = Arc::new(CountingStore::default());
+/// A store holding `data` at [`KEY`], counting GETs and failing them as planned.
+async fn store_with(data: &Bytes) -> Arc<FaultyStore> {
+    let store = FaultyStore::new(7);
     store
         .put(&Path::from(KEY), data.clone().into())
         .await
@@ -132,7 +39,7 @@ fn cache(max_bytes: u64) -> SegmentCache {
     })
 }
 
-async fn read(cache: &SegmentCache, store: &CountingStore, len: usize, range: Range<u64>) -> Bytes {
+async fn read(cache: &SegmentCache, store: &FaultyStore, len: usize, range: Range<u64>) -> Bytes {
     cache
         .read_range(store, KEY, len as u64, range)
         .await
@@ -170,17 +77,17 @@ async fn only_missing_blocks_are_fetched_with_adjacent_ones_coalesced() {
     let cache = cache(1 << 20);
 
     read(&cache, &store, 1000, 0..100).await; // blocks 0-1
-    assert_eq!(store.gets(), 1);
+    assert_eq!(store.gets().requests(), 1);
     read(&cache, &store, 1000, 130..140).await; // block 2
     read(&cache, &store, 1000, 260..270).await; // block 4
-    assert_eq!(store.gets(), 3);
+    assert_eq!(store.gets().requests(), 3);
 
     // Blocks 0-6: 3 and 5-6 are missing, two runs.
     assert_eq!(
         read(&cache, &store, 1000, 10..440).await,
         data.slice(10..440)
     );
-    assert_eq!(store.gets(), 5);
+    assert_eq!(store.gets().requests(), 5);
     let stats = cache.stats().await;
     assert_eq!(stats.get_requests, 5);
     assert_eq!(stats.bytes_fetched, 7 * BLOCK);
@@ -188,21 +95,24 @@ async fn only_missing_blocks_are_fetched_with_adjacent_ones_coalesced() {
     assert_eq!(stats.hits, 4);
 
     read(&cache, &store, 1000, 0..448).await;
-    assert_eq!(store.gets(), 5, "everything cached");
+    assert_eq!(store.gets().requests(), 5, "everything cached");
 }
 
 #[tokio::test]
 async fn concurrent_readers_of_a_block_share_one_get() {
     let data = object(1000);
     let store = store_with(&data).await;
-    store.delay_ms.store(20, Ordering::SeqCst);
+    store.set_gets(FaultPlan {
+        latency: Duration::from_millis(20),
+        ..FaultPlan::default()
+    });
     let cache = cache(1 << 20);
 
     let reads = join_all((0..10).map(|i| read(&cache, &store, 1000, i..i + 50))).await;
     for (i, got) in (0..).zip(reads) {
         assert_eq!(got, data.slice(i as usize..i as usize + 50));
     }
-    assert_eq!(store.gets(), 1);
+    assert_eq!(store.gets().requests(), 1);
 }
 
 #[tokio::test]
@@ -217,7 +127,7 @@ async fn written_objects_are_served_without_a_get() {
         read(&cache, &store, 1000, 999..1000).await,
         data.slice(999..)
     );
-    assert_eq!(store.gets(), 0);
+    assert_eq!(store.gets().requests(), 0);
     assert_eq!(cache.stats().await.misses, 0);
 }
 
@@ -239,11 +149,14 @@ async fn the_byte_bound_is_respected() {
 async fn transient_get_errors_are_retried() {
     let data = object(1000);
     let store = store_with(&data).await;
-    store.failures_left.store(2, Ordering::SeqCst);
+    store.set_gets(FaultPlan {
+        fail_next: 2,
+        ..FaultPlan::default()
+    });
     let cache = cache(1 << 20);
 
     assert_eq!(read(&cache, &store, 1000, 0..10).await, data.slice(0..10));
-    assert_eq!(store.gets(), 3);
+    assert_eq!(store.gets().requests(), 3);
 }
 
 #[tokio::test]
@@ -252,21 +165,24 @@ async fn persistent_and_permanent_errors_fail_the_read() {
     let store = store_with(&data).await;
     let cache = cache(1 << 20);
 
-    store.failures_left.store(100, Ordering::SeqCst);
+    store.set_gets(FaultPlan {
+        fail_next: 100,
+        ..FaultPlan::default()
+    });
     assert!(cache.read_range(&*store, KEY, 1000, 0..10).await.is_err());
-    let after_transient = store.gets();
+    let after_transient = store.gets().requests();
     assert!(
         after_transient > 1 && after_transient < 10,
         "{after_transient} GETs"
     );
 
-    store.failures_left.store(0, Ordering::SeqCst);
+    store.set_gets(FaultPlan::default());
     let missing = cache
         .read_range(&*store, "no/such/object", 1000, 0..10)
         .await;
     assert!(missing.is_err());
     assert_eq!(
-        store.gets(),
+        store.gets().requests(),
         after_transient + 1,
         "not-found is not retried"
     );
@@ -286,7 +202,7 @@ async fn prefetch_fills_the_cache_in_the_background() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(read(&cache, &store, 1000, 0..1000).await, data);
-    assert_eq!(store.gets(), 1);
+    assert_eq!(store.gets().requests(), 1);
 }
 
 #[tokio::test]
@@ -301,5 +217,5 @@ async fn invalidated_objects_are_fetched_again() {
         read(&cache, &store, 1000, 500..600).await,
         data.slice(500..600)
     );
-    assert_eq!(store.gets(), 1);
+    assert_eq!(store.gets().requests(), 1);
 }

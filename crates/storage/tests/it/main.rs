@@ -17,27 +17,21 @@ mod retention;
 /// Shared fixtures for the writer, reader and round-trip tests (engineer B).
 #[allow(dead_code)]
 mod support {
-    use std::fmt;
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
-    use async_trait::async_trait;
     use bytes::{Bytes, BytesMut};
-    use futures::stream::BoxStream;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
     use object_store::memory::InMemory;
     use object_store::path::Path;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-        ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    };
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
     use streamhouse_metadata::{
         LeaseFence, MetadataStore, NewTopic, SqliteMetadataStore, Topic, TopicConfig,
     };
     use streamhouse_segment::RecordBatch;
+    use streamhouse_storage::testing::{FaultPlan, FaultyStore};
     use streamhouse_storage::{
         PartitionReader, PartitionWriter, SegmentCache, SegmentCacheConfig, SegmentIndex,
         SegmentIndexConfig, WriterConfig,
@@ -238,113 +232,20 @@ mod support {
             .unwrap()
     }
 
-    /// Wraps a store so that `put` fails a set number of times (or always).
-    #[derive(Debug)]
-    pub struct FlakyStore {
-        inner: Arc<dyn ObjectStore>,
-        failures_left: AtomicU32,
-        puts: AtomicU32,
-    }
-
-    impl FlakyStore {
-        /// The next `failures` puts fail; `u32::MAX` means every put fails.
-        pub fn new(failures: u32) -> Arc<Self> {
-            Arc::new(Self {
-                inner: Arc::new(InMemory::new()),
-                failures_left: AtomicU32::new(failures),
-                puts: AtomicU32::new(0),
-            })
-        }
-
-        /// Makes the next `failures` puts fail.
-        pub fn fail_next(&self, failures: u32) {
-            self.failures_left.store(failures, Ordering::SeqCst);
-        }
-
-        /// Puts attempted so far (failed ones included).
-        pub fn puts(&self) -> u32 {
-            self.puts.load(Ordering::SeqCst)
-        }
-
-        fn should_fail(&self) -> bool {
-            self.puts.fetch_add(1, Ordering::SeqCst);
-            self.failures_left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
-                    0 => None,
-                    u32::MAX => Some(u32::MAX),
-                    n => Some(n - 1),
-                })
-                .is_ok()
-        }
-    }
-
-    impl fmt::Display for FlakyStore {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "FlakyStore({})", self.inner)
-        }
-    }
-
-    #[async_trait]
-    impl ObjectStore for FlakyStore {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            if self.should_fail() {
-                return Err(object_store::Error::Generic {
-                    store: "FlakyStore",
-                    source: "injected put failure".into(),
-                });
+    /// A store whose next `failures` puts fail; `u32::MAX` means every put fails (an outage).
+    pub fn flaky_store(failures: u32) -> Arc<FaultyStore> {
+        let store = FaultyStore::new(1);
+        store.set_puts(if failures == u32::MAX {
+            FaultPlan {
+                outage: true,
+                ..FaultPlan::default()
             }
-            self.inner.put_opts(location, payload, opts).await
-        }
-
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: GetOptions,
-        ) -> object_store::Result<GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
+        } else {
+            FaultPlan {
+                fail_next: failures,
+                ..FaultPlan::default()
+            }
+        });
+        store
     }
 }

@@ -2,7 +2,9 @@
 
 use streamhouse_storage::StorageError;
 
-use crate::support::{batch, test_config, Env, FlakyStore, Producer};
+use streamhouse_storage::testing::FaultPlan;
+
+use crate::support::{batch, flaky_store, test_config, Env, Producer};
 
 const PID: i64 = 42;
 
@@ -73,7 +75,7 @@ async fn sequence_and_epoch_violations_are_refused_without_appending() {
 
 #[tokio::test]
 async fn a_failed_flush_rolls_producer_state_back() {
-    let flaky = FlakyStore::new(u32::MAX);
+    let flaky = flaky_store(u32::MAX);
     let env = Env::new(flaky.clone()).await;
     let writer = env.writer(test_config(), None).await.unwrap();
     let lost = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
@@ -81,7 +83,7 @@ async fn a_failed_flush_rolls_producer_state_back() {
     assert!(lost.durable.wait().await.is_err());
 
     // The client retries the same batch: it was never stored, so it is appended, not deduped.
-    flaky.fail_next(0);
+    flaky.set_puts(FaultPlan::default());
     let retry = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
     assert!(!retry.duplicate);
     assert_eq!(retry.base_offset, 0);

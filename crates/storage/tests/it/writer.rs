@@ -7,7 +7,9 @@ use std::time::Duration;
 use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore};
 use streamhouse_storage::{StorageError, WriterConfig};
 
-use crate::support::{object, plain, test_config, Env, FlakyStore, TOPIC};
+use streamhouse_storage::testing::FaultPlan;
+
+use crate::support::{flaky_store, object, plain, test_config, Env, TOPIC};
 
 #[tokio::test]
 async fn appends_get_consecutive_offsets_and_become_durable_on_flush() {
@@ -92,19 +94,19 @@ async fn age_based_roll_is_reported() {
 
 #[tokio::test]
 async fn failed_uploads_are_retried() {
-    let flaky = FlakyStore::new(2);
+    let flaky = flaky_store(2);
     let env = Env::new(flaky.clone()).await;
     let writer = env.writer(test_config(), None).await.unwrap();
     let appended = writer.append(vec![plain(3)]).unwrap();
     writer.flush().await.unwrap().expect("a segment");
     appended.durable.wait().await.unwrap();
-    assert_eq!(flaky.puts(), 3);
+    assert_eq!(flaky.puts().requests(), 3);
     assert_eq!(writer.high_watermark(), 3);
 }
 
 #[tokio::test]
 async fn an_exhausted_upload_fails_every_pending_record_and_nothing_becomes_visible() {
-    let flaky = FlakyStore::new(u32::MAX);
+    let flaky = flaky_store(u32::MAX);
     let env = Env::new(flaky.clone()).await;
     let config = WriterConfig {
         upload_backoff: Duration::from_millis(20),
@@ -127,7 +129,7 @@ async fn an_exhausted_upload_fails_every_pending_record_and_nothing_becomes_visi
         matches!(error, StorageError::FlushFailed { from_offset: 0, .. }),
         "{error}"
     );
-    assert_eq!(flaky.puts(), 3);
+    assert_eq!(flaky.puts().requests(), 3);
     for ticket in [sealed.durable, later.durable] {
         assert!(matches!(
             ticket.wait().await,
@@ -152,7 +154,7 @@ async fn an_exhausted_upload_fails_every_pending_record_and_nothing_becomes_visi
     assert_eq!(writer.buffered_bytes(), 0);
 
     // The writer stays usable and starts again at the high watermark.
-    flaky.fail_next(0);
+    flaky.set_puts(FaultPlan::default());
     let retry = writer.append(vec![plain(4)]).unwrap();
     assert_eq!((retry.base_offset, retry.last_offset), (0, 3));
     writer.flush().await.unwrap();
