@@ -18,7 +18,7 @@ use moka::sync::Cache;
 
 use crate::{
     AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, Result, SegmentInfo, Topic, TopicConfig,
+    PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -347,6 +347,22 @@ impl MetadataStore for CachedMetadataStore {
 
     async fn delete_group(&self, group: &str) -> Result<bool> {
         self.inner.delete_group(group).await
+    }
+
+    async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {
+        self.inner.upsert_credential(credential).await
+    }
+
+    async fn get_credential(&self, user: &str, mechanism: &str) -> Result<Option<UserCredential>> {
+        self.inner.get_credential(user, mechanism).await
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<UserCredential>> {
+        self.inner.list_credentials().await
+    }
+
+    async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool> {
+        self.inner.delete_credential(user, mechanism).await
     }
 
     async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, Result,
-    SegmentInfo, Topic, TopicConfig,
+    SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -500,7 +500,10 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
         segs[1..3].to_vec()
     );
     let listed = store.list_segments(name, 0, 0).await.unwrap();
-    assert_eq!(listed, vec![segs[0].clone(), merged.clone(), segs[3].clone()]);
+    assert_eq!(
+        listed,
+        vec![segs[0].clone(), merged.clone(), segs[3].clone()]
+    );
     let state = store.get_partition(name, 0).await.unwrap();
     assert_eq!((state.log_start_offset, state.high_watermark), (0, 40));
     let keys = store.all_segment_keys().await.unwrap();
@@ -510,7 +513,10 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     for (base, last) in [(5, 29), (30, 45), (0, 15)] {
         let bad = segment(name, 0, base, last);
         let err = store.replace_segments(&bad, None).await.unwrap_err();
-        assert!(matches!(err, MetadataError::Invalid(_)), "{base}..={last}: {err}");
+        assert!(
+            matches!(err, MetadataError::Invalid(_)),
+            "{base}..={last}: {err}"
+        );
     }
     merged.record_count -= 1;
     merged.object_key = format!("{}-again", merged.object_key);
@@ -522,7 +528,10 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
         epoch: 1,
     };
     let whole = segment(name, 0, 0, 39);
-    let err = store.replace_segments(&whole, Some(&fence)).await.unwrap_err();
+    let err = store
+        .replace_segments(&whole, Some(&fence))
+        .await
+        .unwrap_err();
     assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
 }
 
@@ -932,6 +941,47 @@ pub async fn lease_release(store: &dyn MetadataStore) {
     );
 }
 
+/// SASL credentials: upsert replaces, lookups are per (user, mechanism), delete reports.
+pub async fn credentials(store: &dyn MetadataStore) {
+    let credential = |user: &str, mechanism: &str, key: u8| UserCredential {
+        user: user.into(),
+        mechanism: mechanism.into(),
+        salt: vec![key; 16],
+        iterations: 4096,
+        stored_key: vec![key, 0, 255],
+        server_key: vec![key; 32],
+    };
+    let alice = credential("conf-alice", "SCRAM-SHA-256", 1);
+    store.upsert_credential(&alice).await.unwrap();
+    store
+        .upsert_credential(&credential("conf-alice", "SCRAM-SHA-512", 2))
+        .await
+        .unwrap();
+    let get = |mechanism| store.get_credential("conf-alice", mechanism);
+    assert_eq!(get("SCRAM-SHA-256").await.unwrap(), Some(alice));
+    let replaced = credential("conf-alice", "SCRAM-SHA-256", 3);
+    store.upsert_credential(&replaced).await.unwrap();
+    assert_eq!(get("SCRAM-SHA-256").await.unwrap(), Some(replaced));
+    assert_eq!(get("PLAIN").await.unwrap(), None);
+    let listed = store.list_credentials().await.unwrap();
+    let mine: Vec<_> = listed
+        .iter()
+        .filter(|c| c.user == "conf-alice")
+        .map(|c| c.mechanism.as_str())
+        .collect();
+    assert_eq!(mine, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    assert!(store
+        .delete_credential("conf-alice", "SCRAM-SHA-256")
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_credential("conf-alice", "SCRAM-SHA-256")
+        .await
+        .unwrap());
+    assert_eq!(get("SCRAM-SHA-256").await.unwrap(), None);
+    assert!(get("SCRAM-SHA-512").await.unwrap().is_some());
+}
+
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn MetadataStore>) {
     let store = store.as_ref();
@@ -953,4 +1003,5 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     leases(store).await;
     concurrent_lease_acquisition(store).await;
     lease_release(store).await;
+    credentials(store).await;
 }

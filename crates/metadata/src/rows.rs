@@ -5,7 +5,7 @@
 
 use crate::{
     AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, Result, SegmentInfo,
-    Topic, TopicConfig,
+    Topic, TopicConfig, UserCredential,
 };
 use uuid::Uuid;
 
@@ -52,8 +52,16 @@ macro_rules! lease_columns {
     };
 }
 
+/// Columns of `credentials`, as read by [`credential`].
+macro_rules! credential_columns {
+    () => {
+        "user_name, mechanism, salt, iterations, stored_key, server_key"
+    };
+}
+
 pub(crate) use {
-    agent_columns, lease_columns, offset_columns, partition_columns, segment_columns, topic_columns,
+    agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
+    segment_columns, topic_columns,
 };
 
 /// Typed column access shared by the SQL backends' row types.
@@ -64,6 +72,8 @@ pub(crate) trait RowExt {
     fn text(&self, column: &str) -> Result<String>;
     /// A nullable text column.
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    /// A non-null binary column.
+    fn bytes(&self, column: &str) -> Result<Vec<u8>>;
 }
 
 /// Implements [`RowExt`] for a sqlx row type.
@@ -77,6 +87,9 @@ macro_rules! impl_row_ext {
                 Ok(sqlx::Row::try_get(self, column)?)
             }
             fn opt_text(&self, column: &str) -> Result<Option<String>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn bytes(&self, column: &str) -> Result<Vec<u8>> {
                 Ok(sqlx::Row::try_get(self, column)?)
             }
         }
@@ -154,6 +167,17 @@ pub(crate) fn agent(row: &impl RowExt) -> Result<AgentInfo> {
         node_id: int32(row, "node_id")?,
         last_heartbeat_ms: row.int("last_heartbeat")?,
         started_at_ms: row.int("started_at")?,
+    })
+}
+
+pub(crate) fn credential(row: &impl RowExt) -> Result<UserCredential> {
+    Ok(UserCredential {
+        user: row.text("user_name")?,
+        mechanism: row.text("mechanism")?,
+        salt: row.bytes("salt")?,
+        iterations: narrow(row, "iterations")?,
+        stored_key: row.bytes("stored_key")?,
+        server_key: row.bytes("server_key")?,
     })
 }
 

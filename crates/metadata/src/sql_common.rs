@@ -17,12 +17,12 @@ use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::rows::{
-    self, agent_columns, lease_columns, offset_columns, partition_columns, segment_columns,
-    topic_columns,
+    self, agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
+    segment_columns, topic_columns,
 };
 use crate::{
     now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig,
+    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -164,7 +164,11 @@ fn check_tiling(merged: &SegmentInfo, segments: &[SegmentInfo]) -> Result<()> {
     } else {
         Err(MetadataError::Invalid(format!(
             "segments of '{}'/{} no longer tile offsets {}..={} with {} records",
-            merged.topic, merged.partition, merged.base_offset, merged.last_offset, merged.record_count
+            merged.topic,
+            merged.partition,
+            merged.base_offset,
+            merged.last_offset,
+            merged.record_count
         )))
     }
 }
@@ -597,6 +601,62 @@ impl MetadataStore for Store {
     async fn delete_group(&self, group: &str) -> Result<bool> {
         let result = sqlx::query("DELETE FROM consumer_offsets WHERE group_id = $1")
             .bind(group)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn upsert_credential(&self, c: &UserCredential) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO credentials (",
+            credential_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (user_name, mechanism) DO UPDATE SET \
+             salt = excluded.salt, iterations = excluded.iterations, \
+             stored_key = excluded.stored_key, server_key = excluded.server_key"
+        ))
+        .bind(&c.user)
+        .bind(&c.mechanism)
+        .bind(&c.salt)
+        .bind(i64::from(c.iterations))
+        .bind(&c.stored_key)
+        .bind(&c.server_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_credential(&self, user: &str, mechanism: &str) -> Result<Option<UserCredential>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials WHERE user_name = $1 AND mechanism = $2"
+        ))
+        .bind(user)
+        .bind(mechanism)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| rows::credential(&row))
+        .transpose()
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<UserCredential>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM credentials ORDER BY user_name, mechanism"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::credential)
+        .collect()
+    }
+
+    async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM credentials WHERE user_name = $1 AND mechanism = $2")
+            .bind(user)
+            .bind(mechanism)
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)

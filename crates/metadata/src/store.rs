@@ -2,7 +2,7 @@ use async_trait::async_trait;
 
 use crate::{
     AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState, Result,
-    SegmentInfo, Topic, TopicConfig,
+    SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -141,4 +141,18 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// All leases (expired ones included), ordered by topic, partition.
     async fn list_leases(&self) -> Result<Vec<PartitionLease>>;
+
+    // ---- SASL credentials ---------------------------------------------------------------------
+
+    /// Creates or replaces the credential of `(user, mechanism)`.
+    async fn upsert_credential(&self, credential: &UserCredential) -> Result<()>;
+
+    /// The credential of `user` for `mechanism`, if any.
+    async fn get_credential(&self, user: &str, mechanism: &str) -> Result<Option<UserCredential>>;
+
+    /// Every credential, ordered by user and mechanism (agents load them to authenticate).
+    async fn list_credentials(&self) -> Result<Vec<UserCredential>>;
+
+    /// Deletes the credential of `(user, mechanism)`; `false` when there was none.
+    async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool>;
 }

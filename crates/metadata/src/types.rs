@@ -173,3 +173,32 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A user's SASL/SCRAM credential for one mechanism: the salted-password derivatives of RFC 5802,
+/// from which the password cannot be recovered.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserCredential {
+    /// The user name (the principal is `User:<name>`).
+    pub user: String,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    /// Salt of the salted password.
+    pub salt: Vec<u8>,
+    /// PBKDF2 iteration count.
+    pub iterations: u32,
+    /// `H(ClientKey)`: verifies client proofs.
+    pub stored_key: Vec<u8>,
+    /// Signs the server's final message.
+    pub server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for UserCredential {
+    // Keys stay out of logs: with them a server could be impersonated.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCredential")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}

@@ -449,9 +449,14 @@ async fn in_flight_byte_budget_holds_back_pipelined_requests() {
     use crate::protocol::{create_topic, fetch, fetch_result, produce, produce_result};
 
     let batch = record_batch(&[("k", &"v".repeat(3000))], 1_000, None);
+    let mut produce_body = BytesMut::new();
+    produce("bounded", 0, batch.clone(), -1)
+        .encode(&mut produce_body, 9)
+        .unwrap();
     let config = BrokerConfig {
-        // The budget is at least one maximal request: the Fetch plus this Produce exceed it.
-        max_request_bytes: batch.len() + 200,
+        // The budget is then one maximal request: room for the Produce (with its ~22-byte
+        // header) but not for the ~90-byte Fetch besides.
+        max_request_bytes: produce_body.len() + 50,
         max_in_flight_bytes_per_connection: 0,
         ..BrokerConfig::default()
     };
