@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = streamhouse_kafka::decode_request(bytes::Bytes::copy_from_slice(data)) else {
         return;
     };
-    assert_eq!(i16::from(request.api), request.header.request_api_key);
+    assert_eq!(request.api as i16, request.header.request_api_key);
     if let RequestKind::Produce(produce) = request.body {
         let payloads = produce
             .topic_data

@@ -3,9 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use streamhouse_kafka::security::{tls_acceptor, ListenerSecurity, Mechanism, SaslAuthenticator};
+use streamhouse_metadata::MetadataStore;
+
+/// How soon users created through another agent can log in here.
+const CREDENTIAL_REFRESH: Duration = Duration::from_secs(10);
 
 /// A user created at start-up. `Debug` hides the password so settings can be logged.
 #[derive(Clone)]
@@ -79,20 +84,34 @@ impl SecuritySettings {
         })
     }
 
-    /// Loads the certificate and creates the users' credentials.
-    pub fn listener_security(&self) -> anyhow::Result<ListenerSecurity> {
+    /// Loads the certificate, stores the start-up users' (hashed) credentials in `metadata`
+    /// and loads every stored credential, refreshed in the background.
+    pub async fn listener_security(
+        &self,
+        metadata: &Arc<dyn MetadataStore>,
+    ) -> anyhow::Result<ListenerSecurity> {
         let tls = match &self.tls {
             Some((cert, key)) => Some(tls_acceptor(cert, key).context("loading TLS")?),
             None => None,
         };
-        let sasl = (!self.sasl_mechanisms.is_empty()).then(|| {
-            let auth = SaslAuthenticator::new(self.sasl_mechanisms.clone());
-            for user in &self.sasl_users {
-                auth.add_user(&user.name, &user.password);
-            }
-            Arc::new(auth)
-        });
-        Ok(ListenerSecurity { tls, sasl })
+        if self.sasl_mechanisms.is_empty() {
+            return Ok(ListenerSecurity { tls, sasl: None });
+        }
+        let auth = Arc::new(SaslAuthenticator::new(self.sasl_mechanisms.clone()));
+        for user in &self.sasl_users {
+            auth.create_user(metadata.as_ref(), &user.name, &user.password)
+                .await
+                .with_context(|| format!("storing the credentials of SASL user {}", user.name))?;
+        }
+        auth.load(metadata.as_ref())
+            .await
+            .context("loading SASL credentials")?;
+        auth.clone()
+            .spawn_refresh(metadata.clone(), CREDENTIAL_REFRESH);
+        Ok(ListenerSecurity {
+            tls,
+            sasl: Some(auth),
+        })
     }
 }
 

@@ -47,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the HTTP listener on {}", settings.http_addr))?;
 
+    let security = settings.security.listener_security(&metadata).await?;
     let broker = Broker::start(broker_config(&settings), agent_id, metadata, store, cache);
     info!(
         kafka = %settings.kafka_addr,
@@ -54,7 +55,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %settings.data_dir.display(),
         "streamhouse agent ready"
     );
-    let security = settings.security.listener_security()?;
     info!(
         tls = security.tls.is_some(),
         sasl = ?settings.security.sasl_mechanisms,

@@ -4,7 +4,8 @@
 //! SaslAuthenticate are accepted, as in Kafka, and anything else closes the connection.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -12,8 +13,9 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use streamhouse_metadata::{MetadataError, MetadataStore};
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::scram::{
     ScramAlgorithm, ScramCredential, ScramError, ScramExchange, DEFAULT_ITERATIONS,
@@ -68,15 +70,23 @@ impl std::str::FromStr for Mechanism {
     }
 }
 
-/// The enabled mechanisms and the users' SCRAM credentials (salted derivatives only).
+type CredentialMap = HashMap<(String, ScramAlgorithm), ScramCredential>;
+
+/// The enabled mechanisms and an in-memory copy of the users' SCRAM credentials (salted
+/// derivatives only) from the metadata store, so authenticating needs no query.
 #[derive(Debug)]
 pub struct SaslAuthenticator {
     mechanisms: Vec<Mechanism>,
-    credentials: RwLock<HashMap<(String, ScramAlgorithm), ScramCredential>>,
+    credentials: RwLock<CredentialMap>,
 }
 
+const SCRAM_ALGORITHMS: [(ScramAlgorithm, Mechanism); 2] = [
+    (ScramAlgorithm::Sha256, Mechanism::ScramSha256),
+    (ScramAlgorithm::Sha512, Mechanism::ScramSha512),
+];
+
 impl SaslAuthenticator {
-    /// An authenticator offering `mechanisms`, with no users yet.
+    /// An authenticator offering `mechanisms`, with no users until [`Self::load`].
     pub fn new(mechanisms: Vec<Mechanism>) -> Self {
         Self {
             mechanisms,
@@ -84,14 +94,58 @@ impl SaslAuthenticator {
         }
     }
 
-    /// Adds or replaces `user`, storing SCRAM-SHA-256 and SCRAM-SHA-512 derivatives of
-    /// `password` (PLAIN is verified against them), never the password itself.
-    pub fn add_user(&self, user: &str, password: &str) {
-        let mut creds = self.credentials.write().expect("lock poisoned");
-        for alg in [ScramAlgorithm::Sha256, ScramAlgorithm::Sha512] {
+    /// Creates or replaces `user` in `store` with SCRAM-SHA-256 and SCRAM-SHA-512 derivatives
+    /// of `password` (PLAIN is verified against them), never the password itself, and makes it
+    /// usable here at once.
+    pub async fn create_user(
+        &self,
+        store: &dyn MetadataStore,
+        user: &str,
+        password: &str,
+    ) -> Result<(), MetadataError> {
+        for (alg, mechanism) in SCRAM_ALGORITHMS {
             let credential = ScramCredential::new(alg, password, DEFAULT_ITERATIONS);
+            store
+                .upsert_credential(&credential.to_record(user, mechanism.name()))
+                .await?;
+            let mut creds = self.credentials.write().expect("lock poisoned");
             creds.insert((user.to_string(), alg), credential);
         }
+        Ok(())
+    }
+
+    /// Replaces the in-memory credentials with the store's (so deleted users stop working).
+    pub async fn load(&self, store: &dyn MetadataStore) -> Result<(), MetadataError> {
+        let mut loaded = CredentialMap::new();
+        for record in store.list_credentials().await? {
+            let Ok(mechanism) = record.mechanism.parse::<Mechanism>() else {
+                continue;
+            };
+            if let Some(alg) = mechanism.scram() {
+                let key = (record.user.clone(), alg);
+                loaded.insert(key, ScramCredential::from_record(record));
+            }
+        }
+        *self.credentials.write().expect("lock poisoned") = loaded;
+        Ok(())
+    }
+
+    /// Reloads the credentials every `every`, so users created through another agent work
+    /// here too; a failed reload keeps the previous copy.
+    pub fn spawn_refresh(
+        self: Arc<Self>,
+        store: Arc<dyn MetadataStore>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.load(store.as_ref()).await {
+                    warn!("reloading SASL credentials failed: {e}");
+                }
+            }
+        })
     }
 
     fn credential(&self, user: &str, alg: ScramAlgorithm) -> Option<ScramCredential> {

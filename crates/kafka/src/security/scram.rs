@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use aws_lc_rs::{constant_time, digest, hmac, pbkdf2, rand};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use streamhouse_metadata::UserCredential;
 use thiserror::Error;
 
 /// Iterations used for new credentials: Kafka's minimum for SCRAM, which clients accept.
@@ -104,6 +105,28 @@ impl ScramCredential {
             server_key: alg.hmac(&salted, b"Server Key"),
             salt,
             iterations,
+        }
+    }
+
+    /// The row stored in the metadata store.
+    pub fn to_record(&self, user: &str, mechanism: &str) -> UserCredential {
+        UserCredential {
+            user: user.to_string(),
+            mechanism: mechanism.to_string(),
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+            stored_key: self.stored_key.clone(),
+            server_key: self.server_key.clone(),
+        }
+    }
+
+    /// The credential of a stored row.
+    pub fn from_record(record: UserCredential) -> Self {
+        Self {
+            salt: record.salt,
+            iterations: record.iterations,
+            stored_key: record.stored_key,
+            server_key: record.server_key,
         }
     }
 

@@ -2,6 +2,7 @@
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
 mod cluster;
+mod decode;
 mod faults;
 mod groups;
 mod harness;

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use object_store::memory::InMemory;
 use streamhouse_kafka::security::{ListenerSecurity, Mechanism, SaslAuthenticator};
 use streamhouse_kafka::{Broker, BrokerConfig};
-use streamhouse_metadata::SqliteMetadataStore;
+use streamhouse_metadata::{MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -83,9 +83,21 @@ async fn start(security: ListenerSecurity) -> SocketAddr {
     addr
 }
 
-fn sasl(mechanisms: Vec<Mechanism>) -> Arc<SaslAuthenticator> {
+/// An authenticator that loaded user alice from a metadata store, where another authenticator
+/// (as on another agent) created her.
+async fn sasl(mechanisms: Vec<Mechanism>) -> Arc<SaslAuthenticator> {
+    let store = SqliteMetadataStore::in_memory().await.unwrap();
+    SaslAuthenticator::new(vec![])
+        .create_user(&store, "alice", "alice-secret")
+        .await
+        .unwrap();
+    let stored = store.list_credentials().await.unwrap();
+    assert_eq!(stored.len(), 2, "one credential per SCRAM mechanism");
+    assert!(stored
+        .iter()
+        .all(|c| c.salt.len() == 32 && c.iterations == 4096));
     let auth = SaslAuthenticator::new(mechanisms);
-    auth.add_user("alice", "alice-secret");
+    auth.load(&store).await.unwrap();
     Arc::new(auth)
 }
 
@@ -306,7 +318,7 @@ async fn tls_acceptor_reports_bad_files() {
 async fn unauthenticated_requests_close_the_connection() {
     let addr = start(ListenerSecurity {
         tls: None,
-        sasl: Some(sasl(vec![Mechanism::ScramSha256])),
+        sasl: Some(sasl(vec![Mechanism::ScramSha256]).await),
     })
     .await;
     let mut client = tcp(addr).await;
@@ -346,7 +358,7 @@ async fn unauthenticated_requests_close_the_connection() {
 async fn sasl_plain_success_and_failure() {
     let addr = start(ListenerSecurity {
         tls: None,
-        sasl: Some(sasl(vec![Mechanism::Plain, Mechanism::ScramSha256])),
+        sasl: Some(sasl(vec![Mechanism::Plain, Mechanism::ScramSha256]).await),
     })
     .await;
     let mut client = tcp(addr).await;
@@ -375,7 +387,7 @@ async fn sasl_scram_over_tls() {
     let cert = TestCert::generate();
     let addr = start(ListenerSecurity {
         tls: Some(cert.acceptor()),
-        sasl: Some(sasl(vec![Mechanism::ScramSha256, Mechanism::ScramSha512])),
+        sasl: Some(sasl(vec![Mechanism::ScramSha256, Mechanism::ScramSha512]).await),
     })
     .await;
     let connect = || async {
@@ -404,7 +416,7 @@ async fn sasl_scram_over_tls() {
 async fn sasl_handshake_v0_uses_raw_tokens() {
     let addr = start(ListenerSecurity {
         tls: None,
-        sasl: Some(sasl(vec![Mechanism::Plain])),
+        sasl: Some(sasl(vec![Mechanism::Plain]).await),
     })
     .await;
     let mut client = tcp(addr).await;
