@@ -22,8 +22,8 @@ use streamhouse_metadata::{
     now_ms, AgentInfo, LeaseFence, MetadataError, MetadataStore, NewTopic, Topic,
 };
 use streamhouse_storage::{
-    PartitionReader, PartitionWriter, SegmentCache, SegmentIndex, SegmentIndexConfig, StorageError,
-    WriterConfig,
+    PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentIndex,
+    SegmentIndexConfig, StorageError, WriterConfig,
 };
 use tokio::sync::{Notify, OnceCell};
 use tracing::{info, warn};
@@ -362,29 +362,13 @@ impl Broker {
             self.metadata.clone(),
             self.config.segment_index.clone(),
         ));
+        let storage = self.partition_storage(&topic, partition, &index);
         let writer_config = WriterConfig::for_topic(&topic.config);
-        let writer = PartitionWriter::open(
-            &topic,
-            partition,
-            self.store.clone(),
-            self.metadata.clone(),
-            index.clone(),
-            self.cache.clone(),
-            writer_config,
-            Some(fence.clone()),
-        )
-        .await?;
+        let writer =
+            PartitionWriter::open(storage.clone(), writer_config, Some(fence.clone())).await?;
         self.check_writer_is_current(&writer, name, partition)
             .await?;
-        let reader = PartitionReader::new(
-            &topic,
-            partition,
-            self.store.clone(),
-            self.metadata.clone(),
-            index.clone(),
-            self.cache.clone(),
-        )
-        .with_writer(&writer);
+        let reader = PartitionReader::new(storage).with_writer(&writer);
         Ok(Arc::new(PartitionLog {
             topic,
             partition,
@@ -394,6 +378,23 @@ impl Broker {
             fence,
             lease_expires_at_ms: AtomicI64::new(lease.expires_at_ms),
         }))
+    }
+
+    /// What a partition's writer, reader and compactor on this agent are built from.
+    pub(crate) fn partition_storage(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        index: &Arc<SegmentIndex>,
+    ) -> PartitionStorage {
+        PartitionStorage {
+            topic: topic.clone(),
+            partition,
+            store: self.store.clone(),
+            metadata: self.metadata.clone(),
+            index: index.clone(),
+            cache: self.cache.clone(),
+        }
     }
 
     /// Refuses a writer opened on outdated partition state. The metadata cache may still hold

@@ -21,12 +21,7 @@ impl Broker {
                 delete_grace: self.config.maintenance.delete_grace,
             };
             let compactor = Compactor::new(
-                &log.topic,
-                log.partition,
-                self.store.clone(),
-                self.metadata.clone(),
-                log.index.clone(),
-                self.cache.clone(),
+                self.partition_storage(&log.topic, log.partition, &log.index),
                 Some(log.fence().clone()),
             );
             match compactor.compact(&config, MAX_MERGES_PER_PARTITION).await {

@@ -24,8 +24,8 @@ use streamhouse_metadata::{
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
-    PartitionReader, PartitionWriter, SegmentCache, SegmentCacheConfig, SegmentIndex,
-    SegmentIndexConfig, WriterConfig,
+    PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
+    SegmentIndex, SegmentIndexConfig, WriterConfig,
 };
 use tokio::runtime::Runtime;
 
@@ -191,12 +191,10 @@ fn batch() -> RecordBatch {
 /// The written partition and what readers need to read it.
 struct Fixture {
     _dir: tempfile::TempDir,
-    topic: Topic,
-    store: Arc<dyn ObjectStore>,
     metadata: Arc<CountingMetadata<SqliteMetadataStore>>,
     writer: PartitionWriter,
-    writer_index: Arc<SegmentIndex>,
-    writer_cache: Arc<SegmentCache>,
+    /// The writer's storage: its index and cache.
+    writer_storage: PartitionStorage,
     total_bytes: u64,
 }
 
@@ -213,27 +211,16 @@ impl Fixture {
 
     /// A reader on another agent: own index, empty cache.
     fn cold_reader(&self) -> PartitionReader {
-        PartitionReader::new(
-            &self.topic,
-            0,
-            self.store.clone(),
-            self.metadata.clone(),
-            self.index(),
-            Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
-        )
+        PartitionReader::new(PartitionStorage {
+            index: self.index(),
+            cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+            ..self.writer_storage.clone()
+        })
     }
 
     /// A reader on the writer's agent (shared index and cache, HW from the writer).
     fn local_reader(&self) -> PartitionReader {
-        PartitionReader::new(
-            &self.topic,
-            0,
-            self.store.clone(),
-            self.metadata.clone(),
-            self.writer_index.clone(),
-            self.writer_cache.clone(),
-        )
-        .with_writer(&self.writer)
+        PartitionReader::new(self.writer_storage.clone()).with_writer(&self.writer)
     }
 
     fn queries(&self) -> u64 {
@@ -264,24 +251,22 @@ async fn fixture() -> Fixture {
         dyn_metadata.clone(),
         SegmentIndexConfig::default(),
     ));
-    let writer_cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
     let config = WriterConfig {
         // Rolled explicitly below, so segment boundaries do not depend on task scheduling.
         segment_max_bytes: u64::MAX,
         ..WriterConfig::default()
     };
-    let writer = PartitionWriter::open(
-        &topic,
-        0,
-        store.clone(),
-        dyn_metadata,
-        writer_index.clone(),
-        writer_cache.clone(),
-        config,
-        None,
-    )
-    .await
-    .unwrap();
+    let writer_storage = PartitionStorage {
+        topic,
+        partition: 0,
+        store,
+        metadata: dyn_metadata,
+        index: writer_index,
+        cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+    };
+    let writer = PartitionWriter::open(writer_storage.clone(), config, None)
+        .await
+        .unwrap();
     let batch = batch();
     let mut total_bytes = 0;
     for _ in 0..RECORDS / RECORDS_PER_BATCH {
@@ -295,12 +280,9 @@ async fn fixture() -> Fixture {
     assert_eq!(writer.high_watermark(), RECORDS as i64);
     Fixture {
         _dir: dir,
-        topic,
-        store,
         metadata,
         writer,
-        writer_index,
-        writer_cache,
+        writer_storage,
         total_bytes,
     }
 }

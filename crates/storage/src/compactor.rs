@@ -16,13 +16,12 @@ use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore, SegmentInfo, Topic};
+use streamhouse_metadata::{now_ms, LeaseFence, SegmentInfo};
 use streamhouse_segment::{decode_segment, EncodedSegment, SegmentBuilder};
 
-use crate::cache::SegmentCache;
 use crate::error::{Corruption, Result, StorageError};
+use crate::partition::PartitionStorage;
 use crate::retention::delete_objects;
-use crate::segment_index::SegmentIndex;
 use crate::writer::{upload_with_retries, WriterConfig};
 
 /// When and how far to merge.
@@ -58,44 +57,27 @@ pub struct Compacted {
 
 /// Merges small segments of one partition; run by the agent holding the partition's lease.
 pub struct Compactor {
-    topic: Topic,
-    partition: u32,
-    store: Arc<dyn ObjectStore>,
-    metadata: Arc<dyn MetadataStore>,
-    index: Arc<SegmentIndex>,
-    cache: Arc<SegmentCache>,
+    storage: PartitionStorage,
     fence: Option<LeaseFence>,
     upload: WriterConfig,
 }
 
 impl Compactor {
-    /// A compactor for `topic`/`partition`, committing under `fence` (the lease the writer holds).
-    pub fn new(
-        topic: &Topic,
-        partition: u32,
-        store: Arc<dyn ObjectStore>,
-        metadata: Arc<dyn MetadataStore>,
-        index: Arc<SegmentIndex>,
-        cache: Arc<SegmentCache>,
-        fence: Option<LeaseFence>,
-    ) -> Self {
+    /// A compactor of the partition, committing under `fence` (the lease the writer holds).
+    pub fn new(storage: PartitionStorage, fence: Option<LeaseFence>) -> Self {
         Self {
-            topic: topic.clone(),
-            partition,
-            store,
-            metadata,
-            index,
-            cache,
+            upload: WriterConfig::for_topic(&storage.topic.config),
+            storage,
             fence,
-            upload: WriterConfig::for_topic(&topic.config),
         }
     }
 
     /// Merges the first eligible run of segments, if there is one.
     pub async fn compact_once(&self, config: &CompactionConfig) -> Result<Option<Compacted>> {
         let segments = self
+            .storage
             .metadata
-            .list_segments(&self.topic.name, self.partition, 0)
+            .list_segments(&self.storage.topic.name, self.storage.partition, 0)
             .await?;
         let newest_allowed = now_ms() - config.min_age.as_millis() as i64;
         let run = pick_run(&segments, config.target_bytes, newest_allowed);
@@ -114,7 +96,11 @@ impl Compactor {
             let Some(compacted) = self.compact_once(config).await? else {
                 break;
             };
-            delete_objects_after(self.store.clone(), &compacted.replaced, config.delete_grace);
+            delete_objects_after(
+                self.storage.store.clone(),
+                &compacted.replaced,
+                config.delete_grace,
+            );
             done += 1;
         }
         Ok(done)
@@ -125,7 +111,7 @@ impl Compactor {
         let mut builder = SegmentBuilder::new(run[0].base_offset);
         for segment in run {
             let path = ObjectPath::from(segment.object_key.as_str());
-            let fetch = async { self.store.get(&path).await?.bytes().await };
+            let fetch = async { self.storage.store.get(&path).await?.bytes().await };
             let bytes = fetch
                 .await
                 .map_err(|e| StorageError::object_store(&segment.object_key, e))?;
@@ -162,18 +148,18 @@ impl Compactor {
         let epoch = self.fence.as_ref().map_or(0, |f| f.epoch);
         let key = format!(
             "topics/{}/{}/{:020}-{epoch}-merged-{:020}.seg",
-            self.topic.id, self.partition, footer.base_offset, footer.last_offset
+            self.storage.topic.id, self.storage.partition, footer.base_offset, footer.last_offset
         );
         upload_with_retries(
-            self.store.as_ref(),
+            self.storage.store.as_ref(),
             &key,
             encoded.bytes.clone(),
             &self.upload,
         )
         .await?;
         let merged = SegmentInfo {
-            topic: self.topic.name.clone(),
-            partition: self.partition,
+            topic: self.storage.topic.name.clone(),
+            partition: self.storage.partition,
             base_offset: footer.base_offset,
             last_offset: footer.last_offset,
             record_count: footer.record_count,
@@ -188,16 +174,18 @@ impl Compactor {
                 .unwrap_or_else(now_ms),
         };
         let replaced = self
+            .storage
             .metadata
             .replace_segments(&merged, self.fence.as_ref())
             .await?;
-        self.index.replace(&merged);
-        self.cache
+        self.storage.index.replace(&merged);
+        self.storage
+            .cache
             .insert_object(&merged.object_key, encoded.bytes)
             .await;
         tracing::debug!(
-            topic = %self.topic.name,
-            partition = self.partition,
+            topic = %self.storage.topic.name,
+            partition = self.storage.partition,
             segments = replaced.len(),
             bytes = merged.size_bytes,
             "compacted segments"

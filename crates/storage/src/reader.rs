@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_metadata::{MetadataStore, Topic};
 use streamhouse_segment::{decode_segment, read_footer, BatchCursor, RecordBatch, SegmentFooter};
 use tokio::sync::watch;
 
-use crate::cache::SegmentCache;
 use crate::error::{Corruption, Result, StorageError};
-use crate::segment_index::{IndexedSegment, SegmentIndex};
+use crate::partition::PartitionStorage;
+use crate::segment_index::IndexedSegment;
 use crate::writer::PartitionWriter;
 
 /// Smallest data range read at once: reads below this cost a request all the same.
@@ -82,12 +81,7 @@ impl ReadResult {
 /// Reads one partition. Share it (`Arc`) between the fetch sessions of the partition: its
 /// footer cache and read-ahead state are per partition.
 pub struct PartitionReader {
-    topic: Arc<str>,
-    partition: u32,
-    store: Arc<dyn ObjectStore>,
-    metadata: Arc<dyn MetadataStore>,
-    index: Arc<SegmentIndex>,
-    cache: Arc<SegmentCache>,
+    storage: PartitionStorage,
     config: ReaderConfig,
     footers: moka::sync::Cache<Arc<str>, Arc<SegmentFooter>>,
     writer_high_watermark: Option<watch::Receiver<i64>>,
@@ -99,8 +93,8 @@ pub struct PartitionReader {
 impl std::fmt::Debug for PartitionReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionReader")
-            .field("topic", &self.topic)
-            .field("partition", &self.partition)
+            .field("topic", &self.storage.topic.name)
+            .field("partition", &self.storage.partition)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -122,22 +116,10 @@ struct Bounds {
 }
 
 impl PartitionReader {
-    /// A reader of `topic`/`partition` with the default [`ReaderConfig`].
-    pub fn new(
-        topic: &Topic,
-        partition: u32,
-        store: Arc<dyn ObjectStore>,
-        metadata: Arc<dyn MetadataStore>,
-        index: Arc<SegmentIndex>,
-        cache: Arc<SegmentCache>,
-    ) -> Self {
+    /// A reader of the partition with the default [`ReaderConfig`].
+    pub fn new(storage: PartitionStorage) -> Self {
         Self {
-            topic: Arc::from(topic.name.as_str()),
-            partition,
-            store,
-            metadata,
-            index,
-            cache,
+            storage,
             footers: footer_cache(ReaderConfig::default().footer_cache_bytes),
             config: ReaderConfig::default(),
             writer_high_watermark: None,
@@ -199,7 +181,7 @@ impl PartitionReader {
     /// matching record by up to a batch; Kafka clients filter by timestamp after seeking, and
     /// compressed batches could not be searched record by record without decompressing them.
     pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        let mut next = self.index.lookup_timestamp(timestamp_ms).await?;
+        let mut next = self.storage.index.lookup_timestamp(timestamp_ms).await?;
         while let Some(segment) = next {
             let footer = self.footer(&segment).await?;
             if let Some(pos) = footer.seek_timestamp(timestamp_ms) {
@@ -210,7 +192,7 @@ impl PartitionReader {
                     return Ok(Some(found));
                 }
             }
-            next = self.index.lookup(segment.last_offset + 1).await?;
+            next = self.storage.index.lookup(segment.last_offset + 1).await?;
         }
         Ok(None)
     }
@@ -297,17 +279,18 @@ impl PartitionReader {
     /// refresh, and the index throttles refreshes after a miss.
     async fn segment_for(&self, offset: i64) -> Result<IndexedSegment> {
         for _ in 0..MISS_RETRIES {
-            if let Some(segment) = self.index.lookup(offset).await? {
+            if let Some(segment) = self.storage.index.lookup(offset).await? {
                 return Ok(segment);
             }
             tokio::time::sleep(MISS_RETRY_DELAY).await;
         }
-        self.index
+        self.storage
+            .index
             .lookup(offset)
             .await?
             .ok_or_else(|| StorageError::MissingSegment {
-                topic: self.topic.to_string(),
-                partition: self.partition,
+                topic: self.storage.topic.name.to_string(),
+                partition: self.storage.partition,
                 offset,
             })
     }
@@ -404,7 +387,7 @@ impl PartitionReader {
             return;
         }
         // Only what is already indexed: read-ahead must never cost a metadata query.
-        let Some(next) = self.index.lookup_cached(segment.last_offset + 1) else {
+        let Some(next) = self.storage.index.lookup_cached(segment.last_offset + 1) else {
             return;
         };
         {
@@ -418,8 +401,9 @@ impl PartitionReader {
         let tail = size.saturating_sub(self.config.footer_tail_bytes);
         let head = self.config.read_ahead_bytes.min(tail);
         for range in [0..head, tail..size] {
-            self.cache
-                .prefetch(self.store.clone(), &next.object_key, size, range);
+            self.storage
+                .cache
+                .prefetch(self.storage.store.clone(), &next.object_key, size, range);
         }
     }
 
@@ -476,9 +460,10 @@ impl PartitionReader {
     /// differs from the committed size is reported as corruption (a truncated object).
     async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<Bytes> {
         let read = self
+            .storage
             .cache
             .read_range(
-                &*self.store,
+                &*self.storage.store,
                 &segment.object_key,
                 segment.size_bytes,
                 range.clone(),
@@ -486,7 +471,7 @@ impl PartitionReader {
             .await;
         match read {
             Ok(bytes) => Ok(bytes),
-            Err(error) => Err(check_object_size(&*self.store, segment, range)
+            Err(error) => Err(check_object_size(&*self.storage.store, segment, range)
                 .await
                 .unwrap_or(error)),
         }
@@ -536,8 +521,9 @@ impl PartitionReader {
             });
         }
         let state = self
+            .storage
             .metadata
-            .get_partition(&self.topic, self.partition)
+            .get_partition(&self.storage.topic.name, self.storage.partition)
             .await?;
         *self.bounds.lock().unwrap_or_else(|p| p.into_inner()) = CachedBounds {
             high_watermark: state.high_watermark,

@@ -17,15 +17,13 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::Rng;
-use streamhouse_metadata::{
-    now_ms, LeaseFence, MetadataError, MetadataStore, SegmentInfo, Topic, TopicConfig,
-};
+use streamhouse_metadata::{now_ms, LeaseFence, MetadataError, SegmentInfo, TopicConfig};
 use streamhouse_segment::{EncodedSegment, RecordBatch, SegmentBuilder};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::cache::SegmentCache;
 use crate::error::{Result, StorageError};
+use crate::partition::PartitionStorage;
 use crate::producer_state::{Check, ProducerBatch, ProducerStateTable};
 use crate::reader::read_segment_batches;
 use crate::segment_index::SegmentIndex;
@@ -135,20 +133,16 @@ impl std::fmt::Debug for PartitionWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionWriter")
             .field("topic", &self.inner.topic)
-            .field("partition", &self.inner.partition)
+            .field("partition", &self.inner.storage.partition)
             .field("high_watermark", &self.high_watermark())
             .finish_non_exhaustive()
     }
 }
 
 struct Inner {
+    storage: PartitionStorage,
+    /// The topic name, shared with every [`DurableTicket`].
     topic: Arc<str>,
-    topic_id: Uuid,
-    partition: u32,
-    store: Arc<dyn ObjectStore>,
-    metadata: Arc<dyn MetadataStore>,
-    index: Arc<SegmentIndex>,
-    cache: Arc<SegmentCache>,
     config: WriterConfig,
     fence: Option<LeaseFence>,
     state: Mutex<State>,
@@ -220,21 +214,24 @@ impl PartitionWriter {
     /// Idempotent-producer state is rebuilt from the batch headers of the newest
     /// [`WriterConfig::producer_state_segments`] segments, which covers the last batches of
     /// every producer that wrote recently (the ones that can still retry).
-    #[allow(clippy::too_many_arguments)]
     pub async fn open(
-        topic: &Topic,
-        partition: u32,
-        store: Arc<dyn ObjectStore>,
-        metadata: Arc<dyn MetadataStore>,
-        index: Arc<SegmentIndex>,
-        cache: Arc<SegmentCache>,
+        storage: PartitionStorage,
         config: WriterConfig,
         fence: Option<LeaseFence>,
     ) -> Result<Self> {
-        let progress = metadata.get_partition(&topic.name, partition).await?;
+        let progress = storage
+            .metadata
+            .get_partition(&storage.topic.name, storage.partition)
+            .await?;
         let hw = progress.high_watermark;
-        let producers =
-            rebuild_producer_state(&store, &index, hw, progress.log_start_offset, &config).await?;
+        let producers = rebuild_producer_state(
+            &storage.store,
+            &storage.index,
+            hw,
+            progress.log_start_offset,
+            &config,
+        )
+        .await?;
         let (high_watermark, _) = watch::channel(hw);
         let state = State {
             open: OpenSegment::new(hw),
@@ -248,13 +245,8 @@ impl PartitionWriter {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                topic: Arc::from(topic.name.as_str()),
-                topic_id: topic.id,
-                partition,
-                store,
-                metadata,
-                index,
-                cache,
+                topic: Arc::from(storage.topic.name.as_str()),
+                storage,
                 config,
                 fence,
                 state: Mutex::new(state),
@@ -393,7 +385,7 @@ impl Inner {
     fn invalid(&self, reason: impl Into<String>) -> StorageError {
         StorageError::InvalidBatch {
             topic: self.topic.to_string(),
-            partition: self.partition,
+            partition: self.storage.partition,
             reason: reason.into(),
         }
     }
@@ -401,7 +393,7 @@ impl Inner {
     fn fenced_error(&self, reason: &str) -> StorageError {
         StorageError::Fenced {
             topic: self.topic.to_string(),
-            partition: self.partition,
+            partition: self.storage.partition,
             reason: reason.to_owned(),
         }
     }
@@ -497,7 +489,7 @@ impl Inner {
         DurableTicket {
             wait,
             topic: self.topic.clone(),
-            partition: self.partition,
+            partition: self.storage.partition,
         }
     }
 
@@ -523,11 +515,16 @@ impl Inner {
     async fn persist(&self, segment: &EncodedSegment) -> Result<SegmentInfo> {
         let footer = &segment.footer;
         let epoch = self.fence.as_ref().map_or(0, |f| f.epoch);
-        let key = segment_key(self.topic_id, self.partition, footer.base_offset, epoch);
+        let key = segment_key(
+            self.storage.topic.id,
+            self.storage.partition,
+            footer.base_offset,
+            epoch,
+        );
         self.upload(&key, segment.bytes.clone()).await?;
         let info = SegmentInfo {
             topic: self.topic.to_string(),
-            partition: self.partition,
+            partition: self.storage.partition,
             base_offset: footer.base_offset,
             last_offset: footer.last_offset,
             record_count: footer.record_count,
@@ -542,11 +539,12 @@ impl Inner {
     }
 
     async fn upload(&self, key: &str, bytes: Bytes) -> Result<()> {
-        upload_with_retries(self.store.as_ref(), key, bytes, &self.config).await
+        upload_with_retries(self.storage.store.as_ref(), key, bytes, &self.config).await
     }
 
     async fn commit(&self, info: &SegmentInfo) -> Result<()> {
         let error = match self
+            .storage
             .metadata
             .commit_segment(info, self.fence.as_ref())
             .await
@@ -568,8 +566,9 @@ impl Inner {
     }
 
     async fn was_committed(&self, info: &SegmentInfo) -> bool {
-        self.metadata
-            .list_segments(&self.topic, self.partition, info.base_offset)
+        self.storage
+            .metadata
+            .list_segments(&self.topic, self.storage.partition, info.base_offset)
             .await
             .is_ok_and(|segments| segments.iter().any(|s| s.object_key == info.object_key))
     }
@@ -577,8 +576,9 @@ impl Inner {
     /// Makes a committed segment visible: index and cache first, so a reader that sees the new
     /// high watermark always finds the segment.
     async fn publish(&self, sealed: Sealed, info: &SegmentInfo) {
-        self.index.insert(info);
-        self.cache
+        self.storage.index.insert(info);
+        self.storage
+            .cache
             .insert_object(&info.object_key, sealed.encoded.bytes.clone())
             .await;
         let hw = info.last_offset + 1;
@@ -611,10 +611,10 @@ impl Inner {
         state.producers = state.durable_producers.clone();
         let waiters = std::mem::take(&mut state.waiters);
         drop(state);
-        tracing::error!(topic = %self.topic, partition = self.partition, %error, "flush failed; discarded records from offset {hw}");
+        tracing::error!(topic = %self.topic, partition = self.storage.partition, %error, "flush failed; discarded records from offset {hw}");
         let failure = || StorageError::FlushFailed {
             topic: self.topic.to_string(),
-            partition: self.partition,
+            partition: self.storage.partition,
             from_offset: hw,
             source: error.clone(),
         };

@@ -325,13 +325,7 @@ impl Group {
     /// Ends the join phase: members that did not rejoin are dropped, the next generation starts
     /// and every joined member learns it (the leader with everyone's metadata).
     fn complete_join(&mut self, now: Instant) {
-        let stragglers: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.join_waiter.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in stragglers {
+        for id in self.members_where(|m| m.join_waiter.is_none()) {
             info!(group = %self.id, member = %id, "member did not rejoin in time; removed");
             self.forget_member(&id);
         }
@@ -569,13 +563,7 @@ impl Group {
     /// Applies timeouts: expired sessions and pending ids, and the end of a join or sync phase.
     pub(super) fn tick(&mut self, now: Instant) {
         self.pending_members.retain(|_, expiry| *expiry > now);
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.session_expired(now))
-            .map(|m| m.id.clone())
-            .collect();
-        for id in expired {
+        for id in self.members_where(|m| m.session_expired(now)) {
             info!(group = %self.id, member = %id, "session timed out; member removed");
             self.remove_member(&id, now);
         }
@@ -589,17 +577,20 @@ impl Group {
     /// The leader did not deliver an assignment in time: members that never synced are dropped
     /// and the others rejoin.
     fn expire_unsynced(&mut self, now: Instant) {
-        let unsynced: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.sync_waiter.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in unsynced {
+        for id in self.members_where(|m| m.sync_waiter.is_none()) {
             info!(group = %self.id, member = %id, "member did not sync in time; removed");
             self.forget_member(&id);
         }
         self.prepare_rebalance(now);
+    }
+
+    /// Ids of the members matching `pred`, collected so the caller can remove them.
+    fn members_where(&self, pred: impl Fn(&Member) -> bool) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| pred(m))
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     fn remove_member(&mut self, id: &str, now: Instant) {

@@ -18,15 +18,7 @@ fn config(target_bytes: u64) -> CompactionConfig {
 }
 
 fn compactor(env: &Env) -> Compactor {
-    Compactor::new(
-        &env.topic,
-        0,
-        env.store.clone(),
-        env.metadata(),
-        env.index.clone(),
-        env.cache.clone(),
-        None,
-    )
+    Compactor::new(env.storage(), None)
 }
 
 /// Every offset's batch bytes, as read by `reader`.

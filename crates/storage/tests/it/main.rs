@@ -33,8 +33,8 @@ mod support {
     use streamhouse_segment::RecordBatch;
     use streamhouse_storage::testing::{FaultPlan, FaultyStore};
     use streamhouse_storage::{
-        PartitionReader, PartitionWriter, SegmentCache, SegmentCacheConfig, SegmentIndex,
-        SegmentIndexConfig, WriterConfig,
+        PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
+        SegmentIndex, SegmentIndexConfig, WriterConfig,
     };
 
     /// Topic used by every test; one partition.
@@ -78,67 +78,59 @@ mod support {
             self.metadata.clone()
         }
 
+        /// The partition's storage with the env's (writer-side) index and cache.
+        pub fn storage(&self) -> PartitionStorage {
+            self.storage_with(self.index.clone(), self.cache.clone())
+        }
+
+        /// The partition's storage with a fresh index and an empty cache, as on a restarted
+        /// or another agent.
+        pub fn fresh_storage(&self) -> PartitionStorage {
+            let (index, cache) = index_and_cache(&self.metadata);
+            self.storage_with(index, cache)
+        }
+
+        /// The partition's storage with the given index and cache.
+        pub fn storage_with(
+            &self,
+            index: Arc<SegmentIndex>,
+            cache: Arc<SegmentCache>,
+        ) -> PartitionStorage {
+            PartitionStorage {
+                topic: self.topic.clone(),
+                partition: 0,
+                store: self.store.clone(),
+                metadata: self.metadata(),
+                index,
+                cache,
+            }
+        }
+
         /// Opens a writer sharing the env's index and cache.
         pub async fn writer(
             &self,
             config: WriterConfig,
             fence: Option<LeaseFence>,
         ) -> streamhouse_storage::Result<PartitionWriter> {
-            PartitionWriter::open(
-                &self.topic,
-                0,
-                self.store.clone(),
-                self.metadata(),
-                self.index.clone(),
-                self.cache.clone(),
-                config,
-                fence,
-            )
-            .await
+            PartitionWriter::open(self.storage(), config, fence).await
         }
 
         /// Simulates a restart: a writer with a fresh index and cache over the same stores.
         pub async fn reopened_writer(&self, config: WriterConfig) -> PartitionWriter {
-            let (index, cache) = index_and_cache(&self.metadata);
-            PartitionWriter::open(
-                &self.topic,
-                0,
-                self.store.clone(),
-                self.metadata(),
-                index,
-                cache,
-                config,
-                None,
-            )
-            .await
-            .unwrap()
+            PartitionWriter::open(self.fresh_storage(), config, None)
+                .await
+                .unwrap()
         }
 
         /// A reader as on another agent: its own index and an empty cache, so every byte comes
         /// from the object store.
         pub fn cold_reader(&self) -> PartitionReader {
-            let (index, cache) = index_and_cache(&self.metadata);
-            PartitionReader::new(
-                &self.topic,
-                0,
-                self.store.clone(),
-                self.metadata(),
-                index,
-                cache,
-            )
+            PartitionReader::new(self.fresh_storage())
         }
 
         /// A reader on the writer's agent: shared index and cache, high watermark from the writer.
         pub fn local_reader(&self, writer: &PartitionWriter) -> PartitionReader {
-            PartitionReader::new(
-                &self.topic,
-                0,
-                self.store.clone(),
-                self.metadata(),
-                self.index.clone(),
-                self.cache.clone(),
-            )
-            .with_writer(writer)
+            PartitionReader::new(self.storage()).with_writer(writer)
         }
     }
 

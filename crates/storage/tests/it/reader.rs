@@ -238,14 +238,7 @@ async fn a_sequential_reader_prefetches_the_next_segment() {
         block_size: 256,
     }));
     let index = SegmentIndex::new("orders", 0, env.metadata(), SegmentIndexConfig::default());
-    let reader = PartitionReader::new(
-        &env.topic,
-        0,
-        env.store.clone(),
-        env.metadata(),
-        Arc::new(index),
-        cache.clone(),
-    );
+    let reader = PartitionReader::new(env.storage_with(Arc::new(index), cache.clone()));
     // The last batch of the first segment (offsets 0..20) is in its last quarter.
     let last_of_first = reader.read(15, 1).await.unwrap();
     assert_eq!(last_of_first.next_offset, 20);
