@@ -14,7 +14,7 @@ use streamhouse_storage::{
     JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError, Truncated,
     TruncationTarget, DEFAULT_DELETE_GRACE,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::broker::{Broker, PartitionLog};
 
@@ -33,6 +33,9 @@ pub struct MaintenanceConfig {
     pub compaction_interval: Duration,
     /// Segments younger than this are not merged yet.
     pub compaction_min_age: Duration,
+    /// Idempotent-producer state of a producer that has not written for this long is dropped
+    /// (Kafka's `producer.id.expiration.ms`); checked with retention.
+    pub producer_id_expiration: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -44,6 +47,7 @@ impl Default for MaintenanceConfig {
             janitor: JanitorConfig::default(),
             compaction_interval: Duration::from_secs(30),
             compaction_min_age: Duration::from_secs(30),
+            producer_id_expiration: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -103,6 +107,19 @@ impl Broker {
         done
     }
 
+    /// Drops the producer snapshots of producers idle for longer than
+    /// [`MaintenanceConfig::producer_id_expiration`]. Writers already open keep their in-memory
+    /// state; the snapshots only matter when a partition is opened.
+    async fn expire_producer_state(&self) {
+        let expiration = self.config.maintenance.producer_id_expiration;
+        let before = now_ms().saturating_sub(expiration.as_millis() as i64);
+        match self.metadata.expire_producer_snapshots(before).await {
+            Ok(0) => {}
+            Ok(n) => info!(producers = n, "expired idle producer state"),
+            Err(e) => warn!("expiring producer state failed: {e}"),
+        }
+    }
+
     /// The topic's retention as stored now (settings may have changed since the partition was
     /// opened); `None` when the topic is gone or unreadable.
     async fn current_policy(&self, name: &str) -> Option<RetentionPolicy> {
@@ -139,6 +156,7 @@ pub(crate) fn spawn_maintenance(broker: &Arc<Broker>) {
         config.retention_interval,
         |b| async move {
             b.enforce_retention().await;
+            b.expire_producer_state().await;
         },
     ));
     tokio::spawn(every(

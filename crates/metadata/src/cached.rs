@@ -18,7 +18,7 @@ use moka::sync::Cache;
 
 use crate::{
     AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -258,12 +258,17 @@ impl MetadataStore for CachedMetadataStore {
         self.inner.list_partitions(topic).await
     }
 
-    async fn commit_segment(
+    async fn commit_segment_with_producers(
         &self,
         segment: &SegmentInfo,
+        producers: &[ProducerSnapshot],
         fence: Option<&LeaseFence>,
     ) -> Result<()> {
-        match self.inner.commit_segment(segment, fence).await {
+        let committed = self
+            .inner
+            .commit_segment_with_producers(segment, producers, fence)
+            .await;
+        match committed {
             Ok(()) => {
                 self.update_partition(&segment.topic, segment.partition, |state| {
                     state.high_watermark = segment.last_offset + 1;
@@ -279,6 +284,21 @@ impl MetadataStore for CachedMetadataStore {
             }
             Err(error) => Err(error),
         }
+    }
+
+    async fn list_producer_snapshots(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerSnapshot>> {
+        // Read once per writer open; not worth caching.
+        self.inner.list_producer_snapshots(topic, partition).await
+    }
+
+    async fn expire_producer_snapshots(&self, updated_before_ms: i64) -> Result<u64> {
+        self.inner
+            .expire_producer_snapshots(updated_before_ms)
+            .await
     }
 
     async fn list_segments(

@@ -13,8 +13,8 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use crate::{
-    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, Result,
-    SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
+    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -379,6 +379,69 @@ pub async fn commit_segment_offset_conflict(store: &dyn MetadataStore) {
     );
     assert_eq!(high_watermark(store, name, 0).await, 10);
     assert_eq!(store.list_segments(name, 0, 0).await.unwrap().len(), 1);
+}
+
+/// Producer snapshots are written with their segment, replaced per producer, never written by
+/// a refused commit, dropped with the topic and expired by age.
+pub async fn producer_snapshots(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let snapshot = |producer_id: i64, last_offset: i64, updated_at_ms: i64| ProducerSnapshot {
+        producer_id,
+        last_offset,
+        updated_at_ms,
+        state: vec![producer_id as u8, last_offset as u8, 0xff],
+    };
+    let (a, b) = (snapshot(7, 4, 1_000), snapshot(3, 9, 2_000));
+    store
+        .commit_segment_with_producers(&segment(name, 0, 0, 9), &[a.clone(), b.clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_producer_snapshots(name, 0).await.unwrap(),
+        vec![b.clone(), a.clone()],
+        "ordered by producer id"
+    );
+    assert!(store
+        .list_producer_snapshots(name, 1)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let newer_a = snapshot(7, 12, 3_000);
+    store
+        .commit_segment_with_producers(
+            &segment(name, 0, 10, 19),
+            std::slice::from_ref(&newer_a),
+            None,
+        )
+        .await
+        .unwrap();
+    let refused = snapshot(3, 25, 4_000);
+    assert_conflict(
+        store
+            .commit_segment_with_producers(&segment(name, 0, 0, 25), &[refused], None)
+            .await,
+        20,
+        "conflicting commit",
+    );
+    assert_eq!(
+        store.list_producer_snapshots(name, 0).await.unwrap(),
+        vec![b, newer_a.clone()],
+        "a replaced snapshot; nothing from the refused commit"
+    );
+
+    assert_eq!(store.expire_producer_snapshots(2_500).await.unwrap(), 1);
+    assert_eq!(
+        store.list_producer_snapshots(name, 0).await.unwrap(),
+        vec![newer_a]
+    );
+    store.delete_topic(name).await.unwrap();
+    assert!(store
+        .list_producer_snapshots(name, 0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Fenced commits (wrong agent, wrong epoch, expired or absent lease) are refused.
@@ -991,6 +1054,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     commit_segment_happy_path(store).await;
     commit_segment_offset_conflict(store).await;
     commit_segment_fencing(store).await;
+    producer_snapshots(store).await;
     concurrent_commits_one_wins(store).await;
     list_segments_ranges(store).await;
     truncate_before(store).await;

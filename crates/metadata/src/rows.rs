@@ -4,8 +4,8 @@
 //! Decoders go through [`RowExt`] so every SQL backend shares them.
 
 use crate::{
-    AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, Result, SegmentInfo,
-    Topic, TopicConfig, UserCredential,
+    AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, ProducerSnapshot,
+    Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 use uuid::Uuid;
 
@@ -59,9 +59,16 @@ macro_rules! credential_columns {
     };
 }
 
+/// Columns of `producer_states`, as read by [`producer_snapshot`] (after topic and partition).
+macro_rules! producer_columns {
+    () => {
+        "producer_id, last_offset, updated_at, state"
+    };
+}
+
 pub(crate) use {
     agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    segment_columns, topic_columns,
+    producer_columns, segment_columns, topic_columns,
 };
 
 /// Typed column access shared by the SQL backends' row types.
@@ -167,6 +174,15 @@ pub(crate) fn agent(row: &impl RowExt) -> Result<AgentInfo> {
         node_id: int32(row, "node_id")?,
         last_heartbeat_ms: row.int("last_heartbeat")?,
         started_at_ms: row.int("started_at")?,
+    })
+}
+
+pub(crate) fn producer_snapshot(row: &impl RowExt) -> Result<ProducerSnapshot> {
+    Ok(ProducerSnapshot {
+        producer_id: row.int("producer_id")?,
+        last_offset: row.int("last_offset")?,
+        updated_at_ms: row.int("updated_at")?,
+        state: row.bytes("state")?,
     })
 }
 

@@ -18,11 +18,12 @@ use uuid::Uuid;
 use super::{Db, Store};
 use crate::rows::{
     self, agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    segment_columns, topic_columns,
+    producer_columns, segment_columns, topic_columns,
 };
 use crate::{
     now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
+    UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -194,6 +195,31 @@ async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
     Ok(())
 }
 
+async fn upsert_producer(
+    conn: &mut Conn,
+    topic: &str,
+    partition: u32,
+    producer: &ProducerSnapshot,
+) -> Result<()> {
+    sqlx::query(concat!(
+        "INSERT INTO producer_states (topic, partition_id, ",
+        producer_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (topic, partition_id, producer_id) DO UPDATE SET \
+         last_offset = excluded.last_offset, updated_at = excluded.updated_at, \
+         state = excluded.state"
+    ))
+    .bind(topic)
+    .bind(i64::from(partition))
+    .bind(producer.producer_id)
+    .bind(producer.last_offset)
+    .bind(producer.updated_at_ms)
+    .bind(&producer.state)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 async fn segments_where<'e>(
     executor: impl Executor<'e, Database = Db>,
     sql: &'static str,
@@ -297,6 +323,7 @@ impl MetadataStore for Store {
         for sql in [
             "DELETE FROM consumer_offsets WHERE topic = $1",
             "DELETE FROM partition_leases WHERE topic = $1",
+            "DELETE FROM producer_states WHERE topic = $1",
             "DELETE FROM segments WHERE topic = $1",
             "DELETE FROM partitions WHERE topic = $1",
             "DELETE FROM topics WHERE name = $1",
@@ -368,9 +395,10 @@ impl MetadataStore for Store {
         Ok(partitions)
     }
 
-    async fn commit_segment(
+    async fn commit_segment_with_producers(
         &self,
         segment: &SegmentInfo,
+        producers: &[ProducerSnapshot],
         fence: Option<&LeaseFence>,
     ) -> Result<()> {
         if segment.last_offset < segment.base_offset {
@@ -402,8 +430,38 @@ impl MetadataStore for Store {
         .bind(segment.last_offset + 1)
         .execute(&mut *tx)
         .await?;
+        for producer in producers {
+            upsert_producer(&mut tx, &segment.topic, segment.partition, producer).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_producer_snapshots(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerSnapshot>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            producer_columns!(),
+            " FROM producer_states WHERE topic = $1 AND partition_id = $2 ORDER BY producer_id"
+        ))
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::producer_snapshot)
+        .collect()
+    }
+
+    async fn expire_producer_snapshots(&self, updated_before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM producer_states WHERE updated_at < $1")
+            .bind(updated_before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn list_segments(

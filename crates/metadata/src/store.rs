@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState, Result,
-    SegmentInfo, Topic, TopicConfig, UserCredential,
+    AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -44,8 +44,35 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// transaction. Refused with `OffsetConflict` unless `base_offset` equals the current high
     /// watermark, and with `Fenced` when `fence` is given and the lease is not held by that agent
     /// at that epoch (or has expired).
-    async fn commit_segment(&self, segment: &SegmentInfo, fence: Option<&LeaseFence>)
-        -> Result<()>;
+    async fn commit_segment(
+        &self,
+        segment: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+    ) -> Result<()> {
+        self.commit_segment_with_producers(segment, &[], fence)
+            .await
+    }
+
+    /// [`MetadataStore::commit_segment`], also replacing the snapshots of the producers that
+    /// wrote the segment, in the same transaction: a refused commit records no producer state,
+    /// and the snapshots always match the high watermark.
+    async fn commit_segment_with_producers(
+        &self,
+        segment: &SegmentInfo,
+        producers: &[ProducerSnapshot],
+        fence: Option<&LeaseFence>,
+    ) -> Result<()>;
+
+    /// Every producer snapshot of a partition, ordered by producer id.
+    async fn list_producer_snapshots(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerSnapshot>>;
+
+    /// Deletes the producer snapshots last updated before `updated_before_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many.
+    async fn expire_producer_snapshots(&self, updated_before_ms: i64) -> Result<u64>;
 
     /// Segments of a partition whose `last_offset >= from_offset`, ordered by base offset.
     async fn list_segments(

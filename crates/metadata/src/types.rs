@@ -174,6 +174,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The idempotence state of one producer on one partition, as the partition's writer last
+/// committed it. The metadata store keeps `state` opaque: it is the storage layer's encoding
+/// (docs/format.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Offset of the producer's newest batch; a snapshot below the log start is stale.
+    pub last_offset: i64,
+    /// When the producer last wrote (ms since the Unix epoch), for expiry.
+    pub updated_at_ms: i64,
+    /// The encoded state.
+    pub state: Vec<u8>,
+}
+
 /// A user's SASL/SCRAM credential for one mechanism: the salted-password derivatives of RFC 5802,
 /// from which the password cannot be recovered.
 #[derive(Clone, PartialEq, Eq)]

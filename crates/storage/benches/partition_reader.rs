@@ -19,8 +19,8 @@ use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use streamhouse_metadata::{
     AgentInfo, CommittedOffset, LeaseFence, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, Result as MetaResult, SegmentInfo, SqliteMetadataStore, Topic, TopicConfig,
-    UserCredential,
+    PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo, SqliteMetadataStore,
+    Topic, TopicConfig, UserCredential,
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
@@ -75,8 +75,21 @@ impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
     async fn list_partitions(&self, topic: &str) -> MetaResult<Vec<PartitionState>> {
         self.count().list_partitions(topic).await
     }
-    async fn commit_segment(&self, s: &SegmentInfo, fence: Option<&LeaseFence>) -> MetaResult<()> {
-        self.count().commit_segment(s, fence).await
+    async fn commit_segment_with_producers(
+        &self,
+        s: &SegmentInfo,
+        producers: &[ProducerSnapshot],
+        fence: Option<&LeaseFence>,
+    ) -> MetaResult<()> {
+        self.count()
+            .commit_segment_with_producers(s, producers, fence)
+            .await
+    }
+    async fn list_producer_snapshots(&self, t: &str, p: u32) -> MetaResult<Vec<ProducerSnapshot>> {
+        self.count().list_producer_snapshots(t, p).await
+    }
+    async fn expire_producer_snapshots(&self, before_ms: i64) -> MetaResult<u64> {
+        self.count().expire_producer_snapshots(before_ms).await
     }
     async fn list_segments(&self, t: &str, p: u32, from: i64) -> MetaResult<Vec<SegmentInfo>> {
         self.count().list_segments(t, p, from).await

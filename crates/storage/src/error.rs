@@ -64,6 +64,20 @@ pub enum StorageError {
         offset: i64,
     },
 
+    /// A producer snapshot in the metadata store does not decode.
+    #[error(
+        "producer state of producer {producer_id} on '{topic}'/{partition} is corrupt: {reason}"
+    )]
+    CorruptProducerState {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The producer whose snapshot is corrupt.
+        producer_id: i64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The writer lost ownership of the partition (its lease epoch is stale or another writer
     /// committed first). It refuses all further work; the partition must be reopened.
     #[error("writer for '{topic}'/{partition} is fenced: {reason}")]

@@ -4,9 +4,18 @@
 //! [`BATCHES_PER_PRODUCER`] batches (sequence range and offsets). A retried batch that matches one
 //! of them is a duplicate and gets its original offsets back instead of being appended again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use bytes::{Buf, BufMut};
+use streamhouse_metadata::ProducerSnapshot;
 
 use crate::error::{Result, StorageError};
+
+/// Version byte of a producer snapshot's encoding (docs/format.md, "Producer snapshots").
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Encoded size of one remembered batch: two sequences (i32) and two offsets (i64).
+const SNAPSHOT_BATCH_LEN: usize = 24;
 
 /// How many batches per producer are remembered; Kafka's limit on in-flight requests per
 /// idempotent connection is the same number, so any retry hits one of them.
@@ -150,6 +159,44 @@ impl ProducerStateTable {
         entry.batches.push_back(batch);
     }
 
+    /// Snapshots of the producers of `batches` as they stand once `batches` are recorded on
+    /// top of this table, one per producer: what a segment commit stores with the segment.
+    pub fn snapshots_after(&self, batches: &[ProducerBatch], now_ms: i64) -> Vec<ProducerSnapshot> {
+        let ids: BTreeSet<i64> = batches
+            .iter()
+            .filter(|b| b.is_idempotent())
+            .map(|b| b.producer_id)
+            .collect();
+        let mut touched = ProducerStateTable::default();
+        for id in &ids {
+            if let Some(entry) = self.producers.get(id) {
+                touched.producers.insert(*id, entry.clone());
+            }
+        }
+        for batch in batches {
+            touched.record(*batch);
+        }
+        ids.into_iter()
+            .filter_map(|id| touched.producers[&id].snapshot(id, now_ms))
+            .collect()
+    }
+
+    /// Rebuilds a table from the snapshots a partition committed, leaving out producers whose
+    /// newest batch lies below `log_start` (Kafka evicts those too). Errors name the producer
+    /// whose snapshot does not decode.
+    pub fn from_snapshots(
+        snapshots: &[ProducerSnapshot],
+        log_start: i64,
+    ) -> std::result::Result<Self, (i64, &'static str)> {
+        let mut table = ProducerStateTable::default();
+        for snapshot in snapshots.iter().filter(|s| s.last_offset >= log_start) {
+            let entry = ProducerEntry::decode(snapshot.producer_id, &snapshot.state)
+                .map_err(|reason| (snapshot.producer_id, reason))?;
+            table.producers.insert(snapshot.producer_id, entry);
+        }
+        Ok(table)
+    }
+
     /// Number of producers tracked.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -158,6 +205,52 @@ impl ProducerStateTable {
 }
 
 impl ProducerEntry {
+    /// The snapshot of this entry; `None` while it remembers no batch.
+    fn snapshot(&self, producer_id: i64, now_ms: i64) -> Option<ProducerSnapshot> {
+        let last = self.batches.back()?;
+        let mut state = Vec::with_capacity(4 + self.batches.len() * SNAPSHOT_BATCH_LEN);
+        state.put_u8(SNAPSHOT_VERSION);
+        state.put_i16(self.epoch);
+        state.put_u8(self.batches.len() as u8);
+        for b in &self.batches {
+            state.put_i32(b.first_seq);
+            state.put_i32(b.last_seq);
+            state.put_i64(b.base_offset);
+            state.put_i64(b.last_offset);
+        }
+        Some(ProducerSnapshot {
+            producer_id,
+            last_offset: last.last_offset,
+            updated_at_ms: now_ms,
+            state,
+        })
+    }
+
+    fn decode(producer_id: i64, mut state: &[u8]) -> std::result::Result<Self, &'static str> {
+        if state.len() < 4 {
+            return Err("shorter than its header");
+        }
+        if state.get_u8() != SNAPSHOT_VERSION {
+            return Err("unknown version");
+        }
+        let epoch = state.get_i16();
+        let count = usize::from(state.get_u8());
+        if count > BATCHES_PER_PRODUCER || state.len() != count * SNAPSHOT_BATCH_LEN {
+            return Err("batch count does not match its length");
+        }
+        let batches = (0..count)
+            .map(|_| ProducerBatch {
+                producer_id,
+                epoch,
+                first_seq: state.get_i32(),
+                last_seq: state.get_i32(),
+                base_offset: state.get_i64(),
+                last_offset: state.get_i64(),
+            })
+            .collect();
+        Ok(Self { epoch, batches })
+    }
+
     fn find_duplicate(&self, batch: &ProducerBatch) -> Option<ProducerBatch> {
         if batch.epoch != self.epoch {
             return None;
@@ -184,6 +277,58 @@ mod tests {
             table.record(b);
         }
         Ok(check)
+    }
+
+    #[test]
+    fn snapshots_round_trip_the_state_after_a_segment() {
+        let mut durable = ProducerStateTable::default();
+        for seq in 0..6 {
+            durable.record(batch(1, 0, seq, 1, i64::from(seq)));
+        }
+        durable.record(batch(2, 3, 0, 2, 6));
+        let segment = [batch(1, 0, 6, 2, 8), batch(-1, -1, -1, 4, 10)];
+        let snapshots = durable.snapshots_after(&segment, 42);
+        assert_eq!(
+            snapshots.len(),
+            1,
+            "only producers of the segment, never non-idempotent"
+        );
+        assert_eq!((snapshots[0].producer_id, snapshots[0].last_offset), (1, 9));
+        assert_eq!(snapshots[0].updated_at_ms, 42);
+
+        let restored = ProducerStateTable::from_snapshots(&snapshots, 0).unwrap();
+        let mut expected = durable.clone();
+        for b in segment {
+            expected.record(b);
+        }
+        assert_eq!(restored.producers[&1], expected.producers[&1]);
+        assert_eq!(restored.producers[&1].batches.len(), BATCHES_PER_PRODUCER);
+        assert!(ProducerStateTable::from_snapshots(&snapshots, 10)
+            .unwrap()
+            .producers
+            .is_empty());
+    }
+
+    #[test]
+    fn corrupt_snapshots_are_refused() {
+        let mut table = ProducerStateTable::default();
+        table.record(batch(5, 1, 0, 1, 0));
+        let good = table.snapshots_after(&[], 0);
+        assert!(good.is_empty(), "nothing written, nothing to snapshot");
+        let mut snapshot = table.snapshots_after(&[batch(5, 1, 1, 1, 1)], 0).remove(0);
+        for cut in 0..snapshot.state.len() {
+            let mut short = snapshot.clone();
+            short.state.truncate(cut);
+            assert!(
+                ProducerStateTable::from_snapshots(&[short], 0).is_err(),
+                "cut at {cut}"
+            );
+        }
+        snapshot.state[0] = 9;
+        assert_eq!(
+            ProducerStateTable::from_snapshots(&[snapshot], 0).unwrap_err(),
+            (5, "unknown version")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_segment::{decode_segment, read_footer, BatchCursor, RecordBatch, SegmentFooter};
+use streamhouse_segment::{read_footer, BatchCursor, RecordBatch, SegmentFooter};
 use tokio::sync::watch;
 
 use crate::error::{Corruption, Result, StorageError};
@@ -577,34 +577,4 @@ async fn check_object_size(
             actual: meta.size,
         },
     })
-}
-
-/// Every batch of a segment object, fully verified (one GET of the whole object, bypassing the
-/// cache). Used when rebuilding producer state.
-pub(crate) async fn read_segment_batches(
-    store: &dyn ObjectStore,
-    segment: &IndexedSegment,
-) -> Result<Vec<RecordBatch>> {
-    let key = &*segment.object_key;
-    let object = store
-        .get(&ObjectPath::from(key))
-        .await
-        .map_err(|e| StorageError::object_store(key, e))?
-        .bytes()
-        .await
-        .map_err(|e| StorageError::object_store(key, e))?;
-    if object.len() as u64 != segment.size_bytes {
-        return Err(StorageError::Corrupt {
-            key: key.to_owned(),
-            range: 0..segment.size_bytes,
-            source: Corruption::Size {
-                expected: segment.size_bytes,
-                actual: object.len() as u64,
-            },
-        });
-    }
-    let len = object.len() as u64;
-    let (_, batches) =
-        decode_segment(object).map_err(|e| StorageError::corrupt(key, len, 0..len, e))?;
-    Ok(batches)
 }

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::Rng;
-use streamhouse_metadata::{now_ms, LeaseFence, MetadataError, SegmentInfo, TopicConfig};
+use streamhouse_metadata::{
+    now_ms, LeaseFence, MetadataError, ProducerSnapshot, SegmentInfo, TopicConfig,
+};
 use streamhouse_segment::{EncodedSegment, RecordBatch, SegmentBuilder};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -25,8 +27,6 @@ use uuid::Uuid;
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionStorage;
 use crate::producer_state::{Check, ProducerBatch, ProducerStateTable};
-use crate::reader::read_segment_batches;
-use crate::segment_index::SegmentIndex;
 
 /// Settings of a [`PartitionWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +42,6 @@ pub struct WriterConfig {
     pub upload_backoff: Duration,
     /// Upper bound of the retry delay.
     pub upload_backoff_max: Duration,
-    /// How many of the newest segments are scanned at open to rebuild idempotent-producer state.
-    pub producer_state_segments: usize,
 }
 
 impl Default for WriterConfig {
@@ -61,7 +59,6 @@ impl WriterConfig {
             upload_retries: 5,
             upload_backoff: Duration::from_millis(50),
             upload_backoff_max: Duration::from_secs(5),
-            producer_state_segments: 3,
         }
     }
 
@@ -201,6 +198,8 @@ impl OpenSegment {
 struct Sealed {
     encoded: EncodedSegment,
     producer_batches: Vec<ProducerBatch>,
+    /// The state of the segment's producers once it is durable, committed with it.
+    producer_snapshots: Vec<ProducerSnapshot>,
 }
 
 struct Waiter {
@@ -211,9 +210,9 @@ struct Waiter {
 impl PartitionWriter {
     /// Opens the writer of `topic`/`partition` at the durable high watermark.
     ///
-    /// Idempotent-producer state is rebuilt from the batch headers of the newest
-    /// [`WriterConfig::producer_state_segments`] segments, which covers the last batches of
-    /// every producer that wrote recently (the ones that can still retry).
+    /// Idempotent-producer state comes from the producer snapshots committed with the segments
+    /// (one per producer, always matching the high watermark), so a retry after a restart or a
+    /// failover is recognised however long ago the producer last wrote, until it expires.
     pub async fn open(
         storage: PartitionStorage,
         config: WriterConfig,
@@ -224,14 +223,17 @@ impl PartitionWriter {
             .get_partition(&storage.topic.name, storage.partition)
             .await?;
         let hw = progress.high_watermark;
-        let producers = rebuild_producer_state(
-            &storage.store,
-            &storage.index,
-            hw,
-            progress.log_start_offset,
-            &config,
-        )
-        .await?;
+        let snapshots = storage
+            .metadata
+            .list_producer_snapshots(&storage.topic.name, storage.partition)
+            .await?;
+        let producers = ProducerStateTable::from_snapshots(&snapshots, progress.log_start_offset)
+            .map_err(|(producer_id, reason)| StorageError::CorruptProducerState {
+            topic: storage.topic.name.clone(),
+            partition: storage.partition,
+            producer_id,
+            reason,
+        })?;
         let (high_watermark, _) = watch::channel(hw);
         let state = State {
             open: OpenSegment::new(hw),
@@ -292,7 +294,7 @@ impl PartitionWriter {
         let Some(sealed) = self.inner.seal()? else {
             return Ok(None);
         };
-        match self.inner.persist(&sealed.encoded).await {
+        match self.inner.persist(&sealed).await {
             Ok(info) => {
                 self.inner.publish(sealed, &info).await;
                 Ok(Some(info))
@@ -503,16 +505,24 @@ impl Inner {
                 return Ok(None);
             }
             let next = state.next_offset;
-            std::mem::replace(&mut state.open, OpenSegment::new(next))
+            let open = std::mem::replace(&mut state.open, OpenSegment::new(next));
+            // Flushes are serialized, so the durable table is exactly the state before `open`.
+            let snapshots = state
+                .durable_producers
+                .snapshots_after(&open.producer_batches, now_ms());
+            (open, snapshots)
         };
+        let (open, producer_snapshots) = open;
         Ok(Some(Sealed {
             encoded: open.builder.finish(),
             producer_batches: open.producer_batches,
+            producer_snapshots,
         }))
     }
 
     /// Uploads and commits a sealed segment. Never reports success unless both happened.
-    async fn persist(&self, segment: &EncodedSegment) -> Result<SegmentInfo> {
+    async fn persist(&self, sealed: &Sealed) -> Result<SegmentInfo> {
+        let segment = &sealed.encoded;
         let footer = &segment.footer;
         let epoch = self.fence.as_ref().map_or(0, |f| f.epoch);
         let key = segment_key(
@@ -534,7 +544,7 @@ impl Inner {
             max_timestamp_ms: footer.max_timestamp,
             created_at_ms: now_ms(),
         };
-        self.commit(&info).await?;
+        self.commit(&info, &sealed.producer_snapshots).await?;
         Ok(info)
     }
 
@@ -542,11 +552,11 @@ impl Inner {
         upload_with_retries(self.storage.store.as_ref(), key, bytes, &self.config).await
     }
 
-    async fn commit(&self, info: &SegmentInfo) -> Result<()> {
+    async fn commit(&self, info: &SegmentInfo, producers: &[ProducerSnapshot]) -> Result<()> {
         let error = match self
             .storage
             .metadata
-            .commit_segment(info, self.fence.as_ref())
+            .commit_segment_with_producers(info, producers, self.fence.as_ref())
             .await
         {
             Ok(()) => return Ok(()),
@@ -665,30 +675,4 @@ fn producer_batch(batch: &RecordBatch, base_offset: i64) -> ProducerBatch {
         h.last_offset_delta,
         base_offset,
     )
-}
-
-/// Replays the batch headers of the newest segments into a producer table.
-async fn rebuild_producer_state(
-    store: &Arc<dyn ObjectStore>,
-    index: &SegmentIndex,
-    high_watermark: i64,
-    log_start: i64,
-    config: &WriterConfig,
-) -> Result<ProducerStateTable> {
-    let mut newest_first = Vec::new();
-    let mut offset = high_watermark - 1;
-    while offset >= log_start && newest_first.len() < config.producer_state_segments {
-        let Some(segment) = index.lookup(offset).await? else {
-            break;
-        };
-        offset = segment.base_offset - 1;
-        newest_first.push(segment);
-    }
-    let mut table = ProducerStateTable::default();
-    for segment in newest_first.iter().rev() {
-        for batch in read_segment_batches(store.as_ref(), segment).await? {
-            table.record(producer_batch(&batch, batch.base_offset()));
-        }
-    }
-    Ok(table)
 }

@@ -153,7 +153,6 @@ mod support {
             upload_retries: 2,
             upload_backoff: Duration::from_millis(1),
             upload_backoff_max: Duration::from_millis(5),
-            producer_state_segments: 3,
         }
     }
 

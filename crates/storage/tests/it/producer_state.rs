@@ -126,3 +126,53 @@ async fn dedupe_survives_a_restart() {
     let next = reopened.append(vec![idempotent(0, 6, 1)]).unwrap();
     assert_eq!(next.base_offset, 10);
 }
+
+#[tokio::test]
+async fn dedupe_survives_a_restart_however_many_segments_other_writes_made_since() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let quiet = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
+    writer.flush().await.unwrap();
+    // Group commit makes a segment per flush: the quiet producer's batch ends up far behind.
+    for _ in 0..20 {
+        let _ = writer.append(vec![batch(1, 8, 1_000, None)]).unwrap();
+        writer.flush().await.unwrap();
+    }
+    drop(writer);
+
+    let reopened = env.reopened_writer(test_config()).await;
+    let retry = reopened.append(vec![idempotent(0, 0, 2)]).unwrap();
+    assert!(
+        retry.duplicate,
+        "a retry of a durable batch is not stored twice"
+    );
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (quiet.base_offset, quiet.last_offset)
+    );
+    assert!(matches!(
+        reopened.append(vec![idempotent(0, 5, 1)]),
+        Err(StorageError::OutOfOrderSequence { expected: 2, .. })
+    ));
+}
+
+#[tokio::test]
+async fn producer_state_below_the_log_start_is_dropped_on_open() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    let _old = writer.append(vec![idempotent(0, 0, 2)]).unwrap();
+    writer.flush().await.unwrap();
+    let _ = writer.append(vec![batch(2, 8, 1_000, None)]).unwrap();
+    writer.flush().await.unwrap();
+    drop(writer);
+    env.metadata()
+        .truncate_before(crate::support::TOPIC, 0, 2)
+        .await
+        .unwrap();
+
+    // As in Kafka: a producer whose data is gone is unknown, so any sequence is accepted.
+    let reopened = env.reopened_writer(test_config()).await;
+    let after = reopened.append(vec![idempotent(0, 9, 1)]).unwrap();
+    assert!(!after.duplicate);
+    assert_eq!(after.base_offset, 4);
+}
