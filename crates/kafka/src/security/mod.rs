@@ -14,7 +14,8 @@ use std::sync::Arc;
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
 pub use scram::{
-    ScramAlgorithm, ScramCredential, ScramError, DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS,
+    random_salt, ScramAlgorithm, ScramCredential, ScramError, DEFAULT_ITERATIONS, MAX_ITERATIONS,
+    MIN_ITERATIONS,
 };
 pub use scram_client::{ScramClient, ScramServerCheck};
 pub use tls::{client_config, server_config, tls_acceptor, TlsError};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::scram::{random_salt, ScramAlgorithm, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
+use super::scram::{ScramAlgorithm, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
 use super::{Mechanism, SaslAuthenticator};
 use crate::api_error::ApiError;
 use crate::broker::Broker;
@@ -248,9 +248,13 @@ impl Users<'_> {
             return Err(ApiError::Invalid("at least one mechanism is needed".into()));
         }
         for &alg in algorithms {
-            let salt = random_salt();
-            let salted = alg.salted_password(password, &salt, iterations);
-            let credential = ScramCredential::from_salted_password(alg, salt, iterations, &salted);
+            // PBKDF2 is deliberately slow: off the async workers.
+            let password = password.to_string();
+            let credential = tokio::task::spawn_blocking(move || {
+                ScramCredential::new(alg, &password, iterations)
+            })
+            .await
+            .expect("deriving a credential does not panic");
             self.store(name, alg, credential).await?;
         }
         self.apply_everywhere().await;
