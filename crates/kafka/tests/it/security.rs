@@ -876,35 +876,26 @@ async fn user_changes_reach_other_agents_on_their_refresh() {
         .alter_users(vec![], vec![upsertion("carol", SHA256, "carol-pw", 4096)])
         .await;
     assert_eq!(results[0].1, 0);
-    // The other agent learns of carol on a later reload; each attempt is a fresh connection,
-    // since a failed login closes it.
-    let mut attempts = 0;
-    while tcp(second)
-        .await
-        .scram_sha256("carol", "carol-pw")
-        .await
-        .is_err()
-    {
-        attempts += 1;
-        assert!(
-            attempts < 400,
-            "carol never became valid on the other agent"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The other agent learns of carol on a later reload.
+    until_login(second, "carol", "carol-pw", true).await;
     let results = admin
         .alter_users(vec![deletion("carol", SHA256)], vec![])
         .await;
     assert_eq!(results[0].1, 0);
-    let mut attempts = 0;
-    while tcp(second)
-        .await
-        .scram_sha256("carol", "carol-pw")
-        .await
-        .is_ok()
-    {
-        attempts += 1;
-        assert!(attempts < 400, "carol stayed valid on the other agent");
+    until_login(second, "carol", "carol-pw", false).await;
+}
+
+/// Tries SCRAM-SHA-256 logins at `addr` until one succeeds (`works`) or fails, within 10 s;
+/// each attempt is a fresh connection, since a failed login closes it.
+async fn until_login(addr: SocketAddr, user: &str, password: &str, works: bool) {
+    for _ in 0..400 {
+        if tcp(addr).await.scram_sha256(user, password).await.is_ok() == works {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    panic!(
+        "the login of {user} never became {}",
+        if works { "valid" } else { "invalid" }
+    );
 }

@@ -131,6 +131,17 @@ impl AdminConnection {
             .map_err(|_| anyhow!("{api:?} via {}: no answer within {timeout:?}", self.server))?
     }
 
+    /// Sends `request` at the newest version of `api` both sides serve within `ours`.
+    pub async fn call(
+        &mut self,
+        api: ApiKey,
+        ours: (i16, i16),
+        request: RequestKind,
+    ) -> anyhow::Result<ResponseKind> {
+        let version = self.version(api, ours)?;
+        self.send(api, version, request).await
+    }
+
     /// The newest version of `api` this client and the server share, within `ours`.
     pub fn version(&self, api: ApiKey, ours: (i16, i16)) -> anyhow::Result<i16> {
         let theirs = self.versions.iter().find(|(k, _, _)| *k == api as i16);
@@ -219,14 +230,8 @@ impl AdminConnection {
         let password = security.sasl_password.as_deref().unwrap_or_default();
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(mechanism.name()));
-        let version = self.version(ApiKey::SaslHandshake, (1, 1))?;
-        let response = self
-            .send(
-                ApiKey::SaslHandshake,
-                version,
-                RequestKind::SaslHandshake(handshake),
-            )
-            .await?;
+        let request = RequestKind::SaslHandshake(handshake);
+        let response = self.call(ApiKey::SaslHandshake, (1, 1), request).await?;
         let ResponseKind::SaslHandshake(r) = response else {
             bail!("unexpected SaslHandshake response");
         };
@@ -261,24 +266,24 @@ impl AdminConnection {
 
     /// One SaslAuthenticate round: the server's token, or its error message.
     async fn authenticate(&mut self, token: Vec<u8>) -> anyhow::Result<Bytes> {
-        let version = self.version(ApiKey::SaslAuthenticate, (0, 2))?;
         let request = SaslAuthenticateRequest::default().with_auth_bytes(token.into());
-        let response = self
-            .send(
-                ApiKey::SaslAuthenticate,
-                version,
-                RequestKind::SaslAuthenticate(request),
-            )
-            .await?;
+        let request = RequestKind::SaslAuthenticate(request);
+        let response = self.call(ApiKey::SaslAuthenticate, (0, 2), request).await?;
         let ResponseKind::SaslAuthenticate(r) = response else {
             bail!("unexpected SaslAuthenticate response");
         };
-        if r.error_code != 0 {
-            let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
-            bail!("{}: {message}", error_name(r.error_code));
-        }
+        check(r.error_code, r.error_message.as_ref())?;
         Ok(r.auth_bytes)
     }
+}
+
+/// An error `CODE_NAME: message` unless `code` is 0 (success).
+pub fn check(code: i16, message: Option<&StrBytes>) -> anyhow::Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    let message = message.map_or("no message", |m| m.as_str());
+    bail!("{}: {message}", error_name(code))
 }
 
 /// A Kafka error code as its name (`RESOURCE_NOT_FOUND` style, as Kafka's tools print it).

@@ -21,7 +21,7 @@ use streamhouse_kafka::security::{
     random_salt, CredentialInfo, Mechanism, ScramAlgorithm, UserDescription, DEFAULT_ITERATIONS,
 };
 
-use super::kafka_admin::{error_name, AdminConnection, KafkaSecurityArgs};
+use super::kafka_admin::{check, AdminConnection, KafkaSecurityArgs};
 use super::output::print_rows;
 use super::{Endpoints, Format};
 
@@ -184,14 +184,9 @@ async fn alter(
     alg: ScramAlgorithm,
     request: AlterUserScramCredentialsRequest,
 ) -> anyhow::Result<()> {
-    let api = ApiKey::AlterUserScramCredentials;
-    let version = conn.version(api, (0, 0))?;
+    let request = RequestKind::AlterUserScramCredentials(request);
     let response = conn
-        .send(
-            api,
-            version,
-            RequestKind::AlterUserScramCredentials(request),
-        )
+        .call(ApiKey::AlterUserScramCredentials, (0, 0), request)
         .await?;
     let ResponseKind::AlterUserScramCredentials(r) = response else {
         bail!("unexpected AlterUserScramCredentials response");
@@ -199,41 +194,21 @@ async fn alter(
     let Some(result) = r.results.iter().find(|u| u.user.as_str() == name) else {
         bail!("the server did not answer for user '{name}'");
     };
-    if result.error_code != 0 {
-        let message = result.error_message.as_ref().map(|m| m.as_str());
-        bail!(
-            "user '{name}' ({}): {}: {}",
-            alg.mechanism_name(),
-            error_name(result.error_code),
-            message.unwrap_or("no message")
-        );
-    }
-    Ok(())
+    check(result.error_code, result.error_message.as_ref())
+        .with_context(|| format!("user '{name}' ({})", alg.mechanism_name()))
 }
 
 /// Every user with its credentials, ordered by name.
 async fn describe(conn: &mut AdminConnection) -> anyhow::Result<Vec<UserDescription>> {
-    let api = ApiKey::DescribeUserScramCredentials;
-    let version = conn.version(api, (0, 0))?;
     let request = DescribeUserScramCredentialsRequest::default().with_users(None::<Vec<UserName>>);
+    let request = RequestKind::DescribeUserScramCredentials(request);
     let response = conn
-        .send(
-            api,
-            version,
-            RequestKind::DescribeUserScramCredentials(request),
-        )
+        .call(ApiKey::DescribeUserScramCredentials, (0, 0), request)
         .await?;
     let ResponseKind::DescribeUserScramCredentials(r) = response else {
         bail!("unexpected DescribeUserScramCredentials response");
     };
-    if r.error_code != 0 {
-        let message = r.error_message.as_ref().map(|m| m.as_str());
-        bail!(
-            "listing users: {}: {}",
-            error_name(r.error_code),
-            message.unwrap_or("no message")
-        );
-    }
+    check(r.error_code, r.error_message.as_ref()).context("listing users")?;
     let mut users: Vec<UserDescription> = r
         .results
         .iter()
