@@ -356,6 +356,36 @@ mod tests {
     }
 
     #[test]
+    fn https_settings_come_from_file_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http_tls_cert = \"file.pem\"\nhttp_tls_key = \"file.key\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let tls = from_file.resolve().unwrap().security.http_tls;
+        assert_eq!(tls, Some(("file.pem".into(), "file.key".into())));
+        let flags = ServeArgs {
+            config: Some(path),
+            http_tls_cert: Some("flag.pem".into()),
+            ..Default::default()
+        };
+        let tls = flags.resolve().unwrap().security.http_tls;
+        assert_eq!(tls, Some(("flag.pem".into(), "file.key".into())));
+        assert!(ServeArgs::default()
+            .resolve()
+            .unwrap()
+            .security
+            .http_tls
+            .is_none());
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
