@@ -1,16 +1,20 @@
-"""TLS + SASL/SCRAM on the Kafka listener with librdkafka (confluent-kafka).
+"""TLS + SASL/SCRAM on the Kafka listener with librdkafka (confluent-kafka), and SCRAM users
+managed at run time: with the `streamhouse user` CLI and with librdkafka's AdminClient
+(AlterUserScramCredentials / DescribeUserScramCredentials).
 
 A test CA and a server certificate for 127.0.0.1 are made with the openssl CLI at test time.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 from kafka_util import CLIENT_TIMEOUT_S, Record, consumer, produce_all, producer
 
@@ -45,9 +49,10 @@ def secure_server(server_factory, certs, monkeypatch):
                                       "--sasl-mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512"])
 
 
-def client_conf(certs, password: str = PASSWORD, protocol: str = "SASL_SSL") -> dict:
-    return {"security.protocol": protocol, "sasl.mechanism": "SCRAM-SHA-256",
-            "sasl.username": USER, "sasl.password": password,
+def client_conf(certs, password: str = PASSWORD, protocol: str = "SASL_SSL", user: str = USER,
+                mechanism: str = "SCRAM-SHA-256") -> dict:
+    return {"security.protocol": protocol, "sasl.mechanism": mechanism,
+            "sasl.username": user, "sasl.password": password,
             "ssl.ca.location": str(certs["ca"])}
 
 
@@ -64,21 +69,22 @@ def auth_error(bootstrap: str, conf: dict) -> KafkaError:
     return errors[0]
 
 
-def test_sasl_ssl_scram_produce_and_consume(secure_server, certs, topic):
-    conf = client_conf(certs)
-    admin = AdminClient({"bootstrap.servers": secure_server.bootstrap, **conf})
+def create_topic(bootstrap: str, conf: dict, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap, **conf})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
                         request_timeout=CLIENT_TIMEOUT_S)[topic].result(CLIENT_TIMEOUT_S)
 
-    records = [Record(f"k{i}".encode(), f"secure-{i}".encode()) for i in range(100)]
-    delivered = produce_all(producer(secure_server.bootstrap, **conf), topic, records)
-    assert len(delivered) == 100
 
-    c = consumer(secure_server.bootstrap, **conf)
+def roundtrip(bootstrap: str, conf: dict, topic: str, count: int = 100) -> None:
+    """Produces `count` records to partition 0 of `topic` and reads them all back."""
+    records = [Record(f"k{i}".encode(), f"secure-{i}".encode()) for i in range(count)]
+    delivered = produce_all(producer(bootstrap, **conf), topic, records)
+    assert len(delivered) == count
+    c = consumer(bootstrap, **conf)
     try:
-        c.assign([TopicPartition(topic, 0, 0)])
+        c.assign([TopicPartition(topic, 0, delivered[0].offset)])
         got = []
-        while len(got) < 100:
+        while len(got) < count:
             msgs = c.consume(num_messages=100, timeout=CLIENT_TIMEOUT_S)
             assert msgs, f"timed out after {len(got)} records"
             for m in msgs:
@@ -90,6 +96,12 @@ def test_sasl_ssl_scram_produce_and_consume(secure_server, certs, topic):
     assert got == [r.value for r in records]
 
 
+def test_sasl_ssl_scram_produce_and_consume(secure_server, certs, topic):
+    conf = client_conf(certs)
+    create_topic(secure_server.bootstrap, conf, topic)
+    roundtrip(secure_server.bootstrap, conf, topic)
+
+
 def test_wrong_password_fails_authentication(secure_server, certs):
     err = auth_error(secure_server.bootstrap, client_conf(certs, password="wrong"))
     assert err.code() == KafkaError._AUTHENTICATION, err
@@ -99,3 +111,66 @@ def test_sasl_without_tls_is_refused(secure_server, certs):
     err = auth_error(secure_server.bootstrap, client_conf(certs, protocol="SASL_PLAINTEXT"))
     assert err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
                           KafkaError._AUTHENTICATION), err
+
+
+def cli(binary, server, certs, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """`streamhouse ARGS` against the secure server, logged in as alice over SASL_SSL."""
+    env = {**os.environ, "STREAMHOUSE_BOOTSTRAP": server.bootstrap,
+           "STREAMHOUSE_TLS_CA": str(certs["ca"]), "STREAMHOUSE_SASL_MECHANISM": "SCRAM-SHA-256",
+           "STREAMHOUSE_SASL_USERNAME": USER, "STREAMHOUSE_SASL_PASSWORD": PASSWORD}
+    return subprocess.run([str(binary), *args], input=stdin, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_user_added_by_cli_logs_in_at_once_and_is_refused_once_removed(
+        binary, secure_server, certs, topic):
+    added = cli(binary, secure_server, certs, "user", "add", "bob", "--password-stdin",
+                "--mechanism", "SCRAM-SHA-512", stdin="bob-secret\n")
+    assert added.returncode == 0, added.stderr
+    listed = cli(binary, secure_server, certs, "user", "list")
+    assert "bob" in listed.stdout and "SCRAM-SHA-512" in listed.stdout, listed
+
+    create_topic(secure_server.bootstrap, client_conf(certs), topic)
+    bob = client_conf(certs, user="bob", password="bob-secret", mechanism="SCRAM-SHA-512")
+    roundtrip(secure_server.bootstrap, bob, topic)
+    # bob has no SCRAM-SHA-256 credential.
+    err = auth_error(secure_server.bootstrap, {**bob, "sasl.mechanism": "SCRAM-SHA-256"})
+    assert err.code() == KafkaError._AUTHENTICATION, err
+
+    removed = cli(binary, secure_server, certs, "user", "remove", "bob")
+    assert removed.returncode == 0, removed.stderr
+    err = auth_error(secure_server.bootstrap, bob)
+    assert err.code() == KafkaError._AUTHENTICATION, err
+
+
+def test_admin_client_manages_scram_users(secure_server, certs, topic):
+    """librdkafka computes the salted password itself (KIP-554); the server derives its keys."""
+    admin = AdminClient({"bootstrap.servers": secure_server.bootstrap, **client_conf(certs)})
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
+    upsert = UserScramCredentialUpsertion("carol", info, b"carol-secret")
+    admin.alter_user_scram_credentials([upsert])["carol"].result(CLIENT_TIMEOUT_S)
+
+    described = admin.describe_user_scram_credentials(["carol"])["carol"].result(CLIENT_TIMEOUT_S)
+    assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == \
+        [(ScramMechanism.SCRAM_SHA_256, 8192)]
+    everyone = admin.describe_user_scram_credentials().result(CLIENT_TIMEOUT_S)
+    assert set(everyone) == {USER, "carol"}
+
+    carol = client_conf(certs, user="carol", password="carol-secret")
+    create_topic(secure_server.bootstrap, carol, topic)
+    roundtrip(secure_server.bootstrap, carol, topic, count=10)
+
+    # Too few iterations is refused per user, with Kafka's error.
+    weak = UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512,
+                                                                    1000), b"pw")
+    with pytest.raises(KafkaException) as refused:
+        admin.alter_user_scram_credentials([weak])["dave"].result(CLIENT_TIMEOUT_S)
+    assert "iterations" in str(refused.value), refused.value
+
+    deletion = UserScramCredentialDeletion("carol", ScramMechanism.SCRAM_SHA_256)
+    admin.alter_user_scram_credentials([deletion])["carol"].result(CLIENT_TIMEOUT_S)
+    with pytest.raises(KafkaException) as missing:
+        admin.describe_user_scram_credentials(["carol"])["carol"].result(CLIENT_TIMEOUT_S)
+    assert missing.value.args[0].code() == KafkaError.RESOURCE_NOT_FOUND, missing.value
+    err = auth_error(secure_server.bootstrap, carol)
+    assert err.code() == KafkaError._AUTHENTICATION, err

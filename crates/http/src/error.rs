@@ -45,6 +45,7 @@ impl HttpError {
                 ApiError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, "unknown_partition"),
                 ApiError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
                 ApiError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
+                ApiError::UnknownUser { .. } => (StatusCode::NOT_FOUND, "unknown_user"),
                 ApiError::GroupConflict(_) => (StatusCode::CONFLICT, "group_conflict"),
                 ApiError::OffsetOutOfRange { .. } => {
                     (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")

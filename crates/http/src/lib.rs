@@ -5,16 +5,18 @@
 //!   `{"error": "...", "code": "..."}` with a matching status code (see [`HttpError`]).
 //! - `/health`, `/ready`: liveness and readiness probes.
 //! - `/metrics`: Prometheus text format (see [`install_recorder`] and [`Metrics`]).
+//! - `/api/v1/users`: SASL/SCRAM users (the API itself is not authenticated; see the README).
 //! - `/` and `/ui/...`: a small web console (static page, no external assets).
 //!
-//! Everything is answered from a [`Broker`]; this crate holds no state of its own beyond the
-//! metrics snapshot.
+//! Served over plain HTTP ([`serve`]) or HTTPS ([`serve_tls`]). Everything is answered from a
+//! [`Broker`]; this crate holds no state of its own beyond the metrics snapshot.
 
 mod api;
 mod console;
 mod error;
 mod extract;
 mod metrics;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +56,18 @@ pub async fn serve(
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
+    axum::serve(listener, router(broker, metrics)).await
+}
+
+/// Serves [`router`] over HTTPS on `listener`; `tls` is the server's rustls configuration (from
+/// `streamhouse_kafka::security::server_config`). Plain HTTP requests fail the handshake.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, tls)?;
     axum::serve(listener, router(broker, metrics)).await
 }
 

@@ -39,6 +39,14 @@ pub enum ApiError {
         /// Next offset to be written.
         high_watermark: i64,
     },
+    /// The user has no SCRAM credential (for `mechanism`, when one was named).
+    #[error("user '{user}' has no {} credential", mechanism.unwrap_or("SCRAM"))]
+    UnknownUser {
+        /// User name.
+        user: String,
+        /// The mechanism asked for, if one was.
+        mechanism: Option<&'static str>,
+    },
     /// No consumer group with this id (no members, no committed offsets).
     #[error("group '{0}' does not exist")]
     UnknownGroup(String),

@@ -138,6 +138,9 @@ pub struct Broker {
     /// Partitions being flushed and released; not reopened until their lease is given up, so
     /// two writers of this agent never share a lease epoch (and thus object keys).
     handing_off: Mutex<HashSet<PartitionKey>>,
+    /// The credential caches of the SASL listeners serving this broker, updated at once when
+    /// users change through [`Broker::users`].
+    pub(crate) authenticators: RwLock<Vec<Arc<crate::security::SaslAuthenticator>>>,
 }
 
 impl Broker {
@@ -165,6 +168,7 @@ impl Broker {
             groups,
             membership: Membership::new(me),
             handing_off: Mutex::default(),
+            authenticators: RwLock::default(),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));

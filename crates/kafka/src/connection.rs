@@ -67,11 +67,15 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Resul
 }
 
 /// Accepts Kafka connections with TLS and/or SASL as `security` says, until the listener fails.
+/// User changes through the broker ([`Broker::users`]) apply to this listener's logins at once.
 pub async fn serve_secured(
     listener: TcpListener,
     broker: Arc<Broker>,
     security: ListenerSecurity,
 ) -> std::io::Result<()> {
+    if let Some(auth) = &security.sasl {
+        broker.register_authenticator(auth);
+    }
     loop {
         let (socket, peer) = listener.accept().await?;
         let _ = socket.set_nodelay(true);

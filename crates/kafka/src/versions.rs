@@ -22,6 +22,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SASL (KIP-43, KIP-152); the handshake v0 raw-token mode is served too.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    // SCRAM user administration (KIP-554).
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     // Classic consumer groups; the ceilings sit below KIP-848's member epochs and group types.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),

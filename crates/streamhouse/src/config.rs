@@ -84,6 +84,12 @@ pub struct ServeArgs {
     /// PEM private key for TLS on the Kafka listener.
     #[arg(long, env = "STREAMHOUSE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS on the HTTP listener (with --http-tls-key).
+    #[arg(long, env = "STREAMHOUSE_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the HTTP listener.
+    #[arg(long, env = "STREAMHOUSE_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
     /// Require SASL authentication (SCRAM-SHA-256 and SCRAM-SHA-512 unless --sasl-mechanisms).
     #[arg(long, env = "STREAMHOUSE_SASL")]
     pub sasl: bool,
@@ -121,6 +127,8 @@ struct FileConfig {
     object_store: Option<ObjectStoreConfig>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
     sasl_mechanisms: Option<Vec<String>>,
 }
 
@@ -190,6 +198,8 @@ impl ServeArgs {
         let security = crate::security::SecuritySettings::resolve(
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
+            self.http_tls_cert.or(file.http_tls_cert),
+            self.http_tls_key.or(file.http_tls_key),
             self.sasl,
             self.sasl_mechanisms.or(file.sasl_mechanisms),
             self.sasl_users,
@@ -343,6 +353,36 @@ mod tests {
             ..Default::default()
         };
         assert!(slow_heartbeat.resolve().is_err());
+    }
+
+    #[test]
+    fn https_settings_come_from_file_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http_tls_cert = \"file.pem\"\nhttp_tls_key = \"file.key\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let tls = from_file.resolve().unwrap().security.http_tls;
+        assert_eq!(tls, Some(("file.pem".into(), "file.key".into())));
+        let flags = ServeArgs {
+            config: Some(path),
+            http_tls_cert: Some("flag.pem".into()),
+            ..Default::default()
+        };
+        let tls = flags.resolve().unwrap().security.http_tls;
+        assert_eq!(tls, Some(("flag.pem".into(), "file.key".into())));
+        assert!(ServeArgs::default()
+            .resolve()
+            .unwrap()
+            .security
+            .http_tls
+            .is_none());
     }
 
     #[test]

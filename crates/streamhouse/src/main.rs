@@ -35,6 +35,9 @@ enum Command {
     /// Agents and partition leases (HTTP API).
     #[command(subcommand)]
     Agent(cli::agent::AgentCommand),
+    /// SASL/SCRAM users: add, list, remove (Kafka protocol).
+    #[command(subcommand)]
+    User(cli::user::UserCommand),
     /// Inspect segment objects (read-only, no server needed).
     #[command(subcommand)]
     Segment(cli::segment::SegmentCommand),
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Consume(args) => cli::consume::run(args, endpoints).await,
             Command::Group(cmd) => cli::group::run(cmd, endpoints).await,
             Command::Agent(cmd) => cli::agent::run(cmd, endpoints).await,
+            Command::User(cmd) => cli::user::run(cmd, endpoints).await,
             Command::Segment(cmd) => cli::segment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd, endpoints).await,
         }

@@ -1,13 +1,17 @@
-//! Security settings of `streamhouse serve` (TLS and SASL on the Kafka listener), resolved from
-//! flags/env and the TOML file, and turned into the listener's [`ListenerSecurity`].
+//! Security settings of `streamhouse serve` (TLS and SASL on the Kafka listener, TLS on the HTTP
+//! listener), resolved from flags/env and the TOML file, and turned into the listeners'
+//! configurations.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use streamhouse_kafka::security::{tls_acceptor, ListenerSecurity, Mechanism, SaslAuthenticator};
+use streamhouse_kafka::security::{
+    server_config, tls_acceptor, ListenerSecurity, Mechanism, SaslAuthenticator,
+};
 use streamhouse_metadata::MetadataStore;
+use tokio_rustls::rustls::ServerConfig;
 
 /// How soon users created through another agent can log in here.
 const CREDENTIAL_REFRESH: Duration = Duration::from_secs(10);
@@ -46,6 +50,8 @@ impl std::str::FromStr for SaslUser {
 pub struct SecuritySettings {
     /// PEM certificate chain and private key; TLS is on when both are set.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The same for HTTPS on the HTTP listener.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
     /// SASL mechanisms offered; SASL is required when not empty.
     pub sasl_mechanisms: Vec<Mechanism>,
     /// Users whose (hashed) credentials are created at start-up.
@@ -57,15 +63,18 @@ impl SecuritySettings {
     pub fn resolve(
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
+        http_tls_cert: Option<PathBuf>,
+        http_tls_key: Option<PathBuf>,
         sasl: bool,
         mechanisms: Option<Vec<String>>,
         sasl_users: Vec<SaslUser>,
     ) -> anyhow::Result<Self> {
-        let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => bail!("TLS needs both --tls-cert and --tls-key"),
-        };
+        let tls = pair(tls_cert, tls_key, "--tls-cert and --tls-key")?;
+        let http_tls = pair(
+            http_tls_cert,
+            http_tls_key,
+            "--http-tls-cert and --http-tls-key",
+        )?;
         let mut sasl_mechanisms = mechanisms
             .unwrap_or_default()
             .iter()
@@ -79,9 +88,19 @@ impl SecuritySettings {
         }
         Ok(Self {
             tls,
+            http_tls,
             sasl_mechanisms,
             sasl_users,
         })
+    }
+
+    /// The HTTP listener's TLS configuration, when HTTPS is on.
+    pub fn http_tls_config(&self) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+        let Some((cert, key)) = &self.http_tls else {
+            return Ok(None);
+        };
+        let config = server_config(cert, key).context("loading the HTTP listener's TLS")?;
+        Ok(Some(config))
     }
 
     /// Loads the certificate, stores the start-up users' (hashed) credentials in `metadata`
@@ -115,21 +134,51 @@ impl SecuritySettings {
     }
 }
 
+/// A certificate and its key, given together or not at all.
+fn pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    flags: &str,
+) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => bail!("TLS needs both {flags}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn off_by_default_and_checked() {
-        let s = SecuritySettings::resolve(None, None, false, None, vec![]).unwrap();
-        assert!(s.tls.is_none() && s.sasl_mechanisms.is_empty());
-        assert!(SecuritySettings::resolve(Some("c".into()), None, false, None, vec![]).is_err());
+        let resolve = |tls_cert: Option<&str>, http_key: Option<&str>, sasl, mechanisms, users| {
+            let path = |p: Option<&str>| p.map(PathBuf::from);
+            SecuritySettings::resolve(
+                path(tls_cert),
+                None,
+                None,
+                path(http_key),
+                sasl,
+                mechanisms,
+                users,
+            )
+        };
+        let s = resolve(None, None, false, None, vec![]).unwrap();
+        assert!(s.tls.is_none() && s.http_tls.is_none() && s.sasl_mechanisms.is_empty());
+        assert!(resolve(Some("c"), None, false, None, vec![]).is_err());
+        let half_https = resolve(None, Some("k"), false, None, vec![]).unwrap_err();
+        assert!(
+            half_https.to_string().contains("--http-tls-cert"),
+            "{half_https}"
+        );
         let user: SaslUser = "alice:pa:ss".parse().unwrap();
         assert!(!format!("{user:?}").contains("pa:ss"));
-        assert!(SecuritySettings::resolve(None, None, false, None, vec![user.clone()]).is_err());
-        let s = SecuritySettings::resolve(None, None, true, None, vec![user]).unwrap();
+        assert!(resolve(None, None, false, None, vec![user.clone()]).is_err());
+        let s = resolve(None, None, true, None, vec![user]).unwrap();
         assert_eq!(s.sasl_mechanisms.len(), 2);
-        let bad = SecuritySettings::resolve(None, None, false, Some(vec!["GSSAPI".into()]), vec![]);
+        let bad = resolve(None, None, false, Some(vec!["GSSAPI".into()]), vec![]);
         assert!(bad.is_err());
         assert!("nopassword".parse::<SaslUser>().is_err());
     }

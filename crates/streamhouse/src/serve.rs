@@ -48,6 +48,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP listener on {}", settings.http_addr))?;
 
     let security = settings.security.listener_security(&metadata).await?;
+    let http_tls = settings.security.http_tls_config()?;
     let broker = Broker::start(broker_config(&settings), agent_id, metadata, store, cache);
     info!(
         kafka = %settings.kafka_addr,
@@ -58,18 +59,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     info!(
         tls = security.tls.is_some(),
         sasl = ?settings.security.sasl_mechanisms,
-        "Kafka listener security"
+        http_tls = http_tls.is_some(),
+        "listener security"
     );
     let kafka_task = tokio::spawn(streamhouse_kafka::serve_secured(
         kafka,
         broker.clone(),
         security,
     ));
-    let http_task = tokio::spawn(streamhouse_http::serve(
-        http_listener,
-        broker.clone(),
-        metrics,
-    ));
+    let http_task = match http_tls {
+        Some(tls) => tokio::spawn(streamhouse_http::serve_tls(
+            http_listener,
+            tls,
+            broker.clone(),
+            metrics,
+        )),
+        None => tokio::spawn(streamhouse_http::serve(
+            http_listener,
+            broker.clone(),
+            metrics,
+        )),
+    };
 
     tokio::select! {
         r = kafka_task => bail!("Kafka listener stopped: {:?}", r),

@@ -4,8 +4,9 @@ mod cluster;
 mod groups;
 mod records;
 mod topics;
+mod users;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::AppState;
@@ -50,4 +51,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/agents", get(cluster::agents))
         .route("/api/v1/leases", get(cluster::leases))
         .route("/api/v1/stats", get(cluster::stats))
+        .route("/api/v1/users", get(users::list))
+        .route(
+            "/api/v1/users/{name}",
+            put(users::set_password).delete(users::delete),
+        )
 }

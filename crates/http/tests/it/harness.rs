@@ -62,6 +62,7 @@ impl Reply {
 pub struct App {
     pub router: Router,
     pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -82,8 +83,9 @@ impl App {
         );
         let metrics = Arc::new(Metrics::new(recorder()).with_metadata_cache(metadata));
         Self {
-            router: streamhouse_http::router(broker.clone(), metrics),
+            router: streamhouse_http::router(broker.clone(), metrics.clone()),
             broker,
+            metrics,
         }
     }
 
@@ -123,6 +125,14 @@ impl App {
 
     pub async fn post(&self, uri: &str, body: Value) -> Reply {
         self.call(Method::POST, uri, Some(body)).await
+    }
+
+    pub async fn put(&self, uri: &str, body: Value) -> Reply {
+        self.call(Method::PUT, uri, Some(body)).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Reply {
+        self.call(Method::DELETE, uri, None).await
     }
 
     /// Creates a topic and asserts it was created.

@@ -5,3 +5,5 @@ mod api;
 mod console;
 mod harness;
 mod metrics;
+mod tls;
+mod users;

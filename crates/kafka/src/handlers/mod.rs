@@ -12,6 +12,7 @@ pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
+pub(crate) mod scram_users;
 
 use std::sync::Arc;
 
@@ -115,6 +116,20 @@ pub(crate) fn dispatch(
         }
         RequestKind::DeleteRecords(r) => {
             later(async move { ResponseKind::DeleteRecords(delete_records::handle(&b, r).await) })
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            let caller = scram_users::Caller::of(conn);
+            later(async move {
+                ResponseKind::DescribeUserScramCredentials(
+                    scram_users::describe(&b, caller, r).await,
+                )
+            })
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            let caller = scram_users::Caller::of(conn);
+            later(async move {
+                ResponseKind::AlterUserScramCredentials(scram_users::alter(&b, caller, r).await)
+            })
         }
         RequestKind::SaslHandshake(_) => later(async { sasl::handshake_disabled() }),
         RequestKind::SaslAuthenticate(_) => later(async { sasl::authenticate_disabled() }),

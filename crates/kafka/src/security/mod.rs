@@ -1,16 +1,29 @@
 //! Security of the Kafka listener: TLS transport and SASL authentication. Both are off unless
-//! configured, so a default listener is plaintext and unauthenticated.
+//! configured, so a default listener is plaintext and unauthenticated. Also the TLS
+//! configurations of the HTTP listener and the CLI, the SCRAM client the CLI logs in with, and
+//! user administration ([`Users`]).
 
 mod sasl;
 mod scram;
+mod scram_client;
 mod tls;
+mod users;
 
 use std::sync::Arc;
 
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
-pub use scram::{ScramAlgorithm, ScramCredential, DEFAULT_ITERATIONS};
-pub use tls::{tls_acceptor, TlsError};
+pub use scram::{
+    random_salt, ScramAlgorithm, ScramCredential, ScramError, DEFAULT_ITERATIONS, MAX_ITERATIONS,
+    MIN_ITERATIONS,
+};
+pub use scram_client::{ScramClient, ScramServerCheck};
+pub use tls::{client_config, server_config, tls_acceptor, TlsError};
+pub(crate) use users::{cluster_authorized, ClusterOperation};
+pub use users::{
+    validate_iterations, validate_user_name, CredentialInfo, UserDescription, Users,
+    MAX_PASSWORD_BYTES, MAX_USER_NAME_CHARS,
+};
 
 /// How a Kafka listener secures its connections.
 #[derive(Clone, Default)]

@@ -47,7 +47,8 @@ impl Mechanism {
         }
     }
 
-    fn scram(self) -> Option<ScramAlgorithm> {
+    /// The SCRAM algorithm of this mechanism; `None` for PLAIN.
+    pub fn scram(self) -> Option<ScramAlgorithm> {
         match self {
             Self::Plain => None,
             Self::ScramSha256 => Some(ScramAlgorithm::Sha256),
@@ -78,6 +79,9 @@ type CredentialMap = HashMap<(String, ScramAlgorithm), ScramCredential>;
 pub struct SaslAuthenticator {
     mechanisms: Vec<Mechanism>,
     credentials: RwLock<CredentialMap>,
+    /// Held from reading the store to replacing the map, so a periodic reload that read the
+    /// store before a user change cannot overwrite the reload made after it.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 const SCRAM_ALGORITHMS: [(ScramAlgorithm, Mechanism); 2] = [
@@ -91,6 +95,7 @@ impl SaslAuthenticator {
         Self {
             mechanisms,
             credentials: RwLock::default(),
+            reloading: tokio::sync::Mutex::default(),
         }
     }
 
@@ -116,6 +121,7 @@ impl SaslAuthenticator {
 
     /// Replaces the in-memory credentials with the store's (so deleted users stop working).
     pub async fn load(&self, store: &dyn MetadataStore) -> Result<(), MetadataError> {
+        let _serialized = self.reloading.lock().await;
         let mut loaded = CredentialMap::new();
         for record in store.list_credentials().await? {
             let Ok(mechanism) = record.mechanism.parse::<Mechanism>() else {

@@ -12,7 +12,15 @@ use streamhouse_metadata::UserCredential;
 use thiserror::Error;
 
 /// Iterations used for new credentials: Kafka's minimum for SCRAM, which clients accept.
-pub const DEFAULT_ITERATIONS: u32 = 4096;
+pub const DEFAULT_ITERATIONS: u32 = MIN_ITERATIONS;
+
+/// Fewest PBKDF2 iterations a credential may have (Kafka's minimum for both mechanisms); clients
+/// refuse fewer.
+pub const MIN_ITERATIONS: u32 = 4096;
+
+/// Most PBKDF2 iterations a credential may have (Kafka's `MAX_ITERATIONS`): every login costs the
+/// server that many HMACs.
+pub const MAX_ITERATIONS: u32 = 16384;
 
 /// Why a SCRAM exchange failed. Messages never contain a password or a key.
 #[derive(Debug, Error)]
@@ -23,6 +31,12 @@ pub enum ScramError {
     /// The user does not exist or the proof did not match.
     #[error("authentication failed: invalid credentials for user {0:?}")]
     InvalidCredentials(String),
+    /// The server ended the exchange with an error (`e=...` in its final message).
+    #[error("the server refused the SCRAM exchange: {0}")]
+    Refused(String),
+    /// The server's signature did not match: it does not hold this password's credential.
+    #[error("the server's SCRAM signature does not match: it is not the server this password was set on")]
+    ServerNotVerified,
 }
 
 /// The hash function of a SCRAM mechanism.
@@ -35,7 +49,52 @@ pub enum ScramAlgorithm {
 }
 
 impl ScramAlgorithm {
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    /// Both algorithms, SHA-256 first.
+    pub const ALL: [Self; 2] = [Self::Sha256, Self::Sha512];
+
+    /// The SASL mechanism name (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
+    pub fn mechanism_name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "SCRAM-SHA-256",
+            Self::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// Kafka's `ScramMechanism` type code on the wire (KIP-554): 1 and 2.
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            Self::Sha256 => 1,
+            Self::Sha512 => 2,
+        }
+    }
+
+    /// The algorithm of a Kafka `ScramMechanism` type code; `None` for `UNKNOWN` (0) and others.
+    pub fn from_kafka_type(code: i8) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.kafka_type() == code)
+    }
+
+    /// Length of the hash output, and so of a salted password.
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::Sha256 => 32,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// `Hi(password, salt, iterations)` of RFC 5802 (PBKDF2 with this hash): what a client sends
+    /// in AlterUserScramCredentials, so the password itself never reaches the server.
+    pub fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+        let alg = match self {
+            Self::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+            Self::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+        };
+        let n = NonZeroU32::new(iterations.max(1)).expect("at least one iteration");
+        let mut out = vec![0; self.output_len()];
+        pbkdf2::derive(alg, n, salt, password.as_bytes(), &mut out);
+        out
+    }
+
+    pub(super) fn hash(self, data: &[u8]) -> Vec<u8> {
         let alg = match self {
             Self::Sha256 => &digest::SHA256,
             Self::Sha512 => &digest::SHA512,
@@ -43,7 +102,7 @@ impl ScramAlgorithm {
         digest::digest(alg, data).as_ref().to_vec()
     }
 
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(super) fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         let alg = match self {
             Self::Sha256 => hmac::HMAC_SHA256,
             Self::Sha512 => hmac::HMAC_SHA512,
@@ -52,16 +111,20 @@ impl ScramAlgorithm {
             .as_ref()
             .to_vec()
     }
+}
 
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: NonZeroU32) -> Vec<u8> {
-        let (alg, len) = match self {
-            Self::Sha256 => (pbkdf2::PBKDF2_HMAC_SHA256, 32),
-            Self::Sha512 => (pbkdf2::PBKDF2_HMAC_SHA512, 64),
-        };
-        let mut out = vec![0; len];
-        pbkdf2::derive(alg, iterations, salt, password, &mut out);
-        out
+impl serde::Serialize for ScramAlgorithm {
+    /// As its mechanism name, the form operators and the HTTP API use.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.mechanism_name())
     }
+}
+
+/// A fresh random salt for a new credential.
+pub fn random_salt() -> Vec<u8> {
+    let mut salt = vec![0; 32];
+    rand::fill(&mut salt).expect("the system random source is available");
+    salt
 }
 
 /// What the server stores for one user and one SCRAM mechanism; never the password.
@@ -90,19 +153,27 @@ impl std::fmt::Debug for ScramCredential {
 impl ScramCredential {
     /// Derives a credential for `password` with a fresh random salt.
     pub fn new(alg: ScramAlgorithm, password: &str, iterations: u32) -> Self {
-        let mut salt = vec![0; 32];
-        rand::fill(&mut salt).expect("the system random source is available");
-        Self::derive(alg, password, salt, iterations)
+        Self::derive(alg, password, random_salt(), iterations)
     }
 
     fn derive(alg: ScramAlgorithm, password: &str, salt: Vec<u8>, iterations: u32) -> Self {
         let iterations = iterations.max(1);
-        let n = NonZeroU32::new(iterations).expect("at least one iteration");
-        let salted = alg.salted_password(password.as_bytes(), &salt, n);
-        let client_key = alg.hmac(&salted, b"Client Key");
+        let salted = alg.salted_password(password, &salt, iterations);
+        Self::from_salted_password(alg, salt, iterations, &salted)
+    }
+
+    /// The credential of a salted password `Hi(password, salt, iterations)`, as a client sends
+    /// it in AlterUserScramCredentials. Only its derivatives are kept.
+    pub fn from_salted_password(
+        alg: ScramAlgorithm,
+        salt: Vec<u8>,
+        iterations: u32,
+        salted_password: &[u8],
+    ) -> Self {
+        let client_key = alg.hmac(salted_password, b"Client Key");
         Self {
             stored_key: alg.hash(&client_key),
-            server_key: alg.hmac(&salted, b"Server Key"),
+            server_key: alg.hmac(salted_password, b"Server Key"),
             salt,
             iterations,
         }
@@ -149,7 +220,7 @@ pub(crate) struct ScramExchange {
 }
 
 /// Splits `attr=value` and checks the attribute name.
-fn attribute(part: Option<&str>, name: char) -> Result<&str, ScramError> {
+pub(super) fn attribute(part: Option<&str>, name: char) -> Result<&str, ScramError> {
     let part = part.ok_or(ScramError::Malformed("missing attribute"))?;
     let mut chars = part.chars();
     if chars.next() != Some(name) || chars.next() != Some('=') {

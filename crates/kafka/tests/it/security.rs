@@ -1,4 +1,5 @@
-//! TLS and SASL on the Kafka listener: handshakes, PLAIN and SCRAM, and refusals.
+//! TLS and SASL on the Kafka listener: handshakes, PLAIN and SCRAM, and refusals; SCRAM user
+//! administration (KIP-554) and its effect on logins.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -10,13 +11,21 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, MetadataRequest, RequestHeader, RequestKind, ResponseHeader,
-    ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest,
+    AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
+    DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, MetadataRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use object_store::memory::InMemory;
-use streamhouse_kafka::security::{ListenerSecurity, Mechanism, SaslAuthenticator};
+use streamhouse_kafka::security::{
+    ListenerSecurity, Mechanism, SaslAuthenticator, ScramAlgorithm, ScramClient,
+};
 use streamhouse_kafka::{Broker, BrokerConfig};
 use streamhouse_metadata::{MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
@@ -64,17 +73,27 @@ impl TestCert {
 
 /// Starts an agent with in-memory stores behind `security`.
 async fn start(security: ListenerSecurity) -> SocketAddr {
+    let metadata = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    start_on(security, metadata, 0).await
+}
+
+/// Starts agent `node_id` over `metadata` (agents sharing it form a cluster) behind `security`.
+async fn start_on(
+    security: ListenerSecurity,
+    metadata: Arc<dyn MetadataStore>,
+    node_id: i32,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = BrokerConfig {
+        node_id,
         advertised_port: addr.port(),
         ..BrokerConfig::default()
     };
-    let metadata = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
     let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
     let broker = Broker::start(
         config,
-        "secure-agent".into(),
+        format!("secure-agent-{node_id}"),
         metadata,
         Arc::new(InMemory::new()),
         cache,
@@ -490,4 +509,393 @@ async fn in_flight_byte_budget_holds_back_pipelined_requests() {
     );
     let produced = client.read_response(ApiKey::Produce, 9, producing).await;
     assert_eq!(produce_result(produced.unwrap()), (0, 0));
+}
+
+// ---- SCRAM user administration (DescribeUserScramCredentials, AlterUserScramCredentials) ----
+
+/// Kafka's `ScramMechanism` type codes.
+const SHA256: i8 = 1;
+const SHA512: i8 = 2;
+
+/// `Hi(password, salt, iterations)`, computed here as a client does (not with the server's code).
+fn salted_password(mechanism: i8, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+    let (alg, len) = match mechanism {
+        SHA256 => (pbkdf2::PBKDF2_HMAC_SHA256, 32),
+        _ => (pbkdf2::PBKDF2_HMAC_SHA512, 64),
+    };
+    let mut out = vec![0; len];
+    let n = NonZeroU32::new(iterations).unwrap();
+    pbkdf2::derive(alg, n, salt, password.as_bytes(), &mut out);
+    out
+}
+
+fn upsertion(
+    user: &str,
+    mechanism: i8,
+    password: &str,
+    iterations: i32,
+) -> ScramCredentialUpsertion {
+    let salt = b"0123456789abcdef".to_vec();
+    let salted = salted_password(mechanism, password, &salt, iterations.max(1) as u32);
+    ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_string(user.into()))
+        .with_mechanism(mechanism)
+        .with_iterations(iterations)
+        .with_salt(salt.into())
+        .with_salted_password(salted.into())
+}
+
+fn deletion(user: &str, mechanism: i8) -> ScramCredentialDeletion {
+    ScramCredentialDeletion::default()
+        .with_name(StrBytes::from_string(user.into()))
+        .with_mechanism(mechanism)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// AlterUserScramCredentials v0: each user's `(error code, message)`, in response order.
+    async fn alter_users(
+        &mut self,
+        deletions: Vec<ScramCredentialDeletion>,
+        upsertions: Vec<ScramCredentialUpsertion>,
+    ) -> Vec<(String, i16, Option<String>)> {
+        let request = AlterUserScramCredentialsRequest::default()
+            .with_deletions(deletions)
+            .with_upsertions(upsertions);
+        let response = self
+            .send(
+                ApiKey::AlterUserScramCredentials,
+                0,
+                RequestKind::AlterUserScramCredentials(request),
+            )
+            .await;
+        let Some(ResponseKind::AlterUserScramCredentials(r)) = response else {
+            panic!("unexpected AlterUserScramCredentials response {response:?}");
+        };
+        r.results
+            .into_iter()
+            .map(|u| {
+                let message = u.error_message.map(|m| m.to_string());
+                (u.user.to_string(), u.error_code, message)
+            })
+            .collect()
+    }
+
+    /// DescribeUserScramCredentials v0 of `users` (`None`: all).
+    async fn describe_users(
+        &mut self,
+        users: Option<&[&str]>,
+    ) -> DescribeUserScramCredentialsResponse {
+        let names = users.map(|u| {
+            u.iter()
+                .map(|n| UserName::default().with_name(StrBytes::from_string(n.to_string())))
+                .collect()
+        });
+        let request = DescribeUserScramCredentialsRequest::default().with_users(names);
+        let response = self
+            .send(
+                ApiKey::DescribeUserScramCredentials,
+                0,
+                RequestKind::DescribeUserScramCredentials(request),
+            )
+            .await;
+        match response {
+            Some(ResponseKind::DescribeUserScramCredentials(r)) => r,
+            other => panic!("unexpected DescribeUserScramCredentials response {other:?}"),
+        }
+    }
+}
+
+/// A described user: name and `(mechanism, iterations)` of each credential.
+type Described = (String, Vec<(i8, i32)>);
+
+/// The users of a successful describe, and the failed ones as `(user, code)`.
+fn described(r: &DescribeUserScramCredentialsResponse) -> (Vec<Described>, Vec<(String, i16)>) {
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let (ok, failed): (Vec<_>, Vec<_>) = r.results.iter().partition(|u| u.error_code == 0);
+    let ok = ok
+        .into_iter()
+        .map(|u| {
+            let infos = u
+                .credential_infos
+                .iter()
+                .map(|c| (c.mechanism, c.iterations));
+            (u.user.to_string(), infos.collect())
+        })
+        .collect();
+    let failed = failed
+        .into_iter()
+        .map(|u| (u.user.to_string(), u.error_code))
+        .collect();
+    (ok, failed)
+}
+
+#[tokio::test]
+async fn scram_user_administration_answers_kafka_error_codes() {
+    let metadata: Arc<dyn MetadataStore> =
+        Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    // No SASL on this listener: clients are ANONYMOUS and, as in Kafka without an authorizer,
+    // may manage users (whose credentials serve SASL listeners elsewhere).
+    let addr = start_on(ListenerSecurity::default(), metadata.clone(), 0).await;
+    let mut client = tcp(addr).await;
+    let empty = client.describe_users(None).await;
+    assert_eq!(described(&empty), (vec![], vec![]));
+
+    let mut wrong_length = upsertion("gina", SHA256, "pw", 4096);
+    wrong_length.salted_password = Bytes::from_static(b"short");
+    let results = client
+        .alter_users(
+            vec![deletion("frank", SHA256), deletion("eve", SHA256)],
+            vec![
+                upsertion("alice", SHA256, "alice-pw", 4096),
+                upsertion("alice2", SHA512, "alice-pw", 16384),
+                upsertion("bob", 0, "pw", 4096),
+                upsertion("carol", SHA256, "pw", 4095),
+                upsertion("dave", SHA512, "pw", 16385),
+                upsertion("eve", SHA256, "pw", 4096),
+                upsertion("", SHA256, "pw", 4096),
+                wrong_length,
+                upsertion("henry", SHA256, "pw", 4096),
+                upsertion("henry", SHA512, "pw", 4096),
+            ],
+        )
+        .await;
+    let codes: Vec<(&str, i16)> = results.iter().map(|(u, c, _)| (u.as_str(), *c)).collect();
+    assert_eq!(
+        codes,
+        [
+            ("frank", ResponseError::ResourceNotFound.code()),
+            // Named twice (a deletion, then an upsertion): the first error stays.
+            ("eve", ResponseError::ResourceNotFound.code()),
+            ("alice", 0),
+            ("alice2", 0),
+            ("bob", ResponseError::UnsupportedSaslMechanism.code()),
+            ("carol", ResponseError::UnacceptableCredential.code()),
+            ("dave", ResponseError::UnacceptableCredential.code()),
+            ("", ResponseError::UnacceptableCredential.code()),
+            ("gina", ResponseError::UnacceptableCredential.code()),
+            // Two changes of one user, whatever the mechanisms: Kafka (KRaft) refuses both.
+            ("henry", ResponseError::DuplicateResource.code()),
+        ]
+    );
+    let message = |user: &str| {
+        let found = results.iter().find(|(u, _, _)| u == user).unwrap();
+        found.2.clone().unwrap_or_default()
+    };
+    assert!(
+        message("carol").contains("Too few iterations"),
+        "{}",
+        message("carol")
+    );
+    assert!(
+        message("dave").contains("Too many iterations"),
+        "{}",
+        message("dave")
+    );
+
+    // Only the valid changes were applied; the store holds derivatives, never the salted
+    // password the client sent.
+    let all = client.describe_users(Some(&[])).await;
+    assert_eq!(
+        described(&all).0,
+        [
+            ("alice".to_string(), vec![(SHA256, 4096)]),
+            ("alice2".to_string(), vec![(SHA512, 16384)]),
+        ]
+    );
+    let stored = metadata
+        .get_credential("alice", "SCRAM-SHA-256")
+        .await
+        .unwrap()
+        .unwrap();
+    let salted = salted_password(SHA256, "alice-pw", b"0123456789abcdef", 4096);
+    let client_key = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &salted), b"Client Key");
+    assert_eq!(
+        stored.stored_key,
+        digest::digest(&digest::SHA256, client_key.as_ref()).as_ref()
+    );
+    assert!(stored.stored_key != salted && stored.server_key != salted);
+
+    let some = client
+        .describe_users(Some(&["alice", "nobody", "alice2", "alice2"]))
+        .await;
+    let (ok, failed) = described(&some);
+    assert_eq!(ok, [("alice".to_string(), vec![(SHA256, 4096)])]);
+    assert_eq!(
+        failed,
+        [
+            ("nobody".to_string(), ResponseError::ResourceNotFound.code()),
+            (
+                "alice2".to_string(),
+                ResponseError::DuplicateResource.code()
+            ),
+        ]
+    );
+
+    // Deleting a mechanism the user has removes the user once it has none left.
+    let results = client
+        .alter_users(
+            vec![deletion("alice2", SHA512), deletion("alice", SHA512)],
+            vec![],
+        )
+        .await;
+    let codes: Vec<i16> = results.iter().map(|r| r.1).collect();
+    assert_eq!(codes, [0, ResponseError::ResourceNotFound.code()]);
+    let all = client.describe_users(None).await;
+    assert_eq!(
+        described(&all).0,
+        [("alice".to_string(), vec![(SHA256, 4096)])]
+    );
+}
+
+/// A SASL listener over `metadata` whose authenticator knows `admin` (password `admin-pw`);
+/// `refresh` starts its periodic reload, as `streamhouse serve` does.
+async fn sasl_agent(
+    metadata: &Arc<dyn MetadataStore>,
+    node_id: i32,
+    refresh: Option<Duration>,
+) -> SocketAddr {
+    let mechanisms = vec![Mechanism::ScramSha256, Mechanism::ScramSha512];
+    let auth = Arc::new(SaslAuthenticator::new(mechanisms));
+    auth.create_user(metadata.as_ref(), "admin", "admin-pw")
+        .await
+        .unwrap();
+    auth.load(metadata.as_ref()).await.unwrap();
+    if let Some(every) = refresh {
+        auth.clone().spawn_refresh(metadata.clone(), every);
+    }
+    let security = ListenerSecurity {
+        tls: None,
+        sasl: Some(auth),
+    };
+    start_on(security, metadata.clone(), node_id).await
+}
+
+/// A SCRAM-SHA-512 login with the server's own client ([`ScramClient`], which the CLI uses).
+async fn scram_sha512<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<S>,
+    user: &str,
+    password: &str,
+) -> Result<(), i16> {
+    assert_eq!(client.handshake("SCRAM-SHA-512").await, 0);
+    let scram = ScramClient::new(ScramAlgorithm::Sha512, user, password);
+    let (code, server_first) = client.authenticate(scram.client_first()).await;
+    if code != 0 {
+        return Err(code);
+    }
+    let (client_final, check) = scram.client_final(&server_first).unwrap();
+    let (code, server_final) = client.authenticate(client_final).await;
+    if code != 0 {
+        return Err(code);
+    }
+    check.verify(&server_final).unwrap();
+    Ok(())
+}
+
+#[tokio::test]
+async fn user_changes_apply_to_logins_at_once() {
+    let metadata: Arc<dyn MetadataStore> =
+        Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    // No periodic reload: a login that works right after the change proves it applied at once.
+    let addr = sasl_agent(&metadata, 0, None).await;
+
+    // Before authentication the APIs are not served at all.
+    let mut anonymous = tcp(addr).await;
+    let request = AlterUserScramCredentialsRequest::default();
+    let refused = anonymous
+        .send(
+            ApiKey::AlterUserScramCredentials,
+            0,
+            RequestKind::AlterUserScramCredentials(request),
+        )
+        .await;
+    assert!(refused.is_none(), "answered before authentication");
+
+    let mut admin = tcp(addr).await;
+    admin.scram_sha256("admin", "admin-pw").await.unwrap();
+    let results = admin
+        .alter_users(vec![], vec![upsertion("bob", SHA256, "bob-pw", 8192)])
+        .await;
+    assert_eq!(results[0].1, 0, "{results:?}");
+    let results = admin
+        .alter_users(vec![], vec![upsertion("bob", SHA512, "bob-pw", 4096)])
+        .await;
+    assert_eq!(results[0].1, 0, "{results:?}");
+
+    let mut bob = tcp(addr).await;
+    bob.scram_sha256("bob", "bob-pw").await.unwrap();
+    assert!(matches!(
+        bob.metadata().await,
+        Some(ResponseKind::Metadata(_))
+    ));
+    scram_sha512(&mut tcp(addr).await, "bob", "bob-pw")
+        .await
+        .unwrap();
+    let wrong = tcp(addr).await.scram_sha256("bob", "other").await;
+    assert_eq!(wrong, Err(ResponseError::SaslAuthenticationFailed.code()));
+
+    // A new password replaces the old one at once.
+    let results = admin
+        .alter_users(vec![], vec![upsertion("bob", SHA256, "bob-pw-2", 4096)])
+        .await;
+    assert_eq!(results[0].1, 0);
+    let old = tcp(addr).await.scram_sha256("bob", "bob-pw").await;
+    assert_eq!(old, Err(ResponseError::SaslAuthenticationFailed.code()));
+    tcp(addr)
+        .await
+        .scram_sha256("bob", "bob-pw-2")
+        .await
+        .unwrap();
+
+    // Deleted: refused at once, per mechanism.
+    let results = admin
+        .alter_users(vec![deletion("bob", SHA256)], vec![])
+        .await;
+    assert_eq!(results[0].1, 0);
+    let deleted = tcp(addr).await.scram_sha256("bob", "bob-pw-2").await;
+    assert_eq!(deleted, Err(ResponseError::SaslAuthenticationFailed.code()));
+    scram_sha512(&mut tcp(addr).await, "bob", "bob-pw")
+        .await
+        .unwrap();
+    let results = admin
+        .alter_users(vec![deletion("bob", SHA512)], vec![])
+        .await;
+    assert_eq!(results[0].1, 0);
+    let deleted = scram_sha512(&mut tcp(addr).await, "bob", "bob-pw").await;
+    assert_eq!(deleted, Err(ResponseError::SaslAuthenticationFailed.code()));
+}
+
+#[tokio::test]
+async fn user_changes_reach_other_agents_on_their_refresh() {
+    let metadata: Arc<dyn MetadataStore> =
+        Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let first = sasl_agent(&metadata, 0, None).await;
+    let second = sasl_agent(&metadata, 1, Some(Duration::from_millis(50))).await;
+    let mut admin = tcp(first).await;
+    admin.scram_sha256("admin", "admin-pw").await.unwrap();
+    let results = admin
+        .alter_users(vec![], vec![upsertion("carol", SHA256, "carol-pw", 4096)])
+        .await;
+    assert_eq!(results[0].1, 0);
+    // The other agent learns of carol on a later reload.
+    until_login(second, "carol", "carol-pw", true).await;
+    let results = admin
+        .alter_users(vec![deletion("carol", SHA256)], vec![])
+        .await;
+    assert_eq!(results[0].1, 0);
+    until_login(second, "carol", "carol-pw", false).await;
+}
+
+/// Tries SCRAM-SHA-256 logins at `addr` until one succeeds (`works`) or fails, within 10 s;
+/// each attempt is a fresh connection, since a failed login closes it.
+async fn until_login(addr: SocketAddr, user: &str, password: &str, works: bool) {
+    for _ in 0..400 {
+        if tcp(addr).await.scram_sha256(user, password).await.is_ok() == works {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the login of {user} never became {}",
+        if works { "valid" } else { "invalid" }
+    );
 }

@@ -1,8 +1,8 @@
 //! The HTTP side of the operator commands: JSON requests to the server's admin API, with
 //! failures rewritten into one readable line.
 
-use anyhow::{anyhow, bail};
-use reqwest::{Method, RequestBuilder, Response};
+use anyhow::{anyhow, bail, Context};
+use reqwest::{Certificate, Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,10 +18,19 @@ pub struct Http {
 impl Http {
     /// A client for the admin API at `endpoints.http`, with the shared deadline.
     pub fn new(endpoints: &Endpoints) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(endpoints.timeout)
-            .connect_timeout(endpoints.timeout)
-            .build()?;
+            .connect_timeout(endpoints.timeout);
+        if let Some(ca) = &endpoints.http_ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("reading the HTTP API's CA {}", ca.display()))?;
+            let certs = Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| anyhow!("{} holds no PEM certificate", ca.display()))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let client = builder.build()?;
         Ok(Self {
             client,
             base: endpoints.http.trim_end_matches('/').to_string(),

@@ -7,10 +7,12 @@ pub mod consume;
 pub mod group;
 pub mod http;
 pub mod kafka;
+pub mod kafka_admin;
 pub mod output;
 pub mod produce;
 pub mod segment;
 pub mod topic;
+pub mod user;
 
 use std::time::Duration;
 
@@ -28,14 +30,19 @@ pub struct Endpoints {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap: String,
-    /// Base URL of the server's HTTP admin API.
+    /// Base URL of the server's HTTP admin API (`https://...` when it serves TLS).
     #[arg(
         long,
+        alias = "http-url",
         global = true,
         env = "STREAMHOUSE_HTTP",
         default_value = "http://127.0.0.1:8080"
     )]
     pub http: String,
+    /// Trust only the CA certificate(s) of this PEM file for an `https://` admin API
+    /// [default: the system's trusted CAs].
+    #[arg(long, global = true, env = "STREAMHOUSE_HTTP_CA")]
+    pub http_ca: Option<std::path::PathBuf>,
     /// Give up on an unreachable or unresponsive server after this long (e.g. `500ms`, `10s`).
     #[arg(long, global = true, env = "STREAMHOUSE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,

@@ -8,3 +8,4 @@ mod records;
 mod segment;
 mod server;
 mod topics;
+mod users;

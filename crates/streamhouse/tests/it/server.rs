@@ -18,12 +18,32 @@ pub struct Server {
     pub kafka: String,
     /// HTTP base URL.
     pub http: String,
+    /// Environment of CLI runs besides the endpoints (e.g. TLS and SASL settings).
+    cli_env: Vec<(String, String)>,
     dir: TempDir,
+}
+
+/// How a test server is started.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
+    /// Extra environment of `serve`.
+    pub env: Vec<(&'a str, String)>,
+    /// Extra environment of CLI runs.
+    pub cli_env: Vec<(&'a str, String)>,
+    /// The HTTP listener serves HTTPS (`cli_env` must let the CLI trust it).
+    pub https: bool,
 }
 
 impl Server {
     /// Starts a server and waits until `/health` answers.
     pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a server with `options` and waits until it answers.
+    pub fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (kafka, http) = (free_addr(), free_addr());
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
@@ -31,25 +51,34 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--kafka-addr", &kafka, "--http-addr", &http])
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env("STREAMHOUSE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawning streamhouse serve");
+        let scheme = if options.https { "https" } else { "http" };
+        let cli_env = options.cli_env.iter();
         let server = Self {
             child,
             kafka,
-            http: format!("http://{http}"),
+            http: format!("{scheme}://{http}"),
+            cli_env: cli_env.map(|(k, v)| (k.to_string(), v.clone())).collect(),
             dir,
         };
-        server.wait_healthy(&http);
+        if options.https {
+            server.wait_until(|| server.cli(&["agent", "list"]).status.success());
+        } else {
+            server.wait_until(|| health_ok(&http));
+        }
         server
     }
 
-    fn wait_healthy(&self, addr: &str) {
+    fn wait_until(&self, ready: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if health_ok(addr) {
+            if ready() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -75,14 +104,20 @@ impl Server {
 
     /// Runs the CLI against this server with `input` on stdin.
     pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
-        run(
-            args,
-            input,
-            &[
-                ("STREAMHOUSE_BOOTSTRAP", &self.kafka),
-                ("STREAMHOUSE_HTTP", &self.http),
-            ],
-        )
+        self.cli_with(args, input, &[])
+    }
+
+    /// Runs the CLI against this server with `input` on stdin and `env` besides the server's
+    /// CLI environment (overriding it; an empty value leaves the variable unset).
+    pub fn cli_with(&self, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("STREAMHOUSE_BOOTSTRAP", self.kafka.as_str()),
+            ("STREAMHOUSE_HTTP", self.http.as_str()),
+        ];
+        all.extend(self.cli_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
+        all.extend(env.iter().filter(|(_, v)| !v.is_empty()));
+        run(args, input, &all)
     }
 
     /// Runs the CLI and asserts success; returns stdout.
