@@ -1,12 +1,16 @@
-//! Security of the Kafka listener: TLS transport and SASL authentication. Both are off unless
-//! configured, so a default listener is plaintext and unauthenticated.
+//! Security of the Kafka listener: TLS transport, SASL authentication and ACL authorization.
+//! All are off unless configured, so a default listener is plaintext, unauthenticated and
+//! allows everything.
 
+mod acl;
 mod sasl;
 mod scram;
 mod tls;
 
 use std::sync::Arc;
 
+pub use acl::AclConfig;
+pub(crate) use acl::{Access, Authorizer, Op, Resource};
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
 pub use scram::{ScramAlgorithm, ScramCredential, DEFAULT_ITERATIONS};
