@@ -13,7 +13,7 @@ pub use acl::AclConfig;
 pub(crate) use acl::{Access, Authorizer, Op, Resource};
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
-pub use scram::{ScramAlgorithm, ScramCredential, DEFAULT_ITERATIONS};
+pub use scram::{ScramAlgorithm, ScramClient, ScramCredential, ScramError, DEFAULT_ITERATIONS};
 pub use tls::{tls_acceptor, TlsError};
 
 /// How a Kafka listener secures its connections.

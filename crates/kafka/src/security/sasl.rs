@@ -47,7 +47,8 @@ impl Mechanism {
         }
     }
 
-    fn scram(self) -> Option<ScramAlgorithm> {
+    /// The SCRAM hash of this mechanism; `None` for PLAIN.
+    pub fn scram(self) -> Option<ScramAlgorithm> {
         match self {
             Self::Plain => None,
             Self::ScramSha256 => Some(ScramAlgorithm::Sha256),

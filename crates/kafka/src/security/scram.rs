@@ -1,4 +1,5 @@
-//! The server side of SCRAM (RFC 5802, with SHA-256 per RFC 7677 and SHA-512 as Kafka uses it).
+//! SCRAM (RFC 5802, with SHA-256 per RFC 7677 and SHA-512 as Kafka uses it): the server side,
+//! and the client side the operator CLI logs in with.
 //!
 //! The server keeps only [`ScramCredential`]s (salt, iteration count, StoredKey, ServerKey), so a
 //! leaked credential table does not reveal passwords and cannot be replayed as a PLAIN password.
@@ -23,6 +24,9 @@ pub enum ScramError {
     /// The user does not exist or the proof did not match.
     #[error("authentication failed: invalid credentials for user {0:?}")]
     InvalidCredentials(String),
+    /// The server's final message did not prove that it knows the user's credential.
+    #[error("the server's SCRAM signature does not verify")]
+    ServerNotVerified,
 }
 
 /// The hash function of a SCRAM mechanism.
@@ -158,6 +162,11 @@ fn attribute(part: Option<&str>, name: char) -> Result<&str, ScramError> {
     Ok(&part[2..])
 }
 
+/// Encodes a `saslname` (`=` as `=3D`, `,` as `=2C`).
+fn encode_saslname(name: &str) -> String {
+    name.replace('=', "=3D").replace(',', "=2C")
+}
+
 /// Decodes a `saslname` (`=2C` is ',' and `=3D` is '=').
 fn decode_saslname(name: &str) -> Result<String, ScramError> {
     let mut out = String::with_capacity(name.len());
@@ -268,6 +277,91 @@ impl ScramExchange {
     }
 }
 
+/// The client side of one SCRAM exchange: client-first, then client-final in answer to the
+/// server's first message, then a check of the server's signature.
+pub struct ScramClient {
+    alg: ScramAlgorithm,
+    password: String,
+    nonce: String,
+    client_first_bare: String,
+    /// What the server must answer with, once the client-final message was built.
+    server_signature: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramClient {
+    /// Starts an exchange as `user`; returns the client and its `client-first-message`.
+    pub fn start(alg: ScramAlgorithm, user: &str, password: &str) -> (Self, Vec<u8>) {
+        let mut nonce = [0u8; 24];
+        rand::fill(&mut nonce).expect("the system random source is available");
+        Self::with_nonce(alg, user, password, B64.encode(nonce))
+    }
+
+    fn with_nonce(alg: ScramAlgorithm, user: &str, password: &str, nonce: String) -> (Self, Vec<u8>) {
+        let client_first_bare = format!("n={},r={nonce}", encode_saslname(user));
+        let first = format!("n,,{client_first_bare}").into_bytes();
+        let client = Self {
+            alg,
+            password: password.to_string(),
+            nonce,
+            client_first_bare,
+            server_signature: None,
+        };
+        (client, first)
+    }
+
+    /// Answers `server-first-message` with `client-final-message` (the proof).
+    pub fn respond(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let msg = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError::Malformed("server-first-message is not UTF-8"))?;
+        let mut attrs = msg.split(',');
+        let nonce = attribute(attrs.next(), 'r')?;
+        let salt = B64
+            .decode(attribute(attrs.next(), 's')?)
+            .map_err(|_| ScramError::Malformed("salt is not base64"))?;
+        let iterations = attribute(attrs.next(), 'i')?
+            .parse::<NonZeroU32>()
+            .map_err(|_| ScramError::Malformed("bad iteration count"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(ScramError::Malformed("server nonce does not extend ours"));
+        }
+        let salted = self
+            .alg
+            .salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = self.alg.hmac(&salted, b"Client Key");
+        let stored_key = self.alg.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
+        let signature = self.alg.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let server_key = self.alg.hmac(&salted, b"Server Key");
+        self.server_signature = Some(self.alg.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks `server-final-message`: only a server holding the user's credential can sign it.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let signature = std::str::from_utf8(server_final)
+            .ok()
+            .and_then(|m| m.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(ScramError::ServerNotVerified)?;
+        let expected = self
+            .server_signature
+            .as_ref()
+            .ok_or(ScramError::ServerNotVerified)?;
+        constant_time::verify_slices_are_equal(&signature, expected)
+            .map_err(|_| ScramError::ServerNotVerified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +387,45 @@ mod tests {
             server_final,
             b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()
         );
+    }
+
+    /// The same RFC 7677 exchange from the client's side.
+    #[test]
+    fn rfc7677_client() {
+        let (mut client, first) = ScramClient::with_nonce(
+            ScramAlgorithm::Sha256,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO".into(),
+        );
+        assert_eq!(first, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let last = client.respond(server_first).unwrap();
+        assert_eq!(last, b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=".to_vec());
+        client
+            .verify(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+        assert!(client.verify(b"v=AAAA").is_err());
+    }
+
+    /// Client and server agree on SHA-512, and a wrong password fails on the server.
+    #[test]
+    fn client_and_server_agree() {
+        let alg = ScramAlgorithm::Sha512;
+        let credential = ScramCredential::new(alg, "s3cret", DEFAULT_ITERATIONS);
+        let exchange = |password: &str| {
+            let (mut client, first) = ScramClient::start(alg, "a,b=c", password);
+            let (server, server_first) = ScramExchange::start(alg, &first, |user| {
+                (user == "a,b=c").then(|| credential.clone())
+            })
+            .unwrap();
+            let last = client.respond(&server_first).unwrap();
+            let (user, server_final) = server.finish(&last)?;
+            client.verify(&server_final).unwrap();
+            Ok::<_, ScramError>(user)
+        };
+        assert_eq!(exchange("s3cret").unwrap(), "a,b=c");
+        assert!(exchange("wrong").is_err());
     }
 
     #[test]

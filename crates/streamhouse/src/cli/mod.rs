@@ -2,6 +2,7 @@
 //! admin API, never to its database or data directory (except `segment inspect`, which decodes
 //! a segment object read-only).
 
+pub mod acl;
 pub mod agent;
 pub mod consume;
 pub mod group;
@@ -11,6 +12,7 @@ pub mod output;
 pub mod produce;
 pub mod segment;
 pub mod topic;
+pub mod wire;
 
 use std::time::Duration;
 

@@ -24,6 +24,11 @@ pub struct Server {
 impl Server {
     /// Starts a server and waits until `/health` answers.
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts a server with extra `serve` flags and environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (kafka, http) = (free_addr(), free_addr());
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
@@ -31,7 +36,9 @@ impl Server {
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--kafka-addr", &kafka, "--http-addr", &http])
+            .args(args)
             .env("STREAMHOUSE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -54,8 +61,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default();
-        panic!("server did not become healthy; its log:\n{log}");
+        panic!("server did not become healthy; its log:\n{}", self.log());
     }
 
     /// The server's data directory.
@@ -75,14 +81,22 @@ impl Server {
 
     /// Runs the CLI against this server with `input` on stdin.
     pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
-        run(
-            args,
-            input,
-            &[
-                ("STREAMHOUSE_BOOTSTRAP", &self.kafka),
-                ("STREAMHOUSE_HTTP", &self.http),
-            ],
-        )
+        self.cli_with_env(args, input, &[])
+    }
+
+    /// Runs the CLI against this server with `input` on stdin and extra environment variables.
+    pub fn cli_with_env(&self, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+        let mut all = vec![
+            ("STREAMHOUSE_BOOTSTRAP", self.kafka.as_str()),
+            ("STREAMHOUSE_HTTP", self.http.as_str()),
+        ];
+        all.extend_from_slice(env);
+        run(args, input, &all)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Runs the CLI and asserts success; returns stdout.
