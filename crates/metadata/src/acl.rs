@@ -237,6 +237,11 @@ pub struct AclBinding {
 impl AclBinding {
     /// Checks the binding as Kafka does before storing it; the error says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        // PostgreSQL text cannot hold NUL, and no Kafka name contains one.
+        let texts = [&self.resource_name, &self.principal, &self.host];
+        if texts.iter().any(|t| t.contains('\0')) {
+            return Err("names must not contain NUL characters".into());
+        }
         if self.resource_name.is_empty() {
             return Err("the resource name must not be empty".into());
         }
