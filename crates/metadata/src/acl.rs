@@ -340,9 +340,7 @@ impl AclBindingFilter {
         let pattern = match self.pattern {
             AclPatternFilter::Any => same_name,
             AclPatternFilter::Literal => acl.pattern_type == AclPatternType::Literal && same_name,
-            AclPatternFilter::Prefixed => {
-                acl.pattern_type == AclPatternType::Prefixed && same_name
-            }
+            AclPatternFilter::Prefixed => acl.pattern_type == AclPatternType::Prefixed && same_name,
             AclPatternFilter::Match => name.is_none_or(|n| acl.covers(acl.resource_type, n)),
         };
         pattern
@@ -383,7 +381,11 @@ mod tests {
         for op in AclOperation::VALUES {
             assert_eq!(AclOperation::from_code(op.code()), Some(*op));
         }
-        assert_eq!(AclPermission::from_code(1), None, "ANY is a filter value only");
+        assert_eq!(
+            AclPermission::from_code(1),
+            None,
+            "ANY is a filter value only"
+        );
         assert_eq!(
             serde_json::to_string(&AclOperation::IdempotentWrite).unwrap(),
             "\"IDEMPOTENT_WRITE\""
@@ -436,10 +438,7 @@ mod tests {
             selected(named(AclPatternFilter::Match, "other")),
             [&wildcard]
         );
-        assert_eq!(
-            selected(named(AclPatternFilter::Any, "orders")),
-            [&literal]
-        );
+        assert_eq!(selected(named(AclPatternFilter::Any, "orders")), [&literal]);
         assert_eq!(
             selected(named(AclPatternFilter::Prefixed, "ord")),
             [&prefix]

@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, Result, SegmentInfo, Topic,
+    TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.

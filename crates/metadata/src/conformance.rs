@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
-    AclPermission, AclResourceType, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, Result,
-    SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclPermission, AclResourceType, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -1014,7 +1014,11 @@ pub async fn acls(store: &dyn MetadataStore) {
     };
     let mut expected = all.to_vec();
     expected.sort();
-    assert_eq!(store.list_acls(&mine).await.unwrap(), expected, "no duplicates");
+    assert_eq!(
+        store.list_acls(&mine).await.unwrap(),
+        expected,
+        "no duplicates"
+    );
 
     let matching = AclBindingFilter {
         resource_type: Some(AclResourceType::Topic),

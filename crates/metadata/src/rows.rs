@@ -4,8 +4,8 @@
 //! Decoders go through [`RowExt`] so every SQL backend shares them.
 
 use crate::{
-    AclBinding, AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, Result, SegmentInfo,
-    Topic, TopicConfig, UserCredential,
+    AclBinding, AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, Result,
+    SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 use uuid::Uuid;
 
@@ -67,8 +67,8 @@ macro_rules! acl_columns {
 }
 
 pub(crate) use {
-    acl_columns, agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    segment_columns, topic_columns,
+    acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
+    partition_columns, segment_columns, topic_columns,
 };
 
 /// Typed column access shared by the SQL backends' row types.

@@ -17,12 +17,13 @@ use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::rows::{
-    self, acl_columns, agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    segment_columns, topic_columns,
+    self, acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
+    partition_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, Result, SegmentInfo, Topic,
+    TopicConfig, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;

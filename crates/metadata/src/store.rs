@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState, Result,
-    SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease,
+    PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.

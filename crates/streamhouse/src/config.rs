@@ -103,7 +103,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMHOUSE_ACL", num_args = 0..=1, default_missing_value = "true")]
     pub acl: Option<bool>,
     /// A principal allowed everything regardless of ACLs, e.g. User:admin; repeatable.
-    #[arg(long = "super-user", env = "STREAMHOUSE_SUPER_USERS", value_delimiter = ',')]
+    #[arg(
+        long = "super-user",
+        env = "STREAMHOUSE_SUPER_USERS",
+        value_delimiter = ','
+    )]
     pub super_users: Vec<String>,
 }
 

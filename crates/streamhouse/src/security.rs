@@ -94,11 +94,15 @@ impl SecuritySettings {
 
     /// Adds the ACL settings: enforced when `enabled`, by default whenever SASL is on (without
     /// SASL every client is `User:ANONYMOUS`, so ACLs are then opt-in).
-    pub fn with_acl(mut self, enabled: Option<bool>, super_users: Vec<String>) -> anyhow::Result<Self> {
-        if let Some(bad) = super_users
-            .iter()
-            .find(|p| !p.split_once(':').is_some_and(|(t, n)| !t.is_empty() && !n.is_empty()))
-        {
+    pub fn with_acl(
+        mut self,
+        enabled: Option<bool>,
+        super_users: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        if let Some(bad) = super_users.iter().find(|p| {
+            !p.split_once(':')
+                .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+        }) {
             bail!("super user '{bad}' is not a principal like User:admin");
         }
         self.acl = AclConfig {
@@ -169,7 +173,14 @@ mod tests {
         let on = sasl.clone().with_acl(None, admin.clone()).unwrap();
         assert!(on.acl.enabled);
         assert_eq!(on.acl.super_users, admin);
-        assert!(!sasl.clone().with_acl(Some(false), vec![]).unwrap().acl.enabled);
+        assert!(
+            !sasl
+                .clone()
+                .with_acl(Some(false), vec![])
+                .unwrap()
+                .acl
+                .enabled
+        );
         assert!(sasl.with_acl(None, vec!["admin".into()]).is_err());
     }
 }

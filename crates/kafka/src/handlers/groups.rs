@@ -26,11 +26,11 @@ use streamhouse_metadata::CLUSTER_NAME;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::security::{Access, Op, Resource};
 use crate::connection::ConnectionState;
 use crate::groups::{
     GroupDescription, GroupError, JoinRequest, JoinResponse, MemberInfo, Protocol, SyncRequest,
 };
+use crate::security::{Access, Op, Resource};
 
 /// The requesting client, as DescribeGroups reports members.
 pub(crate) struct Client {
@@ -93,9 +93,8 @@ pub(crate) fn find_coordinator(
 ) -> FindCoordinatorResponse {
     // Finding a group's coordinator needs DESCRIBE on it; transaction keys are not checked
     // (InitProducerId refuses transactional producers anyway).
-    let refused = |key: &str| {
-        req.key_type == GROUP_KEY && !access.allows(Op::Describe, Resource::Group, key)
-    };
+    let refused =
+        |key: &str| req.key_type == GROUP_KEY && !access.allows(Op::Describe, Resource::Group, key);
     let no_node = (BrokerId(-1), StrBytes::default(), -1);
     let group_denied = ResponseError::GroupAuthorizationFailed.code();
     let view = b.membership.view();

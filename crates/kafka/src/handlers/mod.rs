@@ -71,20 +71,26 @@ pub(crate) fn dispatch(
         RequestKind::CreatePartitions(r) => later(async move {
             ResponseKind::CreatePartitions(admin::create_partitions(&b, &a, r).await)
         }),
-        RequestKind::DescribeConfigs(r) => later(async move {
-            ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await)
-        }),
-        RequestKind::InitProducerId(r) => later(async move {
-            ResponseKind::InitProducerId(init_producer_id::handle(&b, &a, r).await)
-        }),
-        RequestKind::FindCoordinator(r) => later(async move {
-            ResponseKind::FindCoordinator(groups::find_coordinator(&b, &a, r, v))
-        }),
+        RequestKind::DescribeConfigs(r) => {
+            later(
+                async move { ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await) },
+            )
+        }
+        RequestKind::InitProducerId(r) => {
+            later(
+                async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, &a, r).await) },
+            )
+        }
+        RequestKind::FindCoordinator(r) => {
+            later(
+                async move { ResponseKind::FindCoordinator(groups::find_coordinator(&b, &a, r, v)) },
+            )
+        }
         RequestKind::JoinGroup(r) => {
             let client = groups::Client::new(header, conn);
-            later(async move {
-                ResponseKind::JoinGroup(groups::join_group(&b, &a, client, r, v).await)
-            })
+            later(
+                async move { ResponseKind::JoinGroup(groups::join_group(&b, &a, client, r, v).await) },
+            )
         }
         RequestKind::SyncGroup(r) => {
             later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, &a, r, v).await) })
@@ -105,17 +111,25 @@ pub(crate) fn dispatch(
             later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, &a, r).await) })
         }
         RequestKind::OffsetCommit(r) => {
-            later(async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await) })
+            later(
+                async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await) },
+            )
         }
-        RequestKind::OffsetFetch(r) => later(async move {
-            ResponseKind::OffsetFetch(offsets::offset_fetch(&b, &a, r, v).await)
-        }),
+        RequestKind::OffsetFetch(r) => {
+            later(
+                async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, &a, r, v).await) },
+            )
+        }
         RequestKind::OffsetDelete(r) => {
-            later(async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, &a, r).await) })
+            later(
+                async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, &a, r).await) },
+            )
         }
-        RequestKind::DeleteRecords(r) => later(async move {
-            ResponseKind::DeleteRecords(delete_records::handle(&b, &a, r).await)
-        }),
+        RequestKind::DeleteRecords(r) => {
+            later(
+                async move { ResponseKind::DeleteRecords(delete_records::handle(&b, &a, r).await) },
+            )
+        }
         RequestKind::CreateAcls(r) => {
             later(async move { ResponseKind::CreateAcls(acls::create_acls(&b, &a, r).await) })
         }

@@ -127,7 +127,11 @@ async fn visible_offsets(
         .map(|(topic, offsets)| (topic, offsets, 0));
     let refused = refused.into_iter().map(|(topic, partitions)| {
         let offsets = partitions.into_iter().map(PartitionOffset::none).collect();
-        (topic, offsets, ResponseError::TopicAuthorizationFailed.code())
+        (
+            topic,
+            offsets,
+            ResponseError::TopicAuthorizationFailed.code(),
+        )
     });
     Ok(found.chain(refused).collect())
 }

@@ -101,7 +101,9 @@ impl AclIndex {
         let by_name = self.by_type.get(&kind);
         let literal = by_name.into_iter().flat_map(move |b| {
             let exact = b.literal.get(name);
-            let wildcard = (name != WILDCARD).then(|| b.literal.get(WILDCARD)).flatten();
+            let wildcard = (name != WILDCARD)
+                .then(|| b.literal.get(WILDCARD))
+                .flatten();
             exact.into_iter().chain(wildcard).flatten()
         });
         let prefixed = by_name.into_iter().flat_map(move |b| {
@@ -232,8 +234,8 @@ impl Authorizer {
                 AclPermission::Deny if names(acl, op) => return false,
                 AclPermission::Deny => {}
                 AclPermission::Allow => {
-                    allowed |= acl.operation == AclOperation::All
-                        || granting(op).contains(&acl.operation);
+                    allowed |=
+                        acl.operation == AclOperation::All || granting(op).contains(&acl.operation);
                 }
             }
         }
@@ -248,14 +250,10 @@ impl Authorizer {
             return true;
         }
         let index = self.snapshot();
-        let applicable = || {
-            index
-                .all(kind)
-                .filter(|a| applies_to(a, who) && names(a, op))
-        };
-        let denies: Vec<&AclBinding> = applicable()
-            .filter(|a| a.permission == AclPermission::Deny)
-            .collect();
+        let (denies, allows): (Vec<&AclBinding>, Vec<&AclBinding>) = index
+            .all(kind)
+            .filter(|a| applies_to(a, who) && names(a, op))
+            .partition(|a| a.permission == AclPermission::Deny);
         // A DENY covers an ALLOW pattern when it matches every name that pattern matches.
         let covered = |allow: &AclBinding| {
             denies.iter().any(|deny| match deny.pattern_type {
@@ -267,8 +265,7 @@ impl Authorizer {
                 AclPatternType::Prefixed => allow.resource_name.starts_with(&deny.resource_name),
             })
         };
-        let allowed = applicable().any(|a| a.permission == AclPermission::Allow && !covered(a));
-        allowed
+        allows.into_iter().any(|a| !covered(a))
     }
 }
 
@@ -335,8 +332,11 @@ impl Access {
     /// Whether the request may create the topic `name`: CREATE on the cluster (any topic) or on
     /// the topic.
     pub(crate) fn creates_topic(&self, name: &str) -> bool {
-        self.shows(Op::Create, Resource::Cluster, streamhouse_metadata::CLUSTER_NAME)
-            || self.allows(Op::Create, Resource::Topic, name)
+        self.shows(
+            Op::Create,
+            Resource::Cluster,
+            streamhouse_metadata::CLUSTER_NAME,
+        ) || self.allows(Op::Create, Resource::Topic, name)
     }
 
     /// Whether the request may perform `op` on some resource of type `kind`.
@@ -402,16 +402,28 @@ mod tests {
         ]);
         let alice = user("alice");
         assert!(a.permits(&alice, Read, Topic, "orders"));
-        assert!(!a.permits(&alice, Read, Topic, "orders2"), "literal is exact");
+        assert!(
+            !a.permits(&alice, Read, Topic, "orders2"),
+            "literal is exact"
+        );
         assert!(!a.permits(&alice, Write, Topic, "orders"));
         assert!(a.permits(&alice, Write, Topic, "logs-app"));
         assert!(a.permits(&alice, Write, Topic, "logs-"));
-        assert!(!a.permits(&alice, Write, Topic, "logs"), "shorter than the prefix");
-        assert!(!a.permits(&alice, Read, Group, "orders"), "other resource type");
+        assert!(
+            !a.permits(&alice, Write, Topic, "logs"),
+            "shorter than the prefix"
+        );
+        assert!(
+            !a.permits(&alice, Read, Group, "orders"),
+            "other resource type"
+        );
         let bob = user("bob");
         assert!(a.permits(&bob, Describe, Topic, "anything"));
         assert!(!a.permits(&bob, Read, Topic, "anything"));
-        assert!(a.permits(&user("carol"), Read, Group, "g"), "User:* applies to all");
+        assert!(
+            a.permits(&user("carol"), Read, Group, "g"),
+            "User:* applies to all"
+        );
         assert!(
             !a.permits(&user("carol"), Read, Topic, "orders"),
             "no ACL means deny"
@@ -434,9 +446,15 @@ mod tests {
             a.permits(&alice, Describe, Topic, "secret"),
             "a DENY of READ does not deny DESCRIBE"
         );
-        assert!(!a.permits(&alice, Write, Topic, "p-1"), "prefixed deny for User:*");
+        assert!(
+            !a.permits(&alice, Write, Topic, "p-1"),
+            "prefixed deny for User:*"
+        );
         let bob = user("bob");
-        assert!(a.permits(&bob, Describe, Topic, "t"), "WRITE implies DESCRIBE");
+        assert!(
+            a.permits(&bob, Describe, Topic, "t"),
+            "WRITE implies DESCRIBE"
+        );
         assert!(!a.permits(&bob, Read, Topic, "t"));
         assert!(a.permits(&bob, DescribeConfigs, Topic, "c"));
         assert!(!a.permits(&bob, Describe, Topic, "c"));
@@ -468,7 +486,10 @@ mod tests {
         assert!(a.permits_some(&user("alice"), Write, Topic));
         assert!(!a.permits_some(&user("alice"), Read, Topic));
         assert!(!a.permits_some(&user("bob"), Write, Topic), "prefix denied");
-        assert!(!a.permits_some(&user("carol"), Write, Topic), "wildcard deny");
+        assert!(
+            !a.permits_some(&user("carol"), Write, Topic),
+            "wildcard deny"
+        );
         assert!(a.permits_some(&user("admin"), Write, Topic));
     }
 }

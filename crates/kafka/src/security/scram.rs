@@ -304,7 +304,12 @@ impl ScramClient {
         Self::with_nonce(alg, user, password, B64.encode(nonce))
     }
 
-    fn with_nonce(alg: ScramAlgorithm, user: &str, password: &str, nonce: String) -> (Self, Vec<u8>) {
+    fn with_nonce(
+        alg: ScramAlgorithm,
+        user: &str,
+        password: &str,
+        nonce: String,
+    ) -> (Self, Vec<u8>) {
         let client_first_bare = format!("n={},r={nonce}", encode_saslname(user));
         let first = format!("n,,{client_first_bare}").into_bytes();
         let client = Self {
@@ -340,7 +345,11 @@ impl ScramClient {
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{msg},{without_proof}", self.client_first_bare);
         let signature = self.alg.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let server_key = self.alg.hmac(&salted, b"Server Key");
         self.server_signature = Some(self.alg.hmac(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())

@@ -216,7 +216,14 @@ async fn idempotent_producers_need_write_somewhere() {
 async fn metadata_shows_only_describable_topics() {
     let server = server().await;
     create_topic(&server, "hidden", 1).await;
-    let auto = binding(Topic, "auto-", Prefixed, "alice", Describe, AclPermission::Allow);
+    let auto = binding(
+        Topic,
+        "auto-",
+        Prefixed,
+        "alice",
+        Describe,
+        AclPermission::Allow,
+    );
     grant(&server, &[allow(Topic, "t", "alice", Describe), auto]).await;
     let mut alice = login(&server, "alice").await;
     assert_eq!(metadata(&mut alice, None).await, [("t".to_string(), 0)]);
@@ -238,7 +245,11 @@ async fn metadata_shows_only_describable_topics() {
     );
     assert!(server.metadata.get_topic("auto-1").await.unwrap().is_some());
     let mut admin = login(&server, "admin").await;
-    assert_eq!(metadata(&mut admin, None).await.len(), 3, "super user sees all");
+    assert_eq!(
+        metadata(&mut admin, None).await.len(),
+        3,
+        "super user sees all"
+    );
 }
 
 #[tokio::test]
@@ -259,11 +270,17 @@ async fn topic_admin_apis_need_their_operations() {
         ResponseKind::CreateTopics(r) => r.topics[0].error_code,
         other => panic!("{other:?}"),
     };
-    assert_eq!(created(alice.send(create("alice-1"), 7).await), TOPIC_DENIED);
+    assert_eq!(
+        created(alice.send(create("alice-1"), 7).await),
+        TOPIC_DENIED
+    );
     let mine = |op| binding(Topic, "alice-", Prefixed, "alice", op, AclPermission::Allow);
     grant(&server, &[mine(Create)]).await;
     assert_eq!(created(alice.send(create("alice-1"), 7).await), 0);
-    assert_eq!(created(alice.send(create("other-1"), 7).await), TOPIC_DENIED);
+    assert_eq!(
+        created(alice.send(create("other-1"), 7).await),
+        TOPIC_DENIED
+    );
 
     let partitions = RequestKind::CreatePartitions(
         CreatePartitionsRequest::default()
@@ -340,7 +357,9 @@ fn join(group: &str) -> RequestKind {
             .with_session_timeout_ms(10_000)
             .with_rebalance_timeout_ms(5_000)
             .with_protocol_type(s("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))]),
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default().with_name(s("range"))
+            ]),
     )
 }
 
@@ -368,7 +387,10 @@ fn commit_codes(r: ResponseKind) -> Vec<i16> {
     let ResponseKind::OffsetCommit(r) = r else {
         panic!("not an OffsetCommit response")
     };
-    r.topics.iter().map(|t| t.partitions[0].error_code).collect()
+    r.topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect()
 }
 
 #[tokio::test]
@@ -517,7 +539,10 @@ async fn group_apis_need_group_permissions() {
     let ResponseKind::DeleteGroups(r) = alice.send(delete.clone(), 2).await else {
         panic!()
     };
-    assert_eq!(r.results[0].error_code, GROUP_DENIED, "READ does not imply DELETE");
+    assert_eq!(
+        r.results[0].error_code, GROUP_DENIED,
+        "READ does not imply DELETE"
+    );
     let mut admin = login(&server, "admin").await;
     let ResponseKind::DeleteGroups(r) = admin.send(delete, 2).await else {
         panic!()
@@ -683,9 +708,8 @@ async fn acl_changes_reach_every_agent() {
     eventually(&mut on_second, &visible).await;
 
     let mut admin = login(&second, "admin").await;
-    let revoke = RequestKind::DeleteAcls(
-        DeleteAclsRequest::default().with_filters(vec![any_filter()]),
-    );
+    let revoke =
+        RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(vec![any_filter()]));
     admin.send(revoke, 3).await;
     assert_eq!(metadata_of(&mut on_second, "t").await, hidden);
     eventually(&mut on_first, &hidden).await;

@@ -149,7 +149,8 @@ impl Client {
     pub async fn login(&mut self, user: &str) {
         let handshake =
             SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
-        let ResponseKind::SaslHandshake(r) = self.send(RequestKind::SaslHandshake(handshake), 1).await
+        let ResponseKind::SaslHandshake(r) =
+            self.send(RequestKind::SaslHandshake(handshake), 1).await
         else {
             panic!("not a SaslHandshake response");
         };

@@ -91,7 +91,9 @@ impl Connection {
         let timeout = endpoints.timeout;
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(&server))
             .await
-            .map_err(|_| anyhow!("cannot reach the Kafka listener at {server}: no answer within {timeout:?}"))?
+            .map_err(|_| {
+                anyhow!("cannot reach the Kafka listener at {server}: no answer within {timeout:?}")
+            })?
             .with_context(|| format!("cannot reach the Kafka listener at {server}"))?;
         let stream: Box<dyn Stream> = match &auth.tls_ca {
             Some(ca) => Box::new(tls(tcp, &server, ca, timeout).await?),
@@ -116,15 +118,29 @@ impl Connection {
     }
 
     /// Sends `request` at `version` and returns the response.
-    pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
+    pub async fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown API key {}", R::KEY))?;
         tokio::time::timeout(self.timeout, self.round_trip(request, version))
             .await
-            .map_err(|_| anyhow!("{api:?} (via {}): no answer within {:?}", self.server, self.timeout))?
+            .map_err(|_| {
+                anyhow!(
+                    "{api:?} (via {}): no answer within {:?}",
+                    self.server,
+                    self.timeout
+                )
+            })?
             .with_context(|| format!("{api:?} (via {})", self.server))
     }
 
-    async fn round_trip<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
+    async fn round_trip<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> anyhow::Result<R::Response> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -142,9 +158,13 @@ impl Connection {
         let mut body = self.read_frame().await?;
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
         if header.correlation_id != self.correlation_id {
-            bail!("response to request {} arrived for {}", header.correlation_id, self.correlation_id);
+            bail!(
+                "response to request {} arrived for {}",
+                header.correlation_id,
+                self.correlation_id
+            );
         }
-        Ok(R::Response::decode(&mut body, version)?)
+        R::Response::decode(&mut body, version)
     }
 
     async fn read_frame(&mut self) -> anyhow::Result<Bytes> {
@@ -165,13 +185,19 @@ impl Connection {
 
     /// SaslHandshake v1 and SaslAuthenticate v2 rounds (PLAIN: one; SCRAM: two, and the server's
     /// signature is checked so a server without the credential is not trusted).
-    async fn login(&mut self, mechanism: Mechanism, user: &str, password: &str) -> anyhow::Result<()> {
+    async fn login(
+        &mut self,
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(mechanism.name()));
         let response = self.send(&handshake, 1).await?;
         check(response.error_code, None)?;
         let Some(alg) = mechanism.scram() else {
-            self.authenticate(format!("\0{user}\0{password}").into_bytes()).await?;
+            self.authenticate(format!("\0{user}\0{password}").into_bytes())
+                .await?;
             return Ok(());
         };
         let (mut scram, first) = ScramClient::start(alg, user, password);
@@ -226,8 +252,11 @@ async fn tls(
         .trim_matches(['[', ']']);
     let name = ServerName::try_from(host.to_string())
         .with_context(|| format!("'{host}' is not a valid TLS server name"))?;
-    tokio::time::timeout(timeout, TlsConnector::from(Arc::new(config)).connect(name, tcp))
-        .await
-        .map_err(|_| anyhow!("TLS handshake with {server}: no answer within {timeout:?}"))?
-        .with_context(|| format!("TLS handshake with {server}"))
+    tokio::time::timeout(
+        timeout,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("TLS handshake with {server}: no answer within {timeout:?}"))?
+    .with_context(|| format!("TLS handshake with {server}"))
 }

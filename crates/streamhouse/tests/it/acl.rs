@@ -13,9 +13,17 @@ const ADMIN: [(&str, &str); 3] = [
 
 fn secured() -> Server {
     Server::start_with(
-        &["--sasl-mechanisms", "PLAIN,SCRAM-SHA-512", "--super-user", "User:admin"],
         &[
-            ("STREAMHOUSE_SASL_USERS", "admin:admin-pw-1,alice:alice-pw-2"),
+            "--sasl-mechanisms",
+            "PLAIN,SCRAM-SHA-512",
+            "--super-user",
+            "User:admin",
+        ],
+        &[
+            (
+                "STREAMHOUSE_SASL_USERS",
+                "admin:admin-pw-1,alice:alice-pw-2",
+            ),
             ("STREAMHOUSE_LOG", "debug"),
         ],
     )
@@ -27,7 +35,11 @@ fn as_admin(s: &Server, args: &[&str]) -> String {
 
 fn listed(s: &Server) -> Vec<Value> {
     let out = as_admin(s, &["acl", "list", "--format", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -36,8 +48,16 @@ fn acl_add_list_remove() {
     let out = as_admin(
         &s,
         &[
-            "acl", "add", "--topic", "orders", "--principal", "User:alice", "--operation",
-            "write", "--operation", "DESCRIBE",
+            "acl",
+            "add",
+            "--topic",
+            "orders",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "write",
+            "--operation",
+            "DESCRIBE",
         ],
     );
     assert!(
@@ -47,8 +67,17 @@ fn acl_add_list_remove() {
     as_admin(
         &s,
         &[
-            "acl", "add", "--topic", "logs-", "--pattern", "prefixed", "--principal", "User:*",
-            "--operation", "read", "--deny",
+            "acl",
+            "add",
+            "--topic",
+            "logs-",
+            "--pattern",
+            "prefixed",
+            "--principal",
+            "User:*",
+            "--operation",
+            "read",
+            "--deny",
         ],
     );
     let all = listed(&s);
@@ -56,11 +85,17 @@ fn acl_add_list_remove() {
     assert_eq!(all[0]["resource_name"], "logs-");
     assert_eq!(all[0]["pattern_type"], "PREFIXED");
     assert_eq!(all[0]["permission"], "DENY");
-    let text = as_admin(&s, &["acl", "list", "--topic", "logs-app", "--pattern", "match"]);
+    let text = as_admin(
+        &s,
+        &["acl", "list", "--topic", "logs-app", "--pattern", "match"],
+    );
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows[0].starts_with("RESOURCE_TYPE"), "{text}");
-    assert!(rows[1].contains("logs-") && rows[1].contains("DENY"), "{text}");
+    assert!(
+        rows[1].contains("logs-") && rows[1].contains("DENY"),
+        "{text}"
+    );
 
     // Alice authenticates (PLAIN) but may not manage ACLs.
     let alice = [
@@ -76,22 +111,39 @@ fn acl_add_list_remove() {
     let err = one_line_error(&s.cli(&["acl", "list"]));
     assert!(err.contains("closed the connection"), "{err}");
     let add_invalid = [
-        "acl", "add", "--group", "g", "--principal", "User:alice", "--operation", "write",
+        "acl",
+        "add",
+        "--group",
+        "g",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "write",
     ];
     let err = one_line_error(&s.cli_with_env(&add_invalid, "", &ADMIN));
-    assert!(err.contains("InvalidRequest") && err.contains("GROUP"), "{err}");
+    assert!(
+        err.contains("InvalidRequest") && err.contains("GROUP"),
+        "{err}"
+    );
 
     let err = one_line_error(&s.cli_with_env(&["acl", "remove"], "", &ADMIN));
     assert!(err.contains("refusing to remove every ACL"), "{err}");
     let out = as_admin(&s, &["acl", "remove", "--principal", "User:alice"]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("removed ")).count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("removed ")).count(),
+        2,
+        "{out}"
+    );
     let out = as_admin(&s, &["acl", "remove", "--principal", "User:alice"]);
     assert!(out.contains("no ACL matched"), "{out}");
     assert_eq!(listed(&s).len(), 1);
 
     // The refusal is logged with the principal, and no password ever is.
     let log = s.log();
-    assert!(log.contains("authorization failed") && log.contains("User:alice"), "{log}");
+    assert!(
+        log.contains("authorization failed") && log.contains("User:alice"),
+        "{log}"
+    );
     for secret in ["admin-pw-1", "alice-pw-2"] {
         assert!(!log.contains(secret), "{secret} in the server log");
     }
