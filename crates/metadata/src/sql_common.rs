@@ -120,6 +120,21 @@ async fn insert_partitions(
     Ok(())
 }
 
+/// Binds the fields of `acl` as `$1..$7`, in [`acl_columns!`] order.
+fn bind_acl<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as Database>::Arguments>,
+    acl: &'q AclBinding,
+) -> sqlx::query::Query<'q, Db, <Db as Database>::Arguments> {
+    query
+        .bind(acl.resource_type.name())
+        .bind(&acl.resource_name)
+        .bind(acl.pattern_type.name())
+        .bind(&acl.principal)
+        .bind(&acl.host)
+        .bind(acl.operation.name())
+        .bind(acl.permission.name())
+}
+
 /// The ACL bindings `filter` selects, in [`AclBinding`] order. Filtering happens here rather
 /// than in SQL: ACL tables are small, and Kafka's MATCH semantics (wildcards, every prefix of a
 /// name) do not map to one portable statement.
@@ -684,20 +699,12 @@ impl MetadataStore for Store {
     async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
         let mut tx = self.write_tx().await?;
         for acl in acls {
-            sqlx::query(concat!(
+            let insert = sqlx::query(concat!(
                 "INSERT INTO acls (",
                 acl_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
-            ))
-            .bind(acl.resource_type.name())
-            .bind(&acl.resource_name)
-            .bind(acl.pattern_type.name())
-            .bind(&acl.principal)
-            .bind(&acl.host)
-            .bind(acl.operation.name())
-            .bind(acl.permission.name())
-            .execute(&mut *tx)
-            .await?;
+            ));
+            bind_acl(insert, acl).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -711,20 +718,12 @@ impl MetadataStore for Store {
         let mut tx = self.write_tx().await?;
         let mut deleted = Vec::new();
         for acl in selected_acls(&mut tx, filter).await? {
-            let result = sqlx::query(
+            let delete = sqlx::query(
                 "DELETE FROM acls WHERE resource_type = $1 AND resource_name = $2 \
                  AND pattern_type = $3 AND principal = $4 AND host = $5 \
                  AND operation = $6 AND permission = $7",
-            )
-            .bind(acl.resource_type.name())
-            .bind(&acl.resource_name)
-            .bind(acl.pattern_type.name())
-            .bind(&acl.principal)
-            .bind(&acl.host)
-            .bind(acl.operation.name())
-            .bind(acl.permission.name())
-            .execute(&mut *tx)
-            .await?;
+            );
+            let result = bind_acl(delete, &acl).execute(&mut *tx).await?;
             // A concurrent deletion (another agent) may have removed it first: report only
             // what this call removed.
             if result.rows_affected() > 0 {

@@ -5,7 +5,6 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
-use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::delete_acls_response::{
     DeleteAclsFilterResult, DeleteAclsMatchingAcl,
 };
@@ -31,6 +30,22 @@ const ANY: i8 = 1;
 
 /// A refusal: the error code and its message.
 type Refusal = (ResponseError, String);
+
+/// The filter of a DescribeAcls request or of a DeleteAcls entry: different types with the same
+/// seven fields.
+macro_rules! wire_filter {
+    ($f:expr) => {
+        filter(
+            $f.resource_type_filter,
+            $f.resource_name_filter.as_ref(),
+            $f.pattern_type_filter,
+            $f.principal_filter.as_ref(),
+            $f.host_filter.as_ref(),
+            $f.operation,
+            $f.permission_type,
+        )
+    };
+}
 
 pub(crate) async fn create_acls(
     b: &Broker,
@@ -61,16 +76,7 @@ pub(crate) async fn describe_acls(
     access: &Access,
     req: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    let filter = filter(
-        req.resource_type_filter,
-        req.resource_name_filter.as_ref(),
-        req.pattern_type_filter,
-        req.principal_filter.as_ref(),
-        req.host_filter.as_ref(),
-        req.operation,
-        req.permission_type,
-    );
-    let found = match filter {
+    let found = match wire_filter!(req) {
         _ if !access.on_cluster(Op::Describe) => Err(cluster_denied()),
         Ok(filter) => b.acls().list(&filter).await.map_err(api_refusal),
         Err(refusal) => Err(refusal),
@@ -91,7 +97,7 @@ pub(crate) async fn delete_acls(
     let permitted = access.on_cluster(Op::Alter);
     let mut results = Vec::with_capacity(req.filters.len());
     for f in &req.filters {
-        let deleted = match delete_filter(f) {
+        let deleted = match wire_filter!(f) {
             _ if !permitted => Err(cluster_denied()),
             Ok(filter) => b.acls().delete(&filter).await.map_err(api_refusal),
             Err(refusal) => Err(refusal),
@@ -166,7 +172,6 @@ fn binding(c: &AclCreation) -> Result<AclBinding, Refusal> {
     Ok(acl)
 }
 
-/// The filter of DescribeAcls and of each DeleteAcls entry (the same fields).
 fn filter(
     resource_type: i8,
     resource_name: Option<&StrBytes>,
@@ -186,18 +191,6 @@ fn filter(
         operation: any_or(operation, AclOperation::from_code, "operation")?,
         permission: any_or(permission, AclPermission::from_code, "permission")?,
     })
-}
-
-fn delete_filter(f: &DeleteAclsFilter) -> Result<AclBindingFilter, Refusal> {
-    filter(
-        f.resource_type_filter,
-        f.resource_name_filter.as_ref(),
-        f.pattern_type_filter,
-        f.principal_filter.as_ref(),
-        f.host_filter.as_ref(),
-        f.operation,
-        f.permission_type,
-    )
 }
 
 /// Bindings grouped by resource pattern, as DescribeAcls answers. `acls` is ordered, so each

@@ -13,7 +13,6 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -28,6 +27,7 @@ use streamhouse_metadata::{
     SqliteMetadataStore, CLUSTER_NAME,
 };
 
+use crate::cluster::join_error;
 use crate::harness::{record_batch, Client, TestServer};
 use crate::protocol::{create_topic, fetch, fetch_result, list_offsets, produce, produce_result};
 
@@ -350,19 +350,6 @@ async fn topic_admin_apis_need_their_operations() {
     assert_eq!(deleted(alice.send(delete(), 5).await), 0);
 }
 
-fn join(group: &str) -> RequestKind {
-    RequestKind::JoinGroup(
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(s(group)))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(5_000)
-            .with_protocol_type(s("consumer"))
-            .with_protocols(vec![
-                JoinGroupRequestProtocol::default().with_name(s("range"))
-            ]),
-    )
-}
-
 fn commit(group: &str, topics: &[&str]) -> RequestKind {
     RequestKind::OffsetCommit(
         OffsetCommitRequest::default()
@@ -428,41 +415,40 @@ async fn group_apis_need_group_permissions() {
     let codes: Vec<i16> = r.coordinators.iter().map(|c| c.error_code).collect();
     assert_eq!(codes, [0, GROUP_DENIED]);
 
-    let ResponseKind::JoinGroup(r) = bob.send(join("g"), 5).await else {
-        panic!()
-    };
-    assert_eq!(r.error_code, GROUP_DENIED);
-    let ResponseKind::JoinGroup(r) = alice.send(join("g"), 5).await else {
-        panic!()
-    };
-    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
-    let heartbeat = RequestKind::Heartbeat(
-        HeartbeatRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_member_id(s("m")),
+    assert_eq!(join_error(&mut bob, "g").await, GROUP_DENIED);
+    assert_eq!(
+        join_error(&mut alice, "g").await,
+        ResponseError::MemberIdRequired.code(),
+        "allowed, on to the join protocol"
     );
-    let ResponseKind::Heartbeat(r) = bob.send(heartbeat, 4).await else {
-        panic!()
-    };
-    assert_eq!(r.error_code, GROUP_DENIED);
-    let sync = RequestKind::SyncGroup(
-        SyncGroupRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_member_id(s("m")),
-    );
-    let ResponseKind::SyncGroup(r) = bob.send(sync, 5).await else {
-        panic!()
-    };
-    assert_eq!(r.error_code, GROUP_DENIED);
-    let leave = RequestKind::LeaveGroup(
-        LeaveGroupRequest::default()
-            .with_group_id(GroupId(s("g")))
-            .with_member_id(s("m")),
-    );
-    let ResponseKind::LeaveGroup(r) = bob.send(leave, 2).await else {
-        panic!()
-    };
-    assert_eq!(r.error_code, GROUP_DENIED);
+    let (g, m) = (GroupId(s("g")), s("m"));
+    let members = [
+        (
+            RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(g.clone())),
+            4,
+        ),
+        (
+            RequestKind::SyncGroup(SyncGroupRequest::default().with_group_id(g.clone())),
+            5,
+        ),
+        (
+            RequestKind::LeaveGroup(
+                LeaveGroupRequest::default()
+                    .with_group_id(g)
+                    .with_member_id(m),
+            ),
+            2,
+        ),
+    ];
+    for (request, version) in members {
+        let code = match bob.send(request, version).await {
+            ResponseKind::Heartbeat(r) => r.error_code,
+            ResponseKind::SyncGroup(r) => r.error_code,
+            ResponseKind::LeaveGroup(r) => r.error_code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code, GROUP_DENIED);
+    }
 
     // Committing needs READ on the group, then READ on each topic.
     assert_eq!(
