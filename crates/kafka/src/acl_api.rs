@@ -21,11 +21,6 @@ impl Broker {
 }
 
 impl Acls<'_> {
-    /// Whether this agent enforces ACLs.
-    pub fn enforced(&self) -> bool {
-        self.broker.authorizer.enabled()
-    }
-
     /// The bindings `filter` selects, ordered.
     pub async fn list(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>, ApiError> {
         Ok(self.broker.metadata.list_acls(filter).await?)

@@ -82,10 +82,12 @@ async fn describe_named(
     }
     let found = match b.metadata().get_topic(name).await {
         // Auto-creation needs CREATE, as an explicit CreateTopics does.
-        Ok(None) if auto_create && !access.creates_topic(name) => {
-            return topic_error(name, ResponseError::TopicAuthorizationFailed)
+        Ok(None) if auto_create => {
+            if !access.creates_topic(name) {
+                return topic_error(name, ResponseError::TopicAuthorizationFailed);
+            }
+            b.topic_or_auto_create(name, true).await
         }
-        Ok(None) => b.topic_or_auto_create(name, auto_create).await,
         other => other,
     };
     match found {

@@ -17,7 +17,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use streamhouse_kafka::security::AclConfig;
@@ -500,6 +502,37 @@ async fn group_apis_need_group_permissions() {
         ]
     );
 
+    // The group has offsets of a topic alice may not see; listing every topic leaves it out.
+    let mut admin = login(&server, "admin").await;
+    assert_eq!(
+        commit_codes(admin.send(commit("g", &["other"]), 8).await),
+        [0]
+    );
+    let batched = RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(
+        vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(None)],
+    ));
+    let ResponseKind::OffsetFetch(r) = bob.send(batched.clone(), 8).await else {
+        panic!()
+    };
+    assert_eq!(r.groups[0].error_code, GROUP_DENIED);
+    let ResponseKind::OffsetFetch(r) = alice.send(batched, 8).await else {
+        panic!()
+    };
+    let topics: Vec<String> = r.groups[0]
+        .topics
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(topics, ["t"], "all topics: only those alice may describe");
+    let offset_delete =
+        RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))));
+    let ResponseKind::OffsetDelete(r) = alice.send(offset_delete, 0).await else {
+        panic!()
+    };
+    assert_eq!(r.error_code, GROUP_DENIED, "READ does not imply DELETE");
+
     let list = RequestKind::ListGroups(ListGroupsRequest::default());
     let listed = |r: ResponseKind| match r {
         ResponseKind::ListGroups(r) => r
@@ -529,7 +562,6 @@ async fn group_apis_need_group_permissions() {
         r.results[0].error_code, GROUP_DENIED,
         "READ does not imply DELETE"
     );
-    let mut admin = login(&server, "admin").await;
     let ResponseKind::DeleteGroups(r) = admin.send(delete, 2).await else {
         panic!()
     };
