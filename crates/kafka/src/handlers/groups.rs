@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -19,10 +20,7 @@ use kafka_protocol::messages::{
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use streamhouse_metadata::AgentInfo;
-
-use kafka_protocol::error::ResponseError;
-use streamhouse_metadata::CLUSTER_NAME;
+use streamhouse_metadata::{AgentInfo, CLUSTER_NAME};
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -118,25 +116,26 @@ pub(crate) fn find_coordinator(
         }
     };
     let response = FindCoordinatorResponse::default().with_error_message(None);
-    if version < 4 {
-        let key = req.key.as_str();
+    let answer = |key: &str| {
         if refused(key) {
-            let (node, host, port) = no_node;
-            let response = response.with_error_code(group_denied);
-            return response.with_node_id(node).with_host(host).with_port(port);
+            (group_denied, no_node.clone())
+        } else {
+            (0, coordinator_of(key))
         }
-        let (node, host, port) = coordinator_of(key);
-        return response.with_node_id(node).with_host(host).with_port(port);
+    };
+    if version < 4 {
+        let (code, (node, host, port)) = answer(req.key.as_str());
+        return response
+            .with_error_code(code)
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port);
     }
     let coordinators = req
         .coordinator_keys
         .iter()
         .map(|key| {
-            let (code, (node, host, port)) = if refused(key.as_str()) {
-                (group_denied, no_node.clone())
-            } else {
-                (0, coordinator_of(key.as_str()))
-            };
+            let (code, (node, host, port)) = answer(key.as_str());
             Coordinator::default()
                 .with_key(key.clone())
                 .with_error_code(code)
