@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::cluster::{run_controller, run_heartbeat, ClusterView, Membership};
 use crate::groups::{GroupCoordinator, PartitionLag};
+use crate::security::Authorizer;
 
 /// Settings of a Kafka-speaking agent.
 #[derive(Debug, Clone)]
@@ -73,6 +74,8 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay: Duration,
     /// Retention and orphan-janitor settings (see `retention.rs`).
     pub maintenance: crate::retention::MaintenanceConfig,
+    /// ACL enforcement and super users.
+    pub acl: crate::security::AclConfig,
 }
 
 impl Default for BrokerConfig {
@@ -95,6 +98,7 @@ impl Default for BrokerConfig {
             segment_index: SegmentIndexConfig::default(),
             group_initial_rebalance_delay: Duration::from_millis(500),
             maintenance: Default::default(),
+            acl: Default::default(),
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Broker {
     /// The credential caches of the SASL listeners serving this broker, updated at once when
     /// users change through [`Broker::users`].
     pub(crate) authenticators: RwLock<Vec<Arc<crate::security::SaslAuthenticator>>>,
+    /// Decides requests by ACLs (allows everything unless `config.acl.enabled`).
+    pub(crate) authorizer: Arc<Authorizer>,
 }
 
 impl Broker {
@@ -156,6 +162,11 @@ impl Broker {
         let groups =
             GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
         let me = registration(&config, &agent_id);
+        let authorizer = Arc::new(Authorizer::new(&config.acl));
+        if config.acl.enabled {
+            // The first reload runs at once; `Acls::reload` awaits one before serving.
+            authorizer.spawn_refresh(metadata.clone(), config.acl.refresh);
+        }
         let broker = Arc::new(Self {
             config,
             agent_id,
@@ -169,6 +180,7 @@ impl Broker {
             membership: Membership::new(me),
             handing_off: Mutex::default(),
             authenticators: RwLock::default(),
+            authorizer,
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));

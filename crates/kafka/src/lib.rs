@@ -6,6 +6,7 @@
 //! dispatcher enforces. A malformed frame closes that connection with a log line; it never
 //! affects other connections or the process.
 
+mod acl_api;
 mod admin_api;
 mod api_error;
 mod broker;
@@ -24,6 +25,7 @@ pub mod security;
 mod topic_config;
 mod versions;
 
+pub use acl_api::Acls;
 pub use admin_api::{
     Admin, AgentStatus, PartitionDescription, SegmentIndexStats, TopicDescription, TopicSummary,
     MAX_PARTITIONS,

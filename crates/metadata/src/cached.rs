@@ -7,7 +7,8 @@
 //! With several agents sharing one database (PostgreSQL), another agent's writes are not seen
 //! here until the entry's time-to-live lapses: [`CacheConfig::ttl`] bounds that staleness. Only
 //! data that the partition's lease holder changes (high watermark, log start) or that changes
-//! rarely (topics) is cached; offsets, agents and leases always go to the database.
+//! rarely (topics) is cached; offsets, agents, leases, credentials and ACLs always go to the
+//! database (the agent keeps its own copy of credentials and ACLs, refreshed on an interval).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +18,9 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo,
+    Topic, TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -428,5 +430,17 @@ impl MetadataStore for CachedMetadataStore {
 
     async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
         self.inner.list_leases().await
+    }
+
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        self.inner.create_acls(acls).await
+    }
+
+    async fn list_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        self.inner.list_acls(filter).await
+    }
+
+    async fn delete_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        self.inner.delete_acls(filter).await
     }
 }

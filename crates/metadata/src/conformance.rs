@@ -13,8 +13,10 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use crate::{
-    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
+    AclPermission, AclResourceType, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
+    UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -1045,6 +1047,63 @@ pub async fn credentials(store: &dyn MetadataStore) {
     assert!(get("SCRAM-SHA-512").await.unwrap().is_some());
 }
 
+/// ACLs: creation is idempotent, filters select (MATCH included), deletion returns what it
+/// removed exactly once.
+pub async fn acls(store: &dyn MetadataStore) {
+    let principal = format!("User:{}", unique("conf-acl"));
+    let topic = unique("acl-topic");
+    let binding = |name: &str, pattern, operation, permission| AclBinding {
+        resource_type: AclResourceType::Topic,
+        resource_name: name.to_string(),
+        pattern_type: pattern,
+        principal: principal.clone(),
+        host: "*".into(),
+        operation,
+        permission,
+    };
+    use AclOperation::{Read, Write};
+    use AclPatternType::{Literal, Prefixed};
+    use AclPermission::{Allow, Deny};
+    let read = binding(&topic, Literal, Read, Allow);
+    let write = binding(&topic, Literal, Write, Allow);
+    let prefix = binding("acl-", Prefixed, Read, Allow);
+    let deny = binding(&topic, Literal, Write, Deny);
+    let other_topic = binding("elsewhere", Literal, Read, Allow);
+    let all = [&read, &write, &prefix, &deny, &other_topic].map(Clone::clone);
+    store.create_acls(&all).await.unwrap();
+    store.create_acls(&all[..2]).await.unwrap();
+    let mine = AclBindingFilter {
+        principal: Some(principal.clone()),
+        ..AclBindingFilter::default()
+    };
+    let mut expected = all.to_vec();
+    expected.sort();
+    assert_eq!(
+        store.list_acls(&mine).await.unwrap(),
+        expected,
+        "no duplicates"
+    );
+
+    let matching = AclBindingFilter {
+        resource_type: Some(AclResourceType::Topic),
+        resource_name: Some(topic.clone()),
+        pattern: AclPatternFilter::Match,
+        ..mine.clone()
+    };
+    let mut applying = vec![read.clone(), write.clone(), prefix.clone(), deny.clone()];
+    applying.sort();
+    assert_eq!(store.list_acls(&matching).await.unwrap(), applying);
+
+    let denies = AclBindingFilter {
+        permission: Some(Deny),
+        ..mine.clone()
+    };
+    assert_eq!(store.delete_acls(&denies).await.unwrap(), vec![deny]);
+    assert!(store.delete_acls(&denies).await.unwrap().is_empty());
+    assert_eq!(store.delete_acls(&mine).await.unwrap().len(), 4);
+    assert!(store.list_acls(&mine).await.unwrap().is_empty());
+}
+
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn MetadataStore>) {
     let store = store.as_ref();
@@ -1068,4 +1127,5 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     concurrent_lease_acquisition(store).await;
     lease_release(store).await;
     credentials(store).await;
+    acls(store).await;
 }

@@ -1,6 +1,6 @@
 //! Metadata for StreamHouse: which topics exist, where each partition's segments live in object
 //! storage, how far each partition is durable (its high watermark), consumer-group offsets, and
-//! the agents and partition leases that coordinate many agents.
+//! the agents and partition leases that coordinate many agents, SASL credentials and ACLs.
 //!
 //! The [`MetadataStore`] trait is the boundary. Backends:
 //! - [`SqliteMetadataStore`]: embedded default, one file, WAL journal.
@@ -9,6 +9,7 @@
 //!
 //! Every backend must pass the shared conformance suite in [`conformance`].
 
+mod acl;
 mod cached;
 pub mod conformance;
 mod error;
@@ -18,6 +19,7 @@ mod sqlite;
 mod store;
 mod types;
 
+pub use acl::*;
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
 pub use postgres::PostgresMetadataStore;

@@ -4,8 +4,8 @@
 //! Decoders go through [`RowExt`] so every SQL backend shares them.
 
 use crate::{
-    AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState, ProducerSnapshot,
-    Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 use uuid::Uuid;
 
@@ -66,9 +66,16 @@ macro_rules! producer_columns {
     };
 }
 
+/// Columns of `acls`, as read by [`acl`] (also its primary key).
+macro_rules! acl_columns {
+    () => {
+        "resource_type, resource_name, pattern_type, principal, host, operation, permission"
+    };
+}
+
 pub(crate) use {
-    agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    producer_columns, segment_columns, topic_columns,
+    acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
+    partition_columns, producer_columns, segment_columns, topic_columns,
 };
 
 /// Typed column access shared by the SQL backends' row types.
@@ -194,6 +201,28 @@ pub(crate) fn credential(row: &impl RowExt) -> Result<UserCredential> {
         iterations: narrow(row, "iterations")?,
         stored_key: row.bytes("stored_key")?,
         server_key: row.bytes("server_key")?,
+    })
+}
+
+/// Parses an enum column stored by its Kafka name.
+fn named<T: std::str::FromStr<Err = crate::AclParseError>>(
+    row: &impl RowExt,
+    column: &str,
+) -> Result<T> {
+    row.text(column)?
+        .parse()
+        .map_err(|e: crate::AclParseError| MetadataError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn acl(row: &impl RowExt) -> Result<AclBinding> {
+    Ok(AclBinding {
+        resource_type: named(row, "resource_type")?,
+        resource_name: row.text("resource_name")?,
+        pattern_type: named(row, "pattern_type")?,
+        principal: row.text("principal")?,
+        host: row.text("host")?,
+        operation: named(row, "operation")?,
+        permission: named(row, "permission")?,
     })
 }
 

@@ -17,13 +17,13 @@ use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::rows::{
-    self, agent_columns, credential_columns, lease_columns, offset_columns, partition_columns,
-    producer_columns, segment_columns, topic_columns,
+    self, acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
+    partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
-    UserCredential,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo,
+    Topic, TopicConfig, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -118,6 +118,39 @@ async fn insert_partitions(
             .await?;
     }
     Ok(())
+}
+
+/// Binds the fields of `acl` as `$1..$7`, in [`acl_columns!`] order.
+fn bind_acl<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as Database>::Arguments>,
+    acl: &'q AclBinding,
+) -> sqlx::query::Query<'q, Db, <Db as Database>::Arguments> {
+    query
+        .bind(acl.resource_type.name())
+        .bind(&acl.resource_name)
+        .bind(acl.pattern_type.name())
+        .bind(&acl.principal)
+        .bind(&acl.host)
+        .bind(acl.operation.name())
+        .bind(acl.permission.name())
+}
+
+/// The ACL bindings `filter` selects, in [`AclBinding`] order. Filtering happens here rather
+/// than in SQL: ACL tables are small, and Kafka's MATCH semantics (wildcards, every prefix of a
+/// name) do not map to one portable statement.
+async fn selected_acls(conn: &mut Conn, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+    let mut acls = Vec::new();
+    for row in sqlx::query(concat!("SELECT ", acl_columns!(), " FROM acls"))
+        .fetch_all(conn)
+        .await?
+    {
+        let acl = rows::acl(&row)?;
+        if filter.matches(&acl) {
+            acls.push(acl);
+        }
+    }
+    acls.sort();
+    Ok(acls)
 }
 
 /// Refuses a commit unless `fence` names the live holder of the partition lease at its epoch.
@@ -718,6 +751,44 @@ impl MetadataStore for Store {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for acl in acls {
+            let insert = sqlx::query(concat!(
+                "INSERT INTO acls (",
+                acl_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+            ));
+            bind_acl(insert, acl).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        selected_acls(&mut *self.pool.acquire().await?, filter).await
+    }
+
+    async fn delete_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        let mut tx = self.write_tx().await?;
+        let mut deleted = Vec::new();
+        for acl in selected_acls(&mut tx, filter).await? {
+            let delete = sqlx::query(
+                "DELETE FROM acls WHERE resource_type = $1 AND resource_name = $2 \
+                 AND pattern_type = $3 AND principal = $4 AND host = $5 \
+                 AND operation = $6 AND permission = $7",
+            );
+            let result = bind_acl(delete, &acl).execute(&mut *tx).await?;
+            // A concurrent deletion (another agent) may have removed it first: report only
+            // what this call removed.
+            if result.rows_affected() > 0 {
+                deleted.push(acl);
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -182,4 +182,15 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Deletes the credential of `(user, mechanism)`; `false` when there was none.
     async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool>;
+
+    // ---- ACLs ---------------------------------------------------------------------------------
+
+    /// Stores `acls` in one transaction; bindings that already exist are left as they are.
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()>;
+
+    /// The bindings `filter` selects, ordered (agents load them all to authorize).
+    async fn list_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>>;
+
+    /// Deletes the bindings `filter` selects and returns them, ordered.
+    async fn delete_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>>;
 }

@@ -18,9 +18,9 @@ use kafka_protocol::records::{
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    AgentInfo, CommittedOffset, LeaseFence, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo, SqliteMetadataStore,
-    Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataStore, NewTopic,
+    PartitionLease, PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo,
+    SqliteMetadataStore, Topic, TopicConfig, UserCredential,
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
@@ -140,6 +140,15 @@ impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
     }
     async fn delete_credential(&self, user: &str, mechanism: &str) -> MetaResult<bool> {
         self.count().delete_credential(user, mechanism).await
+    }
+    async fn create_acls(&self, acls: &[AclBinding]) -> MetaResult<()> {
+        self.count().create_acls(acls).await
+    }
+    async fn list_acls(&self, filter: &AclBindingFilter) -> MetaResult<Vec<AclBinding>> {
+        self.count().list_acls(filter).await
+    }
+    async fn delete_acls(&self, filter: &AclBindingFilter) -> MetaResult<Vec<AclBinding>> {
+        self.count().delete_acls(filter).await
     }
     async fn register_agent(&self, agent: &AgentInfo) -> MetaResult<()> {
         self.count().register_agent(agent).await

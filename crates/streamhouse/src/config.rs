@@ -104,6 +104,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub sasl_users: Vec<crate::security::SaslUser>,
+    /// Enforce ACLs on the Kafka listener (`--acl=false` turns them off) [default: on when SASL
+    /// is on].
+    #[arg(long, env = "STREAMHOUSE_ACL", num_args = 0..=1, default_missing_value = "true")]
+    pub acl: Option<bool>,
+    /// A principal allowed everything regardless of ACLs, e.g. User:admin; repeatable.
+    #[arg(
+        long = "super-user",
+        env = "STREAMHOUSE_SUPER_USERS",
+        value_delimiter = ','
+    )]
+    pub super_users: Vec<String>,
 }
 
 /// Settings as read from the TOML file; every field optional.
@@ -130,6 +141,8 @@ struct FileConfig {
     http_tls_cert: Option<PathBuf>,
     http_tls_key: Option<PathBuf>,
     sasl_mechanisms: Option<Vec<String>>,
+    acl_enabled: Option<bool>,
+    super_users: Option<Vec<String>>,
 }
 
 /// Fully resolved settings.
@@ -203,6 +216,13 @@ impl ServeArgs {
             self.sasl,
             self.sasl_mechanisms.or(file.sasl_mechanisms),
             self.sasl_users,
+        )?
+        .with_acl(
+            self.acl.or(file.acl_enabled),
+            match self.super_users {
+                flagged if !flagged.is_empty() => flagged,
+                _ => file.super_users.unwrap_or_default(),
+            },
         )?;
         Ok(Settings {
             security,

@@ -32,6 +32,8 @@ enum Command {
     /// Consumer groups: list, describe, lag, reset offsets (HTTP API).
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
+    /// Access control lists: add, list, remove (Kafka ACL APIs; needs a super user).
+    Acl(cli::acl::AclArgs),
     /// Agents and partition leases (HTTP API).
     #[command(subcommand)]
     Agent(cli::agent::AgentCommand),
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Produce(args) => cli::produce::run(args, endpoints).await,
             Command::Consume(args) => cli::consume::run(args, endpoints).await,
             Command::Group(cmd) => cli::group::run(cmd, endpoints).await,
+            Command::Acl(args) => cli::acl::run(args, endpoints).await,
             Command::Agent(cmd) => cli::agent::run(cmd, endpoints).await,
             Command::User(cmd) => cli::user::run(cmd, endpoints).await,
             Command::Segment(cmd) => cli::segment::run(cmd).await,

@@ -1,6 +1,6 @@
-//! Security settings of `streamhouse serve` (TLS and SASL on the Kafka listener, TLS on the HTTP
-//! listener), resolved from flags/env and the TOML file, and turned into the listeners'
-//! configurations.
+//! Security settings of `streamhouse serve` (TLS, SASL and ACLs on the Kafka listener, TLS on
+//! the HTTP listener), resolved from flags/env and the TOML file, and turned into the listeners'
+//! configurations and the agent's [`AclConfig`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use streamhouse_kafka::security::{
-    server_config, tls_acceptor, ListenerSecurity, Mechanism, SaslAuthenticator,
+    server_config, tls_acceptor, AclConfig, ListenerSecurity, Mechanism, SaslAuthenticator,
 };
 use streamhouse_metadata::MetadataStore;
 use tokio_rustls::rustls::ServerConfig;
 
 /// How soon users created through another agent can log in here.
 const CREDENTIAL_REFRESH: Duration = Duration::from_secs(10);
+/// How soon ACL changes made through another agent apply here.
+const ACL_REFRESH: Duration = Duration::from_secs(10);
 
 /// A user created at start-up. `Debug` hides the password so settings can be logged.
 #[derive(Clone)]
@@ -56,6 +58,8 @@ pub struct SecuritySettings {
     pub sasl_mechanisms: Vec<Mechanism>,
     /// Users whose (hashed) credentials are created at start-up.
     pub sasl_users: Vec<SaslUser>,
+    /// ACL enforcement and super users.
+    pub acl: AclConfig,
 }
 
 impl SecuritySettings {
@@ -91,6 +95,7 @@ impl SecuritySettings {
             http_tls,
             sasl_mechanisms,
             sasl_users,
+            acl: AclConfig::default(),
         })
     }
 
@@ -101,6 +106,27 @@ impl SecuritySettings {
         };
         let config = server_config(cert, key).context("loading the HTTP listener's TLS")?;
         Ok(Some(config))
+    }
+
+    /// Adds the ACL settings: enforced when `enabled`, by default whenever SASL is on (without
+    /// SASL every client is `User:ANONYMOUS`, so ACLs are then opt-in).
+    pub fn with_acl(
+        mut self,
+        enabled: Option<bool>,
+        super_users: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        if let Some(bad) = super_users.iter().find(|p| {
+            !p.split_once(':')
+                .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+        }) {
+            bail!("super user '{bad}' is not a principal like User:admin");
+        }
+        self.acl = AclConfig {
+            enabled: enabled.unwrap_or(!self.sasl_mechanisms.is_empty()),
+            super_users,
+            refresh: ACL_REFRESH,
+        };
+        Ok(self)
     }
 
     /// Loads the certificate, stores the start-up users' (hashed) credentials in `metadata`
@@ -181,5 +207,27 @@ mod tests {
         let bad = resolve(None, None, false, Some(vec!["GSSAPI".into()]), vec![]);
         assert!(bad.is_err());
         assert!("nopassword".parse::<SaslUser>().is_err());
+    }
+
+    #[test]
+    fn acls_follow_sasl_unless_set() {
+        let resolve =
+            |sasl| SecuritySettings::resolve(None, None, None, None, sasl, None, vec![]).unwrap();
+        let (plain, sasl) = (resolve(false), resolve(true));
+        assert!(!plain.clone().with_acl(None, vec![]).unwrap().acl.enabled);
+        assert!(plain.with_acl(Some(true), vec![]).unwrap().acl.enabled);
+        let admin = vec!["User:admin".to_string()];
+        let on = sasl.clone().with_acl(None, admin.clone()).unwrap();
+        assert!(on.acl.enabled);
+        assert_eq!(on.acl.super_users, admin);
+        assert!(
+            !sasl
+                .clone()
+                .with_acl(Some(false), vec![])
+                .unwrap()
+                .acl
+                .enabled
+        );
+        assert!(sasl.with_acl(None, vec!["admin".into()]).is_err());
     }
 }

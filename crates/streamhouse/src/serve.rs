@@ -15,7 +15,7 @@ use streamhouse_storage::{
     build_object_store, MeteredObjectStore, SegmentCache, SegmentCacheConfig,
 };
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ServeArgs, Settings};
 
@@ -50,18 +50,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let security = settings.security.listener_security(&metadata).await?;
     let http_tls = settings.security.http_tls_config()?;
     let broker = Broker::start(broker_config(&settings), agent_id, metadata, store, cache);
+    // Before the listener starts, so no request is decided without the stored ACLs.
+    broker.acls().reload().await.context("loading ACLs")?;
     info!(
         kafka = %settings.kafka_addr,
         http = %settings.http_addr,
         data_dir = %settings.data_dir.display(),
         "streamhouse agent ready"
     );
+    let acl = &settings.security.acl;
     info!(
         tls = security.tls.is_some(),
         sasl = ?settings.security.sasl_mechanisms,
         http_tls = http_tls.is_some(),
+        acl = acl.enabled,
+        super_users = ?acl.super_users,
         "listener security"
     );
+    if acl.enabled && security.sasl.is_none() {
+        warn!("ACLs are enforced without SASL: every client is User:ANONYMOUS");
+    }
     let kafka_task = tokio::spawn(streamhouse_kafka::serve_secured(
         kafka,
         broker.clone(),
@@ -146,6 +154,7 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         flush_interval: s.flush_interval,
         flush_max_bytes: s.flush_max_bytes,
         max_request_bytes: s.max_request_bytes,
+        acl: s.security.acl.clone(),
         ..BrokerConfig::default()
     }
 }

@@ -1,5 +1,6 @@
 //! The JSON API under `/api/v1`, plus `/health` and `/ready`.
 
+mod acls;
 mod cluster;
 mod groups;
 mod records;
@@ -47,6 +48,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/api/v1/groups/{group}/offsets",
             post(groups::reset_offsets),
+        )
+        .route(
+            "/api/v1/acls",
+            get(acls::list).post(acls::create).delete(acls::delete),
         )
         .route("/api/v1/agents", get(cluster::agents))
         .route("/api/v1/leases", get(cluster::leases))

@@ -404,3 +404,89 @@ async fn unknown_endpoints_are_json_404s() {
     let wrong_method = app.call(Method::PUT, "/api/v1/topics", None).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn acl_lifecycle() {
+    let app = App::start().await;
+    let acl = json!({"resource_type": "TOPIC", "resource_name": "orders-", "pattern_type": "PREFIXED",
+                     "principal": "User:alice", "operation": "READ", "permission": "ALLOW"});
+    let created = app
+        .post("/api/v1/acls", acl.clone())
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(created["host"], "*", "host defaults to any");
+    app.post("/api/v1/acls", acl)
+        .await
+        .expect(StatusCode::CREATED);
+    let literal = json!({"resource_type": "GROUP", "resource_name": "g", "principal": "User:bob",
+                         "host": "10.0.0.1", "operation": "DELETE", "permission": "DENY"});
+    let created = app
+        .post("/api/v1/acls", literal)
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(created["pattern_type"], "LITERAL");
+
+    let all = app.get("/api/v1/acls").await.expect(StatusCode::OK);
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "creating twice stores once: {all}"
+    );
+    let matching = app
+        .get("/api/v1/acls?resource_type=TOPIC&resource_name=orders-eu&pattern_type=MATCH")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(matching[0]["resource_name"], "orders-");
+    assert_eq!(matching.as_array().unwrap().len(), 1);
+    let by_bob = app
+        .get("/api/v1/acls?principal=User:bob&permission=DENY")
+        .await;
+    assert_eq!(by_bob.expect(StatusCode::OK)[0]["host"], "10.0.0.1");
+
+    for (body, code) in [
+        (
+            json!({"resource_type": "GROUP", "resource_name": "g", "principal": "User:a",
+                "operation": "WRITE", "permission": "ALLOW"}),
+            "invalid_request",
+        ),
+        (
+            json!({"resource_type": "CLUSTER", "resource_name": "c", "principal": "User:a",
+                "operation": "ALTER", "permission": "ALLOW"}),
+            "invalid_request",
+        ),
+        (
+            json!({"resource_type": "TOPIC", "resource_name": "t", "principal": "alice",
+                "operation": "READ", "permission": "ALLOW"}),
+            "invalid_request",
+        ),
+        (
+            json!({"resource_type": "TOPIC", "resource_name": "t", "principal": "User:a",
+                "operation": "READ", "permission": "MAYBE"}),
+            "bad_request",
+        ),
+        (
+            json!({"resource_type": "TOPIC", "principal": "User:a",
+                "operation": "READ", "permission": "ALLOW"}),
+            "bad_request",
+        ),
+    ] {
+        app.post("/api/v1/acls", body)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, code);
+    }
+    app.get("/api/v1/acls?operation=FLY")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    app.call(Method::DELETE, "/api/v1/acls", None)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+
+    let deleted = app
+        .call(Method::DELETE, "/api/v1/acls?principal=User:alice", None)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(deleted[0]["resource_name"], "orders-");
+    let left = app.get("/api/v1/acls").await.expect(StatusCode::OK);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["principal"], "User:bob");
+}

@@ -11,6 +11,9 @@ use crate::errors::metadata_error_code;
 pub(crate) enum GroupError {
     #[error("group id must not be empty")]
     InvalidGroupId,
+    /// The requester's ACLs do not allow the operation on the group.
+    #[error("not authorized to access group {0}")]
+    AuthorizationFailed(String),
     /// Another agent coordinates the group; the client asks FindCoordinator again.
     #[error("this agent does not coordinate group {0}")]
     NotCoordinator(String),
@@ -59,6 +62,7 @@ impl GroupError {
     pub(crate) fn code(&self) -> ResponseError {
         match self {
             Self::InvalidGroupId => ResponseError::InvalidGroupId,
+            Self::AuthorizationFailed(_) => ResponseError::GroupAuthorizationFailed,
             Self::NotCoordinator(_) => ResponseError::NotCoordinator,
             Self::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
             Self::UnknownMember { .. } => ResponseError::UnknownMemberId,

@@ -42,7 +42,8 @@ pub(crate) struct PartitionOffset {
 }
 
 impl PartitionOffset {
-    fn none(partition: i32) -> Self {
+    /// No committed offset.
+    pub(crate) fn none(partition: i32) -> Self {
         Self {
             partition,
             offset: -1,

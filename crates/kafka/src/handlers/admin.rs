@@ -20,6 +20,7 @@ use super::{str_bytes, topic_name};
 use crate::admin_api::MAX_PARTITIONS;
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
+use crate::security::{Access, Op, Resource};
 use crate::topic_config;
 
 /// DescribeConfigs resource types (Kafka's `ConfigResource.Type`).
@@ -29,11 +30,20 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub(crate) async fn create_topics(b: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub(crate) async fn create_topics(
+    b: &Broker,
+    access: &Access,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let result = match create_one(b, t, req.validate_only).await {
+        let outcome = if access.creates_topic(&name) {
+            create_one(b, t, req.validate_only).await
+        } else {
+            Err(not_authorized(&name))
+        };
+        let result = match outcome {
             Ok(topic) => CreatableTopicResult::default()
                 .with_topic_id(topic.id)
                 .with_num_partitions(topic.partitions as i32)
@@ -103,6 +113,14 @@ async fn create_one(
         .map_err(|e| (metadata_error_code(&e), e.to_string()))
 }
 
+/// The refusal of an operation on topic `name` the requester's ACLs do not allow.
+fn not_authorized(name: &str) -> (ResponseError, String) {
+    (
+        ResponseError::TopicAuthorizationFailed,
+        format!("not authorized to access topic '{name}'"),
+    )
+}
+
 /// Kafka's rules for topic names.
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
@@ -141,7 +159,11 @@ fn describe_configs_for_create(topic: &Topic) -> Vec<CreatableTopicConfigs> {
         .collect()
 }
 
-pub(crate) async fn delete_topics(b: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub(crate) async fn delete_topics(
+    b: &Broker,
+    access: &Access,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (by name or id).
     let mut names: Vec<String> = req.topic_names.iter().map(|n| n.0.to_string()).collect();
     names.extend(
@@ -152,11 +174,18 @@ pub(crate) async fn delete_topics(b: &Broker, req: DeleteTopicsRequest) -> Delet
     let mut responses = Vec::with_capacity(names.len());
     for name in names {
         let result = DeletableTopicResult::default().with_name(Some(topic_name(&name)));
-        responses.push(match b.delete_topic(&name).await {
+        let outcome = if access.allows(Op::Delete, Resource::Topic, &name) {
+            b.delete_topic(&name)
+                .await
+                .map_err(|e| (metadata_error_code(&e), e.to_string()))
+        } else {
+            Err(not_authorized(&name))
+        };
+        responses.push(match outcome {
             Ok(id) => result.with_topic_id(id),
-            Err(e) => result
-                .with_error_code(metadata_error_code(&e).code())
-                .with_error_message(Some(str_bytes(&e.to_string()))),
+            Err((code, message)) => result
+                .with_error_code(code.code())
+                .with_error_message(Some(str_bytes(&message))),
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
@@ -164,12 +193,15 @@ pub(crate) async fn delete_topics(b: &Broker, req: DeleteTopicsRequest) -> Delet
 
 pub(crate) async fn create_partitions(
     b: &Broker,
+    access: &Access,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let outcome = if t.count < 1 || t.count as u32 > MAX_PARTITIONS {
+        let outcome = if !access.allows(Op::Alter, Resource::Topic, &name) {
+            Err(not_authorized(&name))
+        } else if t.count < 1 || t.count as u32 > MAX_PARTITIONS {
             Err((
                 ResponseError::InvalidPartitions,
                 format!("partition count must be between 1 and {MAX_PARTITIONS}"),
@@ -224,6 +256,7 @@ fn partition_growth_code(e: &streamhouse_metadata::MetadataError) -> ResponseErr
 
 pub(crate) async fn describe_configs(
     b: &Broker,
+    access: &Access,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(req.resources.len());
@@ -236,12 +269,19 @@ pub(crate) async fn describe_configs(
         let result = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
+        let name = r.resource_name.as_str();
         let entries = match r.resource_type {
-            RESOURCE_TOPIC => match b.metadata().get_topic(r.resource_name.as_str()).await {
+            RESOURCE_TOPIC if !access.allows(Op::DescribeConfigs, Resource::Topic, name) => {
+                Err(ResponseError::TopicAuthorizationFailed)
+            }
+            RESOURCE_TOPIC => match b.metadata().get_topic(name).await {
                 Ok(Some(topic)) => Ok(topic_config::describe(&topic.config)),
                 Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(metadata_error_code(&e)),
             },
+            RESOURCE_BROKER if !access.on_cluster(Op::DescribeConfigs) => {
+                Err(ResponseError::ClusterAuthorizationFailed)
+            }
             RESOURCE_BROKER => Ok(b.describe_broker_config()),
             _ => Err(ResponseError::InvalidRequest),
         };

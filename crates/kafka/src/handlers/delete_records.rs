@@ -9,19 +9,30 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
+use crate::security::{Access, Op, Resource};
 
-pub(crate) async fn handle(b: &Broker, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(crate) async fn handle(
+    b: &Broker,
+    access: &Access,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        topics.push(delete_in_topic(b, t).await);
+        let permitted = access.allows(Op::Delete, Resource::Topic, t.name.0.as_str());
+        topics.push(delete_in_topic(b, t, permitted).await);
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-async fn delete_in_topic(b: &Broker, t: DeleteRecordsTopic) -> DeleteRecordsTopicResult {
+async fn delete_in_topic(
+    b: &Broker,
+    t: DeleteRecordsTopic,
+    permitted: bool,
+) -> DeleteRecordsTopicResult {
     let mut partitions = Vec::with_capacity(t.partitions.len());
     for p in t.partitions {
         let result = match u32::try_from(p.partition_index) {
+            _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
             Ok(partition) => b
                 .delete_records(t.name.0.as_str(), partition, p.offset)
                 .await

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, PartitionLog};
 use crate::errors::storage_error_code;
+use crate::security::{Access, Op, Resource};
 
 /// One requested partition, resolved once per request.
 struct Target {
@@ -21,7 +22,7 @@ struct Target {
     log: Result<Arc<PartitionLog>, ResponseError>,
 }
 
-pub(crate) async fn handle(b: &Broker, req: FetchRequest, _version: i16) -> FetchResponse {
+pub(crate) async fn handle(b: &Broker, access: &Access, req: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes > 0 {
@@ -29,7 +30,7 @@ pub(crate) async fn handle(b: &Broker, req: FetchRequest, _version: i16) -> Fetc
     } else {
         usize::MAX
     };
-    let topics = resolve(b, req).await;
+    let topics = resolve(b, access, req).await;
     loop {
         // Subscribe before reading so a commit between the read and the wait is not missed.
         let mut watchers: Vec<watch::Receiver<i64>> = topics
@@ -51,12 +52,14 @@ pub(crate) async fn handle(b: &Broker, req: FetchRequest, _version: i16) -> Fetc
     }
 }
 
-async fn resolve(b: &Broker, req: FetchRequest) -> Vec<(TopicName, Vec<Target>)> {
+async fn resolve(b: &Broker, access: &Access, req: FetchRequest) -> Vec<(TopicName, Vec<Target>)> {
     let mut out = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let permitted = access.allows(Op::Read, Resource::Topic, t.topic.0.as_str());
         let mut targets = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let log = match u32::try_from(p.partition) {
+                _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(partition) => b
                     .partition(t.topic.0.as_str(), partition)
                     .await

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -19,7 +20,7 @@ use kafka_protocol::messages::{
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use streamhouse_metadata::AgentInfo;
+use streamhouse_metadata::{AgentInfo, CLUSTER_NAME};
 
 use super::str_bytes;
 use crate::broker::Broker;
@@ -27,6 +28,7 @@ use crate::connection::ConnectionState;
 use crate::groups::{
     GroupDescription, GroupError, JoinRequest, JoinResponse, MemberInfo, Protocol, SyncRequest,
 };
+use crate::security::{Access, Op, Resource};
 
 /// The requesting client, as DescribeGroups reports members.
 pub(crate) struct Client {
@@ -51,6 +53,9 @@ impl Client {
     }
 }
 
+/// FindCoordinator's key type for consumer groups (1 is transactions).
+const GROUP_KEY: i8 = 0;
+
 fn opt_string(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
@@ -59,10 +64,18 @@ fn opt_str_bytes(s: Option<String>) -> Option<StrBytes> {
     s.as_deref().map(str_bytes)
 }
 
-/// Group requests are served only by the group's coordinator; elsewhere they fail with
-/// NOT_COORDINATOR, which sends the client back to FindCoordinator (as in Kafka).
-pub(crate) fn coordinating(b: &Broker, group: &str) -> Result<(), GroupError> {
-    if b.is_coordinator(group) {
+/// Group requests are served only to requesters whose ACLs allow `op` on the group (checked
+/// first, as in Kafka) and only by the group's coordinator; elsewhere they fail with
+/// NOT_COORDINATOR, which sends the client back to FindCoordinator.
+pub(crate) fn coordinating(
+    b: &Broker,
+    access: &Access,
+    op: Op,
+    group: &str,
+) -> Result<(), GroupError> {
+    if !access.allows(op, Resource::Group, group) {
+        Err(GroupError::AuthorizationFailed(group.to_string()))
+    } else if b.is_coordinator(group) {
         Ok(())
     } else {
         Err(GroupError::NotCoordinator(group.to_string()))
@@ -72,9 +85,16 @@ pub(crate) fn coordinating(b: &Broker, group: &str) -> Result<(), GroupError> {
 /// The coordinator of each key: the live agent the shared assignment names for it.
 pub(crate) fn find_coordinator(
     b: &Broker,
+    access: &Access,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    // Finding a group's coordinator needs DESCRIBE on it; transaction keys are not checked
+    // (InitProducerId refuses transactional producers anyway).
+    let refused =
+        |key: &str| req.key_type == GROUP_KEY && !access.allows(Op::Describe, Resource::Group, key);
+    let no_node = (BrokerId(-1), StrBytes::default(), -1);
+    let group_denied = ResponseError::GroupAuthorizationFailed.code();
     let view = b.membership.view();
     let coordinator_of = |key: &str| -> (BrokerId, StrBytes, i32) {
         let agent: Option<&AgentInfo> = view.assignment.coordinator(key);
@@ -96,17 +116,29 @@ pub(crate) fn find_coordinator(
         }
     };
     let response = FindCoordinatorResponse::default().with_error_message(None);
+    let answer = |key: &str| {
+        if refused(key) {
+            (group_denied, no_node.clone())
+        } else {
+            (0, coordinator_of(key))
+        }
+    };
     if version < 4 {
-        let (node, host, port) = coordinator_of(req.key.as_str());
-        return response.with_node_id(node).with_host(host).with_port(port);
+        let (code, (node, host, port)) = answer(req.key.as_str());
+        return response
+            .with_error_code(code)
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port);
     }
     let coordinators = req
         .coordinator_keys
-        .into_iter()
+        .iter()
         .map(|key| {
-            let (node, host, port) = coordinator_of(key.as_str());
+            let (code, (node, host, port)) = answer(key.as_str());
             Coordinator::default()
-                .with_key(key)
+                .with_key(key.clone())
+                .with_error_code(code)
                 .with_node_id(node)
                 .with_host(host)
                 .with_port(port)
@@ -117,13 +149,15 @@ pub(crate) fn find_coordinator(
 
 pub(crate) async fn join_group(
     b: &Broker,
+    access: &Access,
     client: Client,
     req: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
-    let result = match coordinating(b, &group_id).and_then(|()| join_request(client, req, version))
+    let result = match coordinating(b, access, Op::Read, &group_id)
+        .and_then(|()| join_request(client, req, version))
     {
         Ok(join) => b.groups().join(&group_id, join).await,
         Err(e) => Err(e),
@@ -223,6 +257,7 @@ fn join_error(e: GroupError, member_id: String, version: i16) -> JoinGroupRespon
 
 pub(crate) async fn sync_group(
     b: &Broker,
+    access: &Access,
     req: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
@@ -239,7 +274,7 @@ pub(crate) async fn sync_group(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let synced = match coordinating(b, &group_id) {
+    let synced = match coordinating(b, access, Op::Read, &group_id) {
         Ok(()) => b.groups().sync(&group_id, sync).await,
         Err(e) => Err(e),
     };
@@ -253,9 +288,9 @@ pub(crate) async fn sync_group(
     }
 }
 
-pub(crate) fn heartbeat(b: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
+pub(crate) fn heartbeat(b: &Broker, access: &Access, req: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = req.group_id.0.as_str();
-    let result = coordinating(b, group_id).and_then(|()| {
+    let result = coordinating(b, access, Op::Read, group_id).and_then(|()| {
         b.groups().heartbeat(
             group_id,
             req.member_id.as_str(),
@@ -273,7 +308,12 @@ fn error_code(result: &Result<(), GroupError>) -> i16 {
     }
 }
 
-pub(crate) fn leave_group(b: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub(crate) fn leave_group(
+    b: &Broker,
+    access: &Access,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     // v3+ batches members (and may name static members by instance id only).
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
@@ -284,7 +324,8 @@ pub(crate) fn leave_group(b: &Broker, req: LeaveGroupRequest, version: i16) -> L
         vec![(req.member_id.to_string(), None)]
     };
     let group_id = req.group_id.0.as_str();
-    let left = coordinating(b, group_id).and_then(|()| b.groups().leave(group_id, &members));
+    let left = coordinating(b, access, Op::Read, group_id)
+        .and_then(|()| b.groups().leave(group_id, &members));
     let results = match left {
         Ok(results) => results,
         Err(e) => return LeaveGroupResponse::default().with_error_code(e.code().code()),
@@ -308,6 +349,7 @@ pub(crate) fn leave_group(b: &Broker, req: LeaveGroupRequest, version: i16) -> L
 
 pub(crate) async fn list_groups(
     b: &Broker,
+    access: &Access,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
@@ -320,10 +362,14 @@ pub(crate) async fn list_groups(
         Ok(groups) => groups,
         Err(e) => return ListGroupsResponse::default().with_error_code(e.code().code()),
     };
+    // DESCRIBE on the cluster shows every group; otherwise only those the requester may
+    // describe are listed (as in Kafka).
+    let shows_all = access.shows(Op::Describe, Resource::Cluster, CLUSTER_NAME);
     let listed = groups
         .into_iter()
         // Each agent lists the groups it coordinates; admin clients ask every agent.
         .filter(|g| b.is_coordinator(&g.group_id))
+        .filter(|g| shows_all || access.shows(Op::Describe, Resource::Group, &g.group_id))
         .filter(|g| wanted.is_empty() || wanted.contains(&g.state.name().to_ascii_lowercase()))
         .map(|g| {
             let listed = ListedGroup::default()
@@ -341,13 +387,14 @@ pub(crate) async fn list_groups(
 
 pub(crate) async fn describe_groups(
     b: &Broker,
+    access: &Access,
     req: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let described = DescribedGroup::default().with_group_id(group_id.clone());
-        let found = match coordinating(b, group_id.0.as_str()) {
+        let found = match coordinating(b, access, Op::Describe, group_id.0.as_str()) {
             Ok(()) => b.groups().describe_group(group_id.0.as_str()).await,
             Err(e) => Err(e),
         };
@@ -383,10 +430,14 @@ fn describe(out: DescribedGroup, d: GroupDescription, version: i16) -> Described
         .with_members(members)
 }
 
-pub(crate) async fn delete_groups(b: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(crate) async fn delete_groups(
+    b: &Broker,
+    access: &Access,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
-        let result = match coordinating(b, group_id.0.as_str()) {
+        let result = match coordinating(b, access, Op::Delete, group_id.0.as_str()) {
             Ok(()) => b.groups().delete_group(group_id.0.as_str()).await,
             Err(e) => Err(e),
         };

@@ -5,8 +5,13 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
+use crate::security::{Access, Op, Resource};
 
-pub(crate) async fn handle(b: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(crate) async fn handle(
+    b: &Broker,
+    access: &Access,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -14,6 +19,11 @@ pub(crate) async fn handle(b: &Broker, req: InitProducerIdRequest) -> InitProduc
         // A transactional producer needs a transaction coordinator, which StreamHouse does not
         // have; refuse clearly instead of pretending.
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some
+    // topic.
+    if !(access.on_some(Op::Write, Resource::Topic) || access.on_cluster(Op::IdempotentWrite)) {
+        return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     // KIP-360: a producer that lost track of its sequences re-initialises with its current id
     // and epoch and gets the next epoch, which resets sequence numbers on every partition.

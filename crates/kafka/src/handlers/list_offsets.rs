@@ -10,18 +10,25 @@ use streamhouse_storage::StorageError;
 
 use crate::broker::{Broker, PartitionLog};
 use crate::errors::storage_error_code;
+use crate::security::{Access, Op, Resource};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub(crate) async fn handle(b: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) async fn handle(
+    b: &Broker,
+    access: &Access,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let permitted = access.allows(Op::Describe, Resource::Topic, t.name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let result = match u32::try_from(p.partition_index) {
+                _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
                     Ok(log) => lookup(&log, p.timestamp)
                         .await

@@ -13,8 +13,14 @@ use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::cluster::ClusterView;
 use crate::errors::metadata_error_code;
+use crate::security::{Access, Op, Resource};
 
-pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) async fn handle(
+    b: &Broker,
+    access: &Access,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let config = b.config();
     let node = BrokerId(config.node_id);
     let view = b.cluster_view().await;
@@ -30,20 +36,27 @@ pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> Me
         })
         .collect();
     // Before v4 the request had no flag and auto-creation followed the broker setting alone.
-    let may_create = config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let auto_create = config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let topics = match req.topics {
         Some(requested) if !(requested.is_empty() && version == 0) => {
             let mut out = Vec::with_capacity(requested.len());
             for t in requested {
                 out.push(match t.name {
-                    Some(name) => describe_named(b, &view, name.0.as_str(), may_create).await,
-                    None => describe_by_id(b, &view, t.topic_id).await,
+                    Some(name) => {
+                        describe_named(b, access, &view, name.0.as_str(), auto_create).await
+                    }
+                    None => describe_by_id(b, access, &view, t.topic_id).await,
                 });
             }
             out
         }
+        // Listing every topic shows only those the requester may describe, as in Kafka.
         _ => match b.metadata().list_topics().await {
-            Ok(all) => all.iter().map(|t| describe_topic(&view, t)).collect(),
+            Ok(all) => all
+                .iter()
+                .filter(|t| access.shows(Op::Describe, Resource::Topic, &t.name))
+                .map(|t| describe_topic(&view, t))
+                .collect(),
             Err(e) => {
                 tracing::warn!("metadata: listing topics failed: {e}");
                 Vec::new()
@@ -59,30 +72,53 @@ pub(crate) async fn handle(b: &Broker, req: MetadataRequest, version: i16) -> Me
 
 async fn describe_named(
     b: &Broker,
+    access: &Access,
     view: &ClusterView,
     name: &str,
-    may_create: bool,
+    auto_create: bool,
 ) -> MetadataResponseTopic {
-    match b.topic_or_auto_create(name, may_create).await {
+    if !access.allows(Op::Describe, Resource::Topic, name) {
+        return topic_error(name, ResponseError::TopicAuthorizationFailed);
+    }
+    let found = match b.metadata().get_topic(name).await {
+        // Auto-creation needs CREATE, as an explicit CreateTopics does.
+        Ok(None) if auto_create => {
+            if !access.creates_topic(name) {
+                return topic_error(name, ResponseError::TopicAuthorizationFailed);
+            }
+            b.topic_or_auto_create(name, true).await
+        }
+        other => other,
+    };
+    match found {
         Ok(Some(topic)) => describe_topic(view, &topic),
         Ok(None) => topic_error(name, ResponseError::UnknownTopicOrPartition),
         Err(e) => topic_error(name, metadata_error_code(&e)),
     }
 }
 
-async fn describe_by_id(b: &Broker, view: &ClusterView, id: Uuid) -> MetadataResponseTopic {
+async fn describe_by_id(
+    b: &Broker,
+    access: &Access,
+    view: &ClusterView,
+    id: Uuid,
+) -> MetadataResponseTopic {
     let found = b
         .metadata()
         .list_topics()
         .await
         .ok()
         .and_then(|all| all.into_iter().find(|t| t.id == id));
-    match found {
-        Some(topic) => describe_topic(view, &topic),
-        None => MetadataResponseTopic::default()
-            .with_topic_id(id)
-            .with_error_code(ResponseError::UnknownTopicId.code()),
-    }
+    let error = match found {
+        Some(topic) if access.allows(Op::Describe, Resource::Topic, &topic.name) => {
+            return describe_topic(view, &topic)
+        }
+        Some(_) => ResponseError::TopicAuthorizationFailed,
+        None => ResponseError::UnknownTopicId,
+    };
+    MetadataResponseTopic::default()
+        .with_topic_id(id)
+        .with_error_code(error.code())
 }
 
 fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {

@@ -1,6 +1,7 @@
 //! One module per Kafka API. Each turns a decoded request into a response; errors inside a
 //! request become Kafka error codes in the response, never a dropped connection.
 
+pub(crate) mod acls;
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod delete_records;
@@ -23,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::connection::ConnectionState;
+use crate::security::Access;
 
 /// What a started request will send back.
 pub(crate) enum Reply {
@@ -33,6 +35,10 @@ pub(crate) enum Reply {
 }
 
 /// Starts handling a request whose version the caller has checked against [`crate::versions`].
+///
+/// Each handler is given the request's [`Access`] and checks it where it resolves each topic
+/// or group, so a refused part gets Kafka's authorization error in its usual place in the
+/// response while the rest of the request proceeds.
 pub(crate) fn dispatch(
     broker: &Arc<Broker>,
     conn: &mut ConnectionState,
@@ -41,96 +47,105 @@ pub(crate) fn dispatch(
 ) -> Reply {
     let v = header.request_api_version;
     let b = broker.clone();
+    let user = conn.sasl.as_ref().and_then(|s| s.user());
+    let a = Access::new(&broker.authorizer, user, conn.peer);
     match request {
-        RequestKind::Produce(r) => produce::start(broker, conn, r),
+        RequestKind::Produce(r) => produce::start(broker, conn, a, r),
         RequestKind::Fetch(r) => {
-            later(async move { ResponseKind::Fetch(fetch::handle(&b, r, v).await) })
+            later(async move { ResponseKind::Fetch(fetch::handle(&b, &a, r).await) })
         }
         RequestKind::ListOffsets(r) => {
-            later(async move { ResponseKind::ListOffsets(list_offsets::handle(&b, r).await) })
+            later(async move { ResponseKind::ListOffsets(list_offsets::handle(&b, &a, r).await) })
         }
         RequestKind::Metadata(r) => {
-            later(async move { ResponseKind::Metadata(metadata::handle(&b, r, v).await) })
+            later(async move { ResponseKind::Metadata(metadata::handle(&b, &a, r, v).await) })
         }
         RequestKind::ApiVersions(_) => {
             later(async move { ResponseKind::ApiVersions(api_versions::handle()) })
         }
         RequestKind::CreateTopics(r) => {
-            later(async move { ResponseKind::CreateTopics(admin::create_topics(&b, r).await) })
+            later(async move { ResponseKind::CreateTopics(admin::create_topics(&b, &a, r).await) })
         }
         RequestKind::DeleteTopics(r) => {
-            later(async move { ResponseKind::DeleteTopics(admin::delete_topics(&b, r).await) })
+            later(async move { ResponseKind::DeleteTopics(admin::delete_topics(&b, &a, r).await) })
         }
-        RequestKind::CreatePartitions(r) => {
-            later(
-                async move { ResponseKind::CreatePartitions(admin::create_partitions(&b, r).await) },
-            )
-        }
+        RequestKind::CreatePartitions(r) => later(async move {
+            ResponseKind::CreatePartitions(admin::create_partitions(&b, &a, r).await)
+        }),
         RequestKind::DescribeConfigs(r) => {
             later(
-                async move { ResponseKind::DescribeConfigs(admin::describe_configs(&b, r).await) },
+                async move { ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await) },
             )
         }
         RequestKind::InitProducerId(r) => {
             later(
-                async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, r).await) },
+                async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, &a, r).await) },
             )
         }
         RequestKind::FindCoordinator(r) => {
-            later(async move { ResponseKind::FindCoordinator(groups::find_coordinator(&b, r, v)) })
+            later(
+                async move { ResponseKind::FindCoordinator(groups::find_coordinator(&b, &a, r, v)) },
+            )
         }
         RequestKind::JoinGroup(r) => {
             let client = groups::Client::new(header, conn);
             later(
-                async move { ResponseKind::JoinGroup(groups::join_group(&b, client, r, v).await) },
+                async move { ResponseKind::JoinGroup(groups::join_group(&b, &a, client, r, v).await) },
             )
         }
         RequestKind::SyncGroup(r) => {
-            later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, r, v).await) })
+            later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, &a, r, v).await) })
         }
         RequestKind::Heartbeat(r) => {
-            later(async move { ResponseKind::Heartbeat(groups::heartbeat(&b, r)) })
+            later(async move { ResponseKind::Heartbeat(groups::heartbeat(&b, &a, r)) })
         }
         RequestKind::LeaveGroup(r) => {
-            later(async move { ResponseKind::LeaveGroup(groups::leave_group(&b, r, v)) })
+            later(async move { ResponseKind::LeaveGroup(groups::leave_group(&b, &a, r, v)) })
         }
         RequestKind::ListGroups(r) => {
-            later(async move { ResponseKind::ListGroups(groups::list_groups(&b, r, v).await) })
+            later(async move { ResponseKind::ListGroups(groups::list_groups(&b, &a, r, v).await) })
         }
-        RequestKind::DescribeGroups(r) => {
-            later(
-                async move { ResponseKind::DescribeGroups(groups::describe_groups(&b, r, v).await) },
-            )
-        }
+        RequestKind::DescribeGroups(r) => later(async move {
+            ResponseKind::DescribeGroups(groups::describe_groups(&b, &a, r, v).await)
+        }),
         RequestKind::DeleteGroups(r) => {
-            later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, r).await) })
+            later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, &a, r).await) })
         }
         RequestKind::OffsetCommit(r) => {
-            later(async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, r).await) })
+            later(
+                async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await) },
+            )
         }
         RequestKind::OffsetFetch(r) => {
-            later(async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, r, v).await) })
+            later(
+                async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, &a, r, v).await) },
+            )
         }
         RequestKind::OffsetDelete(r) => {
-            later(async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, r).await) })
+            later(
+                async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, &a, r).await) },
+            )
         }
         RequestKind::DeleteRecords(r) => {
-            later(async move { ResponseKind::DeleteRecords(delete_records::handle(&b, r).await) })
+            later(
+                async move { ResponseKind::DeleteRecords(delete_records::handle(&b, &a, r).await) },
+            )
         }
-        RequestKind::DescribeUserScramCredentials(r) => {
-            let caller = scram_users::Caller::of(conn);
-            later(async move {
-                ResponseKind::DescribeUserScramCredentials(
-                    scram_users::describe(&b, caller, r).await,
-                )
-            })
+        RequestKind::CreateAcls(r) => {
+            later(async move { ResponseKind::CreateAcls(acls::create_acls(&b, &a, r).await) })
         }
-        RequestKind::AlterUserScramCredentials(r) => {
-            let caller = scram_users::Caller::of(conn);
-            later(async move {
-                ResponseKind::AlterUserScramCredentials(scram_users::alter(&b, caller, r).await)
-            })
+        RequestKind::DescribeAcls(r) => {
+            later(async move { ResponseKind::DescribeAcls(acls::describe_acls(&b, &a, r).await) })
         }
+        RequestKind::DeleteAcls(r) => {
+            later(async move { ResponseKind::DeleteAcls(acls::delete_acls(&b, &a, r).await) })
+        }
+        RequestKind::DescribeUserScramCredentials(r) => later(async move {
+            ResponseKind::DescribeUserScramCredentials(scram_users::describe(&b, &a, r).await)
+        }),
+        RequestKind::AlterUserScramCredentials(r) => later(async move {
+            ResponseKind::AlterUserScramCredentials(scram_users::alter(&b, &a, r).await)
+        }),
         RequestKind::SaslHandshake(_) => later(async { sasl::handshake_disabled() }),
         RequestKind::SaslAuthenticate(_) => later(async { sasl::authenticate_disabled() }),
         other => unreachable!("version table admits {other:?} but no handler exists"),

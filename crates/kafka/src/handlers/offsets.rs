@@ -16,21 +16,39 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
+use kafka_protocol::error::ResponseError;
+
 use super::groups::coordinating;
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::groups::{Committer, OffsetCommit, PartitionOffset, TopicPartitions};
+use crate::groups::{Committer, GroupError, OffsetCommit, PartitionOffset, TopicPartitions};
+use crate::security::{Access, Op, Resource};
 
-pub(crate) async fn offset_commit(b: &Broker, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(crate) async fn offset_commit(
+    b: &Broker,
+    access: &Access,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let committer = Committer {
         generation: req.generation_id_or_member_epoch,
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
     };
+    let group_id = req.group_id.0.as_str();
+    let group = coordinating(b, access, Op::Read, group_id);
+    let group_code = group.as_ref().err().map(|e| e.code().code());
+    // Only topics the requester may read are committed (checked once the group is allowed).
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| group.is_ok() && access.allows(Op::Read, Resource::Topic, t.name.0.as_str()))
+        .collect();
     let commits: Vec<OffsetCommit> = req
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, readable)| **readable)
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(|p| OffsetCommit {
                 topic: t.name.0.to_string(),
                 partition: p.partition_index,
@@ -40,8 +58,7 @@ pub(crate) async fn offset_commit(b: &Broker, req: OffsetCommitRequest) -> Offse
             })
         })
         .collect();
-    let group_id = req.group_id.0.as_str();
-    let results = match coordinating(b, group_id) {
+    let results = match group {
         Ok(()) => {
             b.groups()
                 .commit_offsets(group_id, &committer, &commits)
@@ -49,21 +66,28 @@ pub(crate) async fn offset_commit(b: &Broker, req: OffsetCommitRequest) -> Offse
         }
         Err(e) => Err(e),
     };
-    let mut codes = commits.iter().enumerate().map(|(i, _)| match &results {
+    // One code per partition of a readable topic, in request order.
+    let mut committed = commits.iter().enumerate().map(|(i, _)| match &results {
         Ok(per_partition) => per_partition[i].err().map_or(0, |e| e.code()),
         Err(e) => e.code().code(),
     });
     let topics = req
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, readable)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
+                    let code = match (group_code, readable) {
+                        (Some(code), _) => code,
+                        (None, false) => ResponseError::TopicAuthorizationFailed.code(),
+                        (None, true) => committed.next().unwrap_or_default(),
+                    };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(codes.next().unwrap_or_default())
+                        .with_error_code(code)
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
@@ -74,13 +98,52 @@ pub(crate) async fn offset_commit(b: &Broker, req: OffsetCommitRequest) -> Offse
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// A topic's offsets in an OffsetFetch answer, with the error code of each of its partitions.
+type TopicOffsets = (String, Vec<PartitionOffset>, i16);
+
+/// The committed offsets of `group_id` the requester may see (DESCRIBE on the group, then on
+/// each topic): named topics it may not describe are answered with TOPIC_AUTHORIZATION_FAILED,
+/// and when every topic is asked for, those are left out (as in Kafka).
+async fn visible_offsets(
+    b: &Broker,
+    access: &Access,
+    group_id: &str,
+    topics: Option<TopicPartitions>,
+) -> Result<Vec<TopicOffsets>, GroupError> {
+    coordinating(b, access, Op::Describe, group_id)?;
+    let describable = |topic: &str| access.allows(Op::Describe, Resource::Topic, topic);
+    let (wanted, refused): (Option<TopicPartitions>, TopicPartitions) = match topics {
+        Some(topics) => {
+            let (wanted, refused) = topics.into_iter().partition(|(t, _)| describable(t));
+            (Some(wanted), refused)
+        }
+        None => (None, Vec::new()),
+    };
+    let every_topic = wanted.is_none();
+    let found = b.groups().fetch_offsets(group_id, wanted).await?;
+    let found = found
+        .into_iter()
+        .filter(|(t, _)| !every_topic || access.shows(Op::Describe, Resource::Topic, t))
+        .map(|(topic, offsets)| (topic, offsets, 0));
+    let refused = refused.into_iter().map(|(topic, partitions)| {
+        let offsets = partitions.into_iter().map(PartitionOffset::none).collect();
+        (
+            topic,
+            offsets,
+            ResponseError::TopicAuthorizationFailed.code(),
+        )
+    });
+    Ok(found.chain(refused).collect())
+}
+
 pub(crate) async fn offset_fetch(
     b: &Broker,
+    access: &Access,
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
     if version >= 8 {
-        return fetch_groups(b, req).await;
+        return fetch_groups(b, access, req).await;
     }
     let topics = req.topics.map(|topics| {
         topics
@@ -88,19 +151,14 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let group_id = req.group_id.0.as_str();
-    let fetched = match coordinating(b, group_id) {
-        Ok(()) => b.groups().fetch_offsets(group_id, topics).await,
-        Err(e) => Err(e),
-    };
-    match fetched {
+    match visible_offsets(b, access, req.group_id.0.as_str(), topics).await {
         Ok(found) => {
             let topics = found
                 .into_iter()
-                .map(|(topic, offsets)| {
+                .map(|(topic, offsets, code)| {
                     let partitions = offsets
                         .into_iter()
-                        .map(|o| legacy_partition(o, version))
+                        .map(|o| legacy_partition(o, version).with_error_code(code))
                         .collect();
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(str_bytes(&topic)))
@@ -123,7 +181,7 @@ fn legacy_partition(o: PartitionOffset, version: i16) -> OffsetFetchResponsePart
         .with_metadata(o.metadata.as_deref().map(str_bytes))
 }
 
-async fn fetch_groups(b: &Broker, req: OffsetFetchRequest) -> OffsetFetchResponse {
+async fn fetch_groups(b: &Broker, access: &Access, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
         let topics: Option<TopicPartitions> = g.topics.map(|topics| {
@@ -133,20 +191,17 @@ async fn fetch_groups(b: &Broker, req: OffsetFetchRequest) -> OffsetFetchRespons
                 .collect()
         });
         let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-        let group_id = g.group_id.0.as_str();
-        let fetched = match coordinating(b, group_id) {
-            Ok(()) => b.groups().fetch_offsets(group_id, topics).await,
-            Err(e) => Err(e),
-        };
-        groups.push(match fetched {
-            Ok(found) => out.with_topics(found.into_iter().map(group_topic).collect()),
-            Err(e) => out.with_error_code(e.code().code()),
-        });
+        groups.push(
+            match visible_offsets(b, access, g.group_id.0.as_str(), topics).await {
+                Ok(found) => out.with_topics(found.into_iter().map(group_topic).collect()),
+                Err(e) => out.with_error_code(e.code().code()),
+            },
+        );
     }
     OffsetFetchResponse::default().with_groups(groups)
 }
 
-fn group_topic((topic, offsets): (String, Vec<PartitionOffset>)) -> OffsetFetchResponseTopics {
+fn group_topic((topic, offsets, code): TopicOffsets) -> OffsetFetchResponseTopics {
     let partitions = offsets
         .into_iter()
         .map(|o| {
@@ -155,6 +210,7 @@ fn group_topic((topic, offsets): (String, Vec<PartitionOffset>)) -> OffsetFetchR
                 .with_committed_offset(o.offset)
                 .with_committed_leader_epoch(o.leader_epoch)
                 .with_metadata(o.metadata.as_deref().map(str_bytes))
+                .with_error_code(code)
         })
         .collect();
     OffsetFetchResponseTopics::default()
@@ -162,7 +218,12 @@ fn group_topic((topic, offsets): (String, Vec<PartitionOffset>)) -> OffsetFetchR
         .with_partitions(partitions)
 }
 
-pub(crate) async fn offset_delete(b: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(crate) async fn offset_delete(
+    b: &Broker,
+    access: &Access,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group_id = req.group_id.0.as_str();
     let topics: TopicPartitions = req
         .topics
         .into_iter()
@@ -171,9 +232,23 @@ pub(crate) async fn offset_delete(b: &Broker, req: OffsetDeleteRequest) -> Offse
             (t.name.0.to_string(), partitions)
         })
         .collect();
-    let group_id = req.group_id.0.as_str();
-    let deleted = match coordinating(b, group_id) {
-        Ok(()) => b.groups().delete_offsets(group_id, topics).await,
+    let deleted = match coordinating(b, access, Op::Delete, group_id) {
+        Ok(()) => {
+            // Offsets of a topic are deleted only with READ on it.
+            let (readable, refused): (TopicPartitions, TopicPartitions) = topics
+                .into_iter()
+                .partition(|(t, _)| access.allows(Op::Read, Resource::Topic, t));
+            b.groups()
+                .delete_offsets(group_id, readable)
+                .await
+                .map(|mut results| {
+                    results.extend(refused.into_iter().map(|(topic, partitions)| {
+                        let denied = Err(ResponseError::TopicAuthorizationFailed);
+                        (topic, partitions.into_iter().map(|p| (p, denied)).collect())
+                    }));
+                    results
+                })
+        }
         Err(e) => Err(e),
     };
     match deleted {

@@ -16,6 +16,7 @@ use super::{str_bytes, Reply};
 use crate::broker::{Broker, PartitionLog};
 use crate::connection::ConnectionState;
 use crate::errors::storage_error_code;
+use crate::security::{Access, Op, Resource};
 
 /// Starts a Produce. Appends of one connection happen strictly in request order, even when a
 /// partition has to be opened first, because an idempotent producer pipelines batches with
@@ -23,6 +24,7 @@ use crate::errors::storage_error_code;
 pub(crate) fn start(
     broker: &Arc<Broker>,
     conn: &mut ConnectionState,
+    access: Access,
     req: ProduceRequest,
 ) -> Reply {
     let previous = conn.produce_order.take();
@@ -34,7 +36,7 @@ pub(crate) fn start(
         if let Some(previous) = previous {
             let _ = previous.await;
         }
-        let appended = append_all(&b, req).await;
+        let appended = append_all(&b, &access, req).await;
         let _ = appended_tx.send(());
         appended
     };
@@ -59,18 +61,35 @@ struct PartitionOutcome {
 
 type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, Vec<PartitionOutcome>)>;
 
-async fn append_all(b: &Broker, req: ProduceRequest) -> (Duration, TopicOutcomes) {
+async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Duration, TopicOutcomes) {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
+        let topic = t.name.0.as_str();
+        let permitted = access.allows(Op::Write, Resource::Topic, topic);
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            partitions.push(append_partition(b, t.name.0.as_str(), p.index, p.records).await);
+            partitions.push(if permitted {
+                append_partition(b, topic, p.index, p.records).await
+            } else {
+                PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)
+            });
         }
         topics.push((t.name, partitions));
     }
     metrics::counter!("streamhouse_produce_requests_total").increment(1);
     (timeout, topics)
+}
+
+impl PartitionOutcome {
+    /// Refused with `code` before anything was appended.
+    fn failed(index: i32, code: ResponseError) -> Self {
+        Self {
+            index,
+            log_start_offset: -1,
+            result: Err((code, String::new())),
+        }
+    }
 }
 
 async fn append_partition(
@@ -79,11 +98,7 @@ async fn append_partition(
     index: i32,
     records: Option<Bytes>,
 ) -> PartitionOutcome {
-    let mut outcome = PartitionOutcome {
-        index,
-        log_start_offset: -1,
-        result: Err((ResponseError::UnknownTopicOrPartition, String::new())),
-    };
+    let mut outcome = PartitionOutcome::failed(index, ResponseError::UnknownTopicOrPartition);
     let Ok(partition) = u32::try_from(index) else {
         return outcome;
     };

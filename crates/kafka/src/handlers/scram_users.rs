@@ -18,34 +18,8 @@ use kafka_protocol::messages::{
 use super::str_bytes;
 use crate::api_error::ApiError;
 use crate::broker::Broker;
-use crate::connection::ConnectionState;
 use crate::errors::metadata_error_code;
-use crate::security::{
-    cluster_authorized, validate_iterations, ClusterOperation, ScramAlgorithm, UserDescription,
-};
-
-/// Who sent the request, for the authorization check.
-pub(crate) struct Caller {
-    principal: Option<String>,
-    sasl_required: bool,
-}
-
-impl Caller {
-    pub(crate) fn of(conn: &ConnectionState) -> Self {
-        Self {
-            principal: conn
-                .sasl
-                .as_ref()
-                .and_then(|s| s.user())
-                .map(str::to_string),
-            sasl_required: conn.sasl.is_some(),
-        }
-    }
-
-    fn may(&self, op: ClusterOperation) -> bool {
-        cluster_authorized(self.principal.as_deref(), self.sasl_required, op)
-    }
-}
+use crate::security::{validate_iterations, Access, Op, ScramAlgorithm, UserDescription};
 
 /// A per-user failure: code and message.
 type Failure = (ResponseError, String);
@@ -59,11 +33,11 @@ fn unauthorized() -> Failure {
 
 pub(crate) async fn describe(
     b: &Broker,
-    caller: Caller,
+    access: &Access,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     let response = DescribeUserScramCredentialsResponse::default();
-    let listed = if caller.may(ClusterOperation::Describe) {
+    let listed = if access.on_cluster(Op::Describe) {
         b.users().list().await.map_err(|e| failure(&e))
     } else {
         Err(unauthorized())
@@ -143,10 +117,10 @@ enum Planned {
 
 pub(crate) async fn alter(
     b: &Broker,
-    caller: Caller,
+    access: &Access,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    let authorized = caller.may(ClusterOperation::Alter);
+    let authorized = access.on_cluster(Op::Alter);
     // Users in first-seen order, each with one planned change: as in Kafka (KRaft), a user
     // named twice in one request (whatever the mechanisms) fails with DUPLICATE_RESOURCE, and a
     // user whose change is invalid keeps its first error.

@@ -1,8 +1,9 @@
-//! Security of the Kafka listener: TLS transport and SASL authentication. Both are off unless
-//! configured, so a default listener is plaintext and unauthenticated. Also the TLS
-//! configurations of the HTTP listener and the CLI, the SCRAM client the CLI logs in with, and
-//! user administration ([`Users`]).
+//! Security of the Kafka listener: TLS transport, SASL authentication and ACL authorization.
+//! All are off unless configured, so a default listener is plaintext, unauthenticated and
+//! allows everything. Also the TLS configurations of the HTTP listener and the CLI, the SCRAM
+//! client the CLI logs in with, and user administration ([`Users`]).
 
+mod acl;
 mod sasl;
 mod scram;
 mod scram_client;
@@ -11,6 +12,8 @@ mod users;
 
 use std::sync::Arc;
 
+pub use acl::AclConfig;
+pub(crate) use acl::{Access, Authorizer, Op, Resource};
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
 pub use scram::{
@@ -19,7 +22,6 @@ pub use scram::{
 };
 pub use scram_client::{ScramClient, ScramServerCheck};
 pub use tls::{client_config, server_config, tls_acceptor, TlsError};
-pub(crate) use users::{cluster_authorized, ClusterOperation};
 pub use users::{
     validate_iterations, validate_user_name, CredentialInfo, UserDescription, Users,
     MAX_PASSWORD_BYTES, MAX_USER_NAME_CHARS,

@@ -1,4 +1,5 @@
-//! The server side of SCRAM (RFC 5802, with SHA-256 per RFC 7677 and SHA-512 as Kafka uses it).
+//! SCRAM (RFC 5802, with SHA-256 per RFC 7677 and SHA-512 as Kafka uses it): the server side
+//! (the client side is `scram_client.rs`).
 //!
 //! The server keeps only [`ScramCredential`]s (salt, iteration count, StoredKey, ServerKey), so a
 //! leaked credential table does not reveal passwords and cannot be replayed as a PLAIN password.

@@ -45,32 +45,6 @@ pub struct UserDescription {
     pub credentials: Vec<CredentialInfo>,
 }
 
-/// Who may call an operation on the cluster resource (Kafka's CLUSTER ACL resource).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClusterOperation {
-    /// DESCRIBE, e.g. DescribeUserScramCredentials.
-    Describe,
-    /// ALTER, e.g. AlterUserScramCredentials.
-    Alter,
-}
-
-/// Whether a Kafka request may perform `op` on the cluster. `principal` is the connection's
-/// authenticated user; `sasl_required` says whether its listener requires SASL.
-///
-/// This is the authorization seam for user administration. Without SASL every client is
-/// `ANONYMOUS` and, as in Kafka without an authorizer, allowed. With SASL, only authenticated
-/// connections reach handlers, and every authenticated principal is allowed for now: ACLs
-/// (super users) plug in here by answering `false` for principals that are not super users
-/// (or lack ALTER/DESCRIBE on CLUSTER).
-pub(crate) fn cluster_authorized(
-    principal: Option<&str>,
-    sasl_required: bool,
-    op: ClusterOperation,
-) -> bool {
-    let _ = op; // every operation is allowed alike until ACLs exist
-    principal.is_some() || !sasl_required
-}
-
 /// Checks a user name: not empty (Kafka's rule), bounded, no control characters (they would
 /// corrupt logs and listings).
 pub fn validate_user_name(name: &str) -> Result<(), ApiError> {
@@ -344,22 +318,6 @@ mod tests {
         assert_eq!(validate_iterations(16384).unwrap(), 16384);
         for bad in [-1, 0, 4095, 16385, i64::from(i32::MAX)] {
             assert!(validate_iterations(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn authorization_follows_the_listener() {
-        use ClusterOperation::*;
-        for op in [Describe, Alter] {
-            assert!(
-                cluster_authorized(None, false, op),
-                "no SASL: ANONYMOUS is allowed"
-            );
-            assert!(cluster_authorized(Some("alice"), true, op));
-            assert!(
-                !cluster_authorized(None, true, op),
-                "SASL: must be authenticated"
-            );
         }
     }
 }

@@ -403,7 +403,7 @@ async fn find_coordinator(client: &mut Client, group: &str) -> i32 {
 }
 
 /// Error code of a first JoinGroup (v5) for `group`.
-async fn join_error(client: &mut Client, group: &str) -> i16 {
+pub(crate) async fn join_error(client: &mut Client, group: &str) -> i16 {
     let request = JoinGroupRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_session_timeout_ms(10_000)

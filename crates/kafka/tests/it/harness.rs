@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
+use streamhouse_kafka::security::{ListenerSecurity, Mechanism, SaslAuthenticator};
 use streamhouse_kafka::{Broker, BrokerConfig};
 use streamhouse_metadata::{MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
@@ -33,9 +37,39 @@ impl TestServer {
     }
 
     /// An agent over `store` (e.g. a fault-injecting one).
-    pub async fn start_with_store(mut config: BrokerConfig, store: Arc<dyn ObjectStore>) -> Self {
+    pub async fn start_with_store(config: BrokerConfig, store: Arc<dyn ObjectStore>) -> Self {
         let metadata: Arc<dyn MetadataStore> =
             Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+        Self::launch(config, store, metadata, None).await
+    }
+
+    /// An agent whose listener requires SASL PLAIN, with `users` created (password
+    /// `<name>-secret`), over `metadata` (which other agents may share).
+    pub async fn start_with_sasl(
+        config: BrokerConfig,
+        metadata: Arc<dyn MetadataStore>,
+        users: &[&str],
+    ) -> Self {
+        let auth = SaslAuthenticator::new(vec![Mechanism::Plain]);
+        for user in users {
+            let password = format!("{user}-secret");
+            auth.create_user(metadata.as_ref(), user, &password)
+                .await
+                .unwrap();
+        }
+        let security = ListenerSecurity {
+            tls: None,
+            sasl: Some(Arc::new(auth)),
+        };
+        Self::launch(config, Arc::new(InMemory::new()), metadata, Some(security)).await
+    }
+
+    async fn launch(
+        mut config: BrokerConfig,
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        security: Option<ListenerSecurity>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.advertised_port = addr.port();
@@ -48,7 +82,14 @@ impl TestServer {
             store.clone(),
             cache,
         );
-        tokio::spawn(streamhouse_kafka::serve(listener, broker.clone()));
+        // As `streamhouse serve` does: no request is decided before the ACLs are loaded.
+        broker.acls().reload().await.unwrap();
+        let security = security.unwrap_or_default();
+        tokio::spawn(streamhouse_kafka::serve_secured(
+            listener,
+            broker.clone(),
+            security,
+        ));
         Self {
             addr,
             broker,
@@ -104,6 +145,26 @@ impl Client {
         response
     }
 
+    /// Authenticates with SASL PLAIN as `user` (password `<user>-secret`).
+    pub async fn login(&mut self, user: &str) {
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let ResponseKind::SaslHandshake(r) =
+            self.send(RequestKind::SaslHandshake(handshake), 1).await
+        else {
+            panic!("not a SaslHandshake response");
+        };
+        assert_eq!(r.error_code, 0);
+        let token = format!("\0{user}\0{user}-secret").into_bytes();
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(token.into());
+        let ResponseKind::SaslAuthenticate(r) =
+            self.send(RequestKind::SaslAuthenticate(request), 2).await
+        else {
+            panic!("not a SaslAuthenticate response");
+        };
+        assert_eq!(r.error_code, 0, "login as {user} failed");
+    }
+
     pub async fn write_frame(&mut self, body: &[u8]) {
         let mut out = BytesMut::with_capacity(body.len() + 4);
         out.put_i32(body.len() as i32);
@@ -154,6 +215,11 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
+        RequestKind::SaslHandshake(_) => ApiKey::SaslHandshake,
+        RequestKind::SaslAuthenticate(_) => ApiKey::SaslAuthenticate,
+        RequestKind::CreateAcls(_) => ApiKey::CreateAcls,
+        RequestKind::DescribeAcls(_) => ApiKey::DescribeAcls,
+        RequestKind::DeleteAcls(_) => ApiKey::DeleteAcls,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }

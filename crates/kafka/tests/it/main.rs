@@ -1,6 +1,7 @@
 //! Integration tests of the Kafka agent at the wire level: a real listener over in-memory
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
+mod acl;
 mod cluster;
 mod decode;
 mod faults;

@@ -61,7 +61,7 @@ pub(crate) fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) 
     )
 }
 
-fn list_offsets(topic: &str, timestamp: i64) -> RequestKind {
+pub(crate) fn list_offsets(topic: &str, timestamp: i64) -> RequestKind {
     RequestKind::ListOffsets(
         ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -143,6 +143,30 @@ fn sample_request(api: ApiKey, version: i16) -> Option<RequestKind> {
                 .with_resource_name(StrBytes::from_static_str("versions"))],
             ))
         }
+        // Filters with every field ANY (code 1); the creation is a valid binding.
+        ApiKey::DescribeAcls => RequestKind::DescribeAcls(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+        ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default().with_creations(
+            vec![create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str(topic))
+                .with_principal(StrBytes::from_static_str("User:reader"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3)],
+        )),
+        ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(
+            vec![delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1)],
+        )),
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default()
                 .with_transactional_id(None)
@@ -179,6 +203,9 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
         ResponseKind::CreatePartitions(r) => r.results.iter().map(|t| t.error_code).collect(),
         ResponseKind::DescribeConfigs(r) => r.results.iter().map(|t| t.error_code).collect(),
         ResponseKind::InitProducerId(r) => vec![r.error_code],
+        ResponseKind::DescribeAcls(r) => vec![r.error_code],
+        ResponseKind::CreateAcls(r) => r.results.iter().map(|r| r.error_code).collect(),
+        ResponseKind::DeleteAcls(r) => r.filter_results.iter().map(|r| r.error_code).collect(),
         _ => vec![],
     }
 }

@@ -1,5 +1,5 @@
 //! A minimal Kafka-protocol connection for the admin APIs rskafka does not speak (SCRAM user
-//! credentials): one request at a time to the first reachable bootstrap server, over TCP or TLS,
+//! credentials, ACLs): one request at a time to the first reachable bootstrap server, over TCP or TLS,
 //! logged in with SASL when asked to. Any agent answers these APIs, since they act on the shared
 //! metadata store.
 
@@ -11,10 +11,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-    SaslAuthenticateRequest, SaslHandshakeRequest,
+    ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use streamhouse_kafka::security::{client_config, Mechanism, ScramClient};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -118,12 +118,12 @@ impl AdminConnection {
     }
 
     /// Sends `request` at `version` and returns the response.
-    pub async fn send(
+    pub async fn send<R: Request>(
         &mut self,
-        api: ApiKey,
         version: i16,
-        request: RequestKind,
-    ) -> anyhow::Result<ResponseKind> {
+        request: &R,
+    ) -> anyhow::Result<R::Response> {
+        let api = api_of::<R>()?;
         let timeout = self.timeout;
         let exchange = self.exchange(api, version, request);
         tokio::time::timeout(timeout, exchange)
@@ -131,15 +131,14 @@ impl AdminConnection {
             .map_err(|_| anyhow!("{api:?} via {}: no answer within {timeout:?}", self.server))?
     }
 
-    /// Sends `request` at the newest version of `api` both sides serve within `ours`.
-    pub async fn call(
+    /// Sends `request` at the newest version of its API both sides serve within `ours`.
+    pub async fn call<R: Request>(
         &mut self,
-        api: ApiKey,
         ours: (i16, i16),
-        request: RequestKind,
-    ) -> anyhow::Result<ResponseKind> {
-        let version = self.version(api, ours)?;
-        self.send(api, version, request).await
+        request: &R,
+    ) -> anyhow::Result<R::Response> {
+        let version = self.version(api_of::<R>()?, ours)?;
+        self.send(version, request).await
     }
 
     /// The newest version of `api` this client and the server share, within `ours`.
@@ -151,12 +150,12 @@ impl AdminConnection {
         }
     }
 
-    async fn exchange(
+    async fn exchange<R: Request>(
         &mut self,
         api: ApiKey,
         version: i16,
-        request: RequestKind,
-    ) -> anyhow::Result<ResponseKind> {
+        request: &R,
+    ) -> anyhow::Result<R::Response> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -182,7 +181,7 @@ impl AdminConnection {
         if header.correlation_id != self.correlation_id {
             bail!("{api:?} via {}: response out of order", self.server);
         }
-        ResponseKind::decode(api, &mut response, version)
+        R::Response::decode(&mut response, version)
     }
 
     async fn read_frame(&mut self) -> std::io::Result<Bytes> {
@@ -198,10 +197,7 @@ impl AdminConnection {
 
     /// ApiVersions v0, which every server answers, even before SASL.
     async fn load_versions(&mut self) -> anyhow::Result<()> {
-        let request = RequestKind::ApiVersions(ApiVersionsRequest::default());
-        let ResponseKind::ApiVersions(r) = self.send(ApiKey::ApiVersions, 0, request).await? else {
-            bail!("unexpected ApiVersions response");
-        };
+        let r = self.send(0, &ApiVersionsRequest::default()).await?;
         if r.error_code != 0 {
             bail!(
                 "ApiVersions via {}: {}",
@@ -230,11 +226,7 @@ impl AdminConnection {
         let password = security.sasl_password.as_deref().unwrap_or_default();
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(mechanism.name()));
-        let request = RequestKind::SaslHandshake(handshake);
-        let response = self.call(ApiKey::SaslHandshake, (1, 1), request).await?;
-        let ResponseKind::SaslHandshake(r) = response else {
-            bail!("unexpected SaslHandshake response");
-        };
+        let r = self.call((1, 1), &handshake).await?;
         if r.error_code != 0 {
             let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
             bail!(
@@ -267,14 +259,15 @@ impl AdminConnection {
     /// One SaslAuthenticate round: the server's token, or its error message.
     async fn authenticate(&mut self, token: Vec<u8>) -> anyhow::Result<Bytes> {
         let request = SaslAuthenticateRequest::default().with_auth_bytes(token.into());
-        let request = RequestKind::SaslAuthenticate(request);
-        let response = self.call(ApiKey::SaslAuthenticate, (0, 2), request).await?;
-        let ResponseKind::SaslAuthenticate(r) = response else {
-            bail!("unexpected SaslAuthenticate response");
-        };
+        let r = self.call((0, 2), &request).await?;
         check(r.error_code, r.error_message.as_ref())?;
         Ok(r.auth_bytes)
     }
+}
+
+/// The API key of request type `R`.
+fn api_of<R: Request>() -> anyhow::Result<ApiKey> {
+    ApiKey::try_from(R::KEY).map_err(|_| anyhow!("unknown API key {}", R::KEY))
 }
 
 /// An error `CODE_NAME: message` unless `code` is 0 (success).

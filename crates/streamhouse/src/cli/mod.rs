@@ -2,6 +2,7 @@
 //! admin API, never to its database or data directory (except `segment inspect`, which decodes
 //! a segment object read-only).
 
+pub mod acl;
 pub mod agent;
 pub mod consume;
 pub mod group;

@@ -16,10 +16,19 @@ pub fn print_rows(rows: &[Value], format: Format) -> anyhow::Result<()> {
         .iter()
         .map(|row| columns.iter().map(|c| cell(row.get(c))).collect())
         .collect();
+    print_table(&columns, cells);
+    Ok(())
+}
+
+/// Prints aligned columns under upper-cased headers.
+pub fn print_table(columns: &[impl AsRef<str>], cells: Vec<Vec<String>>) {
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].len()).fold(c.len(), usize::max))
+        .map(|(i, c)| {
+            let header = c.as_ref().len();
+            cells.iter().map(|r| r[i].len()).fold(header, usize::max)
+        })
         .collect();
     let line = |values: Vec<String>| {
         let padded: Vec<String> = values
@@ -29,9 +38,8 @@ pub fn print_rows(rows: &[Value], format: Format) -> anyhow::Result<()> {
             .collect();
         println!("{}", padded.join("  ").trim_end());
     };
-    line(columns.iter().map(|c| c.to_uppercase()).collect());
+    line(columns.iter().map(|c| c.as_ref().to_uppercase()).collect());
     cells.into_iter().for_each(line);
-    Ok(())
 }
 
 /// Prints one object: scalar fields as `key: value`, lists of objects as tables.

@@ -13,8 +13,7 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
 };
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, ApiKey, DescribeUserScramCredentialsRequest, RequestKind,
-    ResponseKind,
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use streamhouse_kafka::security::{
@@ -184,13 +183,7 @@ async fn alter(
     alg: ScramAlgorithm,
     request: AlterUserScramCredentialsRequest,
 ) -> anyhow::Result<()> {
-    let request = RequestKind::AlterUserScramCredentials(request);
-    let response = conn
-        .call(ApiKey::AlterUserScramCredentials, (0, 0), request)
-        .await?;
-    let ResponseKind::AlterUserScramCredentials(r) = response else {
-        bail!("unexpected AlterUserScramCredentials response");
-    };
+    let r = conn.call((0, 0), &request).await?;
     let Some(result) = r.results.iter().find(|u| u.user.as_str() == name) else {
         bail!("the server did not answer for user '{name}'");
     };
@@ -201,13 +194,7 @@ async fn alter(
 /// Every user with its credentials, ordered by name.
 async fn describe(conn: &mut AdminConnection) -> anyhow::Result<Vec<UserDescription>> {
     let request = DescribeUserScramCredentialsRequest::default().with_users(None::<Vec<UserName>>);
-    let request = RequestKind::DescribeUserScramCredentials(request);
-    let response = conn
-        .call(ApiKey::DescribeUserScramCredentials, (0, 0), request)
-        .await?;
-    let ResponseKind::DescribeUserScramCredentials(r) = response else {
-        bail!("unexpected DescribeUserScramCredentials response");
-    };
+    let r = conn.call((0, 0), &request).await?;
     check(r.error_code, r.error_message.as_ref()).context("listing users")?;
     let mut users: Vec<UserDescription> = r
         .results

@@ -1,6 +1,7 @@
 //! Integration tests: the real `streamhouse` binary, `serve` on free ports with a temporary
 //! data directory, driven by its own operator commands.
 
+mod acl;
 mod bench;
 mod errors;
 mod groups;

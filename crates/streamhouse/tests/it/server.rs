@@ -52,8 +52,8 @@ impl Server {
             .arg(dir.path().join("data"))
             .args(["--kafka-addr", &kafka, "--http-addr", &http])
             .args(&options.args)
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env("STREAMHOUSE_LOG", "warn")
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -83,8 +83,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default();
-        panic!("server did not become healthy; its log:\n{log}");
+        panic!("server did not become healthy; its log:\n{}", self.log());
     }
 
     /// The server's data directory.
@@ -118,6 +117,11 @@ impl Server {
         all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
         all.extend(env.iter().filter(|(_, v)| !v.is_empty()));
         run(args, input, &all)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Runs the CLI and asserts success; returns stdout.
