@@ -31,7 +31,7 @@ pub(crate) enum Reply {
     Respond(BoxFuture<'static, ResponseKind>),
 }
 
-/// Starts handling a request whose version the caller has checked against [`crate::versions`].
+/// Starts handling a request whose version the caller has checked against [`streamhouse_protocol::versions`].
 pub(crate) fn dispatch(
     broker: &Arc<Broker>,
     conn: &mut ConnectionState,

@@ -2,7 +2,6 @@
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
 mod cluster;
-mod decode;
 mod faults;
 mod groups;
 mod harness;
