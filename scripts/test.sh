@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# THE test command: dependencies, debug build, Rust tests, then the end-to-end suite
-# (real Kafka clients against the built `streamhouse` binary). Stops at the first failure.
+# THE test command: dependencies, debug build, Rust tests, bounded fuzzing (STREAMHOUSE_FUZZ_SECONDS
+# per target, default 60), then the end-to-end suite (real Kafka clients against the built
+# `streamhouse` binary). Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the seconds elapsed so far, so a slow step shows in the CI log.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 step "test dependencies"
 bash scripts/setup-test-deps.sh
@@ -15,6 +17,11 @@ cargo build --workspace
 step "cargo test --workspace"
 # The PostgreSQL backend tests must run, not skip: setup-test-deps.sh installed the server.
 STREAMHOUSE_REQUIRE_POSTGRES=1 cargo test --workspace
+
+step "fuzzing (scripts/fuzz.sh, ${STREAMHOUSE_FUZZ_SECONDS:=60}s per target)"
+# Bounded: request decode, produce payloads, segment reader. A crash, hang or OOM fails the run
+# and prints the input and how to reproduce it; it then becomes a regression test.
+bash scripts/fuzz.sh "$STREAMHOUSE_FUZZ_SECONDS"
 
 target_dir="$(cargo metadata --format-version 1 --no-deps \
     | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -34,3 +41,5 @@ step "web console (headless Chromium)"
 # Screenshots for the README are refreshed by running scripts/console-test.sh by hand; the suite
 # writes them to a scratch directory so a test run never changes tracked files.
 SCREENSHOT_DIR="$(mktemp -d)" bash scripts/console-test.sh
+
+step "all tests passed"

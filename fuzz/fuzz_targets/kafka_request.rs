@@ -1,7 +1,8 @@
 //! Arbitrary bytes as one Kafka request frame (after the size prefix), through the agent's own
-//! decode path: version table check, header and body decoding. Produce payloads that decode are
-//! then split into record batches as the produce handler does. Nothing may panic, and every
-//! batch accepted must really pass its CRC.
+//! decode path: `streamhouse_protocol::decode_request`, the function the connection calls for
+//! every frame (version table check, header and body decoding, with the patched codec). Produce
+//! payloads that decode are then split into record batches as the produce handler does. Nothing
+//! may panic, and every batch accepted must really pass its CRC.
 
 #![no_main]
 
@@ -10,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 use streamhouse_fuzz::check_produce_payload;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(request) = streamhouse_kafka::decode_request(bytes::Bytes::copy_from_slice(data)) else {
+    let Ok(request) = streamhouse_protocol::decode_request(bytes::Bytes::copy_from_slice(data))
+    else {
         return;
     };
     assert_eq!(request.api as i16, request.header.request_api_key);

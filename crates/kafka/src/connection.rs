@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
+use streamhouse_protocol::{decode_request, DecodeError, DecodedRequest};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpListener;
@@ -20,7 +21,6 @@ use tracing::{debug, warn};
 use crate::broker::Broker;
 use crate::frame::{read_frame, FrameError};
 use crate::handlers::{self, Reply};
-use crate::request::{decode_request, DecodeError, DecodedRequest};
 use crate::security::{Gate, ListenerSecurity, SaslSession};
 
 /// Why a connection was closed by the server.

@@ -1,10 +1,10 @@
 //! The Kafka wire protocol for StreamHouse agents.
 //!
 //! [`serve`] accepts Kafka client connections and answers them from a [`Broker`], which holds
-//! the partitions this agent has open. Frames are decoded with the `kafka-protocol` crate; the
-//! versions served are listed in one table (`versions.rs`) that ApiVersions advertises and the
-//! dispatcher enforces. A malformed frame closes that connection with a log line; it never
-//! affects other connections or the process.
+//! the partitions this agent has open. Frames are decoded by `streamhouse-protocol`, which
+//! refuses any version outside its one served-versions table (the one ApiVersions advertises). A
+//! malformed frame closes that connection with a log line; it never affects other connections or
+//! the process.
 
 mod acl_api;
 mod admin_api;
@@ -19,11 +19,9 @@ mod frame;
 mod groups;
 mod groups_api;
 mod handlers;
-mod request;
 mod retention;
 pub mod security;
 mod topic_config;
-mod versions;
 
 pub use acl_api::Acls;
 pub use admin_api::{
@@ -37,5 +35,4 @@ pub use cluster::Assignment;
 pub use connection::{serve, serve_secured};
 pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
-pub use request::{decode_request, DecodeError, DecodedRequest};
 pub use retention::MaintenanceConfig;

@@ -1,10 +1,9 @@
-//! ApiVersions: what this agent serves, from [`crate::versions`].
+//! ApiVersions: what this agent serves, from [`streamhouse_protocol::versions`].
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::ApiVersionsResponse;
-
-use crate::versions;
+use streamhouse_protocol::versions;
 
 pub(crate) fn handle() -> ApiVersionsResponse {
     let api_keys = versions::all()

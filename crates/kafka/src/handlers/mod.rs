@@ -34,7 +34,7 @@ pub(crate) enum Reply {
     Respond(BoxFuture<'static, ResponseKind>),
 }
 
-/// Starts handling a request whose version the caller has checked against [`crate::versions`].
+/// Starts handling a request whose version the caller has checked against [`streamhouse_protocol::versions`].
 ///
 /// Each handler is given the request's [`Access`] and checks it where it resolves each topic
 /// or group, so a refused part gets Kafka's authorization error in its usual place in the

@@ -3,7 +3,6 @@
 
 mod acl;
 mod cluster;
-mod decode;
 mod faults;
 mod groups;
 mod harness;

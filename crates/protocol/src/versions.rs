@@ -44,7 +44,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 ];
 
 /// Versions of `api` this agent serves, or `None` when it does not serve the API at all.
-pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
+pub fn supported(api: ApiKey) -> Option<VersionRange> {
     SUPPORTED
         .iter()
         .find(|(k, _, _)| *k == api)
@@ -53,7 +53,7 @@ pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
 }
 
 /// Every served API with its version range, for the ApiVersions response.
-pub(crate) fn all() -> impl Iterator<Item = (ApiKey, VersionRange)> {
+pub fn all() -> impl Iterator<Item = (ApiKey, VersionRange)> {
     SUPPORTED
         .iter()
         .filter_map(|&(api, _, _)| supported(api).map(|r| (api, r)))

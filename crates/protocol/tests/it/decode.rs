@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use streamhouse_kafka::{decode_request, DecodeError};
+use streamhouse_protocol::{decode_request, DecodeError};
 
 fn api_versions_frame(version: i16) -> Bytes {
     let mut buf = BytesMut::new();
