@@ -1,5 +1,6 @@
-"""TLS + SASL/SCRAM on the Kafka listener with librdkafka (confluent-kafka), SCRAM users
-managed at run time (the `streamhouse user` CLI and librdkafka's AdminClient, KIP-554), and ACLs.
+"""TLS + SASL/SCRAM on the Kafka listener with librdkafka (confluent-kafka) and the CLI, SCRAM
+users managed at run time (the `streamhouse user` CLI and librdkafka's AdminClient, KIP-554),
+and ACLs.
 
 A test CA and a server certificate for 127.0.0.1 are made with the openssl CLI at test time.
 With SASL on, ACLs are enforced: `admin` is the super user; `alice` and `bob` get only what the
@@ -167,6 +168,18 @@ def test_user_added_by_cli_logs_in_at_once_and_is_refused_once_removed(
     assert removed.returncode == 0, removed.stderr
     err = auth_error(secure_server.bootstrap, bob)
     assert err.code() == KafkaError._AUTHENTICATION, err
+
+
+def test_cli_produces_and_consumes_over_sasl_ssl(secure_server, certs, topic):
+    """The CLI's Kafka client (rskafka) logs in as librdkafka does; records cross between them."""
+    for args, stdin in [(("topic", "create", topic), ""),
+                        (("produce", topic, "-K", ":"), "k1:from-cli\n")]:
+        done = cli(secure_server, certs, *args, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+    produce_all(producer(secure_server.bootstrap, **client_conf(certs)), topic,
+                [Record(b"k2", b"from-librdkafka")])
+    consumed = cli(secure_server, certs, "consume", topic, "--exit-at-end")
+    assert consumed.stdout.splitlines() == ["from-cli", "from-librdkafka"], consumed.stderr
 
 
 def test_admin_client_manages_scram_users(secure_server, certs, topic):

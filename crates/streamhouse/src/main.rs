@@ -49,6 +49,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // rskafka's TLS transport turns on rustls's ring provider beside aws-lc-rs, which leaves
+    // rustls with no implicit default. Our configurations all name aws-lc-rs; making it the
+    // default too keeps any library that asks rustls for the default on the same provider.
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // Operator commands print their own one-line errors; library logs would only add noise.
     let default_log = match cli.command {

@@ -13,7 +13,7 @@ use streamhouse_metadata::{
     AclResourceType, CLUSTER_NAME,
 };
 
-use super::kafka_admin::{check, AdminConnection, KafkaSecurityArgs};
+use super::kafka_admin::{check, AdminConnection};
 use super::output::print_table;
 use super::{Endpoints, Format};
 
@@ -24,8 +24,6 @@ const VERSION: i16 = 1;
 /// Flags of `streamhouse acl`.
 #[derive(Debug, Args)]
 pub struct AclArgs {
-    #[command(flatten)]
-    security: KafkaSecurityArgs,
     #[command(subcommand)]
     command: AclCommand,
 }
@@ -141,7 +139,7 @@ impl FilterArgs {
 
 /// Runs an ACL command.
 pub async fn run(args: AclArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
-    let mut kafka = AdminConnection::connect(endpoints, &args.security).await?;
+    let mut kafka = AdminConnection::connect(endpoints, &endpoints.security).await?;
     match args.command {
         AclCommand::Add(add) => {
             let acls = bindings(&add)?;

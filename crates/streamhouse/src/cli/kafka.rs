@@ -1,16 +1,19 @@
-//! The Kafka side of the operator commands: an `rskafka` client with a deadline on every call
-//! and errors rewritten into one readable line.
+//! The Kafka side of the operator commands: an `rskafka` client, with TLS and SASL as
+//! `kafka_security.rs` decides, a deadline on every call and errors rewritten into one
+//! readable line.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use kafka_protocol::messages::MetadataRequest;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::BackoffConfig;
 
+use super::kafka_admin::AdminConnection;
 use super::Endpoints;
 
 /// A connected Kafka client plus the deadline its calls run under.
@@ -21,8 +24,18 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    /// Connects to the bootstrap servers and loads the cluster metadata.
+    /// Connects to the bootstrap servers, with TLS and SASL as the flags say, and loads the
+    /// cluster metadata.
     pub async fn connect(endpoints: &Endpoints) -> anyhow::Result<Self> {
+        let security = endpoints.security.resolve()?;
+        // rskafka retries a refused TLS handshake or login, or a connection the server closes
+        // for want of one, until the deadline, and then reports only that. The admin connection
+        // fails at once with the reason, so it goes first: TLS, login, then one request that
+        // needs both (Metadata without topics).
+        let mut check = AdminConnection::connect_with(endpoints, &security).await?;
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        check.call((1, 12), &request).await?;
+        drop(check);
         let brokers = endpoints
             .bootstrap
             .split(',')
@@ -38,6 +51,7 @@ impl Kafka {
         let builder = ClientBuilder::new(brokers)
             .client_id("streamhouse-cli")
             .backoff_config(backoff);
+        let builder = security.configure(builder);
         let bootstrap = endpoints.bootstrap.clone();
         let client = deadline(endpoints.timeout, builder.build())
             .await

@@ -1,51 +1,44 @@
 //! A minimal Kafka-protocol connection for the admin APIs rskafka does not speak (SCRAM user
-//! credentials, ACLs): one request at a time to the first reachable bootstrap server, over TCP or TLS,
-//! logged in with SASL when asked to. Any agent answers these APIs, since they act on the shared
-//! metadata store.
+//! credentials, ACLs): one request at a time to the first reachable bootstrap server, over TCP or
+//! TLS, logged in with SASL as `kafka_security.rs` decides. Any agent answers these APIs, since
+//! they act on the shared metadata store. `kafka.rs` also opens one before its rskafka client, as
+//! it reports a refused handshake or login at once and with its reason.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
-use clap::Args;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
     SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use streamhouse_kafka::security::{client_config, Mechanism, ScramClient};
+use streamhouse_kafka::security::ScramClient;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+pub use super::kafka_security::KafkaSecurityArgs;
+use super::kafka_security::{KafkaSecurity, Login};
 use super::Endpoints;
 
 /// Largest response accepted; user listings are small.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
-/// How to reach a Kafka listener that requires TLS and/or SASL.
-#[derive(Debug, Clone, Args)]
-pub struct KafkaSecurityArgs {
-    /// Connect with TLS, trusting the CA certificate(s) of this PEM file.
-    #[arg(long, env = "STREAMHOUSE_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Log in with SASL: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (PLAIN only over TLS).
-    #[arg(long, env = "STREAMHOUSE_SASL_MECHANISM", requires = "sasl_username")]
-    pub sasl_mechanism: Option<String>,
-    /// SASL user name.
-    #[arg(long, env = "STREAMHOUSE_SASL_USERNAME", requires = "sasl_password")]
-    pub sasl_username: Option<String>,
-    /// SASL password; prefer the environment variable, as other local users can see flags.
-    #[arg(long, env = "STREAMHOUSE_SASL_PASSWORD", hide_env_values = true)]
-    pub sasl_password: Option<String>,
-}
-
 /// Byte streams the connection runs over (TCP or TLS).
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Why [`AdminConnection::open`] failed.
+enum OpenError {
+    /// No TCP connection (refused, say): the server may be starting.
+    Unreachable(std::io::Error),
+    /// Anything after that (TLS handshake, deadline).
+    Failed(anyhow::Error),
+}
 
 /// One connection to one agent.
 pub struct AdminConnection {
@@ -63,58 +56,87 @@ impl AdminConnection {
         endpoints: &Endpoints,
         security: &KafkaSecurityArgs,
     ) -> anyhow::Result<Self> {
-        let tls = match &security.tls_ca {
-            Some(ca) => Some(TlsConnector::from(client_config(ca)?)),
-            None => None,
-        };
-        let mut failures = Vec::new();
-        for server in endpoints.bootstrap.split(',').map(str::trim) {
-            match Self::open(server, tls.as_ref(), endpoints.timeout).await {
-                Ok(stream) => {
-                    let mut conn = Self {
-                        stream,
-                        server: server.to_string(),
-                        timeout: endpoints.timeout,
-                        correlation_id: 0,
-                        versions: Vec::new(),
-                    };
-                    conn.load_versions().await?;
-                    conn.login(security).await?;
-                    return Ok(conn);
-                }
-                Err(e) => failures.push(format!("{server}: {e:#}")),
-            }
-        }
-        bail!(
-            "cannot reach the Kafka listener at {}: {}",
-            endpoints.bootstrap,
-            failures.join("; ")
-        )
+        Self::connect_with(endpoints, &security.resolve()?).await
     }
 
+    /// [`Self::connect`] with the flags already resolved.
+    pub async fn connect_with(
+        endpoints: &Endpoints,
+        security: &KafkaSecurity,
+    ) -> anyhow::Result<Self> {
+        let tls = security.tls.clone().map(TlsConnector::from);
+        let timeout = endpoints.timeout;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut failures = Vec::new();
+            let mut only_unreachable = true;
+            for server in endpoints.bootstrap.split(',').map(str::trim) {
+                let error = match Self::open(server, tls.as_ref(), deadline, timeout).await {
+                    Ok(stream) => {
+                        let mut conn = Self {
+                            stream,
+                            server: server.to_string(),
+                            timeout,
+                            correlation_id: 0,
+                            versions: Vec::new(),
+                        };
+                        conn.load_versions().await?;
+                        if let Some(login) = &security.login {
+                            conn.login(login).await?;
+                        }
+                        return Ok(conn);
+                    }
+                    Err(OpenError::Unreachable(e)) => anyhow::Error::from(e),
+                    Err(OpenError::Failed(e)) => {
+                        only_unreachable = false;
+                        e
+                    }
+                };
+                failures.push(format!("{server}: {error:#}"));
+            }
+            // A server that is starting refuses connections for a moment: wait for it until
+            // the deadline, as Kafka clients do. A failed handshake would only fail again.
+            if !only_unreachable || Instant::now() + pause >= deadline {
+                bail!(
+                    "cannot reach the Kafka listener at {}: {}",
+                    endpoints.bootstrap,
+                    failures.join("; ")
+                )
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// A TCP connection to `server`, with TLS when `tls` is given, by `deadline`.
     async fn open(
         server: &str,
         tls: Option<&TlsConnector>,
+        deadline: Instant,
         timeout: Duration,
-    ) -> anyhow::Result<Box<dyn Stream>> {
-        let connect = async {
-            let tcp = TcpStream::connect(server).await?;
-            let _ = tcp.set_nodelay(true);
-            let Some(tls) = tls else {
-                return anyhow::Ok(Box::new(tcp) as Box<dyn Stream>);
-            };
-            let host = server
-                .rsplit_once(':')
-                .map_or(server, |(host, _)| host)
-                .trim_matches(['[', ']']);
-            let name = ServerName::try_from(host.to_string())
-                .with_context(|| format!("'{host}' is not a TLS server name"))?;
-            let stream = tls.connect(name, tcp).await.context("TLS handshake")?;
-            Ok(Box::new(stream) as Box<dyn Stream>)
-        };
-        tokio::time::timeout(timeout, connect)
+    ) -> Result<Box<dyn Stream>, OpenError> {
+        let late = || OpenError::Failed(anyhow!("no answer within {timeout:?}"));
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(server))
             .await
-            .map_err(|_| anyhow!("no answer within {timeout:?}"))?
+            .map_err(|_| late())?
+            .map_err(OpenError::Unreachable)?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = tls else {
+            return Ok(Box::new(tcp));
+        };
+        let host = server
+            .rsplit_once(':')
+            .map_or(server, |(host, _)| host)
+            .trim_matches(['[', ']']);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| OpenError::Failed(anyhow!("'{host}' is not a TLS server name")))?;
+        let stream = tokio::time::timeout_at(deadline, tls.connect(name, tcp))
+            .await
+            .map_err(|_| late())?
+            .context("TLS handshake")
+            .map_err(OpenError::Failed)?;
+        Ok(Box::new(stream))
     }
 
     /// Sends `request` at `version` and returns the response.
@@ -213,17 +235,13 @@ impl AdminConnection {
         Ok(())
     }
 
-    /// Logs in with SASL (SaslHandshake v1, then SaslAuthenticate) when a mechanism is given.
-    async fn login(&mut self, security: &KafkaSecurityArgs) -> anyhow::Result<()> {
-        let Some(mechanism) = &security.sasl_mechanism else {
-            return Ok(());
-        };
-        let mechanism: Mechanism = mechanism.parse()?;
-        if mechanism == Mechanism::Plain && security.tls_ca.is_none() {
-            bail!("SASL PLAIN sends the password in clear: use it over TLS (--tls-ca)");
-        }
-        let user = security.sasl_username.as_deref().unwrap_or_default();
-        let password = security.sasl_password.as_deref().unwrap_or_default();
+    /// Logs in with SASL: SaslHandshake v1, then SaslAuthenticate.
+    async fn login(&mut self, login: &Login) -> anyhow::Result<()> {
+        let Login {
+            mechanism,
+            username: user,
+            password,
+        } = login;
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(mechanism.name()));
         let r = self.call((1, 1), &handshake).await?;

@@ -9,6 +9,7 @@ pub mod group;
 pub mod http;
 pub mod kafka;
 pub mod kafka_admin;
+pub mod kafka_security;
 pub mod output;
 pub mod produce;
 pub mod segment;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-/// Where the server is: flags shared by every operator command.
+/// Where the server is and how to reach it: flags shared by every operator command.
 #[derive(Debug, Clone, Args)]
 pub struct Endpoints {
     /// Kafka listener of the server (`host:port`, comma-separated for several).
@@ -47,6 +48,9 @@ pub struct Endpoints {
     /// Give up on an unreachable or unresponsive server after this long (e.g. `500ms`, `10s`).
     #[arg(long, global = true, env = "STREAMHOUSE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// TLS and SASL for the Kafka listener.
+    #[command(flatten)]
+    pub security: kafka_security::KafkaSecurityArgs,
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

@@ -48,6 +48,11 @@ pub struct ProduceArgs {
 
 /// Runs `produce`.
 pub async fn run(args: ProduceArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
+    if args.file.is_none() {
+        endpoints
+            .security
+            .leave_stdin_to("records without --file")?;
+    }
     let kafka = Kafka::connect(endpoints).await?;
     let ids = kafka.partitions(&args.topic).await?;
     if let Some(p) = args.partition {

@@ -4,8 +4,6 @@
 //! As with Kafka's tools, the salted password `Hi(password, salt, iterations)` is computed here:
 //! the password itself never leaves this process.
 
-use std::io::Read;
-
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::alter_user_scram_credentials_request::{
@@ -20,7 +18,8 @@ use streamhouse_kafka::security::{
     random_salt, CredentialInfo, Mechanism, ScramAlgorithm, UserDescription, DEFAULT_ITERATIONS,
 };
 
-use super::kafka_admin::{check, AdminConnection, KafkaSecurityArgs};
+use super::kafka_admin::{check, AdminConnection};
+use super::kafka_security::read_password_stdin;
 use super::output::print_rows;
 use super::{Endpoints, Format};
 
@@ -58,8 +57,6 @@ pub struct AddArgs {
     /// PBKDF2 iterations, 4096 to 16384.
     #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
     pub iterations: u32,
-    #[command(flatten)]
-    pub security: KafkaSecurityArgs,
 }
 
 /// Flags of `user list`.
@@ -68,8 +65,6 @@ pub struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    #[command(flatten)]
-    pub security: KafkaSecurityArgs,
 }
 
 /// Flags of `user remove`.
@@ -80,8 +75,6 @@ pub struct RemoveArgs {
     /// Remove only this mechanism's credential (repeatable) [default: all of them].
     #[arg(long = "mechanism", value_parser = parse_scram)]
     pub mechanisms: Vec<ScramAlgorithm>,
-    #[command(flatten)]
-    pub security: KafkaSecurityArgs,
 }
 
 /// Parses a SCRAM mechanism name.
@@ -99,7 +92,7 @@ pub async fn run(cmd: UserCommand, endpoints: &Endpoints) -> anyhow::Result<()> 
     match cmd {
         UserCommand::Add(args) => add(args, endpoints).await,
         UserCommand::List(args) => {
-            let mut conn = AdminConnection::connect(endpoints, &args.security).await?;
+            let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
             let users = describe(&mut conn).await?;
             print_users(&users, args.format)
         }
@@ -110,14 +103,17 @@ pub async fn run(cmd: UserCommand, endpoints: &Endpoints) -> anyhow::Result<()> 
 async fn add(args: AddArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
     let password = match (args.password, args.password_stdin) {
         (Some(p), _) => p,
-        (None, true) => read_password_stdin()?,
+        (None, true) => {
+            endpoints.security.leave_stdin_to("--password-stdin")?;
+            read_password_stdin()?
+        }
         (None, false) => bail!("a password is needed: --password-stdin or --password"),
     };
     if password.is_empty() {
         bail!("the password is empty");
     }
     let algorithms = or_all(args.mechanisms);
-    let mut conn = AdminConnection::connect(endpoints, &args.security).await?;
+    let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
     // One request per mechanism: Kafka refuses two changes of one user in one request.
     for alg in &algorithms {
         let salt = random_salt();
@@ -142,7 +138,7 @@ async fn add(args: AddArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
 }
 
 async fn remove(args: RemoveArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
-    let mut conn = AdminConnection::connect(endpoints, &args.security).await?;
+    let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
     let algorithms = if args.mechanisms.is_empty() {
         // Every mechanism the user has: deleting one it lacks would be an error.
         let users = describe(&mut conn).await?;
@@ -237,18 +233,6 @@ fn print_users(users: &[UserDescription], format: Format) -> anyhow::Result<()> 
         })
         .collect();
     print_rows(&rows, format)
-}
-
-/// The password from stdin, without its trailing newline.
-fn read_password_stdin() -> anyhow::Result<String> {
-    let mut password = String::new();
-    std::io::stdin()
-        .read_to_string(&mut password)
-        .context("reading the password from stdin")?;
-    let trimmed = password
-        .strip_suffix('\n')
-        .map(|p| p.strip_suffix('\r').unwrap_or(p));
-    Ok(trimmed.unwrap_or(&password).to_string())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod bench;
 mod errors;
 mod groups;
 mod records;
+mod secure;
 mod segment;
 mod server;
 mod topics;

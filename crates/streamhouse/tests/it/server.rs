@@ -42,6 +42,39 @@ impl Server {
         Self::start_with(Options::default())
     }
 
+    /// Starts a server requiring SASL_SSL (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; user `admin`,
+    /// password `admin-pw`) and serving HTTPS, with a self-signed certificate written to
+    /// `certs`. The CLI trusts it and logs in as admin over SCRAM-SHA-256 unless told otherwise.
+    pub fn start_secure(certs: &Path) -> Self {
+        let (cert, key) = certificate(certs);
+        let args = [
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--http-tls-cert",
+            &cert,
+            "--http-tls-key",
+            &key,
+            "--sasl-mechanisms",
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "--super-user",
+            "User:admin",
+        ];
+        Self::start_with(Options {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![("STREAMHOUSE_SASL_USERS", "admin:admin-pw".into())],
+            cli_env: vec![
+                ("STREAMHOUSE_TLS_CA", cert.clone()),
+                ("STREAMHOUSE_HTTP_CA", cert),
+                ("STREAMHOUSE_SASL_MECHANISM", "SCRAM-SHA-256".into()),
+                ("STREAMHOUSE_SASL_USERNAME", "admin".into()),
+                ("STREAMHOUSE_SASL_PASSWORD", "admin-pw".into()),
+            ],
+            https: true,
+        })
+    }
+
     /// Starts a server with `options` and waits until it answers.
     pub fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -173,6 +206,16 @@ pub fn one_line_error(out: &Output) -> String {
     assert_eq!(lines.len(), 1, "expected one stderr line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0].to_string()
+}
+
+/// A self-signed certificate for 127.0.0.1 as `(cert.pem, key.pem)` paths under `dir`.
+pub fn certificate(dir: &Path) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    (text(&cert_path), text(&key_path))
 }
 
 /// A `127.0.0.1:port` nothing listens on (right now).

@@ -1,52 +1,9 @@
 //! `streamhouse user ...` against a server with SASL_SSL on the Kafka listener and HTTPS on the
 //! HTTP listener: users added, listed and removed; logins follow at once.
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 
-use crate::server::{one_line_error, success, Options, Server};
-
-/// A self-signed certificate for 127.0.0.1 as `(cert.pem, key.pem)` paths under `dir`.
-fn certificate(dir: &Path) -> (String, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let text = |p: &Path| p.to_str().unwrap().to_string();
-    (text(&cert_path), text(&key_path))
-}
-
-/// A server requiring SASL_SSL (super user `admin`, password `admin-pw`) and serving HTTPS; the
-/// CLI trusts its certificate and logs in as admin unless told otherwise.
-fn secure_server(certs: &Path) -> Server {
-    let (cert, key) = certificate(certs);
-    let args = [
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--http-tls-cert",
-        &cert,
-        "--http-tls-key",
-        &key,
-        "--sasl",
-        "--super-user",
-        "User:admin",
-    ];
-    Server::start_with(Options {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        env: vec![("STREAMHOUSE_SASL_USERS", "admin:admin-pw".into())],
-        cli_env: vec![
-            ("STREAMHOUSE_TLS_CA", cert.clone()),
-            ("STREAMHOUSE_HTTP_CA", cert),
-            ("STREAMHOUSE_SASL_MECHANISM", "SCRAM-SHA-256".into()),
-            ("STREAMHOUSE_SASL_USERNAME", "admin".into()),
-            ("STREAMHOUSE_SASL_PASSWORD", "admin-pw".into()),
-        ],
-        https: true,
-    })
-}
+use crate::server::{one_line_error, success, Server};
 
 fn users(s: &Server) -> Value {
     let out = s.ok(&["user", "list", "--format", "json"]);
@@ -66,7 +23,7 @@ fn login(s: &Server, user: &str, password: &str) -> std::process::Output {
 #[test]
 fn users_added_and_removed_over_sasl_ssl() {
     let certs = tempfile::tempdir().unwrap();
-    let s = secure_server(certs.path());
+    let s = Server::start_secure(certs.path());
     assert_eq!(
         users(&s),
         json!([{"name": "admin", "credentials": [
@@ -112,7 +69,7 @@ fn users_added_and_removed_over_sasl_ssl() {
 #[test]
 fn user_command_errors_are_one_line() {
     let certs = tempfile::tempdir().unwrap();
-    let s = secure_server(certs.path());
+    let s = Server::start_secure(certs.path());
     let cases: [(&[&str], &str, &str); 6] = [
         (
             &[
