@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AgentInfo, CommittedOffset, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AgentInfo, CommittedOffset, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic,
+    PartitionLease, PartitionState, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -254,6 +254,10 @@ impl MetadataStore for CachedMetadataStore {
         Ok(state)
     }
 
+    async fn get_partition_uncached(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        self.inner.get_partition(topic, partition).await
+    }
+
     async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
         self.inner.list_partitions(topic).await
     }
@@ -391,6 +395,30 @@ impl MetadataStore for CachedMetadataStore {
     ) -> Result<Option<PartitionLease>> {
         self.inner
             .acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
+            .await
+    }
+
+    async fn acquire_leases(
+        &self,
+        agent_id: &str,
+        partitions: &[(String, u32)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        self.inner
+            .acquire_leases(agent_id, partitions, now_ms, ttl_ms)
+            .await
+    }
+
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        held: &[HeldLease],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        self.inner
+            .renew_leases(agent_id, held, now_ms, ttl_ms)
             .await
     }
 
