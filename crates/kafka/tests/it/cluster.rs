@@ -311,7 +311,7 @@ async fn a_lost_lease_closes_the_partition_and_it_reopens_at_a_new_epoch() {
 /// A measurement (BENCHMARKS.md), not a pass mark: one agent with the default 10 s lease TTL
 /// takes over a topic of [`MAX_PARTITIONS`] partitions, then holds every lease at its first
 /// epoch for three TTLs, which it can only do if each controller round renews in time.
-/// `cargo test -p streamhouse-kafka --test it max_partitions -- --ignored --nocapture`
+/// `cargo test -p streamhouse-kafka --release --test it max_partitions -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (BENCHMARKS.md): run with --ignored --nocapture"]
 async fn one_agent_keeps_max_partitions_leased() {
