@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use object_store::{ObjectStore, ObjectStoreExt};
 use streamhouse_metadata::{
-    now_ms, AgentInfo, LeaseFence, MetadataError, MetadataStore, NewTopic, Topic,
+    now_ms, AgentInfo, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic,
+    PartitionLease, Topic,
 };
 use streamhouse_storage::{
     PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentIndex,
@@ -311,6 +312,27 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Arc<PartitionLog>, StorageError> {
+        self.partition_leased(topic, partition, None).await
+    }
+
+    /// Opens the partition of `lease`, just taken by this agent (the controller takes many in
+    /// one transaction), unless it is open already.
+    pub(crate) async fn open_leased(
+        &self,
+        lease: PartitionLease,
+    ) -> Result<Arc<PartitionLog>, StorageError> {
+        let topic = lease.topic.clone();
+        self.partition_leased(&topic, lease.partition, Some(lease))
+            .await
+    }
+
+    /// [`Broker::partition`], opening with `lease` when given (else taking the lease itself).
+    async fn partition_leased(
+        &self,
+        topic: &str,
+        partition: u32,
+        lease: Option<PartitionLease>,
+    ) -> Result<Arc<PartitionLog>, StorageError> {
         let cell = {
             let key = (topic.to_string(), partition);
             let existing = self
@@ -330,7 +352,7 @@ impl Broker {
                     .clone(),
             }
         };
-        cell.get_or_try_init(|| self.open_partition(topic, partition))
+        cell.get_or_try_init(|| self.open_partition(topic, partition, lease))
             .await
             .cloned()
     }
@@ -339,6 +361,7 @@ impl Broker {
         &self,
         name: &str,
         partition: u32,
+        lease: Option<PartitionLease>,
     ) -> Result<Arc<PartitionLog>, StorageError> {
         let topic = self
             .metadata
@@ -353,21 +376,24 @@ impl Broker {
             .into());
         }
         self.check_may_open(&topic, partition)?;
-        let lease = self
-            .metadata
-            .acquire_lease(
-                name,
-                partition,
-                &self.agent_id,
-                now_ms(),
-                self.lease_ttl_ms(),
-            )
-            .await?
-            .ok_or_else(|| StorageError::Fenced {
-                topic: name.to_string(),
-                partition,
-                reason: "another agent holds the partition lease".into(),
-            })?;
+        // A lease taken earlier is used while it is not yet due for renewal; an older one is
+        // taken (renewed) again, so a partition never opens on a lease about to lapse.
+        let fresh = lease.filter(|l| !self.renewal_due(l.expires_at_ms, now_ms()));
+        let lease = match fresh {
+            Some(lease) => Some(lease),
+            None => {
+                let ttl = self.lease_ttl_ms();
+                let acquired =
+                    self.metadata
+                        .acquire_lease(name, partition, &self.agent_id, now_ms(), ttl);
+                acquired.await?
+            }
+        };
+        let lease = lease.ok_or_else(|| StorageError::Fenced {
+            topic: name.to_string(),
+            partition,
+            reason: "another agent holds the partition lease".into(),
+        })?;
         let fence = LeaseFence {
             agent_id: self.agent_id.clone(),
             epoch: lease.epoch,
@@ -424,17 +450,12 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<(), StorageError> {
-        // `list_partitions` always reads the store itself, never the cache.
+        // One row, not the whole topic: opening every partition of a topic would otherwise
+        // read the topic's partitions once per partition (minutes at 10,000 partitions).
         let stored = self
             .metadata
-            .list_partitions(topic)
-            .await?
-            .into_iter()
-            .find(|s| s.partition == partition)
-            .ok_or_else(|| MetadataError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
+            .get_partition_uncached(topic, partition)
+            .await?;
         if (stored.high_watermark, stored.log_start_offset)
             == (writer.high_watermark(), writer.log_start_offset())
         {
@@ -483,6 +504,22 @@ impl Broker {
         self.config.lease_ttl.as_millis() as i64
     }
 
+    /// Whether a lease expiring at `expires_at_ms` is due for renewal at `now`: a third of the
+    /// TTL has passed since it was taken or last renewed.
+    fn renewal_due(&self, expires_at_ms: i64, now: i64) -> bool {
+        let ttl = self.lease_ttl_ms();
+        expires_at_ms - now <= ttl * 2 / 3
+    }
+
+    /// Whether the controller may take the lease of a partition it should own: not while
+    /// shutting down, nor while the partition is being handed off.
+    pub(crate) fn may_lease(&self, topic: &str, partition: u32) -> bool {
+        !self.membership.is_stopping()
+            && !self
+                .lock_handing_off()
+                .contains(&(topic.to_string(), partition))
+    }
+
     /// Whether `topic`/`partition` is open here.
     pub(crate) fn is_open(&self, topic: &str, partition: u32) -> bool {
         self.partitions
@@ -492,28 +529,54 @@ impl Broker {
             .is_some_and(|cell| cell.initialized())
     }
 
-    /// Renews the lease of an open partition once a third of its TTL has passed; closes the
-    /// partition when the lease was lost (taken over, or expired and re-leased at a new epoch).
-    pub(crate) async fn renew_lease_if_due(&self, log: &PartitionLog) {
-        let ttl = self.lease_ttl_ms();
+    /// Renews, in one metadata statement, the leases of those of `logs` (open partitions) that
+    /// are due (a third of the TTL has passed); closes each partition whose lease was lost
+    /// (taken over, released, or expired: renewal never revives a lease, so the partition is
+    /// opened again at a new epoch). On a metadata error nothing changes and the next round
+    /// retries, well before the leases expire.
+    pub(crate) async fn renew_due_leases(&self, logs: &[Arc<PartitionLog>]) {
         let now = now_ms();
-        if log.lease_expires_at_ms.load(Ordering::Acquire) - now > ttl * 2 / 3 {
+        let due: Vec<&Arc<PartitionLog>> = logs
+            .iter()
+            .filter(|log| self.renewal_due(log.lease_expires_at_ms.load(Ordering::Acquire), now))
+            .collect();
+        if due.is_empty() {
             return;
         }
-        let (name, partition) = (&log.topic.name, log.partition);
-        match self
+        let held: Vec<HeldLease> = due
+            .iter()
+            .map(|log| HeldLease {
+                topic: log.topic.name.clone(),
+                partition: log.partition,
+                epoch: log.fence.epoch,
+            })
+            .collect();
+        let renewed = match self
             .metadata
-            .acquire_lease(name, partition, &self.agent_id, now, ttl)
+            .renew_leases(&self.agent_id, &held, now, self.lease_ttl_ms())
             .await
         {
-            Ok(Some(lease)) if lease.epoch == log.fence.epoch => log
-                .lease_expires_at_ms
-                .store(lease.expires_at_ms, Ordering::Release),
-            Ok(_) => {
-                warn!(topic = %name, partition, "lost partition lease; closing partition");
-                self.close_partition(log, false).await;
+            Ok(renewed) => renewed,
+            Err(e) => {
+                warn!(leases = held.len(), "lease renewal failed: {e}");
+                return;
             }
-            Err(e) => warn!(topic = %name, partition, "lease renewal failed: {e}"),
+        };
+        let expiries: HashMap<(&str, u32), i64> = renewed
+            .iter()
+            .map(|l| ((l.topic.as_str(), l.partition), l.expires_at_ms))
+            .collect();
+        for log in due {
+            let (name, partition) = (log.topic.name.as_str(), log.partition);
+            match expiries.get(&(name, partition)) {
+                Some(&expires_at_ms) => log
+                    .lease_expires_at_ms
+                    .store(expires_at_ms, Ordering::Release),
+                None => {
+                    warn!(topic = %name, partition, "lost partition lease; closing partition");
+                    self.close_partition(log, false).await;
+                }
+            }
         }
     }
 

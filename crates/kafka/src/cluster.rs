@@ -20,13 +20,17 @@ use streamhouse_metadata::{now_ms, AgentInfo, MetadataError, PartitionLease, Top
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, PartitionLog};
 
 /// Longest pause between two reconciliations of held and desired partitions.
 const CONTROLLER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Partitions a controller opens at once.
 const CONCURRENT_OPENS: usize = 16;
+
+/// Most leases a controller takes in one metadata transaction before opening their partitions:
+/// small enough that they are all open well before they are due for renewal.
+const ACQUIRE_BATCH: usize = 256;
 
 /// Where partitions and group coordinators should live, given the live agents.
 ///
@@ -331,37 +335,67 @@ pub(crate) async fn run_controller(broker: Weak<Broker>) {
     }
 }
 
-/// One reconciliation: renew or hand off what is held, lease what should be held.
+/// One reconciliation: renew (in one statement) or hand off what is held, then lease what should
+/// be held, [`ACQUIRE_BATCH`] partitions per transaction, renewing what has come due before each
+/// batch. Taking over stops once a third of the lease TTL has passed (the next round goes on),
+/// so however many partitions an agent takes on, the ones it holds are renewed in time.
 async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
+    let started = tokio::time::Instant::now();
     let view = b.membership.refresh(b).await?;
     let mine = own_partitions(b, &view).await?;
-    for log in b.open_partitions() {
+    let is_mine = |log: &Arc<PartitionLog>| mine.contains(&(log.topic.name.clone(), log.partition));
+    let (keep, hand_off): (Vec<_>, Vec<_>) = b.open_partitions().into_iter().partition(is_mine);
+    b.renew_due_leases(&keep).await;
+    for log in hand_off {
         let (topic, partition) = (log.topic.name.as_str(), log.partition);
-        if mine.contains(&(topic.to_string(), partition)) {
-            b.renew_lease_if_due(&log).await;
-        } else {
-            info!(
-                topic,
-                partition, "partition moves to another agent; handing off"
-            );
-            b.close_partition(&log, true).await;
-        }
+        info!(
+            topic,
+            partition, "partition moves to another agent; handing off"
+        );
+        b.close_partition(&log, true).await;
     }
-    let wanted = mine
-        .into_iter()
-        .filter(|(topic, partition)| !b.is_open(topic, *partition));
-    futures::stream::iter(wanted)
-        .for_each_concurrent(CONCURRENT_OPENS, |(topic, partition)| async move {
-            if b.membership.is_stopping() {
-                return;
-            }
-            match b.partition(&topic, partition).await {
-                Ok(_) => debug!(%topic, partition, "took over partition"),
-                // Usually the previous owner has not released it yet; retried next tick.
-                Err(e) => debug!(%topic, partition, "cannot lease partition yet: {e}"),
-            }
+    let wanted: Vec<(String, u32)> = mine
+        .iter()
+        .filter(|(topic, partition)| {
+            !b.is_open(topic, *partition) && b.may_lease(topic, *partition)
         })
-        .await;
+        .cloned()
+        .collect();
+    let budget = b.config.lease_ttl / 3;
+    for (done, batch) in (0..)
+        .step_by(ACQUIRE_BATCH)
+        .zip(wanted.chunks(ACQUIRE_BATCH))
+    {
+        if started.elapsed() >= budget || b.membership.is_stopping() {
+            debug!(
+                left = wanted.len() - done,
+                "partition controller: taking over the rest next round"
+            );
+            break;
+        }
+        if done > 0 {
+            // Opening the previous batch took time: leases taken or renewed just before the
+            // round may be due by now.
+            let keep: Vec<_> = b.open_partitions().into_iter().filter(is_mine).collect();
+            b.renew_due_leases(&keep).await;
+        }
+        let ttl = b.lease_ttl_ms();
+        let leases = b
+            .metadata
+            .acquire_leases(b.membership.agent_id(), batch, now_ms(), ttl)
+            .await?;
+        // Partitions left out are usually still held by their previous owner, which has not
+        // released them yet; retried next round.
+        futures::stream::iter(leases)
+            .for_each_concurrent(CONCURRENT_OPENS, |lease| async move {
+                let (topic, partition) = (lease.topic.clone(), lease.partition);
+                match b.open_leased(lease).await {
+                    Ok(_) => debug!(%topic, partition, "took over partition"),
+                    Err(e) => debug!(%topic, partition, "cannot open partition yet: {e}"),
+                }
+            })
+            .await;
+    }
     Ok(())
 }
 

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
-    AclPermission, AclResourceType, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
-    MetadataStore, NewTopic, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
-    UserCredential,
+    AclPermission, AclResourceType, AgentInfo, CommittedOffset, HeldLease, LeaseFence,
+    MetadataError, MetadataStore, NewTopic, PartitionLease, ProducerSnapshot, Result, SegmentInfo,
+    Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -962,6 +962,184 @@ pub async fn concurrent_lease_acquisition(store: &dyn MetadataStore) {
     assert_eq!(winners.len(), 1, "exactly one agent wins: {winners:?}");
 }
 
+/// The leases of `topic`, by partition.
+async fn leases_of(store: &dyn MetadataStore, topic: &str) -> BTreeMap<u32, PartitionLease> {
+    let leases = store.list_leases().await.unwrap().into_iter();
+    leases
+        .filter(|l| l.topic == topic)
+        .map(|l| (l.partition, l))
+        .collect()
+}
+
+fn keys(topic: &str, partitions: impl IntoIterator<Item = u32>) -> Vec<(String, u32)> {
+    partitions
+        .into_iter()
+        .map(|p| (topic.to_owned(), p))
+        .collect()
+}
+
+/// Batched acquisition takes each lease exactly as `acquire_lease` would: free at epoch 1, its
+/// own live one at the same epoch, an expired one (anyone's) at epoch + 1, and leaves out live
+/// leases of others and partitions that do not exist.
+pub async fn batch_lease_acquisition(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 5).await;
+    let name = topic.name.as_str();
+    let t0 = now_ms();
+    let take = |partition, agent: &'static str, at: i64| async move {
+        let lease = store.acquire_lease(name, partition, agent, at, 1_000);
+        lease.await.unwrap().expect("free")
+    };
+    let others_live = take(1, "b", t0).await;
+    let others_expired = take(2, "b", t0 - 5_000).await;
+    let own_live = take(3, "a", t0).await;
+    let own_expired = take(4, "a", t0 - 5_000).await;
+    let now = t0 + 10;
+    let mut wanted = keys(name, [4, 3, 2, 1, 0, 7]);
+    wanted.push((unique("missing"), 0));
+    let got = store
+        .acquire_leases("a", &wanted, now, 1_000)
+        .await
+        .unwrap();
+    let lease = |partition, epoch| PartitionLease {
+        topic: name.to_owned(),
+        partition,
+        agent_id: "a".into(),
+        epoch,
+        expires_at_ms: now + 1_000,
+    };
+    let expected = vec![
+        lease(0, 1),
+        lease(2, others_expired.epoch + 1),
+        lease(3, own_live.epoch),
+        lease(4, own_expired.epoch + 1),
+    ];
+    assert_eq!(
+        got, expected,
+        "ordered by partition, the live one of b left out"
+    );
+    let stored = leases_of(store, name).await;
+    assert_eq!(
+        stored[&1], others_live,
+        "another agent's live lease is untouched"
+    );
+    let stored_a: Vec<_> = stored.into_values().filter(|l| l.agent_id == "a").collect();
+    assert_eq!(stored_a, expected);
+    assert!(store
+        .acquire_leases("a", &[], now, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Batched renewal extends only the caller's unexpired leases at the epochs it names, in one
+/// call, and never revives or re-numbers a lease that was lost.
+pub async fn batch_lease_renewal(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 6).await;
+    let name = topic.name.as_str();
+    let t0 = now_ms();
+    let mut held = Vec::new();
+    for partition in 0..5 {
+        let lease = store.acquire_lease(name, partition, "a", t0, 1_000);
+        held.push(lease.await.unwrap().expect("free"));
+    }
+    // 1: taken over by b after a's lease lapsed.
+    let stolen = store
+        .acquire_lease(name, 1, "b", t0 + 1_001, 60_000)
+        .await
+        .unwrap()
+        .expect("expired");
+    // 2: a's lease renewed to expire before the renewal below (at t0 + 800).
+    store
+        .acquire_lease(name, 2, "a", t0 - 200, 1_000)
+        .await
+        .unwrap()
+        .expect("own");
+    // 3: a claims a stale epoch. 4: a released it.
+    store
+        .release_lease(name, 4, "a", held[4].epoch)
+        .await
+        .unwrap();
+    let claims: Vec<HeldLease> = held
+        .iter()
+        .map(|l| HeldLease {
+            topic: l.topic.clone(),
+            partition: l.partition,
+            epoch: if l.partition == 3 {
+                l.epoch - 1
+            } else {
+                l.epoch
+            },
+        })
+        .chain([
+            // Never leased, and a partition that does not exist.
+            HeldLease {
+                topic: name.to_owned(),
+                partition: 5,
+                epoch: 1,
+            },
+            HeldLease {
+                topic: unique("missing"),
+                partition: 0,
+                epoch: 1,
+            },
+        ])
+        .collect();
+    let before = leases_of(store, name).await;
+    // Live until its expiry instant, as for acquisition: partition 0 expires at t0 + 1_000.
+    let renewed = store
+        .renew_leases("a", &claims, t0 + 1_000, 5_000)
+        .await
+        .unwrap();
+    let extended = PartitionLease {
+        expires_at_ms: t0 + 6_000,
+        ..held[0].clone()
+    };
+    assert_eq!(renewed, vec![extended.clone()]);
+    let mut after = leases_of(store, name).await;
+    assert_eq!(after.remove(&0), Some(extended));
+    let mut before = before;
+    before.remove(&0);
+    assert_eq!(after, before, "lost leases are untouched, none is created");
+    assert_eq!(after[&1], stolen);
+
+    // Another agent's renewal of a's lease does nothing, even at the right epoch.
+    let claim = &claims[..1];
+    assert!(store
+        .renew_leases("b", claim, t0 + 1_000, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .renew_leases("a", &[], t0, 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Agents racing to take the same partitions in batches (in opposite orders): every partition
+/// ends up with exactly one of them, and each agent's answer matches the stored leases.
+pub async fn concurrent_batch_lease_acquisition(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 8).await;
+    let name = topic.name.as_str();
+    let now = now_ms();
+    let agents: Vec<String> = (0..4).map(|i| format!("agent-{i}")).collect();
+    let results = join_all(agents.iter().enumerate().map(|(i, agent)| {
+        let mut wanted = keys(name, 0..8);
+        if i % 2 == 1 {
+            wanted.reverse();
+        }
+        async move { store.acquire_leases(agent, &wanted, now, 60_000).await }
+    }))
+    .await;
+    let mut owners = BTreeMap::new();
+    for lease in results.into_iter().flat_map(Result::unwrap) {
+        let previous = owners.insert(lease.partition, lease.clone());
+        assert!(previous.is_none(), "two winners: {previous:?}, {lease:?}");
+    }
+    assert_eq!(owners.len(), 8, "every free partition is taken");
+    assert_eq!(owners, leases_of(store, name).await);
+}
+
 /// Releasing needs the holder and its epoch; afterwards anyone takes over at a higher epoch.
 pub async fn lease_release(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
@@ -1125,6 +1303,9 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     agents(store).await;
     leases(store).await;
     concurrent_lease_acquisition(store).await;
+    batch_lease_acquisition(store).await;
+    batch_lease_renewal(store).await;
+    concurrent_batch_lease_acquisition(store).await;
     lease_release(store).await;
     credentials(store).await;
     acls(store).await;

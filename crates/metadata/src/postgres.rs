@@ -15,6 +15,18 @@ macro_rules! for_update {
     };
 }
 
+/// The rows of a JSON array bound (as text) as `$param`, one per element, in a column named
+/// `value`.
+macro_rules! json_elements {
+    ($param:literal) => {
+        concat!(
+            "json_array_elements(CAST(",
+            $param,
+            " AS json)) AS elements (value)"
+        )
+    };
+}
+
 type Db = Postgres;
 type Store = PostgresMetadataStore;
 

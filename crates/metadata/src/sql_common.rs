@@ -6,10 +6,14 @@
 //!   a transaction under which read-check-write sequences are atomic;
 //! - `type Db`: the sqlx database;
 //! - the `for_update!()` macro: the suffix that row-locks a `SELECT` inside such a transaction
-//!   (empty where the transaction already excludes other writers).
+//!   (empty where the transaction already excludes other writers);
+//! - the `json_elements!("$N")` macro: a `FROM` item with one row per element of the JSON array
+//!   bound as `$N`, in a column `value`.
 //!
 //! Statements use `$N` placeholders, which both SQLite and PostgreSQL accept, and only integer
-//! (`i64`) and text binds, so one statement text serves both.
+//! (`i64`) and text binds, so one statement text serves both. A statement over many partitions
+//! takes them as one JSON text bind (see [`lease_keys!`]), so its size does not depend on their
+//! number and no backend limit on bind parameters applies.
 
 use async_trait::async_trait;
 use sqlx::{Database, Executor};
@@ -21,9 +25,9 @@ use crate::rows::{
     partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataError,
-    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo,
-    Topic, TopicConfig, UserCredential,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence,
+    MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot,
+    Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -40,6 +44,19 @@ macro_rules! select_partition {
             "SELECT ",
             partition_columns!(),
             " FROM partitions WHERE topic = $1 AND partition_id = $2"
+        )
+    };
+}
+
+/// A derived table `k (topic, partition_id, epoch)` of the JSON array bound as `$param`, whose
+/// elements are `[topic, partition]` (`epoch` then NULL) or `[topic, partition, epoch]`.
+macro_rules! lease_keys {
+    ($param:literal) => {
+        concat!(
+            "(SELECT value ->> 0 AS topic, CAST(value ->> 1 AS BIGINT) AS partition_id, \
+             CAST(value ->> 2 AS BIGINT) AS epoch FROM ",
+            json_elements!($param),
+            ") AS k"
         )
     };
 }
@@ -181,6 +198,67 @@ async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence)
             epoch: fence.epoch,
         })
     }
+}
+
+/// Takes or renews, for `agent_id`, the leases of the existing partitions among `keys` (the
+/// JSON bound as `$4` by [`lease_keys!`]) that are free, expired, or already its own, as
+/// [`MetadataStore::acquire_lease`] describes. Run inside a write transaction that has locked
+/// those partition rows, so the takeover serializes with commits checking the old fence.
+async fn upsert_leases(
+    conn: &mut Conn,
+    agent_id: &str,
+    keys: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<Vec<PartitionLease>> {
+    // One upsert decides per partition: free -> epoch 1; live and ours -> renew at the same
+    // epoch; expired (anyone's) -> take over at epoch + 1; live and someone else's -> no row.
+    // Live leases of others are filtered out before the upsert too, so it does not even lock
+    // their rows (in sorted order, as every multi-row lease statement does), which keeps it
+    // from waiting on, or deadlocking with, their holder's renewal.
+    sqlx::query(concat!(
+        "INSERT INTO partition_leases (",
+        lease_columns!(),
+        ") SELECT topic, partition_id, $1, 1, $2 + $3 FROM partitions \
+         WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
+        lease_keys!("$4"),
+        ") AND NOT EXISTS (SELECT 1 FROM partition_leases AS l \
+             WHERE l.topic = partitions.topic AND l.partition_id = partitions.partition_id \
+             AND l.agent_id <> $1 AND l.expires_at >= $2) \
+         ORDER BY topic, partition_id \
+         ON CONFLICT (topic, partition_id) DO UPDATE SET \
+         epoch = CASE WHEN partition_leases.agent_id = excluded.agent_id \
+                      AND partition_leases.expires_at >= $2 \
+                 THEN partition_leases.epoch ELSE partition_leases.epoch + 1 END, \
+         agent_id = excluded.agent_id, \
+         expires_at = excluded.expires_at \
+         WHERE partition_leases.agent_id = excluded.agent_id \
+            OR partition_leases.expires_at < $2 \
+         RETURNING ",
+        lease_columns!()
+    ))
+    .bind(agent_id)
+    .bind(now_ms)
+    .bind(ttl_ms)
+    .bind(keys)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(rows::lease)
+    .collect()
+}
+
+/// Partition keys (`(topic, partition)` or `(topic, partition, epoch)`) as the JSON
+/// [`lease_keys!`] reads.
+fn json_keys<K: serde::Serialize>(keys: &[K]) -> Result<String> {
+    // Tuples of strings and integers always serialize; this is only for the type.
+    serde_json::to_string(keys).map_err(|e| MetadataError::Invalid(format!("lease keys: {e}")))
+}
+
+/// Leases in a defined order: `RETURNING` rows come in none.
+fn sorted(mut leases: Vec<PartitionLease>) -> Vec<PartitionLease> {
+    leases.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    leases
 }
 
 /// Whether `segments` (ordered) cover exactly the offsets and records of `merged`, gap-free.
@@ -335,7 +413,7 @@ impl MetadataStore for Store {
         }
         // Wait out in-flight commits so the returned list includes their segments.
         sqlx::query(concat!(
-            "SELECT partition_id FROM partitions WHERE topic = $1",
+            "SELECT partition_id FROM partitions WHERE topic = $1 ORDER BY partition_id",
             for_update!()
         ))
         .bind(name)
@@ -855,36 +933,87 @@ impl MetadataStore for Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
+        let keys = json_keys(&[(topic, partition)])?;
         let mut tx = self.write_tx().await?;
+        // Also tells a missing partition from a missing topic.
         partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
-        // One upsert decides: free -> epoch 1; live and ours -> renew at the same epoch;
-        // expired (anyone's) -> take over at epoch + 1; live and someone else's -> no row.
-        let lease = sqlx::query(concat!(
-            "INSERT INTO partition_leases (",
-            lease_columns!(),
-            ") VALUES ($1, $2, $3, 1, $4 + $5) \
-             ON CONFLICT (topic, partition_id) DO UPDATE SET \
-             epoch = CASE WHEN partition_leases.agent_id = excluded.agent_id \
-                          AND partition_leases.expires_at >= $4 \
-                     THEN partition_leases.epoch ELSE partition_leases.epoch + 1 END, \
-             agent_id = excluded.agent_id, \
-             expires_at = excluded.expires_at \
-             WHERE partition_leases.agent_id = excluded.agent_id \
-                OR partition_leases.expires_at < $4 \
-             RETURNING ",
+        let lease = upsert_leases(&mut tx, agent_id, &keys, now_ms, ttl_ms).await?;
+        tx.commit().await?;
+        Ok(lease.into_iter().next())
+    }
+
+    async fn acquire_leases(
+        &self,
+        agent_id: &str,
+        partitions: &[(String, u32)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = json_keys(partitions)?;
+        let mut tx = self.write_tx().await?;
+        // Lock the partition rows as `acquire_lease` does, in sorted order, so two agents'
+        // batches (and `delete_topic`) cannot deadlock on them.
+        sqlx::query(concat!(
+            "SELECT topic FROM partitions \
+             WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
+            lease_keys!("$1"),
+            ") ORDER BY topic, partition_id",
+            for_update!()
+        ))
+        .bind(keys.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let leases = upsert_leases(&mut tx, agent_id, &keys, now_ms, ttl_ms).await?;
+        tx.commit().await?;
+        Ok(sorted(leases))
+    }
+
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        held: &[HeldLease],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(&str, u32, i64)> = held
+            .iter()
+            .map(|h| (h.topic.as_str(), h.partition, h.epoch))
+            .collect();
+        let keys = json_keys(&keys)?;
+        let mut tx = self.write_tx().await?;
+        // Only the holder's unexpired lease at the same epoch is extended: the epoch and holder
+        // never change here, so a lease taken over, released or expired stays lost. The inner
+        // select locks the rows in sorted order (PostgreSQL rechecks its conditions on rows
+        // changed meanwhile), so concurrent multi-row lease statements cannot deadlock.
+        let renewed = sqlx::query(concat!(
+            "UPDATE partition_leases SET expires_at = $2 + $3 \
+             WHERE agent_id = $1 AND expires_at >= $2 AND (topic, partition_id) IN ( \
+                 SELECT topic, partition_id FROM partition_leases \
+                 WHERE agent_id = $1 AND expires_at >= $2 \
+                 AND (topic, partition_id, epoch) IN (SELECT topic, partition_id, epoch FROM ",
+            lease_keys!("$4"),
+            ") ORDER BY topic, partition_id",
+            for_update!(),
+            ") RETURNING ",
             lease_columns!()
         ))
-        .bind(topic)
-        .bind(i64::from(partition))
         .bind(agent_id)
         .bind(now_ms)
         .bind(ttl_ms)
-        .fetch_optional(&mut *tx)
+        .bind(keys.as_str())
+        .fetch_all(&mut *tx)
         .await?
-        .map(|row| rows::lease(&row))
-        .transpose()?;
+        .iter()
+        .map(rows::lease)
+        .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
-        Ok(lease)
+        Ok(sorted(renewed))
     }
 
     async fn release_lease(

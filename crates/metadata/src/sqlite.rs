@@ -26,6 +26,13 @@ macro_rules! for_update {
     };
 }
 
+/// The rows of a JSON array bound as `$param`, one per element, in a column named `value`.
+macro_rules! json_elements {
+    ($param:literal) => {
+        concat!("json_each(", $param, ")")
+    };
+}
+
 type Db = Sqlite;
 type Store = SqliteMetadataStore;
 

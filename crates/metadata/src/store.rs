@@ -1,8 +1,9 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, NewTopic, PartitionLease,
-    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence, NewTopic,
+    PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
+    UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -37,7 +38,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// One partition's durable progress.
     async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState>;
 
-    /// Every partition of a topic, ordered by index.
+    /// [`MetadataStore::get_partition`] from the database itself, never from a cache in front of
+    /// it: for checks that must see what other agents wrote.
+    async fn get_partition_uncached(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        self.get_partition(topic, partition).await
+    }
+
+    /// Every partition of a topic, ordered by index (never from a cache).
     async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>>;
 
     /// Records a segment and advances the partition's high watermark to `last_offset + 1`, in one
@@ -156,6 +163,31 @@ pub trait MetadataStore: Send + Sync + 'static {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>>;
+
+    /// [`MetadataStore::acquire_lease`] for many partitions in one transaction (one statement
+    /// besides the row locks): each lease is taken or renewed exactly as `acquire_lease` would.
+    /// Returns the leases now held by `agent_id`, ordered by topic, partition; a partition
+    /// another agent holds unexpired is left out, and so is one that does not exist (its topic
+    /// was deleted meanwhile).
+    async fn acquire_leases(
+        &self,
+        agent_id: &str,
+        partitions: &[(String, u32)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>>;
+
+    /// Extends to `now_ms + ttl_ms`, in one statement, every lease of `held` that `agent_id`
+    /// still holds at that epoch and that has not expired at `now_ms`. Returns the renewed
+    /// leases, ordered by topic, partition; one left out was lost (taken over, released, or
+    /// expired) and is never revived here: its epoch, holder and expiry are untouched.
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        held: &[HeldLease],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>>;
 
     /// Gives a lease up early (only if held by `agent_id` at `epoch`).
     async fn release_lease(

@@ -166,6 +166,18 @@ pub struct PartitionLease {
     pub expires_at_ms: i64,
 }
 
+/// A lease an agent believes it holds, as it asks [`crate::MetadataStore::renew_leases`] to
+/// extend it: renewed only if still that agent's, at this epoch, and unexpired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The epoch the agent holds the lease at.
+    pub epoch: i64,
+}
+
 /// Current wall-clock time in ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

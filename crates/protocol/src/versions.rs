@@ -44,7 +44,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 ];
 
 /// Versions of `api` this agent serves, or `None` when it does not serve the API at all.
-pub fn supported(api: ApiKey) -> Option<VersionRange> {
+pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
     SUPPORTED
         .iter()
         .find(|(k, _, _)| *k == api)

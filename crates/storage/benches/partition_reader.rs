@@ -18,8 +18,8 @@ use kafka_protocol::records::{
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, LeaseFence, MetadataStore, NewTopic,
-    PartitionLease, PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo,
+    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence, MetadataStore,
+    NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo,
     SqliteMetadataStore, Topic, TopicConfig, UserCredential,
 };
 use streamhouse_segment::RecordBatch;
@@ -172,6 +172,28 @@ impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
     ) -> MetaResult<Option<PartitionLease>> {
         self.count()
             .acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
+            .await
+    }
+    async fn acquire_leases(
+        &self,
+        agent_id: &str,
+        partitions: &[(String, u32)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> MetaResult<Vec<PartitionLease>> {
+        self.count()
+            .acquire_leases(agent_id, partitions, now_ms, ttl_ms)
+            .await
+    }
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        held: &[HeldLease],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> MetaResult<Vec<PartitionLease>> {
+        self.count()
+            .renew_leases(agent_id, held, now_ms, ttl_ms)
             .await
     }
     async fn release_lease(&self, t: &str, p: u32, agent: &str, epoch: i64) -> MetaResult<()> {

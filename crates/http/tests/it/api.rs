@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
+use streamhouse_kafka::MAX_PARTITIONS;
 
 use crate::harness::App;
 
@@ -68,7 +69,7 @@ async fn create_topic_errors() {
     for bad in [
         json!({"name": "a b"}),
         json!({"name": "ok", "partitions": 0}),
-        json!({"name": "ok", "partitions": 10_001}),
+        json!({"name": "ok", "partitions": MAX_PARTITIONS + 1}),
         json!({"name": "ok", "config": {"segment.bytes": "10"}}),
     ] {
         let reply = app.post("/api/v1/topics", bad).await;

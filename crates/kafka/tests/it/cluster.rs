@@ -17,7 +17,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
-use streamhouse_kafka::{ApiError, Assignment, Broker, BrokerConfig, ProduceRecord};
+use streamhouse_kafka::{
+    ApiError, Assignment, Broker, BrokerConfig, ProduceRecord, MAX_PARTITIONS,
+};
 use streamhouse_metadata::{
     now_ms, AgentInfo, CacheConfig, CachedMetadataStore, MetadataStore, SqliteMetadataStore,
 };
@@ -254,6 +256,107 @@ async fn a_writer_whose_lease_was_taken_commits_nothing() {
             "{orphan}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_closes_the_partition_and_it_reopens_at_a_new_epoch() {
+    // A short TTL: the controller renews every ~130 ms, so it soon notices the loss.
+    let cluster = Cluster::new(Duration::from_millis(400)).await;
+    let agent = cluster.agent(0);
+    create_topic(&agent, "lost", 2).await;
+    assert_eq!(produce(&agent, "lost", 0).await.unwrap(), 0);
+    let lease_of = |partition: u32| {
+        let metadata = cluster.metadata.clone();
+        async move {
+            let leases = metadata.list_leases().await.unwrap();
+            leases
+                .into_iter()
+                .find(|l| l.partition == partition)
+                .unwrap()
+        }
+    };
+    let lost = lease_of(0).await;
+    let kept = lease_of(1).await;
+
+    // Released behind the agent's back: its renewal must not revive the lease at the old
+    // epoch, but notice the loss, close the partition and take it anew at a higher epoch.
+    cluster
+        .metadata
+        .release_lease("lost", 0, &lost.agent_id, lost.epoch)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    let retaken = loop {
+        let lease = lease_of(0).await;
+        if lease.epoch != lost.epoch && lease.expires_at_ms >= now_ms() {
+            break lease;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partition 0 was not taken again: {lease:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (retaken.agent_id.as_str(), retaken.epoch),
+        (lost.agent_id.as_str(), lost.epoch + 1)
+    );
+    let renewed = lease_of(1).await;
+    assert_eq!(renewed.epoch, kept.epoch, "renewal keeps the epoch");
+    assert!(renewed.expires_at_ms > kept.expires_at_ms, "and extends it");
+    let offset = patiently(|| produce(&agent, "lost", 0)).await.unwrap();
+    assert_eq!(offset, 1, "the reopened partition continues the log");
+}
+
+/// A measurement (BENCHMARKS.md), not a pass mark: one agent with the default 10 s lease TTL
+/// takes over a topic of [`MAX_PARTITIONS`] partitions, then holds every lease at its first
+/// epoch for three TTLs, which it can only do if each controller round renews in time.
+/// `cargo test -p streamhouse-kafka --release --test it max_partitions -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md): run with --ignored --nocapture"]
+async fn one_agent_keeps_max_partitions_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = SqliteMetadataStore::open(&dir.path().join("meta.db"))
+        .await
+        .unwrap();
+    let cluster = Cluster {
+        metadata: Arc::new(metadata),
+        store: Arc::new(InMemory::new()),
+        lease_ttl: BrokerConfig::default().lease_ttl,
+    };
+    let agent = cluster.agent(0);
+    let started = tokio::time::Instant::now();
+    create_topic(&agent, "wide", MAX_PARTITIONS).await;
+    let epochs = || async {
+        let leases = cluster.metadata.list_leases().await.unwrap();
+        let now = now_ms();
+        let live = leases.iter().filter(|l| l.expires_at_ms >= now).count();
+        (live, leases.iter().map(|l| l.epoch).max().unwrap_or(0))
+    };
+    while epochs().await.0 < MAX_PARTITIONS as usize {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leased = started.elapsed();
+    while agent.admin().segment_index_stats().open_partitions < u64::from(MAX_PARTITIONS) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let opened = started.elapsed();
+    let hold_until = tokio::time::Instant::now() + 3 * cluster.lease_ttl;
+    while tokio::time::Instant::now() < hold_until {
+        assert_eq!(
+            epochs().await,
+            (MAX_PARTITIONS as usize, 1),
+            "a lease lapsed and was re-taken"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "one agent, {MAX_PARTITIONS} partitions: all leased after {:.1} s, all open after {:.1} s, \
+         every lease held at epoch 1 for 3 TTLs ({:?})",
+        leased.as_secs_f64(),
+        opened.as_secs_f64(),
+        cluster.lease_ttl
+    );
 }
 
 #[test]

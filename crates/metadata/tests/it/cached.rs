@@ -201,9 +201,9 @@ async fn topic_writes_are_visible_through_the_cache() {
     );
 }
 
-#[tokio::test]
-async fn foreign_writes_show_up_after_the_ttl() {
-    let ttl = Duration::from_millis(50);
+/// A cache (entries live `ttl`) holding partition `t`/0 at high watermark 0, after another
+/// agent committed offsets 0..=9 to the database behind it.
+async fn cache_behind_a_foreign_write(ttl: Duration) -> CachedMetadataStore {
     let (inner, cached) = cached_with(CacheConfig {
         ttl,
         ..CacheConfig::default()
@@ -215,9 +215,26 @@ async fn foreign_writes_show_up_after_the_ttl() {
         .commit_segment(&segment("t", 0, 9), None)
         .await
         .unwrap();
+    cached
+}
+
+#[tokio::test]
+async fn foreign_writes_show_up_after_the_ttl() {
+    let ttl = Duration::from_millis(50);
+    let cached = cache_behind_a_foreign_write(ttl).await;
     tokio::time::sleep(ttl * 4).await;
     assert_eq!(
         cached.get_partition("t", 0).await.unwrap().high_watermark,
         10
     );
+}
+
+#[tokio::test]
+async fn uncached_reads_see_foreign_writes_at_once() {
+    let cached = cache_behind_a_foreign_write(Duration::from_secs(3600)).await;
+    let high_watermark = |state: streamhouse_metadata::PartitionState| state.high_watermark;
+    let cached_state = cached.get_partition("t", 0).await.unwrap();
+    assert_eq!(high_watermark(cached_state), 0, "still the cached state");
+    let stored = cached.get_partition_uncached("t", 0).await.unwrap();
+    assert_eq!(high_watermark(stored), 10);
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the conformance suite against every backend, plus backend specifics.
 
 mod cached;
+mod lease_scale;
 mod postgres;
 mod sqlite;

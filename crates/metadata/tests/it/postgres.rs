@@ -212,6 +212,15 @@ async fn agents_race_for_one_offset(first: Arc<dyn MetadataStore>, second: Arc<d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (BENCHMARKS.md): run with --ignored --nocapture"]
+async fn lease_round_on_postgres() {
+    let bin = server_bin_dir().expect("PostgreSQL server binaries");
+    let server = TempPostgres::start(bin);
+    let store = server.store().await;
+    crate::lease_scale::lease_round(&store, "PostgreSQL (local socket, fsync=off)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend() {
     let Some(bin) = server_bin_dir() else {
         // scripts/test.sh installs the server and sets this, so CI can never skip silently.
