@@ -46,8 +46,8 @@ def parse_args(argv):
     p.add_argument("--compression", default="none", help="producer compression.type")
     p.add_argument("--linger-ms", type=float, default=5, help="linger.ms of the produce phase")
     p.add_argument("--batch-size", type=int, default=1_000_000, help="batch.size")
-    p.add_argument("--in-flight", type=int, default=5,
-                   help="max.in.flight.requests.per.connection")
+    p.add_argument("--in-flight", type=int, default=128,
+                   help="max.in.flight.requests.per.connection (the agent serves 128 at once)")
     p.add_argument("--rate", type=int, default=1000, help="records/s in the latency phase")
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--latency-linger-ms", type=float, default=0,
@@ -154,11 +154,14 @@ def consume_throughput(args):
     ends = {p: high for p, (_low, high) in marks.items()}
     c.assign([TopicPartition(args.topic, p, low) for p, (low, _high) in marks.items()])
     pending = {p for p, end in ends.items() if end > 0}
+    total = sum(high - low for low, high in marks.values())
     records = nbytes = 0
     start = time.perf_counter()
     deadline = time.monotonic() + TIMEOUT_S * 2
     while pending and time.monotonic() < deadline:
-        for msg in c.consume(num_messages=10_000, timeout=1.0):
+        # Never ask for more than is left: consume() waits for its count or its timeout.
+        wanted = max(1, min(10_000, total - records))
+        for msg in c.consume(num_messages=wanted, timeout=1.0):
             if msg.error():
                 raise KafkaException(msg.error())
             records += 1

@@ -48,7 +48,7 @@ fn bench_produce_then_consume_report_json() {
     assert!(out.contains("produce-ack latency ms"), "{out}");
     let r = report(&produce_json);
     assert_eq!(r["mode"], "produce");
-    assert_eq!(r["params"]["in_flight"], 5);
+    assert_eq!(r["params"]["in_flight"], 128);
     assert_eq!(r["params"]["warm_up_records"], 2);
     assert_eq!(r["produce"]["records"], 2000);
     assert_eq!(r["produce"]["bytes"], 2000 * 256);
