@@ -8,6 +8,7 @@ mod consumer;
 mod producer;
 mod progress;
 mod report;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use rskafka::chrono::Utc;
-use rskafka::client::partition::PartitionClient;
-use rskafka::record::Record;
+use kafka_protocol::records::Compression;
 use serde_json::json;
 
 use crate::cli::kafka::{is_topic_exists, CompressionArg, Kafka};
@@ -27,6 +26,7 @@ use consumer::{FetchPlan, Span};
 use producer::LoadPlan;
 use progress::Progress;
 use report::{Errors, Percentiles, Report, Throughput};
+use wire::{Connection, Layout};
 
 /// Load generators.
 #[derive(Debug, Subcommand)]
@@ -75,13 +75,14 @@ pub struct ProduceBench {
     /// Send for this long (e.g. `30s`) [e2e default: 10s].
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Producer tasks.
-    #[arg(long, default_value_t = 4)]
+    /// Connections to each partition leader; its partitions are spread over them.
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Unacknowledged records allowed per producer task.
-    #[arg(long, default_value_t = 10_000)]
+    /// Unanswered Produce requests allowed per connection (librdkafka's max.in.flight).
+    #[arg(long, default_value_t = DEFAULT_IN_FLIGHT)]
     pub in_flight: usize,
-    /// Records per second across all tasks, 0 = unlimited [default: 0 for produce, 1000 for e2e].
+    /// Records per second, scheduled by time whatever the server does; 0 = as fast as the
+    /// windows allow [default: 0 for produce, 1000 for e2e].
     #[arg(long)]
     pub rate: Option<u64>,
     /// Most bytes per batch (librdkafka's batch.size).
@@ -94,6 +95,12 @@ pub struct ProduceBench {
     #[arg(long, value_enum, default_value = "none")]
     pub compression: CompressionArg,
 }
+
+/// Default of `--in-flight`: as many requests as the agent serves at once per connection
+/// (`max_in_flight_per_connection`), so the window does not hide the agent's own limit. A
+/// small window caps throughput at `in_flight × batch size / ack latency` (5 × 1 MB per 25 ms
+/// is 200 MB/s) and makes partitions queue behind each other (one partition per request).
+const DEFAULT_IN_FLIGHT: usize = 128;
 
 /// Flags of `bench consume`.
 #[derive(Debug, Args)]
@@ -131,26 +138,30 @@ fn finish(report: Report, topic: &TopicArgs) -> anyhow::Result<()> {
 
 /// `bench produce`.
 async fn produce(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Report> {
-    let kafka = Kafka::connect(endpoints).await?;
-    let clients = open_topic(&kafka, &args.topic, true).await?;
-    let plan = args.plan(Defaults {
-        records: Some(200_000),
-        duration: None,
-        rate: 0,
-        linger: Duration::from_millis(5),
-    });
+    let layout = open_topic(endpoints, &args.topic, true).await?;
+    let plan = args.plan(
+        endpoints,
+        Defaults {
+            records: Some(200_000),
+            duration: None,
+            rate: 0,
+            linger: Duration::from_millis(5),
+        },
+    );
     let acked = Arc::new(AtomicU64::new(0));
+    let producer = producer::start(plan.clone(), &args.topic.topic, &layout, acked.clone()).await?;
     let outcome = {
-        let _bar = Progress::start("produce", plan.records, acked.clone(), args.topic.quiet);
-        producer::run(plan.clone(), &clients, acked).await
+        let _bar = Progress::start("produce", plan.records, acked, args.topic.quiet);
+        producer.run().await
     };
     let bytes = outcome.acked * plan.record_size as u64;
     Ok(Report {
         mode: "produce",
-        params: args.params(&plan, clients.len()),
+        params: args.params(&plan, &layout),
         produce: Some(Throughput::new(outcome.acked, bytes, outcome.elapsed)),
         consume: None,
         received: None,
+        requests: Some(outcome.requests),
         produce_ack_ms: Percentiles::of(&outcome.latency),
         end_to_end_ms: None,
         errors: outcome.errors,
@@ -159,22 +170,12 @@ async fn produce(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<R
 
 /// `bench consume`.
 async fn consume(args: &ConsumeBench, endpoints: &Endpoints) -> anyhow::Result<Report> {
-    let kafka = Kafka::connect(endpoints).await?;
-    let clients = open_topic(&kafka, &args.topic, false).await?;
-    let mut parts = Vec::with_capacity(clients.len());
-    for client in clients {
-        let (low, high) = kafka.watermarks(&client).await?;
-        parts.push((
-            client,
-            Span {
-                from: low,
-                until: Some(high),
-            },
-        ));
-    }
-    let total: i64 = parts
+    let layout = open_topic(endpoints, &args.topic, false).await?;
+    let leaders = spans(endpoints, &args.topic.topic, &layout, false).await?;
+    let total: i64 = leaders
         .iter()
-        .map(|(_, s)| s.until.unwrap_or(0) - s.from)
+        .flat_map(|(_, spans)| spans)
+        .map(|s| s.until.unwrap_or(s.from) - s.from)
         .sum();
     if total == 0 {
         bail!(
@@ -184,12 +185,11 @@ async fn consume(args: &ConsumeBench, endpoints: &Endpoints) -> anyhow::Result<R
         );
     }
     let plan = FetchPlan {
-        max_bytes: args.fetch_max_bytes,
+        max_partition_bytes: args.fetch_max_bytes,
         max_wait_ms: 100,
         stop: Arc::new(AtomicBool::new(false)),
         received: Arc::new(AtomicU64::new(0)),
     };
-    let partitions = parts.len();
     let outcome = {
         let _bar = Progress::start(
             "consume",
@@ -197,11 +197,15 @@ async fn consume(args: &ConsumeBench, endpoints: &Endpoints) -> anyhow::Result<R
             plan.received.clone(),
             args.topic.quiet,
         );
-        consumer::run(parts, plan).await
+        consumer::run(&args.topic.topic, leaders, plan).await
     };
     Ok(Report {
         mode: "consume",
-        params: json!({"topic": args.topic.topic, "partitions": partitions}),
+        params: json!({
+            "topic": args.topic.topic,
+            "partitions": layout.partitions().len(),
+            "fetch_max_bytes": args.fetch_max_bytes,
+        }),
         produce: None,
         consume: Some(Throughput::new(
             outcome.records,
@@ -209,6 +213,7 @@ async fn consume(args: &ConsumeBench, endpoints: &Endpoints) -> anyhow::Result<R
             outcome.elapsed,
         )),
         received: None,
+        requests: Some(outcome.fetches),
         produce_ack_ms: None,
         end_to_end_ms: None,
         errors: outcome.errors,
@@ -220,29 +225,37 @@ const E2E_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `bench e2e`.
 async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Report> {
-    let kafka = Kafka::connect(endpoints).await?;
-    let clients = open_topic(&kafka, &args.topic, true).await?;
-    warm_up(&kafka, &clients).await?;
-    let parts = tail_spans(&kafka, &clients).await?;
+    let layout = open_topic(endpoints, &args.topic, true).await?;
+    let plan = args.plan(
+        endpoints,
+        Defaults {
+            records: None,
+            duration: Some(Duration::from_secs(10)),
+            rate: 1000,
+            linger: Duration::ZERO,
+        },
+    );
+    let acked = Arc::new(AtomicU64::new(0));
+    let topic = &args.topic.topic;
+    let producer = producer::start(plan.clone(), topic, &layout, acked.clone()).await?;
+    // The tail starts after the warm-up records, on connections of its own: the server answers
+    // a connection's requests in order, so parked fetches would hold acknowledgements back.
+    let tail = spans(endpoints, topic, &layout, true).await?;
     let fetch = FetchPlan {
-        max_bytes: 1 << 20,
+        max_partition_bytes: 1 << 20,
         max_wait_ms: 500,
         stop: Arc::new(AtomicBool::new(false)),
         received: Arc::new(AtomicU64::new(0)),
     };
-    let tail = tokio::spawn(consumer::run(parts, fetch.clone()));
+    let tail = tokio::spawn({
+        let (topic, fetch) = (topic.clone(), fetch.clone());
+        async move { consumer::run(&topic, tail, fetch).await }
+    });
     // Let the first fetches park on the server before the clock starts.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let plan = args.plan(Defaults {
-        records: None,
-        duration: Some(Duration::from_secs(10)),
-        rate: 1000,
-        linger: Duration::ZERO,
-    });
-    let acked = Arc::new(AtomicU64::new(0));
     let produced = {
-        let _bar = Progress::start("e2e", plan.records, acked.clone(), args.topic.quiet);
-        producer::run(plan.clone(), &clients, acked).await
+        let _bar = Progress::start("e2e", plan.records, acked, args.topic.quiet);
+        producer.run().await
     };
     wait_for(&fetch.received, produced.acked, E2E_DRAIN_TIMEOUT).await;
     fetch.stop.store(true, Ordering::Relaxed);
@@ -258,54 +271,49 @@ async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Repor
     let bytes = produced.acked * plan.record_size as u64;
     Ok(Report {
         mode: "e2e",
-        params: args.params(&plan, clients.len()),
+        params: args.params(&plan, &layout),
         produce: Some(Throughput::new(produced.acked, bytes, produced.elapsed)),
         // The tail's wall time includes parking before and draining after the producers, so
         // a consume rate would be meaningless here: report the count.
         consume: None,
         received: Some(consumed.records),
+        requests: Some(produced.requests),
         produce_ack_ms: Percentiles::of(&produced.latency),
         end_to_end_ms: Percentiles::of(&consumed.latency),
         errors,
     })
 }
 
-/// A tailing consumer per partition, starting at its current end. Each gets a partition client
-/// (hence a connection) of its own: the server answers a connection's requests in order, so
-/// sharing the producer's would hold acknowledgements behind parked fetches and vice versa.
-async fn tail_spans(
-    kafka: &Kafka,
-    clients: &[Arc<PartitionClient>],
-) -> anyhow::Result<Vec<(Arc<PartitionClient>, Span)>> {
-    let mut parts = Vec::with_capacity(clients.len());
-    for client in clients {
-        let tail = kafka.partition(client.topic(), client.partition()).await?;
-        let (_, high) = kafka.watermarks(&tail).await?;
-        let span = Span {
-            from: high,
-            until: None,
-        };
-        parts.push((tail, span));
+/// A connection to each partition leader with the spans to read there: from the log start to
+/// the current end (drain), or from the current end on (`tail`).
+async fn spans(
+    endpoints: &Endpoints,
+    topic: &str,
+    layout: &Layout,
+    tail: bool,
+) -> anyhow::Result<Vec<(Connection, Vec<Span>)>> {
+    let mut leaders = Vec::with_capacity(layout.by_leader.len());
+    for (addr, partitions) in &layout.by_leader {
+        let conn = Connection::open(addr, endpoints.timeout).await?;
+        let spans = wire::watermarks(&conn, topic, partitions)
+            .await?
+            .into_iter()
+            .map(|(partition, low, high)| match tail {
+                true => Span {
+                    partition,
+                    from: high,
+                    until: None,
+                },
+                false => Span {
+                    partition,
+                    from: low,
+                    until: Some(high),
+                },
+            })
+            .collect();
+        leaders.push((conn, spans));
     }
-    Ok(parts)
-}
-
-/// One unstamped record per partition, so connection set-up and partition opening on the
-/// server happen before the clock starts.
-async fn warm_up(kafka: &Kafka, clients: &[Arc<PartitionClient>]) -> anyhow::Result<()> {
-    for client in clients {
-        let record = Record {
-            key: Some(b"warm-up".to_vec()),
-            value: Some(b"warm-up".to_vec()),
-            headers: Default::default(),
-            timestamp: Utc::now(),
-        };
-        let what = format!("warming up {}/{}", client.topic(), client.partition());
-        kafka
-            .call(&what, client.produce(vec![record], Default::default()))
-            .await?;
-    }
-    Ok(())
+    Ok(leaders)
 }
 
 /// Waits until `counter` reaches `target` or `limit` passes.
@@ -316,35 +324,70 @@ async fn wait_for(counter: &AtomicU64, target: u64, limit: Duration) {
     }
 }
 
-/// Partition clients of the benchmark topic, creating it first when allowed and missing.
+/// Where the benchmark topic's partitions live, creating the topic first when allowed and
+/// missing.
 async fn open_topic(
-    kafka: &Kafka,
+    endpoints: &Endpoints,
     args: &TopicArgs,
     create: bool,
-) -> anyhow::Result<Vec<Arc<PartitionClient>>> {
+) -> anyhow::Result<Layout> {
     let topic = &args.topic;
-    let ids = match kafka.find_partitions(topic).await? {
-        Some(ids) => ids,
+    let bootstrap = connect_bootstrap(endpoints).await?;
+    let layout = match wire::layout(&bootstrap, topic).await? {
+        Some(layout) => layout,
         None if create => {
+            let kafka = Kafka::connect(endpoints).await?;
             let partitions = i32::try_from(args.partitions)?;
             if let Err(e) = kafka.create_topic(topic, partitions).await {
                 if !is_topic_exists(&e) {
                     return Err(e);
                 }
             }
-            kafka.partitions(topic).await?
+            created_layout(&bootstrap, topic, endpoints.timeout).await?
         }
         None => {
             bail!("unknown topic '{topic}': run `streamhouse bench produce --topic {topic}` first")
         }
     };
-    if ids.len() != args.partitions as usize && create {
-        eprintln!(
-            "note: topic '{topic}' exists with {} partitions; using those",
-            ids.len()
-        );
+    let found = layout.partitions().len();
+    if found != args.partitions as usize && create {
+        eprintln!("note: topic '{topic}' exists with {found} partitions; using those");
     }
-    kafka.partition_clients(topic, &ids).await
+    Ok(layout)
+}
+
+/// The layout of a topic just created, once every partition has a leader.
+async fn created_layout(
+    bootstrap: &Connection,
+    topic: &str,
+    limit: Duration,
+) -> anyhow::Result<Layout> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match wire::layout(bootstrap, topic).await {
+            Ok(Some(layout)) => return Ok(layout),
+            Ok(None) => anyhow::anyhow!("topic '{topic}' was created but is not listed"),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection to the first bootstrap server that answers.
+async fn connect_bootstrap(endpoints: &Endpoints) -> anyhow::Result<Connection> {
+    let mut last = anyhow::anyhow!("no bootstrap server given");
+    for addr in endpoints.bootstrap.split(',').map(str::trim) {
+        match Connection::open(addr, endpoints.timeout).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = e,
+        }
+    }
+    // Worded as the other commands word it.
+    let bootstrap = &endpoints.bootstrap;
+    Err(last.context(format!("cannot reach the Kafka listener at {bootstrap}")))
 }
 
 /// Mode-specific defaults for flags left unset.
@@ -356,7 +399,7 @@ struct Defaults {
 }
 
 impl ProduceBench {
-    fn plan(&self, d: Defaults) -> LoadPlan {
+    fn plan(&self, endpoints: &Endpoints, d: Defaults) -> LoadPlan {
         let (records, duration) = match (self.records, self.duration) {
             (None, None) => (d.records, d.duration),
             given => given,
@@ -365,16 +408,18 @@ impl ProduceBench {
             records,
             duration,
             rate: self.rate.unwrap_or(d.rate),
-            concurrency: self.concurrency.max(1),
+            connections: self.concurrency.max(1),
             in_flight: self.in_flight.max(1),
             record_size: self.record_size.max(producer::STAMP_LEN),
             batch_bytes: self.batch_size,
             linger: self.linger.unwrap_or(d.linger),
-            compression: self.compression.into(),
+            compression: codec(self.compression),
+            timeout: endpoints.timeout,
         }
     }
 
-    fn params(&self, plan: &LoadPlan, partitions: usize) -> serde_json::Value {
+    fn params(&self, plan: &LoadPlan, layout: &Layout) -> serde_json::Value {
+        let partitions = layout.partitions().len();
         json!({
             "topic": self.topic.topic,
             "partitions": partitions,
@@ -382,11 +427,24 @@ impl ProduceBench {
             "records": plan.records,
             "duration_s": plan.duration.map(|d| d.as_secs_f64()),
             "rate": plan.rate,
-            "concurrency": plan.concurrency,
+            "concurrency": plan.connections,
             "in_flight": plan.in_flight,
             "batch_size": plan.batch_bytes,
             "linger_ms": plan.linger.as_secs_f64() * 1000.0,
             "compression": self.compression,
+            "acks": "all",
+            "warm_up_records": partitions,
         })
+    }
+}
+
+/// The wire codec of `--compression`.
+fn codec(c: CompressionArg) -> Compression {
+    match c {
+        CompressionArg::None => Compression::None,
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::Snappy => Compression::Snappy,
+        CompressionArg::Lz4 => Compression::Lz4,
+        CompressionArg::Zstd => Compression::Zstd,
     }
 }

@@ -131,6 +131,9 @@ pub struct Report {
     /// Stamped records the tailing consumers received (e2e).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<u64>,
+    /// Produce requests sent (produce, e2e) or Fetch requests made (consume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
     /// Send → acknowledgement latency, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub produce_ack_ms: Option<Percentiles>,
@@ -163,6 +166,9 @@ impl Report {
         }
         if let Some(n) = self.received {
             println!("received  {n} records");
+        }
+        if let Some(n) = self.requests {
+            println!("requests  {n}");
         }
         if let Some(p) = &self.produce_ack_ms {
             println!("produce-ack latency ms: {}", p.line());
