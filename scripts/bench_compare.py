@@ -14,8 +14,10 @@ rotate which generator goes first, measures against it:
            nothing), both reading the same topic from the beginning with the same fetch sizes.
            Figure: MB/s over each process's wall time (start-up included for both). Python is
            not used here: its per-message cost made it the bottleneck (~380 MB/s), not the agent.
-The agent's request counters (/metrics) give records per Produce request for each producer, and
-each generator's CPU time is measured. With --pin the agent runs on CPU 0 and the generators on
+The agent's request counters (/metrics) give records per Produce request for each producer and,
+during the latency runs, the share of Produce requests the agent itself took over 50 ms to
+answer (so a latency tail can be told to be the agent's); each generator's CPU time is
+measured. With --pin the agent runs on CPU 0 and the generators on
 the other CPUs, so a generator's own CPU use cannot take time from the agent.
 Prints per measure the medians over the rounds and the median of the per-round ratios
 built-in / external (each round runs all generators back to back, so a ratio compares like
@@ -112,10 +114,26 @@ class Agent:
                 time.sleep(0.1)
         raise RuntimeError("agent did not start; see agent.log")
 
+    def metrics(self):
+        return urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10).read().decode()
+
     def produce_requests(self):
-        text = urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10).read().decode()
-        m = re.search(r'^streamhouse_kafka_requests_total\{api="Produce"\} (\S+)$', text, re.M)
+        m = re.search(r'^streamhouse_kafka_requests_total\{api="Produce"\} (\S+)$',
+                      self.metrics(), re.M)
         return float(m.group(1)) if m else 0.0
+
+    def slow_produces(self):
+        """(Produce requests the agent took over 50 ms to answer, all Produce requests) so
+        far, from its own duration histogram."""
+        text = self.metrics()
+
+        def count(name, labels):
+            m = re.search(r'^streamhouse_kafka_request_duration_seconds_%s\{%s\} (\S+)$'
+                          % (name, labels), text, re.M)
+            return float(m.group(1)) if m else 0.0
+
+        total = count("count", 'api="Produce"')
+        return total - count("bucket", 'api="Produce",le="0.05"'), total
 
     def cli(self, *args):
         run([BIN, "--bootstrap", self.kafka] + list(args))
@@ -126,12 +144,15 @@ class Agent:
         self.log.close()
 
 
-def run(cmd, env=None):
+def run(cmd, env=None, exit_codes=(0,)):
     """Runs `cmd`; returns (stdout, wall seconds, CPU seconds of the process and its threads)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run(CLIENT_CPUS + cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(CLIENT_CPUS + cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
+    if out.returncode not in exit_codes:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(cmd)} exited with {out.returncode}:\n{tail}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return out.stdout, wall, round(cpu, 3)
@@ -199,8 +220,14 @@ def produce_round(agent, a, r, workdir):
                            "-z", a.compression, "-X", f"linger.ms={a.linger_ms}",
                            "-X", f"batch.size={a.batch_size}",
                            "-X", f"max.in.flight={a.in_flight}",
-                           "-X", "queue.buffering.max.messages=1000000"], env=env)
+                           "-X", "queue.buffering.max.messages=1000000"], env=env,
+                          exit_codes=(0, 1))
+        # It exits 1 when its count of produced records lags its delivery reports at the end
+        # (seen as "999999 messages produced ..., 1000000 delivered"); the reports decide.
         last = [line for line in out.splitlines() if "delivered" in line][-1]
+        done = re.search(r"(\d+) delivered \(offset \d+, (\d+) failed\)", last)
+        if not done or int(done.group(1)) != a.records or int(done.group(2)) != 0:
+            raise RuntimeError(f"rdkafka_performance did not deliver everything: {last}")
         return {"mb_per_s": float(re.search(r"([0-9.]+) MB/s", last).group(1)), "cpu_s": cpu,
                 "report": last}
 
@@ -220,6 +247,14 @@ def bundled_librdkafka_dir():
 
 
 def latency_round(agent, a, r, workdir):
+    def agent_view(fn):
+        # The agent's own timing of the same requests tells its delays from the client's.
+        slow0, total0 = agent.slow_produces()
+        figures = fn()
+        slow1, total1 = agent.slow_produces()
+        figures["agent_slow_pct"] = round(100 * (slow1 - slow0) / max(1, total1 - total0), 2)
+        return figures
+
     def bench():
         rep = builtin(agent, "e2e", ["--topic", f"sh-l{r}", "--rate", str(a.rate), "--duration",
                                      f"{a.seconds}s", "--linger", "0ms"] + producer_flags(a),
@@ -234,7 +269,8 @@ def latency_round(agent, a, r, workdir):
         lat = rep["latency"]
         return {"ack": lat["produce_ack_ms"], "e2e": lat["end_to_end_ms"], "report": rep}
 
-    return in_rounds(r, {BUILTIN: bench, "librdkafka (Python)": python})
+    return in_rounds(r, {BUILTIN: lambda: agent_view(bench),
+                         "librdkafka (Python)": lambda: agent_view(python)})
 
 
 def consume_round(agent, r, workdir, topic):
@@ -332,6 +368,9 @@ def print_table(a, results):
     print(f"(bench consume's own figure, first fetch to last record: {own:.2f} MB/s)")
     for name, rounds, path in (("produce MB/s", produce, ["mb_per_s"]),
                                ("ack p50 ms", latency, ["ack", "p50"]),
+                               ("ack p99 ms", latency, ["ack", "p99"]),
+                               ("% of Produce requests the agent took > 50 ms over", latency,
+                                ["agent_slow_pct"]),
                                ("e2e p99 ms", latency, ["e2e", "p99"]),
                                ("consume MB/s", consume, ["mb_per_s"])):
         names = [BUILTIN] + sorted(k for k in rounds[0] if k != BUILTIN)

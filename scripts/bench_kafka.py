@@ -227,7 +227,10 @@ def latency_phase(args):
     for i in range(total):
         due = start + i / args.rate
         while (delay := due - time.perf_counter()) > 0:
-            prod.poll(min(delay, 0.005))
+            if delay >= 0.001:
+                prod.poll(min(delay, 0.005))  # serves delivery reports while waiting
+            else:
+                time.sleep(delay)  # poll() waits whole milliseconds: poll(0) here would spin
         behind = max(behind, time.perf_counter() - due)
         due_ns = start_ns + int((due - start) * 1e9)
         prod.produce(args.topic, STAMP.pack(i, due_ns) + filler, partition=i % args.partitions,

@@ -6,7 +6,7 @@
 //! `batch.size`) or when their first record has waited `linger` (`linger.ms`); a batch still
 //! takes records while it waits for a slot in its connection's window of `in_flight` unanswered
 //! Produce requests (`max.in.flight`), and the generator pauses while the unsent backlog is
-//! over two batches per partition. A record's latency runs from its due time (rate mode) or
+//! over its bound (librdkafka's `queue.buffering.max.kbytes`, smaller). A record's latency runs from its due time (rate mode) or
 //! its creation to its acknowledgement, so a stalled server shows up in the percentiles
 //! instead of slowing the schedule down (no coordinated omission).
 //!
@@ -38,9 +38,21 @@ pub const STAMP_LEN: usize = 16;
 /// Produce version used: the newest that still names topics (v13 switches to topic ids).
 const PRODUCE_VERSION: i16 = 9;
 
+/// Unsent bytes the generator may queue: enough that a partition's batches are full when its
+/// turn comes at full speed, as in librdkafka, whose producers queue far ahead of the wire.
+const BACKLOG_BYTES: usize = 64 << 20;
+
 /// Most unsent bytes the generator queues, whatever the other bounds say (librdkafka's
 /// `queue.buffering.max.kbytes` default).
 const MAX_BACKLOG_BYTES: usize = 1 << 30;
+
+/// RecordBatch v2 header bytes.
+const BATCH_HEADER_LEN: usize = 61;
+
+/// Estimated framing of one record without key or headers: length, attributes, timestamp
+/// and offset deltas, key and value lengths, header count (varints). Counted towards
+/// `batch_bytes`, which like librdkafka's `batch.size` bounds the encoded batch.
+const RECORD_FRAMING_LEN: usize = 12;
 
 /// How much to produce, how fast, how batched.
 #[derive(Debug, Clone)]
@@ -57,7 +69,7 @@ pub struct LoadPlan {
     pub in_flight: usize,
     /// Bytes per record value.
     pub record_size: usize,
-    /// Most value bytes per batch.
+    /// Most bytes per encoded batch (estimated while filling it).
     pub batch_bytes: usize,
     /// Longest a batch waits for more records once it has one.
     pub linger: Duration,
@@ -107,6 +119,8 @@ struct Queue {
     partition: i32,
     link: usize,
     batches: VecDeque<Batch>,
+    /// Value bytes of the last batch sent, to size the next one's buffer.
+    last_len: usize,
 }
 
 /// Records waiting to be sent together.
@@ -171,10 +185,12 @@ impl Producer {
                 partition,
                 link: first + i % connections,
                 batches: VecDeque::new(),
+                last_len: 0,
             }));
         }
-        // Room for a full batch waiting and one filling in every partition.
-        let backlog_limit = (2 * queues.len() * plan.batch_bytes).min(MAX_BACKLOG_BYTES);
+        // At least a full batch waiting and one filling in every partition.
+        let backlog_limit =
+            (2 * queues.len() * plan.batch_bytes).clamp(BACKLOG_BYTES, MAX_BACKLOG_BYTES);
         Ok(Self {
             filler: random_bytes(plan.record_size.saturating_sub(STAMP_LEN)),
             plan,
@@ -298,14 +314,17 @@ impl Producer {
         let size = self.plan.record_size;
         let stamp = self.clock.wall_nanos(due);
         let q = &mut self.queues[queue];
-        let room = q
-            .batches
-            .back()
-            .is_some_and(|b| b.values.is_empty() || b.values.len() + size <= self.plan.batch_bytes);
+        let room = q.batches.back().is_some_and(|b| {
+            let encoded = BATCH_HEADER_LEN + (b.due.len() + 1) * (size + RECORD_FRAMING_LEN);
+            b.due.is_empty() || encoded <= self.plan.batch_bytes
+        });
         let filled = !room && !q.batches.is_empty();
         if !room {
+            // As big as the partition's previous batch: a full one at full speed, one record
+            // at a low rate with no linger (rather than a batch-size buffer per record).
+            let capacity = q.last_len.clamp(size, self.plan.batch_bytes.max(size));
             q.batches.push_back(Batch {
-                values: BytesMut::with_capacity(self.plan.batch_bytes.max(size)),
+                values: BytesMut::with_capacity(capacity),
                 due: Vec::new(),
                 opened: due,
             });
@@ -356,6 +375,7 @@ impl Producer {
     fn send(&mut self, q: usize, batch: Batch, permit: OwnedSemaphorePermit) {
         let Batch { values, due, .. } = batch;
         self.backlog -= values.len();
+        self.queues[q].last_len = values.len();
         self.out.requests += 1;
         let Queue {
             partition, link, ..
