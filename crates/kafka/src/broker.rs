@@ -286,7 +286,7 @@ impl Broker {
             .await?
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?
             .id;
-        let segments = self.metadata.delete_topic(name).await?;
+        let segments = self.metadata.delete_topic(name, 0).await?;
         self.partitions
             .write()
             .expect("partition map poisoned")

@@ -33,6 +33,8 @@ async fn commit_next(store: &dyn MetadataStore, topic: &str, next: &AtomicI64) {
         last_offset: base + RECORDS_PER_SEGMENT - 1,
         record_count: RECORDS_PER_SEGMENT,
         size_bytes: 1 << 20,
+        object_offset: 0,
+        object_size: 1 << 20,
         object_key: format!("{topic}/0/{base:020}.seg"),
         min_timestamp_ms: 0,
         max_timestamp_ms: 0,

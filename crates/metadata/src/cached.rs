@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence, MetadataError,
-    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo,
-    Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -218,8 +218,8 @@ impl MetadataStore for CachedMetadataStore {
         Ok(topics)
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<Vec<SegmentInfo>> {
-        let deleted = self.inner.delete_topic(name).await?;
+    async fn delete_topic(&self, name: &str, delete_after_ms: i64) -> Result<Vec<SegmentInfo>> {
+        let deleted = self.inner.delete_topic(name, delete_after_ms).await?;
         self.after_write(|| {
             self.topics.invalidate(name);
             self.topic_list.invalidate_all();
@@ -264,32 +264,21 @@ impl MetadataStore for CachedMetadataStore {
         self.inner.list_partitions(topic).await
     }
 
-    async fn commit_segment_with_producers(
-        &self,
-        segment: &SegmentInfo,
-        producers: &[ProducerSnapshot],
-        fence: Option<&LeaseFence>,
-    ) -> Result<()> {
-        let committed = self
-            .inner
-            .commit_segment_with_producers(segment, producers, fence)
-            .await;
-        match committed {
-            Ok(()) => {
-                self.update_partition(&segment.topic, segment.partition, |state| {
-                    state.high_watermark = segment.last_offset + 1;
-                });
-                Ok(())
-            }
-            Err(error @ MetadataError::OffsetConflict { high_watermark, .. }) => {
+    async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>> {
+        let outcomes = self.inner.commit_segments(commits).await?;
+        for (commit, outcome) in commits.iter().zip(&outcomes) {
+            let segment = &commit.segment;
+            let high_watermark = match *outcome {
+                CommitOutcome::Committed => segment.last_offset + 1,
                 // Another writer got there first: whatever we cached is behind.
-                self.update_partition(&segment.topic, segment.partition, |state| {
-                    state.high_watermark = high_watermark;
-                });
-                Err(error)
-            }
-            Err(error) => Err(error),
+                CommitOutcome::OffsetConflict { high_watermark } => high_watermark,
+                CommitOutcome::Fenced | CommitOutcome::UnknownPartition { .. } => continue,
+            };
+            self.update_partition(&segment.topic, segment.partition, |state| {
+                state.high_watermark = state.high_watermark.max(high_watermark);
+            });
         }
+        Ok(outcomes)
     }
 
     async fn list_producer_snapshots(
@@ -322,9 +311,12 @@ impl MetadataStore for CachedMetadataStore {
         &self,
         merged: &SegmentInfo,
         fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>> {
         // Neither the high watermark nor the log start changes: nothing cached is affected.
-        self.inner.replace_segments(merged, fence).await
+        self.inner
+            .replace_segments(merged, fence, delete_after_ms)
+            .await
     }
 
     async fn truncate_before(
@@ -332,10 +324,11 @@ impl MetadataStore for CachedMetadataStore {
         topic: &str,
         partition: u32,
         new_log_start: i64,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>> {
         let deleted = self
             .inner
-            .truncate_before(topic, partition, new_log_start)
+            .truncate_before(topic, partition, new_log_start, delete_after_ms)
             .await?;
         self.update_partition(topic, partition, |state| {
             state.log_start_offset = state.truncated_log_start(new_log_start);
@@ -345,6 +338,20 @@ impl MetadataStore for CachedMetadataStore {
 
     async fn all_segment_keys(&self) -> Result<Vec<String>> {
         self.inner.all_segment_keys().await
+    }
+
+    async fn schedule_object_deletions(&self, keys: &[String], delete_after_ms: i64) -> Result<()> {
+        self.inner
+            .schedule_object_deletions(keys, delete_after_ms)
+            .await
+    }
+
+    async fn due_object_deletions(&self, now_ms: i64, limit: u32) -> Result<Vec<String>> {
+        self.inner.due_object_deletions(now_ms, limit).await
+    }
+
+    async fn forget_object_deletions(&self, keys: &[String]) -> Result<()> {
+        self.inner.forget_object_deletions(keys).await
     }
 
     async fn allocate_producer_id(&self) -> Result<i64> {

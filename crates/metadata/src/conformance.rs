@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
-    AclPermission, AclResourceType, AgentInfo, CommittedOffset, HeldLease, LeaseFence,
-    MetadataError, MetadataStore, NewTopic, PartitionLease, ProducerSnapshot, Result, SegmentInfo,
-    Topic, TopicConfig, UserCredential,
+    AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
+    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, ProducerSnapshot, Result,
+    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -48,6 +48,8 @@ fn segment(topic: &str, partition: u32, base: i64, last: i64) -> SegmentInfo {
         last_offset: last,
         record_count: last - base + 1,
         size_bytes: 100 * (last - base + 1).unsigned_abs(),
+        object_offset: 0,
+        object_size: 100 * (last - base + 1).unsigned_abs(),
         object_key: format!(
             "{topic}/{partition}/{base:020}-{}.seg",
             Uuid::new_v4().simple()
@@ -201,7 +203,7 @@ pub async fn topics_crud(store: &dyn MetadataStore) {
         assert_eq!((state.high_watermark, state.log_start_offset), (0, 0));
     }
 
-    assert!(store.delete_topic(&name_b).await.unwrap().is_empty());
+    assert!(store.delete_topic(&name_b, 0).await.unwrap().is_empty());
     assert_eq!(store.get_topic(&name_b).await.unwrap(), None);
     assert!(store
         .list_topics()
@@ -209,7 +211,7 @@ pub async fn topics_crud(store: &dyn MetadataStore) {
         .unwrap()
         .iter()
         .all(|t| t.name != name_b));
-    store.delete_topic(&created_a.name).await.unwrap();
+    store.delete_topic(&created_a.name, 0).await.unwrap();
 
     let recreated = create(store, &name_b, 2).await;
     assert_ne!(recreated.id, created.id, "a re-created topic gets a new id");
@@ -249,7 +251,7 @@ pub async fn topic_errors(store: &dyn MetadataStore) {
 
     let missing = unique("missing");
     assert_eq!(store.get_topic(&missing).await.unwrap(), None);
-    assert_unknown_topic(store.delete_topic(&missing).await, &missing, "delete");
+    assert_unknown_topic(store.delete_topic(&missing, 0).await, &missing, "delete");
     assert_unknown_topic(
         store.add_partitions(&missing, 3).await,
         &missing,
@@ -438,7 +440,7 @@ pub async fn producer_snapshots(store: &dyn MetadataStore) {
         store.list_producer_snapshots(name, 0).await.unwrap(),
         vec![newer_a]
     );
-    store.delete_topic(name).await.unwrap();
+    store.delete_topic(name, 0).await.unwrap();
     assert!(store
         .list_producer_snapshots(name, 0)
         .await
@@ -561,7 +563,7 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     let segs = commit_run(store, name, 0, 4, 10).await;
     let mut merged = segment(name, 0, 10, 29);
     assert_eq!(
-        store.replace_segments(&merged, None).await.unwrap(),
+        store.replace_segments(&merged, None, 0).await.unwrap(),
         segs[1..3].to_vec()
     );
     let listed = store.list_segments(name, 0, 0).await.unwrap();
@@ -577,7 +579,7 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     // Not a tiling: splits an existing segment, runs past the log, or miscounts records.
     for (base, last) in [(5, 29), (30, 45), (0, 15)] {
         let bad = segment(name, 0, base, last);
-        let err = store.replace_segments(&bad, None).await.unwrap_err();
+        let err = store.replace_segments(&bad, None, 0).await.unwrap_err();
         assert!(
             matches!(err, MetadataError::Invalid(_)),
             "{base}..={last}: {err}"
@@ -585,7 +587,7 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     }
     merged.record_count -= 1;
     merged.object_key = format!("{}-again", merged.object_key);
-    assert!(store.replace_segments(&merged, None).await.is_err());
+    assert!(store.replace_segments(&merged, None, 0).await.is_err());
     assert_eq!(store.list_segments(name, 0, 0).await.unwrap(), listed);
 
     let fence = LeaseFence {
@@ -594,7 +596,7 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     };
     let whole = segment(name, 0, 0, 39);
     let err = store
-        .replace_segments(&whole, Some(&fence))
+        .replace_segments(&whole, Some(&fence), 0)
         .await
         .unwrap_err();
     assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
@@ -606,7 +608,7 @@ pub async fn truncate_before(store: &dyn MetadataStore) {
     let segs = commit_run(store, name, 0, 3, 10).await;
 
     assert_eq!(
-        store.truncate_before(name, 0, 15).await.unwrap(),
+        store.truncate_before(name, 0, 15, 0).await.unwrap(),
         segs[..1].to_vec()
     );
     let state = store.get_partition(name, 0).await.unwrap();
@@ -619,7 +621,11 @@ pub async fn truncate_before(store: &dyn MetadataStore) {
     assert!(!keys.contains(&segs[0].object_key));
 
     assert!(
-        store.truncate_before(name, 0, 5).await.unwrap().is_empty(),
+        store
+            .truncate_before(name, 0, 5, 0)
+            .await
+            .unwrap()
+            .is_empty(),
         "never lowers"
     );
     assert_eq!(
@@ -628,7 +634,7 @@ pub async fn truncate_before(store: &dyn MetadataStore) {
     );
 
     assert_eq!(
-        store.truncate_before(name, 0, 1_000).await.unwrap(),
+        store.truncate_before(name, 0, 1_000, 0).await.unwrap(),
         segs[1..].to_vec()
     );
     let state = store.get_partition(name, 0).await.unwrap();
@@ -644,7 +650,7 @@ pub async fn truncate_before(store: &dyn MetadataStore) {
 
     let missing = unique("missing");
     assert_unknown_topic(
-        store.truncate_before(&missing, 0, 1).await,
+        store.truncate_before(&missing, 0, 1, 0).await,
         &missing,
         "truncate",
     );
@@ -668,7 +674,7 @@ pub async fn delete_topic_returns_segments(store: &dyn MetadataStore) {
         .expect("lease");
 
     assert_eq!(
-        store.delete_topic(name).await.unwrap(),
+        store.delete_topic(name, 0).await.unwrap(),
         segs,
         "ordered by partition, offset"
     );
@@ -1282,6 +1288,127 @@ pub async fn acls(store: &dyn MetadataStore) {
     assert!(store.list_acls(&mine).await.unwrap().is_empty());
 }
 
+/// Slices of one shared object: one segment per `(partition, base, last)`, back to back.
+fn shared_slices(topic: &str, runs: &[(u32, i64, i64)]) -> Vec<SegmentInfo> {
+    let key = format!("wal/{}.obj", Uuid::new_v4().simple());
+    let mut slices: Vec<SegmentInfo> = runs
+        .iter()
+        .map(|&(partition, base, last)| segment(topic, partition, base, last))
+        .collect();
+    let total: u64 = slices.iter().map(|s| s.size_bytes).sum();
+    let mut at = 0;
+    for slice in &mut slices {
+        slice.object_key = key.clone();
+        slice.object_offset = at;
+        slice.object_size = total;
+        at += slice.size_bytes;
+    }
+    slices
+}
+
+fn commits(slices: &[SegmentInfo], fence: Option<&LeaseFence>) -> Vec<SegmentCommit> {
+    slices
+        .iter()
+        .map(|segment| SegmentCommit {
+            segment: segment.clone(),
+            producers: Vec::new(),
+            fence: fence.cloned(),
+        })
+        .collect()
+}
+
+/// Group commit: one call records the slices of one shared object for many partitions; each is
+/// decided alone (a conflict or a lost lease refuses only its own); a retry of the same commits
+/// is recognised as done, never recorded twice; slices keep their byte range.
+pub async fn group_commit(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 4).await;
+    let name = topic.name.as_str();
+    commit_run(store, name, 2, 1, 5).await;
+    let slices = shared_slices(name, &[(0, 0, 9), (1, 0, 4), (2, 0, 2), (3, 0, 7)]);
+    let mut batch = commits(&slices, None);
+    let lease = store
+        .acquire_lease(name, 3, "agent-a", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    batch[3].fence = Some(LeaseFence {
+        agent_id: "agent-b".into(),
+        epoch: lease.epoch,
+    });
+    let outcomes = store.commit_segments(&batch).await.unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            CommitOutcome::Committed,
+            CommitOutcome::Committed,
+            CommitOutcome::OffsetConflict { high_watermark: 5 },
+            CommitOutcome::Fenced,
+        ]
+    );
+    assert_eq!(high_watermark(store, name, 0).await, 10);
+    assert_eq!(high_watermark(store, name, 1).await, 5);
+    assert_eq!(high_watermark(store, name, 2).await, 5);
+    assert_eq!(high_watermark(store, name, 3).await, 0);
+    // The answer was "lost": the same commits again change nothing and report the same.
+    let again = store.commit_segments(&batch[..2]).await.unwrap();
+    assert_eq!(again, vec![CommitOutcome::Committed; 2]);
+    assert_eq!(
+        store.list_segments(name, 0, 0).await.unwrap(),
+        vec![slices[0].clone()]
+    );
+    // A different segment at an offset already taken is a conflict, not a confirmation.
+    let other = shared_slices(name, &[(0, 0, 9)]);
+    let outcome = store.commit_segments(&commits(&other, None)).await.unwrap();
+    assert_eq!(
+        outcome,
+        vec![CommitOutcome::OffsetConflict { high_watermark: 10 }]
+    );
+    assert!(store.commit_segments(&[]).await.unwrap().is_empty());
+}
+
+/// Scheduled deletions: due only after their time, never while a segment references the
+/// object (a shared object outlives its last reference only), kept until forgotten; truncation,
+/// replacement and topic deletion schedule the objects they unreference.
+pub async fn object_deletions(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let slices = shared_slices(name, &[(0, 0, 9), (1, 0, 9)]);
+    store
+        .commit_segments(&commits(&slices, None))
+        .await
+        .unwrap();
+    let shared = slices[0].object_key.clone();
+    let lone = unique("orphan");
+    let now = now_ms();
+    store
+        .schedule_object_deletions(&[lone.clone(), lone.clone()], now + 60_000)
+        .await
+        .unwrap();
+    let due = |at: i64| async move { store.due_object_deletions(at, 1_000).await.unwrap() };
+    assert!(!due(now).await.contains(&lone));
+    assert!(due(now + 60_000).await.contains(&lone));
+    // Truncating partition 0 drops one reference; partition 1 still holds the object.
+    store.truncate_before(name, 0, 10, now).await.unwrap();
+    assert!(!due(now + 1).await.contains(&shared));
+    store.truncate_before(name, 1, 10, now + 5).await.unwrap();
+    assert!(due(now + 1).await.contains(&shared));
+    store
+        .forget_object_deletions(&[shared.clone(), lone.clone()])
+        .await
+        .unwrap();
+    let left = due(now + 120_000).await;
+    assert!(!left.contains(&shared) && !left.contains(&lone));
+    // Topic deletion schedules every object the topic referenced.
+    commit_run(store, name, 0, 1, 5).await;
+    let key = store.list_segments(name, 0, 0).await.unwrap()[0]
+        .object_key
+        .clone();
+    store.delete_topic(name, now + 10).await.unwrap();
+    assert!(!due(now).await.contains(&key));
+    assert!(due(now + 10).await.contains(&key));
+    store.forget_object_deletions(&[key]).await.unwrap();
+}
+
 /// Runs every check against `store`.
 pub async fn run_all(store: Arc<dyn MetadataStore>) {
     let store = store.as_ref();
@@ -1291,6 +1418,8 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     commit_segment_happy_path(store).await;
     commit_segment_offset_conflict(store).await;
     commit_segment_fencing(store).await;
+    group_commit(store).await;
+    object_deletions(store).await;
     producer_snapshots(store).await;
     concurrent_commits_one_wins(store).await;
     list_segments_ranges(store).await;

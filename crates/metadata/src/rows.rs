@@ -27,7 +27,7 @@ macro_rules! partition_columns {
 macro_rules! segment_columns {
     () => {
         "topic, partition_id, base_offset, last_offset, record_count, size_bytes, object_key, \
-         min_timestamp, max_timestamp, created_at"
+         min_timestamp, max_timestamp, created_at, object_offset, object_size"
     };
 }
 
@@ -155,6 +155,8 @@ pub(crate) fn segment(row: &impl RowExt) -> Result<SegmentInfo> {
         record_count: row.int("record_count")?,
         size_bytes: narrow(row, "size_bytes")?,
         object_key: row.text("object_key")?,
+        object_offset: narrow(row, "object_offset")?,
+        object_size: narrow(row, "object_size")?,
         min_timestamp_ms: row.int("min_timestamp")?,
         max_timestamp_ms: row.int("max_timestamp")?,
         created_at_ms: row.int("created_at")?,

@@ -25,9 +25,9 @@ use crate::rows::{
     partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence,
-    MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot,
-    Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
+    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -170,25 +170,34 @@ async fn selected_acls(conn: &mut Conn, filter: &AclBindingFilter) -> Result<Vec
     Ok(acls)
 }
 
-/// Refuses a commit unless `fence` names the live holder of the partition lease at its epoch.
-async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence) -> Result<()> {
+/// Whether `fence` names the live holder of the lease of `topic`/`partition` at its epoch.
+async fn fence_holds(
+    conn: &mut Conn,
+    topic: &str,
+    partition: u32,
+    fence: &LeaseFence,
+) -> Result<bool> {
     let lease = sqlx::query(concat!(
         "SELECT ",
         lease_columns!(),
         " FROM partition_leases WHERE topic = $1 AND partition_id = $2"
     ))
-    .bind(&segment.topic)
-    .bind(i64::from(segment.partition))
+    .bind(topic)
+    .bind(i64::from(partition))
     .fetch_optional(conn)
     .await?
     .map(|row| rows::lease(&row))
     .transpose()?;
-    let held = lease.is_some_and(|lease| {
+    Ok(lease.is_some_and(|lease| {
         lease.agent_id == fence.agent_id
             && lease.epoch == fence.epoch
             && lease.expires_at_ms >= now_ms()
-    });
-    if held {
+    }))
+}
+
+/// Refuses a change unless `fence` names the live holder of the partition lease at its epoch.
+async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence) -> Result<()> {
+    if fence_holds(conn, &segment.topic, segment.partition, fence).await? {
         Ok(())
     } else {
         Err(MetadataError::Fenced {
@@ -198,6 +207,93 @@ async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence)
             epoch: fence.epoch,
         })
     }
+}
+
+/// Whether exactly `segment` (offsets, object and byte range) is recorded: the trace of an
+/// earlier attempt of the same commit.
+async fn is_recorded(conn: &mut Conn, segment: &SegmentInfo) -> Result<bool> {
+    let found = sqlx::query(
+        "SELECT 1 FROM segments WHERE topic = $1 AND partition_id = $2 AND base_offset = $3 \
+         AND last_offset = $4 AND object_key = $5 AND object_offset = $6 AND size_bytes = $7",
+    )
+    .bind(&segment.topic)
+    .bind(i64::from(segment.partition))
+    .bind(segment.base_offset)
+    .bind(segment.last_offset)
+    .bind(&segment.object_key)
+    .bind(rows::to_sql_int(segment.object_offset, "object offset")?)
+    .bind(rows::to_sql_int(segment.size_bytes, "segment size")?)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Decides and applies one commit of a group commit, inside its transaction.
+async fn commit_one(conn: &mut Conn, commit: &SegmentCommit) -> Result<CommitOutcome> {
+    let segment = &commit.segment;
+    let state = match partition_state(conn, LOCK_PARTITION, &segment.topic, segment.partition).await
+    {
+        Ok(state) => state,
+        // Deleted meanwhile: refused without failing the other commits.
+        Err(MetadataError::UnknownTopic(_)) => {
+            return Ok(CommitOutcome::UnknownPartition {
+                topic_exists: false,
+            })
+        }
+        Err(MetadataError::UnknownPartition { .. }) => {
+            return Ok(CommitOutcome::UnknownPartition { topic_exists: true })
+        }
+        Err(e) => return Err(e),
+    };
+    // Before the fence: an earlier attempt that went through stays committed even if the
+    // lease has lapsed since.
+    if is_recorded(conn, segment).await? {
+        return Ok(CommitOutcome::Committed);
+    }
+    if let Some(fence) = &commit.fence {
+        if !fence_holds(conn, &segment.topic, segment.partition, fence).await? {
+            return Ok(CommitOutcome::Fenced);
+        }
+    }
+    if segment.base_offset != state.high_watermark {
+        return Ok(CommitOutcome::OffsetConflict {
+            high_watermark: state.high_watermark,
+        });
+    }
+    insert_segment(conn, segment).await?;
+    sqlx::query("UPDATE partitions SET high_watermark = $3 WHERE topic = $1 AND partition_id = $2")
+        .bind(&segment.topic)
+        .bind(i64::from(segment.partition))
+        .bind(segment.last_offset + 1)
+        .execute(&mut *conn)
+        .await?;
+    for producer in &commit.producers {
+        upsert_producer(conn, &segment.topic, segment.partition, producer).await?;
+    }
+    Ok(CommitOutcome::Committed)
+}
+
+/// Schedules the deletion of `keys` at `delete_after_ms`, keeping an earlier schedule.
+async fn schedule_deletions(conn: &mut Conn, keys: &[&str], delete_after_ms: i64) -> Result<()> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        sqlx::query(
+            "INSERT INTO object_deletions (object_key, delete_after) VALUES ($1, $2) \
+             ON CONFLICT (object_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(delete_after_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Object keys of `segments`.
+fn keys_of(segments: &[SegmentInfo]) -> Vec<&str> {
+    segments.iter().map(|s| s.object_key.as_str()).collect()
 }
 
 /// Takes or renews, for `agent_id`, the leases of the existing partitions among `keys` (the
@@ -289,7 +385,7 @@ async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
     sqlx::query(concat!(
         "INSERT INTO segments (",
         segment_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(&segment.topic)
     .bind(i64::from(segment.partition))
@@ -301,6 +397,8 @@ async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
     .bind(segment.min_timestamp_ms)
     .bind(segment.max_timestamp_ms)
     .bind(segment.created_at_ms)
+    .bind(rows::to_sql_int(segment.object_offset, "object offset")?)
+    .bind(rows::to_sql_int(segment.object_size, "object size")?)
     .execute(conn)
     .await?;
     Ok(())
@@ -406,7 +504,7 @@ impl MetadataStore for Store {
         .collect()
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<Vec<SegmentInfo>> {
+    async fn delete_topic(&self, name: &str, delete_after_ms: i64) -> Result<Vec<SegmentInfo>> {
         let mut tx = self.write_tx().await?;
         if fetch_topic(&mut *tx, LOCK_TOPIC, name).await?.is_none() {
             return Err(MetadataError::UnknownTopic(name.to_owned()));
@@ -441,6 +539,7 @@ impl MetadataStore for Store {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         }
+        schedule_deletions(&mut tx, &keys_of(&segments), delete_after_ms).await?;
         tx.commit().await?;
         Ok(segments)
     }
@@ -506,46 +605,30 @@ impl MetadataStore for Store {
         Ok(partitions)
     }
 
-    async fn commit_segment_with_producers(
-        &self,
-        segment: &SegmentInfo,
-        producers: &[ProducerSnapshot],
-        fence: Option<&LeaseFence>,
-    ) -> Result<()> {
-        if segment.last_offset < segment.base_offset {
+    async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>> {
+        if let Some(bad) = commits
+            .iter()
+            .find(|c| c.segment.last_offset < c.segment.base_offset)
+        {
             return Err(MetadataError::Invalid(format!(
                 "segment '{}' ends at {} before its base offset {}",
-                segment.object_key, segment.last_offset, segment.base_offset
+                bad.segment.object_key, bad.segment.last_offset, bad.segment.base_offset
             )));
         }
+        // Partition rows are locked in one global order, so two group commits touching the
+        // same partitions can never deadlock.
+        let mut order: Vec<usize> = (0..commits.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&commits[a].segment, &commits[b].segment);
+            (&a.topic, a.partition, a.base_offset).cmp(&(&b.topic, b.partition, b.base_offset))
+        });
+        let mut outcomes = vec![CommitOutcome::Fenced; commits.len()];
         let mut tx = self.write_tx().await?;
-        let state =
-            partition_state(&mut tx, LOCK_PARTITION, &segment.topic, segment.partition).await?;
-        if let Some(fence) = fence {
-            check_fence(&mut tx, segment, fence).await?;
-        }
-        if segment.base_offset != state.high_watermark {
-            return Err(MetadataError::OffsetConflict {
-                topic: segment.topic.clone(),
-                partition: segment.partition,
-                base_offset: segment.base_offset,
-                high_watermark: state.high_watermark,
-            });
-        }
-        insert_segment(&mut tx, segment).await?;
-        sqlx::query(
-            "UPDATE partitions SET high_watermark = $3 WHERE topic = $1 AND partition_id = $2",
-        )
-        .bind(&segment.topic)
-        .bind(i64::from(segment.partition))
-        .bind(segment.last_offset + 1)
-        .execute(&mut *tx)
-        .await?;
-        for producer in producers {
-            upsert_producer(&mut tx, &segment.topic, segment.partition, producer).await?;
+        for i in order {
+            outcomes[i] = commit_one(&mut tx, &commits[i]).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcomes)
     }
 
     async fn list_producer_snapshots(
@@ -607,6 +690,7 @@ impl MetadataStore for Store {
         topic: &str,
         partition: u32,
         new_log_start: i64,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>> {
         let mut tx = self.write_tx().await?;
         let state = partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
@@ -631,6 +715,7 @@ impl MetadataStore for Store {
         .bind(log_start)
         .execute(&mut *tx)
         .await?;
+        schedule_deletions(&mut tx, &keys_of(&deleted), delete_after_ms).await?;
         tx.commit().await?;
         // RETURNING rows come in no defined order.
         deleted.sort_by_key(|segment| segment.base_offset);
@@ -641,6 +726,7 @@ impl MetadataStore for Store {
         &self,
         merged: &SegmentInfo,
         fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>> {
         let (topic, partition) = (merged.topic.as_str(), merged.partition);
         let mut tx = self.write_tx().await?;
@@ -675,16 +761,49 @@ impl MetadataStore for Store {
         .execute(&mut *tx)
         .await?;
         insert_segment(&mut tx, merged).await?;
+        schedule_deletions(&mut tx, &keys_of(&replaced), delete_after_ms).await?;
         tx.commit().await?;
         Ok(replaced)
     }
 
     async fn all_segment_keys(&self) -> Result<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT object_key FROM segments ORDER BY object_key")
+            sqlx::query_scalar("SELECT DISTINCT object_key FROM segments ORDER BY object_key")
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn schedule_object_deletions(&self, keys: &[String], delete_after_ms: i64) -> Result<()> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut tx = self.write_tx().await?;
+        schedule_deletions(&mut tx, &keys, delete_after_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_object_deletions(&self, now_ms: i64, limit: u32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT object_key FROM object_deletions AS d WHERE delete_after <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM segments AS s WHERE s.object_key = d.object_key) \
+             ORDER BY delete_after, object_key LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn forget_object_deletions(&self, keys: &[String]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for key in keys {
+            sqlx::query("DELETE FROM object_deletions WHERE object_key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn allocate_producer_id(&self) -> Result<i64> {

@@ -1,9 +1,9 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence, NewTopic,
-    PartitionLease, PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig,
-    UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
+    MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -23,9 +23,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// All topics, ordered by name.
     async fn list_topics(&self) -> Result<Vec<Topic>>;
 
-    /// Deletes a topic with its partitions, segments, leases and committed offsets, and returns
-    /// the segments it had so the caller can delete their objects. Fails with `UnknownTopic`.
-    async fn delete_topic(&self, name: &str) -> Result<Vec<SegmentInfo>>;
+    /// Deletes a topic with its partitions, segments, leases and committed offsets, schedules
+    /// the deletion of its objects at `delete_after_ms` (see
+    /// [`MetadataStore::schedule_object_deletions`]) in the same transaction, and returns the
+    /// segments it had. Fails with `UnknownTopic`.
+    async fn delete_topic(&self, name: &str, delete_after_ms: i64) -> Result<Vec<SegmentInfo>>;
 
     /// Grows a topic to `new_count` partitions. Shrinking or keeping the count is `Invalid`.
     async fn add_partitions(&self, name: &str, new_count: u32) -> Result<Topic>;
@@ -47,10 +49,22 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Every partition of a topic, ordered by index (never from a cache).
     async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>>;
 
-    /// Records a segment and advances the partition's high watermark to `last_offset + 1`, in one
-    /// transaction. Refused with `OffsetConflict` unless `base_offset` equals the current high
-    /// watermark, and with `Fenced` when `fence` is given and the lease is not held by that agent
-    /// at that epoch (or has expired).
+    /// Group commit: records each segment and advances its partition's high watermark to
+    /// `last_offset + 1`, with its producer snapshots, all in ONE transaction, and returns one
+    /// outcome per commit (in order). Each commit is decided on its own: one whose lease is not
+    /// held ([`CommitOutcome::Fenced`]) or whose base offset is not the high watermark
+    /// ([`CommitOutcome::OffsetConflict`]) records nothing and does not stop the others.
+    ///
+    /// Idempotent: a commit whose exact segment (object key, byte range, offsets) is already
+    /// recorded is [`CommitOutcome::Committed`] again, so a caller that lost the answer to an
+    /// earlier attempt resolves it by retrying the same commits. An `Err` means the outcome is
+    /// unknown (nothing or everything was recorded).
+    async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>>;
+
+    /// One segment's [`MetadataStore::commit_segments`], with its outcome as an error: refused
+    /// with `OffsetConflict` unless `base_offset` equals the current high watermark, and with
+    /// `Fenced` when `fence` is given and the lease is not held by that agent at that epoch (or
+    /// has expired).
     async fn commit_segment(
         &self,
         segment: &SegmentInfo,
@@ -61,14 +75,46 @@ pub trait MetadataStore: Send + Sync + 'static {
     }
 
     /// [`MetadataStore::commit_segment`], also replacing the snapshots of the producers that
-    /// wrote the segment, in the same transaction: a refused commit records no producer state,
-    /// and the snapshots always match the high watermark.
+    /// wrote the segment, in the same transaction.
     async fn commit_segment_with_producers(
         &self,
         segment: &SegmentInfo,
         producers: &[ProducerSnapshot],
         fence: Option<&LeaseFence>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let commit = SegmentCommit {
+            segment: segment.clone(),
+            producers: producers.to_vec(),
+            fence: fence.cloned(),
+        };
+        let outcome = self.commit_segments(std::slice::from_ref(&commit)).await?;
+        match outcome.first() {
+            Some(CommitOutcome::Committed) => Ok(()),
+            Some(CommitOutcome::OffsetConflict { high_watermark }) => {
+                Err(MetadataError::OffsetConflict {
+                    topic: segment.topic.clone(),
+                    partition: segment.partition,
+                    base_offset: segment.base_offset,
+                    high_watermark: *high_watermark,
+                })
+            }
+            Some(CommitOutcome::UnknownPartition { topic_exists: true }) => {
+                Err(MetadataError::UnknownPartition {
+                    topic: segment.topic.clone(),
+                    partition: segment.partition,
+                })
+            }
+            Some(CommitOutcome::UnknownPartition {
+                topic_exists: false,
+            }) => Err(MetadataError::UnknownTopic(segment.topic.clone())),
+            Some(CommitOutcome::Fenced) | None => Err(MetadataError::Fenced {
+                topic: segment.topic.clone(),
+                partition: segment.partition,
+                agent_id: fence.map(|f| f.agent_id.clone()).unwrap_or_default(),
+                epoch: fence.map_or(0, |f| f.epoch),
+            }),
+        }
+    }
 
     /// Every producer snapshot of a partition, ordered by producer id.
     async fn list_producer_snapshots(
@@ -90,29 +136,48 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Vec<SegmentInfo>>;
 
     /// Deletes segments lying wholly below `new_log_start`, raises the log start offset to
-    /// `new_log_start` (never lowers it, never past the high watermark) and returns the deleted
-    /// segments so their objects can be removed.
+    /// `new_log_start` (never lowers it, never past the high watermark), schedules their objects
+    /// for deletion at `delete_after_ms` in the same transaction, and returns the deleted
+    /// segments.
     async fn truncate_before(
         &self,
         topic: &str,
         partition: u32,
         new_log_start: i64,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>>;
 
     /// Compaction: replaces the adjacent segments that exactly tile
     /// `merged.base_offset..=merged.last_offset` by `merged`, in one transaction, and returns them
-    /// (ordered) so their objects can be deleted once no reader can still be using them. The high
-    /// watermark and log start do not change. Refused with `Invalid` when the segments there no
-    /// longer tile that range (retention or another compaction got there first) or the record
-    /// counts disagree, and with `Fenced` as [`MetadataStore::commit_segment`] is.
+    /// (ordered), scheduling their objects for deletion at `delete_after_ms` (once no reader can
+    /// still be using them) in the same transaction. The high watermark and log start do not
+    /// change. Refused with `Invalid` when the segments there no longer tile that range
+    /// (retention or another consolidation got there first) or the record counts disagree, and
+    /// with `Fenced` as [`MetadataStore::commit_segment`] is.
     async fn replace_segments(
         &self,
         merged: &SegmentInfo,
         fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>>;
 
-    /// Object keys of every committed segment, for the orphan janitor.
+    /// Object keys referenced by committed segments, each once, for the orphan janitor.
     async fn all_segment_keys(&self) -> Result<Vec<String>>;
+
+    // ---- object deletions ---------------------------------------------------------------------
+
+    /// Records that the objects `keys` are to be deleted once `delete_after_ms` has passed and
+    /// no segment references them (a key already scheduled keeps its time). Kept in the store,
+    /// so a crash forgets no pending deletion.
+    async fn schedule_object_deletions(&self, keys: &[String], delete_after_ms: i64) -> Result<()>;
+
+    /// Up to `limit` scheduled objects that are due at `now_ms` and referenced by no segment,
+    /// oldest first. A shared object still referenced by another partition's segment is not
+    /// returned (it stays scheduled).
+    async fn due_object_deletions(&self, now_ms: i64, limit: u32) -> Result<Vec<String>>;
+
+    /// Forgets scheduled deletions once their objects are gone.
+    async fn forget_object_deletions(&self, keys: &[String]) -> Result<()>;
 
     // ---- producers ----------------------------------------------------------------------------
 

@@ -81,7 +81,9 @@ impl PartitionState {
     }
 }
 
-/// One immutable segment object holding offsets `base_offset..=last_offset` of one partition.
+/// One immutable segment holding offsets `base_offset..=last_offset` of one partition: the byte
+/// range `object_offset..object_offset + size_bytes` of an object, which may hold the segments
+/// of other partitions too (a shared object, docs/format.md) or only this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentInfo {
     /// Topic name.
@@ -94,16 +96,52 @@ pub struct SegmentInfo {
     pub last_offset: i64,
     /// Number of records.
     pub record_count: i64,
-    /// Object size in bytes.
+    /// Size of the segment (its byte range in the object).
     pub size_bytes: u64,
     /// Key of the object in the object store.
     pub object_key: String,
+    /// Where the segment starts in the object.
+    pub object_offset: u64,
+    /// Size of the whole object (`size_bytes` when the segment is the whole object).
+    pub object_size: u64,
     /// Smallest record timestamp (ms).
     pub min_timestamp_ms: i64,
     /// Largest record timestamp (ms).
     pub max_timestamp_ms: i64,
     /// When the segment was committed (ms since the Unix epoch).
     pub created_at_ms: i64,
+}
+
+/// One partition's part of a group commit ([`crate::MetadataStore::commit_segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCommit {
+    /// The segment to record; its base offset must equal the partition's high watermark.
+    pub segment: SegmentInfo,
+    /// Snapshots of the producers that wrote it, stored in the same transaction.
+    pub producers: Vec<ProducerSnapshot>,
+    /// The lease the writer holds, checked at commit time.
+    pub fence: Option<LeaseFence>,
+}
+
+/// What became of one [`SegmentCommit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Recorded: by this call, or by an earlier attempt of the very same commit (same object,
+    /// byte range and offsets), whose answer was lost.
+    Committed,
+    /// The fence's lease is not held (any more): nothing recorded.
+    Fenced,
+    /// The partition's high watermark is not the segment's base offset: another writer got there
+    /// first. Nothing recorded.
+    OffsetConflict {
+        /// The partition's high watermark.
+        high_watermark: i64,
+    },
+    /// The partition does not exist (any more): nothing recorded.
+    UnknownPartition {
+        /// Whether its topic exists (the partition index is out of range) or not (deleted).
+        topic_exists: bool,
+    },
 }
 
 /// Proof a writer claims to hold a partition's lease; commits check it (fencing).

@@ -18,9 +18,8 @@ use kafka_protocol::records::{
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    AclBinding, AclBindingFilter, AgentInfo, CommittedOffset, HeldLease, LeaseFence, MetadataStore,
-    NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result as MetaResult, SegmentInfo,
-    SqliteMetadataStore, Topic, TopicConfig, UserCredential,
+    CallHook, HookedMetadataStore, MetadataStore, NewTopic, Result as MetaResult,
+    SqliteMetadataStore, TopicConfig,
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
@@ -37,170 +36,14 @@ const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 const FETCH_MAX_BYTES: usize = 1024 * 1024;
 
 /// Counts every call made to the metadata store it wraps.
-struct CountingMetadata<M> {
-    inner: M,
-    calls: AtomicU64,
-}
-
-impl<M> CountingMetadata<M> {
-    fn count(&self) -> &M {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        &self.inner
-    }
-}
+#[derive(Default)]
+struct CountCalls(AtomicU64);
 
 #[async_trait]
-impl<M: MetadataStore> MetadataStore for CountingMetadata<M> {
-    async fn create_topic(&self, topic: NewTopic) -> MetaResult<Topic> {
-        self.count().create_topic(topic).await
-    }
-    async fn get_topic(&self, name: &str) -> MetaResult<Option<Topic>> {
-        self.count().get_topic(name).await
-    }
-    async fn list_topics(&self) -> MetaResult<Vec<Topic>> {
-        self.count().list_topics().await
-    }
-    async fn delete_topic(&self, name: &str) -> MetaResult<Vec<SegmentInfo>> {
-        self.count().delete_topic(name).await
-    }
-    async fn add_partitions(&self, name: &str, new_count: u32) -> MetaResult<Topic> {
-        self.count().add_partitions(name, new_count).await
-    }
-    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> MetaResult<Topic> {
-        self.count().update_topic_config(name, config).await
-    }
-    async fn get_partition(&self, topic: &str, partition: u32) -> MetaResult<PartitionState> {
-        self.count().get_partition(topic, partition).await
-    }
-    async fn list_partitions(&self, topic: &str) -> MetaResult<Vec<PartitionState>> {
-        self.count().list_partitions(topic).await
-    }
-    async fn commit_segment_with_producers(
-        &self,
-        s: &SegmentInfo,
-        producers: &[ProducerSnapshot],
-        fence: Option<&LeaseFence>,
-    ) -> MetaResult<()> {
-        self.count()
-            .commit_segment_with_producers(s, producers, fence)
-            .await
-    }
-    async fn list_producer_snapshots(&self, t: &str, p: u32) -> MetaResult<Vec<ProducerSnapshot>> {
-        self.count().list_producer_snapshots(t, p).await
-    }
-    async fn expire_producer_snapshots(&self, before_ms: i64) -> MetaResult<u64> {
-        self.count().expire_producer_snapshots(before_ms).await
-    }
-    async fn list_segments(&self, t: &str, p: u32, from: i64) -> MetaResult<Vec<SegmentInfo>> {
-        self.count().list_segments(t, p, from).await
-    }
-    async fn truncate_before(&self, t: &str, p: u32, start: i64) -> MetaResult<Vec<SegmentInfo>> {
-        self.count().truncate_before(t, p, start).await
-    }
-    async fn replace_segments(
-        &self,
-        merged: &SegmentInfo,
-        fence: Option<&LeaseFence>,
-    ) -> MetaResult<Vec<SegmentInfo>> {
-        self.count().replace_segments(merged, fence).await
-    }
-    async fn all_segment_keys(&self) -> MetaResult<Vec<String>> {
-        self.count().all_segment_keys().await
-    }
-    async fn allocate_producer_id(&self) -> MetaResult<i64> {
-        self.count().allocate_producer_id().await
-    }
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> MetaResult<()> {
-        self.count().commit_offsets(group, offsets).await
-    }
-    async fn fetch_offsets(&self, g: &str, t: Option<&str>) -> MetaResult<Vec<CommittedOffset>> {
-        self.count().fetch_offsets(g, t).await
-    }
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> MetaResult<()> {
-        self.count().delete_offsets(group, partitions).await
-    }
-    async fn list_groups(&self) -> MetaResult<Vec<String>> {
-        self.count().list_groups().await
-    }
-    async fn delete_group(&self, group: &str) -> MetaResult<bool> {
-        self.count().delete_group(group).await
-    }
-    async fn upsert_credential(&self, credential: &UserCredential) -> MetaResult<()> {
-        self.count().upsert_credential(credential).await
-    }
-    async fn get_credential(
-        &self,
-        user: &str,
-        mechanism: &str,
-    ) -> MetaResult<Option<UserCredential>> {
-        self.count().get_credential(user, mechanism).await
-    }
-    async fn list_credentials(&self) -> MetaResult<Vec<UserCredential>> {
-        self.count().list_credentials().await
-    }
-    async fn delete_credential(&self, user: &str, mechanism: &str) -> MetaResult<bool> {
-        self.count().delete_credential(user, mechanism).await
-    }
-    async fn create_acls(&self, acls: &[AclBinding]) -> MetaResult<()> {
-        self.count().create_acls(acls).await
-    }
-    async fn list_acls(&self, filter: &AclBindingFilter) -> MetaResult<Vec<AclBinding>> {
-        self.count().list_acls(filter).await
-    }
-    async fn delete_acls(&self, filter: &AclBindingFilter) -> MetaResult<Vec<AclBinding>> {
-        self.count().delete_acls(filter).await
-    }
-    async fn register_agent(&self, agent: &AgentInfo) -> MetaResult<()> {
-        self.count().register_agent(agent).await
-    }
-    async fn heartbeat(&self, agent_id: &str, now_ms: i64) -> MetaResult<bool> {
-        self.count().heartbeat(agent_id, now_ms).await
-    }
-    async fn list_agents(&self, alive_since_ms: i64) -> MetaResult<Vec<AgentInfo>> {
-        self.count().list_agents(alive_since_ms).await
-    }
-    async fn deregister_agent(&self, agent_id: &str) -> MetaResult<()> {
-        self.count().deregister_agent(agent_id).await
-    }
-    async fn acquire_lease(
-        &self,
-        topic: &str,
-        partition: u32,
-        agent_id: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> MetaResult<Option<PartitionLease>> {
-        self.count()
-            .acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
-            .await
-    }
-    async fn acquire_leases(
-        &self,
-        agent_id: &str,
-        partitions: &[(String, u32)],
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> MetaResult<Vec<PartitionLease>> {
-        self.count()
-            .acquire_leases(agent_id, partitions, now_ms, ttl_ms)
-            .await
-    }
-    async fn renew_leases(
-        &self,
-        agent_id: &str,
-        held: &[HeldLease],
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> MetaResult<Vec<PartitionLease>> {
-        self.count()
-            .renew_leases(agent_id, held, now_ms, ttl_ms)
-            .await
-    }
-    async fn release_lease(&self, t: &str, p: u32, agent: &str, epoch: i64) -> MetaResult<()> {
-        self.count().release_lease(t, p, agent, epoch).await
-    }
-    async fn list_leases(&self) -> MetaResult<Vec<PartitionLease>> {
-        self.count().list_leases().await
+impl CallHook for CountCalls {
+    async fn before(&self, _method: &'static str) -> MetaResult<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -235,7 +78,7 @@ fn batch() -> RecordBatch {
 /// The written partition and what readers need to read it.
 struct Fixture {
     _dir: tempfile::TempDir,
-    metadata: Arc<CountingMetadata<SqliteMetadataStore>>,
+    metadata: Arc<HookedMetadataStore<CountCalls>>,
     writer: PartitionWriter,
     /// The writer's storage: its index and cache.
     writer_storage: PartitionStorage,
@@ -268,7 +111,7 @@ impl Fixture {
     }
 
     fn queries(&self) -> u64 {
-        self.metadata.calls.load(Ordering::Relaxed)
+        self.metadata.hook().0.load(Ordering::Relaxed)
     }
 }
 
@@ -276,10 +119,11 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-    let metadata = Arc::new(CountingMetadata {
-        inner: SqliteMetadataStore::in_memory().await.unwrap(),
-        calls: AtomicU64::new(0),
-    });
+    let sqlite = SqliteMetadataStore::in_memory().await.unwrap();
+    let metadata = Arc::new(HookedMetadataStore::new(
+        Arc::new(sqlite),
+        CountCalls::default(),
+    ));
     let topic = metadata
         .create_topic(NewTopic {
             name: TOPIC.into(),
@@ -371,7 +215,7 @@ fn bench(c: &mut Criterion) {
     let runtime = Runtime::new().unwrap();
     let fx = runtime.block_on(fixture());
     let segments = runtime
-        .block_on(fx.metadata.inner.list_segments(TOPIC, 0, 0))
+        .block_on(fx.metadata.list_segments(TOPIC, 0, 0))
         .unwrap()
         .len();
     println!(

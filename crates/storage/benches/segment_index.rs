@@ -53,6 +53,8 @@ fn segment(n: i64) -> SegmentInfo {
         last_offset: base_offset + RECORDS_PER_SEGMENT - 1,
         record_count: RECORDS_PER_SEGMENT,
         size_bytes: 8 << 20,
+        object_offset: 0,
+        object_size: 8 << 20,
         object_key: format!(
             "topics/5f0c7d1e-9a4b-4c2e-8f3d-2b6a1e9c7d40/3/{base_offset:020}-7.seg"
         ),

@@ -150,6 +150,34 @@ impl SegmentCache {
         }
     }
 
+    /// Caches a freshly written object given as its consecutive parts (write-through), copying
+    /// each block out once.
+    pub async fn insert_parts(&self, key: &str, parts: &[Bytes]) {
+        if let [whole] = parts {
+            return self.insert_object(key, whole.clone()).await;
+        }
+        let object: Arc<str> = Arc::from(key);
+        let block_size = self.block_size as usize;
+        let mut block = BytesMut::with_capacity(block_size);
+        let mut index = 0;
+        for part in parts {
+            let mut rest = &part[..];
+            while !rest.is_empty() {
+                let take = rest.len().min(block_size - block.len());
+                block.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if block.len() == block_size {
+                    let full = std::mem::replace(&mut block, BytesMut::with_capacity(block_size));
+                    self.blocks.insert((object.clone(), index), full.freeze()).await;
+                    index += 1;
+                }
+            }
+        }
+        if !block.is_empty() {
+            self.blocks.insert((object, index), block.freeze()).await;
+        }
+    }
+
     /// Starts filling `range` of `key` in the background (read-ahead). Must be called within a
     /// Tokio runtime. Failures are only logged: a later read retries them.
     pub fn prefetch(

@@ -143,6 +143,30 @@ pub enum StorageError {
         found: i32,
     },
 
+    /// A flush did not get its records committed before the earliest deadline among them (the
+    /// producers' request timeout), so it was abandoned: nothing of it will ever be visible.
+    #[error("flush abandoned at its deadline during {stage} of object {key}")]
+    DeadlineExceeded {
+        /// `upload` or `commit`.
+        stage: &'static str,
+        /// The shared object the records were in.
+        key: String,
+    },
+
+    /// The records were sealed after records of the same partition whose flush failed; they
+    /// were discarded with them.
+    #[error("an earlier flush of the partition failed")]
+    Superseded,
+
+    /// One failure shared by every partition of a flush cycle.
+    #[error("{0}")]
+    Shared(Arc<StorageError>),
+
+    /// The agent's buffer budget stayed full until the request's deadline: the store is slower
+    /// than the producers, so the records were refused rather than buffered without bound.
+    #[error("the agent's produce buffer is full")]
+    BufferFull,
+
     /// A batch handed to the writer cannot be appended.
     #[error("invalid batch for '{topic}'/{partition}: {reason}")]
     InvalidBatch {
@@ -205,7 +229,7 @@ impl StorageError {
     pub fn is_fenced(&self) -> bool {
         match self {
             Self::Fenced { .. } => true,
-            Self::FlushFailed { source, .. } => source.is_fenced(),
+            Self::FlushFailed { source, .. } | Self::Shared(source) => source.is_fenced(),
             _ => false,
         }
     }

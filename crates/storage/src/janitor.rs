@@ -1,29 +1,31 @@
-//! The orphan janitor: deletes segment objects no committed segment references.
+//! The orphan janitor: schedules for deletion the objects no committed segment references.
 //!
-//! Orphans come from uploads whose commit never happened (a crash or a fenced writer between
-//! the two), from deletions that failed, and from a crash during a truncation's grace delay.
-//! An object is deleted only when it is
-//! - under `topics/` and absent from `MetadataStore::all_segment_keys`,
+//! Orphans come from uploads whose commit never happened (a crash, a fenced writer, a flush
+//! abandoned at its deadline), and from older versions that deleted objects without scheduling
+//! them. An object is scheduled only when it is
+//! - under one of the prefixes objects are written to and absent from
+//!   `MetadataStore::all_segment_keys`,
 //! - older than [`JanitorConfig::min_age`], so an upload whose commit is still in flight is
-//!   never touched, and
-//! - was already an orphan in a sweep at least [`JanitorConfig::confirm_delay`] earlier, so a
-//!   reader that found a segment just before it was truncated can finish reading it.
+//!   never touched;
+//!
+//! and it is deleted [`JanitorConfig::confirm_delay`] later by the [`ObjectDeleter`], and only
+//! if still unreferenced then. The schedule lives in the metadata store, so an agent restarted
+//! more often than it sweeps still cleans up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use futures::TryStreamExt;
-use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore};
-use parking_lot::Mutex;
-use streamhouse_metadata::MetadataStore;
+use streamhouse_metadata::{now_ms, MetadataStore};
 
-use crate::error::{Result, StorageError};
-use crate::retention::{delete_objects, DEFAULT_DELETE_GRACE};
+use crate::deleter::{list_objects, ObjectDeleter};
+use crate::error::Result;
+use crate::retention::DEFAULT_DELETE_GRACE;
 
-/// Prefix of every segment object key.
-const SEGMENT_PREFIX: &str = "topics";
+/// Prefixes objects are written under: per-partition segments, flush cycles' shared objects,
+/// consolidated objects.
+pub const OBJECT_PREFIXES: [&str; 3] = ["topics", crate::SHARED_PREFIX, crate::CONSOLIDATED_PREFIX];
 
 /// Settings of an [`OrphanJanitor`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,28 +48,26 @@ impl Default for JanitorConfig {
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Segment objects listed.
+    /// Objects listed.
     pub scanned: usize,
-    /// Of those, unreferenced and older than the minimum age.
+    /// Of those, unreferenced and older than the minimum age (scheduled for deletion).
     pub orphans: usize,
-    /// Orphans deleted in this sweep.
+    /// Scheduled objects deleted in this sweep (orphans confirmed, and anything else due).
     pub deleted: usize,
 }
 
-/// Finds and deletes orphaned segment objects; remembers candidates between sweeps.
+/// Finds orphaned objects and schedules their deletion.
 pub struct OrphanJanitor {
     store: Arc<dyn ObjectStore>,
     metadata: Arc<dyn MetadataStore>,
     config: JanitorConfig,
-    /// Orphans seen so far, with when they were first seen.
-    candidates: Mutex<HashMap<ObjectPath, Instant>>,
+    deleter: ObjectDeleter,
 }
 
 impl std::fmt::Debug for OrphanJanitor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrphanJanitor")
             .field("config", &self.config)
-            .field("candidates", &self.candidates.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -80,17 +80,21 @@ impl OrphanJanitor {
         config: JanitorConfig,
     ) -> Self {
         Self {
+            deleter: ObjectDeleter::new(store.clone(), metadata.clone()),
             store,
             metadata,
             config,
-            candidates: Mutex::new(HashMap::new()),
         }
     }
 
-    /// One pass: lists segment objects, then the committed keys (in this order, so an object
-    /// committed during the sweep is seen as referenced), and deletes confirmed orphans.
+    /// One pass: lists objects, then the committed keys (in this order, so an object committed
+    /// during the sweep is seen as referenced), schedules the old orphans, and deletes every
+    /// scheduled object that is due and still unreferenced.
     pub async fn sweep(&self) -> Result<SweepReport> {
-        let objects = self.list_objects().await?;
+        let mut objects = Vec::new();
+        for prefix in OBJECT_PREFIXES {
+            objects.extend(list_objects(self.store.as_ref(), prefix).await?);
+        }
         let referenced: HashSet<String> = self
             .metadata
             .all_segment_keys()
@@ -98,11 +102,14 @@ impl OrphanJanitor {
             .into_iter()
             .collect();
         let orphans = self.old_orphans(&objects, &referenced);
-        let due = self.confirmed(&orphans);
-        let deleted = delete_objects(self.store.as_ref(), &due).await;
-        self.candidates.lock().retain(|key, _| !due.contains(key));
+        let now = now_ms();
+        let confirm = i64::try_from(self.config.confirm_delay.as_millis()).unwrap_or(i64::MAX);
+        self.metadata
+            .schedule_object_deletions(&orphans, now.saturating_add(confirm))
+            .await?;
+        let deleted = self.deleter.delete_due(now).await?;
         if deleted > 0 {
-            tracing::info!(deleted, "deleted orphaned segment objects");
+            tracing::info!(deleted, "deleted unreferenced objects");
         }
         Ok(SweepReport {
             scanned: objects.len(),
@@ -111,16 +118,7 @@ impl OrphanJanitor {
         })
     }
 
-    async fn list_objects(&self) -> Result<Vec<ObjectMeta>> {
-        let prefix = ObjectPath::from(SEGMENT_PREFIX);
-        self.store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| StorageError::object_store(SEGMENT_PREFIX, e))
-    }
-
-    fn old_orphans(&self, objects: &[ObjectMeta], referenced: &HashSet<String>) -> Vec<ObjectPath> {
+    fn old_orphans(&self, objects: &[ObjectMeta], referenced: &HashSet<String>) -> Vec<String> {
         let now = SystemTime::now();
         objects
             .iter()
@@ -129,24 +127,7 @@ impl OrphanJanitor {
                 let modified = SystemTime::from(o.last_modified);
                 now.duration_since(modified).unwrap_or_default() >= self.config.min_age
             })
-            .map(|o| o.location.clone())
-            .collect()
-    }
-
-    /// Records new candidates, forgets ones that are no longer orphans (e.g. a listing raced
-    /// a commit), and returns those that have been orphans for the confirmation delay.
-    fn confirmed(&self, orphans: &[ObjectPath]) -> Vec<ObjectPath> {
-        let now = Instant::now();
-        let mut candidates = self.candidates.lock();
-        let current: HashSet<&ObjectPath> = orphans.iter().collect();
-        candidates.retain(|key, _| current.contains(key));
-        orphans
-            .iter()
-            .filter(|key| {
-                let first_seen = *candidates.entry((*key).clone()).or_insert(now);
-                now.duration_since(first_seen) >= self.config.confirm_delay
-            })
-            .cloned()
+            .map(|o| o.location.to_string())
             .collect()
     }
 }

@@ -6,16 +6,21 @@
 //! - [`SegmentCache`]: bounded in-memory cache of segment bytes, filled by range reads and by the
 //!   writer (write-through), with read-ahead.
 //! - [`PartitionStorage`]: what a partition's writer, reader and compactor are built from.
-//! - [`PartitionWriter`]: assigns offsets, builds segments, uploads them and commits them to the
-//!   metadata store; the high watermark advances only after both.
+//! - [`PartitionWriter`]: assigns offsets and buffers a partition's batches until a
+//!   [`FlushCycle`] makes them durable: one shared object for many partitions, one metadata
+//!   transaction; the high watermark advances only after both.
+//! - [`Consolidator`]: rewrites shared-object slices into large contiguous segments.
+//! - [`ObjectDeleter`]: deletes objects scheduled for deletion once due and unreferenced.
 //! - [`PartitionReader`]: reads batches from any offset through the index and cache.
 //! - [`LogTruncator`] / [`RetentionPolicy`]: retention and DeleteRecords (drop the oldest
 //!   segments, delete their objects after a grace delay).
 //! - [`OrphanJanitor`]: deletes segment objects no committed segment references.
 
 mod cache;
-mod compactor;
+mod consolidator;
+mod deleter;
 mod error;
+mod group_commit;
 mod janitor;
 mod metered;
 mod objects;
@@ -30,9 +35,14 @@ mod writer;
 pub mod testing;
 
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
-pub use compactor::{Compacted, CompactionConfig, Compactor};
+pub use consolidator::{
+    ConsolidationConfig, ConsolidationReport, ConsolidationTarget, Consolidator,
+    CONSOLIDATED_PREFIX,
+};
+pub use deleter::ObjectDeleter;
 pub use error::{Corruption, Result, StorageError};
-pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport};
+pub use group_commit::{FlushContext, FlushCycle, FlushReport, SHARED_PREFIX};
+pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport, OBJECT_PREFIXES};
 pub use metered::MeteredObjectStore;
 pub use objects::{build_object_store, ObjectStoreBuildError, ObjectStoreConfig};
 pub use partition::PartitionStorage;
@@ -41,4 +51,6 @@ pub use retention::{
     LogTruncator, RetentionPolicy, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
 };
 pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
-pub use writer::{Appended, DurableTicket, PartitionWriter, WriterConfig};
+pub use writer::{
+    AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, WriterConfig,
+};

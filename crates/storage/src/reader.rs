@@ -83,11 +83,12 @@ impl ReadResult {
 pub struct PartitionReader {
     storage: PartitionStorage,
     config: ReaderConfig,
-    footers: moka::sync::Cache<Arc<str>, Arc<SegmentFooter>>,
+    /// Verified footers by segment: object key and the segment's position in it.
+    footers: moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>>,
     writer_high_watermark: Option<watch::Receiver<i64>>,
     bounds: Mutex<CachedBounds>,
-    /// Object last prefetched, so a sequential reader prefetches each segment once.
-    prefetched: Mutex<Option<Arc<str>>>,
+    /// Segment last prefetched, so a sequential reader prefetches each segment once.
+    prefetched: Mutex<Option<(Arc<str>, u64)>>,
 }
 
 impl std::fmt::Debug for PartitionReader {
@@ -392,29 +393,34 @@ impl PartitionReader {
         };
         {
             let mut last = self.prefetched.lock().unwrap_or_else(|p| p.into_inner());
-            if last.as_deref() == Some(&*next.object_key) {
+            let key = (next.object_key.clone(), next.object_offset);
+            if last.as_ref() == Some(&key) {
                 return;
             }
-            *last = Some(next.object_key.clone());
+            *last = Some(key);
         }
         let size = next.size_bytes;
         let tail = size.saturating_sub(self.config.footer_tail_bytes);
         let head = self.config.read_ahead_bytes.min(tail);
-        for range in [0..head, tail..size] {
-            self.storage
-                .cache
-                .prefetch(self.storage.store.clone(), &next.object_key, size, range);
+        let at = next.object_offset;
+        for range in [at..at + head, at + tail..at + size] {
+            self.storage.cache.prefetch(
+                self.storage.store.clone(),
+                &next.object_key,
+                next.object_size,
+                range,
+            );
         }
     }
 
     /// The verified footer of a segment, cached per object.
     async fn footer(&self, segment: &IndexedSegment) -> Result<Arc<SegmentFooter>> {
-        if let Some(footer) = self.footers.get(&segment.object_key) {
+        let key = (segment.object_key.clone(), segment.object_offset);
+        if let Some(footer) = self.footers.get(&key) {
             return Ok(footer);
         }
         let footer = Arc::new(self.load_footer(segment).await?);
-        self.footers
-            .insert(segment.object_key.clone(), footer.clone());
+        self.footers.insert(key, footer.clone());
         Ok(footer)
     }
 
@@ -456,25 +462,34 @@ impl PartitionReader {
         Ok(footer)
     }
 
-    /// `range` of a segment object through the cache. A failed read of an object whose size
-    /// differs from the committed size is reported as corruption (a truncated object).
+    /// `range` of a segment (positions relative to the segment, which may lie anywhere in its
+    /// object) through the cache. A failed read of an object whose size differs from the
+    /// committed size is reported as corruption (a truncated object); a missing object is
+    /// logged as a warning and counted, as it means data loss, not a client error.
     async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<Bytes> {
+        let at = segment.object_offset;
+        let absolute = at + range.start..at + range.end.min(segment.size_bytes);
         let read = self
             .storage
             .cache
             .read_range(
                 &*self.storage.store,
                 &segment.object_key,
-                segment.size_bytes,
-                range.clone(),
+                segment.object_size,
+                absolute.clone(),
             )
             .await;
-        match read {
-            Ok(bytes) => Ok(bytes),
-            Err(error) => Err(check_object_size(&*self.storage.store, segment, range)
+        let error = match read {
+            Ok(bytes) => return Ok(bytes),
+            Err(error) => check_object_size(&*self.storage.store, segment, absolute)
                 .await
-                .unwrap_or(error)),
+                .unwrap_or(error),
+        };
+        if matches!(error, StorageError::Corrupt { .. }) || is_vanished(&error) {
+            metrics::counter!("streamhouse_read_object_errors_total").increment(1);
+            tracing::warn!(key = %segment.object_key, topic = %self.storage.topic.name, partition = self.storage.partition, %error, "segment object unreadable");
         }
+        Err(error)
     }
 
     fn mismatch(
@@ -549,11 +564,11 @@ fn is_vanished(error: &StorageError) -> bool {
     )
 }
 
-fn footer_cache(max_bytes: u64) -> moka::sync::Cache<Arc<str>, Arc<SegmentFooter>> {
+fn footer_cache(max_bytes: u64) -> moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>> {
     moka::sync::Cache::builder()
         .max_capacity(max_bytes)
-        .weigher(|key: &Arc<str>, footer: &Arc<SegmentFooter>| {
-            u32::try_from(key.len() + footer.memory_size()).unwrap_or(u32::MAX)
+        .weigher(|key: &(Arc<str>, u64), footer: &Arc<SegmentFooter>| {
+            u32::try_from(key.0.len() + 8 + footer.memory_size()).unwrap_or(u32::MAX)
         })
         .build()
 }
@@ -569,11 +584,11 @@ async fn check_object_size(
         .head(&ObjectPath::from(&*segment.object_key))
         .await
         .ok()?;
-    (meta.size != segment.size_bytes).then(|| StorageError::Corrupt {
+    (meta.size != segment.object_size).then(|| StorageError::Corrupt {
         key: segment.object_key.to_string(),
         range,
         source: Corruption::Size {
-            expected: segment.size_bytes,
+            expected: segment.object_size,
             actual: meta.size,
         },
     })

@@ -5,16 +5,17 @@
 //!    commit point: from now on a read below it is `OffsetOutOfRange`);
 //! 2. the partition's writer and [`SegmentIndex`] forget the segments;
 //! 3. the objects are deleted only after a grace delay, so a read that found a segment just
-//!    before step 1 can still finish reading it. A crash during the delay leaves orphans, which
-//!    the [`OrphanJanitor`](crate::OrphanJanitor) removes later.
+//!    before step 1 can still finish reading it. The deletion is scheduled in the metadata store
+//!    by step 1 itself, so a crash during the delay forgets nothing: the next
+//!    [`ObjectDeleter`] run does it (and keeps a shared object other partitions still use).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use streamhouse_metadata::{MetadataStore, SegmentInfo, TopicConfig};
 
+use crate::deleter::ObjectDeleter;
 use crate::error::Result;
 use crate::segment_index::SegmentIndex;
 use crate::writer::PartitionWriter;
@@ -133,9 +134,10 @@ impl LogTruncator {
         target: TruncationTarget<'_>,
         new_log_start: i64,
     ) -> Result<Truncated> {
+        let delete_after = streamhouse_metadata::now_ms() + self.grace.as_millis() as i64;
         let deleted = self
             .metadata
-            .truncate_before(target.topic, target.partition, new_log_start)
+            .truncate_before(target.topic, target.partition, new_log_start, delete_after)
             .await?;
         let log_start = self
             .metadata
@@ -179,31 +181,23 @@ impl LogTruncator {
         }
     }
 
+    /// Deletes the truncated objects once the grace delay has passed, in the background. They
+    /// are scheduled in the metadata store already, so if this agent stops first the next
+    /// deleter run (any agent's) does it.
     fn delete_later(&self, segments: &[SegmentInfo]) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // the orphan janitor removes them
+            return;
         };
-        let keys: Vec<ObjectPath> = segments
-            .iter()
-            .map(|s| ObjectPath::from(s.object_key.as_str()))
-            .collect();
-        let store = self.store.clone();
+        let deleter = ObjectDeleter::new(self.store.clone(), self.metadata.clone());
+        if segments.is_empty() {
+            return;
+        }
         let grace = self.grace;
         runtime.spawn(async move {
             tokio::time::sleep(grace).await;
-            delete_objects(store.as_ref(), &keys).await;
+            if let Err(error) = deleter.delete_due(streamhouse_metadata::now_ms()).await {
+                tracing::warn!(%error, "deleting truncated objects failed; retried later");
+            }
         });
     }
-}
-
-/// Deletes objects, tolerating ones already gone; failures are left to the orphan janitor.
-pub(crate) async fn delete_objects(store: &dyn ObjectStore, keys: &[ObjectPath]) -> usize {
-    let mut deleted = 0;
-    for key in keys {
-        match store.delete(key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-            Err(error) => tracing::warn!(%key, %error, "deleting segment object failed"),
-        }
-    }
-    deleted
 }

@@ -53,8 +53,12 @@ pub struct IndexedSegment {
     pub base_offset: i64,
     /// Last offset in the segment (inclusive).
     pub last_offset: i64,
-    /// Object size in bytes.
+    /// Size of the segment (its byte range in the object).
     pub size_bytes: u64,
+    /// Where the segment starts in its object.
+    pub object_offset: u64,
+    /// Size of the whole object.
+    pub object_size: u64,
     /// Smallest record timestamp (ms).
     pub min_timestamp_ms: i64,
     /// Largest record timestamp (ms).
@@ -73,6 +77,7 @@ impl IndexedSegment {
         self.base_offset == info.base_offset
             && self.last_offset == info.last_offset
             && *self.object_key == *info.object_key
+            && self.object_offset == info.object_offset
     }
 }
 
@@ -82,6 +87,8 @@ impl From<&SegmentInfo> for IndexedSegment {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
             size_bytes: info.size_bytes,
+            object_offset: info.object_offset,
+            object_size: info.object_size,
             min_timestamp_ms: info.min_timestamp_ms,
             max_timestamp_ms: info.max_timestamp_ms,
             object_key: Arc::from(info.object_key.as_str()),
@@ -483,6 +490,8 @@ mod floor_tests {
             last_offset: base,
             record_count: 1,
             size_bytes: 1,
+            object_offset: 0,
+            object_size: 1,
             object_key: String::new(),
             min_timestamp_ms: 0,
             max_timestamp_ms: 0,

@@ -1,28 +1,26 @@
-//! The partition writer: assigns offsets, builds segments, uploads and commits them.
+//! The partition writer: assigns offsets and keeps a partition's appended batches until a group
+//! commit makes them durable.
 //!
-//! Appends are synchronous and in memory; durability comes from [`PartitionWriter::flush`],
-//! which seals the open segment, uploads it, commits it to the metadata store and only then
-//! advances the high watermark. Acknowledgements wait on a [`DurableTicket`].
+//! Appends are synchronous and in memory. Durability comes from a flush cycle
+//! ([`crate::FlushCycle`]), which seals the open segment of every writer it flushes, uploads them
+//! all as ONE shared object, commits every partition's range in ONE metadata transaction, and
+//! only then advances each high watermark. Acknowledgements wait on a [`DurableTicket`].
 //!
-//! A crash (or a refused commit) between the upload and the commit leaves an object no segment
-//! row references. It is harmless: readers only follow committed segments, and the object key
-//! carries the writer's lease epoch so no live object is ever overwritten. The orphan janitor
-//! (`MetadataStore::all_segment_keys`) removes such objects.
+//! Cycles may overlap (a cycle uploads while the previous one commits). Each sealed chunk has a
+//! sequence number per partition and is resolved (published or discarded) strictly in that
+//! order, so offsets stay dense: a chunk that fails discards every later record of its partition
+//! (their producers get an error), and chunks sealed after it are void.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::Rng;
-use streamhouse_metadata::{
-    now_ms, LeaseFence, MetadataError, ProducerSnapshot, SegmentInfo, TopicConfig,
-};
+use streamhouse_metadata::{now_ms, LeaseFence, ProducerSnapshot, SegmentInfo, TopicConfig};
 use streamhouse_segment::{EncodedSegment, RecordBatch, SegmentBuilder};
-use tokio::sync::{oneshot, watch};
-use uuid::Uuid;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionStorage;
@@ -33,15 +31,15 @@ use crate::producer_state::{Check, ProducerBatch, ProducerStateTable};
 pub struct WriterConfig {
     /// Roll (flush) the open segment once it holds this many bytes (`segment.bytes`).
     pub segment_max_bytes: u64,
-    /// Roll the open segment once its first batch is this old (`segment.ms`); the caller's
-    /// flusher acts on [`PartitionWriter::needs_roll`].
-    pub segment_max_age: Duration,
     /// Upload attempts after the first one before a flush fails.
     pub upload_retries: u32,
     /// Delay before the first retry; doubles per attempt (with jitter).
     pub upload_backoff: Duration,
     /// Upper bound of the retry delay.
     pub upload_backoff_max: Duration,
+    /// How long records appended without a deadline of their own ([`PartitionWriter::append`])
+    /// may wait for their flush before it is abandoned.
+    pub default_deadline: Duration,
 }
 
 impl Default for WriterConfig {
@@ -51,20 +49,21 @@ impl Default for WriterConfig {
 }
 
 impl WriterConfig {
-    /// Defaults with the roll settings of a topic.
+    /// Defaults with the roll settings of a topic. (`segment.ms` needs nothing here: every
+    /// flush cycle, at most `flush_interval` apart, ends the open segment.)
     pub fn for_topic(config: &TopicConfig) -> Self {
         Self {
             segment_max_bytes: config.segment_bytes,
-            segment_max_age: Duration::from_millis(config.segment_ms),
             upload_retries: 5,
             upload_backoff: Duration::from_millis(50),
             upload_backoff_max: Duration::from_secs(5),
+            default_deadline: Duration::from_secs(30),
         }
     }
 
     /// Delay before retry number `attempt` (0-based): exponential, capped, with "equal jitter"
     /// so writers that failed together do not retry in lockstep.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .upload_backoff
             .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
@@ -143,8 +142,9 @@ struct Inner {
     config: WriterConfig,
     fence: Option<LeaseFence>,
     state: Mutex<State>,
-    /// One flush at a time: a segment may only be committed once its predecessor is.
-    flush_lock: tokio::sync::Mutex<()>,
+    /// Sequence number of the last sealed chunk resolved (published or discarded); a chunk is
+    /// resolved only once its predecessor is.
+    resolved: watch::Sender<u64>,
     high_watermark: watch::Sender<i64>,
     roll_scheduled: AtomicBool,
 }
@@ -157,11 +157,17 @@ struct State {
     log_start: i64,
     /// Includes appends not yet durable; checks run against it.
     producers: ProducerStateTable,
+    /// As of the end of the last sealed chunk: what the next chunk's snapshots build on.
+    sealed_producers: ProducerStateTable,
     /// As of the high watermark; restored when a flush fails.
     durable_producers: ProducerStateTable,
     waiters: Vec<Waiter>,
     /// Set once the writer lost its lease; the reason.
     fenced: Option<String>,
+    /// Bumped by every discard: chunks sealed under an older generation are void.
+    generation: u64,
+    /// Sequence number the next sealed chunk gets (the first is 1).
+    next_seq: u64,
 }
 
 /// The segment appends currently go to.
@@ -169,6 +175,10 @@ struct OpenSegment {
     builder: SegmentBuilder,
     producer_batches: Vec<ProducerBatch>,
     opened_at: Option<Instant>,
+    /// The earliest deadline of the records in it: past it, their flush is abandoned.
+    deadline: Option<tokio::time::Instant>,
+    /// Memory reserved for its bytes from the agent's buffer budget, released with the chunk.
+    reservation: Option<OwnedSemaphorePermit>,
 }
 
 impl OpenSegment {
@@ -177,6 +187,8 @@ impl OpenSegment {
             builder: SegmentBuilder::new(base_offset),
             producer_batches: Vec::new(),
             opened_at: None,
+            deadline: None,
+            reservation: None,
         }
     }
 
@@ -192,19 +204,60 @@ impl OpenSegment {
     fn is_full(&self, config: &WriterConfig) -> bool {
         !self.builder.is_empty() && self.builder.size() as u64 >= config.segment_max_bytes
     }
+
+    fn hold(&mut self, deadline: tokio::time::Instant, reservation: Option<OwnedSemaphorePermit>) {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        if let Some(permit) = reservation {
+            match &mut self.reservation {
+                Some(held) => held.merge(permit),
+                None => self.reservation = Some(permit),
+            }
+        }
+    }
 }
 
-/// A segment taken out of the open slot by a flush.
-struct Sealed {
-    encoded: EncodedSegment,
+/// A partition's records taken out of its writer by a flush cycle: one encoded segment, to be
+/// uploaded (inside a shared object), committed and then resolved with
+/// [`PartitionWriter::publish`] or [`PartitionWriter::discard`].
+pub struct SealedChunk {
+    pub(crate) writer: PartitionWriter,
+    pub(crate) encoded: EncodedSegment,
     producer_batches: Vec<ProducerBatch>,
-    /// The state of the segment's producers once it is durable, committed with it.
-    producer_snapshots: Vec<ProducerSnapshot>,
+    /// The state of the chunk's producers once it is durable, committed with it.
+    pub(crate) producer_snapshots: Vec<ProducerSnapshot>,
+    /// Past this, the chunk must not be committed: its producers have been answered.
+    pub(crate) deadline: tokio::time::Instant,
+    seq: u64,
+    generation: u64,
+    _reservation: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for SealedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedChunk")
+            .field("writer", &self.writer)
+            .field("base_offset", &self.encoded.footer.base_offset)
+            .field("last_offset", &self.encoded.footer.last_offset)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Waiter {
     last_offset: i64,
     tx: oneshot::Sender<Result<()>>,
+}
+
+/// What an append may hold and how long it may wait (see [`PartitionWriter::append_with`]).
+#[derive(Debug, Default)]
+pub struct AppendOptions {
+    /// When the appending request stops waiting (its produce timeout): a flush not committed
+    /// by then is abandoned, so a record answered with an error is never stored later.
+    /// `None`: [`WriterConfig::default_deadline`] from now.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Memory reserved for the records from the agent's buffer budget; held until their chunk
+    /// is resolved.
+    pub reservation: Option<OwnedSemaphorePermit>,
 }
 
 impl PartitionWriter {
@@ -241,9 +294,12 @@ impl PartitionWriter {
             high_watermark: hw,
             log_start: progress.log_start_offset,
             producers: producers.clone(),
+            sealed_producers: producers.clone(),
             durable_producers: producers,
             waiters: Vec::new(),
             fenced: None,
+            generation: 0,
+            next_seq: 1,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -252,7 +308,7 @@ impl PartitionWriter {
                 config,
                 fence,
                 state: Mutex::new(state),
-                flush_lock: tokio::sync::Mutex::new(()),
+                resolved: watch::channel(0).0,
                 high_watermark,
                 roll_scheduled: AtomicBool::new(false),
             }),
@@ -267,56 +323,57 @@ impl PartitionWriter {
     /// When the open segment outgrows [`WriterConfig::segment_max_bytes`] a background flush is
     /// started (inside a Tokio runtime).
     pub fn append(&self, batches: Vec<RecordBatch>) -> Result<Appended> {
+        self.append_with(batches, AppendOptions::default())
+    }
+
+    /// [`Self::append`] with a deadline and a memory reservation (see [`AppendOptions`]).
+    pub fn append_with(
+        &self,
+        batches: Vec<RecordBatch>,
+        options: AppendOptions,
+    ) -> Result<Appended> {
         if batches.is_empty() {
             return Err(self.inner.invalid("no batches to append"));
         }
+        let deadline = options
+            .deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + self.inner.config.default_deadline);
         let appended = {
             let mut state = self.inner.lock();
             self.inner.check_usable(&state)?;
             match self.inner.check_producers(&state, &batches)? {
                 Some(original) => self.inner.duplicate(&mut state, original),
-                None => self.inner.push(&mut state, &batches)?,
+                None => {
+                    let appended = self.inner.push(&mut state, &batches)?;
+                    state.open.hold(deadline, options.reservation);
+                    appended
+                }
             }
         };
         self.maybe_schedule_roll();
         Ok(appended)
     }
 
-    /// Seals the open segment and makes it durable: upload (with retries), commit to the
-    /// metadata store, index and cache it, then advance the high watermark and wake waiters.
+    /// Makes everything appended so far durable, as a flush cycle of this partition alone:
+    /// upload (with retries), commit, index and cache, then the high watermark advances and
+    /// waiters wake.
     ///
     /// Returns the committed segment, or `None` when there was nothing to flush. On failure every
-    /// record not yet durable (the sealed segment and anything appended since) is discarded and
-    /// its tickets fail; the next append starts at the high watermark again. A fenced writer
-    /// stays unusable.
+    /// record not yet durable is discarded and its tickets fail; the next append starts at the
+    /// high watermark again. A fenced writer stays unusable.
     pub async fn flush(&self) -> Result<Option<SegmentInfo>> {
-        let _one_at_a_time = self.inner.flush_lock.lock().await;
-        let Some(sealed) = self.inner.seal()? else {
-            return Ok(None);
-        };
-        match self.inner.persist(&sealed).await {
-            Ok(info) => {
-                self.inner.publish(sealed, &info).await;
-                Ok(Some(info))
-            }
-            Err(error) => Err(self.inner.discard(error)),
+        let context = crate::FlushContext::for_partition(&self.inner.storage, &self.inner.config);
+        let cycle = crate::FlushCycle::seal(&context, std::slice::from_ref(self));
+        let mut results = cycle.run().await.results;
+        match results.pop() {
+            Some((_, result)) => result.map(Some),
+            None => self.inner.check_usable(&self.inner.lock()).map(|()| None),
         }
     }
 
     /// Age of the open segment (time since its first batch), `None` when it is empty.
     pub fn open_segment_age(&self) -> Option<Duration> {
         self.inner.lock().open.opened_at.map(|at| at.elapsed())
-    }
-
-    /// Whether the open segment should be rolled now, by size or by age.
-    pub fn needs_roll(&self) -> bool {
-        let state = self.inner.lock();
-        let by_size = state.open.is_full(&self.inner.config);
-        let by_age = state
-            .open
-            .opened_at
-            .is_some_and(|at| at.elapsed() >= self.inner.config.segment_max_age);
-        by_size || by_age
     }
 
     /// Bytes appended but not yet sealed.
@@ -496,106 +553,63 @@ impl Inner {
     }
 
     /// Takes the open segment for flushing, leaving an empty one that continues its offsets.
-    fn seal(&self) -> Result<Option<Sealed>> {
-        let open = {
-            let mut state = self.lock();
-            self.check_usable(&state)?;
-            self.roll_scheduled.store(false, Ordering::Release);
-            if state.open.builder.is_empty() {
-                return Ok(None);
-            }
-            let next = state.next_offset;
-            let open = std::mem::replace(&mut state.open, OpenSegment::new(next));
-            // Flushes are serialized, so the durable table is exactly the state before `open`.
-            let snapshots = state
-                .durable_producers
-                .snapshots_after(&open.producer_batches, now_ms());
-            (open, snapshots)
-        };
-        let (open, producer_snapshots) = open;
-        Ok(Some(Sealed {
+    fn seal(&self, writer: &PartitionWriter) -> Result<Option<SealedChunk>> {
+        let mut state = self.lock();
+        self.check_usable(&state)?;
+        self.roll_scheduled.store(false, Ordering::Release);
+        if state.open.builder.is_empty() {
+            return Ok(None);
+        }
+        let next = state.next_offset;
+        let open = std::mem::replace(&mut state.open, OpenSegment::new(next));
+        let producer_snapshots = state
+            .sealed_producers
+            .snapshots_after(&open.producer_batches, now_ms());
+        for entry in &open.producer_batches {
+            state.sealed_producers.record(*entry);
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let generation = state.generation;
+        drop(state);
+        Ok(Some(SealedChunk {
+            writer: writer.clone(),
             encoded: open.builder.finish(),
             producer_batches: open.producer_batches,
             producer_snapshots,
+            deadline: open.deadline.unwrap_or_else(tokio::time::Instant::now),
+            seq,
+            generation,
+            _reservation: open.reservation,
         }))
     }
 
-    /// Uploads and commits a sealed segment. Never reports success unless both happened.
-    async fn persist(&self, sealed: &Sealed) -> Result<SegmentInfo> {
-        let segment = &sealed.encoded;
-        let footer = &segment.footer;
-        let epoch = self.fence.as_ref().map_or(0, |f| f.epoch);
-        let key = segment_key(
-            self.storage.topic.id,
-            self.storage.partition,
-            footer.base_offset,
-            epoch,
-        );
-        self.upload(&key, segment.bytes.clone()).await?;
-        let info = SegmentInfo {
-            topic: self.topic.to_string(),
-            partition: self.storage.partition,
-            base_offset: footer.base_offset,
-            last_offset: footer.last_offset,
-            record_count: footer.record_count,
-            size_bytes: segment.bytes.len() as u64,
-            object_key: key,
-            min_timestamp_ms: footer.min_timestamp,
-            max_timestamp_ms: footer.max_timestamp,
-            created_at_ms: now_ms(),
-        };
-        self.commit(&info, &sealed.producer_snapshots).await?;
-        Ok(info)
+    /// Waits until every chunk sealed before `chunk` is resolved.
+    async fn turn(&self, chunk: &SealedChunk) {
+        let mut resolved = self.resolved.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = resolved.wait_for(|&done| done + 1 >= chunk.seq).await;
     }
 
-    async fn upload(&self, key: &str, bytes: Bytes) -> Result<()> {
-        upload_with_retries(self.storage.store.as_ref(), key, bytes, &self.config).await
+    /// Whether `chunk` may still be committed: no discard happened since it was sealed.
+    fn is_current(&self, chunk: &SealedChunk) -> bool {
+        let state = self.lock();
+        state.generation == chunk.generation && state.fenced.is_none()
     }
 
-    async fn commit(&self, info: &SegmentInfo, producers: &[ProducerSnapshot]) -> Result<()> {
-        let error = match self
-            .storage
-            .metadata
-            .commit_segment_with_producers(info, producers, self.fence.as_ref())
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        match error {
-            MetadataError::Fenced { .. } => Err(self.fenced_error(&error.to_string())),
-            // Someone else committed at our offset: another writer owns the partition.
-            MetadataError::OffsetConflict { .. } => Err(self.fenced_error(&error.to_string())),
-            // The commit may have gone through before the error (e.g. a lost connection).
-            other if self.was_committed(info).await => {
-                tracing::warn!(error = %other, key = info.object_key, "commit reported an error but is recorded");
-                Ok(())
-            }
-            other => Err(other.into()),
-        }
+    fn resolve(&self, chunk: &SealedChunk) {
+        self.resolved.send_modify(|done| *done = (*done).max(chunk.seq));
     }
 
-    async fn was_committed(&self, info: &SegmentInfo) -> bool {
-        self.storage
-            .metadata
-            .list_segments(&self.topic, self.storage.partition, info.base_offset)
-            .await
-            .is_ok_and(|segments| segments.iter().any(|s| s.object_key == info.object_key))
-    }
-
-    /// Makes a committed segment visible: index and cache first, so a reader that sees the new
-    /// high watermark always finds the segment.
-    async fn publish(&self, sealed: Sealed, info: &SegmentInfo) {
+    /// Makes a committed chunk visible: index first, so a reader that sees the new high
+    /// watermark always finds the segment (the flush cycle cached the object already).
+    fn publish(&self, chunk: SealedChunk, info: &SegmentInfo) {
         self.storage.index.insert(info);
-        self.storage
-            .cache
-            .insert_object(&info.object_key, sealed.encoded.bytes.clone())
-            .await;
         let hw = info.last_offset + 1;
         let mut state = self.lock();
         state.high_watermark = hw;
-        for entry in sealed.producer_batches {
-            state.durable_producers.record(entry);
+        for entry in &chunk.producer_batches {
+            state.durable_producers.record(*entry);
         }
         let (done, pending) = std::mem::take(&mut state.waiters)
             .into_iter()
@@ -603,66 +617,132 @@ impl Inner {
         state.waiters = pending;
         self.high_watermark.send_replace(hw);
         drop(state);
+        self.resolve(&chunk);
         for waiter in done {
             let _ = waiter.tx.send(Ok(()));
         }
     }
 
-    /// Rolls back to the durable state after a failed flush and fails every pending ticket.
-    fn discard(&self, error: StorageError) -> StorageError {
+    /// Rolls back to the durable state after a failed chunk and fails every pending ticket; a
+    /// void chunk (sealed before an earlier discard) is only marked resolved.
+    fn discard(&self, chunk: &SealedChunk, error: StorageError) -> StorageError {
         let error = Arc::new(error);
+        let failure = |from_offset| StorageError::FlushFailed {
+            topic: self.topic.to_string(),
+            partition: self.storage.partition,
+            from_offset,
+            source: error.clone(),
+        };
         let mut state = self.lock();
-        let hw = state.high_watermark;
-        if error.is_fenced() {
+        if error.is_fenced() && state.fenced.is_none() {
             state.fenced = Some(error.to_string());
         }
+        let hw = state.high_watermark;
+        if state.generation != chunk.generation {
+            drop(state);
+            self.resolve(chunk);
+            return failure(hw);
+        }
+        state.generation += 1;
         state.open = OpenSegment::new(hw);
         state.next_offset = hw;
         state.producers = state.durable_producers.clone();
+        state.sealed_producers = state.durable_producers.clone();
         let waiters = std::mem::take(&mut state.waiters);
         drop(state);
+        self.resolve(chunk);
         tracing::error!(topic = %self.topic, partition = self.storage.partition, %error, "flush failed; discarded records from offset {hw}");
-        let failure = || StorageError::FlushFailed {
-            topic: self.topic.to_string(),
-            partition: self.storage.partition,
-            from_offset: hw,
-            source: error.clone(),
-        };
         for waiter in waiters {
-            let _ = waiter.tx.send(Err(failure()));
+            let _ = waiter.tx.send(Err(failure(hw)));
         }
-        failure()
+        failure(hw)
     }
 }
 
-/// PUTs a segment object, retrying failures with backoff and jitter; an error means the object
-/// may not be stored and must not be acknowledged.
+impl PartitionWriter {
+    /// Seals the open segment for a flush cycle: `None` when nothing is buffered, an error when
+    /// the writer is fenced.
+    pub(crate) fn seal(&self) -> Result<Option<SealedChunk>> {
+        self.inner.seal(self)
+    }
+
+    /// Waits until the chunks sealed before `chunk` are resolved.
+    pub(crate) async fn turn(&self, chunk: &SealedChunk) {
+        self.inner.turn(chunk).await
+    }
+
+    /// Whether `chunk` may still be committed (see [`SealedChunk`]).
+    pub(crate) fn is_current(&self, chunk: &SealedChunk) -> bool {
+        self.inner.is_current(chunk)
+    }
+
+    /// Publishes a committed chunk: high watermark, producer state, waiters.
+    pub(crate) fn publish(&self, chunk: SealedChunk, info: &SegmentInfo) {
+        self.inner.publish(chunk, info)
+    }
+
+    /// Discards a chunk that will not be committed, and everything appended after it.
+    pub(crate) fn discard(&self, chunk: &SealedChunk, error: StorageError) -> StorageError {
+        self.inner.discard(chunk, error)
+    }
+
+    /// The partition's storage context.
+    pub(crate) fn storage(&self) -> &PartitionStorage {
+        &self.inner.storage
+    }
+
+    /// The lease the writer commits under.
+    pub(crate) fn fence(&self) -> Option<&LeaseFence> {
+        self.inner.fence.as_ref()
+    }
+
+    /// The topic name.
+    pub(crate) fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+}
+
+/// PUTs a new object, create-only where the store supports it (keys are never reused, so
+/// nothing committed can be overwritten), retrying failures with backoff and jitter. A retry
+/// that finds the object already there is the earlier attempt having succeeded after all. An
+/// error means the object may or may not be stored and must not be acknowledged.
 pub(crate) async fn upload_with_retries(
     store: &dyn ObjectStore,
     key: &str,
-    bytes: Bytes,
+    payload: PutPayload,
     config: &WriterConfig,
 ) -> Result<()> {
     let path = ObjectPath::from(key);
+    let mut mode = PutMode::Create;
     let mut attempt = 0;
     loop {
-        let error = match store.put(&path, PutPayload::from(bytes.clone())).await {
+        let options = PutOptions {
+            mode: mode.clone(),
+            ..Default::default()
+        };
+        let error = match store.put_opts(&path, payload.clone(), options).await {
             Ok(_) => return Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),
+            // No conditional writes here: the key is unique all the same.
+            Err(object_store::Error::NotImplemented { .. }) if mode == PutMode::Create => {
+                mode = PutMode::Overwrite;
+                continue;
+            }
             Err(error) => error,
         };
         if attempt >= config.upload_retries {
             return Err(StorageError::object_store(key, error));
         }
-        tracing::warn!(key, attempt, %error, "segment upload failed, retrying");
+        tracing::warn!(key, attempt, %error, "object upload failed, retrying");
         tokio::time::sleep(config.backoff(attempt)).await;
         attempt += 1;
     }
 }
 
-/// Object key of a segment. The lease epoch makes keys of different owners distinct, so a zombie
-/// writer can never overwrite an object a live writer committed.
-pub(crate) fn segment_key(topic_id: Uuid, partition: u32, base_offset: i64, epoch: i64) -> String {
-    format!("topics/{topic_id}/{partition}/{base_offset:020}-{epoch}.seg")
+/// Key of a new per-partition segment object. Random, so no two writes ever share a key.
+pub(crate) fn segment_key(topic_id: uuid::Uuid, partition: u32, base_offset: i64) -> String {
+    let unique = uuid::Uuid::new_v4().simple();
+    format!("topics/{topic_id}/{partition}/{base_offset:020}-{unique}.seg")
 }
 
 /// Producer fields of a batch placed at `base_offset`.

@@ -38,6 +38,8 @@ fn segment(topic: &str, base: i64, last: i64) -> SegmentInfo {
         last_offset: last,
         record_count: last - base + 1,
         size_bytes: 10,
+        object_offset: 0,
+        object_size: 10,
         object_key: format!("{topic}/{base}"),
         min_timestamp_ms: 0,
         max_timestamp_ms: 0,
@@ -111,12 +113,12 @@ async fn partition_writes_update_cached_state() {
         "updated in place, not invalidated"
     );
 
-    cached.truncate_before("t", 0, 15).await.unwrap();
+    cached.truncate_before("t", 0, 15, 0).await.unwrap();
     assert_eq!(
         cached.get_partition("t", 0).await.unwrap().log_start_offset,
         15
     );
-    cached.truncate_before("t", 0, 500).await.unwrap();
+    cached.truncate_before("t", 0, 500, 0).await.unwrap();
     let state = cached.get_partition("t", 0).await.unwrap();
     assert_eq!(state, inner.get_partition("t", 0).await.unwrap());
     assert_eq!(state.log_start_offset, 20);
@@ -186,7 +188,7 @@ async fn topic_writes_are_visible_through_the_cache() {
     assert_eq!(cached.list_topics().await.unwrap()[0].partitions, 4);
     cached.get_partition("t", 3).await.unwrap();
 
-    cached.delete_topic("t").await.unwrap();
+    cached.delete_topic("t", 0).await.unwrap();
     assert!(cached.get_topic("t").await.unwrap().is_none());
     assert!(
         cached.get_partition("t", 3).await.is_err(),

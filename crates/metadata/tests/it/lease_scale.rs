@@ -99,7 +99,7 @@ pub(crate) async fn lease_round(store: &dyn MetadataStore, backend: &str) {
         ms(rounds[ROUNDS - 1]),
         ms(one_by_one),
     );
-    store.delete_topic(&topic).await.unwrap();
+    store.delete_topic(&topic, 0).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

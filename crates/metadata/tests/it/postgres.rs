@@ -174,6 +174,8 @@ async fn agents_race_for_one_offset(first: Arc<dyn MetadataStore>, second: Arc<d
         last_offset: 99,
         record_count: 100,
         size_bytes: 1_000,
+        object_offset: 0,
+        object_size: 1_000,
         object_key: key.into(),
         min_timestamp_ms: 0,
         max_timestamp_ms: 0,

@@ -45,6 +45,8 @@ async fn committed_data_survives_reopen() {
         last_offset: 41,
         record_count: 42,
         size_bytes: 4_200,
+        object_offset: 0,
+        object_size: 4_200,
         object_key: "durable/1/0.seg".into(),
         min_timestamp_ms: 10,
         max_timestamp_ms: 20,

@@ -52,7 +52,7 @@ async fn committed_and_orphans(env: &Env) -> (String, String, String) {
     let fenced = keys(&*env.store)
         .await
         .into_iter()
-        .find(|k| k.ends_with("-7.seg"))
+        .find(|k| k.starts_with("wal/") && *k != committed)
         .expect("the fenced writer's upload");
 
     let raw = format!("topics/{}/0/stray.seg", env.topic.id);

@@ -1,7 +1,6 @@
 //! Integration tests of the storage crate.
 
 mod cache;
-mod compaction;
 mod objects;
 mod segment_index;
 
@@ -149,10 +148,10 @@ mod support {
     pub fn test_config() -> WriterConfig {
         WriterConfig {
             segment_max_bytes: u64::MAX,
-            segment_max_age: Duration::from_secs(3600),
             upload_retries: 2,
             upload_backoff: Duration::from_millis(1),
             upload_backoff_max: Duration::from_millis(5),
+            default_deadline: Duration::from_secs(30),
         }
     }
 

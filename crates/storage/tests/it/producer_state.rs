@@ -166,7 +166,7 @@ async fn producer_state_below_the_log_start_is_dropped_on_open() {
     writer.flush().await.unwrap();
     drop(writer);
     env.metadata()
-        .truncate_before(crate::support::TOPIC, 0, 2)
+        .truncate_before(crate::support::TOPIC, 0, 2, 0)
         .await
         .unwrap();
 

@@ -201,9 +201,14 @@ async fn every_flipped_byte_is_reported_as_corruption_never_returned_as_data() {
             }
             Err(other) => panic!("byte {pos}: unexpected error {other}"),
             // The segment header is not read on the fetch path (the footer repeats what it
-            // holds), so a flip there may go unnoticed but must not change the data.
+            // holds), nor is the shared object's index after the segment (the metadata holds
+            // the segment's range), so a flip there may go unnoticed but must not change the
+            // data.
             Ok(data) => {
-                assert!(pos < HEADER_LEN, "flip at byte {pos} was not detected");
+                let start = info.object_offset as usize;
+                let end = start + info.size_bytes as usize;
+                let unread = pos < start + HEADER_LEN || pos >= end;
+                assert!(unread, "flip at byte {pos} was not detected");
                 assert_eq!(data, expected);
             }
         }

@@ -79,6 +79,8 @@ fn segment(base: i64, last: i64, size: u64, max_ts: i64) -> SegmentInfo {
         last_offset: last,
         record_count: last - base + 1,
         size_bytes: size,
+        object_offset: 0,
+        object_size: size,
         object_key: format!("k{base}"),
         min_timestamp_ms: max_ts,
         max_timestamp_ms: max_ts,

@@ -35,6 +35,8 @@ fn segment(n: i64) -> SegmentInfo {
         last_offset: base_offset + RECORDS_PER_SEGMENT - 1,
         record_count: RECORDS_PER_SEGMENT,
         size_bytes: 4096 + n as u64,
+        object_offset: 0,
+        object_size: 4096 + n as u64,
         object_key: format!("topics/t/0/{base_offset:020}-0.seg"),
         min_timestamp_ms: n * 1000,
         max_timestamp_ms: n * 1000 + 900,
@@ -85,7 +87,7 @@ async fn lookup_finds_segment_boundaries_and_nothing_outside() {
 async fn offsets_in_a_gap_or_truncated_away_are_not_found() {
     let metadata = metadata().await;
     commit(&metadata, 0..4).await;
-    metadata.truncate_before(TOPIC, 0, 10).await.unwrap();
+    metadata.truncate_before(TOPIC, 0, 10, 0).await.unwrap();
     let index = index(&metadata, SegmentIndexConfig::default());
     // Only this agent's view has a gap: segment 2 was never inserted locally.
     index.insert(&segment(1));
@@ -192,7 +194,7 @@ async fn a_stale_index_refreshes_and_drops_deleted_segments() {
     assert_eq!(index.metadata_queries(), 1, "fresh hits need no query");
 
     // Another agent's retention deletes the first two segments.
-    metadata.truncate_before(TOPIC, 0, 20).await.unwrap();
+    metadata.truncate_before(TOPIC, 0, 20, 0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(base_of(&index, 5).await, None);
     assert_eq!(index.metadata_queries(), 2, "stale hit refreshed");

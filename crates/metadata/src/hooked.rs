@@ -1,0 +1,283 @@
+//! A [`MetadataStore`] wrapper that calls a [`CallHook`] around every call of the store it
+//! wraps: the one forwarding of the whole trait, shared by every wrapper that only needs to
+//! observe or disturb calls (counting them in benchmarks, injecting faults in tests) rather
+//! than change what they do.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
+    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+};
+
+/// Called around each call a [`HookedMetadataStore`] forwards; `method` is the trait method's
+/// name.
+#[async_trait]
+pub trait CallHook: Send + Sync + 'static {
+    /// Before the call. An error is returned instead, without making the call (a request
+    /// that never reached the store).
+    async fn before(&self, method: &'static str) -> Result<()> {
+        let _ = method;
+        Ok(())
+    }
+
+    /// After the call, whatever its result. An error replaces the result (a request the store
+    /// carried out whose answer was lost).
+    async fn after(&self, method: &'static str) -> Result<()> {
+        let _ = method;
+        Ok(())
+    }
+}
+
+/// Forwards every call to `inner`, running `hook` around it.
+pub struct HookedMetadataStore<H> {
+    inner: Arc<dyn MetadataStore>,
+    hook: H,
+}
+
+impl<H> HookedMetadataStore<H> {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn MetadataStore>, hook: H) -> Self {
+        Self { inner, hook }
+    }
+
+    /// The hook.
+    pub fn hook(&self) -> &H {
+        &self.hook
+    }
+}
+
+/// Runs one forwarded call between the hook's `before` and `after`.
+macro_rules! hooked {
+    ($self:ident, $name:ident ( $($arg:ident),* )) => {{
+        $self.hook.before(stringify!($name)).await?;
+        let result = $self.inner.$name($($arg),*).await;
+        $self.hook.after(stringify!($name)).await?;
+        result
+    }};
+}
+
+#[async_trait]
+impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
+    async fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
+        hooked!(self, create_topic(topic))
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Option<Topic>> {
+        hooked!(self, get_topic(name))
+    }
+
+    async fn list_topics(&self) -> Result<Vec<Topic>> {
+        hooked!(self, list_topics())
+    }
+
+    async fn delete_topic(&self, name: &str, delete_after_ms: i64) -> Result<Vec<SegmentInfo>> {
+        hooked!(self, delete_topic(name, delete_after_ms))
+    }
+
+    async fn add_partitions(&self, name: &str, new_count: u32) -> Result<Topic> {
+        hooked!(self, add_partitions(name, new_count))
+    }
+
+    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        hooked!(self, update_topic_config(name, config))
+    }
+
+    async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        hooked!(self, get_partition(topic, partition))
+    }
+
+    async fn get_partition_uncached(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        hooked!(self, get_partition_uncached(topic, partition))
+    }
+
+    async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
+        hooked!(self, list_partitions(topic))
+    }
+
+    async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>> {
+        hooked!(self, commit_segments(commits))
+    }
+
+    async fn list_producer_snapshots(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerSnapshot>> {
+        hooked!(self, list_producer_snapshots(topic, partition))
+    }
+
+    async fn expire_producer_snapshots(&self, updated_before_ms: i64) -> Result<u64> {
+        hooked!(self, expire_producer_snapshots(updated_before_ms))
+    }
+
+    async fn list_segments(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        hooked!(self, list_segments(topic, partition, from_offset))
+    }
+
+    async fn truncate_before(
+        &self,
+        topic: &str,
+        partition: u32,
+        new_log_start: i64,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        hooked!(
+            self,
+            truncate_before(topic, partition, new_log_start, delete_after_ms)
+        )
+    }
+
+    async fn replace_segments(
+        &self,
+        merged: &SegmentInfo,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        hooked!(self, replace_segments(merged, fence, delete_after_ms))
+    }
+
+    async fn all_segment_keys(&self) -> Result<Vec<String>> {
+        hooked!(self, all_segment_keys())
+    }
+
+    async fn schedule_object_deletions(&self, keys: &[String], delete_after_ms: i64) -> Result<()> {
+        hooked!(self, schedule_object_deletions(keys, delete_after_ms))
+    }
+
+    async fn due_object_deletions(&self, now_ms: i64, limit: u32) -> Result<Vec<String>> {
+        hooked!(self, due_object_deletions(now_ms, limit))
+    }
+
+    async fn forget_object_deletions(&self, keys: &[String]) -> Result<()> {
+        hooked!(self, forget_object_deletions(keys))
+    }
+
+    async fn allocate_producer_id(&self) -> Result<i64> {
+        hooked!(self, allocate_producer_id())
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
+        hooked!(self, commit_offsets(group, offsets))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        group: &str,
+        topic: Option<&str>,
+    ) -> Result<Vec<CommittedOffset>> {
+        hooked!(self, fetch_offsets(group, topic))
+    }
+
+    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
+        hooked!(self, delete_offsets(group, partitions))
+    }
+
+    async fn list_groups(&self) -> Result<Vec<String>> {
+        hooked!(self, list_groups())
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<bool> {
+        hooked!(self, delete_group(group))
+    }
+
+    async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {
+        hooked!(self, register_agent(agent))
+    }
+
+    async fn heartbeat(&self, agent_id: &str, now_ms: i64) -> Result<bool> {
+        hooked!(self, heartbeat(agent_id, now_ms))
+    }
+
+    async fn list_agents(&self, alive_since_ms: i64) -> Result<Vec<AgentInfo>> {
+        hooked!(self, list_agents(alive_since_ms))
+    }
+
+    async fn deregister_agent(&self, agent_id: &str) -> Result<()> {
+        hooked!(self, deregister_agent(agent_id))
+    }
+
+    async fn acquire_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<PartitionLease>> {
+        hooked!(
+            self,
+            acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
+        )
+    }
+
+    async fn acquire_leases(
+        &self,
+        agent_id: &str,
+        partitions: &[(String, u32)],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        hooked!(self, acquire_leases(agent_id, partitions, now_ms, ttl_ms))
+    }
+
+    async fn renew_leases(
+        &self,
+        agent_id: &str,
+        held: &[HeldLease],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Vec<PartitionLease>> {
+        hooked!(self, renew_leases(agent_id, held, now_ms, ttl_ms))
+    }
+
+    async fn release_lease(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+        epoch: i64,
+    ) -> Result<()> {
+        hooked!(self, release_lease(topic, partition, agent_id, epoch))
+    }
+
+    async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
+        hooked!(self, list_leases())
+    }
+
+    async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {
+        hooked!(self, upsert_credential(credential))
+    }
+
+    async fn get_credential(&self, user: &str, mechanism: &str) -> Result<Option<UserCredential>> {
+        hooked!(self, get_credential(user, mechanism))
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<UserCredential>> {
+        hooked!(self, list_credentials())
+    }
+
+    async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool> {
+        hooked!(self, delete_credential(user, mechanism))
+    }
+
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        hooked!(self, create_acls(acls))
+    }
+
+    async fn list_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        hooked!(self, list_acls(filter))
+    }
+
+    async fn delete_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
+        hooked!(self, delete_acls(filter))
+    }
+}

@@ -1,0 +1,394 @@
+//! Consolidation: rewrites the small per-flush slices of shared objects into large contiguous
+//! segments, off the write path.
+//!
+//! Every flush cycle writes one shared object holding a small slice of each partition it
+//! flushed. That keeps PUTs per agent at one per cycle, but leaves each partition's history
+//! spread over many objects: a cold read would need one GET per slice. A round of consolidation
+//! - picks, for the partitions this agent leads, the committed slices in shared objects that
+//!   are at least [`ConsolidationConfig::min_age`] old (the tail is served from the cache),
+//!   oldest first, up to [`ConsolidationConfig::max_round_bytes`];
+//! - reads each of those shared objects ONCE, with one ranged GET covering the slices it needs
+//!   (GETs run in parallel);
+//! - verifies every batch (CRCs) and merges each partition's slices into one segment; a segment
+//!   reaching [`ConsolidationConfig::own_object_bytes`] gets an object of its own, the others
+//!   share one consolidated object (same layout as a flush's), so a round costs a few PUTs
+//!   whatever the partition count;
+//! - swaps each partition's merged segment in, fenced by the partition lease, in the metadata
+//!   transaction that also schedules the replaced shared objects for deletion: the deleter
+//!   removes a shared object after the grace delay and only once no partition references it.
+//!
+//! Data is consolidated once: consolidated segments are never merged again, so every byte is
+//! written to the store twice (flush, consolidation) however long the partition lives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore, SegmentInfo};
+use streamhouse_segment::{decode_segment, EncodedSegment, SegmentBuilder, SharedObjectBuilder};
+
+use crate::error::{Corruption, Result, StorageError};
+use crate::group_commit::SHARED_PREFIX;
+use crate::partition::PartitionStorage;
+use crate::writer::{segment_key, upload_with_retries, WriterConfig};
+
+/// Prefix of the objects consolidation writes holding several partitions' segments.
+pub const CONSOLIDATED_PREFIX: &str = "data";
+
+/// When and how much to consolidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsolidationConfig {
+    /// Slices younger than this are left alone: tailing readers find them in the cache.
+    pub min_age: Duration,
+    /// A round runs once the oldest eligible slice is this old...
+    pub max_age: Duration,
+    /// ... or this many bytes of slices are eligible.
+    pub trigger_bytes: u64,
+    /// Most source bytes one round reads and holds in memory.
+    pub max_round_bytes: u64,
+    /// A merged segment this large gets an object of its own.
+    pub own_object_bytes: u64,
+    /// Replaced objects are deleted this long after the swap, so readers can finish.
+    pub delete_grace: Duration,
+    /// Ranged GETs in flight at once.
+    pub read_concurrency: usize,
+}
+
+impl Default for ConsolidationConfig {
+    fn default() -> Self {
+        Self {
+            min_age: Duration::from_secs(10),
+            max_age: Duration::from_secs(60),
+            trigger_bytes: 64 * 1024 * 1024,
+            max_round_bytes: 128 * 1024 * 1024,
+            own_object_bytes: 8 * 1024 * 1024,
+            delete_grace: crate::retention::DEFAULT_DELETE_GRACE,
+            read_concurrency: 8,
+        }
+    }
+}
+
+/// A partition this agent may consolidate: its storage and the lease its writer holds.
+#[derive(Debug, Clone)]
+pub struct ConsolidationTarget {
+    /// The partition's storage (topic, index, cache).
+    pub storage: PartitionStorage,
+    /// The lease every swap is fenced by.
+    pub fence: Option<LeaseFence>,
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsolidationReport {
+    /// Eligible slices and their bytes before the round (the backlog).
+    pub backlog_slices: usize,
+    /// Bytes of the eligible slices.
+    pub backlog_bytes: u64,
+    /// Age of the oldest eligible slice, in ms (0 without backlog).
+    pub backlog_age_ms: i64,
+    /// Shared objects read.
+    pub objects_read: usize,
+    /// Objects written.
+    pub objects_written: usize,
+    /// Partitions whose slices were swapped for a merged segment.
+    pub partitions: usize,
+    /// Slices replaced.
+    pub slices_replaced: usize,
+}
+
+/// Consolidates the partitions it is given (see the module docs).
+#[derive(Clone)]
+pub struct Consolidator {
+    store: Arc<dyn ObjectStore>,
+    metadata: Arc<dyn MetadataStore>,
+    config: ConsolidationConfig,
+    upload: WriterConfig,
+}
+
+impl std::fmt::Debug for Consolidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consolidator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One partition's slices picked for a round.
+struct Pick<'a> {
+    target: &'a ConsolidationTarget,
+    slices: Vec<SegmentInfo>,
+}
+
+impl Consolidator {
+    /// A consolidator over `store` and `metadata`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        config: ConsolidationConfig,
+    ) -> Self {
+        Self {
+            store,
+            metadata,
+            config,
+            upload: WriterConfig::default(),
+        }
+    }
+
+    /// Runs one round over `targets` if their backlog calls for it (`force`: whatever the
+    /// backlog, e.g. in tests and at shutdown).
+    pub async fn run_once(
+        &self,
+        targets: &[ConsolidationTarget],
+        force: bool,
+    ) -> Result<ConsolidationReport> {
+        let now = now_ms();
+        let mut picks = self.eligible(targets, now).await?;
+        let mut report = backlog(&picks, now);
+        record_backlog(&report);
+        let due = report.backlog_age_ms >= self.config.max_age.as_millis() as i64
+            || report.backlog_bytes >= self.config.trigger_bytes;
+        if report.backlog_slices == 0 || !(due || force) {
+            return Ok(report);
+        }
+        limit_round(&mut picks, self.config.max_round_bytes);
+        let objects = self.read_objects(&picks).await?;
+        report.objects_read = objects.len();
+        let merged = picks
+            .iter()
+            .map(|pick| merge(pick, &objects))
+            .collect::<Result<Vec<_>>>()?;
+        let (written, swaps) = self.write_outputs(&picks, merged).await?;
+        report.objects_written = written;
+        for (pick, info) in picks.iter().zip(swaps) {
+            if self.swap(pick, &info).await {
+                report.partitions += 1;
+                report.slices_replaced += pick.slices.len();
+            }
+        }
+        metrics::counter!("streamhouse_consolidation_rounds_total").increment(1);
+        metrics::counter!("streamhouse_consolidation_objects_read_total")
+            .increment(report.objects_read as u64);
+        Ok(report)
+    }
+
+    /// Per target, its committed slices of shared objects old enough to consolidate.
+    async fn eligible<'a>(
+        &self,
+        targets: &'a [ConsolidationTarget],
+        now: i64,
+    ) -> Result<Vec<Pick<'a>>> {
+        let newest = now - self.config.min_age.as_millis() as i64;
+        let prefix = format!("{SHARED_PREFIX}/");
+        let mut picks = Vec::new();
+        for target in targets {
+            let storage = &target.storage;
+            let segments = self
+                .metadata
+                .list_segments(&storage.topic.name, storage.partition, 0)
+                .await?;
+            let slices: Vec<SegmentInfo> = segments
+                .into_iter()
+                .skip_while(|s| !s.object_key.starts_with(&prefix))
+                .take_while(|s| s.object_key.starts_with(&prefix) && s.created_at_ms <= newest)
+                .collect();
+            if !slices.is_empty() {
+                picks.push(Pick { target, slices });
+            }
+        }
+        Ok(picks)
+    }
+
+    /// Reads every object the picks need once: one ranged GET covering its needed slices.
+    async fn read_objects(&self, picks: &[Pick<'_>]) -> Result<HashMap<String, (u64, Bytes)>> {
+        let mut ranges: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for slice in picks.iter().flat_map(|p| &p.slices) {
+            let end = slice.object_offset + slice.size_bytes;
+            let range = ranges
+                .entry(slice.object_key.as_str())
+                .or_insert((slice.object_offset, end));
+            *range = (range.0.min(slice.object_offset), range.1.max(end));
+        }
+        let store = &self.store;
+        futures::stream::iter(ranges)
+            .map(|(key, (start, end))| async move {
+                let path = ObjectPath::from(key);
+                let bytes = store
+                    .get_range(&path, start..end)
+                    .await
+                    .map_err(|e| StorageError::object_store(key, e))?;
+                Ok::<_, StorageError>((key.to_owned(), (start, bytes)))
+            })
+            .buffer_unordered(self.config.read_concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    /// Uploads the merged segments: large ones alone, the rest together in one consolidated
+    /// object. Returns how many objects were written and each pick's merged segment.
+    async fn write_outputs(
+        &self,
+        picks: &[Pick<'_>],
+        merged: Vec<EncodedSegment>,
+    ) -> Result<(usize, Vec<SegmentInfo>)> {
+        let mut shared = SharedObjectBuilder::new();
+        let mut infos = Vec::with_capacity(picks.len());
+        let mut written = 0;
+        let shared_key = format!(
+            "{CONSOLIDATED_PREFIX}/{:013}-{}.obj",
+            now_ms(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut in_shared = Vec::new();
+        for (pick, encoded) in picks.iter().zip(merged) {
+            let storage = &pick.target.storage;
+            let len = encoded.bytes.len() as u64;
+            let mut info = merged_info(pick, &encoded);
+            if len >= self.config.own_object_bytes {
+                info.object_key = segment_key(storage.topic.id, storage.partition, info.base_offset);
+                let payload = PutPayload::from(encoded.bytes);
+                upload_with_retries(self.store.as_ref(), &info.object_key, payload, &self.upload)
+                    .await?;
+                written += 1;
+            } else {
+                let entry = shared.push(*storage.topic.id.as_bytes(), storage.partition, encoded.bytes);
+                info.object_key = shared_key.clone();
+                info.object_offset = entry.offset;
+                in_shared.push(infos.len());
+            }
+            infos.push(info);
+        }
+        if !in_shared.is_empty() {
+            let (parts, object_len) = shared.finish();
+            let payload = PutPayload::from_iter(parts);
+            upload_with_retries(self.store.as_ref(), &shared_key, payload, &self.upload).await?;
+            written += 1;
+            for i in in_shared {
+                infos[i].object_size = object_len;
+            }
+        }
+        Ok((written, infos))
+    }
+
+    /// Swaps a partition's slices for its merged segment (metadata, then the index). A refusal
+    /// (lease lost, retention got there first) leaves the slices as they were.
+    async fn swap(&self, pick: &Pick<'_>, merged: &SegmentInfo) -> bool {
+        let storage = &pick.target.storage;
+        let delete_after = now_ms() + self.config.delete_grace.as_millis() as i64;
+        let swapped = self
+            .metadata
+            .replace_segments(merged, pick.target.fence.as_ref(), delete_after)
+            .await;
+        match swapped {
+            Ok(_) => {
+                storage.index.replace(merged);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(topic = %storage.topic.name, partition = storage.partition, %error, "consolidation swap refused");
+                false
+            }
+        }
+    }
+}
+
+/// The backlog the picks represent.
+fn backlog(picks: &[Pick<'_>], now: i64) -> ConsolidationReport {
+    let slices = picks.iter().flat_map(|p| &p.slices);
+    ConsolidationReport {
+        backlog_slices: slices.clone().count(),
+        backlog_bytes: slices.clone().map(|s| s.size_bytes).sum(),
+        backlog_age_ms: slices.map(|s| now - s.created_at_ms).max().unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+fn record_backlog(report: &ConsolidationReport) {
+    metrics::gauge!("streamhouse_consolidation_backlog_slices").set(report.backlog_slices as f64);
+    metrics::gauge!("streamhouse_consolidation_backlog_bytes").set(report.backlog_bytes as f64);
+    metrics::gauge!("streamhouse_consolidation_backlog_age_seconds")
+        .set(report.backlog_age_ms as f64 / 1000.0);
+}
+
+/// Keeps the oldest slices up to `max_bytes` in all (at least one), as a prefix of each
+/// partition's run, so a round's memory is bounded whatever the backlog.
+fn limit_round(picks: &mut Vec<Pick<'_>>, max_bytes: u64) {
+    let mut all: Vec<(i64, usize, usize, u64)> = picks
+        .iter()
+        .enumerate()
+        .flat_map(|(p, pick)| {
+            pick.slices
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| (s.created_at_ms, p, i, s.size_bytes))
+        })
+        .collect();
+    all.sort_unstable();
+    let mut keep = vec![0usize; picks.len()];
+    let mut total = 0u64;
+    for (_, p, i, size) in all {
+        if total > 0 && total + size > max_bytes {
+            break;
+        }
+        // Only whole prefixes: a slice counts if all earlier slices of its partition do.
+        if keep[p] == i {
+            keep[p] = i + 1;
+            total += size;
+        }
+    }
+    for (pick, keep) in picks.iter_mut().zip(keep) {
+        pick.slices.truncate(keep);
+    }
+    picks.retain(|p| !p.slices.is_empty());
+}
+
+/// Verifies a pick's slices and re-frames their batches as one segment.
+fn merge(pick: &Pick<'_>, objects: &HashMap<String, (u64, Bytes)>) -> Result<EncodedSegment> {
+    let mut builder = SegmentBuilder::new(pick.slices[0].base_offset);
+    for slice in &pick.slices {
+        let (start, bytes) = &objects[&slice.object_key];
+        let at = (slice.object_offset - start) as usize;
+        let data = bytes.slice(at..at + slice.size_bytes as usize);
+        let range = slice.object_offset..slice.object_offset + slice.size_bytes;
+        let corrupt = |e| StorageError::corrupt(&slice.object_key, slice.object_size, range.clone(), e);
+        let (footer, batches) = decode_segment(data).map_err(corrupt)?;
+        if (footer.base_offset, footer.last_offset) != (slice.base_offset, slice.last_offset) {
+            return Err(StorageError::Corrupt {
+                key: slice.object_key.clone(),
+                range: range.clone(),
+                source: Corruption::Mismatch(format!(
+                    "slice holds offsets {}..={}, metadata says {}..={}",
+                    footer.base_offset, footer.last_offset, slice.base_offset, slice.last_offset
+                )),
+            });
+        }
+        for batch in &batches {
+            builder.push(batch).map_err(corrupt)?;
+        }
+    }
+    Ok(builder.finish())
+}
+
+/// The merged segment's row, before its object is chosen.
+fn merged_info(pick: &Pick<'_>, encoded: &EncodedSegment) -> SegmentInfo {
+    let storage = &pick.target.storage;
+    let footer = &encoded.footer;
+    let len = encoded.bytes.len() as u64;
+    SegmentInfo {
+        topic: storage.topic.name.clone(),
+        partition: storage.partition,
+        base_offset: footer.base_offset,
+        last_offset: footer.last_offset,
+        record_count: footer.record_count,
+        size_bytes: len,
+        object_key: String::new(),
+        object_offset: 0,
+        object_size: len,
+        min_timestamp_ms: pick.slices.iter().map(|s| s.min_timestamp_ms).min().unwrap_or(-1),
+        max_timestamp_ms: pick.slices.iter().map(|s| s.max_timestamp_ms).max().unwrap_or(-1),
+        created_at_ms: pick.slices.iter().map(|s| s.created_at_ms).max().unwrap_or_else(now_ms),
+    }
+}
