@@ -1,12 +1,14 @@
 //! The agent's state behind the Kafka handlers: the partitions it has open for writing and
 //! reading, the group-commit flusher, and partition leases.
 //!
-//! Write path: a Produce appends to the partition's [`PartitionWriter`] (in memory, offsets
-//! assigned) and waits for durability. The flusher wakes every `flush_interval` (or sooner when a
-//! partition has `flush_max_bytes` buffered) and flushes every partition with buffered data
-//! concurrently: each flush uploads one segment object and commits it in the metadata store; only
-//! then are the waiting produces acknowledged. Many producers and partitions thus share one
-//! flush cycle (group commit).
+//! Write path: a Produce reserves its bytes from the agent's buffer budget, appends to the
+//! partition's [`PartitionWriter`] (in memory, offsets assigned) and waits for durability. The
+//! flusher wakes every `flush_interval` (or sooner when a partition has `flush_max_bytes`
+//! buffered), seals every partition with buffered data into one [`FlushCycle`] and starts it:
+//! the cycle uploads ONE shared object for all those partitions and commits all of them in ONE
+//! metadata transaction; only then are the waiting produces acknowledged. Up to
+//! `max_flushes_in_flight` cycles overlap (the next uploads while the previous commits), each
+//! partition's chunks still resolved in order.
 //!
 //! Ownership: with several agents on one metadata store, each partition has one desired owner
 //! (see [`crate::cluster`]); an agent opens only partitions it should own and can lease, and its
@@ -17,16 +19,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use streamhouse_metadata::{
     now_ms, AgentInfo, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic,
     PartitionLease, Topic,
 };
 use streamhouse_storage::{
-    PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentIndex,
-    SegmentIndexConfig, StorageError, WriterConfig,
+    FlushContext, FlushCycle, FlushReport, PartitionReader, PartitionStorage, PartitionWriter,
+    SegmentCache, SegmentIndex, SegmentIndexConfig, StorageError, WriterConfig,
 };
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -55,6 +57,11 @@ pub struct BrokerConfig {
     pub flush_interval: Duration,
     /// A partition with this many buffered bytes is flushed without waiting for the interval.
     pub flush_max_bytes: usize,
+    /// Flush cycles uploading or committing at once; one more waits before sealing.
+    pub max_flushes_in_flight: usize,
+    /// Produced bytes the agent holds until they are durable, across all partitions; a produce
+    /// finding it full waits (up to its timeout) instead of growing memory.
+    pub max_buffered_bytes: usize,
     /// Largest request frame accepted; larger ones close the connection.
     pub max_request_bytes: usize,
     /// Requests a connection may have in progress at once.
@@ -91,6 +98,8 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             flush_interval: Duration::from_millis(5),
             flush_max_bytes: 4 * 1024 * 1024,
+            max_flushes_in_flight: 4,
+            max_buffered_bytes: 256 * 1024 * 1024,
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 128,
             max_in_flight_bytes_per_connection: 64 * 1024 * 1024,
@@ -148,6 +157,10 @@ pub struct Broker {
     pub(crate) authenticators: RwLock<Vec<Arc<crate::security::SaslAuthenticator>>>,
     /// Decides requests by ACLs (allows everything unless `config.acl.enabled`).
     pub(crate) authorizer: Arc<Authorizer>,
+    /// Bytes of produced records not yet durable may hold (see `max_buffered_bytes`).
+    buffer_budget: Arc<Semaphore>,
+    /// Flush cycles in flight (see `max_flushes_in_flight`).
+    flushes_in_flight: Arc<Semaphore>,
 }
 
 impl Broker {
@@ -163,6 +176,7 @@ impl Broker {
         let groups =
             GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
         let me = registration(&config, &agent_id);
+        let config_copy = config.clone();
         let authorizer = Arc::new(Authorizer::new(&config.acl));
         if config.acl.enabled {
             // The first reload runs at once; `Acls::reload` awaits one before serving.
@@ -182,6 +196,8 @@ impl Broker {
             handing_off: Mutex::default(),
             authenticators: RwLock::default(),
             authorizer,
+            buffer_budget: Arc::new(Semaphore::new(config_budget(&config_copy))),
+            flushes_in_flight: Arc::new(Semaphore::new(config_copy.max_flushes_in_flight.max(1))),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
@@ -277,8 +293,9 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Deletes a topic: metadata first (so it vanishes at once), then its objects in the
-    /// background. Returns the deleted topic's id.
+    /// Deletes a topic: its metadata at once, and its objects once the grace delay has passed
+    /// (scheduled in the same metadata transaction, so a reader that already found a segment
+    /// can finish, and a crash forgets nothing). Returns the deleted topic's id.
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<Uuid, MetadataError> {
         let id = self
             .metadata
@@ -286,22 +303,13 @@ impl Broker {
             .await?
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?
             .id;
-        let segments = self.metadata.delete_topic(name, 0).await?;
+        let grace = self.config.maintenance.delete_grace.as_millis() as i64;
+        let segments = self.metadata.delete_topic(name, now_ms() + grace).await?;
         self.partitions
             .write()
             .expect("partition map poisoned")
             .retain(|(t, _), _| t != name);
         info!(topic = %name, segments = segments.len(), "deleted topic");
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            for s in segments {
-                let path = object_store::path::Path::from(s.object_key.as_str());
-                if let Err(e) = store.delete(&path).await {
-                    // Left for the orphan janitor; the metadata no longer references it.
-                    warn!(key = %s.object_key, "deleting segment of deleted topic failed: {e}");
-                }
-            }
-        });
         Ok(id)
     }
 
@@ -637,30 +645,71 @@ impl Broker {
             .collect()
     }
 
-    /// Flushes every partition with buffered records, concurrently.
-    pub async fn flush_all(&self) {
-        let dirty: Vec<_> = self
+    /// Reserves `bytes` of the buffer budget for records about to be appended, waiting until
+    /// `deadline` while it is full. A request larger than the whole budget reserves all of it.
+    pub(crate) async fn reserve_buffer(
+        &self,
+        bytes: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, StorageError> {
+        let budget = u32::try_from(config_budget(&self.config)).unwrap_or(u32::MAX);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, budget);
+        let acquire = self.buffer_budget.clone().acquire_many_owned(permits);
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics::counter!("streamhouse_produce_buffer_full_total").increment(1);
+                Err(StorageError::BufferFull)
+            }
+        }
+    }
+
+    /// What a flush cycle of this agent needs.
+    fn flush_context(&self) -> FlushContext {
+        FlushContext {
+            store: self.store.clone(),
+            metadata: self.metadata.clone(),
+            cache: self.cache.clone(),
+            upload: WriterConfig::default(),
+        }
+    }
+
+    /// Seals every partition with buffered records into one flush cycle (empty when none has).
+    fn seal_dirty(&self) -> FlushCycle {
+        let dirty: Vec<PartitionWriter> = self
             .open_partitions()
             .into_iter()
             .filter(|p| p.writer.buffered_bytes() > 0)
+            .map(|p| p.writer.clone())
             .collect();
-        if dirty.is_empty() {
-            return;
+        FlushCycle::seal(&self.flush_context(), &dirty)
+    }
+
+    /// Flushes every partition with buffered records in one cycle and waits for it.
+    pub async fn flush_all(&self) {
+        let cycle = self.seal_dirty();
+        if !cycle.is_empty() {
+            let report = cycle.run().await;
+            self.after_flush(&report);
         }
-        let started = std::time::Instant::now();
-        let results = futures::future::join_all(dirty.iter().map(|p| p.writer.flush())).await;
-        for (p, result) in dirty.iter().zip(results) {
+    }
+
+    /// Drops partitions whose writer was fenced; their producers already got the error.
+    fn after_flush(&self, report: &FlushReport) {
+        for (writer, result) in &report.results {
             if let Err(e) = result {
-                // The waiting produces get the error through their durability tickets.
-                warn!(topic = %p.topic.name, "flush failed: {e}");
+                warn!(writer = ?writer, "flush failed: {e}");
                 if e.is_fenced() {
-                    self.forget_partition(&p.topic.name, p.partition);
+                    if let Some(log) = self
+                        .open_partitions()
+                        .into_iter()
+                        .find(|log| log.writer.same_as(writer))
+                    {
+                        self.forget_partition(&log.topic.name, log.partition);
+                    }
                 }
             }
         }
-        metrics::histogram!("streamhouse_flush_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("streamhouse_flush_partitions").record(dirty.len() as f64);
     }
 
     fn forget_partition(&self, topic: &str, partition: u32) {
@@ -713,16 +762,20 @@ impl Broker {
 }
 
 /// Group commit: once records are buffered, waits `flush_interval` for more to join them (or
-/// less, when a partition fills up), then flushes every partition with buffered records.
+/// less, when a partition fills up), seals every partition with buffered records into one cycle
+/// and starts it without waiting for it to finish, so cycles overlap (at most
+/// `max_flushes_in_flight`; the flusher waits for a slot before sealing the next).
 async fn run_flusher(broker: std::sync::Weak<Broker>) {
     let Some(data_ready) = broker.upgrade().map(|b| b.data_ready.clone()) else {
         return;
     };
+    let mut cycles = tokio::task::JoinSet::new();
     loop {
         // Idle waits hold no reference to the broker, and come in slices, so the flusher of a
         // dropped broker ends within a second.
         let idle = tokio::time::timeout(Duration::from_secs(1), data_ready.notified()).await;
-        let Some(b) = broker.upgrade() else { return };
+        while cycles.try_join_next().is_some() {}
+        let Some(b) = broker.upgrade() else { break };
         if idle.is_err() {
             continue;
         }
@@ -730,8 +783,30 @@ async fn run_flusher(broker: std::sync::Weak<Broker>) {
             _ = tokio::time::sleep(b.config.flush_interval) => {}
             _ = b.flush_now.notified() => {}
         }
-        b.flush_all().await;
+        let Ok(slot) = b.flushes_in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let cycle = b.seal_dirty();
+        if cycle.is_empty() {
+            continue;
+        }
+        let weak = Arc::downgrade(&b);
+        drop(b);
+        cycles.spawn(async move {
+            let report = cycle.run().await;
+            if let Some(b) = weak.upgrade() {
+                b.after_flush(&report);
+            }
+            drop(slot);
+        });
     }
+    // A dropped broker's cycles still finish: their producers are waiting.
+    while cycles.join_next().await.is_some() {}
+}
+
+/// The buffer budget in permits (bytes), within what a semaphore can count.
+fn config_budget(config: &BrokerConfig) -> usize {
+    config.max_buffered_bytes.clamp(1, Semaphore::MAX_PERMITS)
 }
 
 /// This agent's row in the agents table.

@@ -113,7 +113,8 @@ impl Broker {
         for (p, indices) in by_partition {
             let batch = encode_batch(indices.iter().map(|&i| &records[i]))?;
             let log = self.partition(topic, p).await?;
-            appended.push((p, indices, append_to(self, &log, batch)?));
+            let deadline = tokio::time::Instant::now() + timeout;
+            appended.push((p, indices, append_to(self, &log, batch, deadline).await?));
         }
         let mut out = vec![
             ProducedRecord {

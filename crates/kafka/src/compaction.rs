@@ -1,37 +1,48 @@
-//! Compaction of the partitions this agent owns: merges the small segments group commit leaves
-//! behind into segments near the topic's `segment.bytes` (see `streamhouse_storage::Compactor`).
+//! Consolidation of the partitions this agent leads: rewrites the per-flush slices of shared
+//! objects into large contiguous segments (see `streamhouse_storage::Consolidator`), and the
+//! deletion of objects nothing references any more.
 
-use streamhouse_storage::{CompactionConfig, Compactor};
+use streamhouse_metadata::now_ms;
+use streamhouse_storage::{ConsolidationReport, ConsolidationTarget, Consolidator, ObjectDeleter};
 use tracing::warn;
 
 use crate::broker::Broker;
 
-/// Merges per partition per pass at most; the next pass continues.
-const MAX_MERGES_PER_PARTITION: usize = 8;
-
 impl Broker {
-    /// One compaction pass over every partition this agent has open, under its lease. Returns
-    /// the number of merges; a failing partition is logged and skipped.
-    pub async fn compact_partitions(&self) -> usize {
-        let mut merges = 0;
-        for log in self.open_partitions() {
-            let config = CompactionConfig {
-                target_bytes: log.topic.config.segment_bytes,
-                min_age: self.config.maintenance.compaction_min_age,
-                delete_grace: self.config.maintenance.delete_grace,
-            };
-            let compactor = Compactor::new(
-                self.partition_storage(&log.topic, log.partition, &log.index),
-                Some(log.fence().clone()),
-            );
-            match compactor.compact(&config, MAX_MERGES_PER_PARTITION).await {
-                Ok(n) => merges += n,
-                Err(e) => {
-                    warn!(topic = %log.topic.name, partition = log.partition, "compaction failed: {e}")
-                }
+    /// One consolidation round over every partition this agent has open, under their leases,
+    /// if the backlog calls for it (`force`: whatever the backlog).
+    pub async fn consolidate(&self, force: bool) -> ConsolidationReport {
+        let targets: Vec<ConsolidationTarget> = self
+            .open_partitions()
+            .into_iter()
+            .map(|log| ConsolidationTarget {
+                storage: self.partition_storage(&log.topic, log.partition, &log.index),
+                fence: Some(log.fence().clone()),
+            })
+            .collect();
+        let consolidator = Consolidator::new(
+            self.store.clone(),
+            self.metadata.clone(),
+            self.config.maintenance.consolidation.clone(),
+        );
+        match consolidator.run_once(&targets, force).await {
+            Ok(report) => report,
+            Err(e) => {
+                warn!("consolidation failed: {e}");
+                ConsolidationReport::default()
             }
         }
-        metrics::counter!("streamhouse_compactions_total").increment(merges as u64);
-        merges
+    }
+
+    /// Deletes the objects whose scheduled deletion is due and that nothing references.
+    pub async fn delete_due_objects(&self) -> usize {
+        let deleter = ObjectDeleter::new(self.store.clone(), self.metadata.clone());
+        match deleter.delete_due(now_ms()).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("deleting scheduled objects failed: {e}");
+                0
+            }
+        }
     }
 }

@@ -34,6 +34,10 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
         StorageError::Corrupt { .. } => ResponseError::CorruptMessage,
+        // Not stored; the client may retry once the store keeps up again.
+        StorageError::BufferFull | StorageError::DeadlineExceeded { .. } => {
+            ResponseError::RequestTimedOut
+        }
         // Retriable: the records were not stored and a retry may succeed.
         _ => ResponseError::KafkaStorageError,
     }

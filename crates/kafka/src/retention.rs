@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use streamhouse_metadata::now_ms;
 use streamhouse_storage::{
-    JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError, Truncated,
+    ConsolidationConfig, JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError, Truncated,
     TruncationTarget, DEFAULT_DELETE_GRACE,
 };
 use tracing::{info, warn};
@@ -29,10 +29,12 @@ pub struct MaintenanceConfig {
     pub janitor_interval: Duration,
     /// Orphan janitor safety settings.
     pub janitor: JanitorConfig,
-    /// How often small segments are merged (see `compaction.rs`).
-    pub compaction_interval: Duration,
-    /// Segments younger than this are not merged yet.
-    pub compaction_min_age: Duration,
+    /// How often the consolidation backlog is checked (see `compaction.rs`).
+    pub consolidation_interval: Duration,
+    /// When and how much to consolidate.
+    pub consolidation: ConsolidationConfig,
+    /// How often objects scheduled for deletion are deleted when due.
+    pub deletion_interval: Duration,
     /// Idempotent-producer state of a producer that has not written for this long is dropped
     /// (Kafka's `producer.id.expiration.ms`); checked with retention.
     pub producer_id_expiration: Duration,
@@ -45,8 +47,9 @@ impl Default for MaintenanceConfig {
             delete_grace: DEFAULT_DELETE_GRACE,
             janitor_interval: Duration::from_secs(10 * 60),
             janitor: JanitorConfig::default(),
-            compaction_interval: Duration::from_secs(30),
-            compaction_min_age: Duration::from_secs(30),
+            consolidation_interval: Duration::from_secs(5),
+            consolidation: ConsolidationConfig::default(),
+            deletion_interval: Duration::from_secs(10),
             producer_id_expiration: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -161,9 +164,16 @@ pub(crate) fn spawn_maintenance(broker: &Arc<Broker>) {
     ));
     tokio::spawn(every(
         Arc::downgrade(broker),
-        config.compaction_interval,
+        config.consolidation_interval,
         |b| async move {
-            b.compact_partitions().await;
+            b.consolidate(false).await;
+        },
+    ));
+    tokio::spawn(every(
+        Arc::downgrade(broker),
+        config.deletion_interval,
+        |b| async move {
+            b.delete_due_objects().await;
         },
     ));
     let janitor = Arc::new(janitor);

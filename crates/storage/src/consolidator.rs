@@ -212,15 +212,21 @@ impl Consolidator {
                 .or_insert((slice.object_offset, end));
             *range = (range.0.min(slice.object_offset), range.1.max(end));
         }
-        let store = &self.store;
-        futures::stream::iter(ranges)
-            .map(|(key, (start, end))| async move {
-                let path = ObjectPath::from(key);
-                let bytes = store
-                    .get_range(&path, start..end)
-                    .await
-                    .map_err(|e| StorageError::object_store(key, e))?;
-                Ok::<_, StorageError>((key.to_owned(), (start, bytes)))
+        let reads: Vec<(String, u64, u64)> = ranges
+            .into_iter()
+            .map(|(key, (start, end))| (key.to_owned(), start, end))
+            .collect();
+        futures::stream::iter(reads)
+            .map(|(key, start, end)| {
+                let store = self.store.clone();
+                async move {
+                    let path = ObjectPath::from(key.as_str());
+                    let bytes = store
+                        .get_range(&path, start..end)
+                        .await
+                        .map_err(|e| StorageError::object_store(&key, e))?;
+                    Ok::<_, StorageError>((key, (start, bytes)))
+                }
             })
             .buffer_unordered(self.config.read_concurrency.max(1))
             .try_collect()

@@ -686,6 +686,11 @@ impl PartitionWriter {
         self.inner.discard(chunk, error)
     }
 
+    /// Whether `other` is a handle of this very writer.
+    pub fn same_as(&self, other: &PartitionWriter) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The partition's storage context.
     pub(crate) fn storage(&self) -> &PartitionStorage {
         &self.inner.storage

@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use streamhouse_segment::RecordBatch;
-use streamhouse_storage::{Appended, StorageError};
+use streamhouse_storage::{AppendOptions, Appended, StorageError};
 use tokio::sync::oneshot;
 
 use super::{str_bytes, Reply};
@@ -63,6 +63,7 @@ type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, Vec<PartitionOutc
 
 async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Duration, TopicOutcomes) {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let topic = t.name.0.as_str();
@@ -70,7 +71,7 @@ async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Durati
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             partitions.push(if permitted {
-                append_partition(b, topic, p.index, p.records).await
+                append_partition(b, topic, p.index, p.records, deadline).await
             } else {
                 PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)
             });
@@ -97,6 +98,7 @@ async fn append_partition(
     topic: &str,
     index: i32,
     records: Option<Bytes>,
+    deadline: tokio::time::Instant,
 ) -> PartitionOutcome {
     let mut outcome = PartitionOutcome::failed(index, ResponseError::UnknownTopicOrPartition);
     let Ok(partition) = u32::try_from(index) else {
@@ -110,20 +112,35 @@ async fn append_partition(
         }
     };
     outcome.log_start_offset = log.writer.log_start_offset();
-    outcome.result = parse_batches(records)
-        .and_then(|batches| append_to(b, &log, batches).map_err(storage_failure));
+    outcome.result = match parse_batches(records) {
+        Ok(batches) => append_to(b, &log, batches, deadline)
+            .await
+            .map_err(storage_failure),
+        Err(refused) => Err(refused),
+    };
     outcome
 }
 
 /// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
 /// the partition has `flush_max_bytes` buffered. Shared by Produce and the HTTP produce API.
-pub(crate) fn append_to(
+///
+/// The bytes are first reserved from the agent's buffer budget, waiting until `deadline` (the
+/// request's timeout) when it is full: a slow object store throttles producers instead of
+/// growing memory. A flush still pending at `deadline` is abandoned, so records answered with an
+/// error are never stored later.
+pub(crate) async fn append_to(
     b: &Broker,
     log: &PartitionLog,
     batches: Vec<RecordBatch>,
+    deadline: tokio::time::Instant,
 ) -> Result<Appended, StorageError> {
     let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-    let appended = log.writer.append(batches);
+    let reservation = b.reserve_buffer(bytes, deadline).await?;
+    let options = AppendOptions {
+        deadline: Some(deadline),
+        reservation: Some(reservation),
+    };
+    let appended = log.writer.append_with(batches, options);
     b.appended(log);
     let appended = appended?;
     metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
