@@ -24,6 +24,7 @@ impl Broker {
             self.store.clone(),
             self.metadata.clone(),
             self.config.maintenance.consolidation.clone(),
+            self.config.maintenance.delete_grace,
         );
         match consolidator.run_once(&targets, force).await {
             Ok(report) => report,

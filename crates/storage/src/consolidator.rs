@@ -52,8 +52,6 @@ pub struct ConsolidationConfig {
     pub max_round_bytes: u64,
     /// A merged segment this large gets an object of its own.
     pub own_object_bytes: u64,
-    /// Replaced objects are deleted this long after the swap, so readers can finish.
-    pub delete_grace: Duration,
     /// Ranged GETs in flight at once.
     pub read_concurrency: usize,
 }
@@ -66,7 +64,6 @@ impl Default for ConsolidationConfig {
             trigger_bytes: 64 * 1024 * 1024,
             max_round_bytes: 128 * 1024 * 1024,
             own_object_bytes: 8 * 1024 * 1024,
-            delete_grace: crate::retention::DEFAULT_DELETE_GRACE,
             read_concurrency: 8,
         }
     }
@@ -106,6 +103,7 @@ pub struct Consolidator {
     store: Arc<dyn ObjectStore>,
     metadata: Arc<dyn MetadataStore>,
     config: ConsolidationConfig,
+    delete_grace: Duration,
     upload: WriterConfig,
 }
 
@@ -124,16 +122,19 @@ struct Pick<'a> {
 }
 
 impl Consolidator {
-    /// A consolidator over `store` and `metadata`.
+    /// A consolidator over `store` and `metadata`; replaced objects are deleted `delete_grace`
+    /// after each swap, so readers that found them can finish.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         metadata: Arc<dyn MetadataStore>,
         config: ConsolidationConfig,
+        delete_grace: Duration,
     ) -> Self {
         Self {
             store,
             metadata,
             config,
+            delete_grace,
             upload: WriterConfig::default(),
         }
     }
@@ -283,7 +284,7 @@ impl Consolidator {
     /// (lease lost, retention got there first) leaves the slices as they were.
     async fn swap(&self, pick: &Pick<'_>, merged: &SegmentInfo) -> bool {
         let storage = &pick.target.storage;
-        let delete_after = now_ms() + self.config.delete_grace.as_millis() as i64;
+        let delete_after = now_ms() + self.delete_grace.as_millis() as i64;
         let swapped = self
             .metadata
             .replace_segments(merged, pick.target.fence.as_ref(), delete_after)

@@ -325,7 +325,7 @@ async fn acknowledged_records_are_in_object_storage_and_metadata() {
     let object = object_store::ObjectStoreExt::get(&*server.store, &path)
         .await
         .unwrap();
-    assert_eq!(object.meta.size, segments[0].size_bytes);
+    assert_eq!(object.meta.size, segments[0].object_size);
 }
 
 #[tokio::test]
