@@ -77,6 +77,9 @@ pub struct FaultyStore {
     rng: Mutex<StdRng>,
     put_counts: FaultCounts,
     get_counts: FaultCounts,
+    /// Every key ever written, to refuse (and count) a second write to one.
+    written: Mutex<std::collections::HashSet<Path>>,
+    second_writes: AtomicU32,
 }
 
 impl FaultyStore {
@@ -89,6 +92,8 @@ impl FaultyStore {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             put_counts: FaultCounts::default(),
             get_counts: FaultCounts::default(),
+            written: Mutex::default(),
+            second_writes: AtomicU32::new(0),
         })
     }
 
@@ -100,6 +105,13 @@ impl FaultyStore {
     /// Replaces the plan for gets (ranged gets included).
     pub fn set_gets(&self, plan: FaultPlan) {
         *self.gets.lock() = plan;
+    }
+
+    /// Puts that tried to write a key written before (refused with `AlreadyExists`, whatever
+    /// their mode): committed objects must never be overwritten, so tests expect none that
+    /// were not a retry of the same upload.
+    pub fn second_writes(&self) -> u32 {
+        self.second_writes.load(Ordering::Relaxed)
     }
 
     /// Put counts so far.
@@ -179,7 +191,16 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let put = self.inner.put_opts(location, payload, opts);
+        let put = async {
+            if !self.written.lock().insert(location.clone()) {
+                self.second_writes.fetch_add(1, Ordering::Relaxed);
+                return Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "FaultyStore refuses a second write to a key".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        };
         self.inject(&self.puts, &self.put_counts, put).await
     }
 
@@ -222,5 +243,91 @@ impl ObjectStore for FaultyStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// What to inject into metadata-store calls of one method (see [`FaultyMetadata`]).
+#[derive(Debug, Clone, Default)]
+pub struct MetadataFaultPlan {
+    /// Probability that a call fails without reaching the store.
+    pub error_rate: f64,
+    /// Probability that a call is carried out but answers with an error: the commit-then-lose-
+    /// the-connection case of a real database.
+    pub lost_answer_rate: f64,
+    /// Every call fails (the store is gone) while set.
+    pub outage: bool,
+}
+
+/// A [`streamhouse_metadata::CallHook`] failing calls of one method as planned; wrap a store
+/// with [`streamhouse_metadata::HookedMetadataStore`]. Seeded, so reproducible.
+#[derive(Debug)]
+pub struct FaultyMetadata {
+    method: &'static str,
+    plan: Mutex<MetadataFaultPlan>,
+    rng: Mutex<StdRng>,
+    /// Whether the call in progress is to lose its answer (drawn in `before`).
+    lose_answer: Mutex<bool>,
+    failed: AtomicU32,
+    lost: AtomicU32,
+}
+
+impl FaultyMetadata {
+    /// Faults for calls of `method` (e.g. `"commit_segments"`), none planned yet.
+    pub fn new(method: &'static str, seed: u64) -> Self {
+        Self {
+            method,
+            plan: Mutex::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            lose_answer: Mutex::new(false),
+            failed: AtomicU32::new(0),
+            lost: AtomicU32::new(0),
+        }
+    }
+
+    /// Replaces the plan.
+    pub fn set(&self, plan: MetadataFaultPlan) {
+        *self.plan.lock() = plan;
+    }
+
+    /// Calls failed before reaching the store, and calls carried out whose answer was lost.
+    pub fn injected(&self) -> (u32, u32) {
+        (
+            self.failed.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn injected_metadata(what: &str) -> streamhouse_metadata::MetadataError {
+    streamhouse_metadata::MetadataError::Database(sqlx_io_error(what))
+}
+
+/// A connection-level error, as a lost database connection reports.
+fn sqlx_io_error(what: &str) -> streamhouse_metadata::SqlxError {
+    streamhouse_metadata::SqlxError::Io(std::io::Error::other(what.to_owned()))
+}
+
+#[async_trait]
+impl streamhouse_metadata::CallHook for FaultyMetadata {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method != self.method {
+            return Ok(());
+        }
+        let plan = self.plan.lock().clone();
+        let roll: f64 = self.rng.lock().random();
+        if plan.outage || roll < plan.error_rate {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(injected_metadata("injected: connection refused"));
+        }
+        *self.lose_answer.lock() = roll < plan.error_rate + plan.lost_answer_rate;
+        Ok(())
+    }
+
+    async fn after(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method != self.method || !std::mem::take(&mut *self.lose_answer.lock()) {
+            return Ok(());
+        }
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        Err(injected_metadata("injected: connection lost after the call"))
     }
 }

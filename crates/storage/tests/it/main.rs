@@ -10,6 +10,7 @@ mod roundtrip;
 mod writer;
 
 mod faults;
+mod metadata_faults;
 mod janitor;
 mod retention;
 

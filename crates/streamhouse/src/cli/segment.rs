@@ -1,6 +1,7 @@
-//! `streamhouse segment inspect`: decodes one segment object (a file, or a key in the
-//! configured object store), verifies every checksum and prints its summary and batches.
-//! Read-only; the only command that does not go through a running server.
+//! `streamhouse segment inspect`: decodes one object (a file, or a key in the configured object
+//! store) — a segment object, or a shared object holding the segments of many partitions —
+//! verifies every checksum and prints each segment's summary and batches. Read-only; the only
+//! command that does not go through a running server.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,9 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
-use streamhouse_segment::{decode_segment, RecordBatch, SegmentFooter, FORMAT_VERSION};
+use streamhouse_segment::{
+    decode_segment, read_shared_index, RecordBatch, SegmentFooter, FORMAT_VERSION, SHARED_MAGIC,
+};
 
 use super::Format;
 use crate::config::ServeArgs;
@@ -60,15 +63,53 @@ pub struct StoreArgs {
 pub async fn run(cmd: SegmentCommand) -> anyhow::Result<()> {
     let SegmentCommand::Inspect(args) = cmd;
     let object = load(&args).await?;
-    let size = object.len();
-    let (footer, batches) =
-        decode_segment(object).map_err(|e| anyhow!("segment {} is corrupt: {e}", args.segment))?;
-    let report = Report::new(&args.segment, size, &footer, &batches, !args.summary);
+    if !object.ends_with(&SHARED_MAGIC) {
+        let report = inspect(&args, object, None)?;
+        match args.format {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Format::Text => report.print(),
+        }
+        return Ok(());
+    }
+    let entries = read_shared_index(&object, object.len() as u64)
+        .map_err(|e| anyhow!("shared object {} is corrupt: {e}", args.segment))?;
+    let mut reports = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (start, end) = (entry.offset as usize, (entry.offset + entry.len) as usize);
+        let part = Part {
+            topic_id: uuid::Uuid::from_bytes(entry.topic_id).to_string(),
+            partition: entry.partition,
+            object_offset: entry.offset,
+        };
+        reports.push(inspect(&args, object.slice(start..end), Some(part))?);
+    }
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => report.print(),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Format::Text => reports.iter().for_each(Report::print),
     }
     Ok(())
+}
+
+/// Decodes one segment (a whole object, or `part` of a shared one; positions are relative to
+/// the segment).
+fn inspect(args: &InspectArgs, segment: Bytes, part: Option<Part>) -> anyhow::Result<Report> {
+    let size = segment.len();
+    let at = part.as_ref().map_or(String::new(), |p| {
+        format!(" (partition {} at object offset {})", p.partition, p.object_offset)
+    });
+    let (footer, batches) = decode_segment(segment)
+        .map_err(|e| anyhow!("segment {}{at} is corrupt: {e}", args.segment))?;
+    let mut report = Report::new(&args.segment, size, &footer, &batches, !args.summary);
+    report.part = part;
+    Ok(report)
+}
+
+/// Where a segment lies in a shared object.
+#[derive(Debug, Serialize)]
+struct Part {
+    topic_id: String,
+    partition: u32,
+    object_offset: u64,
 }
 
 /// The object's bytes: from the file when the argument names one, else from the object store.
@@ -101,6 +142,8 @@ async fn load(args: &InspectArgs) -> anyhow::Result<Bytes> {
 #[derive(Debug, Serialize)]
 struct Report {
     segment: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    part: Option<Part>,
     size_bytes: usize,
     format_version: u16,
     base_offset: i64,
@@ -142,6 +185,7 @@ impl Report {
     ) -> Self {
         Self {
             segment: segment.to_string(),
+            part: None,
             size_bytes: size,
             format_version: FORMAT_VERSION,
             base_offset: footer.base_offset,
@@ -165,6 +209,12 @@ impl Report {
 
     fn print(&self) {
         println!("segment:     {}", self.segment);
+        if let Some(p) = &self.part {
+            println!(
+                "part:        topic {} partition {} at object offset {}",
+                p.topic_id, p.partition, p.object_offset
+            );
+        }
         println!(
             "size:        {} bytes (format v{})",
             self.size_bytes, self.format_version

@@ -14,7 +14,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "seg") {
+            } else if path.extension().is_some_and(|e| e == "obj") {
                 found.push(path);
             }
         }
@@ -29,13 +29,17 @@ fn inspect_verifies_a_real_segment_and_names_corrupt_bytes() {
     let input: String = (0..50).map(|i| format!("record-{i}\n")).collect();
     success(&s.cli_with_input(&["produce", "seg"], &input), &["produce"]);
     let objects = s.data_dir().join("objects");
-    let file = segment_files(&objects).pop().expect("a segment object");
+    let file = segment_files(&objects).pop().expect("a shared object of the flush");
     let path = file.to_str().unwrap();
 
     let text = s.ok(&["segment", "inspect", path]);
     assert!(text.contains("checksums:   ok"), "{text}");
-    let report: Value =
+    let reports: Value =
         serde_json::from_str(&s.ok(&["segment", "inspect", path, "--format", "json"])).unwrap();
+    // One flush of one partition: a shared object holding one segment, at its start.
+    let report = &reports[0];
+    assert_eq!(reports.as_array().unwrap().len(), 1);
+    assert_eq!((report["partition"].as_u64(), report["object_offset"].as_u64()), (Some(0), Some(0)));
     assert_eq!(report["base_offset"], 0);
     assert_eq!(report["record_count"], 50);
     let batches = report["batches"].as_array().unwrap();
@@ -63,7 +67,7 @@ fn inspect_verifies_a_real_segment_and_names_corrupt_bytes() {
     let mut bytes = std::fs::read(&file).unwrap();
     let first_batch = report["data_start"].as_u64().unwrap() as usize;
     bytes[first_batch + 70] ^= 0xff; // inside the first batch's records
-    let bad = s.scratch().join("bad.seg");
+    let bad = s.scratch().join("bad.obj");
     std::fs::write(&bad, bytes).unwrap();
     let line = one_line_error(&run(
         &["segment", "inspect", bad.to_str().unwrap()],

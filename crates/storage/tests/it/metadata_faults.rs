@@ -1,0 +1,191 @@
+//! What group commit guarantees when the metadata store fails: calls refused, calls carried out
+//! whose answer is lost, outages. Acknowledged records are present exactly once, offsets stay
+//! dense, a record answered with an error never shows up, and no object key is written twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamhouse_metadata::{HookedMetadataStore, MetadataStore, NewTopic, TopicConfig};
+use streamhouse_storage::testing::{FaultyMetadata, FaultyStore, MetadataFaultPlan};
+use streamhouse_storage::{
+    FlushContext, FlushCycle, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
+    SegmentCacheConfig, SegmentIndex, SegmentIndexConfig,
+};
+
+use crate::support::{batch, test_config};
+
+const PARTITIONS: u32 = 4;
+const TOPIC: &str = "faults";
+
+struct Cluster {
+    metadata: Arc<dyn MetadataStore>,
+    faults: Arc<HookedMetadataStore<FaultyMetadata>>,
+    store: Arc<FaultyStore>,
+    writers: Vec<PartitionWriter>,
+    storages: Vec<PartitionStorage>,
+    context: FlushContext,
+}
+
+async fn cluster(seed: u64) -> Cluster {
+    let sqlite = Arc::new(streamhouse_metadata::SqliteMetadataStore::in_memory().await.unwrap());
+    let faults = Arc::new(HookedMetadataStore::new(
+        sqlite,
+        FaultyMetadata::new("commit_segments", seed),
+    ));
+    let metadata: Arc<dyn MetadataStore> = faults.clone();
+    let topic = metadata
+        .create_topic(NewTopic {
+            name: TOPIC.into(),
+            partitions: PARTITIONS,
+            config: TopicConfig::default(),
+        })
+        .await
+        .unwrap();
+    let store = FaultyStore::new(seed);
+    let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+    let mut writers = Vec::new();
+    let mut storages = Vec::new();
+    for partition in 0..PARTITIONS {
+        let index = Arc::new(SegmentIndex::new(
+            TOPIC,
+            partition,
+            metadata.clone(),
+            SegmentIndexConfig::default(),
+        ));
+        let storage = PartitionStorage {
+            topic: topic.clone(),
+            partition,
+            store: store.clone(),
+            metadata: metadata.clone(),
+            index,
+            cache: cache.clone(),
+        };
+        writers.push(PartitionWriter::open(storage.clone(), test_config(), None).await.unwrap());
+        storages.push(storage);
+    }
+    let context = FlushContext {
+        store: store.clone(),
+        metadata: metadata.clone(),
+        cache,
+        upload: test_config(),
+    };
+    Cluster {
+        metadata,
+        faults,
+        store,
+        writers,
+        storages,
+        context,
+    }
+}
+
+/// Rounds of one batch per partition and one flush cycle each; returns per partition the base
+/// offsets acknowledged (each batch carries `round` as its timestamp, to find it again).
+async fn produce(cluster: &Cluster, rounds: usize) -> Vec<Vec<i64>> {
+    let mut acked = vec![Vec::new(); PARTITIONS as usize];
+    for round in 0..rounds {
+        let appended: Vec<_> = cluster
+            .writers
+            .iter()
+            .map(|w| w.append(vec![batch(3, 16, round as i64, None)]).unwrap())
+            .collect();
+        let cycle = FlushCycle::seal(&cluster.context, &cluster.writers);
+        let report = tokio::time::timeout(Duration::from_secs(30), cycle.run())
+            .await
+            .expect("a cycle ends once the store answers");
+        assert_eq!(report.results.len(), PARTITIONS as usize);
+        for (p, a) in appended.into_iter().enumerate() {
+            if a.durable.wait().await.is_ok() {
+                acked[p].push(round as i64);
+            }
+        }
+    }
+    acked
+}
+
+/// The log of every partition holds exactly the acknowledged batches, densely, once each.
+async fn assert_logs(cluster: &Cluster, acked: &[Vec<i64>]) {
+    for (p, storage) in cluster.storages.iter().enumerate() {
+        let hw = cluster
+            .metadata
+            .get_partition(TOPIC, p as u32)
+            .await
+            .unwrap()
+            .high_watermark;
+        assert_eq!(hw, acked[p].len() as i64 * 3, "partition {p}");
+        let reader = PartitionReader::new(storage.clone());
+        let mut rounds = Vec::new();
+        let mut offset = 0;
+        while offset < hw {
+            let read = reader.read(offset, 1 << 20).await.unwrap();
+            for b in &read.batches {
+                assert_eq!(b.base_offset(), rounds.len() as i64 * 3, "dense offsets");
+                rounds.push(b.header().base_timestamp);
+            }
+            offset = read.next_offset;
+        }
+        assert_eq!(rounds, acked[p], "partition {p}: stored batches are the acked ones");
+    }
+    assert_eq!(cluster.store.second_writes(), 0, "an object key was written twice");
+}
+
+#[tokio::test]
+async fn refused_and_lost_commit_answers_neither_lose_nor_duplicate_records() {
+    let cluster = cluster(11).await;
+    cluster.faults.hook().set(MetadataFaultPlan {
+        error_rate: 0.25,
+        lost_answer_rate: 0.25,
+        outage: false,
+    });
+    let acked = produce(&cluster, 40).await;
+    let (failed, lost) = cluster.faults.hook().injected();
+    assert!(failed >= 5 && lost >= 5, "only {failed} refused, {lost} lost");
+    // Unknown outcomes are retried until the store answers, so every round is acknowledged.
+    assert!(acked.iter().all(|a| a.len() == 40), "{acked:?}");
+    assert_logs(&cluster, &acked).await;
+}
+
+#[tokio::test]
+async fn an_outage_blocks_the_commit_until_the_store_is_back() {
+    let cluster = cluster(12).await;
+    cluster.faults.hook().set(MetadataFaultPlan {
+        outage: true,
+        ..Default::default()
+    });
+    let appended = cluster.writers[0].append(vec![batch(3, 16, 0, None)]).unwrap();
+    let cycle = FlushCycle::seal(&cluster.context, &cluster.writers[..1]);
+    let running = tokio::spawn(cycle.run());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!running.is_finished(), "an unanswered commit must block, not guess");
+    assert_eq!(cluster.writers[0].high_watermark(), 0);
+    cluster.faults.hook().set(MetadataFaultPlan::default());
+    running.await.unwrap();
+    appended.durable.wait().await.unwrap();
+    assert_logs(&cluster, &[vec![0], vec![], vec![], vec![]]).await;
+}
+
+#[tokio::test]
+async fn a_flush_past_its_deadline_is_abandoned_and_never_committed() {
+    let cluster = cluster(13).await;
+    cluster.store.set_puts(streamhouse_storage::testing::FaultPlan {
+        latency: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+    let options = streamhouse_storage::AppendOptions {
+        deadline: Some(deadline),
+        reservation: None,
+    };
+    let late = cluster.writers[1]
+        .append_with(vec![batch(3, 16, 0, None)], options)
+        .unwrap();
+    let report = FlushCycle::seal(&cluster.context, &cluster.writers).run().await;
+    assert!(report.results.iter().all(|(_, r)| r.is_err()));
+    assert!(late.durable.wait().await.is_err());
+    // The uploaded object stays unreferenced; the partition continues at offset 0.
+    cluster.store.set_puts(Default::default());
+    let next = cluster.writers[1].append(vec![batch(3, 16, 1, None)]).unwrap();
+    assert_eq!(next.base_offset, 0);
+    cluster.writers[1].flush().await.unwrap();
+    assert_logs(&cluster, &[vec![], vec![1], vec![], vec![]]).await;
+}
