@@ -430,7 +430,7 @@ impl Broker {
         }))
     }
 
-    /// What a partition's writer, reader and compactor on this agent are built from.
+    /// What a partition's writer, reader and consolidator on this agent are built from.
     pub(crate) fn partition_storage(
         &self,
         topic: &Topic,

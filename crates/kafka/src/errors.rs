@@ -34,6 +34,12 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
         StorageError::Corrupt { .. } => ResponseError::CorruptMessage,
+        // A committed segment's object is gone: data loss the client must report, where
+        // KAFKA_STORAGE_ERROR would have it retry silently forever.
+        StorageError::ObjectStore {
+            source: object_store::Error::NotFound { .. },
+            ..
+        } => ResponseError::UnknownServerError,
         // Not stored; the client may retry once the store keeps up again.
         StorageError::BufferFull | StorageError::DeadlineExceeded { .. } => {
             ResponseError::RequestTimedOut

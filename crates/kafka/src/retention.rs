@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use streamhouse_metadata::now_ms;
 use streamhouse_storage::{
-    ConsolidationConfig, JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError, Truncated,
-    TruncationTarget, DEFAULT_DELETE_GRACE,
+    ConsolidationConfig, JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError,
+    Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
 };
 use tracing::{info, warn};
 
@@ -29,7 +29,7 @@ pub struct MaintenanceConfig {
     pub janitor_interval: Duration,
     /// Orphan janitor safety settings.
     pub janitor: JanitorConfig,
-    /// How often the consolidation backlog is checked (see `compaction.rs`).
+    /// How often the consolidation backlog is checked (see `consolidation.rs`).
     pub consolidation_interval: Duration,
     /// When and how much to consolidate.
     pub consolidation: ConsolidationConfig,

@@ -23,10 +23,10 @@ mod types;
 pub use acl::*;
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
-/// The database driver's error, which [`MetadataError::Database`] wraps.
-pub use sqlx::Error as SqlxError;
 pub use hooked::{CallHook, HookedMetadataStore};
 pub use postgres::PostgresMetadataStore;
 pub use sqlite::SqliteMetadataStore;
+/// The database driver's error, which [`MetadataError::Database`] wraps.
+pub use sqlx::Error as SqlxError;
 pub use store::MetadataStore;
 pub use types::*;

@@ -57,13 +57,13 @@ pub use batch::{BatchHeader, Compression, RecordBatch};
 pub use builder::{EncodedSegment, SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 pub use cursor::{decode_segment, BatchCursor};
 pub use error::SegmentError;
-pub use shared::{
-    read_shared_index, SharedEntry, SharedObjectBuilder, SHARED_MAGIC, SHARED_TRAILER_LEN,
-    SHARED_VERSION,
-};
 pub use footer::{
     read_footer, IndexPoint, SegmentFooter, FORMAT_VERSION, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN,
     TRAILER_MAGIC,
+};
+pub use shared::{
+    read_shared_index, SharedEntry, SharedObjectBuilder, SHARED_MAGIC, SHARED_TRAILER_LEN,
+    SHARED_VERSION,
 };
 
 #[cfg(test)]

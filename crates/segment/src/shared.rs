@@ -146,7 +146,10 @@ fn parse_entries(index: &[u8], data_end: u64) -> Result<Vec<SharedEntry>, Segmen
         .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
         .ok_or_else(|| bad("empty shared object index".into()))?;
     if index.len() != 4 + count * ENTRY_LEN {
-        return Err(bad(format!("index of {} bytes for {count} entries", index.len())));
+        return Err(bad(format!(
+            "index of {} bytes for {count} entries",
+            index.len()
+        )));
     }
     let mut entries = Vec::with_capacity(count);
     let mut next = 0;
@@ -159,7 +162,10 @@ fn parse_entries(index: &[u8], data_end: u64) -> Result<Vec<SharedEntry>, Segmen
         };
         let end = entry.offset.checked_add(entry.len);
         if entry.offset != next || end.is_none_or(|end| end > data_end) {
-            return Err(bad(format!("entry at {}+{} out of place", entry.offset, entry.len)));
+            return Err(bad(format!(
+                "entry at {}+{} out of place",
+                entry.offset, entry.len
+            )));
         }
         next = entry.offset + entry.len;
         entries.push(entry);
@@ -196,10 +202,16 @@ mod tests {
         let decoded = read_shared_index(&bytes, bytes.len() as u64).unwrap();
         assert_eq!(decoded, entries);
         let third = entries[2];
-        assert_eq!(&bytes[third.offset as usize..][..third.len as usize], b"third part");
+        assert_eq!(
+            &bytes[third.offset as usize..][..third.len as usize],
+            b"third part"
+        );
         // Only the tail is needed.
         let tail = &bytes[entries[2].offset as usize + 10..];
-        assert_eq!(read_shared_index(tail, bytes.len() as u64).unwrap(), entries);
+        assert_eq!(
+            read_shared_index(tail, bytes.len() as u64).unwrap(),
+            entries
+        );
     }
 
     #[test]

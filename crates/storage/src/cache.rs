@@ -168,7 +168,9 @@ impl SegmentCache {
                 rest = &rest[take..];
                 if block.len() == block_size {
                     let full = std::mem::replace(&mut block, BytesMut::with_capacity(block_size));
-                    self.blocks.insert((object.clone(), index), full.freeze()).await;
+                    self.blocks
+                        .insert((object.clone(), index), full.freeze())
+                        .await;
                     index += 1;
                 }
             }

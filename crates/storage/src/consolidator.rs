@@ -255,13 +255,18 @@ impl Consolidator {
             let len = encoded.bytes.len() as u64;
             let mut info = merged_info(pick, &encoded);
             if len >= self.config.own_object_bytes {
-                info.object_key = segment_key(storage.topic.id, storage.partition, info.base_offset);
+                info.object_key =
+                    segment_key(storage.topic.id, storage.partition, info.base_offset);
                 let payload = PutPayload::from(encoded.bytes);
                 upload_with_retries(self.store.as_ref(), &info.object_key, payload, &self.upload)
                     .await?;
                 written += 1;
             } else {
-                let entry = shared.push(*storage.topic.id.as_bytes(), storage.partition, encoded.bytes);
+                let entry = shared.push(
+                    *storage.topic.id.as_bytes(),
+                    storage.partition,
+                    encoded.bytes,
+                );
                 info.object_key = shared_key.clone();
                 info.object_offset = entry.offset;
                 in_shared.push(infos.len());
@@ -360,7 +365,8 @@ fn merge(pick: &Pick<'_>, objects: &HashMap<String, (u64, Bytes)>) -> Result<Enc
         let at = (slice.object_offset - start) as usize;
         let data = bytes.slice(at..at + slice.size_bytes as usize);
         let range = slice.object_offset..slice.object_offset + slice.size_bytes;
-        let corrupt = |e| StorageError::corrupt(&slice.object_key, slice.object_size, range.clone(), e);
+        let corrupt =
+            |e| StorageError::corrupt(&slice.object_key, slice.object_size, range.clone(), e);
         let (footer, batches) = decode_segment(data).map_err(corrupt)?;
         if (footer.base_offset, footer.last_offset) != (slice.base_offset, slice.last_offset) {
             return Err(StorageError::Corrupt {
@@ -394,8 +400,23 @@ fn merged_info(pick: &Pick<'_>, encoded: &EncodedSegment) -> SegmentInfo {
         object_key: String::new(),
         object_offset: 0,
         object_size: len,
-        min_timestamp_ms: pick.slices.iter().map(|s| s.min_timestamp_ms).min().unwrap_or(-1),
-        max_timestamp_ms: pick.slices.iter().map(|s| s.max_timestamp_ms).max().unwrap_or(-1),
-        created_at_ms: pick.slices.iter().map(|s| s.created_at_ms).max().unwrap_or_else(now_ms),
+        min_timestamp_ms: pick
+            .slices
+            .iter()
+            .map(|s| s.min_timestamp_ms)
+            .min()
+            .unwrap_or(-1),
+        max_timestamp_ms: pick
+            .slices
+            .iter()
+            .map(|s| s.max_timestamp_ms)
+            .max()
+            .unwrap_or(-1),
+        created_at_ms: pick
+            .slices
+            .iter()
+            .map(|s| s.created_at_ms)
+            .max()
+            .unwrap_or_else(now_ms),
     }
 }

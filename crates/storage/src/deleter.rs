@@ -60,8 +60,10 @@ impl ObjectDeleter {
 
     /// Deletes `keys` in batched requests; returns those now gone (deleted or already absent).
     async fn delete(&self, keys: &[String]) -> Vec<String> {
-        let paths: Vec<object_store::Result<ObjectPath>> =
-            keys.iter().map(|k| Ok(ObjectPath::from(k.as_str()))).collect();
+        let paths: Vec<object_store::Result<ObjectPath>> = keys
+            .iter()
+            .map(|k| Ok(ObjectPath::from(k.as_str())))
+            .collect();
         let paths = futures::stream::iter(paths);
         let results: Vec<_> = self.store.delete_stream(paths.boxed()).collect().await;
         let mut failed = 0;

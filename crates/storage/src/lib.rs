@@ -5,7 +5,7 @@
 //!   on the read hot path.
 //! - [`SegmentCache`]: bounded in-memory cache of segment bytes, filled by range reads and by the
 //!   writer (write-through), with read-ahead.
-//! - [`PartitionStorage`]: what a partition's writer, reader and compactor are built from.
+//! - [`PartitionStorage`]: what a partition's writer, reader and consolidator are built from.
 //! - [`PartitionWriter`]: assigns offsets and buffers a partition's batches until a
 //!   [`FlushCycle`] makes them durable: one shared object for many partitions, one metadata
 //!   transaction; the high watermark advances only after both.

@@ -6,6 +6,9 @@
 //! - `streamhouse_object_store_request_duration_seconds{op}` (histogram; for `get`, the time
 //!   until the response started, since the body is streamed by the caller)
 //!
+//! - `streamhouse_object_store_cost_nano_usd_total` (the requests' cost, in billionths of a dollar, at S3 Standard list prices:
+//!   PUT, COPY, LIST $0.005 per 1,000; GET $0.0004 per 1,000; DELETE free)
+//!
 //! `op` is one of `put`, `put_multipart`, `get`, `get_ranges`, `delete`, `list`,
 //! `list_with_delimiter`, `copy`, `rename`.
 
@@ -44,9 +47,26 @@ impl fmt::Display for MeteredObjectStore {
     }
 }
 
+/// What one request of `op` costs on S3 Standard, in US dollars (list prices; a rename is a
+/// copy and a delete).
+fn s3_list_price(op: &str) -> f64 {
+    match op {
+        "put" | "put_multipart" | "copy" | "rename" | "list_with_delimiter" => 5e-6,
+        "get" | "get_ranges" => 0.4e-6,
+        // Counted per listed object: one LIST request returns up to 1,000.
+        "list" => 5e-9,
+        _ => 0.0,
+    }
+}
+
 /// Counts one request of `op`, its outcome and duration.
 fn record<T>(op: &'static str, started: Instant, result: &Result<T>, bytes: impl Fn(&T) -> u64) {
     metrics::counter!("streamhouse_object_store_requests_total", "op" => op).increment(1);
+    // Counted in nano-dollars: metrics counters are integers.
+    let nano_usd = (s3_list_price(op) * 1e9).round() as u64;
+    if nano_usd > 0 {
+        metrics::counter!("streamhouse_object_store_cost_nano_usd_total").increment(nano_usd);
+    }
     metrics::histogram!("streamhouse_object_store_request_duration_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
     match result {

@@ -9,7 +9,7 @@ use crate::cache::SegmentCache;
 use crate::segment_index::SegmentIndex;
 
 /// One partition's place in storage: its topic, where its objects and metadata live, and the
-/// caches serving it. The writer, reader and compactor of a partition are built from clones of
+/// caches serving it. The writer, reader and consolidator of a partition are built from clones of
 /// one value, so they share one segment index and one block cache.
 #[derive(Clone)]
 pub struct PartitionStorage {

@@ -328,6 +328,8 @@ impl streamhouse_metadata::CallHook for FaultyMetadata {
             return Ok(());
         }
         self.lost.fetch_add(1, Ordering::Relaxed);
-        Err(injected_metadata("injected: connection lost after the call"))
+        Err(injected_metadata(
+            "injected: connection lost after the call",
+        ))
     }
 }

@@ -598,7 +598,8 @@ impl Inner {
     }
 
     fn resolve(&self, chunk: &SealedChunk) {
-        self.resolved.send_modify(|done| *done = (*done).max(chunk.seq));
+        self.resolved
+            .send_modify(|done| *done = (*done).max(chunk.seq));
     }
 
     /// Makes a committed chunk visible: index first, so a reader that sees the new high

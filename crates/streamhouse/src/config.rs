@@ -57,7 +57,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMHOUSE_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
     /// Group-commit interval: the longest a produced batch waits before its flush to object
-    /// storage starts [default: 5].
+    /// storage starts. Each flush is one object PUT for the whole agent, so this sets the
+    /// request rate and cost [default: 5 on the local store, 150 on S3; see README].
     #[arg(long, env = "STREAMHOUSE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
     /// A partition with this many buffered bytes is flushed at once [default: 4194304].
@@ -248,7 +249,7 @@ impl ServeArgs {
             flush_interval: Duration::from_millis(
                 self.flush_interval_ms
                     .or(file.flush_interval_ms)
-                    .unwrap_or(5),
+                    .unwrap_or_else(|| default_flush_interval_ms(&object_store)),
             ),
             flush_max_bytes: self
                 .flush_max_bytes
@@ -417,5 +418,17 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("kafka_adr"), "{err:#}");
+    }
+}
+
+/// The group-commit interval a store kind gets unless one is set, chosen by measurement
+/// (`scripts/bench_s3_cost.py`, BENCHMARKS.md): on local disk a flush costs an fsync, so 5 ms
+/// keeps acknowledgements fast; on S3 every flush is a billed PUT with ~30 ms of latency, and
+/// 150 ms holds one agent under ~7 PUT/s (about $90 a month at list prices) while keeping the
+/// produce p99 near 250 ms.
+fn default_flush_interval_ms(store: &ObjectStoreConfig) -> u64 {
+    match store {
+        ObjectStoreConfig::S3 { .. } => 150,
+        _ => 5,
     }
 }

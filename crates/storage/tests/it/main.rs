@@ -10,8 +10,8 @@ mod roundtrip;
 mod writer;
 
 mod faults;
-mod metadata_faults;
 mod janitor;
+mod metadata_faults;
 mod retention;
 
 /// Shared fixtures for the writer, reader and round-trip tests (engineer B).

@@ -27,7 +27,11 @@ struct Cluster {
 }
 
 async fn cluster(seed: u64) -> Cluster {
-    let sqlite = Arc::new(streamhouse_metadata::SqliteMetadataStore::in_memory().await.unwrap());
+    let sqlite = Arc::new(
+        streamhouse_metadata::SqliteMetadataStore::in_memory()
+            .await
+            .unwrap(),
+    );
     let faults = Arc::new(HookedMetadataStore::new(
         sqlite,
         FaultyMetadata::new("commit_segments", seed),
@@ -60,7 +64,11 @@ async fn cluster(seed: u64) -> Cluster {
             index,
             cache: cache.clone(),
         };
-        writers.push(PartitionWriter::open(storage.clone(), test_config(), None).await.unwrap());
+        writers.push(
+            PartitionWriter::open(storage.clone(), test_config(), None)
+                .await
+                .unwrap(),
+        );
         storages.push(storage);
     }
     let context = FlushContext {
@@ -124,9 +132,16 @@ async fn assert_logs(cluster: &Cluster, acked: &[Vec<i64>]) {
             }
             offset = read.next_offset;
         }
-        assert_eq!(rounds, acked[p], "partition {p}: stored batches are the acked ones");
+        assert_eq!(
+            rounds, acked[p],
+            "partition {p}: stored batches are the acked ones"
+        );
     }
-    assert_eq!(cluster.store.second_writes(), 0, "an object key was written twice");
+    assert_eq!(
+        cluster.store.second_writes(),
+        0,
+        "an object key was written twice"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +154,10 @@ async fn refused_and_lost_commit_answers_neither_lose_nor_duplicate_records() {
     });
     let acked = produce(&cluster, 40).await;
     let (failed, lost) = cluster.faults.hook().injected();
-    assert!(failed >= 5 && lost >= 5, "only {failed} refused, {lost} lost");
+    assert!(
+        failed >= 5 && lost >= 5,
+        "only {failed} refused, {lost} lost"
+    );
     // Unknown outcomes are retried until the store answers, so every round is acknowledged.
     assert!(acked.iter().all(|a| a.len() == 40), "{acked:?}");
     assert_logs(&cluster, &acked).await;
@@ -152,11 +170,16 @@ async fn an_outage_blocks_the_commit_until_the_store_is_back() {
         outage: true,
         ..Default::default()
     });
-    let appended = cluster.writers[0].append(vec![batch(3, 16, 0, None)]).unwrap();
+    let appended = cluster.writers[0]
+        .append(vec![batch(3, 16, 0, None)])
+        .unwrap();
     let cycle = FlushCycle::seal(&cluster.context, &cluster.writers[..1]);
     let running = tokio::spawn(cycle.run());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!running.is_finished(), "an unanswered commit must block, not guess");
+    assert!(
+        !running.is_finished(),
+        "an unanswered commit must block, not guess"
+    );
     assert_eq!(cluster.writers[0].high_watermark(), 0);
     cluster.faults.hook().set(MetadataFaultPlan::default());
     running.await.unwrap();
@@ -167,10 +190,12 @@ async fn an_outage_blocks_the_commit_until_the_store_is_back() {
 #[tokio::test]
 async fn a_flush_past_its_deadline_is_abandoned_and_never_committed() {
     let cluster = cluster(13).await;
-    cluster.store.set_puts(streamhouse_storage::testing::FaultPlan {
-        latency: Duration::from_millis(400),
-        ..Default::default()
-    });
+    cluster
+        .store
+        .set_puts(streamhouse_storage::testing::FaultPlan {
+            latency: Duration::from_millis(400),
+            ..Default::default()
+        });
     let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
     let options = streamhouse_storage::AppendOptions {
         deadline: Some(deadline),
@@ -179,12 +204,16 @@ async fn a_flush_past_its_deadline_is_abandoned_and_never_committed() {
     let late = cluster.writers[1]
         .append_with(vec![batch(3, 16, 0, None)], options)
         .unwrap();
-    let report = FlushCycle::seal(&cluster.context, &cluster.writers).run().await;
+    let report = FlushCycle::seal(&cluster.context, &cluster.writers)
+        .run()
+        .await;
     assert!(report.results.iter().all(|(_, r)| r.is_err()));
     assert!(late.durable.wait().await.is_err());
     // The uploaded object stays unreferenced; the partition continues at offset 0.
     cluster.store.set_puts(Default::default());
-    let next = cluster.writers[1].append(vec![batch(3, 16, 1, None)]).unwrap();
+    let next = cluster.writers[1]
+        .append(vec![batch(3, 16, 1, None)])
+        .unwrap();
     assert_eq!(next.base_offset, 0);
     cluster.writers[1].flush().await.unwrap();
     assert_logs(&cluster, &[vec![], vec![1], vec![], vec![]]).await;

@@ -31,7 +31,10 @@ async fn appends_get_consecutive_offsets_and_become_durable_on_flush() {
     // One shared object per flush, under a fresh key; the segment is its first part.
     assert!(info.object_key.starts_with("wal/"), "{}", info.object_key);
     assert_eq!(info.object_offset, 0);
-    assert!(info.object_size > info.size_bytes, "the object ends with its index");
+    assert!(
+        info.object_size > info.size_bytes,
+        "the object ends with its index"
+    );
     first.durable.wait().await.unwrap();
     second.durable.wait().await.unwrap();
     assert_eq!(writer.high_watermark(), 10);

@@ -95,7 +95,10 @@ pub async fn run(cmd: SegmentCommand) -> anyhow::Result<()> {
 fn inspect(args: &InspectArgs, segment: Bytes, part: Option<Part>) -> anyhow::Result<Report> {
     let size = segment.len();
     let at = part.as_ref().map_or(String::new(), |p| {
-        format!(" (partition {} at object offset {})", p.partition, p.object_offset)
+        format!(
+            " (partition {} at object offset {})",
+            p.partition, p.object_offset
+        )
     });
     let (footer, batches) = decode_segment(segment)
         .map_err(|e| anyhow!("segment {}{at} is corrupt: {e}", args.segment))?;

@@ -29,7 +29,9 @@ fn inspect_verifies_a_real_segment_and_names_corrupt_bytes() {
     let input: String = (0..50).map(|i| format!("record-{i}\n")).collect();
     success(&s.cli_with_input(&["produce", "seg"], &input), &["produce"]);
     let objects = s.data_dir().join("objects");
-    let file = segment_files(&objects).pop().expect("a shared object of the flush");
+    let file = segment_files(&objects)
+        .pop()
+        .expect("a shared object of the flush");
     let path = file.to_str().unwrap();
 
     let text = s.ok(&["segment", "inspect", path]);
@@ -39,7 +41,13 @@ fn inspect_verifies_a_real_segment_and_names_corrupt_bytes() {
     // One flush of one partition: a shared object holding one segment, at its start.
     let report = &reports[0];
     assert_eq!(reports.as_array().unwrap().len(), 1);
-    assert_eq!((report["partition"].as_u64(), report["object_offset"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            report["partition"].as_u64(),
+            report["object_offset"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     assert_eq!(report["base_offset"], 0);
     assert_eq!(report["record_count"], 50);
     let batches = report["batches"].as_array().unwrap();
