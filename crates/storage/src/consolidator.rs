@@ -119,6 +119,9 @@ impl std::fmt::Debug for Consolidator {
 struct Pick<'a> {
     target: &'a ConsolidationTarget,
     slices: Vec<SegmentInfo>,
+    /// Commit times of every slice of the partition still in a flush's shared object (the
+    /// picked ones first), to tell the index what is left once the picked ones are swapped.
+    shared_times: Vec<i64>,
 }
 
 impl Consolidator {
@@ -187,17 +190,33 @@ impl Consolidator {
         let mut picks = Vec::new();
         for target in targets {
             let storage = &target.storage;
+            // Partitions whose index knows of no old enough slice cost no query.
+            if storage.index.shared_since_ms().is_none_or(|t| t > newest) {
+                continue;
+            }
             let segments = self
                 .metadata
                 .list_segments(&storage.topic.name, storage.partition, 0)
                 .await?;
-            let slices: Vec<SegmentInfo> = segments
+            let shared: Vec<SegmentInfo> = segments
                 .into_iter()
                 .skip_while(|s| !s.object_key.starts_with(&prefix))
-                .take_while(|s| s.object_key.starts_with(&prefix) && s.created_at_ms <= newest)
+                .take_while(|s| s.object_key.starts_with(&prefix))
+                .collect();
+            let shared_times: Vec<i64> = shared.iter().map(|s| s.created_at_ms).collect();
+            storage
+                .index
+                .set_shared_since_ms(shared_times.first().copied());
+            let slices: Vec<SegmentInfo> = shared
+                .into_iter()
+                .take_while(|s| s.created_at_ms <= newest)
                 .collect();
             if !slices.is_empty() {
-                picks.push(Pick { target, slices });
+                picks.push(Pick {
+                    target,
+                    slices,
+                    shared_times,
+                });
             }
         }
         Ok(picks)
@@ -297,6 +316,8 @@ impl Consolidator {
         match swapped {
             Ok(_) => {
                 storage.index.replace(merged);
+                let rest = pick.shared_times.get(pick.slices.len()).copied();
+                storage.index.set_shared_since_ms(rest);
                 true
             }
             Err(error) => {

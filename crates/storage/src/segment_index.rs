@@ -13,7 +13,7 @@
 //! lists them (deleted by another agent), or by LRU eviction at the size bound.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -235,6 +235,10 @@ pub struct SegmentIndex {
     refresh: tokio::sync::Mutex<Option<RefreshRecord>>,
     refreshes_started: AtomicU64,
     queries: AtomicU64,
+    /// Commit time (ms) of the partition's oldest segment still in a flush's shared object,
+    /// `i64::MAX` when it has none, 0 when unknown: lets consolidation skip, without a metadata
+    /// query, the partitions with nothing to consolidate.
+    shared_since_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for SegmentIndex {
@@ -269,7 +273,23 @@ impl SegmentIndex {
             refresh: tokio::sync::Mutex::new(None),
             refreshes_started: AtomicU64::new(0),
             queries: AtomicU64::new(0),
+            shared_since_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Commit time (ms) of the oldest segment still in a flush's shared object: `None` when
+    /// there is none; `Some(0)` when unknown (a partition just opened).
+    pub fn shared_since_ms(&self) -> Option<i64> {
+        let since = self.shared_since_ms.load(Ordering::Acquire);
+        (since != i64::MAX).then_some(since)
+    }
+
+    /// Records what consolidation found: the commit time of the oldest segment still in a shared
+    /// object (`None`: no such segment). A slice committed meanwhile may be hidden until the
+    /// partition's next commit lowers the mark again: consolidation is only delayed by it.
+    pub fn set_shared_since_ms(&self, since: Option<i64>) {
+        self.shared_since_ms
+            .store(since.unwrap_or(i64::MAX), Ordering::Release);
     }
 
     /// The segment holding `offset`, refreshing from the metadata store first when the offset is
@@ -302,6 +322,10 @@ impl SegmentIndex {
 
     /// Adds a segment just committed by this agent's writer.
     pub fn insert(&self, segment: &SegmentInfo) {
+        if segment.object_key.starts_with(crate::SHARED_PREFIX) {
+            self.shared_since_ms
+                .fetch_min(segment.created_at_ms, Ordering::AcqRel);
+        }
         let tick = self.tick();
         let mut state = self.state.write();
         state

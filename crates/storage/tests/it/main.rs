@@ -9,6 +9,7 @@ mod reader;
 mod roundtrip;
 mod writer;
 
+mod consolidation;
 mod faults;
 mod janitor;
 mod metadata_faults;
