@@ -232,12 +232,38 @@ async function pollStats() {
       if (chart.samples.length > chart.max) chart.samples.shift();
     }
     const first = chart.last === null;
+    if (!first) showObjectStore(chart.last, s);
     chart.last = s;
     sessionStorage.setItem("streamhouse.chart", JSON.stringify(chart));
     if (!first) drawChart();
   } catch (err) {
     setStatus("stats: " + err.message, true);
   }
+}
+
+// Object-store request rates between two samples, the request cost they would run up in a
+// month, and the consolidation backlog: what this agent costs to run on S3.
+function showObjectStore(prev, s) {
+  const a = prev.object_store, b = s.object_store;
+  if (!a || !b) return;
+  const dt = Math.max((s.timestamp_ms - prev.timestamp_ms) / 1000, 0.001);
+  const rate = (field) => Math.max(0, (b[field] - a[field]) / dt);
+  const mbIn = Math.max(0, s.bytes_in_total - prev.bytes_in_total) / 1e6;
+  const puts = b.puts_total - a.puts_total;
+  const objects = b.flush_objects_total - a.flush_objects_total;
+  const segments = b.flush_segments_total - a.flush_segments_total;
+  const month = rate("cost_usd_total") * 30 * 24 * 3600;
+  const parts = [
+    `${rate("puts_total").toFixed(1)} PUT/s`,
+    `${rate("gets_total").toFixed(1)} GET/s`,
+    mbIn > 0 ? `${(puts / mbIn).toFixed(2)} PUTs/MB` : "– PUTs/MB",
+    objects > 0 ? `${(segments / objects).toFixed(1)} partitions/object` : "– partitions/object",
+    `backlog ${b.consolidation_backlog_slices} slices, ` +
+      `${(b.consolidation_backlog_bytes / 1e6).toFixed(1)} MB, ` +
+      `${b.consolidation_backlog_age_seconds.toFixed(0)} s`,
+    `≈ $${month.toFixed(2)}/month in requests`,
+  ];
+  document.getElementById("object-store").textContent = "Object storage: " + parts.join(" · ");
 }
 
 function drawChart() {

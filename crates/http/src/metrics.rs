@@ -65,10 +65,9 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// The value of an unlabelled counter (summed over label sets, if it has some); 0 when it
-    /// was never recorded.
-    pub(crate) fn counter_total(&self, name: &str) -> u64 {
-        sum_series(&self.handle.render(), name) as u64
+    /// Every series as of now, rendered once for several lookups.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot(self.handle.render())
     }
 
     async fn refresh_caches(&self, broker: &Broker) {
@@ -153,6 +152,25 @@ fn ratio(hits: u64, misses: u64) -> f64 {
 }
 
 /// Sums the samples of `name` in Prometheus text output.
+/// The rendered series at one moment (see [`Metrics::snapshot`]).
+pub(crate) struct Snapshot(String);
+
+impl Snapshot {
+    /// Sum of every series of `name`, whatever its labels.
+    pub(crate) fn total(&self, name: &str) -> f64 {
+        sum_series(&self.0, name)
+    }
+
+    /// The value of `name` whose only label is `label="value"` (0 when absent).
+    pub(crate) fn labelled(&self, name: &str, label: &str, value: &str) -> f64 {
+        let series = format!("{name}{{{label}=\"{value}\"}} ");
+        self.0
+            .lines()
+            .filter_map(|line| line.strip_prefix(series.as_str())?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
 fn sum_series(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| {
@@ -173,6 +191,9 @@ mod tests {
         assert_eq!(sum_series(text, "a_total"), 7.0);
         assert_eq!(sum_series(text, "missing"), 0.0);
         assert_eq!(ratio(3, 1), 0.75);
+        let snapshot = Snapshot(text.to_owned());
+        assert_eq!(snapshot.labelled("a_total", "k", "v"), 4.0);
+        assert_eq!(snapshot.labelled("a_total", "k", "w"), 0.0);
         assert_eq!(ratio(0, 0), 0.0);
     }
 }

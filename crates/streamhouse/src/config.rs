@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// A partition with this many buffered bytes is flushed at once [default: 4194304].
     #[arg(long, env = "STREAMHOUSE_FLUSH_MAX_BYTES")]
     pub flush_max_bytes: Option<usize>,
+    /// Produced bytes the agent holds until they are durable, across all partitions; a produce
+    /// finding the budget full waits up to its timeout, then fails [default: 268435456].
+    #[arg(long, env = "STREAMHOUSE_MAX_BUFFERED_BYTES")]
+    pub max_buffered_bytes: Option<usize>,
     /// Largest Kafka request accepted, in bytes [default: 104857600].
     #[arg(long, env = "STREAMHOUSE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
@@ -134,6 +138,7 @@ struct FileConfig {
     default_partitions: Option<u32>,
     flush_interval_ms: Option<u64>,
     flush_max_bytes: Option<usize>,
+    max_buffered_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     cache_max_bytes: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
@@ -163,6 +168,7 @@ pub struct Settings {
     pub default_partitions: u32,
     pub flush_interval: Duration,
     pub flush_max_bytes: usize,
+    pub max_buffered_bytes: usize,
     pub max_request_bytes: usize,
     pub cache_max_bytes: u64,
     pub object_store: ObjectStoreConfig,
@@ -251,6 +257,10 @@ impl ServeArgs {
                     .or(file.flush_interval_ms)
                     .unwrap_or_else(|| default_flush_interval_ms(&object_store)),
             ),
+            max_buffered_bytes: self
+                .max_buffered_bytes
+                .or(file.max_buffered_bytes)
+                .unwrap_or(256 << 20),
             flush_max_bytes: self
                 .flush_max_bytes
                 .or(file.flush_max_bytes)

@@ -153,6 +153,7 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         default_partitions: s.default_partitions,
         flush_interval: s.flush_interval,
         flush_max_bytes: s.flush_max_bytes,
+        max_buffered_bytes: s.max_buffered_bytes,
         max_request_bytes: s.max_request_bytes,
         acl: s.security.acl.clone(),
         ..BrokerConfig::default()

@@ -48,6 +48,33 @@ pub(crate) struct Stats {
     bytes_in_total: u64,
     /// Record-batch bytes read by this agent (Kafka fetch and HTTP consume).
     bytes_out_total: u64,
+    /// This agent's object-store requests and what they cost.
+    object_store: ObjectStoreStats,
+}
+
+/// Object-store requests of this agent (cumulative) and the consolidation backlog (current).
+#[derive(Debug, Serialize)]
+pub(crate) struct ObjectStoreStats {
+    /// Object writes.
+    puts_total: u64,
+    /// Object reads (whole or ranged).
+    gets_total: u64,
+    /// Objects listed and deleted (listings count per object).
+    lists_total: u64,
+    /// Deletions (per object; batched on the wire).
+    deletes_total: u64,
+    /// The requests' cost at S3 Standard list prices, in US dollars.
+    cost_usd_total: f64,
+    /// Objects written by flush cycles.
+    flush_objects_total: u64,
+    /// Partition segments those objects carried.
+    flush_segments_total: u64,
+    /// Slices still waiting for consolidation, their bytes, and the oldest one's age.
+    consolidation_backlog_slices: u64,
+    /// Bytes of those slices.
+    consolidation_backlog_bytes: u64,
+    /// Age of the oldest of them, in seconds.
+    consolidation_backlog_age_seconds: f64,
 }
 
 pub(crate) async fn stats(State(s): State<AppState>) -> HttpResult<axum::Json<Stats>> {
@@ -60,11 +87,26 @@ pub(crate) async fn stats(State(s): State<AppState>) -> HttpResult<axum::Json<St
         };
         records_in_total += partitions.iter().map(|p| p.high_watermark).sum::<i64>();
     }
+    let m = s.metrics.snapshot();
+    let op = |op: &str| m.labelled("streamhouse_object_store_requests_total", "op", op) as u64;
+    let object_store = ObjectStoreStats {
+        puts_total: op("put") + op("put_multipart"),
+        gets_total: op("get") + op("get_ranges"),
+        lists_total: op("list") + op("list_with_delimiter"),
+        deletes_total: op("delete"),
+        cost_usd_total: m.total("streamhouse_object_store_cost_nano_usd_total") / 1e9,
+        flush_objects_total: m.total("streamhouse_flush_objects_total") as u64,
+        flush_segments_total: m.total("streamhouse_flush_segments_committed_total") as u64,
+        consolidation_backlog_slices: m.total("streamhouse_consolidation_backlog_slices") as u64,
+        consolidation_backlog_bytes: m.total("streamhouse_consolidation_backlog_bytes") as u64,
+        consolidation_backlog_age_seconds: m.total("streamhouse_consolidation_backlog_age_seconds"),
+    };
     Ok(axum::Json(Stats {
         timestamp_ms: now_ms(),
         records_in_total,
-        bytes_in_total: s.metrics.counter_total("streamhouse_bytes_in_total"),
-        bytes_out_total: s.metrics.counter_total("streamhouse_bytes_out_total"),
+        bytes_in_total: m.total("streamhouse_bytes_in_total") as u64,
+        bytes_out_total: m.total("streamhouse_bytes_out_total") as u64,
+        object_store,
     }))
 }
 
