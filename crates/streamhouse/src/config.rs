@@ -311,6 +311,18 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// The group-commit interval a store kind gets unless one is set, chosen by measurement
+/// (`scripts/bench_s3_cost.py`, BENCHMARKS.md): on local disk a flush costs an fsync, so 5 ms
+/// keeps acknowledgements fast; on S3 every flush is a billed PUT with ~30 ms of latency, and
+/// 150 ms holds one agent under ~7 PUT/s (about $90 a month at list prices) while keeping the
+/// produce p99 near 250 ms.
+fn default_flush_interval_ms(store: &ObjectStoreConfig) -> u64 {
+    match store {
+        ObjectStoreConfig::S3 { .. } => 150,
+        _ => 5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,17 +440,5 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("kafka_adr"), "{err:#}");
-    }
-}
-
-/// The group-commit interval a store kind gets unless one is set, chosen by measurement
-/// (`scripts/bench_s3_cost.py`, BENCHMARKS.md): on local disk a flush costs an fsync, so 5 ms
-/// keeps acknowledgements fast; on S3 every flush is a billed PUT with ~30 ms of latency, and
-/// 150 ms holds one agent under ~7 PUT/s (about $90 a month at list prices) while keeping the
-/// produce p99 near 250 ms.
-fn default_flush_interval_ms(store: &ObjectStoreConfig) -> u64 {
-    match store {
-        ObjectStoreConfig::S3 { .. } => 150,
-        _ => 5,
     }
 }
