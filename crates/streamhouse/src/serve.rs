@@ -155,6 +155,7 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         flush_max_bytes: s.flush_max_bytes,
         max_request_bytes: s.max_request_bytes,
         acl: s.security.acl.clone(),
+        limits: s.limits.clone(),
         ..BrokerConfig::default()
     }
 }

@@ -1,0 +1,267 @@
+//! Hostile and overloaded clients from raw sockets (issue 12): connection limits, idle and
+//! slow-frame timeouts, the pre-login frame size, the agent-wide request memory budget, and
+//! record validation. Each test also checks that a normal client is still served.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestKind, ResponseKind};
+use streamhouse_kafka::{BrokerConfig, Limits};
+use streamhouse_metadata::SqliteMetadataStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::{record_batch, TestServer};
+use crate::protocol::{create_topic, produce, produce_result};
+
+fn config(limits: Limits) -> BrokerConfig {
+    BrokerConfig {
+        limits,
+        ..BrokerConfig::default()
+    }
+}
+
+/// A normal client: ApiVersions answered on a fresh connection within `within`.
+async fn served(server: &TestServer, within: Duration) {
+    let started = Instant::now();
+    let mut client = server.client().await;
+    let response = client
+        .send(RequestKind::ApiVersions(ApiVersionsRequest::default()), 3)
+        .await;
+    assert!(matches!(response, ResponseKind::ApiVersions(r) if r.error_code == 0));
+    assert!(started.elapsed() < within, "took {:?}", started.elapsed());
+}
+
+/// Whether the server closed `stream` within `within` (EOF or reset), without us sending more.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(within, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected {n} bytes from the server"),
+        Err(_) => false,
+    }
+}
+
+async fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limits_are_refused_and_slots_come_back() {
+    let server = TestServer::start_with(config(Limits {
+        max_connections: 4,
+        max_connections_per_ip: 3,
+        ..Limits::default()
+    }))
+    .await;
+    let mut from_one = Vec::new();
+    for _ in 0..3 {
+        from_one.push(connect_from("127.0.0.1", server.addr).await);
+    }
+    // A fourth from the same address exceeds max.connections.per.ip...
+    let mut refused = connect_from("127.0.0.1", server.addr).await;
+    assert!(closed_within(&mut refused, Duration::from_secs(5)).await);
+    // ...another address may still connect, up to max.connections in total.
+    let other = connect_from("127.0.0.2", server.addr).await;
+    let mut over_total = connect_from("127.0.0.3", server.addr).await;
+    assert!(closed_within(&mut over_total, Duration::from_secs(5)).await);
+    for stream in &mut from_one {
+        assert!(!closed_within(stream, Duration::from_millis(50)).await);
+    }
+    // Closing connections gives their slots back; the listener is still up.
+    drop(from_one);
+    drop(other);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    served(&server, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_busy_ones_are_not() {
+    let server = TestServer::start_with(config(Limits {
+        connections_max_idle: Duration::from_millis(300),
+        ..Limits::default()
+    }))
+    .await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A client that keeps sending requests is not idle, however long it stays.
+    let mut client = server.client().await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client
+            .send(RequestKind::ApiVersions(ApiVersionsRequest::default()), 3)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_frame_that_does_not_finish_in_time_closes_its_connection() {
+    let server = TestServer::start_with(config(Limits {
+        frame_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }))
+    .await;
+    // Half a length prefix, then nothing (slowloris).
+    let mut half_prefix = TcpStream::connect(server.addr).await.unwrap();
+    half_prefix.write_all(&[0, 0]).await.unwrap();
+    // A whole prefix and part of the body, then a byte now and then, never finishing.
+    let mut dribble = TcpStream::connect(server.addr).await.unwrap();
+    dribble.write_all(&1000i32.to_be_bytes()).await.unwrap();
+    let started = Instant::now();
+    let dribbling = async {
+        for _ in 0..40 {
+            if dribble.write_all(&[0]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    dribbling.await;
+    assert!(closed_within(&mut half_prefix, Duration::from_secs(5)).await);
+    assert!(closed_within(&mut dribble, Duration::from_secs(5)).await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    served(&server, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_large_frame_before_login_is_refused_from_its_length_prefix() {
+    let metadata = std::sync::Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let server = TestServer::start_with_sasl(BrokerConfig::default(), metadata, &["alice"]).await;
+    // 100 MiB announced, nothing of it sent: the prefix alone closes the connection.
+    let mut attacker = TcpStream::connect(server.addr).await.unwrap();
+    attacker
+        .write_all(&(100i32 << 20).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(closed_within(&mut attacker, Duration::from_secs(5)).await);
+    // Just over 512 KiB is refused too; a logged-in client may send large frames.
+    let mut over = TcpStream::connect(server.addr).await.unwrap();
+    over.write_all(&(512i32 * 1024 + 1).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(closed_within(&mut over, Duration::from_secs(5)).await);
+    let mut client = server.client().await;
+    client.login("alice").await;
+    create_topic(&server, "big", 1).await;
+    let value = "x".repeat(600 * 1024);
+    let batch = record_batch(&[("k", value.as_str())], 1_000, None);
+    let (code, _) = produce_result(client.send(produce("big", 0, batch, -1), 9).await);
+    assert_eq!(code, 0, "a 600 KiB produce after login");
+}
+
+/// A frame whose prefix announces `len` bytes and whose body is `sent` bytes of zeros.
+async fn partial_frame(addr: SocketAddr, len: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = BytesMut::new();
+    out.put_i32(len as i32);
+    out.put_bytes(0, sent);
+    stream.write_all(&out).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn the_agent_wide_budget_stops_reading_until_memory_is_released() {
+    let server = TestServer::start_with(config(Limits {
+        queued_max_request_bytes: 1 << 20,
+        ..Limits::default()
+    }))
+    .await;
+    create_topic(&server, "budget", 1).await;
+    // Two connections announce 512 KiB frames and send half: together they hold the whole
+    // 1 MiB budget while their bodies are read.
+    let holders = [
+        partial_frame(server.addr, 512 * 1024, 256 * 1024).await,
+        partial_frame(server.addr, 512 * 1024, 256 * 1024).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A normal produce now waits: the agent reads no more request bytes.
+    let mut client = server.client().await;
+    let value = "v".repeat(1024);
+    let batch = record_batch(&[("k", value.as_str())], 1_000, None);
+    let request = produce("budget", 0, batch, -1);
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = produce_result(client.send(request, 9).await);
+        (result, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served despite a spent budget");
+    // The holders go away; their memory comes back and the produce is served.
+    let released = Instant::now();
+    drop(holders);
+    let ((code, _), waited) = waiting.await.unwrap();
+    assert_eq!(code, 0);
+    assert!(waited >= Duration::from_millis(500));
+    assert!(released.elapsed() < Duration::from_secs(5));
+}
+
+/// Sends `frames` pipelined on one connection and never reads the responses.
+async fn flood(addr: SocketAddr, frame: Bytes, frames: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let writing = async {
+        for _ in 0..frames {
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    // The agent stops reading once the budget is spent; do not wait for it forever.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writing).await;
+    stream
+}
+
+#[tokio::test]
+async fn pipelined_produce_floods_with_unread_responses_leave_others_served() {
+    let server = TestServer::start_with(config(Limits {
+        queued_max_request_bytes: 8 << 20,
+        ..Limits::default()
+    }))
+    .await;
+    create_topic(&server, "flood", 1).await;
+    let value = "f".repeat(64 * 1024);
+    let batch = record_batch(&[("k", value.as_str())], 1_000, None);
+    let frame = encode_frame(produce("flood", 0, batch, 1), 9);
+    let floods =
+        futures::future::join_all((0..20).map(|_| flood(server.addr, frame.clone(), 64))).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        served(&server, Duration::from_secs(5)).await;
+        worst = worst.max(started.elapsed());
+    }
+    drop(floods);
+    assert!(
+        worst < Duration::from_secs(2),
+        "normal client waited {worst:?}"
+    );
+}
+
+/// A request as a length-prefixed frame, for raw pipelining.
+pub(crate) fn encode_frame(request: RequestKind, version: i16) -> Bytes {
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let api = match &request {
+        RequestKind::Produce(_) => ApiKey::Produce,
+        RequestKind::ListOffsets(_) => ApiKey::ListOffsets,
+        other => panic!("encode_frame does not know {other:?}"),
+    };
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("flood")));
+    let mut body = BytesMut::new();
+    body.put_i32(0);
+    header
+        .encode(&mut body, api.request_header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let len = (body.len() - 4) as i32;
+    body[..4].copy_from_slice(&len.to_be_bytes());
+    body.freeze()
+}
