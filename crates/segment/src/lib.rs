@@ -50,6 +50,7 @@ mod builder;
 mod cursor;
 mod error;
 mod footer;
+mod records;
 mod wire;
 
 pub use batch::{BatchHeader, Compression, RecordBatch};
@@ -60,6 +61,7 @@ pub use footer::{
     read_footer, IndexPoint, SegmentFooter, FORMAT_VERSION, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN,
     TRAILER_MAGIC,
 };
+pub use records::{Record, Records};
 
 #[cfg(test)]
 mod test_support;

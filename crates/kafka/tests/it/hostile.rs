@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::harness::{record_batch, TestServer};
-use crate::protocol::{create_topic, produce, produce_result};
+use crate::protocol::{create_topic, list_offsets, produce, produce_result};
 
 fn config(limits: Limits) -> BrokerConfig {
     BrokerConfig {
@@ -264,4 +264,132 @@ pub(crate) fn encode_frame(request: RequestKind, version: i16) -> Bytes {
     let len = (body.len() - 4) as i32;
     body[..4].copy_from_slice(&len.to_be_bytes());
     body.freeze()
+}
+
+/// `batch` with `edit` applied and Kafka's CRC recomputed, so only the edit is wrong.
+fn rewritten(batch: &Bytes, edit: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut bytes = batch.to_vec();
+    edit(&mut bytes);
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes.into()
+}
+
+/// One batch of `records` compressed with `compression`.
+fn compressed(
+    records: &[(&str, &[u8])],
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_000 + i as i64,
+            key: Some(Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+#[tokio::test]
+async fn batches_that_lie_or_explode_are_refused_and_nothing_is_stored() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::records::Compression;
+    let server = TestServer::start().await;
+    create_topic(&server, "bad", 1).await;
+    let good = record_batch(&[("k", "v")], 1_000, None);
+    let count_lies = rewritten(&good, |b| {
+        b[23..27].copy_from_slice(&999i32.to_be_bytes()); // last offset delta
+        b[57..61].copy_from_slice(&1000i32.to_be_bytes()); // record count
+    });
+    let length_lies = rewritten(&good, |b| b[61] += 4); // record length + 2
+    let garbage_zstd = rewritten(&good, |b| b[22] |= 4); // says zstd, is not
+                                                         // 64 MiB of zeros in one record: ~2 KB of zstd, past the 8 MiB request limit once expanded.
+    let bomb = compressed(&[("k", &vec![0u8; 64 << 20])], Compression::Zstd);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let cases = [
+        ("count", count_lies, ResponseError::CorruptMessage),
+        ("length", length_lies, ResponseError::CorruptMessage),
+        ("garbage zstd", garbage_zstd, ResponseError::CorruptMessage),
+        ("bomb", bomb, ResponseError::MessageTooLarge),
+    ];
+    let mut client = server.client().await;
+    for (what, batch, expected) in cases {
+        let (code, _) = produce_result(client.send(produce("bad", 0, batch, -1), 9).await);
+        assert_eq!(code, expected.code(), "{what}");
+    }
+    // Nothing of them was stored: the next good batch is offset 0, and consumers see only it.
+    let (code, offset) = produce_result(client.send(produce("bad", 0, good, -1), 9).await);
+    assert_eq!((code, offset), (0, 0));
+    let consumed = server
+        .broker
+        .consume_records("bad", 0, 0, 100, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(consumed.high_watermark, 1);
+    assert_eq!(consumed.records.len(), 1);
+}
+
+#[tokio::test]
+async fn compressed_batches_are_served_by_list_offsets_and_bounded_http_consume() {
+    use kafka_protocol::records::Compression;
+    let server = TestServer::start().await;
+    create_topic(&server, "zipped", 1).await;
+    let value = vec![b'z'; 4096];
+    let records: Vec<(&str, &[u8])> = (0..100).map(|_| ("k", value.as_slice())).collect();
+    let mut client = server.client().await;
+    for compression in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let batch = compressed(&records, compression);
+        let (code, _) = produce_result(client.send(produce("zipped", 0, batch, -1), 9).await);
+        assert_eq!(code, 0, "{compression:?}");
+    }
+    // The exact record, from inside the first compressed batch (timestamps 1000..1099).
+    let ResponseKind::ListOffsets(r) = client.send(list_offsets("zipped", 1_050), 6).await else {
+        panic!("not a ListOffsets response")
+    };
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.timestamp), (0, 50, 1_050));
+    // max_bytes bounds the decoded bytes returned (keys and values), at least one record.
+    let consumed = server
+        .broker
+        .consume_records("zipped", 0, 0, 10_000, 10 * 4097)
+        .await
+        .unwrap();
+    assert_eq!(consumed.records.len(), 10);
+    assert_eq!(consumed.next_offset, 10);
+    let one = server
+        .broker
+        .consume_records("zipped", 0, 10, 10_000, 1)
+        .await
+        .unwrap();
+    assert_eq!((one.records.len(), one.next_offset), (1, 11));
+    let all = server
+        .broker
+        .consume_records("zipped", 0, 0, 10_000, 64 << 20)
+        .await
+        .unwrap();
+    assert_eq!(all.records.len(), 400);
 }
