@@ -12,7 +12,7 @@ use streamhouse_metadata::SqliteMetadataStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::harness::{record_batch, TestServer};
+use crate::harness::{encode_batch, record_batch, TestServer};
 use crate::protocol::{create_topic, list_offsets, produce, produce_result};
 
 fn config(limits: Limits) -> BrokerConfig {
@@ -275,38 +275,12 @@ fn rewritten(batch: &Bytes, edit: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     bytes.into()
 }
 
-/// One batch of `records` compressed with `compression`.
+/// One batch of `records` (timestamps from 1000) compressed with `compression`.
 fn compressed(
     records: &[(&str, &[u8])],
     compression: kafka_protocol::records::Compression,
 ) -> Bytes {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_000 + i as i64,
-            key: Some(Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    encode_batch(records, 1_000, None, compression)
 }
 
 #[tokio::test]
@@ -392,4 +366,69 @@ async fn compressed_batches_are_served_by_list_offsets_and_bounded_http_consume(
         .await
         .unwrap();
     assert_eq!(all.records.len(), 400);
+}
+
+async fn create_topics(client: &mut crate::harness::Client, topic: &str, partitions: i32) -> i16 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let ResponseKind::CreateTopics(r) = client.send(RequestKind::CreateTopics(request), 5).await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    r.topics[0].error_code
+}
+
+async fn grow(client: &mut crate::harness::Client, topic: &str, count: i32, validate: bool) -> i16 {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = CreatePartitionsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_validate_only(validate)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_count(count)]);
+    let ResponseKind::CreatePartitions(r) =
+        client.send(RequestKind::CreatePartitions(request), 2).await
+    else {
+        panic!("not a CreatePartitions response")
+    };
+    r.results[0].error_code
+}
+
+#[tokio::test]
+async fn partition_caps_refuse_topics_and_growth_with_policy_violation() {
+    use kafka_protocol::error::ResponseError;
+    let server = TestServer::start_with(config(Limits {
+        max_partitions_per_cluster: 10,
+        max_partitions_per_agent: 8,
+        ..Limits::default()
+    }))
+    .await;
+    let refused = ResponseError::PolicyViolation.code();
+    let mut client = server.client().await;
+    assert_eq!(create_topics(&mut client, "a", 6).await, 0);
+    // One live agent: 8 partitions at most (the per-agent cap is below the cluster's 10).
+    assert_eq!(create_topics(&mut client, "b", 3).await, refused);
+    assert_eq!(create_topics(&mut client, "b", 2).await, 0);
+    assert_eq!(grow(&mut client, "b", 3, true).await, refused);
+    assert_eq!(grow(&mut client, "b", 3, false).await, refused);
+    // The HTTP API's path says the same.
+    let err = server
+        .broker
+        .admin()
+        .create_topic("c", Some(1), &Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cap of 8"), "{err}");
+    // Deleting a topic frees its share.
+    server.broker.admin().delete_topic("a").await.unwrap();
+    assert_eq!(grow(&mut client, "b", 5, false).await, 0);
 }
