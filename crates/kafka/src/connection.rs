@@ -130,18 +130,44 @@ pub async fn serve_secured(
 
 /// The agent-wide budget of request bytes in progress (`queued.max.request.bytes`), shared by
 /// every connection of a listener.
+///
+/// Small frames (metadata, heartbeats, fetches, offset commits: a few hundred bytes) may also
+/// draw on a reserve of a sixteenth of the budget, so a flood of large produce requests that
+/// spends the main budget queues them behind each other, not in front of every consumer's
+/// heartbeat. The reserve is part of the bound: memory stays within `size` + `reserve`.
 #[derive(Clone)]
 struct AgentMemory {
     permits: Arc<Semaphore>,
     size: usize,
+    reserve: Arc<Semaphore>,
+    reserve_size: usize,
 }
+
+/// Frames up to this size may use the reserve.
+const SMALL_FRAME: usize = 4 * 1024;
 
 impl AgentMemory {
     fn new(bytes: usize) -> Self {
         let size = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let reserve_size = (size / 16).max(SMALL_FRAME);
         Self {
             permits: Arc::new(Semaphore::new(size)),
             size,
+            reserve: Arc::new(Semaphore::new(reserve_size)),
+            reserve_size,
+        }
+    }
+
+    /// Memory for a `len`-byte frame: from the main budget, or for a small frame from whichever
+    /// of the budget and the reserve has room first.
+    async fn acquire(&self, len: usize) -> OwnedSemaphorePermit {
+        if len > SMALL_FRAME {
+            return acquire(&self.permits, self.size, len).await;
+        }
+        // Both acquisitions are cancel-safe: the one that loses the race takes nothing.
+        tokio::select! {
+            permit = acquire(&self.permits, self.size, len) => permit,
+            permit = acquire(&self.reserve, self.reserve_size, len) => permit,
         }
     }
 }
@@ -221,7 +247,7 @@ async fn handle_connection<S>(
             // stops reading (TCP pushes back on the client) instead of buffering the frame.
             let permits = RequestPermits {
                 _connection: acquire(&in_flight, budget, len).await,
-                _agent: acquire(&memory.permits, memory.size, len).await,
+                _agent: memory.acquire(len).await,
             };
             let frame =
                 tokio::time::timeout(limits.frame_read_timeout, read_body(&mut reader, len))
