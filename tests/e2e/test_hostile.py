@@ -252,6 +252,9 @@ def test_idle_and_slowloris_connections_are_closed(server_factory):
     server = server_factory(extra_args=["--connections-max-idle-ms", "1000",
                                         "--frame-read-timeout-ms", "1000"])
     client = NormalClient(server.kafka_port)
+    busy = threading.Event()
+    busy.set()
+    prober = client.run_while(busy, interval_s=0.2)  # active: never idle for a second
     idle = [connect(server.kafka_port) for _ in range(50)]
     half_prefix = [connect(server.kafka_port) for _ in range(50)]
     half_body = [connect(server.kafka_port) for _ in range(50)]
@@ -259,9 +262,6 @@ def test_idle_and_slowloris_connections_are_closed(server_factory):
         s.sendall(b"\x00\x00")
     for s in half_body:
         s.sendall(SIZE.pack(1000) + b"\x00" * 100)
-    busy = threading.Event()
-    busy.set()
-    prober = client.run_while(busy, interval_s=0.2)  # active: never idle for a second
     deadline = time.monotonic() + 6
     open_socks = idle + half_prefix + half_body
     while open_socks and time.monotonic() < deadline:
