@@ -348,9 +348,10 @@ def test_pipelined_produce_floods_stay_within_the_agent_budget(server_factory):
     # Requests in flight stay within the budget (and its 1/16 reserve for small frames); until
     # they are durable a flush holds about two more copies (segment encoding, the store's
     # write); the block cache keeps `cache`; 200 connections' buffers, tasks and the allocator's
-    # arenas are the fixed part (measured: ~2.5 x budget + 140 MiB over baseline and cache).
+    # arenas are the fixed part (measured: ~2.5 x budget + 140 MiB over baseline and cache;
+    # the margin absorbs allocator variance between runs).
     report("produce-flood", server, client,
-           bound_mib=baseline + (3 * budget + cache) / MIB + 160)
+           bound_mib=baseline + (3 * budget + cache) / MIB + 200)
 
 
 def test_lying_and_exploding_batches_are_refused_and_never_stored(server_factory):
