@@ -432,3 +432,39 @@ async fn partition_caps_refuse_topics_and_growth_with_policy_violation() {
     server.broker.admin().delete_topic("a").await.unwrap();
     assert_eq!(grow(&mut client, "b", 5, false).await, 0);
 }
+
+#[tokio::test]
+async fn a_topic_max_message_bytes_bounds_batches_and_their_expansion() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::records::Compression;
+    use streamhouse_metadata::{NewTopic, TopicConfig};
+    let server = TestServer::start().await;
+    let mut config = TopicConfig::default();
+    config
+        .extra
+        .insert("max.message.bytes".into(), "10000".into());
+    server
+        .metadata
+        .create_topic(NewTopic {
+            name: "small".into(),
+            partitions: 1,
+            config,
+        })
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let too_large = ResponseError::MessageTooLarge.code();
+    // 20 KB as sent: refused on its size.
+    let big = "b".repeat(20_000);
+    let batch = record_batch(&[("k", big.as_str())], 1_000, None);
+    let (code, _) = produce_result(client.send(produce("small", 0, batch, -1), 9).await);
+    assert_eq!(code, too_large);
+    // ~100 bytes as sent, 20 KB once decompressed: refused on its expansion.
+    let zipped = encode_batch(&[("k", big.as_bytes())], 1_000, None, Compression::Gzip);
+    assert!(zipped.len() < 1_000);
+    let (code, _) = produce_result(client.send(produce("small", 0, zipped, -1), 9).await);
+    assert_eq!(code, too_large);
+    let fits = encode_batch(&[("k", &[b'f'; 5_000])], 1_000, None, Compression::Gzip);
+    let (code, offset) = produce_result(client.send(produce("small", 0, fits, -1), 9).await);
+    assert_eq!((code, offset), (0, 0));
+}
