@@ -84,7 +84,7 @@ pub async fn serve_secured(
         broker.register_authenticator(auth);
     }
     let limits = broker.config().limits.clone();
-    let counter = ConnectionCounter::new(&limits);
+    let counter = ConnectionCounter::new(&limits, "Kafka");
     let memory = AgentMemory::new(limits.queued_max_request_bytes);
     let mut backoff = AcceptBackoff::new();
     loop {

@@ -36,5 +36,5 @@ pub use cluster::Assignment;
 pub use connection::{serve, serve_secured};
 pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
-pub use limits::{default_max_connections, Limits};
+pub use limits::{default_max_connections, ConnectionCounter, ConnectionSlot, Limits};
 pub use retention::MaintenanceConfig;

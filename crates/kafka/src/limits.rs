@@ -139,9 +139,11 @@ pub(crate) async fn check_partition_cap(
     Ok(())
 }
 
-/// Counts open connections in total and per IP; a [`ConnectionSlot`] releases its share when
-/// dropped, so every exit path of a connection task gives its slot back.
-pub(crate) struct ConnectionCounter {
+/// Counts one listener's open connections in total and per IP against `max_connections` and
+/// `max_connections_per_ip`; a [`ConnectionSlot`] releases its share when dropped, so every exit
+/// path of a connection task gives its slot back. The Kafka and HTTP listeners each have one.
+pub struct ConnectionCounter {
+    listener: &'static str,
     max_total: usize,
     max_per_ip: usize,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
@@ -149,8 +151,10 @@ pub(crate) struct ConnectionCounter {
 }
 
 impl ConnectionCounter {
-    pub(crate) fn new(limits: &Limits) -> Arc<Self> {
+    /// A counter for the listener named `listener` in its log lines ("Kafka", "HTTP").
+    pub fn new(limits: &Limits, listener: &'static str) -> Arc<Self> {
         Arc::new(Self {
+            listener,
             max_total: limits.max_connections.max(1),
             max_per_ip: limits.max_connections_per_ip.max(1),
             open: Mutex::new((0, HashMap::new())),
@@ -160,7 +164,7 @@ impl ConnectionCounter {
 
     /// A slot for a connection from `ip`, or `None` (and a log line, at most one a second)
     /// when a limit is reached.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let mut open = self.open.lock();
         let from_ip = open.1.get(&ip).copied().unwrap_or(0);
         let refused = if open.0 >= self.max_total {
@@ -172,8 +176,9 @@ impl ConnectionCounter {
         };
         if let Some((setting, limit)) = refused {
             drop(open);
-            metrics::counter!("streamhouse_kafka_connections_refused_total").increment(1);
-            self.refusals.refused(ip, setting, limit);
+            metrics::counter!("streamhouse_connections_refused_total", "listener" => self.listener)
+                .increment(1);
+            self.refusals.refused(self.listener, ip, setting, limit);
             return None;
         }
         open.0 += 1;
@@ -191,8 +196,8 @@ impl ConnectionCounter {
     }
 }
 
-/// One admitted connection's share of the limits.
-pub(crate) struct ConnectionSlot {
+/// One admitted connection's share of the limits; dropping it frees the share.
+pub struct ConnectionSlot {
     counter: Arc<ConnectionCounter>,
     ip: IpAddr,
 }
@@ -219,7 +224,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&self, ip: IpAddr, setting: &str, limit: usize) {
+    fn refused(&self, listener: &str, ip: IpAddr, setting: &str, limit: usize) {
         self.unlogged.fetch_add(1, Ordering::Relaxed);
         let mut last = self.last.lock();
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -230,7 +235,7 @@ impl RefusalLog {
         warn!(
             %ip,
             refused = count,
-            "refusing Kafka connection: {setting} ({limit}) reached"
+            "refusing {listener} connection: {setting} ({limit}) reached"
         );
     }
 }
@@ -282,7 +287,7 @@ mod tests {
             max_connections_per_ip: 2,
             ..Limits::default()
         };
-        let counter = ConnectionCounter::new(&limits);
+        let counter = ConnectionCounter::new(&limits, "test");
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = counter.admit(a).unwrap();
