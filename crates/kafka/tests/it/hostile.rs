@@ -179,9 +179,11 @@ async fn the_agent_wide_budget_stops_reading_until_memory_is_released() {
         partial_frame(server.addr, 512 * 1024, 256 * 1024).await,
     ];
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A normal produce now waits: the agent reads no more request bytes.
+    // Small frames (heartbeats, metadata) still pass, through the budget's reserve...
+    served(&server, Duration::from_secs(2)).await;
+    // ...but a larger produce waits: the agent reads no more of its bytes.
     let mut client = server.client().await;
-    let value = "v".repeat(1024);
+    let value = "v".repeat(8 * 1024);
     let batch = record_batch(&[("k", value.as_str())], 1_000, None);
     let request = produce("budget", 0, batch, -1);
     let waiting = tokio::spawn(async move {
