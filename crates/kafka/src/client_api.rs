@@ -23,6 +23,7 @@ use streamhouse_storage::{Appended, StorageError};
 use crate::api_error::ApiError;
 use crate::broker::Broker;
 use crate::handlers::produce::append_to;
+use crate::limits::check_partition_cap;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]
@@ -93,8 +94,16 @@ impl Broker {
         if records.is_empty() {
             return Err(ApiError::Invalid("no records to produce".into()));
         }
+        let auto_create = self.config.auto_create_topics;
+        if auto_create && self.metadata.get_topic(topic).await?.is_none() {
+            // Auto-created topics count against the partition caps like created ones.
+            let partitions = u64::from(self.config.default_partitions);
+            check_partition_cap(self, partitions)
+                .await
+                .map_err(ApiError::Invalid)?;
+        }
         let partitions = self
-            .topic_or_auto_create(topic, self.config.auto_create_topics)
+            .topic_or_auto_create(topic, auto_create)
             .await?
             .ok_or_else(|| ApiError::UnknownTopic(topic.to_string()))?
             .partitions;

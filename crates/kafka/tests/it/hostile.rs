@@ -470,3 +470,46 @@ async fn a_topic_max_message_bytes_bounds_batches_and_their_expansion() {
     let (code, offset) = produce_result(client.send(produce("small", 0, fits, -1), 9).await);
     assert_eq!((code, offset), (0, 0));
 }
+
+#[tokio::test]
+async fn auto_created_topics_count_against_the_partition_cap() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let server = TestServer::start_with(BrokerConfig {
+        auto_create_topics: true,
+        default_partitions: 2,
+        limits: Limits {
+            max_partitions_per_cluster: 4,
+            ..Limits::default()
+        },
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let mut codes = Vec::new();
+    for name in ["auto-1", "auto-2", "auto-3"] {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(true)
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(name))))]));
+        let ResponseKind::Metadata(r) = client.send(RequestKind::Metadata(request), 9).await else {
+            panic!("not a Metadata response")
+        };
+        codes.push(r.topics[0].error_code);
+    }
+    assert_eq!(codes, [0, 0, ResponseError::PolicyViolation.code()]);
+    assert!(server.metadata.get_topic("auto-3").await.unwrap().is_none());
+    // The HTTP produce path auto-creates through the same check.
+    let record = streamhouse_kafka::ProduceRecord {
+        value: Some(Bytes::from_static(b"v")),
+        ..Default::default()
+    };
+    let err = server
+        .broker
+        .produce_records("auto-4", vec![record], Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cap of 4"), "{err}");
+}
