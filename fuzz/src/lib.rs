@@ -22,6 +22,7 @@ pub fn check_produce_payload(payload: Bytes) {
     let mut at = 0;
     for batch in &batches {
         check_batch(batch);
+        check_records(batch);
         assert_eq!(
             batch.bytes()[..],
             payload[at..at + batch.len()],
@@ -34,6 +35,25 @@ pub fn check_produce_payload(payload: Bytes) {
         payload.len(),
         "accepted payload has bytes outside its batches"
     );
+}
+
+/// Record validation (what Produce runs after `parse_all`) never panics, stays within its
+/// decompression limit, and accepts a batch only when its records decode to the declared count.
+pub fn check_records(batch: &RecordBatch) {
+    const LIMIT: usize = 1 << 20;
+    if batch.validate_records(LIMIT).is_err() {
+        return;
+    }
+    let decoded = batch
+        .records(LIMIT)
+        .expect("a validated batch opens")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("a validated batch decodes");
+    assert_eq!(decoded.len(), batch.record_count() as usize);
+    for (i, record) in decoded.iter().enumerate() {
+        assert_eq!(record.offset, batch.base_offset() + i as i64);
+        assert!(record.timestamp <= batch.max_timestamp());
+    }
 }
 
 /// Re-verifies one accepted batch from its bytes alone.

@@ -59,12 +59,12 @@ def server_factory(binary, tmp_path, request, s3_server):
         return s3_server.server_args(bucket[0])
 
     def start(advertised_addr: str | None = None, extra_args: list[str] | None = None,
-              auto_start: bool = True) -> StreamhouseServer:
+              auto_start: bool = True, nofile: int | None = None) -> StreamhouseServer:
         # One bucket per test: the agents of a test's cluster share their objects.
         store_args = bucket_args() if s3_server else []
         server = StreamhouseServer(binary, tmp_path / f"server{next(counter)}",
                                    extra_args=store_args + list(extra_args or []),
-                                   advertised_addr=advertised_addr)
+                                   advertised_addr=advertised_addr, nofile=nofile)
         servers.append(server)
         return server.start() if auto_start else server
 

@@ -58,7 +58,7 @@ class StreamhouseServer:
     """One `streamhouse serve` process on a fixed data dir and fixed ports."""
 
     def __init__(self, binary: Path, workdir: Path, extra_args: list[str] | None = None,
-                 advertised_addr: str | None = None):
+                 advertised_addr: str | None = None, nofile: int | None = None):
         self.binary = binary
         self.data_dir = workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,8 @@ class StreamhouseServer:
             self.http_port = free_port()
         self.extra_args = list(extra_args or [])
         self.advertised_addr = advertised_addr
+        # The process's open-file limit (`ulimit -n`), for tests that exhaust it.
+        self.nofile = nofile
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         # True from start() until the harness itself stops or kills the process.
@@ -108,7 +110,8 @@ class StreamhouseServer:
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=self._limit_files if self.nofile else None)
         _running.add(self)
         self.expected_running = True
         try:
@@ -117,6 +120,26 @@ class StreamhouseServer:
             self.kill()  # a half-started server is reported once, here, not again at teardown
             raise
         return self
+
+    def _limit_files(self) -> None:
+        """In the child, before exec: `ulimit -n {self.nofile}`."""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MiB."""
+        return self._status_kib("VmHWM") / 1024
+
+    def rss_mib(self) -> float:
+        """The process's resident memory now (VmRSS), in MiB."""
+        return self._status_kib("VmRSS") / 1024
+
+    def _status_kib(self, field: str) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise ServerError(f"no {field} in /proc/{self.proc.pid}/status")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

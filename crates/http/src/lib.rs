@@ -15,6 +15,7 @@ mod api;
 mod console;
 mod error;
 mod extract;
+mod guard;
 mod metrics;
 mod tls;
 
@@ -50,12 +51,15 @@ pub fn router(broker: Arc<Broker>, metrics: Arc<Metrics>) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until the listener fails.
+/// Serves [`router`] on `listener`. Connections count against the broker's `max_connections`
+/// limits (separately from Kafka's) and close when idle for `connections_max_idle`; failed
+/// accepts are retried, so this does not return while the process runs.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
+    let listener = guard::Guarded::new(listener, &broker.config().limits);
     axum::serve(listener, router(broker, metrics)).await
 }
 
@@ -68,6 +72,7 @@ pub async fn serve_tls(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::new(listener, tls)?;
+    let listener = guard::Guarded::new(listener, &broker.config().limits);
     axum::serve(listener, router(broker, metrics)).await
 }
 

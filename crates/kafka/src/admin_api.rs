@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::api_error::ApiError;
 use crate::broker::Broker;
 use crate::handlers::admin::validate_topic_name;
+use crate::limits::check_partition_cap;
 use crate::topic_config;
 
 /// Most partitions a topic may have: every partition is a metadata row, a lease and a writer.
@@ -146,6 +147,9 @@ impl Admin<'_> {
         let partitions = partitions.unwrap_or(self.broker.config.default_partitions);
         check_partition_count(partitions)?;
         let config = parse_config(config.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
+        check_partition_cap(self.broker, u64::from(partitions))
+            .await
+            .map_err(ApiError::Invalid)?;
         let new = NewTopic {
             name: name.to_string(),
             partitions,
@@ -196,6 +200,10 @@ impl Admin<'_> {
         count: u32,
     ) -> Result<TopicDescription, ApiError> {
         check_partition_count(count)?;
+        let current = self.topic(name).await?.partitions;
+        check_partition_cap(self.broker, u64::from(count.saturating_sub(current)))
+            .await
+            .map_err(ApiError::Invalid)?;
         let topic = self.broker.add_partitions(name, count).await?;
         self.describe(topic).await
     }

@@ -84,6 +84,8 @@ pub struct BrokerConfig {
     pub maintenance: crate::retention::MaintenanceConfig,
     /// ACL enforcement and super users.
     pub acl: crate::security::AclConfig,
+    /// Connection, memory and partition limits (see `limits.rs`).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +111,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay: Duration::from_millis(500),
             maintenance: Default::default(),
             acl: Default::default(),
+            limits: Default::default(),
         }
     }
 }

@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use serde::Serialize;
 use streamhouse_metadata::now_ms;
@@ -23,6 +23,7 @@ use streamhouse_storage::{Appended, StorageError};
 use crate::api_error::ApiError;
 use crate::broker::Broker;
 use crate::handlers::produce::append_to;
+use crate::limits::check_partition_cap;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]
@@ -93,8 +94,16 @@ impl Broker {
         if records.is_empty() {
             return Err(ApiError::Invalid("no records to produce".into()));
         }
+        let auto_create = self.config.auto_create_topics;
+        if auto_create && self.metadata.get_topic(topic).await?.is_none() {
+            // Auto-created topics count against the partition caps like created ones.
+            let partitions = u64::from(self.config.default_partitions);
+            check_partition_cap(self, partitions)
+                .await
+                .map_err(ApiError::Invalid)?;
+        }
         let partitions = self
-            .topic_or_auto_create(topic, self.config.auto_create_topics)
+            .topic_or_auto_create(topic, auto_create)
             .await?
             .ok_or_else(|| ApiError::UnknownTopic(topic.to_string()))?
             .partitions;
@@ -147,31 +156,44 @@ impl Broker {
         let log = self.partition(topic, partition).await?;
         let read = log.reader.read(offset, max_bytes.max(1)).await?;
         metrics::counter!("streamhouse_bytes_out_total").increment(read.size_bytes() as u64);
+        // Records are decoded as they stream out of each batch, never a whole batch at once:
+        // the answer stops at `max_bytes` of keys, values and headers (at least one record),
+        // and a batch that expands past the request limit is an error, not an allocation.
+        let limit = self.config.max_request_bytes;
         let mut records = Vec::new();
-        for batch in &read.batches {
-            let mut bytes = batch.bytes().clone();
-            let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-                ApiError::Storage(StorageError::InvalidBatch {
-                    topic: topic.to_string(),
-                    partition,
-                    reason: format!(
-                        "stored batch at {} does not decode: {e}",
-                        batch.base_offset()
-                    ),
-                })
-            })?;
-            records.extend(
-                set.records
-                    .into_iter()
-                    .filter(|r| r.offset >= offset)
-                    .map(consumed),
-            );
+        let mut size = 0usize;
+        let mut full = false;
+        'batches: for batch in &read.batches {
+            let decoded = batch
+                .records(limit)
+                .map_err(|e| stored_batch_error(topic, partition, batch, e))?;
+            for record in decoded {
+                let record = match record {
+                    Ok(record) => record,
+                    // What was decoded before is valid; the next read reports the error.
+                    Err(_) if !records.is_empty() => {
+                        full = true;
+                        break 'batches;
+                    }
+                    Err(e) => return Err(stored_batch_error(topic, partition, batch, e)),
+                };
+                if record.offset < offset {
+                    continue;
+                }
+                let record_size = record_size(&record);
+                if records.len() >= max_records
+                    || (!records.is_empty() && size + record_size > max_bytes)
+                {
+                    full = true;
+                    break 'batches;
+                }
+                size += record_size;
+                records.push(consumed(record));
+            }
         }
-        let next_offset = if records.len() > max_records {
-            records.truncate(max_records);
-            records.last().map_or(offset, |r| r.offset + 1)
-        } else {
-            read.next_offset.max(offset)
+        let next_offset = match full {
+            true => records.last().map_or(offset, |r| r.offset + 1),
+            false => read.next_offset.max(offset),
         };
         Ok(Consumed {
             records,
@@ -281,7 +303,7 @@ async fn wait_durable(
     }
 }
 
-fn consumed(r: Record) -> ConsumedRecord {
+fn consumed(r: streamhouse_segment::Record) -> ConsumedRecord {
     ConsumedRecord {
         offset: r.offset,
         timestamp_ms: r.timestamp,
@@ -290,9 +312,36 @@ fn consumed(r: Record) -> ConsumedRecord {
         headers: r
             .headers
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
             .collect(),
     }
+}
+
+/// Bytes of a record's key, value and headers: what an HTTP consume's `max_bytes` counts.
+fn record_size(r: &streamhouse_segment::Record) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    len(&r.key)
+        + len(&r.value)
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + len(v))
+            .sum::<usize>()
+}
+
+fn stored_batch_error(
+    topic: &str,
+    partition: u32,
+    batch: &RecordBatch,
+    e: streamhouse_segment::SegmentError,
+) -> ApiError {
+    ApiError::Storage(StorageError::InvalidBatch {
+        topic: topic.to_string(),
+        partition,
+        reason: format!(
+            "stored batch at {} does not decode: {e}",
+            batch.base_offset()
+        ),
+    })
 }
 
 #[cfg(test)]

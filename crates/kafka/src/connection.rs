@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
-use crate::frame::{read_frame, FrameError};
+use crate::frame::{first_byte, read_body, read_length, FrameError};
 use crate::handlers::{self, Reply};
+use crate::limits::{is_connection_error, AcceptBackoff, ConnectionCounter};
 use crate::security::{Gate, ListenerSecurity, SaslSession};
 
 /// Why a connection was closed by the server.
@@ -32,6 +33,8 @@ enum ConnectionError {
     Decode(#[from] DecodeError),
     #[error("{api:?} refused: {reason}")]
     Unauthenticated { api: ApiKey, reason: &'static str },
+    #[error("idle for {0:?} (connections.max.idle.ms)")]
+    Idle(std::time::Duration),
 }
 
 /// How long a client may take to complete the TLS handshake.
@@ -61,13 +64,17 @@ enum Outcome {
     Last(Bytes),
 }
 
-/// Accepts Kafka connections until the listener fails.
+/// Accepts Kafka connections until the task is dropped; see [`serve_secured`].
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) -> std::io::Result<()> {
     serve_secured(listener, broker, ListenerSecurity::default()).await
 }
 
-/// Accepts Kafka connections with TLS and/or SASL as `security` says, until the listener fails.
-/// User changes through the broker ([`Broker::users`]) apply to this listener's logins at once.
+/// Accepts Kafka connections with TLS and/or SASL as `security` says. User changes through the
+/// broker ([`Broker::users`]) apply to this listener's logins at once.
+///
+/// Never ends on its own: a failed `accept` (e.g. out of file descriptors) is logged and retried
+/// with backoff, and connections beyond the configured limits (`BrokerConfig::limits`) are
+/// closed at once with a log line, so no client can take the listener down.
 pub async fn serve_secured(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -76,18 +83,44 @@ pub async fn serve_secured(
     if let Some(auth) = &security.sasl {
         broker.register_authenticator(auth);
     }
+    let limits = broker.config().limits.clone();
+    let counter = ConnectionCounter::new(&limits, "Kafka");
+    let memory = AgentMemory::new(limits.queued_max_request_bytes);
+    let mut backoff = AcceptBackoff::new();
     loop {
-        let (socket, peer) = listener.accept().await?;
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
+            // The peer gave up before we accepted it: nothing is exhausted.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOMEM: the pending connection stays in the backlog, so waiting
+                // and retrying serves it once resources are back; returning would end the agent.
+                let wait = backoff.failed();
+                metrics::counter!("streamhouse_kafka_accept_errors_total").increment(1);
+                warn!("accepting a Kafka connection failed: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let Some(slot) = counter.admit(peer.ip()) else {
+            drop(socket); // refused (and logged) by the counter
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let broker = broker.clone();
         let security = security.clone();
+        let memory = memory.clone();
         tokio::spawn(async move {
+            let _slot = slot; // released however the connection ends
             let sasl = security.sasl.map(SaslSession::new);
             let Some(acceptor) = security.tls else {
-                return handle_connection(socket, peer, broker, sasl).await;
+                return handle_connection(socket, peer, broker, sasl, memory).await;
             };
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => handle_connection(stream, peer, broker, sasl).await,
+                Ok(Ok(stream)) => handle_connection(stream, peer, broker, sasl, memory).await,
                 Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
@@ -95,23 +128,89 @@ pub async fn serve_secured(
     }
 }
 
+/// The agent-wide budget of request bytes in progress (`queued.max.request.bytes`), shared by
+/// every connection of a listener.
+///
+/// Small frames (metadata, heartbeats, fetches, offset commits: a few hundred bytes) may also
+/// draw on a reserve of a sixteenth of the budget, so a flood of large produce requests that
+/// spends the main budget queues them behind each other, not in front of every consumer's
+/// heartbeat. The reserve is part of the bound: memory stays within `size` + `reserve`.
+#[derive(Clone)]
+struct AgentMemory {
+    permits: Arc<Semaphore>,
+    size: usize,
+    reserve: Arc<Semaphore>,
+    reserve_size: usize,
+}
+
+/// Frames up to this size may use the reserve.
+const SMALL_FRAME: usize = 4 * 1024;
+
+impl AgentMemory {
+    fn new(bytes: usize) -> Self {
+        let size = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let reserve_size = (size / 16).max(SMALL_FRAME);
+        Self {
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+            reserve: Arc::new(Semaphore::new(reserve_size)),
+            reserve_size,
+        }
+    }
+
+    /// Memory for a `len`-byte frame: from the main budget, or for a small frame from whichever
+    /// of the budget and the reserve has room first.
+    async fn acquire(&self, len: usize) -> OwnedSemaphorePermit {
+        if len > SMALL_FRAME {
+            return acquire(&self.permits, self.size, len).await;
+        }
+        // Both acquisitions are cancel-safe: the one that loses the race takes nothing.
+        tokio::select! {
+            permit = acquire(&self.permits, self.size, len) => permit,
+            permit = acquire(&self.reserve, self.reserve_size, len) => permit,
+        }
+    }
+}
+
+/// Permits for `len` bytes out of a budget of `size`. A frame larger than the whole budget
+/// takes all of it, so it waits for the others but can never wait forever.
+async fn acquire(permits: &Arc<Semaphore>, size: usize, len: usize) -> OwnedSemaphorePermit {
+    let n = len.clamp(1, size);
+    permits
+        .clone()
+        .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+        .await
+        .expect("the semaphore is never closed")
+}
+
+/// The memory a request holds from its length prefix until its handler finishes.
+struct RequestPermits {
+    _connection: OwnedSemaphorePermit,
+    _agent: OwnedSemaphorePermit,
+}
+
 async fn handle_connection<S>(
     socket: S,
     peer: SocketAddr,
     broker: Arc<Broker>,
     sasl: Option<SaslSession>,
+    memory: AgentMemory,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     metrics::gauge!("streamhouse_kafka_connections").increment(1.0);
     let (mut reader, writer) = tokio::io::split(socket);
     let config = broker.config();
+    let limits = &config.limits;
     let (tx, rx) = mpsc::channel(config.max_in_flight_per_connection.max(1));
     let writer_task = tokio::spawn(write_responses(writer, rx));
     let max_len = config.max_request_bytes;
     // Bytes of requests not yet answered; reading pauses while the budget is spent, so a client
     // that floods the agent is slowed to the pace of its responses.
-    let budget = config.max_in_flight_bytes_per_connection.max(max_len);
+    let budget = config
+        .max_in_flight_bytes_per_connection
+        .max(max_len)
+        .min(Semaphore::MAX_PERMITS);
     let in_flight = Arc::new(Semaphore::new(budget));
     let mut state = ConnectionState {
         peer: Some(peer),
@@ -119,13 +218,42 @@ async fn handle_connection<S>(
         ..ConnectionState::default()
     };
     let outcome: Result<(), ConnectionError> = async {
-        while let Some(frame) = read_frame(&mut reader, max_len).await? {
-            let permit = in_flight
-                .clone()
-                .acquire_many_owned(u32::try_from(frame.len().max(1)).unwrap_or(u32::MAX))
-                .await
-                .expect("the semaphore is never closed");
-            let pending = start_request(&broker, &mut state, frame, permit)?;
+        loop {
+            let first =
+                match tokio::time::timeout(limits.connections_max_idle, first_byte(&mut reader))
+                    .await
+                {
+                    Ok(first) => first?,
+                    // A client waiting for its answers (a long poll) is not idle.
+                    Err(_) if in_flight.available_permits() < budget => continue,
+                    Err(_) => return Err(ConnectionError::Idle(limits.connections_max_idle)),
+                };
+            let Some(first) = first else { break };
+            // Before login a client may only authenticate, which takes small frames; checking
+            // the prefix means an unauthenticated client cannot make the agent buffer more.
+            let authenticated = state.sasl.as_ref().is_none_or(|s| s.user().is_some());
+            let frame_max = match authenticated {
+                true => max_len,
+                false => max_len.min(limits.sasl_max_receive_size),
+            };
+            let slow = FrameError::Slow(limits.frame_read_timeout);
+            let len = tokio::time::timeout(
+                limits.frame_read_timeout,
+                read_length(&mut reader, first, frame_max),
+            )
+            .await
+            .map_err(|_| FrameError::Slow(limits.frame_read_timeout))??;
+            // Memory first, then the body: when the agent's budget is spent this connection
+            // stops reading (TCP pushes back on the client) instead of buffering the frame.
+            let permits = RequestPermits {
+                _connection: acquire(&in_flight, budget, len).await,
+                _agent: memory.acquire(len).await,
+            };
+            let frame =
+                tokio::time::timeout(limits.frame_read_timeout, read_body(&mut reader, len))
+                    .await
+                    .map_err(|_| slow)??;
+            let pending = start_request(&broker, &mut state, frame, permits)?;
             if tx.send(pending).await.is_err() || state.closing {
                 break; // the writer stopped (the peer went away) or this was the last response
             }
@@ -137,6 +265,7 @@ async fn handle_connection<S>(
     match outcome {
         Ok(()) => debug!(%peer, "connection closed by client"),
         Err(ConnectionError::Frame(FrameError::Io(e))) => debug!(%peer, "connection error: {e}"),
+        Err(e @ ConnectionError::Idle(_)) => debug!(%peer, "closing connection: {e}"),
         Err(e) => warn!(%peer, "closing connection: {e}"),
     }
     let _ = writer_task.await;
@@ -182,7 +311,7 @@ fn start_request(
     broker: &Arc<Broker>,
     state: &mut ConnectionState,
     frame: Bytes,
-    permit: OwnedSemaphorePermit,
+    permit: RequestPermits,
 ) -> Result<Pending, ConnectionError> {
     if let Some(session) = state.sasl.as_mut().filter(|s| s.expects_raw_token()) {
         return Ok(raw_sasl_token(session, &frame, &mut state.closing));

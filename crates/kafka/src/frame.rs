@@ -14,26 +14,57 @@ pub(crate) enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("connection closed {got} bytes into a {len}-byte frame")]
     Truncated { got: usize, len: usize },
+    #[error("no complete frame within {0:?} of its first byte (slow or stalled client)")]
+    Slow(std::time::Duration),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Reads one frame. `Ok(None)` is a clean end of stream between frames.
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+/// Waits for the first byte of the next frame's length prefix. `Ok(None)` is a clean end of
+/// stream between frames. Not bounded in time: the caller applies the idle timeout, which may
+/// be extended while requests are in progress.
+pub(crate) async fn first_byte<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_len: usize,
-) -> Result<Option<Bytes>, FrameError> {
-    let mut len_buf = [0u8; 4];
-    match reader.read_exact(&mut len_buf).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+) -> Result<Option<u8>, FrameError> {
+    let mut byte = [0u8; 1];
+    loop {
+        match reader.read(&mut byte).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(byte[0])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+}
+
+/// Reads the rest of the length prefix whose first byte is `first` and checks it against
+/// `max_len`, before anything of the body is read (so an oversized frame costs four bytes).
+pub(crate) async fn read_length<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    first: u8,
+    max_len: usize,
+) -> Result<usize, FrameError> {
+    let mut len_buf = [first, 0, 0, 0];
+    reader
+        .read_exact(&mut len_buf[1..])
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated { got: 0, len: 4 },
+            _ => e.into(),
+        })?;
     let raw = i32::from_be_bytes(len_buf);
     let len = usize::try_from(raw).map_err(|_| FrameError::Negative(raw))?;
     if len > max_len {
         return Err(FrameError::TooLarge { len, max: max_len });
     }
+    Ok(len)
+}
+
+/// Reads a frame body of `len` bytes (announced by its length prefix).
+pub(crate) async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+) -> Result<Bytes, FrameError> {
     // Read in steps rather than allocating `len` up front, so a peer that announces a large
     // frame and then stalls pins only what it actually sent.
     let mut buf = BytesMut::with_capacity(len.min(64 * 1024));
@@ -50,7 +81,21 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             });
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(buf.freeze())
+}
+
+/// Reads one whole frame without time limits (tests and simple callers). `Ok(None)` is a clean
+/// end of stream between frames.
+#[cfg(test)]
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_len: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let Some(first) = first_byte(reader).await? else {
+        return Ok(None);
+    };
+    let len = read_length(reader, first, max_len).await?;
+    read_body(reader, len).await.map(Some)
 }
 
 #[cfg(test)]
@@ -83,6 +128,11 @@ mod tests {
         assert!(matches!(
             read_frame(&mut r, 10).await,
             Err(FrameError::Truncated { got: 3, len: 8 })
+        ));
+        let mut r = &[0u8, 0][..];
+        assert!(matches!(
+            read_frame(&mut r, 10).await,
+            Err(FrameError::Truncated { got: 0, len: 4 })
         ));
     }
 }

@@ -59,6 +59,15 @@ pub enum SegmentError {
         /// What is wrong.
         reason: String,
     },
+    /// A batch's records expand past the limit its reader was given (a decompression bomb, or
+    /// more than the topic's `max.message.bytes`); nothing past the limit was decompressed.
+    #[error("record batch at bytes {}..{} expands past {limit} bytes", .range.start, .range.end)]
+    TooLarge {
+        /// The batch.
+        range: Range<u64>,
+        /// The limit on its decompressed records.
+        limit: u64,
+    },
     /// The segment structure is inconsistent (index, summary, offsets).
     #[error("corrupt segment at bytes {}..{}: {reason}", .range.start, .range.end)]
     Corrupt {
@@ -100,6 +109,7 @@ impl SegmentError {
             | Self::Unsupported { range, .. }
             | Self::ChecksumMismatch { range, .. }
             | Self::InvalidBatch { range, .. }
+            | Self::TooLarge { range, .. }
             | Self::Corrupt { range, .. } => Some(range.clone()),
             Self::NeedTailBytes { .. }
             | Self::OffsetMismatch { .. }

@@ -51,6 +51,7 @@ mod cursor;
 mod error;
 mod footer;
 mod shared;
+mod records;
 mod wire;
 
 pub use batch::{BatchHeader, Compression, RecordBatch};
@@ -65,6 +66,7 @@ pub use shared::{
     read_shared_index, SharedEntry, SharedObjectBuilder, SHARED_MAGIC, SHARED_TRAILER_LEN,
     SHARED_VERSION,
 };
+pub use records::{Record, Records};
 
 #[cfg(test)]
 mod test_support;

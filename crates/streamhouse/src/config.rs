@@ -71,6 +71,36 @@ pub struct ServeArgs {
     /// Largest Kafka request accepted, in bytes [default: 104857600].
     #[arg(long, env = "STREAMHOUSE_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Kafka connections held open at once; more are closed at once with a log line (Kafka's
+    /// max.connections) [default: the open-file limit less 256].
+    #[arg(long, env = "STREAMHOUSE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Kafka connections from one IP address at once (max.connections.per.ip) [default: 1000].
+    #[arg(long, env = "STREAMHOUSE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// A Kafka connection with nothing in progress for this long is closed
+    /// (connections.max.idle.ms) [default: 600000].
+    #[arg(long, env = "STREAMHOUSE_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// A request frame must arrive whole within this time of its first byte, or its connection
+    /// is closed (slow clients) [default: 60000].
+    #[arg(long, env = "STREAMHOUSE_FRAME_READ_TIMEOUT_MS")]
+    pub frame_read_timeout_ms: Option<u64>,
+    /// Largest frame accepted before SASL authentication (sasl.server.max.receive.size)
+    /// [default: 524288].
+    #[arg(long, env = "STREAMHOUSE_SASL_MAX_RECEIVE_SIZE")]
+    pub sasl_max_receive_size: Option<usize>,
+    /// Request bytes in progress across all Kafka connections; when spent, connections stop
+    /// reading (queued.max.request.bytes) [default: 268435456].
+    #[arg(long, env = "STREAMHOUSE_QUEUED_MAX_REQUEST_BYTES")]
+    pub queued_max_request_bytes: Option<usize>,
+    /// Most partitions (all topics) the cluster may hold [default: 100000].
+    #[arg(long, env = "STREAMHOUSE_MAX_PARTITIONS_PER_CLUSTER")]
+    pub max_partitions_per_cluster: Option<u64>,
+    /// Most partitions per live agent; the cluster may hold this many times its live agents
+    /// [default: 20000].
+    #[arg(long, env = "STREAMHOUSE_MAX_PARTITIONS_PER_AGENT")]
+    pub max_partitions_per_agent: Option<u64>,
     /// Memory for cached segment bytes [default: 268435456].
     #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
@@ -140,6 +170,14 @@ struct FileConfig {
     flush_max_bytes: Option<usize>,
     max_buffered_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
+    frame_read_timeout_ms: Option<u64>,
+    sasl_max_receive_size: Option<usize>,
+    queued_max_request_bytes: Option<usize>,
+    max_partitions_per_cluster: Option<u64>,
+    max_partitions_per_agent: Option<u64>,
     cache_max_bytes: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
     tls_cert: Option<PathBuf>,
@@ -170,6 +208,8 @@ pub struct Settings {
     pub flush_max_bytes: usize,
     pub max_buffered_bytes: usize,
     pub max_request_bytes: usize,
+    /// Connection, memory and partition limits.
+    pub limits: streamhouse_kafka::Limits,
     pub cache_max_bytes: u64,
     pub object_store: ObjectStoreConfig,
     pub security: crate::security::SecuritySettings,
@@ -231,7 +271,56 @@ impl ServeArgs {
                 _ => file.super_users.unwrap_or_default(),
             },
         )?;
+        let defaults = streamhouse_kafka::Limits::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        let limits = streamhouse_kafka::Limits {
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip),
+            connections_max_idle: ms(
+                self.connections_max_idle_ms
+                    .or(file.connections_max_idle_ms),
+                defaults.connections_max_idle,
+            ),
+            frame_read_timeout: ms(
+                self.frame_read_timeout_ms.or(file.frame_read_timeout_ms),
+                defaults.frame_read_timeout,
+            ),
+            sasl_max_receive_size: self
+                .sasl_max_receive_size
+                .or(file.sasl_max_receive_size)
+                .unwrap_or(defaults.sasl_max_receive_size),
+            queued_max_request_bytes: self
+                .queued_max_request_bytes
+                .or(file.queued_max_request_bytes)
+                .unwrap_or(defaults.queued_max_request_bytes),
+            max_partitions_per_cluster: self
+                .max_partitions_per_cluster
+                .or(file.max_partitions_per_cluster)
+                .unwrap_or(defaults.max_partitions_per_cluster),
+            max_partitions_per_agent: self
+                .max_partitions_per_agent
+                .or(file.max_partitions_per_agent)
+                .unwrap_or(defaults.max_partitions_per_agent),
+        };
+        if limits.max_connections == 0
+            || limits.max_connections_per_ip == 0
+            || limits.connections_max_idle.is_zero()
+            || limits.frame_read_timeout.is_zero()
+            || limits.queued_max_request_bytes == 0
+        {
+            bail!(
+                "max_connections, max_connections_per_ip, connections_max_idle_ms, \
+                 frame_read_timeout_ms and queued_max_request_bytes must be positive"
+            );
+        }
         Ok(Settings {
+            limits,
             security,
             kafka_addr,
             http_addr: self
@@ -426,6 +515,40 @@ mod tests {
             .security
             .http_tls
             .is_none());
+    }
+
+    #[test]
+    fn limits_come_from_file_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max_connections = 50\nmax_connections_per_ip = 5\nconnections_max_idle_ms = 1000\n\
+             queued_max_request_bytes = 1048576\nmax_partitions_per_cluster = 10\n",
+        )
+        .unwrap();
+        let s = ServeArgs {
+            config: Some(path.clone()),
+            max_connections_per_ip: Some(7),
+            sasl_max_receive_size: Some(4096),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let l = s.limits;
+        assert_eq!((l.max_connections, l.max_connections_per_ip), (50, 7));
+        assert_eq!(l.connections_max_idle, Duration::from_secs(1));
+        assert_eq!(l.sasl_max_receive_size, 4096);
+        assert_eq!(l.queued_max_request_bytes, 1 << 20);
+        assert_eq!(l.max_partitions_per_cluster, 10);
+        let defaults = ServeArgs::default().resolve().unwrap().limits;
+        assert_eq!(defaults, streamhouse_kafka::Limits::default());
+        assert_eq!(defaults.connections_max_idle, Duration::from_secs(600));
+        let zero = ServeArgs {
+            max_connections: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.resolve().is_err());
     }
 
     #[test]

@@ -24,12 +24,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before anything records a metric, so no early sample is lost.
     let metrics_handle =
         streamhouse_http::install_recorder().context("installing the metrics recorder")?;
+    private_files();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let _lock = lock_data_dir(&settings.data_dir)?;
     let agent_id = agent_id(&settings.data_dir)?;
 
     let cached = open_metadata(&settings).await?;
+    warn_if_readable_by_others(&settings);
     let metadata: Arc<dyn MetadataStore> = cached.clone();
     let store = build_object_store(&settings.object_store).context("building the object store")?;
     let store = Arc::new(MeteredObjectStore::new(store));
@@ -156,7 +158,55 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         max_buffered_bytes: s.max_buffered_bytes,
         max_request_bytes: s.max_request_bytes,
         acl: s.security.acl.clone(),
+        limits: s.limits.clone(),
         ..BrokerConfig::default()
+    }
+}
+
+/// Makes everything the agent creates from here on private to its user (directories 0700, files
+/// 0600) whatever the umask it was started with: `metadata.db` holds the SCRAM keys and the
+/// segment files hold the data, neither of which other local users should read.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Warns about data written before (or by another tool) that other local users can read: the
+/// agent does not change existing permissions behind the operator's back, but says so.
+fn warn_if_readable_by_others(settings: &Settings) {
+    let mut paths = vec![
+        settings.data_dir.clone(),
+        settings.data_dir.join("metadata.db"),
+    ];
+    if let streamhouse_storage::ObjectStoreConfig::Local { root } = &settings.object_store {
+        paths.push(root.clone());
+    }
+    for path in paths {
+        if let Some(mode) = wider_than_private(&path) {
+            warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "readable or writable by other users; restrict it (chmod go-rwx)"
+            );
+        }
+    }
+}
+
+/// The permission bits of `path` when they give its group or others any access.
+fn wider_than_private(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

@@ -67,6 +67,10 @@ pub struct App {
 
 impl App {
     pub async fn start() -> Self {
+        Self::start_with(BrokerConfig::default()).await
+    }
+
+    pub async fn start_with(config: BrokerConfig) -> Self {
         let sqlite = SqliteMetadataStore::in_memory().await.unwrap();
         let metadata = Arc::new(CachedMetadataStore::new(
             Arc::new(sqlite),
@@ -74,13 +78,7 @@ impl App {
         ));
         let store = Arc::new(MeteredObjectStore::new(Arc::new(InMemory::new())));
         let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
-        let broker = Broker::start(
-            BrokerConfig::default(),
-            "test-agent".into(),
-            metadata.clone(),
-            store,
-            cache,
-        );
+        let broker = Broker::start(config, "test-agent".into(), metadata.clone(), store, cache);
         let metrics = Arc::new(Metrics::new(recorder()).with_metadata_cache(metadata));
         Self {
             router: streamhouse_http::router(broker.clone(), metrics.clone()),

@@ -4,6 +4,7 @@
 mod api;
 mod console;
 mod harness;
+mod limits;
 mod metrics;
 mod tls;
 mod users;

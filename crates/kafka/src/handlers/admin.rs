@@ -20,6 +20,7 @@ use super::{str_bytes, topic_name};
 use crate::admin_api::MAX_PARTITIONS;
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
+use crate::limits::check_partition_cap;
 use crate::security::{Access, Op, Resource};
 use crate::topic_config;
 
@@ -87,6 +88,9 @@ async fn create_one(
             .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
     )
     .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+    check_partition_cap(b, u64::from(partitions))
+        .await
+        .map_err(|m| (ResponseError::PolicyViolation, m))?;
     let new = NewTopic {
         name: name.to_string(),
         partitions,
@@ -206,8 +210,10 @@ pub(crate) async fn create_partitions(
                 ResponseError::InvalidPartitions,
                 format!("partition count must be between 1 and {MAX_PARTITIONS}"),
             ))
+        } else if let Err(e) = validate_partition_growth(b, &name, t.count as u32).await {
+            Err(e)
         } else if req.validate_only {
-            validate_partition_growth(b, &name, t.count as u32).await
+            Ok(())
         } else {
             b.add_partitions(&name, t.count as u32)
                 .await
@@ -231,7 +237,11 @@ async fn validate_partition_growth(
     count: u32,
 ) -> Result<(), (ResponseError, String)> {
     match b.metadata().get_topic(name).await {
-        Ok(Some(t)) if count > t.partitions => Ok(()),
+        Ok(Some(t)) if count > t.partitions => {
+            check_partition_cap(b, u64::from(count - t.partitions))
+                .await
+                .map_err(|m| (ResponseError::PolicyViolation, m))
+        }
         Ok(Some(t)) => Err((
             ResponseError::InvalidPartitions,
             format!(

@@ -5,8 +5,9 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
+use streamhouse_segment::{RecordBatch, SegmentError};
 use streamhouse_storage::StorageError;
+use tracing::warn;
 
 use crate::broker::{Broker, PartitionLog};
 use crate::errors::storage_error_code;
@@ -30,7 +31,7 @@ pub(crate) async fn handle(
             let result = match u32::try_from(p.partition_index) {
                 _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
-                    Ok(log) => lookup(&log, p.timestamp)
+                    Ok(log) => lookup(b, &log, p.timestamp)
                         .await
                         .map_err(|e| storage_error_code(&e)),
                     Err(e) => Err(storage_error_code(&e)),
@@ -55,44 +56,66 @@ pub(crate) async fn handle(
 }
 
 /// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record is that recent.
-async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), StorageError> {
+async fn lookup(
+    b: &Broker,
+    log: &PartitionLog,
+    timestamp: i64,
+) -> Result<(i64, i64), StorageError> {
     match timestamp {
         LATEST => Ok((log.writer.high_watermark(), -1)),
         EARLIEST => Ok((log.writer.log_start_offset(), -1)),
-        ts => first_record_at_or_after(log, ts).await,
+        ts => first_record_at_or_after(b, log, ts).await,
     }
 }
 
 /// The index narrows the search to one batch (the first whose max timestamp reaches `ts`); the
-/// batch is then decoded, because Kafka answers with the exact record, not the batch start.
-async fn first_record_at_or_after(log: &PartitionLog, ts: i64) -> Result<(i64, i64), StorageError> {
+/// batch's records are then streamed, because Kafka answers with the exact record, not the batch
+/// start. Decoding is bounded by the request limit and holds one record at a time; a stored
+/// batch that does not decode within it is answered at batch granularity (its base offset and
+/// max timestamp), which the index alone can give, rather than with an error.
+async fn first_record_at_or_after(
+    b: &Broker,
+    log: &PartitionLog,
+    ts: i64,
+) -> Result<(i64, i64), StorageError> {
     let Some((mut offset, _)) = log.reader.offset_for_timestamp(ts).await? else {
         return Ok((-1, -1));
     };
     let high_watermark = log.writer.high_watermark();
+    let limit = b.config().max_request_bytes;
     while offset < high_watermark {
         let read = log.reader.read(offset, 1).await?;
         let Some(batch) = read.batches.first() else {
             break;
         };
-        let mut bytes = batch.bytes().clone();
-        let records =
-            RecordBatchDecoder::decode(&mut bytes).map_err(|e| StorageError::InvalidBatch {
-                topic: log.topic.name.clone(),
-                partition: 0,
-                reason: format!(
-                    "stored batch at offset {} does not decode: {e}",
-                    batch.base_offset()
-                ),
-            })?;
-        if let Some(r) = records
-            .records
-            .iter()
-            .find(|r| r.offset >= offset && r.timestamp >= ts)
-        {
-            return Ok((r.offset, r.timestamp));
+        if batch.max_timestamp() >= ts {
+            return Ok(match find_in_batch(batch, offset, ts, limit) {
+                Ok(Some(found)) => found,
+                Ok(None) => (batch.base_offset().max(offset), batch.max_timestamp()),
+                Err(e) => {
+                    warn!(topic = %log.topic.name, partition = log.partition,
+                          "ListOffsets answered at batch granularity: {e}");
+                    (batch.base_offset().max(offset), batch.max_timestamp())
+                }
+            });
         }
         offset = batch.last_offset() + 1;
     }
     Ok((-1, -1))
+}
+
+/// The first record of `batch` at or after `offset` with a timestamp `>= ts`.
+fn find_in_batch(
+    batch: &RecordBatch,
+    offset: i64,
+    ts: i64,
+    limit: usize,
+) -> Result<Option<(i64, i64)>, SegmentError> {
+    for record in batch.records(limit)? {
+        let record = record?;
+        if record.offset >= offset && record.timestamp >= ts {
+            return Ok(Some((record.offset, record.timestamp)));
+        }
+    }
+    Ok(None)
 }

@@ -7,12 +7,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use streamhouse_metadata::{now_ms, Topic};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::cluster::ClusterView;
 use crate::errors::metadata_error_code;
+use crate::limits::check_partition_cap;
 use crate::security::{Access, Op, Resource};
 
 pub(crate) async fn handle(
@@ -85,6 +87,13 @@ async fn describe_named(
         Ok(None) if auto_create => {
             if !access.creates_topic(name) {
                 return topic_error(name, ResponseError::TopicAuthorizationFailed);
+            }
+            // Auto-created topics count against the partition caps like created ones, or a
+            // client asking for many names would get around them.
+            let partitions = u64::from(b.config().default_partitions);
+            if let Err(reason) = check_partition_cap(b, partitions).await {
+                warn!(topic = name, "not auto-creating: {reason}");
+                return topic_error(name, ResponseError::PolicyViolation);
             }
             b.topic_or_auto_create(name, true).await
         }

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
-use streamhouse_segment::RecordBatch;
+use streamhouse_segment::{RecordBatch, SegmentError};
 use streamhouse_storage::{AppendOptions, Appended, StorageError};
 use tokio::sync::oneshot;
 
@@ -112,7 +112,8 @@ async fn append_partition(
         }
     };
     outcome.log_start_offset = log.writer.log_start_offset();
-    outcome.result = match parse_batches(records) {
+    let limit = record_limit(b, &log);
+    outcome.result = match parse_batches(records, limit) {
         Ok(batches) => append_to(b, &log, batches, deadline)
             .await
             .map_err(storage_failure),
@@ -147,7 +148,23 @@ pub(crate) async fn append_to(
     Ok(appended)
 }
 
-fn parse_batches(records: Option<Bytes>) -> Result<Vec<RecordBatch>, (ResponseError, String)> {
+/// The most one batch may hold, compressed and decompressed: the topic's `max.message.bytes`
+/// when set, else the request size limit (a batch cannot be larger than its request, and its
+/// records are bounded by the same figure so a decompression bomb costs at most that much work).
+fn record_limit(b: &Broker, log: &PartitionLog) -> usize {
+    log.topic
+        .config
+        .extra
+        .get("max.message.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(b.config().max_request_bytes)
+}
+
+fn parse_batches(
+    records: Option<Bytes>,
+    limit: usize,
+) -> Result<Vec<RecordBatch>, (ResponseError, String)> {
     let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
         (
             ResponseError::CorruptMessage,
@@ -167,6 +184,25 @@ fn parse_batches(records: Option<Bytes>) -> Result<Vec<RecordBatch>, (ResponseEr
                 b.header().producer_id
             ),
         ));
+    }
+    for batch in &batches {
+        if batch.len() > limit {
+            return Err((
+                ResponseError::MessageTooLarge,
+                format!(
+                    "a {}-byte batch exceeds max.message.bytes {limit}",
+                    batch.len()
+                ),
+            ));
+        }
+        // Like Kafka's LogValidator: every record is checked before anything is appended, so a
+        // batch that lies about its records is refused whole and never reaches a segment.
+        // Inline on this task: the work is bounded by `limit` and streams, and running it on
+        // the runtime's few workers bounds how many decompressions run at once.
+        batch.validate_records(limit).map_err(|e| match e {
+            SegmentError::TooLarge { .. } => (ResponseError::MessageTooLarge, e.to_string()),
+            _ => (ResponseError::CorruptMessage, e.to_string()),
+        })?;
     }
     Ok(batches)
 }

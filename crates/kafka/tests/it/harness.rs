@@ -230,9 +230,23 @@ pub fn record_batch(
     timestamp: i64,
     producer: Option<(i64, i16, i32)>,
 ) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    let records: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    encode_batch(
+        &records,
+        timestamp,
+        producer,
+        kafka_protocol::records::Compression::None,
+    )
+}
+
+/// Like [`record_batch`], with binary values and `compression`.
+pub fn encode_batch(
+    records: &[(&str, &[u8])],
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .iter()
@@ -252,20 +266,16 @@ pub fn record_batch(
             },
             timestamp: timestamp + i as i64,
             key: Some(Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            value: Some(Bytes::copy_from_slice(v)),
             headers: Default::default(),
             delete_horizon: false,
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
     buf.freeze()
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod faults;
 mod groups;
 mod harness;
+mod hostile;
 mod protocol;
 mod retention;
 mod security;

@@ -3,4 +3,5 @@
 mod common;
 mod corruption;
 mod kafka_compat;
+mod records;
 mod roundtrip;

@@ -1,0 +1,435 @@
+//! The records inside a batch: decompression with a bounded output and record decoding, the
+//! one place every caller (produce validation, ListOffsets, HTTP consume) reads records from.
+//!
+//! Everything streams: compressed payloads are decompressed through a reader that fails once
+//! more than the caller's limit came out, so a batch that claims (or expands to) gigabytes costs
+//! at most the limit in CPU and a small fixed buffer in memory, never its expanded size.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use bytes::Bytes;
+
+use crate::batch::{BatchHeader, Compression, RecordBatch};
+use crate::error::SegmentError;
+
+/// Attributes bit 3: the batch's timestamps are the broker's append time, not the producer's.
+const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+/// Buffer between the decompressor and the record decoder.
+const READ_BUFFER: usize = 16 * 1024;
+/// Largest zstd window accepted (2^23 = 8 MiB): what Kafka producers use for their batch sizes
+/// at any level; a frame asking for more is refused instead of making us allocate its window.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Absolute offset (the batch's base offset plus the record's offset delta).
+    pub offset: i64,
+    /// Create time, or the batch's append time for log-append-time batches (ms since epoch).
+    pub timestamp: i64,
+    /// Key, `None` for a null key.
+    pub key: Option<Bytes>,
+    /// Value, `None` for a null value (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers in order: key and value (`None` for a null value).
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+impl RecordBatch {
+    /// Checks every record like Kafka's broker does before appending (Kafka's `LogValidator`):
+    /// the payload decompresses, holds exactly `record_count` records whose lengths, varints,
+    /// keys, values and headers are consistent, with consecutive offset deltas and timestamps
+    /// not past the batch's max timestamp. At most `max_expanded` bytes are decompressed;
+    /// record contents are skipped, not copied.
+    pub fn validate_records(&self, max_expanded: usize) -> Result<(), SegmentError> {
+        let mut records = Records::new(self, max_expanded, false)?;
+        for record in records.by_ref() {
+            record?;
+        }
+        Ok(())
+    }
+
+    /// The batch's records, decoded as they are read; at most `max_expanded` bytes of
+    /// (decompressed) record data are read, beyond which the iterator yields
+    /// [`SegmentError::TooLarge`].
+    pub fn records(&self, max_expanded: usize) -> Result<Records<'_>, SegmentError> {
+        Records::new(self, max_expanded, true)
+    }
+}
+
+/// Iterator over the records of one batch (see [`RecordBatch::records`]). After an error it
+/// yields nothing more.
+pub struct Records<'a> {
+    header: BatchHeader,
+    batch_len: u64,
+    input: BufReader<Bounded<Box<dyn Read + 'a>>>,
+    next: i32,
+    keep: bool,
+    failed: bool,
+}
+
+impl<'a> Records<'a> {
+    fn new(batch: &'a RecordBatch, max_expanded: usize, keep: bool) -> Result<Self, SegmentError> {
+        let header = *batch.header();
+        let payload = &batch.bytes()[BatchHeader::LEN..];
+        let stream: Box<dyn Read + 'a> = match header.compression() {
+            Compression::None => Box::new(payload),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(payload)),
+            Compression::Snappy => Box::new(XerialSnappy::new(payload, max_expanded)),
+            Compression::Lz4 => Box::new(lz4::Decoder::new(payload).map_err(|e| {
+                invalid(
+                    &header,
+                    batch.len(),
+                    format!("lz4 payload does not decode: {e}"),
+                )
+            })?),
+            Compression::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
+                    .map_err(|e| invalid(&header, batch.len(), format!("zstd: {e}")))?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| {
+                    invalid(&header, batch.len(), format!("zstd window limit: {e}"))
+                })?;
+                Box::new(decoder)
+            }
+        };
+        Ok(Self {
+            header,
+            batch_len: batch.len() as u64,
+            input: BufReader::with_capacity(
+                READ_BUFFER,
+                Bounded {
+                    inner: stream,
+                    limit: max_expanded as u64,
+                    read: 0,
+                },
+            ),
+            next: 0,
+            keep,
+            failed: false,
+        })
+    }
+
+    fn decode_next(&mut self) -> Result<Record, SegmentError> {
+        let index = self.next;
+        let length = self.varint("record length")?;
+        let length = u64::try_from(length)
+            .map_err(|_| self.invalid(format!("record {index} has negative length {length}")))?;
+        let start = self.input.get_ref().read - self.input.buffer().len() as u64;
+        let _attributes = self.byte()?;
+        let timestamp_delta = self.varlong("timestamp delta")?;
+        let offset_delta = self.varint("offset delta")?;
+        if offset_delta != index {
+            return Err(self.invalid(format!(
+                "record {index} has offset delta {offset_delta}: inner offsets must be consecutive"
+            )));
+        }
+        let key = self.bytes("key", length)?;
+        let value = self.bytes("value", length)?;
+        let header_count = self.varint("header count")?;
+        if header_count < 0 {
+            return Err(self.invalid(format!("record {index} has {header_count} headers")));
+        }
+        let mut headers = Vec::new();
+        for _ in 0..header_count {
+            let Some(key) = self.bytes("header key", length)? else {
+                return Err(self.invalid(format!("record {index} has a null header key")));
+            };
+            let value = self.bytes("header value", length)?;
+            if self.keep {
+                headers.push((key, value));
+            }
+        }
+        let consumed = self.input.get_ref().read - self.input.buffer().len() as u64 - start;
+        if consumed != length {
+            return Err(self.invalid(format!(
+                "record {index} declares {length} bytes but its fields take {consumed}"
+            )));
+        }
+        let timestamp = if self.header.attributes & LOG_APPEND_TIME_FLAG != 0 {
+            self.header.max_timestamp
+        } else {
+            let timestamp = self.header.base_timestamp.wrapping_add(timestamp_delta);
+            if timestamp > self.header.max_timestamp {
+                return Err(self.invalid(format!(
+                    "record {index} has timestamp {timestamp}, past the batch's max timestamp {}",
+                    self.header.max_timestamp
+                )));
+            }
+            timestamp
+        };
+        Ok(Record {
+            offset: self.header.base_offset + i64::from(index),
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+    }
+
+    /// After the last declared record the payload must end.
+    fn check_end(&mut self) -> Result<(), SegmentError> {
+        match self.input.fill_buf() {
+            Ok([]) => Ok(()),
+            Ok(_) => Err(self.invalid(format!(
+                "bytes follow the {} declared records",
+                self.header.record_count
+            ))),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, SegmentError> {
+        let mut b = [0u8; 1];
+        self.input
+            .read_exact(&mut b)
+            .map_err(|e| self.io_error(e))?;
+        Ok(b[0])
+    }
+
+    /// A zig-zag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64), as Kafka's
+    /// `ByteUtils.readVarint` / `readVarlong`.
+    fn unsigned_varint(&mut self, what: &str, max_bytes: u32) -> Result<u64, SegmentError> {
+        let mut value = 0u64;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.invalid(format!("{what} varint is longer than {max_bytes} bytes")))
+    }
+
+    fn varint(&mut self, what: &str) -> Result<i32, SegmentError> {
+        let raw = self.unsigned_varint(what, 5)?;
+        let raw = u32::try_from(raw)
+            .map_err(|_| self.invalid(format!("{what} varint overflows 32 bits")))?;
+        Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
+    }
+
+    fn varlong(&mut self, what: &str) -> Result<i64, SegmentError> {
+        let raw = self.unsigned_varint(what, 10)?;
+        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+    }
+
+    /// A length-prefixed byte string (-1: null) no longer than the record holding it, read
+    /// (when keeping records) or skipped.
+    fn bytes(&mut self, what: &str, record_length: u64) -> Result<Option<Bytes>, SegmentError> {
+        let len = self.varint(what)?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = u64::try_from(len)
+            .ok()
+            .filter(|&l| l <= record_length)
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "{what} length {len} is invalid in a record of {record_length} bytes"
+                ))
+            })?;
+        if !self.keep {
+            let skipped = io::copy(&mut (&mut self.input).take(len), &mut io::sink())
+                .map_err(|e| self.io_error(e))?;
+            return match skipped == len {
+                true => Ok(Some(Bytes::new())),
+                false => Err(self.premature_end()),
+            };
+        }
+        // `len` is bounded by the record length, itself bounded by what the limit lets through
+        // (the read fails first); grow as bytes arrive rather than trusting the prefix.
+        let mut buf = Vec::with_capacity((len as usize).min(READ_BUFFER));
+        (&mut self.input)
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io_error(e))?;
+        if buf.len() as u64 != len {
+            return Err(self.premature_end());
+        }
+        Ok(Some(buf.into()))
+    }
+
+    fn premature_end(&self) -> SegmentError {
+        self.invalid(format!(
+            "payload ends inside record {} of {} declared",
+            self.next, self.header.record_count
+        ))
+    }
+
+    fn io_error(&self, e: io::Error) -> SegmentError {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return self.premature_end();
+        }
+        let over = e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>());
+        if over || self.input.get_ref().exceeded() {
+            return SegmentError::TooLarge {
+                range: self.range(),
+                limit: self.input.get_ref().limit,
+            };
+        }
+        self.invalid(format!(
+            "{:?} payload does not decompress: {e}",
+            self.header.compression()
+        ))
+    }
+
+    fn range(&self) -> std::ops::Range<u64> {
+        0..self.batch_len
+    }
+
+    fn invalid(&self, reason: String) -> SegmentError {
+        SegmentError::InvalidBatch {
+            range: self.range(),
+            reason: format!("batch at offset {}: {reason}", self.header.base_offset),
+        }
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record, SegmentError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next > self.header.record_count {
+            return None;
+        }
+        let result = if self.next == self.header.record_count {
+            match self.check_end() {
+                Ok(()) => {
+                    self.next += 1;
+                    return None;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.decode_next()
+        };
+        match &result {
+            Ok(_) => self.next += 1,
+            Err(_) => self.failed = true,
+        }
+        Some(result)
+    }
+}
+
+fn invalid(header: &BatchHeader, len: usize, reason: String) -> SegmentError {
+    SegmentError::InvalidBatch {
+        range: 0..len as u64,
+        reason: format!("batch at offset {}: {reason}", header.base_offset),
+    }
+}
+
+/// The error a bounded decompression fails with once its output would pass the limit.
+#[derive(Debug)]
+struct LimitExceeded;
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("decompressed size limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// A reader that fails once more than `limit` bytes came out of `inner`.
+struct Bounded<R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+}
+
+impl<R> Bounded<R> {
+    fn exceeded(&self) -> bool {
+        self.read > self.limit
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.exceeded() {
+            return Err(io::Error::other(LimitExceeded));
+        }
+        // One byte past the limit tells "exactly the limit" from "more than the limit".
+        let room = (self.limit - self.read + 1).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n as u64;
+        if self.exceeded() {
+            return Err(io::Error::other(LimitExceeded));
+        }
+        Ok(n)
+    }
+}
+
+/// Kafka's snappy framing (xerial `SnappyOutputStream`): a 16-byte magic header, then blocks of
+/// `[u32 compressed length][raw snappy block]`; without the header, one raw snappy block. Each
+/// block's claimed size is checked against what the limit still allows before it is allocated.
+struct XerialSnappy<'a> {
+    input: &'a [u8],
+    block: Vec<u8>,
+    at: usize,
+    allowance: u64,
+    /// No xerial header: the whole input is one raw block, not yet decompressed.
+    raw: bool,
+}
+
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+
+impl<'a> XerialSnappy<'a> {
+    fn new(input: &'a [u8], limit: usize) -> Self {
+        let framed = input.len() >= XERIAL_HEADER_LEN && input.starts_with(XERIAL_MAGIC);
+        Self {
+            input: if framed {
+                &input[XERIAL_HEADER_LEN..]
+            } else {
+                input
+            },
+            block: Vec::new(),
+            at: 0,
+            // One byte more than the limit lets the caller tell "over the limit" apart.
+            allowance: limit as u64 + 1,
+            raw: !framed,
+        }
+    }
+
+    fn decompress(&mut self, compressed: &[u8]) -> io::Result<()> {
+        let len = snap::raw::decompress_len(compressed).map_err(io::Error::other)?;
+        if len as u64 > self.allowance {
+            // Refused from the block's own claim, before allocating it.
+            return Err(io::Error::other(LimitExceeded));
+        }
+        self.allowance -= len as u64;
+        self.block.resize(len, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut self.block)
+            .map_err(io::Error::other)?;
+        self.at = 0;
+        Ok(())
+    }
+}
+
+impl Read for XerialSnappy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if std::mem::take(&mut self.raw) {
+            let whole = std::mem::take(&mut self.input);
+            self.decompress(whole)?;
+        }
+        while self.at >= self.block.len() {
+            if self.input.is_empty() {
+                return Ok(0);
+            }
+            if self.input.len() < 4 {
+                return Err(io::Error::other("snappy block length cut short"));
+            }
+            let len = u32::from_be_bytes(self.input[..4].try_into().expect("4 bytes")) as usize;
+            if self.input.len() - 4 < len {
+                return Err(io::Error::other("snappy block cut short"));
+            }
+            let (block, rest) = self.input[4..].split_at(len);
+            self.input = rest;
+            self.decompress(block)?;
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
