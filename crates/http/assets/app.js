@@ -58,7 +58,7 @@ const enc = encodeURIComponent;
 async function topicsView(view) {
   const topics = await api("/topics");
   const name = h("input", { name: "name", placeholder: "topic name", required: "" });
-  const parts = h("input", { name: "partitions", type: "number", min: "1", value: "1", style: "width:6em" });
+  const parts = h("input", { name: "partitions", type: "number", min: "1", value: "1", class: "count" });
   const form = h("form", { id: "create-topic", onsubmit: async e => {
     e.preventDefault();
     try {

@@ -115,6 +115,30 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub super_users: Vec<String>,
+    /// Serve the HTTP listener (API, console, probes, metrics); `--http-enabled=false` turns it
+    /// off [default: true].
+    #[arg(long, env = "STREAMHOUSE_HTTP_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub http_enabled: Option<bool>,
+    /// Serve the web console on the HTTP listener (`--console-enabled=false` turns it off)
+    /// [default: true].
+    #[arg(long, env = "STREAMHOUSE_CONSOLE_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub console_enabled: Option<bool>,
+    /// Require HTTP Basic authentication against the SASL users on the HTTP listener (HTTPS or
+    /// a loopback address needed) [default: on when SASL is on].
+    #[arg(long, env = "STREAMHOUSE_HTTP_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub http_auth: Option<bool>,
+    /// Require authentication for /health, /ready and /metrics too [default: false].
+    #[arg(long, env = "STREAMHOUSE_HTTP_AUTH_PROBES", num_args = 0..=1, default_missing_value = "true")]
+    pub http_auth_probes: Option<bool>,
+    /// A Host header value the HTTP listener accepts besides localhost, the loopback and
+    /// listener addresses and the advertised host (DNS rebinding protection); repeatable, `*`
+    /// accepts any.
+    #[arg(
+        long = "http-allowed-host",
+        env = "STREAMHOUSE_HTTP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub http_allowed_hosts: Vec<String>,
 }
 
 /// Settings as read from the TOML file; every field optional.
@@ -143,6 +167,11 @@ struct FileConfig {
     sasl_mechanisms: Option<Vec<String>>,
     acl_enabled: Option<bool>,
     super_users: Option<Vec<String>>,
+    http_enabled: Option<bool>,
+    console_enabled: Option<bool>,
+    http_auth: Option<bool>,
+    http_auth_probes: Option<bool>,
+    http_allowed_hosts: Option<Vec<String>>,
 }
 
 /// Fully resolved settings.
@@ -223,7 +252,26 @@ impl ServeArgs {
                 flagged if !flagged.is_empty() => flagged,
                 _ => file.super_users.unwrap_or_default(),
             },
-        )?;
+        )?
+        .with_http(
+            self.http_auth.or(file.http_auth),
+            crate::security::HttpSettings {
+                enabled: self.http_enabled.or(file.http_enabled).unwrap_or(true),
+                console: self
+                    .console_enabled
+                    .or(file.console_enabled)
+                    .unwrap_or(true),
+                auth: false,
+                protect_probes: self
+                    .http_auth_probes
+                    .or(file.http_auth_probes)
+                    .unwrap_or(false),
+                allowed_hosts: match self.http_allowed_hosts {
+                    flagged if !flagged.is_empty() => flagged,
+                    _ => file.http_allowed_hosts.unwrap_or_default(),
+                },
+            },
+        );
         Ok(Settings {
             security,
             kafka_addr,
@@ -403,6 +451,44 @@ mod tests {
             .security
             .http_tls
             .is_none());
+    }
+
+    #[test]
+    fn http_security_follows_sasl_unless_set() {
+        let defaults = ServeArgs::default().resolve().unwrap().security.http;
+        assert!(defaults.enabled && defaults.console && !defaults.auth);
+        assert!(!defaults.protect_probes && defaults.allowed_hosts.is_empty());
+        let sasl = ServeArgs {
+            sasl: true,
+            ..Default::default()
+        };
+        assert!(sasl.resolve().unwrap().security.http.auth);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http_auth = true\nconsole_enabled = false\nhttp_enabled = false\n\
+             http_auth_probes = true\nhttp_allowed_hosts = [\"ops.example\"]\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let http = from_file.resolve().unwrap().security.http;
+        assert!(http.auth && !http.console && !http.enabled && http.protect_probes);
+        assert_eq!(http.allowed_hosts, ["ops.example"]);
+        let flags = ServeArgs {
+            config: Some(path),
+            sasl: true,
+            http_auth: Some(false),
+            console_enabled: Some(true),
+            http_allowed_hosts: vec!["*".into()],
+            ..Default::default()
+        };
+        let http = flags.resolve().unwrap().security.http;
+        assert!(!http.auth && http.console && !http.enabled);
+        assert_eq!(http.allowed_hosts, ["*"]);
     }
 
     #[test]

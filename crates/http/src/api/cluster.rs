@@ -7,7 +7,11 @@ use streamhouse_kafka::AgentStatus;
 use streamhouse_metadata::{now_ms, PartitionLease};
 
 use crate::error::HttpResult;
+use crate::security::Caller;
 use crate::AppState;
+
+use streamhouse_metadata::AclOperation as Op;
+use streamhouse_metadata::AclResourceType::Topic;
 
 /// Liveness: the process serves HTTP.
 pub(crate) async fn health() -> &'static str {
@@ -28,14 +32,22 @@ pub(crate) async fn ready(State(s): State<AppState>) -> (StatusCode, &'static st
     }
 }
 
-pub(crate) async fn agents(State(s): State<AppState>) -> HttpResult<axum::Json<Vec<AgentStatus>>> {
+/// Metadata's broker list: every authenticated caller (Kafka answers it to every client).
+pub(crate) async fn agents(
+    State(s): State<AppState>,
+    _caller: Caller,
+) -> HttpResult<axum::Json<Vec<AgentStatus>>> {
     Ok(axum::Json(s.broker.admin().agents().await?))
 }
 
+/// Metadata's partition leaders: the leases of the topics the caller may DESCRIBE.
 pub(crate) async fn leases(
     State(s): State<AppState>,
+    caller: Caller,
 ) -> HttpResult<axum::Json<Vec<PartitionLease>>> {
-    Ok(axum::Json(s.broker.admin().leases().await?))
+    let mut leases = s.broker.admin().leases().await?;
+    leases.retain(|l| caller.sees(Op::Describe, Topic, &l.topic));
+    Ok(axum::Json(leases))
 }
 
 /// Cumulative counters; a client derives rates from two samples.
@@ -50,10 +62,19 @@ pub(crate) struct Stats {
     bytes_out_total: u64,
 }
 
-pub(crate) async fn stats(State(s): State<AppState>) -> HttpResult<axum::Json<Stats>> {
+/// Records are counted over the topics the caller may DESCRIBE; the byte counters are the
+/// agent's, as `/metrics` shows them.
+pub(crate) async fn stats(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> HttpResult<axum::Json<Stats>> {
     let metadata = s.broker.metadata();
     let mut records_in_total = 0;
-    for topic in metadata.list_topics().await.map_err(api)? {
+    let topics = metadata.list_topics().await.map_err(api)?;
+    for topic in topics
+        .iter()
+        .filter(|t| caller.sees(Op::Describe, Topic, &t.name))
+    {
         // A topic deleted since the listing simply no longer counts.
         let Ok(partitions) = metadata.list_partitions(&topic.name).await else {
             continue;

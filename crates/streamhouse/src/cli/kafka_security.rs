@@ -125,6 +125,27 @@ impl KafkaSecurityArgs {
         Ok(self.stdin_password.get_or_init(|| password).clone())
     }
 
+    /// The HTTP Basic credentials of the admin API: the SASL user name and password, sent
+    /// whenever both are given (the HTTP listener checks them against the same SCRAM
+    /// credentials as the Kafka listener; no mechanism is needed). `None` without a user name.
+    pub fn http_credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(username) = self.sasl_username.clone() else {
+            return Ok(None);
+        };
+        let password = if self.sasl_password_stdin {
+            self.stdin_password()?
+        } else {
+            match &self.sasl_password {
+                Some(p) => p.clone(),
+                None => bail!(
+                    "the HTTP API login as '{username}' needs a password \
+                     (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD or --sasl-password)"
+                ),
+            }
+        };
+        Ok(Some((username, password)))
+    }
+
     /// An error when --sasl-password-stdin would take the stdin that `what` is read from.
     pub fn leave_stdin_to(&self, what: &str) -> anyhow::Result<()> {
         if self.sasl_password_stdin {
