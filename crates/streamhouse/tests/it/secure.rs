@@ -154,6 +154,51 @@ fn kafka_command_security_errors_are_one_line() {
     assert_eq!(s.ok(&["consume", "t", "-e"]), "");
 }
 
+/// The HTTP commands (`agent list`, `topic describe`, `topic alter`) log in to the HTTP API with
+/// the SASL user name and password; without them, or with a wrong one, the API refuses, and a
+/// user without ACLs sees nothing.
+#[test]
+fn http_commands_log_in_with_the_sasl_user() {
+    let certs = tempfile::tempdir().unwrap();
+    let s = Server::start_secure(certs.path());
+    s.ok(&["topic", "create", "events"]);
+    assert!(s.ok(&["agent", "list"]).contains("agent-"));
+    assert!(s.ok(&["topic", "describe", "events"]).contains("events"));
+
+    let anonymous = [("STREAMHOUSE_SASL_USERNAME", "")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &anonymous));
+    assert!(
+        line.contains("401") && line.contains("authentication required"),
+        "{line}"
+    );
+    let wrong = [("STREAMHOUSE_SASL_PASSWORD", "wrong")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &wrong));
+    assert!(line.contains("invalid user name or password"), "{line}");
+
+    // bob has no ACLs: the HTTP API lets him list agents and refuses to change topics.
+    let add = ["user", "add", "bob", "--password-stdin"];
+    success(&s.cli_with_input(&add, "bob-pw\n"), &add);
+    let bob = [
+        ("STREAMHOUSE_SASL_USERNAME", "bob"),
+        ("STREAMHOUSE_SASL_PASSWORD", "bob-pw"),
+    ];
+    success(
+        &s.cli_with(&["agent", "list"], "", &bob),
+        &["agent", "list"],
+    );
+    let args = ["topic", "alter", "events", "--partitions", "3"];
+    let line = one_line_error(&s.cli_with(&args, "", &bob));
+    assert!(
+        line.contains("403") && line.contains("User:bob is not authorized"),
+        "{line}"
+    );
+
+    // The password goes in clear to a loopback address only.
+    let remote = [("STREAMHOUSE_HTTP", "http://192.0.2.1:8080")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &remote));
+    assert!(line.contains("refusing to send the password"), "{line}");
+}
+
 #[test]
 fn tls_to_a_plaintext_or_silent_listener_is_one_line() {
     let s = Server::start();
