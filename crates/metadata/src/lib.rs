@@ -22,7 +22,7 @@ mod types;
 pub use acl::*;
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
-pub use postgres::PostgresMetadataStore;
+pub use postgres::{PostgresMetadataStore, SessionTimeouts};
 pub use sqlite::SqliteMetadataStore;
 pub use store::MetadataStore;
 pub use types::*;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
+use streamhouse_metadata::SessionTimeouts;
 use streamhouse_storage::ObjectStoreConfig;
 
 /// Flags of `streamhouse serve`. Each also reads the environment variable shown in `--help`.
@@ -49,6 +50,18 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "STREAMHOUSE_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// PostgreSQL `statement_timeout` of every metadata session, in ms; below the lease TTL
+    /// [default: 40% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_STATEMENT_TIMEOUT_MS")]
+    pub pg_statement_timeout_ms: Option<u64>,
+    /// PostgreSQL `lock_timeout` (longest wait for a row another session locks), in ms; below
+    /// the lease TTL [default: 20% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_LOCK_TIMEOUT_MS")]
+    pub pg_lock_timeout_ms: Option<u64>,
+    /// PostgreSQL `idle_in_transaction_session_timeout` (a stalled agent's open transaction is
+    /// ended and its locks released), in ms; below the lease TTL [default: 50% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS")]
+    pub pg_idle_in_transaction_timeout_ms: Option<u64>,
     /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable)
     /// [default: false].
     #[arg(long, env = "STREAMHOUSE_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
@@ -153,6 +166,9 @@ struct FileConfig {
     metadata_url: Option<String>,
     lease_ttl_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    pg_statement_timeout_ms: Option<u64>,
+    pg_lock_timeout_ms: Option<u64>,
+    pg_idle_in_transaction_timeout_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     flush_interval_ms: Option<u64>,
@@ -187,6 +203,8 @@ pub struct Settings {
     pub metadata_url: Option<String>,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// Limits of every PostgreSQL metadata session (unused with SQLite).
+    pub pg_timeouts: SessionTimeouts,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub flush_interval: Duration,
@@ -237,6 +255,14 @@ impl ServeArgs {
             self.lease_ttl_ms.or(file.lease_ttl_ms),
             self.heartbeat_interval_ms.or(file.heartbeat_interval_ms),
         )?;
+        let pg_timeouts = session_timeouts(
+            lease_ttl,
+            self.pg_statement_timeout_ms
+                .or(file.pg_statement_timeout_ms),
+            self.pg_lock_timeout_ms.or(file.pg_lock_timeout_ms),
+            self.pg_idle_in_transaction_timeout_ms
+                .or(file.pg_idle_in_transaction_timeout_ms),
+        )?;
         let security = crate::security::SecuritySettings::resolve(
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
@@ -285,6 +311,7 @@ impl ServeArgs {
             metadata_url: self.metadata_url.or(file.metadata_url),
             lease_ttl,
             heartbeat_interval,
+            pg_timeouts,
             auto_create_topics: self
                 .auto_create_topics
                 .or(file.auto_create_topics)
@@ -330,6 +357,37 @@ fn lease_timing(
         );
     }
     Ok((lease_ttl, heartbeat_interval))
+}
+
+/// The PostgreSQL session limits: each defaults to its share of the lease TTL and must stay
+/// below it, or a call blocked on the database could outlast the leases it should renew.
+fn session_timeouts(
+    lease_ttl: Duration,
+    statement_ms: Option<u64>,
+    lock_ms: Option<u64>,
+    idle_in_transaction_ms: Option<u64>,
+) -> anyhow::Result<SessionTimeouts> {
+    let defaults = SessionTimeouts::for_lease_ttl(lease_ttl);
+    let pick = |name: &str, ms: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+        let value = ms.map_or(default, Duration::from_millis);
+        if value.is_zero() || value >= lease_ttl {
+            bail!(
+                "{name} ({value:?}) must be positive and below the lease TTL ({lease_ttl:?}), or \
+                 a blocked metadata call could outlast the agent's leases"
+            );
+        }
+        Ok(value)
+    };
+    Ok(SessionTimeouts {
+        statement: pick("pg_statement_timeout_ms", statement_ms, defaults.statement)?,
+        lock: pick("pg_lock_timeout_ms", lock_ms, defaults.lock)?,
+        idle_in_transaction: pick(
+            "pg_idle_in_transaction_timeout_ms",
+            idle_in_transaction_ms,
+            defaults.idle_in_transaction,
+        )?,
+        acquire: defaults.acquire,
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -415,6 +473,38 @@ mod tests {
         let defaults = ServeArgs::default().resolve().unwrap();
         assert_eq!(defaults.metadata_url, None);
         assert_eq!(defaults.lease_ttl, Duration::from_secs(10));
+        let pg = defaults.pg_timeouts;
+        assert_eq!(
+            (pg.statement, pg.lock, pg.idle_in_transaction),
+            (
+                Duration::from_secs(4),
+                Duration::from_secs(2),
+                Duration::from_secs(5)
+            )
+        );
+        // Shares of the configured TTL (3 s in the file), or set explicitly below it.
+        assert_eq!(s.pg_timeouts.lock, Duration::from_millis(600));
+        let explicit = ServeArgs {
+            pg_lock_timeout_ms: Some(250),
+            pg_statement_timeout_ms: Some(9_999),
+            ..Default::default()
+        };
+        let pg = explicit.resolve().unwrap().pg_timeouts;
+        assert_eq!(pg.lock, Duration::from_millis(250));
+        assert_eq!(pg.statement, Duration::from_millis(9_999));
+        for too_long in [
+            ServeArgs {
+                pg_idle_in_transaction_timeout_ms: Some(10_000),
+                ..Default::default()
+            },
+            ServeArgs {
+                pg_lock_timeout_ms: Some(0),
+                ..Default::default()
+            },
+        ] {
+            let err = too_long.resolve().unwrap_err();
+            assert!(err.to_string().contains("below the lease TTL"), "{err}");
+        }
         let slow_heartbeat = ServeArgs {
             lease_ttl_ms: Some(1000),
             heartbeat_interval_ms: Some(1000),

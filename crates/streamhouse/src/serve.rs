@@ -125,7 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn open_metadata(settings: &Settings) -> anyhow::Result<Arc<CachedMetadataStore>> {
     let (inner, cache): (Arc<dyn MetadataStore>, _) = match &settings.metadata_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresMetadataStore::connect(url)
+            let store = PostgresMetadataStore::connect(url, &settings.pg_timeouts)
                 .await
                 .with_context(|| format!("connecting to metadata database {}", redacted(url)))?;
             // Other agents change partitions this one may own next (their high watermarks), so

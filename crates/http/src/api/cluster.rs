@@ -1,5 +1,8 @@
 //! Health, readiness, agents, leases and the throughput counters the console charts.
 
+use std::future::Future;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -18,12 +21,33 @@ pub(crate) async fn health() -> &'static str {
     "ok"
 }
 
-/// Readiness: the metadata store answers.
+/// Longest the readiness probe waits for the metadata store: probes time out after a second
+/// by default (Kubernetes), and a probe that times out says less than a 503.
+const READY_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Readiness: the metadata store answers a query (one round trip that returns no rows; never
+/// answered from the metadata cache), within [`READY_TIMEOUT`].
 pub(crate) async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    match s.broker.metadata().list_topics().await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(e) => {
+    let metadata = s.broker.metadata();
+    readiness(metadata.list_agents(i64::MAX), READY_TIMEOUT).await
+}
+
+/// 200 when `probe` succeeds within `limit`, else 503.
+async fn readiness<T>(
+    probe: impl Future<Output = Result<T, streamhouse_metadata::MetadataError>>,
+    limit: Duration,
+) -> (StatusCode, &'static str) {
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        Ok(Err(e)) => {
             tracing::warn!("not ready: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metadata store unavailable",
+            )
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the metadata store did not answer within {limit:?}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "metadata store unavailable",
@@ -91,4 +115,24 @@ pub(crate) async fn stats(
 
 fn api(e: streamhouse_metadata::MetadataError) -> crate::error::HttpError {
     streamhouse_kafka::ApiError::from(e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_is_bounded() {
+        let started = std::time::Instant::now();
+        let hung = std::future::pending::<Result<(), streamhouse_metadata::MetadataError>>();
+        let (status, _) = readiness(hung, Duration::from_millis(100)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let failed =
+            async { Err::<(), _>(streamhouse_metadata::MetadataError::Invalid("x".into())) };
+        let (status, _) = readiness(failed, Duration::from_millis(100)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let answered = async { Ok::<_, streamhouse_metadata::MetadataError>(()) };
+        assert_eq!(readiness(answered, READY_TIMEOUT).await.0, StatusCode::OK);
+    }
 }
