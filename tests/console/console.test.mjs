@@ -59,6 +59,10 @@ before(async () => {
   page.on("request", r => { if (!r.url().startsWith(BASE)) external.push(r.url()); });
   page.on("pageerror", e => { throw e; });
   page.external = external;
+  // The agent's Content-Security-Policy refuses inline scripts and styles: a console that
+  // relied on one would break quietly, with only this message in the browser console.
+  page.cspViolations = [];
+  page.on("console", m => { if (/Content.Security.Policy/i.test(m.text())) page.cspViolations.push(m.text()); });
 });
 
 after(async () => {
@@ -162,6 +166,7 @@ test("agents page shows this agent and its leases", async () => {
   await shot("agents");
 });
 
-test("the console loads nothing from outside the agent", () => {
+test("the console loads nothing from outside the agent and breaks no CSP rule", () => {
   assert.deepEqual(page.external, []);
+  assert.deepEqual(page.cspViolations, []);
 });
