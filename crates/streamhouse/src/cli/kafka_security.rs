@@ -98,18 +98,7 @@ impl KafkaSecurityArgs {
                 mechanism.name()
             );
         };
-        let password = if self.sasl_password_stdin {
-            self.stdin_password()?
-        } else {
-            match &self.sasl_password {
-                Some(p) => p.clone(),
-                None => bail!(
-                    "SASL {} needs a password (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD \
-                     or --sasl-password)",
-                    mechanism.name()
-                ),
-            }
-        };
+        let password = self.password(&format!("SASL {}", mechanism.name()))?;
         Ok(Login {
             mechanism,
             username,
@@ -132,18 +121,22 @@ impl KafkaSecurityArgs {
         let Some(username) = self.sasl_username.clone() else {
             return Ok(None);
         };
-        let password = if self.sasl_password_stdin {
-            self.stdin_password()?
-        } else {
-            match &self.sasl_password {
-                Some(p) => p.clone(),
-                None => bail!(
-                    "the HTTP API login as '{username}' needs a password \
-                     (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD or --sasl-password)"
-                ),
-            }
-        };
+        let password = self.password(&format!("the HTTP API login as '{username}'"))?;
         Ok(Some((username, password)))
+    }
+
+    /// The password from stdin or the flag; an error naming `login` when there is none.
+    fn password(&self, login: &str) -> anyhow::Result<String> {
+        if self.sasl_password_stdin {
+            return self.stdin_password();
+        }
+        match &self.sasl_password {
+            Some(p) => Ok(p.clone()),
+            None => bail!(
+                "{login} needs a password (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD or \
+                 --sasl-password)"
+            ),
+        }
     }
 
     /// An error when --sasl-password-stdin would take the stdin that `what` is read from.
