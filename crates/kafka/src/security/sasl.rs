@@ -78,7 +78,6 @@ const MAX_VERIFIED_LOGINS: usize = 10_000;
 
 /// A password [`SaslAuthenticator::verify_password`] accepted: a digest of salt and password
 /// (never the password) and the StoredKey it matched, so a changed credential misses.
-#[derive(PartialEq, Eq)]
 struct VerifiedLogin {
     digest: Vec<u8>,
     stored_key: Vec<u8>,
@@ -203,10 +202,16 @@ impl SaslAuthenticator {
             stored_key: credential.stored_key.clone(),
         };
         let verified = self.verified.lock().expect("lock poisoned");
-        if verified.get(user) == Some(&memo) {
+        // Compared in constant time, so response times reveal nothing of the remembered digest.
+        let remembered = verified.get(user).is_some_and(|v| {
+            v.stored_key == memo.stored_key
+                && aws_lc_rs::constant_time::verify_slices_are_equal(&v.digest, &memo.digest)
+                    .is_ok()
+        });
+        drop(verified);
+        if remembered {
             return true;
         }
-        drop(verified);
         if !credential.matches_password(alg, password) {
             return false;
         }
