@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use streamhouse_kafka::security::{principal, Access, SaslAuthenticator};
 use streamhouse_metadata::{AclOperation, AclResourceType};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::error::{HttpError, HttpResult};
 use crate::AppState;
@@ -294,9 +294,18 @@ pub(crate) async fn authenticate(
         None => None,
         Some(auth) => match basic_login(auth, request.headers()).await {
             Ok(user) => Some(user),
-            Err(why) => {
-                info!(peer = ?peer, path = request.uri().path(), "HTTP authentication failed: {why}");
-                return unauthenticated(request.headers(), why);
+            Err(failure) => {
+                let path = request.uri().path();
+                match &failure {
+                    // A browser's first request comes without credentials: not worth a line.
+                    LoginFailure::Missing(why) => {
+                        debug!(?peer, path, "HTTP request refused: {why}")
+                    }
+                    LoginFailure::Invalid { user } => {
+                        info!(?peer, path, user, "HTTP authentication failed")
+                    }
+                }
+                return unauthenticated(request.headers(), &failure);
             }
         },
     };
@@ -307,23 +316,40 @@ pub(crate) async fn authenticate(
     next.run(request).await
 }
 
+/// Why a request is not authenticated.
+enum LoginFailure {
+    /// No usable credentials: none, another scheme, or a malformed header.
+    Missing(&'static str),
+    /// Credentials of an unknown user or with a wrong password (not told apart, as on the
+    /// Kafka listener).
+    Invalid {
+        /// The user name the client gave.
+        user: String,
+    },
+}
+
 /// The user of a valid `Authorization: Basic` header, or why there is none.
-async fn basic_login(auth: &Arc<SaslAuthenticator>, headers: &HeaderMap) -> Result<String, String> {
-    let value = header_text(headers, &AUTHORIZATION).ok_or("no credentials (use HTTP Basic)")?;
+async fn basic_login(
+    auth: &Arc<SaslAuthenticator>,
+    headers: &HeaderMap,
+) -> Result<String, LoginFailure> {
+    use LoginFailure::Missing;
+    let value =
+        header_text(headers, &AUTHORIZATION).ok_or(Missing("no credentials (use HTTP Basic)"))?;
     let (scheme, encoded) = value
         .split_once(' ')
-        .ok_or("malformed Authorization header")?;
+        .ok_or(Missing("malformed Authorization header"))?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err("unsupported authorization scheme (use HTTP Basic)".into());
+        return Err(Missing("unsupported authorization scheme (use HTTP Basic)"));
     }
     let decoded = BASE64
         .decode(encoded.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or("malformed Basic credentials")?;
+        .ok_or(Missing("malformed Basic credentials"))?;
     let (user, password) = decoded
         .split_once(':')
-        .ok_or("malformed Basic credentials")?;
+        .ok_or(Missing("malformed Basic credentials"))?;
     let (user, password) = (user.to_string(), password.to_string());
     let auth = auth.clone();
     let checked = user.clone();
@@ -334,23 +360,24 @@ async fn basic_login(auth: &Arc<SaslAuthenticator>, headers: &HeaderMap) -> Resu
     if valid {
         Ok(user)
     } else {
-        // One message for an unknown user and a wrong password, as the Kafka listener.
-        Err(format!("invalid user name or password (user {user:?})"))
+        Err(LoginFailure::Invalid { user })
     }
 }
 
 /// 401 with the challenge the client can act on.
-fn unauthenticated(headers: &HeaderMap, why: String) -> Response {
+fn unauthenticated(headers: &HeaderMap, failure: &LoginFailure) -> Response {
     let console = header_text(headers, &HeaderName::from_static("x-requested-with")).is_some();
     let challenge = if console {
         CONSOLE_CHALLENGE
     } else {
         BASIC_CHALLENGE
     };
-    let message = if why.starts_with("invalid") {
-        "Authentication failed: invalid user name or password".to_string()
-    } else {
-        format!("authentication required: {why}")
+    let message = match failure {
+        // One message for an unknown user and a wrong password, as on the Kafka listener.
+        LoginFailure::Invalid { .. } => {
+            "Authentication failed: invalid user name or password".to_string()
+        }
+        LoginFailure::Missing(why) => format!("authentication required: {why}"),
     };
     let mut response = HttpError::Unauthenticated(message).into_response();
     response
