@@ -192,6 +192,25 @@ async fn security_headers_and_no_cors() {
         .headers
         .get("access-control-allow-origin")
         .is_none());
+    // A cross-site form can POST only text/plain, urlencoded or multipart bodies, even with
+    // credentials the browser remembers: every change takes JSON, so such a POST changes nothing.
+    let forged = r#"{"name": "forged", "partitions": 1}"#;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let reply = cross_site
+            .raw(Method::POST, "/api/v1/topics", content_type, forged.into())
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{content_type}: {}",
+            reply.status
+        );
+    }
+    let forged_topic = admin.broker.metadata().get_topic("forged").await.unwrap();
+    assert!(forged_topic.is_none());
     // Nothing inline in the page: the policy would block it.
     let page = admin.get("/").await.text();
     assert!(
