@@ -5,7 +5,7 @@ use std::net::TcpListener;
 
 use serde_json::Value;
 
-use crate::server::{certificate, one_line_error, run, success, Server};
+use crate::server::{certificate, one_line_error, run, success, Options, Server};
 
 /// `(key, value)` of every record of `topic`, sorted; consumed as `group`, which commits.
 fn consume_as(s: &Server, topic: &str, group: &str) -> Vec<(String, String)> {
@@ -197,6 +197,50 @@ fn http_commands_log_in_with_the_sasl_user() {
     let remote = [("STREAMHOUSE_HTTP", "http://192.0.2.1:8080")];
     let line = one_line_error(&s.cli_with(&["agent", "list"], "", &remote));
     assert!(line.contains("refusing to send the password"), "{line}");
+}
+
+/// `--http-enabled=false` serves Kafka without any HTTP listener; HTTP authentication refuses to
+/// start where passwords would cross the network in clear.
+#[test]
+fn http_listener_settings_are_enforced_at_start() {
+    let s = Server::start_with(Options {
+        args: vec!["--http-enabled=false".into()],
+        no_http: true,
+        ..Options::default()
+    });
+    let http = s.http.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(http).is_err(),
+        "nothing listens on {http}"
+    );
+    s.ok(&["topic", "create", "t"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kafka = crate::server::free_addr();
+    let port = crate::server::free_addr()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--kafka-addr",
+        &kafka,
+        "--http-addr",
+        &format!("0.0.0.0:{port}"),
+        "--sasl",
+    ];
+    let out = run(&args, "", &[("STREAMHOUSE_LOG", "warn")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HTTP authentication sends passwords")
+            && stderr.contains("--http-tls-cert"),
+        "{stderr}"
+    );
 }
 
 #[test]
