@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Web console test in headless Chromium: starts a real agent (debug binary, free ports,
-# temporary data directory) and runs tests/console (playwright-core driving Debian's chromium,
-# never a downloaded browser). Saves screenshots of every page under docs/screenshots/.
+# temporary data directory) with SASL on, so its HTTP API requires a login, and runs
+# tests/console (playwright-core driving Debian's chromium, never a downloaded browser), which
+# logs in through the console's form. Saves screenshots of every page under docs/screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/agent.sh
@@ -16,8 +17,12 @@ bash scripts/setup-browser.sh
     fi
 )
 
-start_agent
-echo "console-test: agent at $AGENT_URL"
+CONSOLE_USER=admin
+CONSOLE_PASSWORD="console-$RANDOM$RANDOM"
+export STREAMHOUSE_SASL_USERS="$CONSOLE_USER:$CONSOLE_PASSWORD"
+start_agent --sasl --super-user "User:$CONSOLE_USER"
+echo "console-test: agent at $AGENT_URL (login $CONSOLE_USER)"
 cd tests/console
-CONSOLE_URL="$AGENT_URL" SCREENSHOT_DIR="${SCREENSHOT_DIR:-$PWD/../../docs/screenshots}" \
+CONSOLE_URL="$AGENT_URL" CONSOLE_USER="$CONSOLE_USER" CONSOLE_PASSWORD="$CONSOLE_PASSWORD" \
+    SCREENSHOT_DIR="${SCREENSHOT_DIR:-$PWD/../../docs/screenshots}" \
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 node --test console.test.mjs

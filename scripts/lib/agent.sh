@@ -1,6 +1,7 @@
 # Sourced by test scripts: runs a real `streamhouse serve` on free ports with a temporary data
 # directory for the lifetime of the calling script.
-#   start_agent  -> sets AGENT_URL (HTTP base URL), AGENT_KAFKA (host:port), AGENT_PID
+#   start_agent [SERVE FLAGS...] -> sets AGENT_URL (HTTP base URL), AGENT_KAFKA (host:port),
+#                                   AGENT_PID; extra flags go to `streamhouse serve`
 #   The agent is stopped and its data directory removed when the script exits.
 # Uses $STREAMHOUSE_BIN when set, else builds the debug binary.
 
@@ -37,7 +38,7 @@ start_agent() {
     AGENT_URL="http://127.0.0.1:$http_port"
     AGENT_KAFKA="127.0.0.1:$kafka_port"
     "$bin" serve --data-dir "$AGENT_DIR/data" --kafka-addr "$AGENT_KAFKA" \
-        --http-addr "127.0.0.1:$http_port" >"$AGENT_DIR/agent.log" 2>&1 &
+        --http-addr "127.0.0.1:$http_port" "$@" >"$AGENT_DIR/agent.log" 2>&1 &
     AGENT_PID=$!
     trap stop_agent EXIT
     local i

@@ -1,8 +1,10 @@
 // Drives the web console in headless Debian Chromium (playwright-core, no browser download):
-// every page renders, a topic created in the UI shows up, produced records move the throughput
-// chart, and each page is saved as a screenshot under docs/screenshots/.
+// the login form (when the agent requires authentication), every page renders, a topic created
+// in the UI shows up, produced records move the throughput chart, and each page is saved as a
+// screenshot under docs/screenshots/.
 //
-// Needs CONSOLE_URL (an agent's HTTP base URL); scripts/console-test.sh starts one.
+// Needs CONSOLE_URL (an agent's HTTP base URL); with CONSOLE_USER and CONSOLE_PASSWORD the agent
+// is taken to require that login (a super user). scripts/console-test.sh starts one.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -12,6 +14,9 @@ const BASE = process.env.CONSOLE_URL;
 const SHOTS = process.env.SCREENSHOT_DIR || "../../docs/screenshots";
 const TOPIC = "console-demo";
 const GROUP = "console-readers";
+const USER = process.env.CONSOLE_USER;
+const PASSWORD = process.env.CONSOLE_PASSWORD;
+const AUTH = USER ? { authorization: "Basic " + Buffer.from(`${USER}:${PASSWORD}`).toString("base64") } : {};
 
 let browser;
 let page;
@@ -19,7 +24,7 @@ let page;
 async function api(method, path, body) {
   const res = await fetch(BASE + "/api/v1" + path, {
     method,
-    headers: { "content-type": "application/json" },
+    headers: Object.assign({ "content-type": "application/json" }, AUTH),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -54,10 +59,39 @@ before(async () => {
   page.on("request", r => { if (!r.url().startsWith(BASE)) external.push(r.url()); });
   page.on("pageerror", e => { throw e; });
   page.external = external;
+  // The agent's Content-Security-Policy refuses inline scripts and styles: a console that
+  // relied on one would break quietly, with only this message in the browser console.
+  page.cspViolations = [];
+  page.on("console", m => { if (/Content.Security.Policy/i.test(m.text())) page.cspViolations.push(m.text()); });
 });
 
 after(async () => {
   await browser?.close();
+});
+
+test("login: anonymous gets the form, a wrong password is refused, the right one works", { skip: !USER }, async () => {
+  const anonymous = await fetch(BASE + "/api/v1/topics");
+  assert.equal(anonymous.status, 401);
+  assert.match(anonymous.headers.get("www-authenticate"), /^Basic /);
+  await page.goto(BASE + "/ui/topics");
+  await page.locator("#login").waitFor();
+  await shot("login");
+  await page.fill("#login input[name=username]", USER);
+  await page.fill("#login input[name=password]", "wrong");
+  await page.click("#login button");
+  await page.locator("#status", { hasText: "Wrong user name or password" }).waitFor();
+  await page.fill("#login input[name=username]", USER);
+  await page.fill("#login input[name=password]", PASSWORD);
+  await page.click("#login button");
+  await page.locator("#create-topic").waitFor();
+  assert.equal(await page.isVisible("#logout"), true);
+  // Logging out forgets the credentials; logging in again restores the views.
+  await page.click("#logout");
+  await page.locator("#login").waitFor();
+  await page.fill("#login input[name=username]", USER);
+  await page.fill("#login input[name=password]", PASSWORD);
+  await page.click("#login button");
+  await page.locator("#create-topic").waitFor();
 });
 
 test("topics page: create a topic through the form", async () => {
@@ -132,6 +166,7 @@ test("agents page shows this agent and its leases", async () => {
   await shot("agents");
 });
 
-test("the console loads nothing from outside the agent", () => {
+test("the console loads nothing from outside the agent and breaks no CSP rule", () => {
   assert.deepEqual(page.external, []);
+  assert.deepEqual(page.cspViolations, []);
 });

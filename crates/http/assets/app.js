@@ -1,8 +1,16 @@
 // StreamHouse console: renders one view per path from the JSON API (/api/v1/...), and a live
 // throughput chart from /api/v1/stats. No external assets, no framework.
+//
+// When the agent requires authentication (SASL on), the API answers 401 and the console asks
+// for a user name and password, kept for this tab only (sessionStorage) and sent as HTTP Basic
+// with every request; the agent authorizes each by the user's ACLs.
 "use strict";
 
 const API = "/api/v1";
+const AUTH_KEY = "streamhouse.auth";
+
+/** Raised by api() when the agent wants credentials: the login form is showing. */
+class LoginRequired extends Error {}
 
 // ---- helpers ----------------------------------------------------------------------------------
 
@@ -20,8 +28,17 @@ function h(tag, attrs, ...children) {
 }
 
 async function api(path, options) {
-  const opts = Object.assign({ headers: { "content-type": "application/json" } }, options);
+  // X-Requested-With makes the agent answer 401 with a challenge the browser leaves to this
+  // page, instead of opening its own login dialog.
+  const headers = { "content-type": "application/json", "x-requested-with": "streamhouse-console" };
+  const auth = sessionStorage.getItem(AUTH_KEY);
+  if (auth) headers.authorization = "Basic " + auth;
+  const opts = Object.assign({ headers }, options);
   const res = await fetch(API + path, opts);
+  if (res.status === 401) {
+    showLogin(auth ? "Wrong user name or password." : null);
+    throw new LoginRequired("login required");
+  }
   const text = await res.text();
   const body = text ? JSON.parse(text) : null;
   if (!res.ok) throw new Error((body && body.error) || res.status + " " + res.statusText);
@@ -53,12 +70,49 @@ function setStatus(text, isError) {
 
 const enc = encodeURIComponent;
 
+// ---- login ------------------------------------------------------------------------------------
+
+/** HTTP Basic's `user:password`, base64 of its UTF-8 bytes. */
+function basicToken(user, password) {
+  const bytes = new TextEncoder().encode(user + ":" + password);
+  return btoa(String.fromCharCode(...bytes));
+}
+
+let loginShowing = false;
+
+function showLogin(message) {
+  sessionStorage.removeItem(AUTH_KEY);
+  document.getElementById("logout").hidden = true;
+  if (loginShowing) return;
+  loginShowing = true;
+  const user = h("input", { name: "username", autocomplete: "username", placeholder: "user", required: "" });
+  const password = h("input", { name: "password", type: "password", autocomplete: "current-password", placeholder: "password", required: "" });
+  const form = h("form", { id: "login", onsubmit: async e => {
+    e.preventDefault();
+    sessionStorage.setItem(AUTH_KEY, basicToken(user.value, password.value));
+    loginShowing = false;
+    render();
+    pollStats();
+  } }, user, password, h("button", { type: "submit" }, "Log in"));
+  const view = document.getElementById("view");
+  view.replaceChildren(h("h1", {}, "Log in"),
+    h("p", { class: "muted" }, "This agent requires a SASL/SCRAM user."), form);
+  if (message) setStatus(message, true);
+  user.focus();
+}
+
+function logout(e) {
+  e.preventDefault();
+  showLogin(null);
+  setStatus("Logged out.");
+}
+
 // ---- views ------------------------------------------------------------------------------------
 
 async function topicsView(view) {
   const topics = await api("/topics");
   const name = h("input", { name: "name", placeholder: "topic name", required: "" });
-  const parts = h("input", { name: "partitions", type: "number", min: "1", value: "1", style: "width:6em" });
+  const parts = h("input", { name: "partitions", type: "number", min: "1", value: "1", class: "count" });
   const form = h("form", { id: "create-topic", onsubmit: async e => {
     e.preventDefault();
     try {
@@ -199,7 +253,9 @@ async function render() {
     else if (section === "agents") await agentsView(view);
     else view.replaceChildren(h("p", { class: "error" }, "No such page."));
     setStatus("Updated " + new Date().toLocaleTimeString());
+    document.getElementById("logout").hidden = !sessionStorage.getItem(AUTH_KEY);
   } catch (err) {
+    if (err instanceof LoginRequired) return;
     view.replaceChildren(h("p", { class: "error" }, err.message));
     setStatus(err.message, true);
   }
@@ -220,6 +276,7 @@ function restoreChart() {
 }
 
 async function pollStats() {
+  if (loginShowing) return;
   try {
     const s = await api("/stats");
     if (chart.last) {
@@ -237,7 +294,7 @@ async function pollStats() {
     sessionStorage.setItem("streamhouse.chart", JSON.stringify(chart));
     if (!first) drawChart();
   } catch (err) {
-    setStatus("stats: " + err.message, true);
+    if (!(err instanceof LoginRequired)) setStatus("stats: " + err.message, true);
   }
 }
 
@@ -311,6 +368,7 @@ function drawChart() {
   canvas.dataset.recordsTotal = String(chart.last.records_in_total);
 }
 
+document.getElementById("logout").addEventListener("click", logout);
 render();
 pollStats();
 setInterval(pollStats, 1000);

@@ -16,6 +16,18 @@ pub enum HttpError {
     /// The request could not be decoded (body, path or query).
     #[error("{0}")]
     BadRequest(String),
+    /// The request carries no valid credentials (sent with a `WWW-Authenticate` challenge).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's ACLs do not allow the operation.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The Host header names a host this listener does not serve (DNS rebinding).
+    #[error("this server does not serve the host {0:?}")]
+    MisdirectedHost(String),
+    /// The server is misconfigured (a bug, never the client's fault).
+    #[error("{0}")]
+    Internal(String),
     /// Nothing is served at this path.
     #[error("{message}")]
     NotFound {
@@ -39,6 +51,10 @@ impl HttpError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "authorization_failed"),
+            Self::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Self::Api(e) => match e {
                 ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 ApiError::UnknownTopic(_) => (StatusCode::NOT_FOUND, "unknown_topic"),

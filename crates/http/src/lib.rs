@@ -5,11 +5,15 @@
 //!   `{"error": "...", "code": "..."}` with a matching status code (see [`HttpError`]).
 //! - `/health`, `/ready`: liveness and readiness probes.
 //! - `/metrics`: Prometheus text format (see [`install_recorder`] and [`Metrics`]).
-//! - `/api/v1/users`: SASL/SCRAM users (the API itself is not authenticated; see the README).
-//! - `/` and `/ui/...`: a small web console (static page, no external assets).
+//! - `/api/v1/users`: SASL/SCRAM users.
+//! - `/` and `/ui/...`: a small web console (static page, no external assets), unless turned
+//!   off.
 //!
-//! Served over plain HTTP ([`serve`]) or HTTPS ([`serve_tls`]). Everything is answered from a
-//! [`Broker`]; this crate holds no state of its own beyond the metrics snapshot.
+//! Served over plain HTTP ([`serve`]) or HTTPS ([`serve_tls`]), secured as [`HttpOptions`] say
+//! (`security.rs`): HTTP Basic against the agent's SCRAM credentials, every API call authorized
+//! by the ACLs of its Kafka equivalent, a Host allow-list, security headers, an audit log of
+//! changes. Everything is answered from a [`Broker`]; this crate holds no state of its own
+//! beyond the metrics snapshot.
 
 mod api;
 mod console;
@@ -17,13 +21,14 @@ mod error;
 mod extract;
 mod guard;
 mod metrics;
+mod security;
 mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -32,22 +37,44 @@ use tokio::net::TcpListener;
 
 pub use error::HttpError;
 pub use metrics::{install_recorder, Metrics};
+pub use security::{AllowedHosts, HttpOptions};
 
 /// Shared by every handler.
 #[derive(Clone)]
 struct AppState {
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    options: Arc<HttpOptions>,
 }
 
-/// The complete HTTP application: API, console, metrics, probes.
-pub fn router(broker: Arc<Broker>, metrics: Arc<Metrics>) -> Router {
-    let state = AppState { broker, metrics };
-    api::routes()
-        .merge(console::routes())
-        .route("/metrics", get(render_metrics))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn(record_request))
+/// The complete HTTP application: API, console, metrics, probes, secured as `options` say.
+pub fn router(broker: Arc<Broker>, metrics: Arc<Metrics>, options: HttpOptions) -> Router {
+    let state = AppState {
+        broker,
+        metrics,
+        options: Arc::new(options),
+    };
+    let options = state.options.clone();
+    let authenticated = |routes: Router<AppState>| {
+        // Authentication runs first, so the audit log sees the caller.
+        routes
+            .route_layer(from_fn(security::audit))
+            .route_layer(from_fn_with_state(state.clone(), security::authenticate))
+    };
+    let probes = api::probes().route("/metrics", get(render_metrics));
+    let probes = if options.protect_probes {
+        authenticated(probes)
+    } else {
+        probes
+    };
+    let mut app = authenticated(api::routes()).merge(probes);
+    if options.console {
+        app = app.merge(console::routes());
+    }
+    app.fallback(not_found)
+        .layer(from_fn(record_request))
+        .layer(from_fn_with_state(state.clone(), security::check_host))
+        .layer(from_fn(security::security_headers))
         .with_state(state)
 }
 
@@ -58,9 +85,16 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    options: HttpOptions,
 ) -> std::io::Result<()> {
     let listener = guard::Guarded::new(listener, &broker.config().limits);
-    axum::serve(listener, router(broker, metrics)).await
+    let app = router(broker, metrics, options);
+    // The client's address reaches the handlers for ACL host matching and the audit log.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<security::ClientAddr>(),
+    )
+    .await
 }
 
 /// Serves [`router`] over HTTPS on `listener`; `tls` is the server's rustls configuration (from
@@ -70,10 +104,16 @@ pub async fn serve_tls(
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
+    options: HttpOptions,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::new(listener, tls)?;
     let listener = guard::Guarded::new(listener, &broker.config().limits);
-    axum::serve(listener, router(broker, metrics)).await
+    let app = router(broker, metrics, options);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<security::ClientAddr>(),
+    )
+    .await
 }
 
 async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {

@@ -2,11 +2,14 @@
 //! DeleteAcls) and the HTTP admin API. Bindings live in the metadata store; after a change made
 //! here this agent reloads them at once, other agents on their next refresh.
 
+use std::net::SocketAddr;
+
 use streamhouse_metadata::{AclBinding, AclBindingFilter};
 use tracing::{info, warn};
 
 use crate::api_error::ApiError;
 use crate::broker::Broker;
+use crate::security::Access;
 
 /// ACL administration on a [`Broker`]; obtained with [`Broker::acls`].
 pub struct Acls<'a> {
@@ -17,6 +20,12 @@ impl Broker {
     /// The ACL administration API of this agent.
     pub fn acls(&self) -> Acls<'_> {
         Acls { broker: self }
+    }
+
+    /// What `user` (`None`: not authenticated, `User:ANONYMOUS`) connecting from `peer` may do,
+    /// decided by this agent's ACLs exactly as for its Kafka requests.
+    pub fn access(&self, user: Option<&str>, peer: Option<SocketAddr>) -> Access {
+        Access::new(&self.authorizer, user, peer)
     }
 }
 

@@ -24,7 +24,7 @@ pub use acl::*;
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
 pub use hooked::{CallHook, HookedMetadataStore};
-pub use postgres::PostgresMetadataStore;
+pub use postgres::{PostgresMetadataStore, SessionTimeouts};
 pub use sqlite::SqliteMetadataStore;
 /// The database driver's error, which [`MetadataError::Database`] wraps.
 pub use sqlx::Error as SqlxError;

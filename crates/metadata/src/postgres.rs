@@ -1,5 +1,7 @@
 //! PostgreSQL backend: one database shared by many agents.
 
+use std::time::Duration;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
@@ -7,6 +9,59 @@ use crate::Result;
 
 /// Connections per store; each agent runs one store.
 const POOL_SIZE: u32 = 16;
+
+/// Limits the database enforces on every session of a store, so that no agent waits on it
+/// without bound and no stalled agent holds row locks without bound: a statement or lock wait
+/// that runs too long fails (and its caller retries or reports), and the server ends a session
+/// left idle inside a transaction (a paused or half-open agent), releasing its locks. All are
+/// below the lease TTL, so a blocked call fails before the leases it should renew lapse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// `statement_timeout`: longest any one statement may run.
+    pub statement: Duration,
+    /// `lock_timeout`: longest a statement may wait for a lock (a row another session holds).
+    pub lock: Duration,
+    /// `idle_in_transaction_session_timeout`: a session idle this long inside a transaction is
+    /// terminated by the server and its locks released.
+    pub idle_in_transaction: Duration,
+    /// Longest a call waits for a free connection of the pool.
+    pub acquire: Duration,
+}
+
+impl SessionTimeouts {
+    /// Defaults for agents whose leases last `lease_ttl`: statements 40 % of it, lock waits
+    /// 20 %, idle transactions 50 %, waiting for a connection 40 %. A lease renewal that hits a
+    /// limit thus fails with time left to retry before the lease expires.
+    pub fn for_lease_ttl(lease_ttl: Duration) -> Self {
+        Self {
+            statement: lease_ttl * 2 / 5,
+            lock: lease_ttl / 5,
+            idle_in_transaction: lease_ttl / 2,
+            acquire: lease_ttl * 2 / 5,
+        }
+    }
+
+    /// `options` with the session limits set as startup parameters, so the server applies them
+    /// to the session from its first statement (no extra round trip per connection).
+    pub fn connect_options(&self, options: PgConnectOptions) -> PgConnectOptions {
+        let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+        options.options([
+            ("statement_timeout", ms(self.statement)),
+            ("lock_timeout", ms(self.lock)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction),
+            ),
+        ])
+    }
+}
+
+impl Default for SessionTimeouts {
+    /// For the default lease TTL of 10 s.
+    fn default() -> Self {
+        Self::for_lease_ttl(Duration::from_secs(10))
+    }
+}
 
 /// Row locks serialize writers of the same topic or partition across agents.
 macro_rules! for_update {
@@ -49,20 +104,23 @@ pub struct PostgresMetadataStore {
 }
 
 impl PostgresMetadataStore {
-    /// Connects to `url` (`postgres://user:pass@host:port/db`) and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .connect(url)
-            .await?;
-        Self::migrated(pool).await
+    /// Connects to `url` (`postgres://user:pass@host:port/db`) with every session limited by
+    /// `timeouts`, and applies pending migrations.
+    pub async fn connect(url: &str, timeouts: &SessionTimeouts) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options, timeouts).await
     }
 
-    /// Connects with explicit options and applies pending migrations.
-    pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+    /// Connects with explicit options, every session limited by `timeouts`, and applies
+    /// pending migrations.
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        timeouts: &SessionTimeouts,
+    ) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect_with(options)
+            .acquire_timeout(timeouts.acquire)
+            .connect_with(timeouts.connect_options(options))
             .await?;
         Self::migrated(pool).await
     }

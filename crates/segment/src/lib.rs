@@ -50,8 +50,8 @@ mod builder;
 mod cursor;
 mod error;
 mod footer;
-mod shared;
 mod records;
+mod shared;
 mod wire;
 
 pub use batch::{BatchHeader, Compression, RecordBatch};
@@ -62,11 +62,11 @@ pub use footer::{
     read_footer, IndexPoint, SegmentFooter, FORMAT_VERSION, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN,
     TRAILER_MAGIC,
 };
+pub use records::{Record, Records};
 pub use shared::{
     read_shared_index, SharedEntry, SharedObjectBuilder, SHARED_MAGIC, SHARED_TRAILER_LEN,
     SHARED_VERSION,
 };
-pub use records::{Record, Records};
 
 #[cfg(test)]
 mod test_support;

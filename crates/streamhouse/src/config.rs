@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
+use streamhouse_metadata::SessionTimeouts;
 use streamhouse_storage::ObjectStoreConfig;
 
 /// Flags of `streamhouse serve`. Each also reads the environment variable shown in `--help`.
@@ -49,6 +50,18 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "STREAMHOUSE_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// PostgreSQL `statement_timeout` of every metadata session, in ms; below the lease TTL
+    /// [default: 40% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_STATEMENT_TIMEOUT_MS")]
+    pub pg_statement_timeout_ms: Option<u64>,
+    /// PostgreSQL `lock_timeout` (longest wait for a row another session locks), in ms; below
+    /// the lease TTL [default: 20% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_LOCK_TIMEOUT_MS")]
+    pub pg_lock_timeout_ms: Option<u64>,
+    /// PostgreSQL `idle_in_transaction_session_timeout` (a stalled agent's open transaction is
+    /// ended and its locks released), in ms; below the lease TTL [default: 50% of the lease TTL].
+    #[arg(long, env = "STREAMHOUSE_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS")]
+    pub pg_idle_in_transaction_timeout_ms: Option<u64>,
     /// Create unknown topics when a client asks for them (Kafka's auto.create.topics.enable)
     /// [default: false].
     #[arg(long, env = "STREAMHOUSE_AUTO_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
@@ -150,6 +163,30 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub super_users: Vec<String>,
+    /// Serve the HTTP listener (API, console, probes, metrics); `--http-enabled=false` turns it
+    /// off [default: true].
+    #[arg(long, env = "STREAMHOUSE_HTTP_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub http_enabled: Option<bool>,
+    /// Serve the web console on the HTTP listener (`--console-enabled=false` turns it off)
+    /// [default: true].
+    #[arg(long, env = "STREAMHOUSE_CONSOLE_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub console_enabled: Option<bool>,
+    /// Require HTTP Basic authentication against the SASL users on the HTTP listener (HTTPS or
+    /// a loopback address needed) [default: on when SASL is on].
+    #[arg(long, env = "STREAMHOUSE_HTTP_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub http_auth: Option<bool>,
+    /// Require authentication for /health, /ready and /metrics too [default: false].
+    #[arg(long, env = "STREAMHOUSE_HTTP_AUTH_PROBES", num_args = 0..=1, default_missing_value = "true")]
+    pub http_auth_probes: Option<bool>,
+    /// A Host header value the HTTP listener accepts besides localhost, the loopback and
+    /// listener addresses and the advertised host (DNS rebinding protection); repeatable, `*`
+    /// accepts any.
+    #[arg(
+        long = "http-allowed-host",
+        env = "STREAMHOUSE_HTTP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub http_allowed_hosts: Vec<String>,
 }
 
 /// Settings as read from the TOML file; every field optional.
@@ -164,6 +201,9 @@ struct FileConfig {
     metadata_url: Option<String>,
     lease_ttl_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    pg_statement_timeout_ms: Option<u64>,
+    pg_lock_timeout_ms: Option<u64>,
+    pg_idle_in_transaction_timeout_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     flush_interval_ms: Option<u64>,
@@ -187,6 +227,11 @@ struct FileConfig {
     sasl_mechanisms: Option<Vec<String>>,
     acl_enabled: Option<bool>,
     super_users: Option<Vec<String>>,
+    http_enabled: Option<bool>,
+    console_enabled: Option<bool>,
+    http_auth: Option<bool>,
+    http_auth_probes: Option<bool>,
+    http_allowed_hosts: Option<Vec<String>>,
 }
 
 /// Fully resolved settings.
@@ -202,6 +247,8 @@ pub struct Settings {
     pub metadata_url: Option<String>,
     pub lease_ttl: Duration,
     pub heartbeat_interval: Duration,
+    /// Limits of every PostgreSQL metadata session (unused with SQLite).
+    pub pg_timeouts: SessionTimeouts,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub flush_interval: Duration,
@@ -255,6 +302,14 @@ impl ServeArgs {
             self.lease_ttl_ms.or(file.lease_ttl_ms),
             self.heartbeat_interval_ms.or(file.heartbeat_interval_ms),
         )?;
+        let pg_timeouts = session_timeouts(
+            lease_ttl,
+            self.pg_statement_timeout_ms
+                .or(file.pg_statement_timeout_ms),
+            self.pg_lock_timeout_ms.or(file.pg_lock_timeout_ms),
+            self.pg_idle_in_transaction_timeout_ms
+                .or(file.pg_idle_in_transaction_timeout_ms),
+        )?;
         let security = crate::security::SecuritySettings::resolve(
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
@@ -270,7 +325,26 @@ impl ServeArgs {
                 flagged if !flagged.is_empty() => flagged,
                 _ => file.super_users.unwrap_or_default(),
             },
-        )?;
+        )?
+        .with_http(
+            self.http_auth.or(file.http_auth),
+            crate::security::HttpSettings {
+                enabled: self.http_enabled.or(file.http_enabled).unwrap_or(true),
+                console: self
+                    .console_enabled
+                    .or(file.console_enabled)
+                    .unwrap_or(true),
+                auth: false,
+                protect_probes: self
+                    .http_auth_probes
+                    .or(file.http_auth_probes)
+                    .unwrap_or(false),
+                allowed_hosts: match self.http_allowed_hosts {
+                    flagged if !flagged.is_empty() => flagged,
+                    _ => file.http_allowed_hosts.unwrap_or_default(),
+                },
+            },
+        );
         let defaults = streamhouse_kafka::Limits::default();
         let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
         let limits = streamhouse_kafka::Limits {
@@ -333,6 +407,7 @@ impl ServeArgs {
             metadata_url: self.metadata_url.or(file.metadata_url),
             lease_ttl,
             heartbeat_interval,
+            pg_timeouts,
             auto_create_topics: self
                 .auto_create_topics
                 .or(file.auto_create_topics)
@@ -382,6 +457,37 @@ fn lease_timing(
         );
     }
     Ok((lease_ttl, heartbeat_interval))
+}
+
+/// The PostgreSQL session limits: each defaults to its share of the lease TTL and must stay
+/// below it, or a call blocked on the database could outlast the leases it should renew.
+fn session_timeouts(
+    lease_ttl: Duration,
+    statement_ms: Option<u64>,
+    lock_ms: Option<u64>,
+    idle_in_transaction_ms: Option<u64>,
+) -> anyhow::Result<SessionTimeouts> {
+    let defaults = SessionTimeouts::for_lease_ttl(lease_ttl);
+    let pick = |name: &str, ms: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+        let value = ms.map_or(default, Duration::from_millis);
+        if value.is_zero() || value >= lease_ttl {
+            bail!(
+                "{name} ({value:?}) must be positive and below the lease TTL ({lease_ttl:?}), or \
+                 a blocked metadata call could outlast the agent's leases"
+            );
+        }
+        Ok(value)
+    };
+    Ok(SessionTimeouts {
+        statement: pick("pg_statement_timeout_ms", statement_ms, defaults.statement)?,
+        lock: pick("pg_lock_timeout_ms", lock_ms, defaults.lock)?,
+        idle_in_transaction: pick(
+            "pg_idle_in_transaction_timeout_ms",
+            idle_in_transaction_ms,
+            defaults.idle_in_transaction,
+        )?,
+        acquire: defaults.acquire,
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -479,6 +585,38 @@ mod tests {
         let defaults = ServeArgs::default().resolve().unwrap();
         assert_eq!(defaults.metadata_url, None);
         assert_eq!(defaults.lease_ttl, Duration::from_secs(10));
+        let pg = defaults.pg_timeouts;
+        assert_eq!(
+            (pg.statement, pg.lock, pg.idle_in_transaction),
+            (
+                Duration::from_secs(4),
+                Duration::from_secs(2),
+                Duration::from_secs(5)
+            )
+        );
+        // Shares of the configured TTL (3 s in the file), or set explicitly below it.
+        assert_eq!(s.pg_timeouts.lock, Duration::from_millis(600));
+        let explicit = ServeArgs {
+            pg_lock_timeout_ms: Some(250),
+            pg_statement_timeout_ms: Some(9_999),
+            ..Default::default()
+        };
+        let pg = explicit.resolve().unwrap().pg_timeouts;
+        assert_eq!(pg.lock, Duration::from_millis(250));
+        assert_eq!(pg.statement, Duration::from_millis(9_999));
+        for too_long in [
+            ServeArgs {
+                pg_idle_in_transaction_timeout_ms: Some(10_000),
+                ..Default::default()
+            },
+            ServeArgs {
+                pg_lock_timeout_ms: Some(0),
+                ..Default::default()
+            },
+        ] {
+            let err = too_long.resolve().unwrap_err();
+            assert!(err.to_string().contains("below the lease TTL"), "{err}");
+        }
         let slow_heartbeat = ServeArgs {
             lease_ttl_ms: Some(1000),
             heartbeat_interval_ms: Some(1000),
@@ -549,6 +687,44 @@ mod tests {
             ..Default::default()
         };
         assert!(zero.resolve().is_err());
+    }
+
+    #[test]
+    fn http_security_follows_sasl_unless_set() {
+        let defaults = ServeArgs::default().resolve().unwrap().security.http;
+        assert!(defaults.enabled && defaults.console && !defaults.auth);
+        assert!(!defaults.protect_probes && defaults.allowed_hosts.is_empty());
+        let sasl = ServeArgs {
+            sasl: true,
+            ..Default::default()
+        };
+        assert!(sasl.resolve().unwrap().security.http.auth);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http_auth = true\nconsole_enabled = false\nhttp_enabled = false\n\
+             http_auth_probes = true\nhttp_allowed_hosts = [\"ops.example\"]\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let http = from_file.resolve().unwrap().security.http;
+        assert!(http.auth && !http.console && !http.enabled && http.protect_probes);
+        assert_eq!(http.allowed_hosts, ["ops.example"]);
+        let flags = ServeArgs {
+            config: Some(path),
+            sasl: true,
+            http_auth: Some(false),
+            console_enabled: Some(true),
+            http_allowed_hosts: vec!["*".into()],
+            ..Default::default()
+        };
+        let http = flags.resolve().unwrap().security.http;
+        assert!(!http.auth && http.console && !http.enabled);
+        assert_eq!(http.allowed_hosts, ["*"]);
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! Security settings of `streamhouse serve` (TLS, SASL and ACLs on the Kafka listener, TLS on
-//! the HTTP listener), resolved from flags/env and the TOML file, and turned into the listeners'
-//! configurations and the agent's [`AclConfig`].
+//! Security settings of `streamhouse serve` (TLS, SASL and ACLs on the Kafka listener; TLS,
+//! authentication, the Host allow-list and the console on the HTTP listener), resolved from
+//! flags/env and the TOML file, and turned into the listeners' configurations and the agent's
+//! [`AclConfig`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use streamhouse_http::{AllowedHosts, HttpOptions};
 use streamhouse_kafka::security::{
     server_config, tls_acceptor, AclConfig, ListenerSecurity, Mechanism, SaslAuthenticator,
 };
+use streamhouse_kafka::Broker;
 use streamhouse_metadata::MetadataStore;
 use tokio_rustls::rustls::ServerConfig;
 
@@ -60,6 +64,35 @@ pub struct SecuritySettings {
     pub sasl_users: Vec<SaslUser>,
     /// ACL enforcement and super users.
     pub acl: AclConfig,
+    /// How the HTTP listener is secured.
+    pub http: HttpSettings,
+}
+
+/// Settings of the HTTP listener besides its address and TLS.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Serve the HTTP listener at all.
+    pub enabled: bool,
+    /// Serve the web console.
+    pub console: bool,
+    /// Require HTTP Basic authentication (by default whenever SASL is on).
+    pub auth: bool,
+    /// Require it for `/health`, `/ready` and `/metrics` too.
+    pub protect_probes: bool,
+    /// Host header values accepted besides the defaults (`*`: any).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            console: true,
+            auth: false,
+            protect_probes: false,
+            allowed_hosts: Vec::new(),
+        }
+    }
 }
 
 impl SecuritySettings {
@@ -96,6 +129,63 @@ impl SecuritySettings {
             sasl_mechanisms,
             sasl_users,
             acl: AclConfig::default(),
+            http: HttpSettings::default(),
+        })
+    }
+
+    /// Adds the HTTP listener's settings; authentication is on by default whenever SASL is, so
+    /// the HTTP API is never an open door next to a locked Kafka listener.
+    pub fn with_http(mut self, auth: Option<bool>, http: HttpSettings) -> Self {
+        self.http = HttpSettings {
+            auth: auth.unwrap_or(!self.sasl_mechanisms.is_empty()),
+            ..http
+        };
+        self
+    }
+
+    /// The HTTP listener's security for an agent listening on `listen`, advertised as
+    /// `advertised_host`. Authentication checks the Kafka listener's credential cache when
+    /// there is one (`kafka_sasl`), else a cache of its own that user changes reach the same
+    /// way. Basic credentials travel with every request, so without HTTPS the listener must be
+    /// on a loopback address (for tests, or behind a local TLS proxy).
+    pub async fn http_options(
+        &self,
+        listen: SocketAddr,
+        advertised_host: &str,
+        kafka_sasl: Option<&Arc<SaslAuthenticator>>,
+        broker: &Broker,
+    ) -> anyhow::Result<HttpOptions> {
+        let http = &self.http;
+        let authenticator = if http.auth {
+            if self.http_tls.is_none() && !listen.ip().is_loopback() {
+                bail!(
+                    "HTTP authentication sends passwords with every request: serve HTTPS \
+                     (--http-tls-cert, --http-tls-key) or bind --http-addr to a loopback \
+                     address ({listen} is not)"
+                );
+            }
+            let auth = match kafka_sasl {
+                Some(auth) => auth.clone(),
+                None => {
+                    let auth = Arc::new(SaslAuthenticator::new(Vec::new()));
+                    auth.load(broker.metadata().as_ref())
+                        .await
+                        .context("loading SASL credentials for the HTTP listener")?;
+                    auth.clone()
+                        .spawn_refresh(broker.metadata().clone(), CREDENTIAL_REFRESH);
+                    auth
+                }
+            };
+            broker.register_authenticator(&auth);
+            Some(auth)
+        } else {
+            None
+        };
+        Ok(HttpOptions {
+            authenticator,
+            protect_probes: http.protect_probes,
+            console: http.console,
+            allowed_hosts: AllowedHosts::for_listener(listen, advertised_host, &http.allowed_hosts),
         })
     }
 

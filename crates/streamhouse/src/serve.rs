@@ -45,15 +45,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let kafka = TcpListener::bind(settings.kafka_addr)
         .await
         .with_context(|| format!("binding the Kafka listener on {}", settings.kafka_addr))?;
-    let http_listener = TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {}", settings.http_addr))?;
+    let http_listener = match settings.security.http.enabled {
+        true => Some(
+            TcpListener::bind(settings.http_addr)
+                .await
+                .with_context(|| format!("binding the HTTP listener on {}", settings.http_addr))?,
+        ),
+        false => None,
+    };
 
     let security = settings.security.listener_security(&metadata).await?;
     let http_tls = settings.security.http_tls_config()?;
     let broker = Broker::start(broker_config(&settings), agent_id, metadata, store, cache);
     // Before the listener starts, so no request is decided without the stored ACLs.
     broker.acls().reload().await.context("loading ACLs")?;
+    let http_options = settings
+        .security
+        .http_options(
+            settings.http_addr,
+            &settings.advertised_host,
+            security.sasl.as_ref(),
+            &broker,
+        )
+        .await?;
     info!(
         kafka = %settings.kafka_addr,
         http = %settings.http_addr,
@@ -65,6 +79,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls = security.tls.is_some(),
         sasl = ?settings.security.sasl_mechanisms,
         http_tls = http_tls.is_some(),
+        http_enabled = settings.security.http.enabled,
+        http_auth = http_options.authenticator.is_some(),
+        console = settings.security.http.console,
         acl = acl.enabled,
         super_users = ?acl.super_users,
         "listener security"
@@ -77,18 +94,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         broker.clone(),
         security,
     ));
-    let http_task = match http_tls {
-        Some(tls) => tokio::spawn(streamhouse_http::serve_tls(
-            http_listener,
+    let http_task = match (http_listener, http_tls) {
+        (Some(listener), Some(tls)) => tokio::spawn(streamhouse_http::serve_tls(
+            listener,
             tls,
             broker.clone(),
             metrics,
+            http_options,
         )),
-        None => tokio::spawn(streamhouse_http::serve(
-            http_listener,
+        (Some(listener), None) => tokio::spawn(streamhouse_http::serve(
+            listener,
             broker.clone(),
             metrics,
+            http_options,
         )),
+        // Turned off: a task that never ends, so the select below waits on Kafka alone.
+        (None, _) => tokio::spawn(std::future::pending()),
     };
 
     tokio::select! {
@@ -106,7 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn open_metadata(settings: &Settings) -> anyhow::Result<Arc<CachedMetadataStore>> {
     let (inner, cache): (Arc<dyn MetadataStore>, _) = match &settings.metadata_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresMetadataStore::connect(url)
+            let store = PostgresMetadataStore::connect(url, &settings.pg_timeouts)
                 .await
                 .with_context(|| format!("connecting to metadata database {}", redacted(url)))?;
             // Other agents change partitions this one may own next (their high watermarks), so

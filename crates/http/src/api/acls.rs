@@ -1,5 +1,6 @@
-//! ACLs: list, create and delete the bindings every agent authorizes Kafka requests with. The
-//! HTTP API itself is not authenticated: keep its listener on a trusted interface.
+//! ACLs: list, create and delete the bindings every agent authorizes Kafka and HTTP requests
+//! with. Listing needs DESCRIBE on the cluster, changing ALTER (DescribeAcls, CreateAcls,
+//! DeleteAcls).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +12,7 @@ use streamhouse_metadata::{
 
 use crate::error::{HttpError, HttpResult};
 use crate::extract::{Json, Query};
+use crate::security::Caller;
 use crate::AppState;
 
 /// Body of `POST /api/v1/acls`: one binding, with Kafka's defaults for pattern and host.
@@ -63,17 +65,23 @@ impl From<AclQuery> for AclBindingFilter {
     }
 }
 
+/// DescribeAcls: DESCRIBE on the cluster.
 pub(crate) async fn list(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<AclQuery>,
 ) -> HttpResult<axum::Json<Vec<AclBinding>>> {
+    caller.require_cluster(AclOperation::Describe)?;
     Ok(axum::Json(s.broker.acls().list(&q.into()).await?))
 }
 
+/// CreateAcls: ALTER on the cluster.
 pub(crate) async fn create(
     State(s): State<AppState>,
+    caller: Caller,
     Json(acl): Json<AclIn>,
 ) -> HttpResult<(StatusCode, axum::Json<AclBinding>)> {
+    caller.require_cluster(AclOperation::Alter)?;
     let acl = AclBinding {
         resource_type: acl.resource_type,
         resource_name: acl.resource_name,
@@ -87,11 +95,14 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, axum::Json(acl)))
 }
 
-/// Deleting needs a resource or a principal, so a bare `DELETE` cannot wipe every ACL.
+/// DeleteAcls: ALTER on the cluster. Deleting needs a resource or a principal, so a bare
+/// `DELETE` cannot wipe every ACL.
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<AclQuery>,
 ) -> HttpResult<axum::Json<Vec<AclBinding>>> {
+    caller.require_cluster(AclOperation::Alter)?;
     if q.resource_type.is_none() && q.resource_name.is_none() && q.principal.is_none() {
         return Err(HttpError::BadRequest(
             "name resource_type, resource_name or principal: refusing to delete every ACL".into(),

@@ -1,4 +1,5 @@
-//! The JSON API under `/api/v1`, plus `/health` and `/ready`.
+//! The JSON API under `/api/v1`, plus `/health` and `/ready`. Each handler authorizes its caller
+//! by the ACLs of the request's Kafka equivalent (named in its doc comment).
 
 mod acls;
 mod cluster;
@@ -12,11 +13,16 @@ use axum::Router;
 
 use crate::AppState;
 
-/// Every API route.
-pub(crate) fn routes() -> Router<AppState> {
+/// The probes, `/health` and `/ready` (open unless `HttpOptions::protect_probes`).
+pub(crate) fn probes() -> Router<AppState> {
     Router::new()
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))
+}
+
+/// Every `/api/v1` route; each handler authorizes its [`crate::security::Caller`].
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v1/topics", get(topics::list).post(topics::create))
         .route(
             "/api/v1/topics/{topic}",

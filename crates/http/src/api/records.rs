@@ -11,7 +11,11 @@ use streamhouse_kafka::{Consumed, ConsumedRecord, ProduceRecord, ProducedRecord}
 
 use crate::error::{HttpError, HttpResult};
 use crate::extract::{Json, Path, Query};
+use crate::security::Caller;
 use crate::AppState;
+
+use streamhouse_metadata::AclOperation as Op;
+use streamhouse_metadata::AclResourceType::Topic;
 
 /// Longest a produce waits for its records to become durable.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,11 +90,14 @@ pub(crate) struct ProduceResponse {
     offsets: Vec<ProducedRecord>,
 }
 
+/// Produce: WRITE on the topic.
 pub(crate) async fn produce(
     State(s): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     Json(req): Json<ProduceRequest>,
 ) -> HttpResult<axum::Json<ProduceResponse>> {
+    caller.require(Op::Write, Topic, &topic)?;
     let records = req
         .records
         .into_iter()
@@ -149,11 +156,14 @@ pub(crate) struct ConsumeResponse {
     log_start_offset: i64,
 }
 
+/// Fetch: READ on the topic.
 pub(crate) async fn consume(
     State(s): State<AppState>,
+    caller: Caller,
     Path((topic, partition)): Path<(String, u32)>,
     Query(q): Query<ConsumeQuery>,
 ) -> HttpResult<axum::Json<ConsumeResponse>> {
+    caller.require(Op::Read, Topic, &topic)?;
     let max_records = bounded("max_records", q.max_records.unwrap_or(100), MAX_RECORDS)?;
     let max_bytes = bounded("max_bytes", q.max_bytes.unwrap_or(1 << 20), MAX_BYTES)?;
     let Consumed {

@@ -9,7 +9,10 @@ use streamhouse_kafka::ApiError;
 
 use crate::error::HttpResult;
 use crate::extract::{Json, Path, Query};
+use crate::security::Caller;
 use crate::AppState;
+
+use streamhouse_metadata::AclOperation as Op;
 
 /// Body of `PUT /api/v1/users/{name}`.
 #[derive(Deserialize)]
@@ -51,17 +54,23 @@ fn algorithms(names: &[String]) -> Result<Vec<ScramAlgorithm>, ApiError> {
     Ok(algorithms)
 }
 
+/// DescribeUserScramCredentials: DESCRIBE on the cluster.
 pub(crate) async fn list(
     State(s): State<AppState>,
+    caller: Caller,
 ) -> HttpResult<axum::Json<Vec<UserDescription>>> {
+    caller.require_cluster(Op::Describe)?;
     Ok(axum::Json(s.broker.users().list().await?))
 }
 
+/// AlterUserScramCredentials: ALTER on the cluster.
 pub(crate) async fn set_password(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<SetPassword>,
 ) -> HttpResult<axum::Json<UserDescription>> {
+    caller.require_cluster(Op::Alter)?;
     let algorithms = match &req.mechanisms {
         Some(names) => algorithms(names)?,
         None => ScramAlgorithm::ALL.to_vec(),
@@ -74,11 +83,14 @@ pub(crate) async fn set_password(
     Ok(axum::Json(user))
 }
 
+/// AlterUserScramCredentials (deletions): ALTER on the cluster.
 pub(crate) async fn delete(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<DeleteQuery>,
 ) -> HttpResult<StatusCode> {
+    caller.require_cluster(Op::Alter)?;
     let algorithms = match query.mechanism {
         Some(m) => algorithms(&[m])?,
         None => ScramAlgorithm::ALL.to_vec(),

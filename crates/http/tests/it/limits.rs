@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use streamhouse_http::HttpOptions;
 use streamhouse_kafka::{BrokerConfig, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,14 +12,20 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::harness::App;
 
 async fn serve_http(limits: Limits) -> SocketAddr {
-    let app = App::start_with(BrokerConfig {
+    let config = BrokerConfig {
         limits,
         ..BrokerConfig::default()
-    })
-    .await;
+    };
+    let app = App::start_with(config, |_| HttpOptions::default()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(streamhouse_http::serve(listener, app.broker, app.metrics));
+    let options = HttpOptions::default();
+    tokio::spawn(streamhouse_http::serve(
+        listener,
+        app.broker,
+        app.metrics,
+        options,
+    ));
     addr
 }
 

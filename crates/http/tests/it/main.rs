@@ -2,6 +2,7 @@
 //! in-memory metadata and object storage.
 
 mod api;
+mod auth;
 mod console;
 mod harness;
 mod limits;

@@ -28,8 +28,13 @@ async fn serve_https(app: &App, cert: &Path, key: &Path) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = server_config(cert, key).unwrap();
-    let serving =
-        streamhouse_http::serve_tls(listener, tls, app.broker.clone(), app.metrics.clone());
+    let serving = streamhouse_http::serve_tls(
+        listener,
+        tls,
+        app.broker.clone(),
+        app.metrics.clone(),
+        streamhouse_http::HttpOptions::default(),
+    );
     tokio::spawn(serving);
     addr
 }

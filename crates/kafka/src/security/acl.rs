@@ -269,9 +269,16 @@ impl Authorizer {
     }
 }
 
-/// The authorizer bound to one request's requester: what handlers ask before acting.
+/// The principal of a requester: `User:<name>`, or `User:ANONYMOUS` when it did not
+/// authenticate (Kafka's names).
+pub fn principal(user: Option<&str>) -> String {
+    user.map_or_else(|| ANONYMOUS.to_string(), |u| format!("User:{u}"))
+}
+
+/// The authorizer bound to one request's requester: what the Kafka handlers and the HTTP API
+/// ask before acting (obtained with [`crate::Broker::access`] outside this crate).
 #[derive(Debug, Clone)]
-pub(crate) struct Access {
+pub struct Access {
     authorizer: Arc<Authorizer>,
     /// `None` when authorization is off, so nothing is allocated per request then.
     who: Option<Arc<Requester>>,
@@ -286,7 +293,7 @@ impl Access {
     ) -> Self {
         let who = authorizer.enabled().then(|| {
             Arc::new(Requester {
-                principal: user.map_or_else(|| ANONYMOUS.to_string(), |u| format!("User:{u}")),
+                principal: principal(user),
                 host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
             })
         });
@@ -298,7 +305,7 @@ impl Access {
 
     /// Whether the request may perform `op` on `kind`/`name`; a refusal is logged (principal,
     /// operation and resource: no credentials ever reach this point).
-    pub(crate) fn allows(&self, op: Op, kind: Resource, name: &str) -> bool {
+    pub fn allows(&self, op: Op, kind: Resource, name: &str) -> bool {
         let Some(who) = &self.who else {
             return true;
         };
@@ -318,20 +325,20 @@ impl Access {
 
     /// Like [`Self::allows`] without logging, for filtering listings (where leaving out what
     /// the requester may not see is the normal case, not a refusal).
-    pub(crate) fn shows(&self, op: Op, kind: Resource, name: &str) -> bool {
+    pub fn shows(&self, op: Op, kind: Resource, name: &str) -> bool {
         self.who
             .as_ref()
             .is_none_or(|who| self.authorizer.permits(who, op, kind, name))
     }
 
     /// Whether the request may perform `op` on the cluster.
-    pub(crate) fn on_cluster(&self, op: Op) -> bool {
+    pub fn on_cluster(&self, op: Op) -> bool {
         self.allows(op, Resource::Cluster, streamhouse_metadata::CLUSTER_NAME)
     }
 
     /// Whether the request may create the topic `name`: CREATE on the cluster (any topic) or on
     /// the topic.
-    pub(crate) fn creates_topic(&self, name: &str) -> bool {
+    pub fn creates_topic(&self, name: &str) -> bool {
         self.shows(
             Op::Create,
             Resource::Cluster,
@@ -340,7 +347,7 @@ impl Access {
     }
 
     /// Whether the request may perform `op` on some resource of type `kind`.
-    pub(crate) fn on_some(&self, op: Op, kind: Resource) -> bool {
+    pub fn on_some(&self, op: Op, kind: Resource) -> bool {
         self.who
             .as_ref()
             .is_none_or(|who| self.authorizer.permits_some(who, op, kind))

@@ -12,8 +12,8 @@ mod users;
 
 use std::sync::Arc;
 
-pub use acl::AclConfig;
-pub(crate) use acl::{Access, Authorizer, Op, Resource};
+pub use acl::{principal, Access, AclConfig};
+pub(crate) use acl::{Authorizer, Op, Resource};
 pub(crate) use sasl::{Gate, SaslSession};
 pub use sasl::{Mechanism, SaslAuthenticator, UnknownMechanism};
 pub use scram::{

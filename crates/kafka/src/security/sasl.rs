@@ -4,7 +4,7 @@
 //! SaslAuthenticate are accepted, as in Kafka, and anything else closes the connection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,12 +73,31 @@ impl std::str::FromStr for Mechanism {
 
 type CredentialMap = HashMap<(String, ScramAlgorithm), ScramCredential>;
 
+/// Most users whose last verified password [`SaslAuthenticator::verify_password`] remembers.
+const MAX_VERIFIED_LOGINS: usize = 10_000;
+
+/// A password [`SaslAuthenticator::verify_password`] accepted: a digest of salt and password
+/// (never the password) and the StoredKey it matched, so a changed credential misses.
+struct VerifiedLogin {
+    digest: Vec<u8>,
+    stored_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for VerifiedLogin {
+    // The digest is a fast hash of the password: it stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedLogin").finish_non_exhaustive()
+    }
+}
+
 /// The enabled mechanisms and an in-memory copy of the users' SCRAM credentials (salted
 /// derivatives only) from the metadata store, so authenticating needs no query.
 #[derive(Debug)]
 pub struct SaslAuthenticator {
     mechanisms: Vec<Mechanism>,
     credentials: RwLock<CredentialMap>,
+    /// The last password verified per user (see [`Self::verify_password`]).
+    verified: Mutex<HashMap<String, VerifiedLogin>>,
     /// Held from reading the store to replacing the map, so a periodic reload that read the
     /// store before a user change cannot overwrite the reload made after it.
     reloading: tokio::sync::Mutex<()>,
@@ -95,6 +114,7 @@ impl SaslAuthenticator {
         Self {
             mechanisms,
             credentials: RwLock::default(),
+            verified: Mutex::default(),
             reloading: tokio::sync::Mutex::default(),
         }
     }
@@ -159,6 +179,52 @@ impl SaslAuthenticator {
         creds.get(&(user.to_string(), alg)).cloned()
     }
 
+    /// Whether `password` is `user`'s: checked against the user's SCRAM-SHA-256 credential, or
+    /// its SCRAM-SHA-512 one when it has none, by deriving the salted password with the stored
+    /// salt and iterations and comparing StoredKey. The one password check of the agent: SASL
+    /// PLAIN and HTTP Basic both use it.
+    ///
+    /// The derivation costs thousands of HMACs by design, and HTTP clients send their password
+    /// with every request, so a success is remembered as a fast digest of salt and password
+    /// bound to the credential's StoredKey: the same password is then accepted without
+    /// deriving again until the credential changes (a new salt or key misses the memo). Call it
+    /// off the async workers (`spawn_blocking`), as a miss blocks for the derivation.
+    pub fn verify_password(&self, user: &str, password: &str) -> bool {
+        let Some((alg, credential)) = ScramAlgorithm::ALL
+            .into_iter()
+            .find_map(|alg| self.credential(user, alg).map(|c| (alg, c)))
+        else {
+            return false;
+        };
+        let memo = VerifiedLogin {
+            digest: ScramAlgorithm::Sha256
+                .hash(&[&credential.salt[..], password.as_bytes()].concat()),
+            stored_key: credential.stored_key.clone(),
+        };
+        let verified = self.verified.lock().expect("lock poisoned");
+        // Compared in constant time, so response times reveal nothing of the remembered digest.
+        let remembered = verified.get(user).is_some_and(|v| {
+            v.stored_key == memo.stored_key
+                && aws_lc_rs::constant_time::verify_slices_are_equal(&v.digest, &memo.digest)
+                    .is_ok()
+        });
+        drop(verified);
+        if remembered {
+            return true;
+        }
+        if !credential.matches_password(alg, password) {
+            return false;
+        }
+        let mut verified = self.verified.lock().expect("lock poisoned");
+        // Bounded: many distinct users would otherwise grow it without limit; starting afresh
+        // costs each user one derivation.
+        if verified.len() >= MAX_VERIFIED_LOGINS {
+            verified.clear();
+        }
+        verified.insert(user.to_string(), memo);
+        true
+    }
+
     /// Verifies a PLAIN message `authzid NUL authcid NUL password`.
     fn plain(&self, token: &[u8]) -> Result<String, ScramError> {
         let mut parts = token.split(|&b| b == 0);
@@ -173,11 +239,8 @@ impl SaslAuthenticator {
                 .map_err(|_| ScramError::Malformed("PLAIN field is not UTF-8"))
         };
         let (authzid, user, password) = (text(authzid)?, text(user)?, text(password)?);
-        let alg = ScramAlgorithm::Sha256;
-        let valid = (authzid.is_empty() || authzid == user)
-            && self
-                .credential(&user, alg)
-                .is_some_and(|c| c.matches_password(alg, &password));
+        let valid =
+            (authzid.is_empty() || authzid == user) && self.verify_password(&user, &password);
         if valid {
             Ok(user)
         } else {
@@ -361,5 +424,44 @@ impl SaslSession {
             raw,
         };
         Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_user(user: &str, alg: ScramAlgorithm, password: &str) -> SaslAuthenticator {
+        let auth = SaslAuthenticator::new(vec![Mechanism::Plain]);
+        let credential = ScramCredential::new(alg, password, DEFAULT_ITERATIONS);
+        let mut creds = auth.credentials.write().unwrap();
+        creds.insert((user.to_string(), alg), credential);
+        drop(creds);
+        auth
+    }
+
+    #[test]
+    fn passwords_are_verified_and_remembered_per_credential() {
+        let auth = with_user("alice", ScramAlgorithm::Sha256, "pw");
+        assert!(!auth.verify_password("alice", "wrong"));
+        assert!(!auth.verify_password("bob", "pw"));
+        assert!(auth.verify_password("alice", "pw"));
+        assert!(auth.verify_password("alice", "pw"), "remembered");
+        assert!(
+            !auth.verify_password("alice", "wrong"),
+            "not the remembered one"
+        );
+        // A new password (new salt and keys) makes the remembered one worthless.
+        let changed = ScramCredential::new(ScramAlgorithm::Sha256, "new", DEFAULT_ITERATIONS);
+        let key = ("alice".to_string(), ScramAlgorithm::Sha256);
+        auth.credentials.write().unwrap().insert(key, changed);
+        assert!(!auth.verify_password("alice", "pw"));
+        assert!(auth.verify_password("alice", "new"));
+        // A user with only a SCRAM-SHA-512 credential is checked against it.
+        let only_512 = with_user("carol", ScramAlgorithm::Sha512, "pw512");
+        assert!(only_512.verify_password("carol", "pw512"));
+        assert!(!only_512.verify_password("carol", "pw"));
+        assert!(only_512.plain(b"\0carol\0pw512").is_ok());
+        assert!(only_512.plain(b"\0carol\0nope").is_err());
     }
 }

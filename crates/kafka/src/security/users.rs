@@ -90,9 +90,9 @@ impl Broker {
         Users { broker: self }
     }
 
-    /// Makes user changes through [`Broker::users`] apply to `auth` at once (called by the
-    /// listener that authenticates with it).
-    pub(crate) fn register_authenticator(&self, auth: &Arc<SaslAuthenticator>) {
+    /// Makes user changes through [`Broker::users`] apply to `auth` at once (called by each
+    /// listener that authenticates with it: the Kafka listener and the HTTP API).
+    pub fn register_authenticator(&self, auth: &Arc<SaslAuthenticator>) {
         let mut registered = self.authenticators.write().expect("lock poisoned");
         if !registered.iter().any(|a| Arc::ptr_eq(a, auth)) {
             registered.push(auth.clone());

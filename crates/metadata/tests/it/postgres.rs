@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::postgres::PgConnectOptions;
 use streamhouse_metadata::{
     conformance, now_ms, CacheConfig, CachedMetadataStore, MetadataError, MetadataStore, NewTopic,
-    PostgresMetadataStore, SegmentInfo, TopicConfig,
+    PostgresMetadataStore, SegmentInfo, SessionTimeouts, TopicConfig,
 };
 use tempfile::TempDir;
 
@@ -143,7 +143,11 @@ impl TempPostgres {
     }
 
     async fn store(&self) -> PostgresMetadataStore {
-        PostgresMetadataStore::connect_with(self.options())
+        self.store_with(&SessionTimeouts::default()).await
+    }
+
+    async fn store_with(&self, timeouts: &SessionTimeouts) -> PostgresMetadataStore {
+        PostgresMetadataStore::connect_with(self.options(), timeouts)
             .await
             .unwrap()
     }
@@ -222,17 +226,96 @@ async fn lease_round_on_postgres() {
     crate::lease_scale::lease_round(&store, "PostgreSQL (local socket, fsync=off)").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backend() {
-    let Some(bin) = server_bin_dir() else {
+/// The server binaries, or `None` (with a note) when they are missing and not required.
+fn server_bin_dir_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = server_bin_dir();
+    if bin.is_none() {
         // scripts/test.sh installs the server and sets this, so CI can never skip silently.
         assert!(
             std::env::var_os("STREAMHOUSE_REQUIRE_POSTGRES").is_none(),
             "PostgreSQL server binaries are required (run scripts/setup-test-deps.sh)"
         );
-        println!(
-            "SKIPPED postgres_backend: no initdb/pg_ctl/postgres under /usr/lib/postgresql or PATH"
-        );
+        println!("SKIPPED {test}: no initdb/pg_ctl/postgres under /usr/lib/postgresql or PATH");
+    }
+    bin
+}
+
+/// A session holding a partition's row lock (a stalled agent) makes a store call on that row
+/// fail after `lock_timeout` instead of waiting for it, and a session left idle inside a
+/// transaction is ended by the server, which releases its locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_row_locks_and_idle_transactions_are_bounded() {
+    use sqlx::{Connection, PgConnection};
+    use std::time::{Duration, Instant};
+
+    let Some(bin) = server_bin_dir_or_skip("held_row_locks_and_idle_transactions_are_bounded")
+    else {
+        return;
+    };
+    let server = TempPostgres::start(bin);
+    let timeouts = SessionTimeouts {
+        statement: Duration::from_secs(2),
+        lock: Duration::from_millis(300),
+        idle_in_transaction: Duration::from_millis(700),
+        acquire: Duration::from_secs(2),
+    };
+    let store = server.store_with(&timeouts).await;
+    let topic = NewTopic {
+        name: "locked".into(),
+        partitions: 1,
+        config: TopicConfig::default(),
+    };
+    store.create_topic(topic).await.unwrap();
+
+    // The stalled agent: a session without limits, holding the partition row.
+    let mut stalled = PgConnection::connect_with(&server.options()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    let lock = "SELECT 1 FROM partitions WHERE topic = 'locked' AND partition_id = 0 FOR UPDATE";
+    sqlx::query(lock).execute(&mut stalled).await.unwrap();
+    let started = Instant::now();
+    let call = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("a held row lock must not hang the call");
+    let waited = started.elapsed();
+    assert!(outcome.is_err(), "the lock was held: {outcome:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "failed after {waited:?}, lock_timeout is 300 ms"
+    );
+    sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+    let lease = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    assert!(lease.await.unwrap().is_some(), "free once the lock is gone");
+
+    // A session of the store's own settings idle in a transaction is terminated, locks and all.
+    let limited = timeouts.connect_options(server.options());
+    let mut idle = PgConnection::connect_with(&limited).await.unwrap();
+    let shown: (String,) = sqlx::query_as("SHOW lock_timeout")
+        .fetch_one(&mut idle)
+        .await
+        .unwrap();
+    assert_eq!(shown.0, "300ms");
+    sqlx::query("BEGIN").execute(&mut idle).await.unwrap();
+    sqlx::query(lock).execute(&mut idle).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut idle).await.is_err(),
+        "the idle transaction's session was ended"
+    );
+    let call = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    assert!(call.await.unwrap().is_some(), "its row lock was released");
+    // A statement running past statement_timeout is cancelled.
+    let started = Instant::now();
+    let mut limited_conn = PgConnection::connect_with(&limited).await.unwrap();
+    let slow = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut limited_conn)
+        .await;
+    assert!(slow.is_err() && started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend() {
+    let Some(bin) = server_bin_dir_or_skip("postgres_backend") else {
         return;
     };
     let server = TempPostgres::start(bin);

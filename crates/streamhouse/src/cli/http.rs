@@ -13,6 +13,8 @@ use super::Endpoints;
 pub struct Http {
     client: reqwest::Client,
     base: String,
+    /// HTTP Basic user name and password, sent with every request.
+    credentials: Option<(String, String)>,
 }
 
 impl Http {
@@ -31,9 +33,15 @@ impl Http {
             builder = builder.tls_certs_only(certs);
         }
         let client = builder.build()?;
+        let base = endpoints.http.trim_end_matches('/').to_string();
+        let credentials = endpoints.security.http_credentials()?;
+        if credentials.is_some() {
+            refuse_clear_text_password(&base)?;
+        }
         Ok(Self {
             client,
-            base: endpoints.http.trim_end_matches('/').to_string(),
+            base,
+            credentials,
         })
     }
 
@@ -59,7 +67,11 @@ impl Http {
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let request = build(self.client.request(method.clone(), &url));
+        let mut request = self.client.request(method.clone(), &url);
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let request = build(request);
         let response = request.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the HTTP API at {}: {}",
@@ -76,6 +88,24 @@ impl Http {
         serde_json::from_str(json)
             .map_err(|e| anyhow!("{method} {path}: unexpected answer from the HTTP API: {e}"))
     }
+}
+
+/// An error when a password would travel in clear: plain `http://` is for a server on this
+/// machine (loopback) only.
+fn refuse_clear_text_password(base: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(base).with_context(|| format!("--http {base} is not a URL"))?;
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" && !loopback {
+        bail!(
+            "refusing to send the password for the HTTP API in clear to {base}: use https:// \
+             (--http-ca to trust its certificate)"
+        );
+    }
+    Ok(())
 }
 
 /// The body of a 2xx answer, or an error carrying the server's message.
@@ -141,6 +171,21 @@ mod tests {
         let v: Value = serde_json::json!({"error": {"code": 3, "message": "nope"}});
         assert_eq!(error_message(&v).unwrap(), "nope");
         assert_eq!(error_message(&serde_json::json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn passwords_go_in_clear_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "https://agent.example:8080",
+        ] {
+            assert!(refuse_clear_text_password(ok).is_ok(), "{ok}");
+        }
+        let err = refuse_clear_text_password("http://agent.example:8080").unwrap_err();
+        assert!(err.to_string().contains("use https://"), "{err}");
+        assert!(refuse_clear_text_password("http://10.1.2.3").is_err());
     }
 
     #[test]

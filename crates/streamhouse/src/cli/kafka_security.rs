@@ -98,18 +98,7 @@ impl KafkaSecurityArgs {
                 mechanism.name()
             );
         };
-        let password = if self.sasl_password_stdin {
-            self.stdin_password()?
-        } else {
-            match &self.sasl_password {
-                Some(p) => p.clone(),
-                None => bail!(
-                    "SASL {} needs a password (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD \
-                     or --sasl-password)",
-                    mechanism.name()
-                ),
-            }
-        };
+        let password = self.password(&format!("SASL {}", mechanism.name()))?;
         Ok(Login {
             mechanism,
             username,
@@ -123,6 +112,31 @@ impl KafkaSecurityArgs {
         }
         let password = read_password_stdin()?;
         Ok(self.stdin_password.get_or_init(|| password).clone())
+    }
+
+    /// The HTTP Basic credentials of the admin API: the SASL user name and password, sent
+    /// whenever both are given (the HTTP listener checks them against the same SCRAM
+    /// credentials as the Kafka listener; no mechanism is needed). `None` without a user name.
+    pub fn http_credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(username) = self.sasl_username.clone() else {
+            return Ok(None);
+        };
+        let password = self.password(&format!("the HTTP API login as '{username}'"))?;
+        Ok(Some((username, password)))
+    }
+
+    /// The password from stdin or the flag; an error naming `login` when there is none.
+    fn password(&self, login: &str) -> anyhow::Result<String> {
+        if self.sasl_password_stdin {
+            return self.stdin_password();
+        }
+        match &self.sasl_password {
+            Some(p) => Ok(p.clone()),
+            None => bail!(
+                "{login} needs a password (--sasl-password-stdin, STREAMHOUSE_SASL_PASSWORD or \
+                 --sasl-password)"
+            ),
+        }
     }
 
     /// An error when --sasl-password-stdin would take the stdin that `what` is read from.

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 
 use serde_json::Value;
 
-use crate::server::{certificate, one_line_error, run, success, Server};
+use crate::server::{certificate, one_line_error, run, success, Options, Server};
 
 /// `(key, value)` of every record of `topic`, sorted; consumed as `group`, which commits.
 fn consume_as(s: &Server, topic: &str, group: &str) -> Vec<(String, String)> {
@@ -152,6 +152,95 @@ fn kafka_command_security_errors_are_one_line() {
     }
     // Nothing was written by the refused produces.
     assert_eq!(s.ok(&["consume", "t", "-e"]), "");
+}
+
+/// The HTTP commands (`agent list`, `topic describe`, `topic alter`) log in to the HTTP API with
+/// the SASL user name and password; without them, or with a wrong one, the API refuses, and a
+/// user without ACLs sees nothing.
+#[test]
+fn http_commands_log_in_with_the_sasl_user() {
+    let certs = tempfile::tempdir().unwrap();
+    let s = Server::start_secure(certs.path());
+    s.ok(&["topic", "create", "events"]);
+    assert!(s.ok(&["agent", "list"]).contains("agent-"));
+    assert!(s.ok(&["topic", "describe", "events"]).contains("events"));
+
+    let anonymous = [("STREAMHOUSE_SASL_USERNAME", "")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &anonymous));
+    assert!(
+        line.contains("401") && line.contains("authentication required"),
+        "{line}"
+    );
+    let wrong = [("STREAMHOUSE_SASL_PASSWORD", "wrong")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &wrong));
+    assert!(line.contains("invalid user name or password"), "{line}");
+
+    // bob has no ACLs: the HTTP API lets him list agents and refuses to change topics.
+    let add = ["user", "add", "bob", "--password-stdin"];
+    success(&s.cli_with_input(&add, "bob-pw\n"), &add);
+    let bob = [
+        ("STREAMHOUSE_SASL_USERNAME", "bob"),
+        ("STREAMHOUSE_SASL_PASSWORD", "bob-pw"),
+    ];
+    success(
+        &s.cli_with(&["agent", "list"], "", &bob),
+        &["agent", "list"],
+    );
+    let args = ["topic", "alter", "events", "--partitions", "3"];
+    let line = one_line_error(&s.cli_with(&args, "", &bob));
+    assert!(
+        line.contains("403") && line.contains("User:bob is not authorized"),
+        "{line}"
+    );
+
+    // The password goes in clear to a loopback address only.
+    let remote = [("STREAMHOUSE_HTTP", "http://192.0.2.1:8080")];
+    let line = one_line_error(&s.cli_with(&["agent", "list"], "", &remote));
+    assert!(line.contains("refusing to send the password"), "{line}");
+}
+
+/// `--http-enabled=false` serves Kafka without any HTTP listener; HTTP authentication refuses to
+/// start where passwords would cross the network in clear.
+#[test]
+fn http_listener_settings_are_enforced_at_start() {
+    let s = Server::start_with(Options {
+        args: vec!["--http-enabled=false".into()],
+        no_http: true,
+        ..Options::default()
+    });
+    let http = s.http.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(http).is_err(),
+        "nothing listens on {http}"
+    );
+    s.ok(&["topic", "create", "t"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kafka = crate::server::free_addr();
+    let port = crate::server::free_addr()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--kafka-addr",
+        &kafka,
+        "--http-addr",
+        &format!("0.0.0.0:{port}"),
+        "--sasl",
+    ];
+    let out = run(&args, "", &[("STREAMHOUSE_LOG", "warn")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("HTTP authentication sends passwords")
+            && stderr.contains("--http-tls-cert"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub struct Options<'a> {
     pub cli_env: Vec<(&'a str, String)>,
     /// The HTTP listener serves HTTPS (`cli_env` must let the CLI trust it).
     pub https: bool,
+    /// The HTTP listener is turned off: wait for the Kafka listener instead.
+    pub no_http: bool,
 }
 
 impl Server {
@@ -72,6 +74,7 @@ impl Server {
                 ("STREAMHOUSE_SASL_PASSWORD", "admin-pw".into()),
             ],
             https: true,
+            ..Options::default()
         })
     }
 
@@ -100,7 +103,9 @@ impl Server {
             cli_env: cli_env.map(|(k, v)| (k.to_string(), v.clone())).collect(),
             dir,
         };
-        if options.https {
+        if options.no_http {
+            server.wait_until(|| server.cli(&["topic", "list"]).status.success());
+        } else if options.https {
             server.wait_until(|| server.cli(&["agent", "list"]).status.success());
         } else {
             server.wait_until(|| health_ok(&http));
