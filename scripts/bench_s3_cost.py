@@ -123,10 +123,10 @@ class Agent:
 
 def bench(binary: str, agent: Agent, args: list[str], topic: str, duration: int) -> dict:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
-    cmd = [binary, "bench", *args, "--topic", topic, "--record-size", "1024", "-q",
+    cmd = [binary, "bench", *args, "--topic", topic, "-q",
            "--json", str(out), "--bootstrap", f"127.0.0.1:{agent.port}"]
     if args[0] != "consume":
-        cmd += ["--duration", f"{duration}s"]
+        cmd += ["--record-size", "1024", "--duration", f"{duration}s"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 

@@ -364,9 +364,16 @@ fn backoff(attempt: u32) -> Duration {
 /// Turns a fetch error shared between readers back into an owned [`StorageError`], keeping the
 /// original error when this reader is its last holder.
 fn shared_error(object: &str, error: Arc<object_store::Error>) -> StorageError {
-    let source = Arc::try_unwrap(error).unwrap_or_else(|shared| object_store::Error::Generic {
-        store: "SegmentCache",
-        source: Box::new(shared),
+    let source = Arc::try_unwrap(error).unwrap_or_else(|shared| match &*shared {
+        // Kept as such: a missing object is data loss the reader reports, not a retriable error.
+        object_store::Error::NotFound { path, .. } => object_store::Error::NotFound {
+            path: path.clone(),
+            source: Box::new(shared.clone()),
+        },
+        _ => object_store::Error::Generic {
+            store: "SegmentCache",
+            source: Box::new(shared),
+        },
     });
     StorageError::object_store(object, source)
 }
