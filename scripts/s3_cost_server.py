@@ -6,8 +6,10 @@ request by kind and adds S3-Standard-like latency before answering.
 
 Kinds: PUT (object writes, multipart parts), GET (object and ranged reads), HEAD, LIST
 (bucket listings), DELETE (single deletes), DELETE_BATCH (POST ?delete, up to 1,000 keys each).
-`GET /__stats` answers the counts and bytes as JSON; `POST /__stats/reset` zeroes them. Only
-loopback: this is a test server, not a proxy.
+`GET /__stats` answers the counts and bytes as JSON; `POST /__stats/reset` zeroes them.
+`POST /__control/hang` makes every object PUT wait (up to --max-hang-s) until
+`POST /__control/release`: an S3 that stops answering, for fault tests. Only loopback: this is a
+test server, not a proxy.
 """
 
 from __future__ import annotations
@@ -70,15 +72,21 @@ def kind_of(method: str, path: str, query: dict) -> str | None:
 class CostLayer:
     """WSGI middleware: counts, delays, then lets moto answer."""
 
-    def __init__(self, app, counter: Counter, put_ms: float, put_ms_per_mb: float, get_ms: float):
+    def __init__(self, app, counter: Counter, put_ms: float, put_ms_per_mb: float, get_ms: float,
+                 max_hang_s: float):
         self.app = app
         self.counter = counter
         self.put_ms, self.put_ms_per_mb, self.get_ms = put_ms, put_ms_per_mb, get_ms
+        self.max_hang_s = max_hang_s
+        self.released = threading.Event()
+        self.released.set()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith("/__stats"):
             return self.stats(environ, start_response)
+        if path.startswith("/__control/"):
+            return self.control(path, start_response)
         method = environ["REQUEST_METHOD"]
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         kind = kind_of(method, path, query)
@@ -86,10 +94,19 @@ class CostLayer:
         if kind is not None:
             self.counter.add(kind, length)
             if kind == "PUT":
+                self.released.wait(self.max_hang_s)
                 time.sleep((self.put_ms + self.put_ms_per_mb * length / 1e6) / 1000)
             elif kind in ("GET", "HEAD"):
                 time.sleep(self.get_ms / 1000)
         return self.app(environ, start_response)
+
+    def control(self, path, start_response):
+        if path.endswith("/hang"):
+            self.released.clear()
+        elif path.endswith("/release"):
+            self.released.set()
+        start_response("204 No Content", [])
+        return [b""]
 
     def stats(self, environ, start_response):
         if environ["REQUEST_METHOD"] == "POST":
@@ -106,9 +123,10 @@ def main() -> None:
     parser.add_argument("--put-ms", type=float, default=30.0)
     parser.add_argument("--put-ms-per-mb", type=float, default=10.0)
     parser.add_argument("--get-ms", type=float, default=15.0)
+    parser.add_argument("--max-hang-s", type=float, default=300.0)
     args = parser.parse_args()
     app = CostLayer(DomainDispatcherApplication(create_backend_app), Counter(),
-                    args.put_ms, args.put_ms_per_mb, args.get_ms)
+                    args.put_ms, args.put_ms_per_mb, args.get_ms, args.max_hang_s)
     run_simple("127.0.0.1", args.port, app, threaded=True)
 
 
