@@ -36,3 +36,4 @@ pub use connection::{serve, serve_secured};
 pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
 pub use retention::MaintenanceConfig;
+pub use topic_config::ConfigChange;

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use streamhouse_metadata::{NewTopic, Topic};
 
 use super::{str_bytes, topic_name};
-use crate::admin_api::MAX_PARTITIONS;
+use crate::admin_api::{check_replication_factor, MAX_PARTITIONS};
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
 use crate::security::{Access, Op, Resource};
@@ -71,6 +71,8 @@ async fn create_one(
             "manual replica assignment is not supported: storage is shared".into(),
         ));
     }
+    check_replication_factor(t.replication_factor)
+        .map_err(|m| (ResponseError::InvalidReplicationFactor, m))?;
     let partitions = match t.num_partitions {
         -1 => b.config().default_partitions,
         n if n >= 1 && n as u32 <= MAX_PARTITIONS => n as u32,

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest, latest, or the first offset at or after a timestamp.
+//! ListOffsets: earliest, latest, the record with the largest timestamp (KIP-734), or the first
+//! offset at or after a timestamp.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -14,6 +15,15 @@ use crate::security::{Access, Op, Resource};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// KIP-734 (v7+): the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005 (v8+): the earliest offset on the broker's local disk. Every retained record is in
+/// the object store, which is this agent's log, so it is the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005 (v9+): the highest offset uploaded to tiered storage. A record is acknowledged only
+/// once its segment is in the object store, so that is the last acknowledged offset (-1 when
+/// none is).
+const LATEST_TIERED: i64 = -5;
 
 pub(crate) async fn handle(
     b: &Broker,
@@ -30,7 +40,7 @@ pub(crate) async fn handle(
             let result = match u32::try_from(p.partition_index) {
                 _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
-                    Ok(log) => lookup(&log, p.timestamp)
+                    Ok(log) => lookup(b, &log, p.timestamp)
                         .await
                         .map_err(|e| storage_error_code(&e)),
                     Err(e) => Err(storage_error_code(&e)),
@@ -55,11 +65,38 @@ pub(crate) async fn handle(
 }
 
 /// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record is that recent.
-async fn lookup(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), StorageError> {
+async fn lookup(
+    b: &Broker,
+    log: &PartitionLog,
+    timestamp: i64,
+) -> Result<(i64, i64), StorageError> {
     match timestamp {
         LATEST => Ok((log.writer.high_watermark(), -1)),
-        EARLIEST => Ok((log.writer.log_start_offset(), -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log.writer.log_start_offset(), -1)),
+        LATEST_TIERED => {
+            let (start, end) = (log.writer.log_start_offset(), log.writer.high_watermark());
+            Ok((if end > start { end - 1 } else { -1 }, -1))
+        }
+        MAX_TIMESTAMP => max_timestamp_record(b, log).await,
         ts => first_record_at_or_after(log, ts).await,
+    }
+}
+
+/// The first record carrying the largest timestamp of the partition (Kafka answers with that
+/// record, not its batch). The segments' timestamp ranges in the metadata store give the
+/// largest timestamp; the timestamp search then finds its record.
+async fn max_timestamp_record(b: &Broker, log: &PartitionLog) -> Result<(i64, i64), StorageError> {
+    let segments = b
+        .metadata()
+        .list_segments(
+            &log.topic.name,
+            log.partition,
+            log.writer.log_start_offset(),
+        )
+        .await?;
+    match segments.iter().map(|s| s.max_timestamp_ms).max() {
+        Some(max) => first_record_at_or_after(log, max).await,
+        None => Ok((-1, -1)),
     }
 }
 
@@ -79,7 +116,7 @@ async fn first_record_at_or_after(log: &PartitionLog, ts: i64) -> Result<(i64, i
         let records =
             RecordBatchDecoder::decode(&mut bytes).map_err(|e| StorageError::InvalidBatch {
                 topic: log.topic.name.clone(),
-                partition: 0,
+                partition: log.partition,
                 reason: format!(
                     "stored batch at offset {} does not decode: {e}",
                     batch.base_offset()
