@@ -252,7 +252,11 @@ pub(crate) async fn describe_topic_partitions(
                     .with_leader_id(leader)
                     .with_leader_epoch(-1)
                     .with_replica_nodes(vec![leader])
-                    .with_isr_nodes(vec![leader]),
+                    .with_isr_nodes(vec![leader])
+                    // Empty, not null: Kafka's brokers send lists (KIP-966 ELR), and the Java
+                    // client reads them without a null check.
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
             );
         }
         topics.push(response.with_topic_id(topic.id).with_partitions(partitions));

@@ -541,6 +541,8 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
             assert_eq!(t.error_code, 0);
             for p in &t.partitions {
                 assert_eq!(p.leader_id, BrokerId(server.broker.config().node_id));
+                assert_eq!(p.eligible_leader_replicas, Some(vec![]));
+                assert_eq!(p.last_known_elr, Some(vec![]));
                 seen.push((t.name.as_ref().unwrap().0.to_string(), p.partition_index));
             }
         }
