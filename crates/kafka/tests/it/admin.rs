@@ -98,8 +98,9 @@ async fn alter(c: &mut Client, topic: &str, settings: &[(&str, &str)], version: 
 
 /// Every config DescribeConfigs reports for a topic.
 async fn describe(c: &mut Client, topic: &str) -> Vec<DescribeConfigsResourceResult> {
-    let req =
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+    let req = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(TOPIC)
             .with_resource_name(s(topic))
             .with_configuration_keys(None)]);
@@ -329,6 +330,29 @@ async fn create_topics_validates_configs_and_replication_factor() {
     assert_eq!(
         config(&mut c, "c", "retention.ms").await,
         Some(("604800000".into(), SOURCE_TOPIC))
+    );
+    // Synonyms in order of precedence: the topic's value, then the default it overrides.
+    let synonyms = |entries: Vec<DescribeConfigsResourceResult>, key: &str| {
+        let e = entries
+            .into_iter()
+            .find(|e| e.name.as_str() == key)
+            .unwrap();
+        e.synonyms
+            .iter()
+            .map(|s| (s.value.as_ref().unwrap().to_string(), s.source))
+            .collect::<Vec<_>>()
+    };
+    let entries = describe(&mut c, "b").await;
+    assert_eq!(
+        synonyms(entries.clone(), "retention.ms"),
+        [
+            ("-1".into(), SOURCE_TOPIC),
+            ("604800000".into(), SOURCE_DEFAULT)
+        ]
+    );
+    assert_eq!(
+        synonyms(entries, "segment.ms"),
+        [("600000".to_string(), SOURCE_DEFAULT)]
     );
     assert_eq!(
         config(&mut c, "b", "cleanup.policy").await,

@@ -77,6 +77,7 @@ class ToolsTest {
     static final String DELETE_RECORDS = "org.apache.kafka.tools.DeleteRecordsCommand";
     static final String ACLS = "org.apache.kafka.tools.AclCommand";
     static final String LOG_DIRS = "org.apache.kafka.tools.LogDirsCommand";
+    static final String CONFIGS = "kafka.admin.ConfigCommand";
 
     static String bs() {
         return Server.get().bootstrap;
@@ -100,6 +101,28 @@ class ToolsTest {
         assertTrue(bad.exit() != 0 && bad.output().contains("InvalidConfigurationException"), bad.output());
         ok(TOPICS, null, "--bootstrap-server", bs(), "--delete", "--topic", topic);
         assertFalse(ok(TOPICS, null, "--bootstrap-server", bs(), "--list").lines().anyMatch(topic::equals));
+    }
+
+    @Test
+    void kafkaConfigs() throws Exception {
+        String topic = Server.uniqueTopic("tool-configs");
+        ok(TOPICS, null, "--bootstrap-server", bs(), "--create", "--topic", topic, "--partitions", "1");
+        String out = ok(CONFIGS, null, "--bootstrap-server", bs(), "--alter", "--entity-type", "topics",
+                "--entity-name", topic, "--add-config", "retention.ms=3600000,segment.ms=60000");
+        assertTrue(out.contains("Completed updating config for topic " + topic + "."), out);
+        out = ok(CONFIGS, null, "--bootstrap-server", bs(), "--describe", "--entity-type", "topics",
+                "--entity-name", topic);
+        // Only the values set on the topic are listed, as for a Kafka broker.
+        assertTrue(out.contains("retention.ms=3600000") && out.contains("segment.ms=60000"), out);
+        assertFalse(out.contains("segment.bytes="), out);
+        ok(CONFIGS, null, "--bootstrap-server", bs(), "--alter", "--entity-type", "topics",
+                "--entity-name", topic, "--delete-config", "retention.ms");
+        out = ok(CONFIGS, null, "--bootstrap-server", bs(), "--describe", "--all", "--entity-type", "topics",
+                "--entity-name", topic);
+        assertTrue(out.contains("retention.ms=604800000 sensitive=false synonyms={DEFAULT_CONFIG:"), out);
+        Run bad = tool(CONFIGS, null, "--bootstrap-server", bs(), "--alter", "--entity-type", "topics",
+                "--entity-name", topic, "--add-config", "retention.ms=-9");
+        assertTrue(bad.exit() != 0 && bad.output().contains("InvalidConfigurationException"), bad.output());
     }
 
     /** Console producer and consumer, consumer groups (describe, reset, delete), get-offsets, delete-records. */
