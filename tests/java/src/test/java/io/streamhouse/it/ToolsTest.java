@@ -78,6 +78,8 @@ class ToolsTest {
     static final String ACLS = "org.apache.kafka.tools.AclCommand";
     static final String LOG_DIRS = "org.apache.kafka.tools.LogDirsCommand";
     static final String CONFIGS = "kafka.admin.ConfigCommand";
+    static final String PRODUCER_PERF = "org.apache.kafka.tools.ProducerPerformance";
+    static final String CONSUMER_PERF = "org.apache.kafka.tools.ConsumerPerformance";
 
     static String bs() {
         return Server.get().bootstrap;
@@ -189,5 +191,34 @@ class ToolsTest {
         }
         assertEquals(2, partitions, out);
         assertTrue(total > 0, out);
+    }
+
+    /**
+     * kafka-producer-perf-test and kafka-consumer-perf-test. The counts are small so the suite
+     * stays quick; the figures in BENCHMARKS.md come from larger runs against a release build
+     * ($STREAMHOUSE_PERF_RECORDS sets the count).
+     */
+    @Test
+    void perfTests() throws Exception {
+        String topic = Server.uniqueTopic("tool-perf");
+        long records = Long.parseLong(System.getenv().getOrDefault("STREAMHOUSE_PERF_RECORDS", "20000"));
+        ok(TOPICS, null, "--bootstrap-server", bs(), "--create", "--topic", topic, "--partitions", "6");
+        String out = ok(PRODUCER_PERF, null, "--topic", topic, "--num-records", Long.toString(records),
+                "--record-size", "1024", "--throughput", "-1",
+                "--producer-props", "bootstrap.servers=" + bs(), "acks=all", "linger.ms=5", "compression.type=none");
+        System.out.println("kafka-producer-perf-test: " + out.lines().reduce((a, b) -> b).orElse(""));
+        Matcher sent = Pattern.compile("(\\d+) records sent, [\\d.]+ records/sec").matcher(out);
+        String last = null;
+        while (sent.find()) {
+            last = sent.group(1);
+        }
+        assertEquals(Long.toString(records), last, out);
+        String consumed = ok(CONSUMER_PERF, null, "--bootstrap-server", bs(), "--topic", topic,
+                "--num-records", Long.toString(records), "--timeout", "60000");
+        System.out.println("kafka-consumer-perf-test: " + consumed.strip());
+        // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+        String row = consumed.lines().filter(l -> l.matches("^\\d{4}-.*")).reduce((a, b) -> b).orElseThrow(
+                () -> new AssertionError("no result row:\n" + consumed));
+        assertEquals(Long.toString(records), row.split(",\\s*")[4], row);
     }
 }
