@@ -10,5 +10,8 @@ command -v go >/dev/null || { echo "go not found: the Go suite needs the Go tool
 export GOMODCACHE="$repo/.cache/go/mod" GOCACHE="$repo/.cache/go/build" GOFLAGS=-modcacherw
 # The tests run in tests/go, so the binary's path must not be relative.
 export STREAMHOUSE_BIN="$(realpath "${STREAMHOUSE_BIN:-$repo/target/debug/streamhouse}")"
+# The verbose log is kept for scripts/client-matrix.py (the README's client table).
+mkdir -p "$repo/.cache/results"
 cd tests/go
-go test -count=1 -timeout 10m "$@" ./...
+go test -count=1 -timeout 10m -v "$@" ./... | tee "$repo/.cache/results/go-test.log" \
+    | grep -v -E '^(=== (RUN|PAUSE|CONT)|\s+--- PASS)'

@@ -40,6 +40,9 @@ bash scripts/go-test.sh
 step "Java client: kafka-clients (scripts/java-test.sh)"
 bash scripts/java-test.sh
 
+step "README client table matches the Go and Java suites' results"
+python3 scripts/client-matrix.py --check README.md
+
 step "OpenAPI conformance (schemathesis against the real agent)"
 bash scripts/api-conformance.sh
 
