@@ -63,10 +63,11 @@ def test_admin_list_offsets_max_timestamp(server, topic):
     records = [Record(b"k", b"v%d" % i, partition=0, timestamp=ts) for i, ts in enumerate(stamps)]
     produce_all(producer(server.bootstrap), topic, records)
     tp = TopicPartition(topic, 0)
+    client = admin(server.bootstrap)  # kept: a collected client never completes its futures
     specs = {"max": (OffsetSpec.max_timestamp(), 2), "earliest": (OffsetSpec.earliest(), 0),
              "latest": (OffsetSpec.latest(), len(stamps))}
     for name, (spec, expected) in specs.items():
-        info = admin(server.bootstrap).list_offsets({tp: spec})[tp].result(timeout=CLIENT_TIMEOUT_S)
+        info = client.list_offsets({tp: spec})[tp].result(timeout=CLIENT_TIMEOUT_S)
         assert info.offset == expected, name
         if name == "max":
             assert info.timestamp == T0 + 9 * STEP_MS
