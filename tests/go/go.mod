@@ -1,4 +1,4 @@
-module github.com/streamhouse/streamhouse/tests/go
+module streamhouse/tests/go
 
 go 1.26.0
 
