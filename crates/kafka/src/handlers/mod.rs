@@ -16,6 +16,7 @@ pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod sasl;
 pub(crate) mod scram_users;
+pub(crate) mod transactions;
 
 use std::sync::Arc;
 
@@ -99,6 +100,12 @@ pub(crate) fn dispatch(
             ResponseKind::DescribeTopicPartitions(
                 metadata::describe_topic_partitions(&b, &a, r).await,
             )
+        }),
+        RequestKind::ListTransactions(r) => {
+            later(async move { ResponseKind::ListTransactions(transactions::list_transactions(r)) })
+        }
+        RequestKind::DescribeTransactions(r) => later(async move {
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(r))
         }),
         RequestKind::InitProducerId(r) => {
             later(

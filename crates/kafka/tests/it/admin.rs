@@ -602,3 +602,33 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     assert_eq!(codes, [0, code(ResponseError::UnknownTopicOrPartition)]);
     assert_eq!(r.topics[0].partitions.len(), 2);
 }
+
+#[tokio::test]
+async fn transactions_are_listed_as_none() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    for version in 0..=1 {
+        let req = ListTransactionsRequest::default()
+            .with_state_filters(vec![s("Ongoing"), s("Sleeping")]);
+        let ResponseKind::ListTransactions(r) =
+            c.send(RequestKind::ListTransactions(req), version).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, 0);
+        assert!(r.transaction_states.is_empty());
+        assert_eq!(r.unknown_state_filters, vec![s("Sleeping")]);
+    }
+    let req = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s("tx-1"))]);
+    let ResponseKind::DescribeTransactions(r) =
+        c.send(RequestKind::DescribeTransactions(req), 0).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.transaction_states.len(), 1);
+    assert_eq!(
+        r.transaction_states[0].error_code,
+        code(ResponseError::TransactionalIdNotFound)
+    );
+}

@@ -225,6 +225,8 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::DescribeCluster(_) => ApiKey::DescribeCluster,
         RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
         RequestKind::DescribeTopicPartitions(_) => ApiKey::DescribeTopicPartitions,
+        RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
+        RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }

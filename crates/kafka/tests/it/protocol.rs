@@ -203,6 +203,12 @@ fn sample_request(api: ApiKey, version: i16) -> Option<RequestKind> {
         ApiKey::DescribeLogDirs => {
             RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
         }
+        ApiKey::ListTransactions => {
+            RequestKind::ListTransactions(ListTransactionsRequest::default())
+        }
+        ApiKey::DescribeTransactions => {
+            RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
+        }
         ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(
             DescribeTopicPartitionsRequest::default().with_response_partition_limit(10),
         ),
@@ -243,6 +249,7 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             r.responses.iter().map(|r| r.error_code).collect()
         }
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
+        ResponseKind::ListTransactions(r) => vec![r.error_code],
         ResponseKind::DescribeLogDirs(r) => vec![r.error_code],
         ResponseKind::DescribeTopicPartitions(r) => r.topics.iter().map(|t| t.error_code).collect(),
         _ => vec![],

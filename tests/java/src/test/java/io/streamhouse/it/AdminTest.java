@@ -160,6 +160,9 @@ class AdminTest {
                     .mapToLong(e -> e.getValue().size())
                     .sum();
             assertTrue(size > 0, "log dirs report " + size + " bytes for " + tp + ": " + dirs);
+
+            // Transactional producers are refused, so there is no transaction to list.
+            assertTrue(admin.listTransactions().all().get().isEmpty());
         }
     }
 
