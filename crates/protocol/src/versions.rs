@@ -24,6 +24,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
     // No transactions exist (transactional producers are refused): empty listings. v2 of
     // ListTransactions adds a regular-expression filter, which nothing here needs.

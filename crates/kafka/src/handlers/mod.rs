@@ -14,6 +14,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod producers;
 pub(crate) mod sasl;
 pub(crate) mod scram_users;
 pub(crate) mod transactions;
@@ -100,6 +101,9 @@ pub(crate) fn dispatch(
             ResponseKind::DescribeTopicPartitions(
                 metadata::describe_topic_partitions(&b, &a, r).await,
             )
+        }),
+        RequestKind::DescribeProducers(r) => later(async move {
+            ResponseKind::DescribeProducers(producers::describe_producers(&b, &a, r).await)
         }),
         RequestKind::ListTransactions(r) => {
             later(async move { ResponseKind::ListTransactions(transactions::list_transactions(r)) })

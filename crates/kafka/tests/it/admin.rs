@@ -422,10 +422,24 @@ async fn produce_with_two_batches_for_one_partition_is_refused() {
     );
 }
 
+/// A fresh idempotent producer id.
+async fn new_producer_id(c: &mut Client) -> i64 {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    match c.send(RequestKind::InitProducerId(request), 4).await {
+        ResponseKind::InitProducerId(r) if r.error_code == 0 => r.producer_id.0,
+        other => panic!("InitProducerId: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn init_producer_id_without_transactional_id_allocates_a_fresh_id() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
+    // Non-transactional InitProducerId carrying a producer id and epoch (-1: none).
     let init = |id: i64, epoch: i16| {
         RequestKind::InitProducerId(
             InitProducerIdRequest::default()
@@ -630,5 +644,49 @@ async fn transactions_are_listed_as_none() {
     assert_eq!(
         r.transaction_states[0].error_code,
         code(ResponseError::TransactionalIdNotFound)
+    );
+}
+
+#[tokio::test]
+async fn describe_producers_reports_committed_producer_state() {
+    let server = TestServer::start().await;
+    create_topic(&server, "idem", 1).await;
+    let mut c = server.client().await;
+    let pid = new_producer_id(&mut c).await;
+    let batches = [
+        record_batch(
+            &[("a", "1"), ("b", "2"), ("c", "3")],
+            1_000,
+            Some((pid, 0, 0)),
+        ),
+        record_batch(&[("d", "4"), ("e", "5")], 1_000, Some((pid, 0, 3))),
+    ];
+    for batch in batches {
+        assert_eq!(
+            produce_result(c.send(produce("idem", 0, batch, -1), 9).await).0,
+            0
+        );
+    }
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(name("idem"))
+            .with_partition_indexes(vec![0, 7]),
+    ]);
+    let ResponseKind::DescribeProducers(r) = c.send(RequestKind::DescribeProducers(req), 0).await
+    else {
+        panic!()
+    };
+    let partitions = &r.topics[0].partitions;
+    assert_eq!(partitions[0].error_code, 0);
+    let producers: Vec<_> = partitions[0]
+        .active_producers
+        .iter()
+        .map(|p| (p.producer_id.0, p.producer_epoch, p.last_sequence))
+        .collect();
+    assert_eq!(producers, [(pid, 0, 4)]);
+    assert!(partitions[0].active_producers[0].last_timestamp > 0);
+    assert_eq!(
+        partitions[1].error_code,
+        code(ResponseError::UnknownTopicOrPartition)
     );
 }

@@ -226,6 +226,7 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
         RequestKind::DescribeTopicPartitions(_) => ApiKey::DescribeTopicPartitions,
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
+        RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         other => panic!("harness does not know the API of {other:?}"),
     }

@@ -203,6 +203,13 @@ fn sample_request(api: ApiKey, version: i16) -> Option<RequestKind> {
         ApiKey::DescribeLogDirs => {
             RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
         }
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(vec![0]),
+            ]))
+        }
         ApiKey::ListTransactions => {
             RequestKind::ListTransactions(ListTransactionsRequest::default())
         }
@@ -250,6 +257,11 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
         }
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
         ResponseKind::ListTransactions(r) => vec![r.error_code],
+        ResponseKind::DescribeProducers(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
         ResponseKind::DescribeLogDirs(r) => vec![r.error_code],
         ResponseKind::DescribeTopicPartitions(r) => r.topics.iter().map(|t| t.error_code).collect(),
         _ => vec![],

@@ -161,6 +161,11 @@ class AdminTest {
                     .sum();
             assertTrue(size > 0, "log dirs report " + size + " bytes for " + tp + ": " + dirs);
 
+            // The idempotent producer above: one producer, its last sequence that of the 7th record.
+            var producers = admin.describeProducers(List.of(tp)).partitionResult(tp).get().activeProducers();
+            assertEquals(1, producers.size(), producers::toString);
+            assertEquals(timestamps.length - 1, producers.get(0).lastSequence());
+
             // Transactional producers are refused, so there is no transaction to list.
             assertTrue(admin.listTransactions().all().get().isEmpty());
         }
