@@ -84,6 +84,10 @@ CAPABILITIES = {
         "Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs",
         "Kafka tools": "ToolsTest.aclsAndLogDirs",
     },
+    "describe producers": {"Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs"},
+    "list transactions (none exist)": {
+        "Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs",
+    },
     "ACLs": {"Java client": "AdminTest.acls", "Kafka tools": "ToolsTest.aclsAndLogDirs"},
     "producer / consumer perf test": {"Kafka tools": "ToolsTest.perfTests"},
 }
