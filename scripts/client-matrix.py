@@ -88,6 +88,7 @@ CAPABILITIES = {
     "list transactions (none exist)": {
         "Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs",
     },
+    "SCRAM users (KIP-554)": {"Java client": "AdminTest.scramUsers"},
     "ACLs": {"Java client": "AdminTest.acls", "Kafka tools": "ToolsTest.aclsAndLogDirs"},
     "producer / consumer perf test": {"Kafka tools": "ToolsTest.perfTests"},
 }

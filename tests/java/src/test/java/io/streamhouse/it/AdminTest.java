@@ -20,6 +20,11 @@ import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialDeletion;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
+import org.apache.kafka.clients.admin.UserScramCredentialsDescription;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -35,6 +40,7 @@ import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidReplicationFactorException;
+import org.apache.kafka.common.errors.ResourceNotFoundException;
 import org.apache.kafka.common.resource.PatternType;
 import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourcePatternFilter;
@@ -185,6 +191,24 @@ class AdminTest {
             assertEquals(List.of(binding), List.copyOf(admin.describeAcls(filter).values().get()));
             assertEquals(List.of(binding), List.copyOf(admin.deleteAcls(List.of(filter)).all().get()));
             assertTrue(admin.describeAcls(filter).values().get().isEmpty());
+        }
+    }
+
+    @Test
+    void scramUsers() throws Exception {
+        try (Admin admin = admin()) {
+            String user = Server.uniqueTopic("java-user");
+            ScramCredentialInfo sha256 = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192);
+            admin.alterUserScramCredentials(List.of(
+                    new UserScramCredentialUpsertion(user, sha256, "secret-1"))).all().get();
+            UserScramCredentialsDescription described =
+                    admin.describeUserScramCredentials(List.of(user)).description(user).get();
+            assertEquals(List.of(sha256), described.credentialInfos());
+            admin.alterUserScramCredentials(List.of(
+                    new UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_256))).all().get();
+            ExecutionException gone = assertThrows(ExecutionException.class,
+                    () -> admin.describeUserScramCredentials(List.of(user)).description(user).get());
+            assertInstanceOf(ResourceNotFoundException.class, cause(gone));
         }
     }
 }
