@@ -84,12 +84,20 @@ pub(crate) async fn incremental_alter_configs(
             .configs
             .iter()
             .map(|c| {
-                let value = || c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                // As Kafka: only DELETE goes without a value.
+                let value = || {
+                    c.value.as_ref().map(|v| v.to_string()).ok_or_else(|| {
+                        (
+                            ResponseError::InvalidRequest,
+                            format!("null value for config '{}'", c.name.as_str()),
+                        )
+                    })
+                };
                 let change = match c.config_operation {
-                    OP_SET => ConfigChange::Set(value()),
+                    OP_SET => ConfigChange::Set(value()?),
                     OP_DELETE => ConfigChange::Delete,
-                    OP_APPEND => ConfigChange::Append(value()),
-                    OP_SUBTRACT => ConfigChange::Subtract(value()),
+                    OP_APPEND => ConfigChange::Append(value()?),
+                    OP_SUBTRACT => ConfigChange::Subtract(value()?),
                     op => {
                         return Err((
                             ResponseError::InvalidRequest,

@@ -232,6 +232,11 @@ async fn incremental_alter_configs_sets_deletes_appends_and_subtracts() {
         incremental(&mut c, TOPIC, "t", &twice, false).await.0,
         code(ResponseError::InvalidRequest)
     );
+    let null = [("retention.ms", SET, None)];
+    assert_eq!(
+        incremental(&mut c, TOPIC, "t", &null, false).await.0,
+        code(ResponseError::InvalidRequest)
+    );
     let (err, _) = incremental(&mut c, BROKER, "1", &[("x", SET, Some("1"))], false).await;
     assert_eq!(err, code(ResponseError::InvalidRequest));
     let (err, _) = incremental(
