@@ -3,7 +3,9 @@
 #   - kcat (Debian package), used as a real third-party Kafka client;
 #   - PostgreSQL server binaries (Debian package `postgresql`): the metadata tests start their own
 #     throwaway server from them (no cluster is created or started here);
-#   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt.
+#   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt;
+#   - a JDK (17+) and Maven (Debian packages) for the Java client suite; the Go suite needs the
+#     Go toolchain, which the machine has (Debian's is too old for the client modules).
 # Works as root on a fresh Debian machine; uses sudo for apt when not root.
 # Diagnostics go to stderr (pick_python's stdout is its result).
 set -euo pipefail
@@ -82,8 +84,16 @@ ensure_venv() {
     echo "$want" >"$STAMP"
 }
 
+ensure_java() {
+    if command -v java >/dev/null && command -v javac >/dev/null && command -v mvn >/dev/null; then
+        return
+    fi
+    apt_install openjdk-17-jdk-headless maven
+}
+
 ensure_kcat
 ensure_postgres
+ensure_java
 ensure_venv
 log "ok: $(command -v kcat); $("$VENV/bin/python" -c \
     'import confluent_kafka as c; print("confluent-kafka", c.version(), "librdkafka", c.libversion()[0])')"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: dependencies, debug build, Rust tests, bounded fuzzing (STREAMHOUSE_FUZZ_SECONDS
 # per target, default 60), then the end-to-end suite (real Kafka clients against the built
-# `streamhouse` binary). Stops at the first failure.
+# `streamhouse` binary, with Python, Go and Java clients). Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,15 @@ step "end-to-end tests (pytest tests/e2e, binary $STREAMHOUSE_BIN)"
 
 step "end-to-end tests again with segments in S3 (moto server on 127.0.0.1)"
 STREAMHOUSE_E2E_OBJECT_STORE=s3 .venv/bin/pytest -q tests/e2e "$@"
+
+step "Go clients: franz-go and sarama (scripts/go-test.sh)"
+bash scripts/go-test.sh
+
+step "Java client: kafka-clients (scripts/java-test.sh)"
+bash scripts/java-test.sh
+
+step "README client table matches the Go and Java suites' results"
+python3 scripts/client-matrix.py --check README.md
 
 step "OpenAPI conformance (schemathesis against the real agent)"
 bash scripts/api-conformance.sh

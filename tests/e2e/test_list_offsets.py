@@ -49,3 +49,25 @@ def test_watermarks_and_offsets_for_times(server, topic):
         assert offset_for_time(c, topic, 0, -1) == RECORDS
     finally:
         c.close()
+
+
+def test_admin_list_offsets_max_timestamp(server, topic):
+    """KIP-734 through confluent-kafka's AdminClient: the record with the largest timestamp, not
+    an ordinary timestamp search for -3 (which answered offset 0)."""
+    from confluent_kafka.admin import OffsetSpec
+
+    from kafka_util import admin
+
+    create_topic(server.bootstrap, topic, 1)
+    stamps = [T0, T0 + 1, T0 + 9 * STEP_MS, T0 + 2]  # the largest is at offset 2
+    records = [Record(b"k", b"v%d" % i, partition=0, timestamp=ts) for i, ts in enumerate(stamps)]
+    produce_all(producer(server.bootstrap), topic, records)
+    tp = TopicPartition(topic, 0)
+    client = admin(server.bootstrap)  # kept: a collected client never completes its futures
+    specs = {"max": (OffsetSpec.max_timestamp(), 2), "earliest": (OffsetSpec.earliest(), 0),
+             "latest": (OffsetSpec.latest(), len(stamps))}
+    for name, (spec, expected) in specs.items():
+        info = client.list_offsets({tp: spec})[tp].result(timeout=CLIENT_TIMEOUT_S)
+        assert info.offset == expected, name
+        if name == "max":
+            assert info.timestamp == T0 + 9 * STEP_MS

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use streamhouse_metadata::{now_ms, NewTopic, PartitionLease, PartitionState, Topic};
+use streamhouse_metadata::{now_ms, NewTopic, PartitionLease, PartitionState, Topic, TopicConfig};
 use streamhouse_storage::SegmentCacheStats;
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ use crate::api_error::ApiError;
 use crate::broker::Broker;
 use crate::handlers::admin::validate_topic_name;
 use crate::limits::check_partition_cap;
-use crate::topic_config;
+use crate::topic_config::{self, ConfigChange};
 
 /// Most partitions a topic may have: every partition is a metadata row, a lease and a writer.
 /// An agent renews all its leases in one statement per controller round; with 10,000 partitions
@@ -165,32 +165,38 @@ impl Admin<'_> {
         Ok(())
     }
 
-    /// Changes settings: `Some(value)` sets one, `None` returns it to its default. Settings not
-    /// named keep their values.
+    /// Changes settings in order, as Kafka's IncrementalAlterConfigs does; settings not named
+    /// keep their values. With `validate_only` the changes are checked and nothing is stored.
     pub async fn alter_topic_config(
         &self,
         name: &str,
-        changes: &BTreeMap<String, Option<String>>,
+        changes: &[(String, ConfigChange)],
+        validate_only: bool,
     ) -> Result<TopicDescription, ApiError> {
-        let topic = self.topic(name).await?;
-        let mut settings: BTreeMap<String, String> = topic_config::describe(&topic.config)
-            .into_iter()
-            .filter(|(_, _, is_default)| !is_default)
-            .map(|(k, v, _)| (k, v))
-            .collect();
-        for (key, value) in changes {
-            match value {
-                Some(v) => settings.insert(key.clone(), v.clone()),
-                None => settings.remove(key),
-            };
-        }
-        let config = parse_config(settings.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
         let topic = self
+            .change_config(name, |c| topic_config::apply(c, changes), validate_only)
+            .await?;
+        self.describe(topic).await
+    }
+
+    /// Stores `change(current settings)` as the topic's settings, unless `validate_only`;
+    /// the one way every API (HTTP, AlterConfigs, IncrementalAlterConfigs) changes them.
+    pub(crate) async fn change_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, topic_config::ConfigError>,
+        validate_only: bool,
+    ) -> Result<Topic, ApiError> {
+        let topic = self.topic(name).await?;
+        let config = change(&topic.config).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        if validate_only {
+            return Ok(Topic { config, ..topic });
+        }
+        Ok(self
             .broker
             .metadata
             .update_topic_config(name, config)
-            .await?;
-        self.describe(topic).await
+            .await?)
     }
 
     /// Grows a topic to `count` partitions.
@@ -316,23 +322,36 @@ impl Admin<'_> {
         })
     }
 
+    /// `(segments, bytes)` a partition retains, from the metadata store.
+    pub(crate) async fn retained(
+        &self,
+        topic: &str,
+        state: &PartitionState,
+    ) -> Result<(u64, u64), ApiError> {
+        let segments = self
+            .broker
+            .metadata
+            .list_segments(topic, state.partition, state.log_start_offset)
+            .await?;
+        Ok((
+            segments.len() as u64,
+            segments.iter().map(|s| s.size_bytes).sum(),
+        ))
+    }
+
     async fn partition(
         &self,
         topic: &str,
         state: PartitionState,
         leases: &[PartitionLease],
     ) -> Result<PartitionDescription, ApiError> {
-        let segments = self
-            .broker
-            .metadata
-            .list_segments(topic, state.partition, state.log_start_offset)
-            .await?;
+        let (segment_count, size_bytes) = self.retained(topic, &state).await?;
         Ok(PartitionDescription {
             partition: state.partition,
             high_watermark: state.high_watermark,
             log_start_offset: state.log_start_offset,
-            segment_count: segments.len() as u64,
-            size_bytes: segments.iter().map(|s| s.size_bytes).sum(),
+            segment_count,
+            size_bytes,
             lease: leases
                 .iter()
                 .find(|l| l.topic == topic && l.partition == state.partition)
@@ -345,6 +364,19 @@ fn parse_config<'a>(
     entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<streamhouse_metadata::TopicConfig, ApiError> {
     topic_config::parse(entries).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// Kafka's rule for a new topic's replication factor: -1 asks for the default, and a factor
+/// must be positive. Any positive factor is met: every partition's data is in the object store,
+/// whose own redundancy replaces Kafka's replicas.
+pub(crate) fn check_replication_factor(factor: i16) -> Result<(), String> {
+    if factor == -1 || factor >= 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "replication factor must be -1 (the default) or at least 1, got {factor}"
+        ))
+    }
 }
 
 fn check_partition_count(count: u32) -> Result<(), ApiError> {

@@ -38,3 +38,4 @@ pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
 pub use limits::{default_max_connections, ConnectionCounter, ConnectionSlot, Limits};
 pub use retention::MaintenanceConfig;
+pub use topic_config::ConfigChange;

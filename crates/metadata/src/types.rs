@@ -1,7 +1,7 @@
 //! Plain data types stored by a [`crate::MetadataStore`].
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// Per-topic settings, with Kafka's names where Kafka has one.
@@ -19,6 +19,12 @@ pub struct TopicConfig {
     pub segment_ms: u64,
     /// Any other `key=value` settings given at creation, kept and reported verbatim.
     pub extra: BTreeMap<String, String>,
+    /// Names of the settings above that were given on the topic (Kafka's topic overrides,
+    /// reported as `DYNAMIC_TOPIC_CONFIG`), even where the value equals the default; names in
+    /// `extra` always were. `None` for topics stored before this was recorded: for those a value
+    /// counts as given when it differs from the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explicit: Option<BTreeSet<String>>,
 }
 
 impl Default for TopicConfig {
@@ -29,6 +35,7 @@ impl Default for TopicConfig {
             segment_bytes: 64 * 1024 * 1024,
             segment_ms: 10 * 60 * 1000,
             extra: BTreeMap::new(),
+            explicit: None,
         }
     }
 }

@@ -46,6 +46,7 @@ pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport, OBJECT_PREFIXES};
 pub use metered::MeteredObjectStore;
 pub use objects::{build_object_store, ObjectStoreBuildError, ObjectStoreConfig};
 pub use partition::PartitionStorage;
+pub use producer_state::{summarize_snapshot, ProducerSummary};
 pub use reader::{PartitionReader, ReadResult, ReaderConfig};
 pub use retention::{
     LogTruncator, RetentionPolicy, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,

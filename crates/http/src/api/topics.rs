@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use streamhouse_kafka::{PartitionDescription, TopicDescription, TopicSummary};
+use streamhouse_kafka::{ConfigChange, PartitionDescription, TopicDescription, TopicSummary};
 
 use crate::error::HttpResult;
 use crate::extract::{Json, Path};
@@ -92,9 +92,13 @@ pub(crate) async fn alter_config(
     Json(changes): Json<BTreeMap<String, Option<String>>>,
 ) -> HttpResult<axum::Json<TopicDescription>> {
     caller.require(Op::AlterConfigs, Topic, &topic)?;
+    let changes: Vec<_> = changes
+        .into_iter()
+        .map(|(name, value)| (name, value.map_or(ConfigChange::Delete, ConfigChange::Set)))
+        .collect();
     let admin = s.broker.admin();
     Ok(axum::Json(
-        admin.alter_topic_config(&topic, &changes).await?,
+        admin.alter_topic_config(&topic, &changes, false).await?,
     ))
 }
 

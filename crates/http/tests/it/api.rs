@@ -71,6 +71,10 @@ async fn create_topic_errors() {
         json!({"name": "ok", "partitions": 0}),
         json!({"name": "ok", "partitions": MAX_PARTITIONS + 1}),
         json!({"name": "ok", "config": {"segment.bytes": "10"}}),
+        // Validated as Kafka's broker validates, in the same place as over Kafka.
+        json!({"name": "ok", "config": {"no.such.setting": "1"}}),
+        json!({"name": "ok", "config": {"retention.ms": "-2"}}),
+        json!({"name": "ok", "config": {"cleanup.policy": "compact"}}),
     ] {
         let reply = app.post("/api/v1/topics", bad).await;
         reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
@@ -110,9 +114,16 @@ async fn alter_config_and_partitions() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(reset["config"]["retention.ms"], "604800000");
-    app.call(Method::PATCH, uri, Some(json!({"segment.ms": "abc"})))
-        .await
-        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    for bad in [
+        json!({"segment.ms": "abc"}),
+        json!({"retention.bytes": "-3"}),
+        json!({"cleanup.policy": "compact,delete"}),
+        json!({"typo.ms": "1"}),
+    ] {
+        app.call(Method::PATCH, uri, Some(bad))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
     app.call(Method::PATCH, "/api/v1/topics/nope/config", Some(json!({})))
         .await
         .expect_error(StatusCode::NOT_FOUND, "unknown_topic");

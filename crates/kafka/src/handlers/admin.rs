@@ -8,16 +8,16 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
 };
-use streamhouse_metadata::{NewTopic, Topic};
+use streamhouse_metadata::{NewTopic, Topic, TopicConfig};
 
 use super::{str_bytes, topic_name};
-use crate::admin_api::MAX_PARTITIONS;
+use crate::admin_api::{check_replication_factor, MAX_PARTITIONS};
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
 use crate::limits::check_partition_cap;
@@ -72,6 +72,8 @@ async fn create_one(
             "manual replica assignment is not supported: storage is shared".into(),
         ));
     }
+    check_replication_factor(t.replication_factor)
+        .map_err(|m| (ResponseError::InvalidReplicationFactor, m))?;
     let partitions = match t.num_partitions {
         -1 => b.config().default_partitions,
         n if n >= 1 && n as u32 <= MAX_PARTITIONS => n as u32,
@@ -269,6 +271,7 @@ pub(crate) async fn describe_configs(
     access: &Access,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
+    let topic_defaults = topic_config::describe(&TopicConfig::default());
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let wanted = |name: &str| {
@@ -301,15 +304,23 @@ pub(crate) async fn describe_configs(
                     .into_iter()
                     .filter(|(name, _, _)| wanted(name))
                     .map(|(name, value, is_default)| {
+                        let source = if is_default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_TOPIC
+                        };
+                        let synonyms = if req.include_synonyms && r.resource_type == RESOURCE_TOPIC
+                        {
+                            topic_synonyms(&name, &value, source, &topic_defaults)
+                        } else {
+                            Vec::new()
+                        };
                         DescribeConfigsResourceResult::default()
                             .with_name(str_bytes(&name))
                             .with_value(Some(str_bytes(&value)))
                             .with_read_only(r.resource_type == RESOURCE_BROKER)
-                            .with_config_source(if is_default {
-                                SOURCE_DEFAULT
-                            } else {
-                                SOURCE_TOPIC
-                            })
+                            .with_config_source(source)
+                            .with_synonyms(synonyms)
                     })
                     .collect(),
             ),
@@ -317,6 +328,33 @@ pub(crate) async fn describe_configs(
         });
     }
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A topic setting's synonyms, in Kafka's order of precedence (KIP-226): the value set on the
+/// topic, if any, then the default it overrides. (Kafka names the default after its broker
+/// setting, `log.retention.ms`; StreamHouse has no broker-wide topic settings, so the default
+/// keeps the topic setting's name.)
+fn topic_synonyms(
+    name: &str,
+    value: &str,
+    source: i8,
+    defaults: &[(String, String, bool)],
+) -> Vec<DescribeConfigsSynonym> {
+    let synonym = |value: &str, source| {
+        DescribeConfigsSynonym::default()
+            .with_name(str_bytes(name))
+            .with_value(Some(str_bytes(value)))
+            .with_source(source)
+    };
+    let default = defaults.iter().find(|(n, _, _)| n == name);
+    let mut out = Vec::new();
+    if source == SOURCE_TOPIC {
+        out.push(synonym(value, SOURCE_TOPIC));
+    }
+    if let Some((_, default, _)) = default {
+        out.push(synonym(default, SOURCE_DEFAULT));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -25,13 +25,10 @@ pub(crate) async fn handle(
     if !(access.on_some(Op::Write, Resource::Topic) || access.on_cluster(Op::IdempotentWrite)) {
         return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
-    // KIP-360: a producer that lost track of its sequences re-initialises with its current id
-    // and epoch and gets the next epoch, which resets sequence numbers on every partition.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        return response
-            .with_producer_id(req.producer_id)
-            .with_producer_epoch(req.producer_epoch + 1);
-    }
+    // Without a transactional id every request gets a fresh producer id, whatever id and epoch
+    // it carries, as in Kafka's coordinator: an idempotent producer (KIP-360) bumps its epoch
+    // itself and asks again only to start over, and bumping a sent id would let any client take
+    // over another producer's sequence state.
     match b.metadata().allocate_producer_id().await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))

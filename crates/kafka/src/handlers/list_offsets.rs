@@ -1,4 +1,5 @@
-//! ListOffsets: earliest, latest, or the first offset at or after a timestamp.
+//! ListOffsets: earliest, latest, the record with the largest timestamp (KIP-734), or the first
+//! offset at or after a timestamp.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -15,6 +16,15 @@ use crate::security::{Access, Op, Resource};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// KIP-734 (v7+): the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005 (v8+): the earliest offset on the broker's local disk. Every retained record is in
+/// the object store, which is this agent's log, so it is the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005 (v9+): the highest offset uploaded to tiered storage. A record is acknowledged only
+/// once its segment is in the object store, so that is the last acknowledged offset (-1 when
+/// none is).
+const LATEST_TIERED: i64 = -5;
 
 pub(crate) async fn handle(
     b: &Broker,
@@ -63,8 +73,31 @@ async fn lookup(
 ) -> Result<(i64, i64), StorageError> {
     match timestamp {
         LATEST => Ok((log.writer.high_watermark(), -1)),
-        EARLIEST => Ok((log.writer.log_start_offset(), -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log.writer.log_start_offset(), -1)),
+        LATEST_TIERED => {
+            let (start, end) = (log.writer.log_start_offset(), log.writer.high_watermark());
+            Ok((if end > start { end - 1 } else { -1 }, -1))
+        }
+        MAX_TIMESTAMP => max_timestamp_record(b, log).await,
         ts => first_record_at_or_after(b, log, ts).await,
+    }
+}
+
+/// The first record carrying the largest timestamp of the partition (Kafka answers with that
+/// record, not its batch). The segments' timestamp ranges in the metadata store give the
+/// largest timestamp; the timestamp search then finds its record.
+async fn max_timestamp_record(b: &Broker, log: &PartitionLog) -> Result<(i64, i64), StorageError> {
+    let segments = b
+        .metadata()
+        .list_segments(
+            &log.topic.name,
+            log.partition,
+            log.writer.log_start_offset(),
+        )
+        .await?;
+    match segments.iter().map(|s| s.max_timestamp_ms).max() {
+        Some(max) => first_record_at_or_after(b, log, max).await,
+        None => Ok((-1, -1)),
     }
 }
 

@@ -1,11 +1,19 @@
-//! Metadata: brokers (the live agents), topics and partition leaders (the agent holding each
-//! partition's lease, else the agent that should own it).
+//! Metadata and DescribeTopicPartitions (KIP-966): brokers (the live agents), topics and
+//! partition leaders (the agent holding each partition's lease, else the agent that should own
+//! it).
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest,
+    MetadataResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use streamhouse_metadata::{now_ms, Topic};
 use tracing::warn;
 use uuid::Uuid;
@@ -26,15 +34,12 @@ pub(crate) async fn handle(
     let config = b.config();
     let node = BrokerId(config.node_id);
     let view = b.cluster_view().await;
-    let brokers = view
-        .assignment
-        .agents()
-        .iter()
-        .map(|a| {
+    let brokers = brokers(&view)
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(a.node_id))
-                .with_host(str_bytes(&a.kafka_host))
-                .with_port(i32::from(a.kafka_port))
+                .with_node_id(id)
+                .with_host(host)
+                .with_port(port)
         })
         .collect();
     // Before v4 the request had no flag and auto-creation followed the broker setting alone.
@@ -130,12 +135,29 @@ async fn describe_by_id(
         .with_error_code(error.code())
 }
 
-fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
-    // Without agents there is no leader: -1, which makes clients retry Metadata.
-    let partitions = (0_i32..)
+/// The live agents as Kafka brokers: `(node id, host, port)`, for Metadata and DescribeCluster.
+pub(crate) fn brokers(view: &ClusterView) -> impl Iterator<Item = (BrokerId, StrBytes, i32)> + '_ {
+    view.assignment.agents().iter().map(|a| {
+        (
+            BrokerId(a.node_id),
+            str_bytes(&a.kafka_host),
+            i32::from(a.kafka_port),
+        )
+    })
+}
+
+/// Each partition's index and leader. Without agents there is no leader: -1, which makes
+/// clients retry. Every replica list is the leader alone: the data's redundancy is the object
+/// store's.
+fn leaders(view: &ClusterView, topic: &Topic) -> impl Iterator<Item = (i32, BrokerId)> {
+    (0_i32..)
         .zip(view.leaders(topic, now_ms()))
+        .map(|(p, leader)| (p, BrokerId(leader)))
+}
+
+fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
+    let partitions = leaders(view, topic)
         .map(|(p, leader)| {
-            let leader = BrokerId(leader);
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(leader)
@@ -154,4 +176,104 @@ fn topic_error(name: &str, error: ResponseError) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
         .with_error_code(error.code())
+}
+
+/// Most partitions one DescribeTopicPartitions response carries, whatever the client asks
+/// (Kafka's `max.request.partition.size.limit` default); the cursor pages through the rest.
+const MAX_RESPONSE_PARTITIONS: usize = 2000;
+
+pub(crate) async fn describe_topic_partitions(
+    b: &Broker,
+    access: &Access,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let view = b.cluster_view().await;
+    let all = match b.metadata().list_topics().await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!("describe topic partitions: listing topics failed: {e}");
+            Vec::new()
+        }
+    };
+    // Topics in name order, as Kafka pages through them: the requested ones (unknown ones
+    // answered with an error), or every topic the requester may describe.
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        all.iter()
+            .filter(|t| access.shows(Op::Describe, Resource::Topic, &t.name))
+            .map(|t| t.name.clone())
+            .collect()
+    } else {
+        req.topics.iter().map(|t| t.name.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (start_topic, start_partition) = match &req.cursor {
+        Some(c) => (Some(c.topic_name.to_string()), c.partition_index.max(0)),
+        None => (None, 0),
+    };
+    let mut budget = usize::try_from(req.response_partition_limit)
+        .unwrap_or(0)
+        .clamp(1, MAX_RESPONSE_PARTITIONS);
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if start_topic.as_ref().is_some_and(|s| name < *s) {
+            continue;
+        }
+        let first = match &start_topic {
+            Some(s) if *s == name => start_partition,
+            _ => 0,
+        };
+        if budget == 0 {
+            next_cursor = Some(Cursor::default().with_topic_name(topic_name(&name)));
+            break;
+        }
+        let topic = all.iter().find(|t| t.name == name);
+        let error = match topic {
+            _ if !access.allows(Op::Describe, Resource::Topic, &name) => {
+                Some(ResponseError::TopicAuthorizationFailed)
+            }
+            None => Some(ResponseError::UnknownTopicOrPartition),
+            Some(_) => None,
+        };
+        let response = DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(topic_name(&name)))
+            .with_topic_authorized_operations(i32::MIN);
+        let (Some(topic), None) = (topic, error) else {
+            let code = error.unwrap_or(ResponseError::UnknownTopicOrPartition);
+            topics.push(response.with_error_code(code.code()));
+            continue;
+        };
+        let mut partitions = Vec::new();
+        for (p, leader) in leaders(&view, topic).skip(first as usize) {
+            if budget == 0 {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(topic_name(&name))
+                        .with_partition_index(p),
+                );
+                break;
+            }
+            budget -= 1;
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_leader_id(leader)
+                    .with_leader_epoch(-1)
+                    .with_replica_nodes(vec![leader])
+                    .with_isr_nodes(vec![leader])
+                    // Empty, not null: Kafka's brokers send lists (KIP-966 ELR), and the Java
+                    // client reads them without a null check.
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
+            );
+        }
+        topics.push(response.with_topic_id(topic.id).with_partitions(partitions));
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
 }

@@ -4,6 +4,8 @@
 pub(crate) mod acls;
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+pub(crate) mod cluster;
+pub(crate) mod configs;
 pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod groups;
@@ -12,8 +14,10 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod producers;
 pub(crate) mod sasl;
 pub(crate) mod scram_users;
+pub(crate) mod transactions;
 
 use std::sync::Arc;
 
@@ -77,6 +81,36 @@ pub(crate) fn dispatch(
                 async move { ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await) },
             )
         }
+        RequestKind::AlterConfigs(r) => {
+            later(
+                async move { ResponseKind::AlterConfigs(configs::alter_configs(&b, &a, r).await) },
+            )
+        }
+        RequestKind::IncrementalAlterConfigs(r) => later(async move {
+            ResponseKind::IncrementalAlterConfigs(
+                configs::incremental_alter_configs(&b, &a, r).await,
+            )
+        }),
+        RequestKind::DescribeCluster(r) => later(async move {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(&b, &a, r).await)
+        }),
+        RequestKind::DescribeLogDirs(r) => later(async move {
+            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(&b, &a, r).await)
+        }),
+        RequestKind::DescribeTopicPartitions(r) => later(async move {
+            ResponseKind::DescribeTopicPartitions(
+                metadata::describe_topic_partitions(&b, &a, r).await,
+            )
+        }),
+        RequestKind::DescribeProducers(r) => later(async move {
+            ResponseKind::DescribeProducers(producers::describe_producers(&b, &a, r).await)
+        }),
+        RequestKind::ListTransactions(r) => {
+            later(async move { ResponseKind::ListTransactions(transactions::list_transactions(r)) })
+        }
+        RequestKind::DescribeTransactions(r) => later(async move {
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(r))
+        }),
         RequestKind::InitProducerId(r) => {
             later(
                 async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, &a, r).await) },

@@ -173,6 +173,17 @@ fn parse_batches(
     })?;
     let batches = RecordBatch::parse_all(records)
         .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    // As Kafka from Produce v3 on (the lowest served): with several batches, one duplicate among
+    // them would decide for all of them, so an idempotent retry could drop new batches.
+    if batches.len() > 1 {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!(
+                "{} record batches for one partition; Produce v3+ carries exactly one",
+                batches.len()
+            ),
+        ));
+    }
     if let Some(b) = batches
         .iter()
         .find(|b| b.header().is_transactional() || b.header().is_control())

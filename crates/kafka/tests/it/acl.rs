@@ -764,3 +764,49 @@ async fn unauthenticated_requests_are_anonymous() {
     server.broker.acls().create(&[anonymous]).await.unwrap();
     assert_eq!(metadata_of(&mut client, "t").await, [("t".to_string(), 0)]);
 }
+
+#[tokio::test]
+async fn config_changes_and_log_dirs_need_their_operations() {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let server = server().await;
+    let mut alice = login(&server, "alice").await;
+    let alter = || {
+        RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("1000")))]),
+            ]),
+        )
+    };
+    let altered = |r: ResponseKind| match r {
+        ResponseKind::IncrementalAlterConfigs(r) => r.responses[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(altered(alice.send(alter(), 1).await), TOPIC_DENIED);
+    // DESCRIBE_CONFIGS is not ALTER_CONFIGS.
+    grant(&server, &[allow(Topic, "t", "alice", DescribeConfigs)]).await;
+    assert_eq!(altered(alice.send(alter(), 1).await), TOPIC_DENIED);
+    grant(&server, &[allow(Topic, "t", "alice", AlterConfigs)]).await;
+    assert_eq!(altered(alice.send(alter(), 1).await), 0);
+
+    let log_dirs =
+        || RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None));
+    let ResponseKind::DescribeLogDirs(r) = alice.send(log_dirs(), 4).await else {
+        panic!()
+    };
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+    grant(
+        &server,
+        &[allow(Cluster, "kafka-cluster", "alice", Describe)],
+    )
+    .await;
+    let ResponseKind::DescribeLogDirs(r) = alice.send(log_dirs(), 4).await else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0);
+}

@@ -220,6 +220,14 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::CreateAcls(_) => ApiKey::CreateAcls,
         RequestKind::DescribeAcls(_) => ApiKey::DescribeAcls,
         RequestKind::DeleteAcls(_) => ApiKey::DeleteAcls,
+        RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::DescribeCluster(_) => ApiKey::DescribeCluster,
+        RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
+        RequestKind::DescribeTopicPartitions(_) => ApiKey::DescribeTopicPartitions,
+        RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
+        RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
+        RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }
@@ -259,11 +267,10 @@ pub fn encode_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_sequence < 0 {
-                -1
-            } else {
-                base_sequence + i as i32
-            },
+            // The encoder starts a new batch wherever `offset - sequence` changes; without a
+            // producer the base sequence is -1, and counting on from it keeps one batch (a
+            // Produce carries one batch per partition).
+            sequence: base_sequence + i as i32,
             timestamp: timestamp + i as i64,
             key: Some(Bytes::copy_from_slice(k.as_bytes())),
             value: Some(Bytes::copy_from_slice(v)),

@@ -2,6 +2,7 @@
 //! metadata and object stores, driven by raw `kafka-protocol` requests.
 
 mod acl;
+mod admin;
 mod cluster;
 mod faults;
 mod groups;
