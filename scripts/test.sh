@@ -11,8 +11,14 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 step "test dependencies"
 bash scripts/setup-test-deps.sh
 
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
 step "cargo build --workspace"
 cargo build --workspace
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
 # The PostgreSQL backend tests must run, not skip: setup-test-deps.sh installed the server.

@@ -423,7 +423,7 @@ def test_data_directory_is_private(server_factory):
         for name in dirs + files:
             path = os.path.join(root, name)
             modes[os.path.relpath(path, server.data_dir)] = stat.S_IMODE(os.stat(path).st_mode)
-    segments = [p for p in modes if p.endswith(".seg")]
+    segments = [p for p in modes if p.endswith(".obj")]
     assert segments and "metadata.db" in modes, modes
     wide = {p: oct(m) for p, m in modes.items() if m & 0o077}
     assert not wide, f"readable by others: {wide}"
