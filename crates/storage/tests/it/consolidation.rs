@@ -8,14 +8,14 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
-use streamhouse_metadata::{now_ms, MetadataStore, NewTopic, SqliteMetadataStore, TopicConfig};
+use streamhouse_metadata::{now_ms, MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{
     ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
     ObjectDeleter, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
     SegmentCacheConfig, SegmentIndex, SegmentIndexConfig,
 };
 
-use crate::support::{batch, test_config};
+use crate::support::{batch, open_partitions};
 
 const TOPIC: &str = "consolidate";
 
@@ -30,52 +30,14 @@ struct Setup {
 async fn setup(partitions: u32) -> Setup {
     let metadata: Arc<dyn MetadataStore> =
         Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
-    let topic = metadata
-        .create_topic(NewTopic {
-            name: TOPIC.into(),
-            partitions,
-            config: TopicConfig::default(),
-        })
-        .await
-        .unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
-    let mut storages = Vec::new();
-    let mut writers = Vec::new();
-    for partition in 0..partitions {
-        let index = Arc::new(SegmentIndex::new(
-            TOPIC,
-            partition,
-            metadata.clone(),
-            SegmentIndexConfig::default(),
-        ));
-        let storage = PartitionStorage {
-            topic: topic.clone(),
-            partition,
-            store: store.clone(),
-            metadata: metadata.clone(),
-            index,
-            cache: cache.clone(),
-        };
-        writers.push(
-            PartitionWriter::open(storage.clone(), test_config(), None)
-                .await
-                .unwrap(),
-        );
-        storages.push(storage);
-    }
-    let context = FlushContext {
-        store: store.clone(),
-        metadata: metadata.clone(),
-        cache,
-        upload: test_config(),
-    };
+    let p = open_partitions(metadata.clone(), store.clone(), TOPIC, partitions).await;
     Setup {
         store,
         metadata,
-        storages,
-        writers,
-        context,
+        storages: p.storages,
+        writers: p.writers,
+        context: p.context,
     }
 }
 

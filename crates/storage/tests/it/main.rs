@@ -34,8 +34,8 @@ mod support {
     use streamhouse_segment::RecordBatch;
     use streamhouse_storage::testing::{FaultPlan, FaultyStore};
     use streamhouse_storage::{
-        PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
-        SegmentIndex, SegmentIndexConfig, WriterConfig,
+        FlushContext, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
+        SegmentCacheConfig, SegmentIndex, SegmentIndexConfig, WriterConfig,
     };
 
     /// Topic used by every test; one partition.
@@ -239,5 +239,56 @@ mod support {
             }
         });
         store
+    }
+
+    /// Every partition of a new topic `name` open for writing on `store` and `metadata`, one
+    /// block cache for all, and the flush context of an agent owning them.
+    pub struct Partitions {
+        pub storages: Vec<PartitionStorage>,
+        pub writers: Vec<PartitionWriter>,
+        pub context: FlushContext,
+    }
+
+    pub async fn open_partitions(
+        metadata: Arc<dyn MetadataStore>,
+        store: Arc<dyn ObjectStore>,
+        name: &str,
+        partitions: u32,
+    ) -> Partitions {
+        let topic = metadata
+            .create_topic(NewTopic {
+                name: name.into(),
+                partitions,
+                config: TopicConfig::default(),
+            })
+            .await
+            .unwrap();
+        let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+        let (mut storages, mut writers) = (Vec::new(), Vec::new());
+        for partition in 0..partitions {
+            let index = SegmentIndex::new(name, partition, metadata.clone(), Default::default());
+            let storage = PartitionStorage {
+                topic: topic.clone(),
+                partition,
+                store: store.clone(),
+                metadata: metadata.clone(),
+                index: Arc::new(index),
+                cache: cache.clone(),
+            };
+            let writer = PartitionWriter::open(storage.clone(), test_config(), None);
+            writers.push(writer.await.unwrap());
+            storages.push(storage);
+        }
+        let context = FlushContext {
+            store,
+            metadata,
+            cache,
+            upload: test_config(),
+        };
+        Partitions {
+            storages,
+            writers,
+            context,
+        }
     }
 }

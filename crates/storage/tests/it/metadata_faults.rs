@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamhouse_metadata::{HookedMetadataStore, MetadataStore, NewTopic, TopicConfig};
+use streamhouse_metadata::{HookedMetadataStore, MetadataStore};
 use streamhouse_storage::testing::{FaultyMetadata, FaultyStore, MetadataFaultPlan};
 use streamhouse_storage::{
-    FlushContext, FlushCycle, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
-    SegmentCacheConfig, SegmentIndex, SegmentIndexConfig,
+    FlushContext, FlushCycle, PartitionReader, PartitionStorage, PartitionWriter,
 };
 
-use crate::support::{batch, test_config};
+use crate::support::{batch, open_partitions};
 
 const PARTITIONS: u32 = 4;
 const TOPIC: &str = "faults";
@@ -37,53 +36,15 @@ async fn cluster(seed: u64) -> Cluster {
         FaultyMetadata::new("commit_segments", seed),
     ));
     let metadata: Arc<dyn MetadataStore> = faults.clone();
-    let topic = metadata
-        .create_topic(NewTopic {
-            name: TOPIC.into(),
-            partitions: PARTITIONS,
-            config: TopicConfig::default(),
-        })
-        .await
-        .unwrap();
     let store = FaultyStore::new(seed);
-    let cache = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
-    let mut writers = Vec::new();
-    let mut storages = Vec::new();
-    for partition in 0..PARTITIONS {
-        let index = Arc::new(SegmentIndex::new(
-            TOPIC,
-            partition,
-            metadata.clone(),
-            SegmentIndexConfig::default(),
-        ));
-        let storage = PartitionStorage {
-            topic: topic.clone(),
-            partition,
-            store: store.clone(),
-            metadata: metadata.clone(),
-            index,
-            cache: cache.clone(),
-        };
-        writers.push(
-            PartitionWriter::open(storage.clone(), test_config(), None)
-                .await
-                .unwrap(),
-        );
-        storages.push(storage);
-    }
-    let context = FlushContext {
-        store: store.clone(),
-        metadata: metadata.clone(),
-        cache,
-        upload: test_config(),
-    };
+    let p = open_partitions(metadata.clone(), store.clone(), TOPIC, PARTITIONS).await;
     Cluster {
         metadata,
         faults,
         store,
-        writers,
-        storages,
-        context,
+        writers: p.writers,
+        storages: p.storages,
+        context: p.context,
     }
 }
 
