@@ -87,14 +87,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     options: HttpOptions,
 ) -> std::io::Result<()> {
-    let listener = guard::Guarded::new(listener, &broker.config().limits);
-    let app = router(broker, metrics, options);
-    // The client's address reaches the handlers for ACL host matching and the audit log.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<security::ClientAddr>(),
-    )
-    .await
+    serve_guarded(listener, broker, metrics, options).await
 }
 
 /// Serves [`router`] over HTTPS on `listener`; `tls` is the server's rustls configuration (from
@@ -107,6 +100,21 @@ pub async fn serve_tls(
     options: HttpOptions,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::new(listener, tls)?;
+    serve_guarded(listener, broker, metrics, options).await
+}
+
+/// The one way either listener is served: behind the connection guard, with the client's address
+/// reaching the handlers (ACL host matching, the audit log).
+async fn serve_guarded<L>(
+    listener: L,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+    options: HttpOptions,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: Unpin,
+{
     let listener = guard::Guarded::new(listener, &broker.config().limits);
     let app = router(broker, metrics, options);
     axum::serve(
