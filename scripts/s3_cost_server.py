@@ -8,8 +8,11 @@ Kinds: PUT (object writes, multipart parts), GET (object and ranged reads), HEAD
 (bucket listings), DELETE (single deletes), DELETE_BATCH (POST ?delete, up to 1,000 keys each).
 `GET /__stats` answers the counts and bytes as JSON; `POST /__stats/reset` zeroes them.
 `POST /__control/hang` makes every object PUT wait (up to --max-hang-s) until
-`POST /__control/release`: an S3 that stops answering, for fault tests. Only loopback: this is a
-test server, not a proxy.
+`POST /__control/release`: an S3 that stops answering, for fault tests. With
+`--refuse-overwrites` a second write to a key (a PUT or a completed multipart upload) is
+refused with 412 PreconditionFailed and counted as OVERWRITE_REFUSED: the e2e suite runs on it
+to show that no object key is ever written twice. Only loopback: this is a test server, not a
+proxy.
 """
 
 from __future__ import annotations
@@ -69,17 +72,38 @@ def kind_of(method: str, path: str, query: dict) -> str | None:
     return None
 
 
+def written_key(method: str, path: str, query: dict) -> str | None:
+    """`bucket/key` a request creates an object at: a whole-object PUT or a multipart
+    completion (not a part upload, not a copy's source)."""
+    bucket, _, key = path.strip("/").partition("/")
+    if not key:
+        return None
+    if method == "PUT" and "partNumber" not in query:
+        return f"{bucket}/{key}"
+    if method == "POST" and "uploadId" in query:
+        return f"{bucket}/{key}"
+    return None
+
+
+PRECONDITION_FAILED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed'
+                       b'</Code><Message>the key was written before (write-once test server)'
+                       b'</Message></Error>')
+
+
 class CostLayer:
     """WSGI middleware: counts, delays, then lets moto answer."""
 
     def __init__(self, app, counter: Counter, put_ms: float, put_ms_per_mb: float, get_ms: float,
-                 max_hang_s: float):
+                 max_hang_s: float, refuse_overwrites: bool = False):
         self.app = app
         self.counter = counter
         self.put_ms, self.put_ms_per_mb, self.get_ms = put_ms, put_ms_per_mb, get_ms
         self.max_hang_s = max_hang_s
         self.released = threading.Event()
         self.released.set()
+        self.refuse_overwrites = refuse_overwrites
+        self.written: set[str] = set()
+        self.written_lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -98,7 +122,22 @@ class CostLayer:
                 time.sleep((self.put_ms + self.put_ms_per_mb * length / 1e6) / 1000)
             elif kind in ("GET", "HEAD"):
                 time.sleep(self.get_ms / 1000)
+        key = written_key(method, path, query) if self.refuse_overwrites else None
+        if key is not None and not self.first_write(key):
+            self.counter.add("OVERWRITE_REFUSED", length)
+            start_response("412 Precondition Failed",
+                           [("Content-Type", "application/xml"),
+                            ("Content-Length", str(len(PRECONDITION_FAILED)))])
+            return [PRECONDITION_FAILED]
         return self.app(environ, start_response)
+
+    def first_write(self, key: str) -> bool:
+        """Records a write to `key`; False when it was written before."""
+        with self.written_lock:
+            if key in self.written:
+                return False
+            self.written.add(key)
+            return True
 
     def control(self, path, start_response):
         if path.endswith("/hang"):
@@ -124,9 +163,12 @@ def main() -> None:
     parser.add_argument("--put-ms-per-mb", type=float, default=10.0)
     parser.add_argument("--get-ms", type=float, default=15.0)
     parser.add_argument("--max-hang-s", type=float, default=300.0)
+    parser.add_argument("--refuse-overwrites", action="store_true",
+                        help="answer a second write to any key with 412 and count it")
     args = parser.parse_args()
     app = CostLayer(DomainDispatcherApplication(create_backend_app), Counter(),
-                    args.put_ms, args.put_ms_per_mb, args.get_ms, args.max_hang_s)
+                    args.put_ms, args.put_ms_per_mb, args.get_ms, args.max_hang_s,
+                    args.refuse_overwrites)
     run_simple("127.0.0.1", args.port, app, threaded=True)
 
 

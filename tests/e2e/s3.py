@@ -7,13 +7,16 @@ never seen by another test's orphan janitor), path-style addressing and static c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from xml.etree import ElementTree
 from pathlib import Path
 
 from harness import free_port
@@ -37,8 +40,13 @@ def object_store_mode(config) -> str:
     return mode
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 class MotoServer:
-    """`python -m moto.server` on a free loopback port, logging to `log_path`."""
+    """moto's S3 on a free loopback port, logging to `log_path`, behind
+    scripts/s3_cost_server.py without added latency: it counts requests (`stats`) and refuses a
+    second write to any key, so a test can show that no object was ever overwritten."""
 
     def __init__(self, log_path: Path):
         self.port = free_port()
@@ -52,7 +60,9 @@ class MotoServer:
     def start(self) -> "MotoServer":
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, str(REPO_ROOT / "scripts/s3_cost_server.py"),
+                 "--port", str(self.port), "--put-ms", "0", "--put-ms-per-mb", "0",
+                 "--get-ms", "0", "--refuse-overwrites"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -73,6 +83,30 @@ class MotoServer:
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200, f"creating bucket {name}: HTTP {resp.status}"
         return name
+
+    def stats(self) -> dict:
+        """Requests by kind since the server started (`OVERWRITE_REFUSED` among them)."""
+        with urllib.request.urlopen(f"{self.endpoint}/__stats", timeout=10) as resp:
+            return json.load(resp)
+
+    def overwrites_refused(self) -> int:
+        return self.stats()["requests"].get("OVERWRITE_REFUSED", 0)
+
+    def list_keys(self, bucket: str) -> list[str]:
+        """Every key in `bucket` (ListObjectsV2, page by page)."""
+        keys: list[str] = []
+        token = None
+        while True:
+            query = {"list-type": "2", **({"continuation-token": token} if token else {})}
+            url = f"{self.endpoint}/{bucket}?{urllib.parse.urlencode(query)}"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                root = ElementTree.fromstring(resp.read())
+            ns = {"s3": root.tag.partition("}")[0].lstrip("{")} if "}" in root.tag else {}
+            prefix = "s3:" if ns else ""
+            keys += [e.text for e in root.iterfind(f"{prefix}Contents/{prefix}Key", ns)]
+            token = root.findtext(f"{prefix}NextContinuationToken", None, ns)
+            if not token:
+                return keys
 
     def server_args(self, bucket: str) -> list[str]:
         """`streamhouse serve` flags storing segments in `bucket` of this server."""

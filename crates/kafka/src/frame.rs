@@ -65,9 +65,11 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     len: usize,
 ) -> Result<Bytes, FrameError> {
-    // Read in steps rather than allocating `len` up front, so a peer that announces a large
-    // frame and then stalls pins only what it actually sent.
-    let mut buf = BytesMut::with_capacity(len.min(64 * 1024));
+    // The caller reserved `len` bytes of the agent's memory budget before this read, so the
+    // buffer is allocated at exactly `len`: growing it by doubling would hold up to twice what
+    // the budget counts. Pages are touched (zero-filled) step by step as data arrives, so a
+    // peer that announces a large frame and then stalls pins only what it actually sent.
+    let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
         let want = (len - buf.len()).min(1024 * 1024);
         let start = buf.len();

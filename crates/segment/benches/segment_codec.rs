@@ -56,7 +56,7 @@ fn encode(batches: &[RecordBatch]) -> Bytes {
     for batch in batches {
         builder.push(batch).expect("consecutive");
     }
-    builder.finish().bytes
+    builder.finish().to_bytes()
 }
 
 fn bench_shape(c: &mut Criterion, name: &str, records_per_batch: usize) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::batch::{RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
@@ -11,13 +11,23 @@ use crate::footer::{encode_header, IndexEntry, SegmentFooter, HEADER_LEN};
 /// Default bytes of batch data between sparse index entries.
 pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
 
+/// Batches at least this large are kept as they are (a part of their own, no copy); smaller
+/// ones are packed together into parts of about this size, so an object of many small batches
+/// is not uploaded as thousands of tiny writes.
+const PACKED_PART_BYTES: usize = 64 * 1024;
+
 /// Accumulates consecutive batches of one partition into a segment object.
 pub struct SegmentBuilder {
     base_offset: i64,
     next_offset: i64,
     index_interval: u32,
-    /// Header placeholder followed by the batches pushed so far.
-    buf: Vec<u8>,
+    /// The batches pushed so far, as parts: large batches shared with the caller (a write
+    /// buffers one copy of its records, not two), small ones packed into `packing` first. No
+    /// part has spare capacity beyond `packing`'s, so buffered memory is what was pushed.
+    parts: Vec<Bytes>,
+    packing: BytesMut,
+    /// Bytes of the header and every batch pushed.
+    size: usize,
     index: Vec<IndexEntry>,
     batch_count: u32,
     timestamps: Option<(i64, i64)>,
@@ -26,10 +36,24 @@ pub struct SegmentBuilder {
 /// A finished segment object and its decoded footer.
 #[derive(Clone, Debug)]
 pub struct EncodedSegment {
-    /// The whole object, ready to upload.
-    pub bytes: Bytes,
-    /// The footer, as [`read_footer`](crate::read_footer) would decode it from `bytes`.
+    /// The object as consecutive parts (header, batches, footer), uploaded back to back
+    /// without being copied into one buffer.
+    pub parts: Vec<Bytes>,
+    /// The object's length: the sum of the parts' lengths.
+    pub len: u64,
+    /// The footer, as [`read_footer`](crate::read_footer) would decode it from the object.
     pub footer: SegmentFooter,
+}
+
+impl EncodedSegment {
+    /// The object in one buffer (a copy unless it is a single part), for callers that need
+    /// contiguous bytes, such as tests and tools; uploads use [`Self::parts`].
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [one] => one.clone(),
+            parts => Bytes::from(parts.concat()),
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentBuilder {
@@ -37,7 +61,7 @@ impl std::fmt::Debug for SegmentBuilder {
         f.debug_struct("SegmentBuilder")
             .field("base_offset", &self.base_offset)
             .field("next_offset", &self.next_offset)
-            .field("size", &self.buf.len())
+            .field("size", &self.size)
             .field("batch_count", &self.batch_count)
             .field("index_entries", &self.index.len())
             .finish_non_exhaustive()
@@ -57,7 +81,9 @@ impl SegmentBuilder {
             base_offset,
             next_offset: base_offset,
             index_interval: bytes.clamp(1, u32::MAX as usize) as u32,
-            buf: vec![0; HEADER_LEN],
+            parts: Vec::new(),
+            packing: BytesMut::new(),
+            size: HEADER_LEN,
             index: Vec::new(),
             batch_count: 0,
             timestamps: None,
@@ -96,7 +122,7 @@ impl SegmentBuilder {
             .expect("an index entry exists after the first batch");
         entry.max_timestamp = max_ts;
         entry.prefix_crc = crc32c::crc32c_append(entry.prefix_crc, &batch.bytes()[..PREFIX_LEN]);
-        self.buf.extend_from_slice(batch.bytes());
+        self.append_bytes(batch.bytes());
         self.batch_count += 1;
         self.next_offset = batch.last_offset() + 1;
         Ok(())
@@ -104,7 +130,7 @@ impl SegmentBuilder {
 
     /// Checks the format's u32 limits and returns the batch's position relative to the data.
     fn check_limits(&self, batch: &RecordBatch) -> Result<u32, SegmentError> {
-        let rel_position = self.buf.len() - HEADER_LEN;
+        let rel_position = self.size - HEADER_LEN;
         if rel_position + batch.len() > u32::MAX as usize {
             return Err(SegmentError::LimitExceeded {
                 reason: format!("batch data would exceed 4 GiB at {rel_position} bytes"),
@@ -141,7 +167,7 @@ impl SegmentBuilder {
 
     /// Bytes so far, including the header (not the footer).
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.size
     }
 
     /// Whether no batch was pushed.
@@ -154,9 +180,29 @@ impl SegmentBuilder {
         self.next_offset - self.base_offset
     }
 
+    /// Keeps a batch's bytes: a large batch as its own part, a small one packed.
+    fn append_bytes(&mut self, bytes: &Bytes) {
+        self.size += bytes.len();
+        if bytes.len() >= PACKED_PART_BYTES {
+            self.seal_packing();
+            self.parts.push(bytes.clone());
+            return;
+        }
+        if self.packing.len() + bytes.len() > PACKED_PART_BYTES {
+            self.seal_packing();
+        }
+        self.packing.extend_from_slice(bytes);
+    }
+
+    fn seal_packing(&mut self) {
+        if !self.packing.is_empty() {
+            self.parts.push(std::mem::take(&mut self.packing).freeze());
+        }
+    }
+
     /// Writes header, footer and trailer and returns the object.
     pub fn finish(mut self) -> EncodedSegment {
-        self.buf[..HEADER_LEN].copy_from_slice(&encode_header(self.base_offset));
+        self.seal_packing();
         let (min_timestamp, max_timestamp) = self.timestamps.unwrap_or((-1, -1));
         let footer = SegmentFooter {
             base_offset: self.base_offset,
@@ -166,15 +212,19 @@ impl SegmentBuilder {
             min_timestamp,
             max_timestamp,
             data_start: HEADER_LEN as u64,
-            data_end: self.buf.len() as u64,
+            data_end: self.size as u64,
             index_interval: self.index_interval,
             index: Arc::from(self.index),
         };
-        footer.encode_into(&mut self.buf);
-        EncodedSegment {
-            bytes: Bytes::from(self.buf),
-            footer,
-        }
+        let mut tail = Vec::new();
+        footer.encode_into(&mut tail);
+        let len = (self.size + tail.len()) as u64;
+        let header = Bytes::copy_from_slice(&encode_header(self.base_offset));
+        let mut parts = Vec::with_capacity(self.parts.len() + 2);
+        parts.push(header);
+        parts.append(&mut self.parts);
+        parts.push(Bytes::from(tail));
+        EncodedSegment { parts, len, footer }
     }
 }
 
@@ -214,6 +264,23 @@ mod tests {
             .collect();
         assert_eq!(footer.index.len(), 1);
         assert_eq!(footer.index[0].prefix_crc, crc32c::crc32c(&prefixes));
+    }
+
+    #[test]
+    fn large_batches_are_kept_without_a_copy_and_small_ones_packed() {
+        let large = batch(0, 1, PACKED_PART_BYTES, 0);
+        let mut builder = SegmentBuilder::new(0);
+        builder.push(&large).expect("push");
+        (1..4).for_each(|i| builder.push(&batch(i, 1, 10, 0)).expect("push"));
+        let size = builder.size();
+        let seg = builder.finish();
+        // Header, the large batch itself, the three small ones packed together, footer.
+        assert_eq!(seg.parts.len(), 4);
+        assert_eq!(seg.parts[1].as_ptr(), large.bytes().as_ptr());
+        assert_eq!(seg.parts[2].len(), 3 * 71);
+        assert_eq!(size, HEADER_LEN + large.len() + 3 * 71);
+        assert_eq!(seg.len as usize, seg.to_bytes().len());
+        assert_eq!(seg.footer.data_end as usize, size);
     }
 
     #[test]

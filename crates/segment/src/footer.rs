@@ -162,7 +162,8 @@ impl SegmentFooter {
         self.base_offset + i64::from(self.index[block].rel_offset)
     }
 
-    /// Appends the footer encoding and the trailer to `buf`, which holds header and batches.
+    /// Appends the footer encoding and the trailer to `buf` (the footer's CRC covers only what
+    /// this call appends).
     pub(crate) fn encode_into(&self, buf: &mut Vec<u8>) {
         let footer_start = buf.len();
         for v in [self.base_offset, self.last_offset, self.record_count] {
@@ -435,15 +436,12 @@ mod tests {
     fn sizes_match_the_spec() {
         let mut builder = SegmentBuilder::with_index_interval(5, 1);
         (0..3).for_each(|i| builder.push(&batch(5 + i, 1, 0, 9)).expect("push"));
-        let seg = builder.finish();
-        let footer_len = be_u32(&seg.bytes, seg.bytes.len() - TRAILER_LEN) as usize;
+        let bytes = builder.finish().to_bytes();
+        let footer_len = be_u32(&bytes, bytes.len() - TRAILER_LEN) as usize;
         assert_eq!(footer_len, SUMMARY_LEN + 3 * ENTRY_LEN);
-        assert_eq!(
-            seg.bytes.len(),
-            HEADER_LEN + 3 * 61 + footer_len + TRAILER_LEN
-        );
-        assert_eq!(&seg.bytes[seg.bytes.len() - 4..], b"SHSF");
-        assert_eq!(&seg.bytes[..4], b"SHSG");
+        assert_eq!(bytes.len(), HEADER_LEN + 3 * 61 + footer_len + TRAILER_LEN);
+        assert_eq!(&bytes[bytes.len() - 4..], b"SHSF");
+        assert_eq!(&bytes[..4], b"SHSG");
     }
 
     #[test]

@@ -48,16 +48,17 @@ impl SharedObjectBuilder {
         Self::default()
     }
 
-    /// Appends a whole encoded segment of `topic_id`/`partition`; returns where it lies.
-    pub fn push(&mut self, topic_id: [u8; 16], partition: u32, segment: Bytes) -> SharedEntry {
+    /// Appends a whole encoded segment of `topic_id`/`partition`, given as its consecutive
+    /// parts; returns where it lies.
+    pub fn push(&mut self, topic_id: [u8; 16], partition: u32, segment: &[Bytes]) -> SharedEntry {
         let entry = SharedEntry {
             topic_id,
             partition,
             offset: self.len,
-            len: segment.len() as u64,
+            len: segment.iter().map(|part| part.len() as u64).sum(),
         };
         self.len += entry.len;
-        self.parts.push(segment);
+        self.parts.extend_from_slice(segment);
         self.entries.push(entry);
         entry
     }
@@ -187,7 +188,7 @@ mod tests {
     fn object(segments: &[&[u8]]) -> (Bytes, Vec<SharedEntry>) {
         let mut builder = SharedObjectBuilder::new();
         for (i, segment) in segments.iter().enumerate() {
-            builder.push([i as u8; 16], i as u32, Bytes::copy_from_slice(segment));
+            builder.push([i as u8; 16], i as u32, &[Bytes::copy_from_slice(segment)]);
         }
         let entries = builder.entries().to_vec();
         let (parts, len) = builder.finish();

@@ -146,7 +146,7 @@ impl SegmentCache {
         let block_size = self.block_size as usize;
         for (index, start) in (0..).zip((0..bytes.len()).step_by(block_size)) {
             let block = cut_block(&bytes, start, block_size);
-            self.blocks.insert((object.clone(), index), block).await;
+            self.insert_block((object.clone(), index), block).await;
         }
     }
 
@@ -158,7 +158,15 @@ impl SegmentCache {
         }
         let object: Arc<str> = Arc::from(key);
         let block_size = self.block_size as usize;
-        let mut block = BytesMut::with_capacity(block_size);
+        // Each block is allocated at its exact length (the last one is usually short): the
+        // weigher counts lengths, so spare capacity would be memory the bound does not see.
+        let mut left: usize = parts.iter().map(Bytes::len).sum();
+        let mut next_block = || {
+            let len = left.min(block_size);
+            left -= len;
+            BytesMut::with_capacity(len)
+        };
+        let mut block = next_block();
         let mut index = 0;
         for part in parts {
             let mut rest = &part[..];
@@ -167,17 +175,24 @@ impl SegmentCache {
                 block.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if block.len() == block_size {
-                    let full = std::mem::replace(&mut block, BytesMut::with_capacity(block_size));
-                    self.blocks
-                        .insert((object.clone(), index), full.freeze())
+                    let full = std::mem::replace(&mut block, next_block());
+                    self.insert_block((object.clone(), index), full.freeze())
                         .await;
                     index += 1;
                 }
             }
         }
         if !block.is_empty() {
-            self.blocks.insert((object, index), block.freeze()).await;
+            self.insert_block((object, index), block.freeze()).await;
         }
+    }
+
+    /// Inserts a written-through block and applies the evictions it calls for at once. The
+    /// cache otherwise evicts lazily, many writes later: while a flood writes objects larger
+    /// than the cache, it would hold several times its capacity.
+    async fn insert_block(&self, key: BlockKey, block: Bytes) {
+        self.blocks.insert(key, block).await;
+        self.blocks.run_pending_tasks().await;
     }
 
     /// Starts filling `range` of `key` in the background (read-ahead). Must be called within a

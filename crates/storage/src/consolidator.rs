@@ -271,12 +271,12 @@ impl Consolidator {
         let mut in_shared = Vec::new();
         for (pick, encoded) in picks.iter().zip(merged) {
             let storage = &pick.target.storage;
-            let len = encoded.bytes.len() as u64;
+            let len = encoded.len;
             let mut info = merged_info(pick, &encoded);
             if len >= self.config.own_object_bytes {
                 info.object_key =
                     segment_key(storage.topic.id, storage.partition, info.base_offset);
-                let payload = PutPayload::from(encoded.bytes);
+                let payload = PutPayload::from_iter(encoded.parts);
                 upload_with_retries(self.store.as_ref(), &info.object_key, payload, &self.upload)
                     .await?;
                 written += 1;
@@ -284,7 +284,7 @@ impl Consolidator {
                 let entry = shared.push(
                     *storage.topic.id.as_bytes(),
                     storage.partition,
-                    encoded.bytes,
+                    &encoded.parts,
                 );
                 info.object_key = shared_key.clone();
                 info.object_offset = entry.offset;
@@ -410,7 +410,7 @@ fn merge(pick: &Pick<'_>, objects: &HashMap<String, (u64, Bytes)>) -> Result<Enc
 fn merged_info(pick: &Pick<'_>, encoded: &EncodedSegment) -> SegmentInfo {
     let storage = &pick.target.storage;
     let footer = &encoded.footer;
-    let len = encoded.bytes.len() as u64;
+    let len = encoded.len;
     SegmentInfo {
         topic: storage.topic.name.clone(),
         partition: storage.partition,

@@ -175,7 +175,7 @@ fn layout(chunks: &[SealedChunk]) -> (String, Vec<Bytes>, u64, Vec<SegmentInfo>)
         .map(|chunk| {
             let storage = chunk.writer.storage();
             let topic_id = *storage.topic.id.as_bytes();
-            builder.push(topic_id, storage.partition, chunk.encoded.bytes.clone())
+            builder.push(topic_id, storage.partition, &chunk.encoded.parts)
         })
         .collect();
     let (parts, object_len) = builder.finish();

@@ -13,6 +13,7 @@
 //! more often than it sweeps still cleans up.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,11 @@ pub struct JanitorConfig {
     pub min_age: Duration,
     /// How long an object must have been seen as an orphan before it is deleted.
     pub confirm_delay: Duration,
+    /// The local store's root directory, if the store is local: a process killed while
+    /// writing an object leaves the file it was staging (`<key>#<n>`, renamed into place only
+    /// when complete), which the store's listing never shows. Those older than `min_age` are
+    /// removed from here.
+    pub local_root: Option<PathBuf>,
 }
 
 impl Default for JanitorConfig {
@@ -41,6 +47,7 @@ impl Default for JanitorConfig {
         Self {
             min_age: Duration::from_secs(10 * 60),
             confirm_delay: DEFAULT_DELETE_GRACE,
+            local_root: None,
         }
     }
 }
@@ -54,6 +61,8 @@ pub struct SweepReport {
     pub orphans: usize,
     /// Scheduled objects deleted in this sweep (orphans confirmed, and anything else due).
     pub deleted: usize,
+    /// Abandoned staging files of the local store removed.
+    pub staging_removed: usize,
 }
 
 /// Finds orphaned objects and schedules their deletion.
@@ -111,11 +120,31 @@ impl OrphanJanitor {
         if deleted > 0 {
             tracing::info!(deleted, "deleted unreferenced objects");
         }
+        let staging_removed = self.remove_abandoned_staging().await;
         Ok(SweepReport {
             scanned: objects.len(),
             orphans: orphans.len(),
             deleted,
+            staging_removed,
         })
+    }
+
+    /// Removes the local store's staging files older than `min_age` (see
+    /// [`JanitorConfig::local_root`]); failures are logged, the next sweep tries again.
+    async fn remove_abandoned_staging(&self) -> usize {
+        let Some(root) = self.config.local_root.clone() else {
+            return 0;
+        };
+        let min_age = self.config.min_age;
+        let walk = tokio::task::spawn_blocking(move || remove_staging_under(&root, min_age));
+        let removed = walk.await.unwrap_or_else(|e| {
+            tracing::warn!("staging-file sweep panicked: {e}");
+            0
+        });
+        if removed > 0 {
+            tracing::info!(removed, "removed abandoned upload staging files");
+        }
+        removed
     }
 
     fn old_orphans(&self, objects: &[ObjectMeta], referenced: &HashSet<String>) -> Vec<String> {
@@ -129,5 +158,72 @@ impl OrphanJanitor {
             })
             .map(|o| o.location.to_string())
             .collect()
+    }
+}
+
+/// Whether `name` is a staging file of object_store's local store: `<name>#<digits>`. Object
+/// keys never contain `#`.
+fn is_staging_file(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging files under `dir` (recursively) last modified at least `min_age` ago.
+fn remove_staging_under(dir: &Path, min_age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            removed += remove_staging_under(&path, min_age);
+            continue;
+        }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        let staging = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_staging_file);
+        if staging && old {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "removing a staging file failed: {e}")
+                }
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_staging_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        std::fs::create_dir(&wal).unwrap();
+        for name in ["a.obj#3", "b.obj", "c.obj#x", "d.obj#"] {
+            std::fs::write(wal.join(name), b"bytes").unwrap();
+        }
+        assert_eq!(
+            remove_staging_under(dir.path(), Duration::from_secs(3600)),
+            0
+        );
+        assert_eq!(remove_staging_under(dir.path(), Duration::ZERO), 1);
+        let mut left: Vec<_> = std::fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.obj", "c.obj#x", "d.obj#"]);
     }
 }

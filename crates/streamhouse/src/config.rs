@@ -117,6 +117,25 @@ pub struct ServeArgs {
     /// Memory for cached segment bytes [default: 268435456].
     #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// How long a replaced or truncated object stays readable before it is deleted, for
+    /// readers that already found it (Kafka's file.delete.delay.ms) [default: 60000].
+    #[arg(long, env = "STREAMHOUSE_FILE_DELETE_DELAY_MS")]
+    pub file_delete_delay_ms: Option<u64>,
+    /// How often the orphan janitor lists the object store for objects no segment references
+    /// [default: 600000].
+    #[arg(long, env = "STREAMHOUSE_JANITOR_INTERVAL_MS")]
+    pub janitor_interval_ms: Option<u64>,
+    /// Objects younger than this are never taken for orphans; it must exceed the longest
+    /// produce timeout, since an upload is committed at most that long after it started
+    /// [default: 600000].
+    #[arg(long, env = "STREAMHOUSE_JANITOR_MIN_AGE_MS")]
+    pub janitor_min_age_ms: Option<u64>,
+    /// Data younger than this stays in its flush's shared object [default: 10000].
+    #[arg(long, env = "STREAMHOUSE_CONSOLIDATION_MIN_AGE_MS")]
+    pub consolidation_min_age_ms: Option<u64>,
+    /// Shared-object data is consolidated at the latest once it is this old [default: 60000].
+    #[arg(long, env = "STREAMHOUSE_CONSOLIDATION_MAX_AGE_MS")]
+    pub consolidation_max_age_ms: Option<u64>,
     /// Store segments in this S3 bucket instead of the data directory.
     #[arg(long, env = "STREAMHOUSE_S3_BUCKET")]
     pub s3_bucket: Option<String>,
@@ -219,6 +238,11 @@ struct FileConfig {
     max_partitions_per_cluster: Option<u64>,
     max_partitions_per_agent: Option<u64>,
     cache_max_bytes: Option<u64>,
+    file_delete_delay_ms: Option<u64>,
+    janitor_interval_ms: Option<u64>,
+    janitor_min_age_ms: Option<u64>,
+    consolidation_min_age_ms: Option<u64>,
+    consolidation_max_age_ms: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -258,6 +282,8 @@ pub struct Settings {
     /// Connection, memory and partition limits.
     pub limits: streamhouse_kafka::Limits,
     pub cache_max_bytes: u64,
+    /// Deletion delays, janitor and consolidation timing.
+    pub maintenance: streamhouse_kafka::MaintenanceConfig,
     pub object_store: ObjectStoreConfig,
     pub security: crate::security::SecuritySettings,
 }
@@ -269,6 +295,7 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let mut maintenance = self.maintenance(&file)?;
         let data_dir = self
             .data_dir
             .or(file.data_dir)
@@ -393,8 +420,12 @@ impl ServeArgs {
                  frame_read_timeout_ms and queued_max_request_bytes must be positive"
             );
         }
+        if let ObjectStoreConfig::Local { root } = &object_store {
+            maintenance.janitor.local_root = Some(root.clone());
+        }
         Ok(Settings {
             limits,
+            maintenance,
             security,
             kafka_addr,
             http_addr: self
@@ -440,6 +471,53 @@ impl ServeArgs {
             object_store,
             data_dir,
         })
+    }
+}
+
+impl ServeArgs {
+    /// Deletion delays, janitor and consolidation timing: defaults < file < env/flags.
+    fn maintenance(
+        &self,
+        file: &FileConfig,
+    ) -> anyhow::Result<streamhouse_kafka::MaintenanceConfig> {
+        let mut m = streamhouse_kafka::MaintenanceConfig::default();
+        let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+            flag.or(file).map_or(default, Duration::from_millis)
+        };
+        m.delete_grace = ms(
+            self.file_delete_delay_ms,
+            file.file_delete_delay_ms,
+            m.delete_grace,
+        );
+        m.janitor.confirm_delay = m.delete_grace;
+        m.janitor_interval = ms(
+            self.janitor_interval_ms,
+            file.janitor_interval_ms,
+            m.janitor_interval,
+        );
+        m.janitor.min_age = ms(
+            self.janitor_min_age_ms,
+            file.janitor_min_age_ms,
+            m.janitor.min_age,
+        );
+        let c = &mut m.consolidation;
+        c.min_age = ms(
+            self.consolidation_min_age_ms,
+            file.consolidation_min_age_ms,
+            c.min_age,
+        );
+        c.max_age = ms(
+            self.consolidation_max_age_ms,
+            file.consolidation_max_age_ms,
+            c.max_age,
+        );
+        if m.janitor_interval.is_zero() || m.janitor.min_age < Duration::from_secs(1) {
+            bail!("janitor_interval_ms must be positive and janitor_min_age_ms at least 1000");
+        }
+        if m.consolidation.max_age < m.consolidation.min_age {
+            bail!("consolidation_max_age_ms must not be below consolidation_min_age_ms");
+        }
+        Ok(m)
     }
 }
 

@@ -180,6 +180,7 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         max_request_bytes: s.max_request_bytes,
         acl: s.security.acl.clone(),
         limits: s.limits.clone(),
+        maintenance: s.maintenance.clone(),
         ..BrokerConfig::default()
     }
 }

@@ -76,7 +76,10 @@ async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Durati
                 PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)
             });
         }
-        topics.push((t.name, partitions));
+        // The name is decoded as a slice of the request frame; kept as is until the answer, it
+        // would pin the whole frame (records included) long after they were appended, holding
+        // twice what the memory budget counts.
+        topics.push((super::topic_name(topic), partitions));
     }
     metrics::counter!("streamhouse_produce_requests_total").increment(1);
     (timeout, topics)

@@ -22,10 +22,10 @@ proptest! {
         pick in any::<prop::sample::Index>()
     ) {
         let (seg, pushed) = segment(0, &specs, interval);
-        let at = at.index(seg.bytes.len());
-        let object = flipped(&seg.bytes, at, xor);
+        let at = at.index(seg.to_bytes().len());
+        let object = flipped(&seg.to_bytes(), at, xor);
         let err = decode_segment(object.clone());
-        prop_assert!(err.is_err(), "flip at {} of {} went unnoticed", at, seg.bytes.len());
+        prop_assert!(err.is_err(), "flip at {} of {} went unnoticed", at, seg.to_bytes().len());
 
         // The range-read path: whatever it returns must be the original bytes.
         let Ok(footer) = footer_via_tail(&object, 64) else { return Ok(()) };
@@ -48,7 +48,7 @@ proptest! {
     #[test]
     fn truncated_object_is_rejected(specs in specs(), interval in interval(), keep in any::<prop::sample::Index>()) {
         let (seg, _) = segment(0, &specs, interval);
-        let object = seg.bytes.slice(..keep.index(seg.bytes.len()));
+        let object = seg.to_bytes().slice(..keep.index(seg.to_bytes().len()));
         prop_assert!(decode_segment(object.clone()).is_err());
         let err = read_footer(&object, object.len() as u64).expect_err("truncated object has no footer");
         prop_assert!(err.need_tail_bytes().is_none(), "{}", err);
@@ -59,7 +59,7 @@ proptest! {
 fn base_offset_flip_is_caught_by_the_index() {
     let (seg, pushed) = segment(0, &[(2, 50, 0); 20], 200);
     let second = seg.footer.data_start as usize + pushed[0].len();
-    let object = flipped(&seg.bytes, second + 7, 0x01);
+    let object = flipped(&seg.to_bytes(), second + 7, 0x01);
     let err = decode_segment(object).expect_err("base offset flip");
     assert!(matches!(err, SegmentError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("batch base offset 3"), "{err}");
@@ -69,7 +69,7 @@ fn base_offset_flip_is_caught_by_the_index() {
 #[test]
 fn leader_epoch_flip_is_caught_by_the_prefix_checksum() {
     let (seg, _) = segment(0, &[(2, 50, 0); 20], 200);
-    let object = flipped(&seg.bytes, seg.footer.data_start as usize + 13, 0x10);
+    let object = flipped(&seg.to_bytes(), seg.footer.data_start as usize + 13, 0x10);
     let err = decode_segment(object).expect_err("epoch flip");
     assert!(
         matches!(
@@ -93,8 +93,8 @@ fn errors_name_the_damaged_structure() {
     let cases = [
         (0, "bad segment magic at bytes 0..4"),
         (9, "header CRC mismatch at bytes 0..20"),
-        (seg.bytes.len() - 1, "bad trailer magic"),
-        (seg.bytes.len() - 7, "unsupported segment format"),
+        (seg.to_bytes().len() - 1, "bad trailer magic"),
+        (seg.to_bytes().len() - 7, "unsupported segment format"),
         (seg.footer.data_end as usize + 3, "footer CRC mismatch"),
         (
             seg.footer.data_start as usize + pushed[0].len() + 70,
@@ -102,7 +102,7 @@ fn errors_name_the_damaged_structure() {
         ),
     ];
     for (at, message) in cases {
-        let err = decode_segment(flipped(&seg.bytes, at, 0x04)).expect_err(message);
+        let err = decode_segment(flipped(&seg.to_bytes(), at, 0x04)).expect_err(message);
         assert!(err.to_string().contains(message), "flip at {at}: {err}");
     }
 }
@@ -115,9 +115,9 @@ fn plain_cursor_checks_crc_and_continuity() {
         let data = object.slice(footer.data_start as usize..footer.data_end as usize);
         BatchCursor::new(data, footer.data_start, footer.data_end, 0).collect()
     };
-    assert_eq!(read(&seg.bytes).len(), 4);
+    assert_eq!(read(&seg.to_bytes()).len(), 4);
     let third = footer.data_start as usize + pushed[0].len() * 2;
-    let results = read(&flipped(&seg.bytes, third + 7, 0x02));
+    let results = read(&flipped(&seg.to_bytes(), third + 7, 0x02));
     assert_eq!(results.len(), 3, "two batches, then the error");
     let err = results[2].as_ref().expect_err("gap");
     assert!(
@@ -126,7 +126,7 @@ fn plain_cursor_checks_crc_and_continuity() {
     );
 
     let mut cursor = BatchCursor::new(
-        flipped(&seg.bytes, third + 100, 0x02).slice(footer.data_start as usize..),
+        flipped(&seg.to_bytes(), third + 100, 0x02).slice(footer.data_start as usize..),
         footer.data_start,
         footer.data_end,
         0,

@@ -77,7 +77,7 @@ fn segment_of_every_compression_decodes_with_kafka() {
         }
     }
     let segment = builder.finish();
-    let (footer, batches) = decode_segment(segment.bytes.clone()).expect("decodes");
+    let (footer, batches) = decode_segment(segment.to_bytes()).expect("decodes");
     assert_eq!(
         (footer.base_offset, footer.last_offset, footer.record_count),
         (500, 514, 15)

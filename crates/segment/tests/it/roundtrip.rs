@@ -42,7 +42,7 @@ fn read_from(
     pos: u64,
     from: i64,
 ) -> Vec<RecordBatch> {
-    let data = seg.bytes.slice(pos as usize..footer.data_end as usize);
+    let data = seg.to_bytes().slice(pos as usize..footer.data_end as usize);
     BatchCursor::with_footer(data, pos, footer, from)
         .collect::<Result<_, _>>()
         .expect("valid segment reads cleanly")
@@ -54,12 +54,12 @@ proptest! {
     #[test]
     fn decode_segment_returns_pushed_batches(specs in specs(), interval in interval(), base in 0i64..1 << 40) {
         let (seg, pushed) = segment(base, &specs, interval);
-        let (footer, decoded) = decode_segment(seg.bytes.clone()).expect("decodes");
+        let (footer, decoded) = decode_segment(seg.to_bytes()).expect("decodes");
         prop_assert_eq!(&footer, &seg.footer);
         prop_assert!(same_bytes(&decoded, &pushed));
         prop_assert_eq!(footer.record_count, specs.iter().map(|s| s.0 as i64).sum::<i64>());
         prop_assert_eq!(footer.batch_count as usize, specs.len());
-        prop_assert_eq!(footer.data_end as usize + footer.index_len() * 20 + 68 + TRAILER_LEN, seg.bytes.len());
+        prop_assert_eq!(footer.data_end as usize + footer.index_len() * 20 + 68 + TRAILER_LEN, seg.to_bytes().len());
     }
 
     #[test]
@@ -67,7 +67,7 @@ proptest! {
         specs in specs(), interval in interval(), first_read in 0usize..300, pick in any::<prop::sample::Index>()
     ) {
         let (seg, pushed) = segment(1_000, &specs, interval);
-        let footer = footer_via_tail(&seg.bytes, first_read).expect("footer");
+        let footer = footer_via_tail(&seg.to_bytes(), first_read).expect("footer");
         prop_assert_eq!(&footer, &seg.footer);
         let offset = 1_000 + pick.index(footer.record_count.max(1) as usize + 2) as i64 - 1;
         let pos = footer.seek(offset);
@@ -112,7 +112,7 @@ proptest! {
         let mut fetch_end = start + cut.index(end - start + 1);
         // Ranges as a reader would issue them: the first cut anywhere, then the rest.
         loop {
-            let data = seg.bytes.slice(pos as usize..fetch_end.max(pos as usize));
+            let data = seg.to_bytes().slice(pos as usize..fetch_end.max(pos as usize));
             let mut cursor = match verified {
                 true => BatchCursor::with_footer(data, pos, footer, i64::MIN),
                 false => BatchCursor::new(data, pos, footer.data_end, i64::MIN),
@@ -162,7 +162,7 @@ fn builder_tracks_progress_and_rejects_gaps() {
 #[test]
 fn empty_segment_round_trips() {
     let seg = SegmentBuilder::new(77).finish();
-    let (footer, batches) = decode_segment(seg.bytes.clone()).expect("empty segment decodes");
+    let (footer, batches) = decode_segment(seg.to_bytes()).expect("empty segment decodes");
     assert!(batches.is_empty());
     assert_eq!(
         (
@@ -206,13 +206,15 @@ fn seek_clamps_to_the_segment() {
 #[test]
 fn short_tail_asks_for_exactly_the_footer() {
     let (seg, _) = segment(0, &[(3, 100, 0); 200], 512);
-    let len = seg.bytes.len() as u64;
-    let err = read_footer(&seg.bytes[seg.bytes.len() - 4..], len).expect_err("tail too short");
-    let needed = err.need_tail_bytes().expect("asks for more");
+    let len = seg.to_bytes().len() as u64;
     let err =
-        read_footer(&seg.bytes[seg.bytes.len() - needed..], len).expect_err("only the trailer");
+        read_footer(&seg.to_bytes()[seg.to_bytes().len() - 4..], len).expect_err("tail too short");
+    let needed = err.need_tail_bytes().expect("asks for more");
+    let err = read_footer(&seg.to_bytes()[seg.to_bytes().len() - needed..], len)
+        .expect_err("only the trailer");
     let needed = err.need_tail_bytes().expect("asks for the footer");
     assert_eq!(needed as u64, len - seg.footer.data_end);
-    let footer = read_footer(&seg.bytes[seg.bytes.len() - needed..], len).expect("exact tail");
+    let footer =
+        read_footer(&seg.to_bytes()[seg.to_bytes().len() - needed..], len).expect("exact tail");
     assert_eq!(footer, seg.footer);
 }

@@ -16,6 +16,7 @@ fn janitor(env: &Env, min_age: Duration, confirm_delay: Duration) -> OrphanJanit
         JanitorConfig {
             min_age,
             confirm_delay,
+            local_root: None,
         },
     )
 }
@@ -76,7 +77,8 @@ async fn orphans_are_deleted_and_committed_objects_kept() {
         SweepReport {
             scanned: 3,
             orphans: 2,
-            deleted: 2
+            deleted: 2,
+            staging_removed: 0,
         }
     );
     assert_eq!(
