@@ -179,3 +179,52 @@ def assert_offsets_dense(got: dict[int, list[Stored]]) -> None:
         assert offsets == list(range(len(offsets))), (
             f"partition {p}: offsets not 0..{len(offsets) - 1}: first bad at "
             f"{next(i for i, o in enumerate(offsets) if o != i)}")
+
+
+class Sender:
+    """An idempotent producer recording each value's outcome, for fault tests: which records
+    were acknowledged, which answered with an error."""
+
+    def __init__(self, bootstrap: str, message_timeout_ms: int, request_timeout_ms: int):
+        self.p = producer(bootstrap, **{"enable.idempotence": True, "linger.ms": 5,
+                                        "message.timeout.ms": message_timeout_ms,
+                                        "request.timeout.ms": request_timeout_ms})
+        self.settle_s = message_timeout_ms / 1000 + 30
+        self.acked: set[bytes] = set()
+        self.failed: set[bytes] = set()
+        self.errors: dict[bytes, str] = {}
+
+    def _report(self, err, msg) -> None:
+        (self.failed if err else self.acked).add(msg.value())
+        if err:
+            self.errors[msg.value()] = err.name()
+
+    def send(self, topic: str, prefix: str, count: int, pace_s: float, size: int = 0) -> None:
+        pad = b"x" * size
+        for i in range(count):
+            value = b"%s-%06d-" % (prefix.encode(), i) + pad
+            _produce_with_backpressure(self.p, topic, {"value": value,
+                                                       "on_delivery": self._report})
+            self.p.poll(0)
+            time.sleep(pace_s)
+
+    def settle(self) -> None:
+        """Waits for the outcome of every record sent."""
+        assert self.p.flush(self.settle_s) == 0
+
+
+def assert_failed_never_stored(bootstrap: str, topic: str, partitions: int,
+                               sender: Sender) -> int:
+    """The log holds every acknowledged record once, and no record answered with an error;
+    returns how many records it holds."""
+    got = consume_all(bootstrap, topic, partitions, timeout_s=60)
+    assert_offsets_dense(got)
+    values = [r.value for recs in got.values() for r in recs]
+    stored = set(values)
+    assert len(values) == len(stored), f"{len(values) - len(stored)} records stored twice"
+    wrongly = sorted(stored & sender.failed)
+    assert not wrongly, (
+        f"{len(wrongly)} records answered with an error were stored, first: "
+        f"{[(v[:20], sender.errors[v]) for v in wrongly[:5]]}")
+    assert sender.acked <= stored, f"{len(sender.acked - stored)} acknowledged records missing"
+    return len(stored)
