@@ -80,18 +80,18 @@ def java(classpath: str, main: str, args: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def kafka_tools(classpath: str, agent: Agent, topic: str, records: int, size: int,
+def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: int,
                 props: list[str]) -> dict:
     produce = java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
         "--topic", topic, "--num-records", str(records), "--record-size", str(size),
-        "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
+        "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}",
         "acks=all", *props])
     # The summary line: "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max
     # latency, p50 ms 50th, p95 ms 95th, p99 ms 99th, p999 ms 99.9th."
     last = [line for line in produce.splitlines() if "records sent" in line][-1]
     nums = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", last)]
     consume = java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
-        "--bootstrap-server", agent.bootstrap, "--topic", topic, "--messages", str(records),
+        "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(records),
         "--timeout", "60000"])
     # CSV: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
     row = [line for line in consume.splitlines() if line[:1].isdigit()][-1].split(",")
@@ -131,7 +131,7 @@ def main() -> None:
                     "consume": consumed["consume"],
                 }
             else:
-                results[name] = kafka_tools(classpath, agent, topic, args.records,
+                results[name] = kafka_tools(classpath, agent.bootstrap, topic, args.records,
                                             args.record_size, tools[name])
     finally:
         agent.stop()

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""StreamHouse side by side with Apache Kafka on this machine, in alternating rounds.
+
+    cargo build --release -p streamhouse
+    .venv/bin/python scripts/bench_vs_kafka.py [--rounds 2] [--records 300000]
+
+Kafka 4.3.1 (`org.apache.kafka:kafka_2.13`, with kafka-tools) comes from Maven Central into
+.cache/m2 through tests/java's pom.xml; one single-node KRaft broker (broker + controller, local
+disk, 1 GiB heap) runs next to one release StreamHouse agent on its embedded defaults (local
+store, SQLite). Kafka is measured twice, on topics of its default flush policy (acknowledged = in
+the page cache) and of `flush.messages=1` (acknowledged = fsynced, StreamHouse's promise on the
+local store). Every target gets the same tools in each round, the target order rotating:
+- `kafka-producer-perf-test`: N records of 1 KiB, acks=all, `batch.size=262144 linger.ms=5`,
+  compression none and lz4, on 6 and 120 partitions;
+- `kafka-consumer-perf-test`: the same N records from the start;
+- end to end: `streamhouse bench e2e` at 1,000 records/s for 10 s (linger 0), p50/p99/p999 from
+  each record's due time to its consumption.
+Per run: MB/s, the server's CPU seconds per GB (utime + stime from /proc), and the server's peak
+RSS at the end. Prints medians per target and the paired ratios StreamHouse / Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_kafka_tools as tools  # noqa: E402
+import bench_s3_cost as common  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Kafka:
+    """A single-node KRaft broker in `work`."""
+
+    def __init__(self, classpath: str, work: Path):
+        self.port, controller = common.free_port(), common.free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        props = work / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller", "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}",
+            "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={work / 'logs'}", "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=false", ""]))
+        java = ["java", "-Xmx1g", "-Xms1g", "-cp", classpath]
+        subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t",
+                               uuid.uuid4().hex[:22], "-c", str(props)],
+                       check=True, capture_output=True)
+        self.proc = subprocess.Popen(java + ["kafka.Kafka", str(props)],
+                                     stdout=open(work / "kafka.log", "ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        common.wait_port(self.port, self.proc, "kafka")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+class Target:
+    """One system under test: its bootstrap, server process and topic settings."""
+
+    def __init__(self, name: str, bootstrap: str, pid: int, configs: list[str]):
+        self.name, self.bootstrap, self.pid, self.configs = name, bootstrap, pid, configs
+
+
+def topic_command(classpath: str, bootstrap: str, *args: str) -> None:
+    tools.java(classpath, "org.apache.kafka.tools.TopicCommand",
+               ["--bootstrap-server", bootstrap, *args])
+
+
+def run_round(classpath, binary, target: Target, partitions, codec, records) -> dict:
+    topic = f"vs-{target.name}-{partitions}-{codec}-{uuid.uuid4().hex[:6]}"
+    configs = [x for c in target.configs for x in ("--config", c)]
+    topic_command(classpath, target.bootstrap, "--create", "--topic", topic, "--partitions",
+                  str(partitions), "--replication-factor", "1", *configs)
+    cpu0 = cpu_seconds(target.pid)
+    props = ["batch.size=262144", "linger.ms=5", f"compression.type={codec}"]
+    perf = tools.kafka_tools(classpath, target.bootstrap, topic, records, 1024, props)
+    cpu1 = cpu_seconds(target.pid)
+    gb = records * 1024 / 1e9
+    topic_command(classpath, target.bootstrap, "--delete", "--topic", topic)
+    return {"produce_mb_s": perf["produce"]["mb_per_s"],
+            "consume_mb_s": perf["consume"]["mb_per_s"],
+            "cpu_s_per_gb": (cpu1 - cpu0) / gb}
+
+
+def e2e(classpath: str, binary: str, target: Target) -> dict:
+    topic = f"vs-e2e-{target.name}-{uuid.uuid4().hex[:6]}"
+    configs = [x for c in target.configs for x in ("--config", c)]
+    topic_command(classpath, target.bootstrap, "--create", "--topic", topic, "--partitions", "6",
+                  "--replication-factor", "1", *configs)
+    time.sleep(3)  # Kafka elects the new partitions' leader; the bench does not retry that
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    subprocess.run([binary, "bench", "--bootstrap", target.bootstrap, "e2e", "--topic", topic,
+                    "--rate", "1000", "--duration", "10s", "--record-size", "1024", "-q",
+                    "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+    report = json.loads(out.read_text())["end_to_end_ms"]
+    topic_command(classpath, target.bootstrap, "--delete", "--topic", topic)
+    return {"e2e_p50_ms": report["p50"], "e2e_p99_ms": report["p99"],
+            "e2e_p999_ms": report["p999"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default=str(REPO / "target/release/streamhouse"))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--records", type=int, default=300_000)
+    args = parser.parse_args()
+    classpath = tools.kafka_classpath()
+    work = Path(tempfile.mkdtemp(prefix="sh-vs-kafka-"))
+    (work / "sh").mkdir()
+    (work / "kafka").mkdir()
+    agent = tools.Agent(args.binary, work / "sh")
+    kafka = Kafka(classpath, work / "kafka")
+    targets = [Target("streamhouse", agent.bootstrap, agent.proc.pid, []),
+               Target("kafka", kafka.bootstrap, kafka.proc.pid, []),
+               Target("kafka-fsync", kafka.bootstrap, kafka.proc.pid, ["flush.messages=1"])]
+    results: dict[tuple, list[dict]] = {}
+    try:
+        for r in range(args.rounds):
+            order = targets[r % 3:] + targets[:r % 3]
+            for partitions in (6, 120):
+                for codec in ("none", "lz4"):
+                    for t in order:
+                        row = run_round(classpath, args.binary, t, partitions, codec, args.records)
+                        results.setdefault((t.name, partitions, codec), []).append(row)
+                        print(t.name, partitions, codec, row, flush=True)
+            for t in order:
+                row = e2e(classpath, args.binary, t)
+                results.setdefault((t.name, "e2e"), []).append(row)
+                print(t.name, "e2e", row, flush=True)
+        rss = {"streamhouse": peak_rss_mib(agent.proc.pid), "kafka": peak_rss_mib(kafka.proc.pid)}
+    finally:
+        agent.stop()
+        kafka.stop()
+    report(results, rss)
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report(results: dict, rss: dict) -> None:
+    print("\n| partitions | codec | target | produce MB/s | consume MB/s | server CPU s/GB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (name, *rest), rows in results.items():
+        if rest == ["e2e"]:
+            continue
+        partitions, codec = rest
+        sh = results[("streamhouse", partitions, codec)]
+        ratio = "" if name == "streamhouse" else (
+            f" (SH {median(sh, 'produce_mb_s') / median(rows, 'produce_mb_s'):.2f}x)")
+        print(f"| {partitions} | {codec} | {name} | {median(rows, 'produce_mb_s'):.1f}{ratio} | "
+              f"{median(rows, 'consume_mb_s'):.1f} | {median(rows, 'cpu_s_per_gb'):.1f} |")
+    print("\n| target | e2e p50 / p99 / p999 ms at 1,000 records/s |")
+    print("| --- | --- |")
+    for (name, *rest), rows in results.items():
+        if rest == ["e2e"]:
+            print(f"| {name} | {median(rows, 'e2e_p50_ms'):.1f} / {median(rows, 'e2e_p99_ms'):.1f}"
+                  f" / {median(rows, 'e2e_p999_ms'):.1f} |")
+    print(f"\npeak RSS: streamhouse {rss['streamhouse']:.0f} MiB, kafka {rss['kafka']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
