@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,7 @@ def main() -> None:
                                             args.record_size, tools[name])
     finally:
         agent.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(results, indent=2))
     base = results["builtin"]
     print("\n| client | produce MB/s | produce records/s | ack p50 / p99 ms | consume MB/s |")

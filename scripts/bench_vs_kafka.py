@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def main() -> None:
     finally:
         agent.stop()
         kafka.stop()
+        shutil.rmtree(work, ignore_errors=True)
     report(results, rss)
 
 
