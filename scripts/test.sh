@@ -20,6 +20,9 @@ cargo build --workspace
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc (warnings are errors; every library crate warns on missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+
 step "cargo test --workspace"
 # The PostgreSQL backend tests must run, not skip: setup-test-deps.sh installed the server.
 STREAMHOUSE_REQUIRE_POSTGRES=1 cargo test --workspace

@@ -15,6 +15,8 @@
 //! changes. Everything is answered from a [`Broker`]; this crate holds no state of its own
 //! beyond the metrics snapshot.
 
+#![warn(missing_docs)]
+
 mod api;
 mod console;
 mod error;

@@ -6,6 +6,8 @@
 //! malformed frame closes that connection with a log line; it never affects other connections or
 //! the process.
 
+#![warn(missing_docs)]
+
 mod acl_api;
 mod admin_api;
 mod api_error;

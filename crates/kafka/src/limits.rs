@@ -68,8 +68,9 @@ impl Default for Limits {
 /// metadata database, the HTTP listener's connections, object-store sockets.
 const RESERVED_FDS: u64 = 256;
 
-/// The default `max_connections`: the process's open-file limit less [`RESERVED_FDS`] (at least
-/// 64), so refusing a connection happens before `accept` fails with "too many open files".
+/// The default `max_connections`: the process's open-file limit less 256 descriptors kept for
+/// files, the database and object-store sockets (at least 64), so refusing a connection happens
+/// before `accept` fails with "too many open files".
 pub fn default_max_connections() -> usize {
     let soft = open_file_limit().unwrap_or(1024);
     usize::try_from(soft.saturating_sub(RESERVED_FDS).max(64)).unwrap_or(usize::MAX)

@@ -602,6 +602,8 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
 }
 
+/// `truncate_before` drops the whole segments below an offset and raises the log start, never
+/// lowering it and never past the high watermark.
 pub async fn truncate_before(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
     let name = topic.name.as_str();

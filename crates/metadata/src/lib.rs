@@ -9,6 +9,8 @@
 //!
 //! Every backend must pass the shared conformance suite in [`conformance`].
 
+#![warn(missing_docs)]
+
 mod acl;
 mod cached;
 pub mod conformance;

@@ -5,6 +5,8 @@
 //! (no broker, no I/O) and has no dependencies beyond the codec, so the agent's connection and the
 //! `kafka_request` fuzz target (`fuzz/`) run exactly the same code, and the fuzz build stays small.
 
+#![warn(missing_docs)]
+
 mod request;
 pub mod versions;
 

@@ -1,6 +1,6 @@
 //! Storage for StreamHouse: where segment objects live and how partitions are written and read.
 //!
-//! - [`object_store`](crate::objects): building the object store (local, memory, S3) from config.
+//! - `objects`: building the object store (local, memory, S3) from config.
 //! - [`SegmentIndex`]: per-partition in-memory map from base offset to segment; no metadata query
 //!   on the read hot path.
 //! - [`SegmentCache`]: bounded in-memory cache of segment bytes, filled by range reads and by the
@@ -15,6 +15,8 @@
 //! - [`LogTruncator`] / [`RetentionPolicy`]: retention and DeleteRecords (drop the oldest
 //!   segments, delete their objects after a grace delay).
 //! - [`OrphanJanitor`]: deletes segment objects no committed segment references.
+
+#![warn(missing_docs)]
 
 mod cache;
 mod consolidator;

@@ -218,7 +218,7 @@ impl OpenSegment {
 
 /// A partition's records taken out of its writer by a flush cycle: one encoded segment, to be
 /// uploaded (inside a shared object), committed and then resolved with
-/// [`PartitionWriter::publish`] or [`PartitionWriter::discard`].
+/// `PartitionWriter::publish` or `PartitionWriter::discard`.
 pub struct SealedChunk {
     pub(crate) writer: PartitionWriter,
     pub(crate) encoded: EncodedSegment,
