@@ -6,7 +6,9 @@ use bytes::Bytes;
 
 use crate::batch::{RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
-use crate::footer::{encode_header, IndexEntry, SegmentFooter, HEADER_LEN};
+use crate::footer::{
+    encode_header, IndexEntry, SegmentFooter, COMPACTED_VERSION, FORMAT_VERSION, HEADER_LEN,
+};
 
 /// Default bytes of batch data between sparse index entries.
 pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
@@ -14,7 +16,12 @@ pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
 /// Accumulates consecutive batches of one partition into a segment object.
 pub struct SegmentBuilder {
     base_offset: i64,
+    /// Offset after the range covered so far (the last batch's, or where `cover_through` put it).
     next_offset: i64,
+    /// Records pushed so far.
+    records: i64,
+    /// A compacted segment: batches may leave gaps ([`COMPACTED_VERSION`]).
+    gaps: bool,
     index_interval: u32,
     /// Header placeholder followed by the batches pushed so far.
     buf: Vec<u8>,
@@ -56,6 +63,8 @@ impl SegmentBuilder {
         SegmentBuilder {
             base_offset,
             next_offset: base_offset,
+            records: 0,
+            gaps: false,
             index_interval: bytes.clamp(1, u32::MAX as usize) as u32,
             buf: vec![0; HEADER_LEN],
             index: Vec::new(),
@@ -64,16 +73,30 @@ impl SegmentBuilder {
         }
     }
 
-    /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`].
+    /// Starts a compacted segment ([`COMPACTED_VERSION`]) at `base_offset`: batches follow each
+    /// other with gaps allowed and may hold fewer records than the offsets they span.
+    pub fn compacted(base_offset: i64) -> Self {
+        SegmentBuilder {
+            gaps: true,
+            ..Self::new(base_offset)
+        }
+    }
+
+    /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`] (or, in a
+    /// compacted segment, be at least that).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
-        if batch.base_offset() != self.next_offset {
+        let fits = match self.gaps {
+            true => batch.base_offset() >= self.next_offset,
+            false => batch.base_offset() == self.next_offset,
+        };
+        if !fits {
             return Err(SegmentError::OffsetMismatch {
                 expected: self.next_offset,
                 found: batch.base_offset(),
             });
         }
         let rel_position = self.check_limits(batch)?;
-        let rel_offset = (self.next_offset - self.base_offset) as u32;
+        let rel_offset = (batch.base_offset() - self.base_offset) as u32;
         let (min_ts, max_ts) = match self.timestamps {
             Some((min, max)) => (
                 min.min(batch.header().base_timestamp),
@@ -98,7 +121,26 @@ impl SegmentBuilder {
         entry.prefix_crc = crc32c::crc32c_append(entry.prefix_crc, &batch.bytes()[..PREFIX_LEN]);
         self.buf.extend_from_slice(batch.bytes());
         self.batch_count += 1;
+        self.records += i64::from(batch.record_count());
         self.next_offset = batch.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Extends a compacted segment's range through `last_offset` (whose records compaction
+    /// removed), so it replaces exactly the segments it was made from.
+    pub fn cover_through(&mut self, last_offset: i64) -> Result<(), SegmentError> {
+        if !self.gaps || last_offset + 1 < self.next_offset {
+            return Err(SegmentError::OffsetMismatch {
+                expected: self.next_offset,
+                found: last_offset + 1,
+            });
+        }
+        if last_offset - self.base_offset > i64::from(u32::MAX) {
+            return Err(SegmentError::LimitExceeded {
+                reason: format!("offset {last_offset} is more than 2^32 past the segment base"),
+            });
+        }
+        self.next_offset = last_offset + 1;
         Ok(())
     }
 
@@ -151,12 +193,16 @@ impl SegmentBuilder {
 
     /// Records pushed so far.
     pub fn record_count(&self) -> i64 {
-        self.next_offset - self.base_offset
+        self.records
     }
 
     /// Writes header, footer and trailer and returns the object.
     pub fn finish(mut self) -> EncodedSegment {
-        self.buf[..HEADER_LEN].copy_from_slice(&encode_header(self.base_offset));
+        let version = match self.gaps {
+            true => COMPACTED_VERSION,
+            false => FORMAT_VERSION,
+        };
+        self.buf[..HEADER_LEN].copy_from_slice(&encode_header(self.base_offset, version));
         let (min_timestamp, max_timestamp) = self.timestamps.unwrap_or((-1, -1));
         let footer = SegmentFooter {
             base_offset: self.base_offset,
@@ -169,6 +215,7 @@ impl SegmentBuilder {
             data_end: self.buf.len() as u64,
             index_interval: self.index_interval,
             index: Arc::from(self.index),
+            version,
         };
         footer.encode_into(&mut self.buf);
         EncodedSegment {
