@@ -1,0 +1,409 @@
+//! Log compaction (issue 15): the compacted log holds each key's newest record at its original
+//! offset, readers from any offset cross the gaps, tombstones go after `delete.retention.ms`,
+//! the active part is left alone, and failed swaps (a crash between transactions) never lose a
+//! record compaction should keep. The property test checks all of it against a model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::records::{Record as KafkaRecord, TimestampType};
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+use proptest::prelude::*;
+use streamhouse_metadata::{now_ms, HookedMetadataStore, MetadataStore, SqliteMetadataStore};
+use streamhouse_segment::RecordBatch;
+use streamhouse_storage::testing::{FaultyMetadata, MetadataFaultPlan};
+use streamhouse_storage::{
+    CompactionConfig, CompactionPolicy, CompactionTarget, Compactor, ConsolidationConfig,
+    ConsolidationTarget, Consolidator, FlushContext, FlushCycle, PartitionReader, PartitionStorage,
+    PartitionWriter, SegmentCache, SegmentCacheConfig, SegmentIndex, COMPACTED_SUFFIX,
+};
+
+use crate::support::{encode, open_partitions};
+
+const TOPIC: &str = "compacted";
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// One record as produced and as the model keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    offset: i64,
+    key: u8,
+    value: Option<u32>,
+    timestamp: i64,
+}
+
+struct Log {
+    metadata: Arc<dyn MetadataStore>,
+    faults: Arc<HookedMetadataStore<FaultyMetadata>>,
+    store: Arc<dyn ObjectStore>,
+    storage: PartitionStorage,
+    writer: PartitionWriter,
+    context: FlushContext,
+    /// Every record produced, uncompacted.
+    produced: Vec<Rec>,
+}
+
+async fn log(seed: u64) -> Log {
+    let sqlite = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let faults = Arc::new(HookedMetadataStore::new(
+        sqlite,
+        FaultyMetadata::new("compact_segments", seed),
+    ));
+    let metadata: Arc<dyn MetadataStore> = faults.clone();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut p = open_partitions(metadata.clone(), store.clone(), TOPIC, 1).await;
+    Log {
+        metadata,
+        faults,
+        store,
+        storage: p.storages.remove(0),
+        writer: p.writers.remove(0),
+        context: p.context,
+        produced: Vec::new(),
+    }
+}
+
+/// An idempotent producer's batch of `(key, value, timestamp)` records from `sequence` on, keys
+/// `k{key}`, values `v{value}`.
+fn keyed_batch(records: &[(u8, Option<u32>, i64)], sequence: i32) -> RecordBatch {
+    let records: Vec<KafkaRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, &(key, value, timestamp))| KafkaRecord {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: 7,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: sequence + i as i32,
+            timestamp,
+            key: Some(Bytes::from(format!("k{key}"))),
+            value: value.map(|v| Bytes::from(format!("v{v}"))),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    encode(&records)
+}
+
+impl Log {
+    /// Produces one batch and flushes it; the records join `produced` at their offsets.
+    async fn produce(&mut self, records: &[(u8, Option<u32>, i64)]) {
+        let base = self.writer.high_watermark();
+        let sequence = self.produced.len() as i32;
+        let _ = self
+            .writer
+            .append(vec![keyed_batch(records, sequence)])
+            .unwrap();
+        let report = FlushCycle::seal(&self.context, std::slice::from_ref(&self.writer))
+            .run()
+            .await;
+        assert!(report.results.iter().all(|(_, r)| r.is_ok()));
+        for (i, &(key, value, timestamp)) in records.iter().enumerate() {
+            self.produced.push(Rec {
+                offset: base + i as i64,
+                key,
+                value,
+                timestamp,
+            });
+        }
+    }
+
+    /// Consolidates every flushed slice, making the whole log compactable.
+    async fn consolidate(&self) {
+        let config = ConsolidationConfig {
+            min_age: Duration::ZERO,
+            ..Default::default()
+        };
+        let consolidator = Consolidator::new(
+            self.store.clone(),
+            self.metadata.clone(),
+            config,
+            Duration::ZERO,
+        );
+        let target = ConsolidationTarget {
+            storage: self.storage.clone(),
+            fence: None,
+        };
+        consolidator.run_once(&[target], true).await.unwrap();
+    }
+
+    fn compactor(&self, key_map_entries: usize) -> Compactor {
+        let config = CompactionConfig {
+            key_map_bytes: key_map_entries * streamhouse_storage::KEY_MAP_ENTRY_BYTES,
+            output_segment_bytes: 600,
+        };
+        Compactor::new(
+            self.store.clone(),
+            self.metadata.clone(),
+            config,
+            Duration::ZERO,
+        )
+    }
+
+    fn target(&self) -> CompactionTarget {
+        CompactionTarget {
+            storage: self.storage.clone(),
+            fence: None,
+            policy: CompactionPolicy::default(),
+        }
+    }
+
+    /// Every record from `from` on, read cold (another agent's index and cache).
+    async fn read_from(&self, from: i64) -> Vec<Rec> {
+        let cold = PartitionStorage {
+            index: Arc::new(SegmentIndex::new(
+                TOPIC,
+                0,
+                self.metadata.clone(),
+                Default::default(),
+            )),
+            cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+            ..self.storage.clone()
+        };
+        let reader = PartitionReader::new(cold);
+        let (mut offset, mut out) = (from, Vec::new());
+        let high_watermark = self.writer.high_watermark();
+        while offset < high_watermark {
+            let read = reader.read(offset, 1 << 16).await.unwrap();
+            assert!(read.next_offset > offset, "a read from {offset} moves on");
+            for batch in &read.batches {
+                for record in batch.records(1 << 20).unwrap() {
+                    let record = record.unwrap();
+                    if record.offset >= offset {
+                        out.push(decoded(&record));
+                    }
+                }
+            }
+            offset = read.next_offset;
+        }
+        out
+    }
+}
+
+fn decoded(record: &streamhouse_segment::Record) -> Rec {
+    let text = |b: &Bytes| String::from_utf8(b.to_vec()).unwrap();
+    Rec {
+        offset: record.offset,
+        key: text(record.key.as_ref().unwrap())[1..].parse().unwrap(),
+        value: record.value.as_ref().map(|v| text(v)[1..].parse().unwrap()),
+        timestamp: record.timestamp,
+    }
+}
+
+/// The model: `log` with every record superseded by a newer one of its key removed, and
+/// tombstones older than `horizon` removed.
+fn compacted(log: &[Rec], horizon: i64) -> Vec<Rec> {
+    let newest: HashMap<u8, i64> = log.iter().map(|r| (r.key, r.offset)).collect();
+    log.iter()
+        .filter(|r| newest[&r.key] == r.offset && (r.value.is_some() || r.timestamp >= horizon))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn newest_value_per_key_survives_at_its_offset_and_readers_cross_gaps() {
+    let mut log = log(1).await;
+    let now = now_ms();
+    let old = now - 2 * DAY_MS;
+    for round in 0..10u32 {
+        let batch: Vec<_> = (0..20u8)
+            .map(|k| (k, Some(round * 100 + u32::from(k)), now - 10_000))
+            .collect();
+        log.produce(&batch).await;
+    }
+    // Key 1: deleted long ago (tombstone past delete.retention.ms); key 2: deleted just now.
+    log.produce(&[(1, None, old), (2, None, now - 5_000)]).await;
+    log.consolidate().await;
+    let report = log.compactor(1_000).run_once(&[log.target()], false).await;
+    assert_eq!(report.partitions, 1, "{report:?}");
+    assert_eq!(report.passes, 1);
+    assert_eq!(report.records_read, 202);
+    let expected = compacted(&log.produced, now - DAY_MS);
+    assert_eq!(expected.len(), 19);
+    assert_eq!(log.read_from(0).await, expected);
+    // A consumer that was in the middle of the log keeps going from its offset.
+    for from in [0, 17, 150, 181, 199, 200, 201] {
+        let tail: Vec<_> = expected
+            .iter()
+            .filter(|r| r.offset >= from)
+            .cloned()
+            .collect();
+        assert_eq!(log.read_from(from).await, tail, "from {from}");
+    }
+    let segments = log.metadata.list_segments(TOPIC, 0, 0).await.unwrap();
+    assert!(segments
+        .iter()
+        .all(|s| s.object_key.ends_with(COMPACTED_SUFFIX)));
+    assert_eq!(
+        segments.last().unwrap().last_offset,
+        201,
+        "offsets never change"
+    );
+
+    // Clean now: with nothing dirty no round runs.
+    let again = log.compactor(1_000).run_once(&[log.target()], true).await;
+    assert_eq!((again.partitions, again.dirty_bytes), (0, 0));
+}
+
+#[tokio::test]
+async fn the_active_part_and_young_records_are_not_compacted() {
+    let mut log = log(2).await;
+    let now = now_ms();
+    log.produce(&[(1, Some(1), now - 60_000), (1, Some(2), now - 60_000)])
+        .await;
+    log.consolidate().await;
+    // Not consolidated yet: still in a flush's shared object (the active part).
+    log.produce(&[(1, Some(3), now - 60_000)]).await;
+    let mut target = log.target();
+    target.policy.min_lag_ms = 10 * 60_000;
+    let young = log.compactor(100).run_once(&[target.clone()], true).await;
+    assert_eq!(young.partitions, 0, "younger than min.compaction.lag.ms");
+    target.policy.min_lag_ms = 0;
+    log.compactor(100).run_once(&[target], true).await;
+    let offsets: Vec<i64> = log.read_from(0).await.iter().map(|r| r.offset).collect();
+    // Offset 0 goes (superseded by 1); 1 stays (its successor 2 is in the active part).
+    assert_eq!(offsets, [1, 2]);
+}
+
+#[tokio::test]
+async fn the_dirty_ratio_decides_when_a_round_is_due() {
+    let mut log = log(3).await;
+    let now = now_ms() - 1_000;
+    for v in 0..4 {
+        log.produce(&[(1, Some(v), now), (2, Some(v), now)]).await;
+    }
+    log.consolidate().await;
+    let compactor = log.compactor(100);
+    let mut target = log.target();
+    target.policy.min_dirty_ratio = 0.5;
+    assert_eq!(
+        compactor
+            .run_once(&[target.clone()], false)
+            .await
+            .partitions,
+        1
+    );
+    // A little new dirty data after a big clean part: below the ratio, not due.
+    log.produce(&[(3, Some(0), now)]).await;
+    log.consolidate().await;
+    target.policy.min_dirty_ratio = 0.99;
+    let report = compactor.run_once(&[target.clone()], false).await;
+    assert_eq!(report.partitions, 0);
+    assert!(report.dirty_bytes > 0);
+    // ... unless it is older than max.compaction.lag.ms.
+    target.policy.max_lag_ms = 1;
+    assert_eq!(compactor.run_once(&[target], false).await.partitions, 1);
+}
+
+#[tokio::test]
+async fn more_keys_than_the_map_holds_take_several_passes() {
+    let mut log = log(4).await;
+    let now = now_ms() - 1_000;
+    for round in 0..3 {
+        let batch: Vec<_> = (0..40u8).map(|k| (k, Some(round), now)).collect();
+        log.produce(&batch).await;
+    }
+    log.consolidate().await;
+    let report = log.compactor(8).run_once(&[log.target()], true).await;
+    assert!(report.passes >= 5, "40 keys in maps of 8: {report:?}");
+    assert_eq!(
+        log.read_from(0).await,
+        compacted(&log.produced, now - DAY_MS)
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Records `(key, value or tombstone, old timestamp)`.
+    Produce(Vec<(u8, Option<u32>, bool)>),
+    /// Consolidate, then compact with a key map of this many entries.
+    Compact(usize),
+    /// Consolidate, then compact while swaps fail (a crash or a lost lease between swaps),
+    /// some after being carried out.
+    CrashedCompaction(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let record = (
+        0u8..12,
+        proptest::option::weighted(0.8, 0u32..1000),
+        any::<bool>(),
+    );
+    prop_oneof![
+        4 => proptest::collection::vec(record, 1..12).prop_map(Op::Produce),
+        1 => (1usize..16).prop_map(Op::Compact),
+        1 => (1usize..16).prop_map(Op::CrashedCompaction),
+    ]
+}
+
+/// Runs `ops`, checking after each compaction that the log read from any offset is the model,
+/// and after each failed one that nothing compaction must keep was lost.
+async fn check(ops: Vec<Op>, seed: u64) {
+    let mut log = log(seed).await;
+    let now = now_ms();
+    let horizon = now - DAY_MS;
+    let mut model: Vec<Rec> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Produce(records) => {
+                let records: Vec<_> = records
+                    .into_iter()
+                    .map(|(k, v, old)| (k, v, if old { now - 2 * DAY_MS } else { now - 1_000 }))
+                    .collect();
+                let before = log.produced.len();
+                log.produce(&records).await;
+                model.extend_from_slice(&log.produced[before..]);
+            }
+            Op::Compact(entries) => {
+                log.consolidate().await;
+                log.compactor(entries).run_once(&[log.target()], true).await;
+                model = compacted(&model, horizon);
+                let hw = log.writer.high_watermark();
+                for from in [0, hw / 3, hw / 2, (hw - 1).max(0)] {
+                    let tail: Vec<_> = model.iter().filter(|r| r.offset >= from).cloned().collect();
+                    assert_eq!(log.read_from(from).await, tail, "from {from}");
+                }
+            }
+            Op::CrashedCompaction(entries) => {
+                log.consolidate().await;
+                log.faults.hook().set(MetadataFaultPlan {
+                    error_rate: 0.4,
+                    lost_answer_rate: 0.2,
+                    outage: false,
+                });
+                log.compactor(entries).run_once(&[log.target()], true).await;
+                log.faults.hook().set(MetadataFaultPlan::default());
+                // Some swaps happened: the log lies between the model and its compaction.
+                let read = log.read_from(0).await;
+                let must_keep = compacted(&model, horizon);
+                assert!(
+                    must_keep.iter().all(|r| read.contains(r)),
+                    "a kept record was lost"
+                );
+                assert!(read.iter().all(|r| model.contains(r)), "a record appeared");
+                // No deleted key came back: finishing the job gives the model's compaction.
+                assert_eq!(compacted(&read, horizon), must_keep);
+                model = read;
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compacted_log_read_from_any_offset_equals_the_model(
+        ops in proptest::collection::vec(op(), 1..14),
+        seed in any::<u64>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(check(ops, seed));
+    }
+}
