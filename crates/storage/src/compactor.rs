@@ -234,6 +234,9 @@ struct Plan {
     compactable: Vec<SegmentInfo>,
     /// Index in `compactable` of the first dirty segment.
     dirty_from: usize,
+    /// Whether `compactable` reaches the end of the log: its last record is then kept, so the
+    /// log end stays readable (Kafka never cleans its active segment for the same reason).
+    ends_log: bool,
 }
 
 impl Plan {
@@ -245,8 +248,19 @@ impl Plan {
         self.dirty().iter().map(|s| s.size_bytes).sum()
     }
 
-    /// Whether the policy calls for a round now.
+    /// Whether a clean segment holds a tombstone whose `delete.retention.ms` has passed.
+    fn tombstones_expired(&self, now: i64) -> bool {
+        self.compactable[..self.dirty_from]
+            .iter()
+            .any(|s| tombstones_expire_at(&s.object_key).is_some_and(|at| at <= now))
+    }
+
+    /// Whether the policy calls for a round now: enough dirty data, dirty data waiting longer
+    /// than `max.compaction.lag.ms`, or tombstones to remove.
     fn due(&self, policy: &CompactionPolicy, now: i64) -> bool {
+        if self.tombstones_expired(now) {
+            return true;
+        }
         let Some(first_dirty) = self.dirty().first() else {
             return false;
         };
@@ -261,10 +275,12 @@ impl Plan {
 fn plan(segments: Vec<SegmentInfo>, policy: &CompactionPolicy, now: i64) -> Plan {
     let newest_allowed = now.saturating_sub(policy.min_lag_ms);
     let wal = format!("{SHARED_PREFIX}/");
+    let total = segments.len();
     let compactable: Vec<SegmentInfo> = segments
         .into_iter()
         .take_while(|s| !s.object_key.starts_with(&wal) && s.max_timestamp_ms <= newest_allowed)
         .collect();
+    let ends_log = compactable.len() == total;
     let dirty_from = compactable
         .iter()
         .position(|s| !s.object_key.ends_with(COMPACTED_SUFFIX))
@@ -272,7 +288,16 @@ fn plan(segments: Vec<SegmentInfo>, policy: &CompactionPolicy, now: i64) -> Plan
     Plan {
         compactable,
         dirty_from,
+        ends_log,
     }
+}
+
+/// When the earliest tombstone of a compacted segment expires, from its key (see
+/// [`output_key`]).
+fn tombstones_expire_at(key: &str) -> Option<i64> {
+    let stem = key.strip_suffix(COMPACTED_SUFFIX)?;
+    let (_, tag) = stem.rsplit_once('.')?;
+    tag.strip_prefix('t')?.parse().ok()
 }
 
 impl Compactor {
@@ -318,13 +343,16 @@ impl Compactor {
         let now = now_ms();
         let plan = self.plan(target, now).await?;
         report.dirty_bytes += plan.dirty_bytes();
-        if plan.dirty().is_empty() || !(force || plan.due(&target.policy, now)) {
+        let work = !plan.dirty().is_empty() || plan.tombstones_expired(now);
+        if !work || !(force || plan.due(&target.policy, now)) {
             return Ok(());
         }
         let capacity = (self.config.key_map_bytes / KEY_MAP_ENTRY_BYTES).max(1);
         let mut passes = 1u64;
         let mut pass = 0u64;
-        let dirty_start = plan.dirty()[0].base_offset;
+        let end = plan.compactable.last().map_or(-1, |s| s.last_offset);
+        // Without dirty data (a round for expired tombstones only) the map stays empty.
+        let dirty_start = plan.dirty().first().map_or(end + 1, |s| s.base_offset);
         let passes_before = report.passes;
         while pass < passes {
             // Each pass reads the log the previous passes left.
@@ -348,8 +376,14 @@ impl Compactor {
             };
             report.passes += 1;
             let last_pass = pass + 1 == passes;
-            self.rewrite(target, &current, &map, last_pass, now, report)
-                .await?;
+            let rewrite = Rewrite {
+                target,
+                map: &map,
+                clean: last_pass,
+                log_end: plan.ends_log.then_some(end),
+                tombstone_horizon: now.saturating_sub(target.policy.delete_retention_ms),
+            };
+            self.rewrite(&rewrite, &current, report).await?;
             pass += 1;
         }
         report.partitions += 1;
@@ -411,64 +445,61 @@ impl Compactor {
         Ok(Some(map))
     }
 
-    /// Rewrites `segments` without the records `map` supersedes and expired tombstones, in
+    /// Rewrites `segments` without the records `job.map` supersedes and expired tombstones, in
     /// outputs of about `output_segment_bytes`, each swapped in as soon as it is written.
     async fn rewrite(
         &self,
-        target: &CompactionTarget,
+        job: &Rewrite<'_>,
         segments: &[SegmentInfo],
-        map: &KeyMap,
-        clean: bool,
-        now: i64,
         report: &mut CompactionReport,
     ) -> Result<()> {
-        let tombstone_horizon = now.saturating_sub(target.policy.delete_retention_ms);
-        let mut group: Vec<&SegmentInfo> = Vec::new();
-        let mut builder: Option<SegmentBuilder> = None;
+        let mut out: Option<Output> = None;
         for segment in segments {
-            let out = builder.get_or_insert_with(|| SegmentBuilder::compacted(segment.base_offset));
+            let output = out.get_or_insert_with(|| Output::new(segment.base_offset));
             for batch in self.read_segment(segment, report).await? {
-                let kept = retain(&batch, segment, map, tombstone_horizon, report)?;
-                if let Some(kept) = kept {
-                    out.push(&kept).map_err(|e| mismatch(segment, e))?;
+                if let Some(kept) = output.retain(job, &batch, segment, report)? {
+                    output
+                        .builder
+                        .push(&kept)
+                        .map_err(|e| mismatch(segment, e))?;
                 }
             }
-            out.cover_through(segment.last_offset)
+            output
+                .builder
+                .cover_through(segment.last_offset)
                 .map_err(|e| mismatch(segment, e))?;
-            group.push(segment);
-            if out.size() as u64 >= self.config.output_segment_bytes {
-                let full = builder.take().expect("an output is open");
-                self.swap(target, &group, full.finish(), clean, report)
-                    .await?;
-                group.clear();
+            output.replaced.push(segment);
+            if output.builder.size() as u64 >= self.config.output_segment_bytes {
+                let full = out.take().expect("an output is open");
+                self.swap(job, full, report).await?;
             }
         }
-        if let Some(last) = builder {
-            self.swap(target, &group, last.finish(), clean, report)
-                .await?;
+        if let Some(last) = out {
+            self.swap(job, last, report).await?;
         }
         Ok(())
     }
 
-    /// Uploads `encoded` and swaps it for `replaced`, fenced; then tells the segment index.
+    /// Uploads `output` and swaps it for the segments it replaces, fenced; then tells the
+    /// segment index.
     async fn swap(
         &self,
-        target: &CompactionTarget,
-        replaced: &[&SegmentInfo],
-        encoded: EncodedSegment,
-        clean: bool,
+        job: &Rewrite<'_>,
+        output: Output<'_>,
         report: &mut CompactionReport,
     ) -> Result<()> {
-        let storage = &target.storage;
-        let info = output_info(storage, replaced, &encoded, clean);
+        let storage = &job.target.storage;
+        let replaced_records = output.replaced.iter().map(|s| s.record_count).sum();
+        let (info, bytes) = output.finish(storage, job);
         report.bytes_written += info.size_bytes;
         report.requests += 1;
-        let payload = PutPayload::from(encoded.bytes);
+        let payload = PutPayload::from(bytes);
         upload_with_retries(self.store.as_ref(), &info.object_key, payload, &self.upload).await?;
-        let replaced_records = replaced.iter().map(|s| s.record_count).sum();
         let delete_after = now_ms() + self.delete_grace.as_millis() as i64;
-        self.metadata
-            .compact_segments(&info, replaced_records, target.fence.as_ref(), delete_after)
+        let fence = job.target.fence.as_ref();
+        let replaced = self
+            .metadata
+            .compact_segments(&info, replaced_records, fence, delete_after)
             .await?;
         storage.index.replace(&info);
         report.segments_replaced += replaced.len();
@@ -518,44 +549,130 @@ fn records(batch: &RecordBatch, segment: &SegmentInfo) -> Result<Vec<Record>> {
         .map_err(|e| mismatch(segment, e))
 }
 
-/// `batch` without its superseded records and expired tombstones (control batches and records
-/// without a key are kept whole).
-fn retain(
-    batch: &RecordBatch,
-    segment: &SegmentInfo,
-    map: &KeyMap,
+/// What one rewrite pass applies to every record.
+struct Rewrite<'a> {
+    target: &'a CompactionTarget,
+    map: &'a KeyMap,
+    /// Whether the outputs are clean (the last pass over the key space).
+    clean: bool,
+    /// The log's last offset when the rewrite reaches it: that record is kept (see
+    /// [`Plan::ends_log`]).
+    log_end: Option<i64>,
+    /// Tombstones with a timestamp before this are removed.
     tombstone_horizon: i64,
-    report: &mut CompactionReport,
-) -> Result<Option<RecordBatch>> {
-    report.records_read += batch.record_count() as u64;
-    if batch.header().is_control() {
-        report.records_kept += batch.record_count() as u64;
-        return Ok(Some(batch.clone()));
-    }
-    let kept = batch
-        .retain_records(MAX_EXPANDED_BATCH, |record| {
-            keep(record, map, tombstone_horizon)
-        })
-        .map_err(|e| mismatch(segment, e))?;
-    report.records_kept += kept.as_ref().map_or(0, |b| b.record_count() as u64);
-    Ok(kept)
 }
 
-/// Kafka's rule: a record stays unless a newer record has its key, or it is a tombstone whose
-/// `delete.retention.ms` has passed. Only keys of the pass's hash bucket are judged: another
-/// pass's tombstone may still supersede older records of its key, which that pass removes first.
-fn keep(record: &Record, map: &KeyMap, tombstone_horizon: i64) -> bool {
-    let Some(key) = record.key.as_deref() else {
-        return true;
+impl Rewrite<'_> {
+    /// Kafka's rule: a record stays unless a newer record has its key, or it is a tombstone
+    /// whose `delete.retention.ms` has passed. Only keys of the pass's hash bucket are judged:
+    /// another pass's tombstone may still supersede older records of its key, which that pass
+    /// removes first.
+    fn keeps(&self, record: &Record) -> bool {
+        let Some(key) = record.key.as_deref() else {
+            return true;
+        };
+        if self.log_end == Some(record.offset) {
+            return true;
+        }
+        let hash = key_hash(key);
+        if !self.map.covers(hash) {
+            return true;
+        }
+        if self.map.superseded(hash, record.offset) {
+            return false;
+        }
+        record.value.is_some() || record.timestamp >= self.tombstone_horizon
+    }
+}
+
+/// One compacted segment being written and the segments it replaces.
+struct Output<'a> {
+    builder: SegmentBuilder,
+    replaced: Vec<&'a SegmentInfo>,
+    /// Earliest timestamp of a tombstone kept, if any.
+    oldest_tombstone: Option<i64>,
+}
+
+impl<'a> Output<'a> {
+    fn new(base_offset: i64) -> Self {
+        Self {
+            builder: SegmentBuilder::compacted(base_offset),
+            replaced: Vec::new(),
+            oldest_tombstone: None,
+        }
+    }
+
+    /// `batch` without the records `job` drops (control batches are kept whole).
+    fn retain(
+        &mut self,
+        job: &Rewrite<'_>,
+        batch: &RecordBatch,
+        segment: &SegmentInfo,
+        report: &mut CompactionReport,
+    ) -> Result<Option<RecordBatch>> {
+        if batch.header().is_control() {
+            return Ok(Some(self.keep_whole(batch, report)));
+        }
+        report.records_read += batch.record_count() as u64;
+        let mut oldest_tombstone = self.oldest_tombstone;
+        let kept = batch
+            .retain_records(MAX_EXPANDED_BATCH, |record| {
+                let keep = job.keeps(record);
+                // The log end's tombstone stays until newer records arrive: no round is due for it.
+                if keep && record.value.is_none() && job.log_end != Some(record.offset) {
+                    oldest_tombstone = Some(
+                        oldest_tombstone.map_or(record.timestamp, |t| t.min(record.timestamp)),
+                    );
+                }
+                keep
+            })
+            .map_err(|e| mismatch(segment, e))?;
+        self.oldest_tombstone = oldest_tombstone;
+        report.records_kept += kept.as_ref().map_or(0, |b| b.record_count() as u64);
+        Ok(kept)
+    }
+
+    /// `batch` as it is (counted as read and kept).
+    fn keep_whole(&mut self, batch: &RecordBatch, report: &mut CompactionReport) -> RecordBatch {
+        report.records_read += batch.record_count() as u64;
+        report.records_kept += batch.record_count() as u64;
+        batch.clone()
+    }
+
+    /// The encoded segment and its row.
+    fn finish(self, storage: &PartitionStorage, job: &Rewrite<'_>) -> (SegmentInfo, Bytes) {
+        let encoded = self.builder.finish();
+        let expiry = self
+            .oldest_tombstone
+            .map(|t| t.saturating_add(job.target.policy.delete_retention_ms));
+        let key = output_key(storage, encoded.footer.base_offset, job.clean, expiry);
+        (
+            output_info(storage, &self.replaced, &encoded, key),
+            encoded.bytes,
+        )
+    }
+}
+
+/// The object key of a compacted segment: clean ones end in [`COMPACTED_SUFFIX`], tagged
+/// `.t{ms}` when they hold a tombstone to remove at `ms`, so a round is due then; a pass that
+/// did not see every key leaves its output dirty for the next round.
+fn output_key(
+    storage: &PartitionStorage,
+    base_offset: i64,
+    clean: bool,
+    tombstones_expire: Option<i64>,
+) -> String {
+    let suffix = match (clean, tombstones_expire) {
+        (false, _) => ".seg".to_owned(),
+        (true, None) => COMPACTED_SUFFIX.to_owned(),
+        (true, Some(at)) => format!(".t{at}{COMPACTED_SUFFIX}"),
     };
-    let hash = key_hash(key);
-    if !map.covers(hash) {
-        return true;
-    }
-    if map.superseded(hash, record.offset) {
-        return false;
-    }
-    record.value.is_some() || record.timestamp >= tombstone_horizon
+    format!(
+        "topics/{}/{}/{base_offset:020}-{}{suffix}",
+        storage.topic.id,
+        storage.partition,
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 fn mismatch(segment: &SegmentInfo, error: streamhouse_segment::SegmentError) -> StorageError {
@@ -568,19 +685,10 @@ fn output_info(
     storage: &PartitionStorage,
     replaced: &[&SegmentInfo],
     encoded: &EncodedSegment,
-    clean: bool,
+    object_key: String,
 ) -> SegmentInfo {
     let footer = &encoded.footer;
     let len = encoded.bytes.len() as u64;
-    // A pass that did not see every key leaves its output dirty for the next round.
-    let suffix = if clean { COMPACTED_SUFFIX } else { ".seg" };
-    let object_key = format!(
-        "topics/{}/{}/{:020}-{}{suffix}",
-        storage.topic.id,
-        storage.partition,
-        footer.base_offset,
-        uuid::Uuid::new_v4().simple()
-    );
     SegmentInfo {
         topic: storage.topic.name.clone(),
         partition: storage.partition,

@@ -117,6 +117,14 @@ pub struct ServeArgs {
     /// Memory for cached segment bytes [default: 268435456].
     #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Flushed slices are consolidated into large segments at the latest once the oldest is
+    /// this old, in ms; compaction works on consolidated segments [default: 60000].
+    #[arg(long, env = "STREAMHOUSE_CONSOLIDATION_MAX_AGE_MS")]
+    pub consolidation_max_age_ms: Option<u64>,
+    /// How often compacted topics (cleanup.policy=compact) are checked for compaction, in ms
+    /// [default: 15000].
+    #[arg(long, env = "STREAMHOUSE_COMPACTION_INTERVAL_MS")]
+    pub compaction_interval_ms: Option<u64>,
     /// Store segments in this S3 bucket instead of the data directory.
     #[arg(long, env = "STREAMHOUSE_S3_BUCKET")]
     pub s3_bucket: Option<String>,
@@ -219,6 +227,8 @@ struct FileConfig {
     max_partitions_per_cluster: Option<u64>,
     max_partitions_per_agent: Option<u64>,
     cache_max_bytes: Option<u64>,
+    consolidation_max_age_ms: Option<u64>,
+    compaction_interval_ms: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -258,6 +268,8 @@ pub struct Settings {
     /// Connection, memory and partition limits.
     pub limits: streamhouse_kafka::Limits,
     pub cache_max_bytes: u64,
+    pub consolidation_max_age: Duration,
+    pub compaction_interval: Duration,
     pub object_store: ObjectStoreConfig,
     pub security: crate::security::SecuritySettings,
 }
@@ -437,6 +449,16 @@ impl ServeArgs {
                 .cache_max_bytes
                 .or(file.cache_max_bytes)
                 .unwrap_or(256 << 20),
+            consolidation_max_age: Duration::from_millis(
+                self.consolidation_max_age_ms
+                    .or(file.consolidation_max_age_ms)
+                    .unwrap_or(60_000),
+            ),
+            compaction_interval: Duration::from_millis(
+                self.compaction_interval_ms
+                    .or(file.compaction_interval_ms)
+                    .unwrap_or(15_000),
+            ),
             object_store,
             data_dir,
         })

@@ -180,7 +180,20 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         max_request_bytes: s.max_request_bytes,
         acl: s.security.acl.clone(),
         limits: s.limits.clone(),
+        maintenance: maintenance_config(s),
         ..BrokerConfig::default()
+    }
+}
+
+fn maintenance_config(s: &Settings) -> streamhouse_kafka::MaintenanceConfig {
+    let defaults = streamhouse_kafka::MaintenanceConfig::default();
+    streamhouse_kafka::MaintenanceConfig {
+        consolidation: streamhouse_storage::ConsolidationConfig {
+            max_age: s.consolidation_max_age,
+            ..defaults.consolidation.clone()
+        },
+        compaction_interval: s.compaction_interval,
+        ..defaults
     }
 }
 

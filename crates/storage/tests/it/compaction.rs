@@ -197,11 +197,12 @@ fn decoded(record: &streamhouse_segment::Record) -> Rec {
 }
 
 /// The model: `log` with every record superseded by a newer one of its key removed, and
-/// tombstones older than `horizon` removed.
-fn compacted(log: &[Rec], horizon: i64) -> Vec<Rec> {
+/// tombstones older than `horizon` removed, except the log's last record (offset `end`).
+fn compacted(log: &[Rec], horizon: i64, end: i64) -> Vec<Rec> {
     let newest: HashMap<u8, i64> = log.iter().map(|r| (r.key, r.offset)).collect();
+    let live = |r: &Rec| r.value.is_some() || r.timestamp >= horizon || r.offset == end;
     log.iter()
-        .filter(|r| newest[&r.key] == r.offset && (r.value.is_some() || r.timestamp >= horizon))
+        .filter(|r| newest[&r.key] == r.offset && live(r))
         .cloned()
         .collect()
 }
@@ -224,7 +225,7 @@ async fn newest_value_per_key_survives_at_its_offset_and_readers_cross_gaps() {
     assert_eq!(report.partitions, 1, "{report:?}");
     assert_eq!(report.passes, 1);
     assert_eq!(report.records_read, 202);
-    let expected = compacted(&log.produced, now - DAY_MS);
+    let expected = compacted(&log.produced, now - DAY_MS, 201);
     assert_eq!(expected.len(), 19);
     assert_eq!(log.read_from(0).await, expected);
     // A consumer that was in the middle of the log keeps going from its offset.
@@ -314,8 +315,47 @@ async fn more_keys_than_the_map_holds_take_several_passes() {
     assert!(report.passes >= 5, "40 keys in maps of 8: {report:?}");
     assert_eq!(
         log.read_from(0).await,
-        compacted(&log.produced, now - DAY_MS)
+        compacted(&log.produced, now - DAY_MS, 119)
     );
+}
+
+#[tokio::test]
+async fn a_kept_tombstone_brings_a_round_once_it_expires() {
+    let mut log = log(5).await;
+    let now = now_ms();
+    log.produce(&[(1, Some(1), now - 1_000), (1, None, now), (2, Some(2), now)])
+        .await;
+    log.consolidate().await;
+    let compactor = log.compactor(100);
+    let mut target = log.target();
+    target.policy.delete_retention_ms = 1_500;
+    assert_eq!(
+        compactor
+            .run_once(&[target.clone()], false)
+            .await
+            .partitions,
+        1
+    );
+    let values = |log: Vec<Rec>| log.iter().map(|r| (r.key, r.value)).collect::<Vec<_>>();
+    assert_eq!(values(log.read_from(0).await), [(1, None), (2, Some(2))]);
+    // Nothing dirty and the tombstone not yet expired: no round.
+    assert_eq!(
+        compactor
+            .run_once(&[target.clone()], false)
+            .await
+            .partitions,
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(
+        compactor
+            .run_once(&[target.clone()], false)
+            .await
+            .partitions,
+        1
+    );
+    assert_eq!(values(log.read_from(0).await), [(2, Some(2))]);
+    assert_eq!(compactor.run_once(&[target], false).await.partitions, 0);
 }
 
 #[derive(Debug, Clone)]
@@ -363,7 +403,7 @@ async fn check(ops: Vec<Op>, seed: u64) {
             Op::Compact(entries) => {
                 log.consolidate().await;
                 log.compactor(entries).run_once(&[log.target()], true).await;
-                model = compacted(&model, horizon);
+                model = compacted(&model, horizon, log.writer.high_watermark() - 1);
                 let hw = log.writer.high_watermark();
                 for from in [0, hw / 3, hw / 2, (hw - 1).max(0)] {
                     let tail: Vec<_> = model.iter().filter(|r| r.offset >= from).cloned().collect();
@@ -381,14 +421,15 @@ async fn check(ops: Vec<Op>, seed: u64) {
                 log.faults.hook().set(MetadataFaultPlan::default());
                 // Some swaps happened: the log lies between the model and its compaction.
                 let read = log.read_from(0).await;
-                let must_keep = compacted(&model, horizon);
+                let end = log.writer.high_watermark() - 1;
+                let must_keep = compacted(&model, horizon, end);
                 assert!(
                     must_keep.iter().all(|r| read.contains(r)),
                     "a kept record was lost"
                 );
                 assert!(read.iter().all(|r| model.contains(r)), "a record appeared");
                 // No deleted key came back: finishing the job gives the model's compaction.
-                assert_eq!(compacted(&read, horizon), must_keep);
+                assert_eq!(compacted(&read, horizon, end), must_keep);
                 model = read;
             }
         }

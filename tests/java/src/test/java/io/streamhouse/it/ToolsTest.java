@@ -99,7 +99,7 @@ class ToolsTest {
         out = ok(TOPICS, null, "--bootstrap-server", bs(), "--describe", "--topic", topic);
         assertTrue(out.contains("PartitionCount: 5"), out);
         Run bad = tool(TOPICS, null, "--bootstrap-server", bs(), "--create", "--topic", topic + "-bad",
-                "--partitions", "1", "--config", "cleanup.policy=compact");
+                "--partitions", "1", "--config", "cleanup.policy=forever");
         assertTrue(bad.exit() != 0 && bad.output().contains("InvalidConfigurationException"), bad.output());
         ok(TOPICS, null, "--bootstrap-server", bs(), "--delete", "--topic", topic);
         assertFalse(ok(TOPICS, null, "--bootstrap-server", bs(), "--list").lines().anyMatch(topic::equals));
