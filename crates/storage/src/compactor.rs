@@ -46,9 +46,9 @@ use crate::writer::{upload_with_retries, WriterConfig};
 /// leading segments whose keys do).
 pub const COMPACTED_SUFFIX: &str = ".compacted.seg";
 
-/// Approximate bytes of one key-map entry: a 16-byte hash and an 8-byte offset in a hash table
-/// kept at most 7/8 full with one control byte per slot, rounded up.
-pub const KEY_MAP_ENTRY_BYTES: usize = 32;
+/// Bytes of one key-map slot: a 16-byte key hash, an 8-byte offset and the hash table's control
+/// byte. The table holds at most 7/8 of its slots, so a full map costs 28.6 bytes per key.
+pub const KEY_MAP_SLOT_BYTES: usize = 25;
 
 /// Most bytes one record may decompress to while being compacted (Kafka's max message size
 /// is far below).
@@ -182,10 +182,18 @@ struct KeyMap {
     passes: u64,
 }
 
+/// How many keys a map of at most `bytes` holds: the table grows by doubling its slots (a power
+/// of two) once 7/8 full, so stopping at 7/8 of the largest power of two that fits keeps it
+/// within `bytes`.
+fn key_map_capacity(bytes: usize) -> usize {
+    let slots = (bytes / KEY_MAP_SLOT_BYTES).max(8);
+    (1usize << slots.ilog2()) / 8 * 7
+}
+
 impl KeyMap {
     fn new(capacity: usize, pass: u64, passes: u64) -> Self {
         Self {
-            offsets: HashMap::with_capacity(capacity.min(1 << 20)),
+            offsets: HashMap::new(),
             capacity,
             pass,
             passes,
@@ -347,7 +355,7 @@ impl Compactor {
         if !work || !(force || plan.due(&target.policy, now)) {
             return Ok(());
         }
-        let capacity = (self.config.key_map_bytes / KEY_MAP_ENTRY_BYTES).max(1);
+        let capacity = key_map_capacity(self.config.key_map_bytes);
         let mut passes = 1u64;
         let mut pass = 0u64;
         let end = plan.compactable.last().map_or(-1, |s| s.last_offset);

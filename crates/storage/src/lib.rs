@@ -39,7 +39,7 @@ pub mod testing;
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
 pub use compactor::{
     CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget, Compactor,
-    COMPACTED_SUFFIX, KEY_MAP_ENTRY_BYTES,
+    COMPACTED_SUFFIX, KEY_MAP_SLOT_BYTES,
 };
 pub use consolidator::{
     ConsolidationConfig, ConsolidationReport, ConsolidationTarget, Consolidator,
