@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
+import urllib.request
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
@@ -157,10 +159,23 @@ def test_compacted_topic_keeps_the_newest_value_of_every_key(server_factory, top
     resume_to_end(paused, paused_seen, ends)
     for p, offsets in paused_seen.items():
         assert offsets == sorted(set(offsets)), f"paused consumer, partition {p}: went back"
+    figures = compaction_metrics(server.http_port)
+    assert figures["streamhouse_compaction_segments_replaced_total"] > 0, figures
+    assert figures["streamhouse_compaction_records_removed_total"] > 0, figures
+    assert "streamhouse_compaction_dirty_bytes" in figures, figures
     measurements["compaction e2e"] = (f"{RECORDS} records over {KEYS} keys: produced in "
                                       f"{produced_s:.1f} s, {len(expected)} live keys left, "
                                       f"compacted and verified in "
                                       f"{time.monotonic() - started:.1f} s")
+
+
+def compaction_metrics(http_port: int) -> dict[str, float]:
+    """The agent's `streamhouse_compaction_*` figures from /metrics (progress and backlog)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(streamhouse_compaction_\w+)(?:\{[^}]*\})? (\S+)$", text,
+                                 re.MULTILINE)}
 
 
 def alter_cleanup_policy(bootstrap: str, topic: str, policy: str) -> None:
