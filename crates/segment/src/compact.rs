@@ -4,17 +4,20 @@
 //! timestamps and producer fields (id, epoch, base sequence), so offsets never change and the
 //! batch still describes the producer's sequence range; only the removed records are gone (the
 //! batch then spans more offsets than it holds records, which only compacted segments allow,
-//! see docs/format.md). The kept records are re-encoded uncompressed.
+//! see docs/format.md). The kept records are re-encoded and compressed with the batch's codec.
+
+use std::io::{self, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::batch::{BatchHeader, RecordBatch, PREFIX_LEN};
+use crate::batch::{BatchHeader, Compression, RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
 use crate::records::Record;
 
-/// Attribute bits that survive a rewrite: timestamp type, transactional and control flags (the
-/// codec bits are cleared, the kept records being written uncompressed).
-const KEPT_ATTRIBUTES: i16 = !0x07;
+/// Xerial snappy framing, as Kafka's Java producer writes it: magic, version 1, compatible
+/// version 1, then blocks of at most 32 KiB input, each a length-prefixed raw snappy block.
+const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+const XERIAL_BLOCK: usize = 32 * 1024;
 
 impl RecordBatch {
     /// The batch with only the records `keep` accepts: the batch itself when it keeps them all,
@@ -37,20 +40,29 @@ impl RecordBatch {
         Ok(match kept.len() {
             0 => None,
             n if n == total => Some(self.clone()),
-            _ => Some(self.rewritten(&kept)),
+            _ => Some(
+                self.rewritten(&kept)
+                    .map_err(|e| SegmentError::InvalidBatch {
+                        range: 0..self.len() as u64,
+                        reason: format!(
+                            "batch at offset {}: compressing kept records: {e}",
+                            self.base_offset()
+                        ),
+                    })?,
+            ),
         })
     }
 
     /// This batch's header around `records` (a non-empty subset of its records, in order).
-    fn rewritten(&self, records: &[Record]) -> RecordBatch {
+    fn rewritten(&self, records: &[Record]) -> io::Result<RecordBatch> {
         let old = self.header();
-        let mut body = BytesMut::new();
+        let mut raw = BytesMut::new();
         for record in records {
-            encode_record(&mut body, record, old.base_offset, old.base_timestamp);
+            encode_record(&mut raw, record, old.base_offset, old.base_timestamp);
         }
+        let body = compress(old.compression(), &raw)?;
         let header = BatchHeader {
             batch_length: (BatchHeader::LEN - 12 + body.len()) as i32,
-            attributes: old.attributes & KEPT_ATTRIBUTES,
             record_count: records.len() as i32,
             crc: 0,
             ..*old
@@ -72,7 +84,39 @@ impl RecordBatch {
         bytes.extend_from_slice(&body);
         let crc = crc32c::crc32c(&bytes[PREFIX_LEN..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-        RecordBatch::from_parts(BatchHeader { crc, ..header }, Bytes::from(bytes))
+        Ok(RecordBatch::from_parts(
+            BatchHeader { crc, ..header },
+            Bytes::from(bytes),
+        ))
+    }
+}
+
+/// `raw` record bytes compressed as `codec` writes them in Kafka batches.
+fn compress(codec: Compression, raw: &[u8]) -> io::Result<Vec<u8>> {
+    match codec {
+        Compression::None => Ok(raw.to_vec()),
+        Compression::Gzip => {
+            let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            out.write_all(raw)?;
+            out.finish()
+        }
+        Compression::Snappy => {
+            let mut out = XERIAL_HEADER.to_vec();
+            let mut encoder = snap::raw::Encoder::new();
+            for block in raw.chunks(XERIAL_BLOCK) {
+                let compressed = encoder.compress_vec(block).map_err(io::Error::other)?;
+                out.extend_from_slice(&(compressed.len() as i32).to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            Ok(out)
+        }
+        Compression::Lz4 => {
+            let mut out = lz4::EncoderBuilder::new().build(Vec::new())?;
+            out.write_all(raw)?;
+            let (out, result) = out.finish();
+            result.map(|()| out)
+        }
+        Compression::Zstd => zstd::stream::encode_all(raw, 3),
     }
 }
 

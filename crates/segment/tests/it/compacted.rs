@@ -27,11 +27,14 @@ fn offsets(batch: &RecordBatch) -> Vec<i64> {
 
 #[test]
 fn retained_records_keep_their_offsets_and_the_batch_its_span() {
-    for codec in [
+    let codecs = [
         KafkaCompression::None,
         KafkaCompression::Gzip,
+        KafkaCompression::Snappy,
+        KafkaCompression::Lz4,
         KafkaCompression::Zstd,
-    ] {
+    ];
+    for codec in codecs {
         let batch = batch_at(100, 6, codec);
         let kept = batch
             .retain_records(1 << 20, |r| r.offset % 2 == 1)
@@ -41,6 +44,13 @@ fn retained_records_keep_their_offsets_and_the_batch_its_span() {
         assert_eq!((kept.base_offset(), kept.last_offset()), (100, 105));
         assert_eq!(kept.record_count(), 3);
         assert_eq!(kept.header().base_sequence, batch.header().base_sequence);
+        // Re-encoded with the batch's own codec, and decoded by kafka-protocol as a client would.
+        assert_eq!(kept.header().compression(), batch.header().compression());
+        let mut bytes = kept.bytes().clone();
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+            .expect("a client decodes the rewritten batch");
+        let offsets: Vec<i64> = decoded[0].records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [101, 103, 105], "{codec:?}");
         let values: Vec<_> = kept
             .records(1 << 20)
             .expect("records")
