@@ -533,7 +533,8 @@ fn figure_record(i: usize, key: String, value: Option<Bytes>, timestamp: i64) ->
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset: i as i64,
-        sequence: -1,
+        // The encoder starts a new batch where offset - sequence changes.
+        sequence: i as i32,
         timestamp,
         key: Some(Bytes::from(key)),
         value,

@@ -15,6 +15,8 @@ import java.util.Map;
 import java.util.Properties;
 import java.util.Random;
 import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.nio.file.StandardOpenOption;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -24,6 +26,12 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.utils.Bytes;
+import org.apache.kafka.connect.cli.ConnectDistributed;
+import org.apache.kafka.connect.runtime.Connect;
+import org.apache.kafka.connect.runtime.Herder;
+import org.apache.kafka.connect.runtime.distributed.DistributedHerder;
+import org.apache.kafka.connect.runtime.rest.entities.ConnectorInfo;
+import org.apache.kafka.connect.util.FutureCallback;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.StoreQueryParameters;
@@ -38,9 +46,10 @@ import org.apache.kafka.streams.state.ReadOnlyKeyValueStore;
 import org.junit.jupiter.api.Test;
 
 /**
- * Kafka Streams against compacted topics (issue 15): a KTable's changelog topic, created by
- * Streams with cleanup.policy=compact, is compacted by the agent (offsets with gaps), and a new
- * instance with empty local state restores the table from it exactly.
+ * Kafka Streams and Kafka Connect against compacted topics (issue 15): a KTable's changelog
+ * topic, created by Streams with cleanup.policy=compact, is compacted by the agent (offsets with
+ * gaps), and a new instance with empty local state restores the table from it exactly; a Connect
+ * worker in distributed mode restarts from its compacted config and offset topics.
  */
 class CompactionTest {
     private static final String STORE = "latest";
@@ -75,6 +84,110 @@ class CompactionTest {
         } finally {
             second.close(Duration.ofSeconds(30));
         }
+    }
+
+    /**
+     * A Connect worker in distributed mode keeps its connector configs, source offsets and
+     * statuses in topics it creates compacted (and checks they are). After those topics were
+     * compacted, a new worker restores the connector from them and resumes the source where
+     * the offsets say: every line of the file reaches the topic exactly once.
+     */
+    @Test
+    void connectDistributedResumesFromItsCompactedTopics() throws Exception {
+        String prefix = Server.uniqueTopic("java-connect");
+        String topic = prefix + "-lines";
+        Path file = Files.createTempFile("connect-source", ".txt");
+        ClientsTest.createTopic(topic, 1);
+        Map<String, String> worker = workerProps(prefix);
+        Connect<DistributedHerder> first = new ConnectDistributed().startConnect(worker);
+        int lines = 0;
+        try {
+            for (int round = 0; round < 5; round++) {
+                // Each round rewrites the connector's config and moves its source offset: the
+                // config and offset topics get superseded records for compaction to remove.
+                putConnector(first, prefix, file, topic, 100 + round);
+                lines = appendLines(file, lines, 40);
+                int want = lines;
+                waitFor("round " + round + " in the topic", () -> readValues(topic).size() == want, 60);
+            }
+            for (String internal : List.of(prefix + "-configs", prefix + "-offsets")) {
+                waitFor(internal + " compacted", () -> hasGaps(internal), 90);
+            }
+        } finally {
+            first.stop();
+        }
+        Connect<DistributedHerder> second = new ConnectDistributed().startConnect(worker);
+        try {
+            lines = appendLines(file, lines, 40);
+            int want = lines;
+            waitFor("the new worker's lines", () -> readValues(topic).size() >= want, 60);
+            Thread.sleep(2000); // a replay from the start of the file would show up by now
+            List<String> values = readValues(topic);
+            assertEquals(lines, values.size(), "every line exactly once");
+            assertEquals(lines, new HashSet<>(values).size());
+        } finally {
+            second.stop();
+        }
+    }
+
+    private static Map<String, String> workerProps(String prefix) {
+        Map<String, String> p = new HashMap<>();
+        p.put("bootstrap.servers", Server.get().bootstrap);
+        p.put("group.id", prefix + "-workers");
+        p.put("config.storage.topic", prefix + "-configs");
+        p.put("offset.storage.topic", prefix + "-offsets");
+        p.put("status.storage.topic", prefix + "-status");
+        for (String store : List.of("config", "offset", "status")) {
+            p.put(store + ".storage.replication.factor", "-1");
+        }
+        p.put("offset.storage.partitions", "1");
+        p.put("status.storage.partitions", "1");
+        p.put("key.converter", "org.apache.kafka.connect.storage.StringConverter");
+        p.put("value.converter", "org.apache.kafka.connect.storage.StringConverter");
+        p.put("offset.flush.interval.ms", "200");
+        p.put("listeners", "http://127.0.0.1:0");
+        return p;
+    }
+
+    private static void putConnector(Connect<DistributedHerder> connect, String name, Path file,
+            String topic, int batchSize) throws Exception {
+        Map<String, String> config = Map.of(
+                "name", name,
+                "connector.class", "org.apache.kafka.connect.file.FileStreamSourceConnector",
+                "tasks.max", "1",
+                "file", file.toString(),
+                "topic", topic,
+                "batch.size", String.valueOf(batchSize));
+        FutureCallback<Herder.Created<ConnectorInfo>> done = new FutureCallback<>();
+        connect.herder().putConnectorConfig(name, config, true, done);
+        done.get(60, TimeUnit.SECONDS);
+    }
+
+    private static int appendLines(Path file, int from, int count) throws Exception {
+        StringBuilder text = new StringBuilder();
+        for (int i = from; i < from + count; i++) {
+            text.append("line-").append(i).append('\n');
+        }
+        Files.writeString(file, text, StandardOpenOption.APPEND);
+        return from + count;
+    }
+
+    /** Every value of partition 0 of `topic`, from the beginning to the end. */
+    private static List<String> readValues(String topic) {
+        List<String> values = new ArrayList<>();
+        readChangelog(topic).forEach(r -> values.add(r.value()));
+        return values;
+    }
+
+    /** Whether partition 0 of `topic` holds fewer records than offsets: compaction removed some. */
+    private static boolean hasGaps(String topic) {
+        TopicPartition tp = new TopicPartition(topic, 0);
+        long offsets;
+        try (KafkaConsumer<String, String> consumer = ClientsTest.consumer(null)) {
+            offsets = consumer.endOffsets(List.of(tp)).get(tp)
+                    - consumer.beginningOffsets(List.of(tp)).get(tp);
+        }
+        return readChangelog(topic).size() < offsets;
     }
 
     /** Updates and deletions of `keys` keys; returns each live key's last value. */
@@ -137,6 +250,9 @@ class CompactionTest {
         TopicPartition tp = new TopicPartition(topic, 0);
         List<ConsumerRecord<String, String>> log = new ArrayList<>();
         try (KafkaConsumer<String, String> consumer = ClientsTest.consumer(null)) {
+            if (consumer.partitionsFor(topic).isEmpty()) {
+                return log;
+            }
             consumer.assign(List.of(tp));
             consumer.seekToBeginning(List.of(tp));
             long end = consumer.endOffsets(List.of(tp)).get(tp);
