@@ -454,6 +454,8 @@ proptest! {
 /// compacted, and key-map memory, for 1,000,000 records (100-byte values, 5 % tombstones) over
 /// 10,000 keys in a local-filesystem store:
 /// `cargo test -p streamhouse-storage --release --test it compaction_figures -- --ignored --nocapture`
+/// (`STREAMHOUSE_FIGURES_SEGMENT_MB=8`: consolidated into segments of about 8 MB instead of one;
+/// `STREAMHOUSE_FIGURES_KEY_MAP_BYTES=100000`: a key map too small for the keys, several passes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn compaction_figures() {
@@ -485,9 +487,11 @@ async fn compaction_figures() {
         }
     }
     FlushCycle::seal(&p.context, &p.writers).run().await;
+    let segment_mb: u64 = std::env::var("STREAMHOUSE_FIGURES_SEGMENT_MB")
+        .map_or(u64::MAX >> 20, |v| v.parse().unwrap());
     let config = ConsolidationConfig {
         min_age: Duration::ZERO,
-        max_round_bytes: u64::MAX,
+        max_round_bytes: segment_mb << 20,
         ..Default::default()
     };
     let consolidator = Consolidator::new(store.clone(), metadata.clone(), config, Duration::ZERO);
@@ -497,10 +501,16 @@ async fn compaction_figures() {
         storage: storage.clone(),
         fence: fence.clone(),
     };
-    consolidator.run_once(&[target], true).await.unwrap();
+    // Each round merges at most `max_round_bytes` of slices into one segment.
+    let consolidate = || consolidator.run_once(std::slice::from_ref(&target), true);
+    while consolidate().await.unwrap().partitions > 0 {}
     let segments = metadata.list_segments(TOPIC, 0, 0).await.unwrap();
     let input_mb = segments.iter().map(|s| s.size_bytes).sum::<u64>() as f64 / 1e6;
-    let compactor = Compactor::new(store, metadata, CompactionConfig::default(), Duration::ZERO);
+    let mut config = CompactionConfig::default();
+    if let Ok(bytes) = std::env::var("STREAMHOUSE_FIGURES_KEY_MAP_BYTES") {
+        config.key_map_bytes = bytes.parse().unwrap();
+    }
+    let compactor = Compactor::new(store, metadata, config, Duration::ZERO);
     let target = CompactionTarget {
         storage,
         fence,
