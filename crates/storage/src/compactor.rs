@@ -9,8 +9,11 @@
 //! least `min.cleanable.dirty.ratio` of the compactable log or older than
 //! `max.compaction.lag.ms`:
 //! 1. reads the dirty segments and maps each key (a 128-bit hash) to its newest offset. The map
-//!    holds at most [`CompactionConfig::key_map_bytes`]; with more keys, the round makes several
-//!    passes, each over the keys of one hash bucket (`hash % passes`), so memory stays bounded;
+//!    holds at most [`CompactionConfig::key_map_bytes`]; when it fills, the round compacts only
+//!    up to the dirty segment where it filled and the next round goes on from there (as Kafka's
+//!    cleaner does); when even the first dirty segment has more keys than fit, the round makes
+//!    several passes over it, each over the keys of one hash bucket (`hash % passes`). Either
+//!    way memory stays bounded;
 //! 2. rewrites the whole compactable log oldest first, dropping every record whose key has a
 //!    newer offset in the map, and tombstones older than `delete.retention.ms`; batches keep
 //!    their offsets and producer fields (`RecordBatch::retain_records`), segments become
@@ -224,6 +227,15 @@ impl KeyMap {
     }
 }
 
+/// A key map over the dirty segments: complete, or filled in the middle of one of them.
+enum Mapped {
+    /// Every dirty key.
+    All(KeyMap),
+    /// The keys up to where the map filled, inside dirty segment `segment` (an index into the
+    /// segments mapped); the offsets it holds are still each key's newest so far.
+    FullAt { map: KeyMap, segment: usize },
+}
+
 /// A 128-bit hash of a record key: two SipHash values with different domains, so a collision
 /// (which would drop a live record) is as unlikely as with Kafka's MD5.
 fn key_hash(key: &[u8]) -> u128 {
@@ -248,6 +260,14 @@ struct Plan {
 }
 
 impl Plan {
+    /// Compacts only the segments before index `end` this round.
+    fn cut(&mut self, end: usize) {
+        if end < self.compactable.len() {
+            self.compactable.truncate(end);
+            self.ends_log = false;
+        }
+    }
+
     fn dirty(&self) -> &[SegmentInfo] {
         &self.compactable[self.dirty_from..]
     }
@@ -356,17 +376,56 @@ impl Compactor {
             return Ok(());
         }
         let capacity = key_map_capacity(self.config.key_map_bytes);
-        let mut passes = 1u64;
-        let mut pass = 0u64;
         let end = plan.compactable.last().map_or(-1, |s| s.last_offset);
         // Without dirty data (a round for expired tombstones only) the map stays empty.
         let dirty_start = plan.dirty().first().map_or(end + 1, |s| s.base_offset);
+        let mut plan = plan;
+        let dirty: Vec<&SegmentInfo> = plan.dirty().iter().collect();
+        match self
+            .build_map(&dirty, dirty_start, capacity, (0, 1), report)
+            .await?
+        {
+            Mapped::All(map) => {
+                let segments = plan.compactable.clone();
+                self.pass(target, &plan, &segments, &map, true, report)
+                    .await?;
+            }
+            Mapped::FullAt { map, segment } if segment > 0 => {
+                // As Kafka's cleaner: compact up to the dirty segment where the map filled (its
+                // keys are all mapped before it); the next round goes on from there.
+                plan.cut(plan.dirty_from + segment);
+                let segments = plan.compactable.clone();
+                self.pass(target, &plan, &segments, &map, true, report)
+                    .await?;
+            }
+            Mapped::FullAt { .. } => {
+                // The first dirty segment alone has more keys than the map holds.
+                plan.cut(plan.dirty_from + 1);
+                self.bucket_passes(target, &plan, capacity, dirty_start, report)
+                    .await?;
+            }
+        }
+        report.partitions += 1;
+        Ok(())
+    }
+
+    /// Compacts `plan` in several passes, each over the keys of one hash bucket: 2 buckets,
+    /// doubled until each bucket's keys fit the map.
+    async fn bucket_passes(
+        &self,
+        target: &CompactionTarget,
+        plan: &Plan,
+        capacity: usize,
+        dirty_start: i64,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let (mut pass, mut passes) = (0u64, 2u64);
         let passes_before = report.passes;
         while pass < passes {
             // Each pass reads the log the previous passes left.
             let current = match report.passes == passes_before {
                 true => plan.compactable.clone(),
-                false => self.current(target, &plan).await?,
+                false => self.current(target, plan).await?,
             };
             // An earlier pass may have merged clean and dirty segments into one output.
             let dirty: Vec<&SegmentInfo> = current
@@ -374,28 +433,45 @@ impl Compactor {
                 .filter(|s| s.last_offset >= dirty_start)
                 .collect();
             let bucket = (pass, passes);
-            let map = self.build_map(&dirty, dirty_start, capacity, bucket, report);
-            let Some(map) = map.await? else {
+            let Mapped::All(map) = self
+                .build_map(&dirty, dirty_start, capacity, bucket, report)
+                .await?
+            else {
                 // Too many keys for one map: split the key space in twice as many buckets and
                 // start again (passes already made stay valid compactions).
                 passes *= 2;
                 pass = 0;
                 continue;
             };
-            report.passes += 1;
             let last_pass = pass + 1 == passes;
-            let rewrite = Rewrite {
-                target,
-                map: &map,
-                clean: last_pass,
-                log_end: plan.ends_log.then_some(end),
-                tombstone_horizon: now.saturating_sub(target.policy.delete_retention_ms),
-            };
-            self.rewrite(&rewrite, &current, report).await?;
+            self.pass(target, plan, &current, &map, last_pass, report)
+                .await?;
             pass += 1;
         }
-        report.partitions += 1;
         Ok(())
+    }
+
+    /// Rewrites `segments` (the log `plan` compacts, as it is now) with `map`; `clean`: the
+    /// map saw every dirty key, so the outputs are clean.
+    async fn pass(
+        &self,
+        target: &CompactionTarget,
+        plan: &Plan,
+        segments: &[SegmentInfo],
+        map: &KeyMap,
+        clean: bool,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        report.passes += 1;
+        let end = plan.compactable.last().map_or(-1, |s| s.last_offset);
+        let rewrite = Rewrite {
+            target,
+            map,
+            clean,
+            log_end: plan.ends_log.then_some(end),
+            tombstone_horizon: now_ms().saturating_sub(target.policy.delete_retention_ms),
+        };
+        self.rewrite(&rewrite, segments, report).await
     }
 
     async fn plan(&self, target: &CompactionTarget, now: i64) -> Result<Plan> {
@@ -422,7 +498,7 @@ impl Compactor {
     }
 
     /// Maps the keys of hash bucket `(pass, passes)` in the dirty records (from `dirty_start`
-    /// on) to their newest offsets; `None` when more than `capacity` keys fall in the bucket.
+    /// on) to their newest offsets, until more than `capacity` keys fall in the bucket.
     async fn build_map(
         &self,
         dirty: &[&SegmentInfo],
@@ -430,9 +506,9 @@ impl Compactor {
         capacity: usize,
         (pass, passes): (u64, u64),
         report: &mut CompactionReport,
-    ) -> Result<Option<KeyMap>> {
+    ) -> Result<Mapped> {
         let mut map = KeyMap::new(capacity, pass, passes);
-        for segment in dirty {
+        for (i, segment) in dirty.iter().enumerate() {
             for batch in self.read_segment(segment, report).await? {
                 if batch.header().is_control() {
                     continue;
@@ -445,12 +521,12 @@ impl Compactor {
                         continue;
                     }
                     if !map.insert(key_hash(key), record.offset) {
-                        return Ok(None);
+                        return Ok(Mapped::FullAt { map, segment: i });
                     }
                 }
             }
         }
-        Ok(Some(map))
+        Ok(Mapped::All(map))
     }
 
     /// Rewrites `segments` without the records `job.map` supersedes and expired tombstones, in
