@@ -12,8 +12,8 @@
 //!    holds at most [`CompactionConfig::key_map_bytes`]; when it fills, the round compacts only
 //!    up to the dirty segment where it filled and the next round goes on from there (as Kafka's
 //!    cleaner does); when even the first dirty segment has more keys than fit, the round makes
-//!    several passes over it, each over the keys of one hash bucket (`hash % passes`). Either
-//!    way memory stays bounded;
+//!    several passes over the whole dirty part, each over the keys of one hash bucket
+//!    (`hash % passes`). Either way memory stays bounded;
 //! 2. rewrites the whole compactable log oldest first, dropping every record whose key has a
 //!    newer offset in the map, and tombstones older than `delete.retention.ms`; batches keep
 //!    their offsets and producer fields (`RecordBatch::retain_records`), segments become
@@ -399,8 +399,8 @@ impl Compactor {
                     .await?;
             }
             Mapped::FullAt { .. } => {
-                // The first dirty segment alone has more keys than the map holds.
-                plan.cut(plan.dirty_from + 1);
+                // The first dirty segment alone has more keys than the map holds: passes over
+                // hash buckets of the keys, through the whole dirty part at once.
                 self.bucket_passes(target, &plan, capacity, dirty_start, report)
                     .await?;
             }

@@ -554,7 +554,7 @@ async fn compaction_figures() {
     if let Ok(bytes) = std::env::var("STREAMHOUSE_FIGURES_KEY_MAP_BYTES") {
         config.key_map_bytes = bytes.parse().unwrap();
     }
-    let compactor = Compactor::new(store, metadata, config, Duration::ZERO);
+    let compactor = Compactor::new(store, metadata.clone(), config, Duration::ZERO);
     let target = CompactionTarget {
         storage,
         fence,
@@ -573,6 +573,10 @@ async fn compaction_figures() {
         rounds.push(round);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let left: i64 = (metadata.list_segments(TOPIC, 0, 0).await.unwrap())
+        .iter()
+        .map(|s| s.record_count)
+        .sum();
     let report = rounds
         .iter()
         .fold(CompactionReport::default(), |sum, r| CompactionReport {
@@ -580,7 +584,7 @@ async fn compaction_figures() {
             bytes_read: sum.bytes_read + r.bytes_read,
             bytes_written: sum.bytes_written + r.bytes_written,
             records_read: sum.records_read + r.records_read,
-            records_kept: r.records_kept,
+            records_kept: sum.records_kept + r.records_kept,
             segments_replaced: sum.segments_replaced + r.segments_replaced,
             requests: sum.requests + r.requests,
             ..sum
@@ -593,7 +597,7 @@ async fn compaction_figures() {
         input_mb / seconds,
         report.requests,
         report.requests as f64 / input_mb,
-        report.records_kept,
+        left,
         report.bytes_written as f64 / 1e6,
     );
 }
