@@ -227,10 +227,10 @@ func TestFranzAdmin(t *testing.T) {
 	if v, s := source("retention.ms"); v != "604800000" || s != kmsg.ConfigSourceDefaultConfig {
 		t.Fatalf("retention.ms = %s from %v", v, s)
 	}
-	compact := "compact"
-	responses, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "cleanup.policy", Value: &compact}}, topic)
+	forever := "compact,forever"
+	responses, err = adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "cleanup.policy", Value: &forever}}, topic)
 	if err != nil || !errors.Is(responses[0].Err, kerr.InvalidConfig) {
-		t.Fatalf("cleanup.policy=compact: %v %+v", err, responses)
+		t.Fatalf("cleanup.policy=compact,forever: %v %+v", err, responses)
 	}
 
 	// Timestamps 1000..1009 then 5000 then 2000: the largest is at offset 10.

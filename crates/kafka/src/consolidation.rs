@@ -1,9 +1,15 @@
 //! Consolidation of the partitions this agent leads: rewrites the per-flush slices of shared
-//! objects into large contiguous segments (see `streamhouse_storage::Consolidator`), and the
-//! deletion of objects nothing references any more.
+//! objects into large contiguous segments (see `streamhouse_storage::Consolidator`), log
+//! compaction of those whose topic says `cleanup.policy=compact` (`Compactor`), and the deletion
+//! of objects nothing references any more.
+
+use std::collections::HashMap;
 
 use streamhouse_metadata::now_ms;
-use streamhouse_storage::{ConsolidationReport, ConsolidationTarget, Consolidator, ObjectDeleter};
+use streamhouse_storage::{
+    CompactionPolicy, CompactionReport, CompactionTarget, Compactor, ConsolidationReport,
+    ConsolidationTarget, Consolidator, ObjectDeleter,
+};
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -31,6 +37,48 @@ impl Broker {
             Err(e) => {
                 warn!("consolidation failed: {e}");
                 ConsolidationReport::default()
+            }
+        }
+    }
+
+    /// One compaction round over the partitions this agent has open whose topic is compacted
+    /// (`force`: whatever the dirty ratio). Each topic's settings are read from the store every
+    /// round, so a change between `delete` and `compact` takes effect without a restart.
+    pub async fn compact(&self, force: bool) -> CompactionReport {
+        let mut policies: HashMap<String, Option<CompactionPolicy>> = HashMap::new();
+        let mut targets = Vec::new();
+        for log in self.open_partitions() {
+            let name = log.topic.name.clone();
+            if !policies.contains_key(&name) {
+                let policy = self.compaction_policy(&name).await;
+                policies.insert(name.clone(), policy);
+            }
+            let Some(policy) = policies[&name] else {
+                continue;
+            };
+            targets.push(CompactionTarget {
+                storage: self.partition_storage(&log.topic, log.partition, &log.index),
+                fence: Some(log.fence().clone()),
+                policy,
+            });
+        }
+        let compactor = Compactor::new(
+            self.store.clone(),
+            self.metadata.clone(),
+            self.config.maintenance.compaction.clone(),
+            self.config.maintenance.delete_grace,
+        );
+        compactor.run_once(&targets, force).await
+    }
+
+    /// The topic's compaction policy as stored now; `None` when it is not compacted, gone or
+    /// unreadable.
+    async fn compaction_policy(&self, name: &str) -> Option<CompactionPolicy> {
+        match self.metadata.get_topic(name).await {
+            Ok(topic) => CompactionPolicy::of(&topic?.config),
+            Err(e) => {
+                warn!(topic = %name, "reading compaction settings failed: {e}");
+                None
             }
         }
     }

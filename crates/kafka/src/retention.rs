@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use streamhouse_metadata::now_ms;
 use streamhouse_storage::{
-    ConsolidationConfig, JanitorConfig, LogTruncator, OrphanJanitor, RetentionPolicy, StorageError,
-    Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
+    CompactionConfig, ConsolidationConfig, JanitorConfig, LogTruncator, OrphanJanitor,
+    RetentionPolicy, StorageError, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
 };
 use tracing::{info, warn};
 
@@ -35,6 +35,10 @@ pub struct MaintenanceConfig {
     pub consolidation: ConsolidationConfig,
     /// How often objects scheduled for deletion are deleted when due.
     pub deletion_interval: Duration,
+    /// How often compacted topics are checked for compaction (see `consolidation.rs`).
+    pub compaction_interval: Duration,
+    /// Memory and output sizes of compaction.
+    pub compaction: CompactionConfig,
     /// Idempotent-producer state of a producer that has not written for this long is dropped
     /// (Kafka's `producer.id.expiration.ms`); checked with retention.
     pub producer_id_expiration: Duration,
@@ -50,6 +54,8 @@ impl Default for MaintenanceConfig {
             consolidation_interval: Duration::from_secs(5),
             consolidation: ConsolidationConfig::default(),
             deletion_interval: Duration::from_secs(10),
+            compaction_interval: Duration::from_secs(15),
+            compaction: CompactionConfig::default(),
             producer_id_expiration: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -167,6 +173,17 @@ pub(crate) fn spawn_maintenance(broker: &Arc<Broker>) {
         config.consolidation_interval,
         |b| async move {
             b.consolidate(false).await;
+        },
+    ));
+    tokio::spawn(every(
+        Arc::downgrade(broker),
+        config.compaction_interval,
+        |b| async move {
+            // Supervised: a panic in one round is logged and the next round runs.
+            let round = tokio::spawn(async move { b.compact(false).await });
+            if let Err(e) = round.await {
+                warn!("compaction round aborted: {e}");
+            }
         },
     ));
     tokio::spawn(every(

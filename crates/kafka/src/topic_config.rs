@@ -169,11 +169,6 @@ fn validate_cleanup_policy(value: &str) -> Result<(), &'static str> {
     if items.iter().any(|p| *p != "delete" && *p != "compact") {
         return Err("must be delete, compact, or compact,delete");
     }
-    if items.contains(&"compact") {
-        // Log compaction (keeping the newest record per key) is not implemented; accepting the
-        // setting would leave a client believing old values of a key are dropped.
-        return Err("log compaction is not supported yet; use delete");
-    }
     Ok(())
 }
 
@@ -348,8 +343,7 @@ mod tests {
             ("retention.bytes", "-5"),
             ("cleanup.policy", "forever"),
             ("cleanup.policy", ""),
-            ("cleanup.policy", "compact"),
-            ("cleanup.policy", "compact,delete"),
+            ("cleanup.policy", "compact,forever"),
             ("min.cleanable.dirty.ratio", "1.5"),
             ("preallocate", "yes"),
             ("no.such.setting", "1"),
@@ -406,14 +400,15 @@ mod tests {
             ["leader.replication.throttled.replicas", "segment.ms"]
         );
         // Appending to a list that defaults to delete gives delete plus the item.
-        let err = apply(
+        let both = apply(
             &c,
             &[(
                 "cleanup.policy".into(),
                 ConfigChange::Append("compact".into()),
             )],
-        );
-        assert!(err.unwrap_err().to_string().contains("compaction"));
+        )
+        .unwrap();
+        assert_eq!(both.extra["cleanup.policy"], "delete,compact");
         assert!(apply(
             &c,
             &[("retention.ms".into(), ConfigChange::Append("1".into()))]

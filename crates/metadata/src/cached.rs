@@ -319,6 +319,19 @@ impl MetadataStore for CachedMetadataStore {
             .await
     }
 
+    async fn compact_segments(
+        &self,
+        compacted: &SegmentInfo,
+        replaced_records: i64,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        // Like `replace_segments`: no cached partition state changes.
+        self.inner
+            .compact_segments(compacted, replaced_records, fence, delete_after_ms)
+            .await
+    }
+
     async fn truncate_before(
         &self,
         topic: &str,

@@ -602,6 +602,43 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
 }
 
+/// Log compaction swaps segments for one holding fewer records, only when the replaced ones
+/// still tile its range and hold the records the compactor read; the watermarks stay.
+pub async fn compact_segments(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let name = topic.name.as_str();
+    let segs = commit_run(store, name, 0, 3, 10).await;
+    let mut compacted = segment(name, 0, 0, 19);
+    compacted.record_count = 7;
+    let stale = store.compact_segments(&compacted, 19, None, 0).await;
+    assert!(matches!(stale, Err(MetadataError::Invalid(_))), "{stale:?}");
+    assert_eq!(
+        store
+            .compact_segments(&compacted, 20, None, 0)
+            .await
+            .unwrap(),
+        segs[..2].to_vec()
+    );
+    let listed = store.list_segments(name, 0, 0).await.unwrap();
+    assert_eq!(listed, vec![compacted.clone(), segs[2].clone()]);
+    let state = store.get_partition(name, 0).await.unwrap();
+    assert_eq!((state.log_start_offset, state.high_watermark), (0, 30));
+    // Compacting the compacted segment again counts its 7 records, not its 20 offsets.
+    let mut again = segment(name, 0, 0, 29);
+    again.record_count = 3;
+    assert!(store.compact_segments(&again, 30, None, 0).await.is_err());
+    store.compact_segments(&again, 17, None, 0).await.unwrap();
+    let fence = LeaseFence {
+        agent_id: unique("nobody"),
+        epoch: 1,
+    };
+    let err = store
+        .compact_segments(&again, 3, Some(&fence), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MetadataError::Fenced { .. }), "{err}");
+}
+
 /// `truncate_before` drops the whole segments below an offset and raises the log start, never
 /// lowering it and never past the high watermark.
 pub async fn truncate_before(store: &dyn MetadataStore) {
@@ -1427,6 +1464,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     list_segments_ranges(store).await;
     truncate_before(store).await;
     replace_segments(store).await;
+    compact_segments(store).await;
     delete_topic_returns_segments(store).await;
     producer_ids_unique(store).await;
     consumer_offsets(store).await;

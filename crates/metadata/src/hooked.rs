@@ -145,6 +145,19 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         hooked!(self, replace_segments(merged, fence, delete_after_ms))
     }
 
+    async fn compact_segments(
+        &self,
+        compacted: &SegmentInfo,
+        replaced_records: i64,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        hooked!(
+            self,
+            compact_segments(compacted, replaced_records, fence, delete_after_ms)
+        )
+    }
+
     async fn all_segment_keys(&self) -> Result<Vec<String>> {
         hooked!(self, all_segment_keys())
     }

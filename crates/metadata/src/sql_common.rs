@@ -358,25 +358,22 @@ fn sorted(mut leases: Vec<PartitionLease>) -> Vec<PartitionLease> {
 }
 
 /// Whether `segments` (ordered) cover exactly the offsets and records of `merged`, gap-free.
-fn check_tiling(merged: &SegmentInfo, segments: &[SegmentInfo]) -> Result<()> {
+/// Whether `segments` exactly tile `merged`'s offsets and hold `records` records in all.
+fn check_tiling(merged: &SegmentInfo, records: i64, segments: &[SegmentInfo]) -> Result<()> {
     let contiguous = segments
         .windows(2)
         .all(|pair| pair[1].base_offset == pair[0].last_offset + 1);
-    let records: i64 = segments.iter().map(|s| s.record_count).sum();
+    let found: i64 = segments.iter().map(|s| s.record_count).sum();
     let tiles = contiguous
         && segments.first().map(|s| s.base_offset) == Some(merged.base_offset)
         && segments.last().map(|s| s.last_offset) == Some(merged.last_offset)
-        && records == merged.record_count;
+        && found == records;
     if tiles {
         Ok(())
     } else {
         Err(MetadataError::Invalid(format!(
-            "segments of '{}'/{} no longer tile offsets {}..={} with {} records",
-            merged.topic,
-            merged.partition,
-            merged.base_offset,
-            merged.last_offset,
-            merged.record_count
+            "segments of '{}'/{} no longer tile offsets {}..={} with {records} records",
+            merged.topic, merged.partition, merged.base_offset, merged.last_offset
         )))
     }
 }
@@ -445,6 +442,55 @@ async fn segments_where<'e>(
         .iter()
         .map(rows::segment)
         .collect()
+}
+
+impl Store {
+    /// Replaces the segments tiling `merged`'s offsets (holding `replaced_records` records)
+    /// by `merged`, fenced, scheduling their objects' deletion: consolidation and compaction.
+    async fn swap_segments(
+        &self,
+        merged: &SegmentInfo,
+        replaced_records: i64,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        let (topic, partition) = (merged.topic.as_str(), merged.partition);
+        let mut tx = self.write_tx().await?;
+        partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, merged, fence).await?;
+        }
+        let replaced: Vec<SegmentInfo> = sqlx::query(concat!(
+            "SELECT ",
+            segment_columns!(),
+            " FROM segments WHERE topic = $1 AND partition_id = $2 \
+             AND last_offset >= $3 AND base_offset <= $4 ORDER BY base_offset"
+        ))
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(merged.base_offset)
+        .bind(merged.last_offset)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(rows::segment)
+        .collect::<Result<_>>()?;
+        check_tiling(merged, replaced_records, &replaced)?;
+        sqlx::query(
+            "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 \
+             AND base_offset >= $3 AND last_offset <= $4",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(merged.base_offset)
+        .bind(merged.last_offset)
+        .execute(&mut *tx)
+        .await?;
+        insert_segment(&mut tx, merged).await?;
+        schedule_deletions(&mut tx, &keys_of(&replaced), delete_after_ms).await?;
+        tx.commit().await?;
+        Ok(replaced)
+    }
 }
 
 #[async_trait]
@@ -728,42 +774,19 @@ impl MetadataStore for Store {
         fence: Option<&LeaseFence>,
         delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>> {
-        let (topic, partition) = (merged.topic.as_str(), merged.partition);
-        let mut tx = self.write_tx().await?;
-        partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
-        if let Some(fence) = fence {
-            check_fence(&mut tx, merged, fence).await?;
-        }
-        let replaced: Vec<SegmentInfo> = sqlx::query(concat!(
-            "SELECT ",
-            segment_columns!(),
-            " FROM segments WHERE topic = $1 AND partition_id = $2 \
-             AND last_offset >= $3 AND base_offset <= $4 ORDER BY base_offset"
-        ))
-        .bind(topic)
-        .bind(i64::from(partition))
-        .bind(merged.base_offset)
-        .bind(merged.last_offset)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(rows::segment)
-        .collect::<Result<_>>()?;
-        check_tiling(merged, &replaced)?;
-        sqlx::query(
-            "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 \
-             AND base_offset >= $3 AND last_offset <= $4",
-        )
-        .bind(topic)
-        .bind(i64::from(partition))
-        .bind(merged.base_offset)
-        .bind(merged.last_offset)
-        .execute(&mut *tx)
-        .await?;
-        insert_segment(&mut tx, merged).await?;
-        schedule_deletions(&mut tx, &keys_of(&replaced), delete_after_ms).await?;
-        tx.commit().await?;
-        Ok(replaced)
+        self.swap_segments(merged, merged.record_count, fence, delete_after_ms)
+            .await
+    }
+
+    async fn compact_segments(
+        &self,
+        compacted: &SegmentInfo,
+        replaced_records: i64,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        self.swap_segments(compacted, replaced_records, fence, delete_after_ms)
+            .await
     }
 
     async fn all_segment_keys(&self) -> Result<Vec<String>> {

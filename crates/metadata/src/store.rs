@@ -161,6 +161,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         delete_after_ms: i64,
     ) -> Result<Vec<SegmentInfo>>;
 
+    /// Log compaction: like [`MetadataStore::replace_segments`], but `compacted` holds fewer
+    /// records than the segments it replaces (its offsets have gaps): the replaced segments
+    /// must exactly tile `compacted.base_offset..=compacted.last_offset` and hold
+    /// `replaced_records` records in all (what the compactor read, so a segment swapped in the
+    /// meantime refuses the swap with `Invalid`). Fenced like `replace_segments`; the high
+    /// watermark and log start do not change.
+    async fn compact_segments(
+        &self,
+        compacted: &SegmentInfo,
+        replaced_records: i64,
+        fence: Option<&LeaseFence>,
+        delete_after_ms: i64,
+    ) -> Result<Vec<SegmentInfo>>;
+
     /// Object keys referenced by committed segments, each once, for the orphan janitor.
     async fn all_segment_keys(&self) -> Result<Vec<String>>;
 

@@ -161,8 +161,10 @@ impl BatchHeader {
         self.attributes & CONTROL_FLAG != 0
     }
 
-    /// Checks the rules every stored batch obeys, given the header starts at `pos`.
-    pub(crate) fn validate(&self, pos: u64) -> Result<(), SegmentError> {
+    /// Checks the rules every stored batch obeys, given the header starts at `pos`. With
+    /// `gaps` (a compacted segment) the batch may hold fewer records than the offsets it spans:
+    /// compaction removes records but keeps `lastOffsetDelta`, as Kafka's cleaner does.
+    pub(crate) fn validate(&self, pos: u64, gaps: bool) -> Result<(), SegmentError> {
         let range = pos..pos + self.total_len() as u64;
         if self.batch_length < (Self::LEN - LOG_OVERHEAD) as i32 {
             return Err(SegmentError::invalid_batch(
@@ -179,12 +181,16 @@ impl BatchHeader {
                 format!("record count {} is not positive", self.record_count),
             ));
         }
-        if i64::from(self.last_offset_delta) != i64::from(self.record_count) - 1 {
+        let spanned = i64::from(self.last_offset_delta) + 1;
+        let count = i64::from(self.record_count);
+        if spanned != count && !(gaps && spanned > count) {
             return Err(SegmentError::invalid_batch(
                 range,
                 format!(
-                    "last offset delta {} does not match record count {} (must be count - 1)",
-                    self.last_offset_delta, self.record_count
+                    "last offset delta {} does not match record count {} (must be count - 1{})",
+                    self.last_offset_delta,
+                    self.record_count,
+                    if gaps { " or more" } else { "" }
                 ),
             ));
         }
@@ -224,7 +230,7 @@ impl RecordBatch {
                     format!("record batch cut after {} bytes", buf.len() - at),
                 ));
             }
-            let batch = Self::read(&buf, at, 0)?;
+            let batch = Self::read(&buf, at, 0, false)?;
             batch.check_crc(at as u64)?;
             at += batch.len();
             batches.push(batch);
@@ -233,11 +239,17 @@ impl RecordBatch {
     }
 
     /// Reads and validates (all but the CRC) the batch at `data[at..]`, which must hold the
-    /// whole batch; `base` is the absolute position of `data[0]` for error ranges.
-    pub(crate) fn read(data: &Bytes, at: usize, base: u64) -> Result<RecordBatch, SegmentError> {
+    /// whole batch; `base` is the absolute position of `data[0]` for error ranges; `gaps`:
+    /// whether it comes from a compacted segment (see [`BatchHeader`]'s validation).
+    pub(crate) fn read(
+        data: &Bytes,
+        at: usize,
+        base: u64,
+        gaps: bool,
+    ) -> Result<RecordBatch, SegmentError> {
         let pos = base + at as u64;
         let header = BatchHeader::parse_at(&data[at..], pos)?;
-        header.validate(pos)?;
+        header.validate(pos, gaps)?;
         let end = at + header.total_len();
         if end > data.len() {
             return Err(SegmentError::truncated(
@@ -294,6 +306,11 @@ impl RecordBatch {
     /// Always false: a validated batch holds at least its header.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// A batch made of `header` and its `bytes` (already checked by the caller).
+    pub(crate) fn from_parts(header: BatchHeader, bytes: Bytes) -> RecordBatch {
+        RecordBatch { header, bytes }
     }
 
     /// Copy with the base offset rewritten. Only the first 8 bytes change, and Kafka's CRC

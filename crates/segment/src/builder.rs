@@ -6,7 +6,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
-use crate::footer::{encode_header, IndexEntry, SegmentFooter, HEADER_LEN};
+use crate::footer::{
+    encode_header, IndexEntry, SegmentFooter, COMPACTED_VERSION, FORMAT_VERSION, HEADER_LEN,
+};
 
 /// Default bytes of batch data between sparse index entries.
 pub const DEFAULT_INDEX_INTERVAL: usize = 4096;
@@ -19,7 +21,12 @@ const PACKED_PART_BYTES: usize = 64 * 1024;
 /// Accumulates consecutive batches of one partition into a segment object.
 pub struct SegmentBuilder {
     base_offset: i64,
+    /// Offset after the range covered so far (the last batch's, or where `cover_through` put it).
     next_offset: i64,
+    /// Records pushed so far.
+    records: i64,
+    /// A compacted segment: batches may leave gaps ([`COMPACTED_VERSION`]).
+    gaps: bool,
     index_interval: u32,
     /// The batches pushed so far, as parts: large batches shared with the caller (a write
     /// buffers one copy of its records, not two), small ones packed into `packing` first. No
@@ -80,6 +87,8 @@ impl SegmentBuilder {
         SegmentBuilder {
             base_offset,
             next_offset: base_offset,
+            records: 0,
+            gaps: false,
             index_interval: bytes.clamp(1, u32::MAX as usize) as u32,
             parts: Vec::new(),
             packing: BytesMut::new(),
@@ -90,16 +99,30 @@ impl SegmentBuilder {
         }
     }
 
-    /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`].
+    /// Starts a compacted segment ([`COMPACTED_VERSION`]) at `base_offset`: batches follow each
+    /// other with gaps allowed and may hold fewer records than the offsets they span.
+    pub fn compacted(base_offset: i64) -> Self {
+        SegmentBuilder {
+            gaps: true,
+            ..Self::new(base_offset)
+        }
+    }
+
+    /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`] (or, in a
+    /// compacted segment, be at least that).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
-        if batch.base_offset() != self.next_offset {
+        let fits = match self.gaps {
+            true => batch.base_offset() >= self.next_offset,
+            false => batch.base_offset() == self.next_offset,
+        };
+        if !fits {
             return Err(SegmentError::OffsetMismatch {
                 expected: self.next_offset,
                 found: batch.base_offset(),
             });
         }
         let rel_position = self.check_limits(batch)?;
-        let rel_offset = (self.next_offset - self.base_offset) as u32;
+        let rel_offset = (batch.base_offset() - self.base_offset) as u32;
         let (min_ts, max_ts) = match self.timestamps {
             Some((min, max)) => (
                 min.min(batch.header().base_timestamp),
@@ -124,7 +147,26 @@ impl SegmentBuilder {
         entry.prefix_crc = crc32c::crc32c_append(entry.prefix_crc, &batch.bytes()[..PREFIX_LEN]);
         self.append_bytes(batch.bytes());
         self.batch_count += 1;
+        self.records += i64::from(batch.record_count());
         self.next_offset = batch.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Extends a compacted segment's range through `last_offset` (whose records compaction
+    /// removed), so it replaces exactly the segments it was made from.
+    pub fn cover_through(&mut self, last_offset: i64) -> Result<(), SegmentError> {
+        if !self.gaps || last_offset + 1 < self.next_offset {
+            return Err(SegmentError::OffsetMismatch {
+                expected: self.next_offset,
+                found: last_offset + 1,
+            });
+        }
+        if last_offset - self.base_offset > i64::from(u32::MAX) {
+            return Err(SegmentError::LimitExceeded {
+                reason: format!("offset {last_offset} is more than 2^32 past the segment base"),
+            });
+        }
+        self.next_offset = last_offset + 1;
         Ok(())
     }
 
@@ -177,7 +219,7 @@ impl SegmentBuilder {
 
     /// Records pushed so far.
     pub fn record_count(&self) -> i64 {
-        self.next_offset - self.base_offset
+        self.records
     }
 
     /// Keeps a batch's bytes: a large batch as its own part, a small one packed.
@@ -203,6 +245,10 @@ impl SegmentBuilder {
     /// Writes header, footer and trailer and returns the object.
     pub fn finish(mut self) -> EncodedSegment {
         self.seal_packing();
+        let version = match self.gaps {
+            true => COMPACTED_VERSION,
+            false => FORMAT_VERSION,
+        };
         let (min_timestamp, max_timestamp) = self.timestamps.unwrap_or((-1, -1));
         let footer = SegmentFooter {
             base_offset: self.base_offset,
@@ -215,11 +261,12 @@ impl SegmentBuilder {
             data_end: self.size as u64,
             index_interval: self.index_interval,
             index: Arc::from(self.index),
+            version,
         };
         let mut tail = Vec::new();
         footer.encode_into(&mut tail);
         let len = (self.size + tail.len()) as u64;
-        let header = Bytes::copy_from_slice(&encode_header(self.base_offset));
+        let header = Bytes::copy_from_slice(&encode_header(self.base_offset, version));
         let mut parts = Vec::with_capacity(self.parts.len() + 2);
         parts.push(header);
         parts.append(&mut self.parts);

@@ -82,7 +82,7 @@ impl BatchCursor {
             let Some(total) = self.complete_batch_len(pos)? else {
                 return Ok(None);
             };
-            let batch = RecordBatch::read(&self.data, self.at, self.start)?;
+            let batch = RecordBatch::read(&self.data, self.at, self.start, self.gaps())?;
             self.check_continuity(&batch, pos)?;
             let wanted = batch.last_offset() >= self.from_offset;
             if wanted && self.footer.is_none() {
@@ -113,8 +113,18 @@ impl BatchCursor {
         Ok((total <= self.data.len() - self.at).then_some(total))
     }
 
+    /// Whether the segment is a compacted one, whose offsets may have gaps.
+    fn gaps(&self) -> bool {
+        self.footer.as_ref().is_some_and(SegmentFooter::allows_gaps)
+    }
+
     fn check_continuity(&mut self, batch: &RecordBatch, pos: u64) -> Result<(), SegmentError> {
-        if let Some(expected) = self.next_offset.filter(|&e| e != batch.base_offset()) {
+        let gaps = self.gaps();
+        let follows = |expected: i64| match gaps {
+            true => batch.base_offset() >= expected,
+            false => batch.base_offset() == expected,
+        };
+        if let Some(expected) = self.next_offset.filter(|&e| !follows(e)) {
             return Err(SegmentError::corrupt(
                 pos..pos + 8,
                 format!(
@@ -141,12 +151,17 @@ impl BatchCursor {
         }
         let stop = (end - self.start) as usize;
         let first_offset = footer.block_first_offset(block);
-        let walk = walk_block(&self.data[..stop], self.start, self.at, first_offset)?;
+        let gaps = footer.allows_gaps();
+        let walk = walk_block(&self.data[..stop], self.start, self.at, first_offset, gaps)?;
         let next_block_offset = match block + 1 < footer.index.len() {
             true => footer.block_first_offset(block + 1),
             false => footer.last_offset + 1,
         };
-        if walk.next_offset != next_block_offset {
+        let ends_right = match gaps {
+            true => walk.next_offset <= next_block_offset,
+            false => walk.next_offset == next_block_offset,
+        };
+        if !ends_right {
             return Err(SegmentError::corrupt(
                 pos..end,
                 format!(
@@ -179,16 +194,18 @@ struct BlockWalk {
 }
 
 /// Walks the batches in `block[at..]`, which must end exactly at a batch end, checking each
-/// batch's CRC and that offsets start at `first_offset` and are consecutive. One pass over a
-/// block that fits in cache, so the cursor need not re-check CRCs. `start` is the position of
-/// `block[0]`.
+/// batch's CRC and that offsets start at `first_offset` and are consecutive (with `gaps`, a
+/// compacted segment: increasing). One pass over a block that fits in cache, so the cursor need
+/// not re-check CRCs. `start` is the position of `block[0]`.
 fn walk_block(
     block: &[u8],
     start: u64,
     mut at: usize,
     first_offset: i64,
+    gaps: bool,
 ) -> Result<BlockWalk, SegmentError> {
     let end = start + block.len() as u64;
+    let block_start = start + at as u64;
     let mut walk = BlockWalk {
         next_offset: first_offset,
         prefix_crc: 0,
@@ -202,8 +219,14 @@ fn walk_block(
             ));
         }
         let header = BatchHeader::parse_at(&block[at..], batch_pos)?;
-        header.validate(batch_pos)?;
-        if header.base_offset != walk.next_offset {
+        header.validate(batch_pos, gaps)?;
+        // The block's first batch starts exactly at the index's offset, even with gaps.
+        let first = batch_pos == block_start;
+        let in_order = match gaps && !first {
+            true => header.base_offset >= walk.next_offset,
+            false => header.base_offset == walk.next_offset,
+        };
+        if !in_order {
             return Err(SegmentError::corrupt(
                 batch_pos..batch_pos + 8,
                 format!(
@@ -256,7 +279,16 @@ impl Iterator for BatchCursor {
 /// the index checksums and the summary. For `segment inspect` and tests.
 pub fn decode_segment(object: Bytes) -> Result<(SegmentFooter, Vec<RecordBatch>), SegmentError> {
     let footer = read_footer(&object, object.len() as u64)?;
-    let base_offset = decode_header(&object)?;
+    let (base_offset, version) = decode_header(&object)?;
+    if version != footer.version() {
+        return Err(SegmentError::corrupt(
+            4..6,
+            format!(
+                "header version {version} differs from trailer version {}",
+                footer.version()
+            ),
+        ));
+    }
     if base_offset != footer.base_offset {
         return Err(SegmentError::corrupt(
             8..16,

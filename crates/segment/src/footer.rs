@@ -9,8 +9,12 @@ use crate::wire::{be_i64, be_u16, be_u32, be_u64};
 pub const SEGMENT_MAGIC: [u8; 4] = *b"SHSG";
 /// Magic bytes at the very end of every segment object.
 pub const TRAILER_MAGIC: [u8; 4] = *b"SHSF";
-/// Segment format version written by this crate and the only one it reads.
+/// Segment format version of dense segments (every offset of the range present), written by
+/// flushes and consolidation.
 pub const FORMAT_VERSION: u16 = 1;
+/// Segment format version of compacted segments: offsets only increase, with gaps where
+/// compaction removed records (docs/format.md). Readers read both.
+pub const COMPACTED_VERSION: u16 = 2;
 /// Size of the fixed segment header; batches start right after it.
 pub const HEADER_LEN: usize = 24;
 /// Size of the fixed trailer at the end of the object.
@@ -83,6 +87,8 @@ pub struct SegmentFooter {
     pub data_end: u64,
     pub(crate) index_interval: u32,
     pub(crate) index: Arc<[IndexEntry]>,
+    /// [`FORMAT_VERSION`] or [`COMPACTED_VERSION`].
+    pub(crate) version: u16,
 }
 
 impl SegmentFooter {
@@ -116,6 +122,18 @@ impl SegmentFooter {
         std::mem::size_of::<Self>()
             + 2 * std::mem::size_of::<usize>()
             + std::mem::size_of_val(&*self.index)
+    }
+
+    /// Whether offsets may have gaps: a compacted segment ([`COMPACTED_VERSION`]), whose
+    /// `record_count` may be smaller than its offset range and whose batches may span more
+    /// offsets than they hold records.
+    pub fn allows_gaps(&self) -> bool {
+        self.version == COMPACTED_VERSION
+    }
+
+    /// The format version the segment was written in.
+    pub fn version(&self) -> u16 {
+        self.version
     }
 
     /// Target bytes of batch data between index entries, as written.
@@ -184,12 +202,12 @@ impl SegmentFooter {
         let footer_crc = crc32c::crc32c(footer);
         buf.extend_from_slice(&footer_len.to_be_bytes());
         buf.extend_from_slice(&footer_crc.to_be_bytes());
-        buf.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        buf.extend_from_slice(&self.version.to_be_bytes());
         buf.extend_from_slice(&0u16.to_be_bytes());
         buf.extend_from_slice(&TRAILER_MAGIC);
     }
 
-    fn decode(buf: &[u8]) -> Self {
+    fn decode(buf: &[u8], version: u16) -> Self {
         let entries = buf[SUMMARY_LEN..].chunks_exact(ENTRY_LEN);
         SegmentFooter {
             base_offset: be_i64(buf, 0),
@@ -202,6 +220,7 @@ impl SegmentFooter {
             data_start: be_u64(buf, 48),
             data_end: be_u64(buf, 56),
             index: entries.map(IndexEntry::decode).collect(),
+            version,
         }
     }
 
@@ -217,9 +236,7 @@ impl SegmentFooter {
         if self.data_end - self.data_start > u64::from(u32::MAX) {
             return fail("data larger than 4 GiB".into());
         }
-        if self.last_offset.checked_sub(self.base_offset) != Some(self.record_count - 1)
-            || self.record_count < i64::from(self.batch_count)
-        {
+        if !self.counts_fit() {
             return fail(format!(
                 "offsets {}..={} disagree with {} records in {} batches",
                 self.base_offset, self.last_offset, self.record_count, self.batch_count
@@ -239,11 +256,30 @@ impl SegmentFooter {
         self.validate_index().or_else(fail)
     }
 
+    /// Dense segments hold every offset of their range; compacted ones at most that many
+    /// records. Either way each batch holds at least one record.
+    fn counts_fit(&self) -> bool {
+        let Some(span) = self
+            .last_offset
+            .checked_sub(self.base_offset)
+            .and_then(|d| d.checked_add(1))
+        else {
+            return false;
+        };
+        let records_fit = match self.allows_gaps() {
+            true => span >= 0 && self.record_count <= span,
+            false => self.record_count == span,
+        };
+        records_fit && self.record_count >= i64::from(self.batch_count)
+    }
+
     fn validate_index(&self) -> Result<(), String> {
         let Some(first) = self.index.first() else {
             return Ok(());
         };
-        if first.rel_offset != 0 || first.rel_position != 0 {
+        // A compacted segment's first batch may start past the segment base (records removed).
+        let first_offset_ok = first.rel_offset == 0 || self.allows_gaps();
+        if !first_offset_ok || first.rel_position != 0 {
             return Err("first index entry does not point at the first batch".into());
         }
         let data_len = self.data_end - self.data_start;
@@ -316,7 +352,7 @@ pub fn read_footer(tail: &[u8], object_len: u64) -> Result<SegmentFooter, Segmen
             found,
         });
     }
-    let decoded = SegmentFooter::decode(footer);
+    let decoded = SegmentFooter::decode(footer, trailer.version);
     decoded.validate(range)?;
     Ok(decoded)
 }
@@ -324,13 +360,14 @@ pub fn read_footer(tail: &[u8], object_len: u64) -> Result<SegmentFooter, Segmen
 struct Trailer {
     footer_len: usize,
     footer_crc: u32,
+    version: u16,
 }
 
 fn read_trailer(buf: &[u8], object_len: u64, min_len: u64) -> Result<Trailer, SegmentError> {
     let pos = object_len - TRAILER_LEN as u64;
     let field = |at: u64, len: u64| pos + at..pos + at + len;
     check_magic("trailer", &buf[12..16], TRAILER_MAGIC, field(12, 4))?;
-    check_version(be_u16(buf, 8), be_u16(buf, 10), field(8, 4))?;
+    let version = check_version(be_u16(buf, 8), be_u16(buf, 10), field(8, 4))?;
     let footer_len = be_u32(buf, 0) as usize;
     let entries_len = footer_len.wrapping_sub(SUMMARY_LEN);
     if footer_len < SUMMARY_LEN
@@ -345,22 +382,23 @@ fn read_trailer(buf: &[u8], object_len: u64, min_len: u64) -> Result<Trailer, Se
     Ok(Trailer {
         footer_len,
         footer_crc: be_u32(buf, 4),
+        version,
     })
 }
 
-/// Encodes the fixed header of a segment starting at `base_offset`.
-pub(crate) fn encode_header(base_offset: i64) -> [u8; HEADER_LEN] {
+/// Encodes the fixed header of a segment of format `version` starting at `base_offset`.
+pub(crate) fn encode_header(base_offset: i64, version: u16) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&SEGMENT_MAGIC);
-    header[4..6].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    header[4..6].copy_from_slice(&version.to_be_bytes());
     header[8..16].copy_from_slice(&base_offset.to_be_bytes());
     let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
     header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
     header
 }
 
-/// Verifies the fixed header at the start of `object` and returns its base offset.
-pub(crate) fn decode_header(object: &[u8]) -> Result<i64, SegmentError> {
+/// Verifies the fixed header at the start of `object` and returns its base offset and version.
+pub(crate) fn decode_header(object: &[u8]) -> Result<(i64, u16), SegmentError> {
     if object.len() < HEADER_LEN {
         return Err(SegmentError::truncated(
             0..HEADER_LEN as u64,
@@ -379,14 +417,14 @@ pub(crate) fn decode_header(object: &[u8]) -> Result<i64, SegmentError> {
             found,
         });
     }
-    check_version(be_u16(header, 4), be_u16(header, 6), 4..8)?;
+    let version = check_version(be_u16(header, 4), be_u16(header, 6), 4..8)?;
     if be_u32(header, 16) != 0 {
         return Err(SegmentError::corrupt(
             16..20,
             "reserved header bytes are not zero",
         ));
     }
-    Ok(be_i64(header, 8))
+    Ok((be_i64(header, 8), version))
 }
 
 fn check_magic(
@@ -406,15 +444,19 @@ fn check_magic(
     })
 }
 
+/// Accepts the versions this reader knows and no flags; returns the version.
 fn check_version(
     version: u16,
     flags: u16,
     range: std::ops::Range<u64>,
-) -> Result<(), SegmentError> {
-    if version != FORMAT_VERSION {
+) -> Result<u16, SegmentError> {
+    if version != FORMAT_VERSION && version != COMPACTED_VERSION {
         return Err(SegmentError::Unsupported {
             range,
-            detail: format!("format version {version} (this reader knows {FORMAT_VERSION})"),
+            detail: format!(
+                "format version {version} (this reader knows {FORMAT_VERSION} and \
+                 {COMPACTED_VERSION})"
+            ),
         });
     }
     if flags != 0 {
@@ -423,7 +465,7 @@ fn check_version(
             detail: format!("unknown flags {flags:#06x}"),
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 #[cfg(test)]
@@ -446,8 +488,8 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_reserved_bits() {
-        let mut header = encode_header(-42);
-        assert_eq!(decode_header(&header).expect("valid header"), -42);
+        let mut header = encode_header(-42, FORMAT_VERSION);
+        assert_eq!(decode_header(&header).expect("valid header"), (-42, 1));
         header[19] = 1;
         let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
         header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
@@ -457,14 +499,14 @@ mod tests {
 
     #[test]
     fn newer_version_is_unsupported_not_corrupt() {
-        let mut header = encode_header(0);
-        header[5] = 2;
+        let mut header = encode_header(0, FORMAT_VERSION);
+        header[5] = 3;
         let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
         header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
-        let err = decode_header(&header).expect_err("version 2");
+        let err = decode_header(&header).expect_err("version 3");
         assert!(
             err.to_string()
-                .contains("format version 2 (this reader knows 1)"),
+                .contains("format version 3 (this reader knows 1 and 2)"),
             "{err}"
         );
     }

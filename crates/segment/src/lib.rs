@@ -47,6 +47,7 @@
 
 mod batch;
 mod builder;
+mod compact;
 mod cursor;
 mod error;
 mod footer;
@@ -59,8 +60,8 @@ pub use builder::{EncodedSegment, SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 pub use cursor::{decode_segment, BatchCursor};
 pub use error::SegmentError;
 pub use footer::{
-    read_footer, IndexPoint, SegmentFooter, FORMAT_VERSION, HEADER_LEN, SEGMENT_MAGIC, TRAILER_LEN,
-    TRAILER_MAGIC,
+    read_footer, IndexPoint, SegmentFooter, COMPACTED_VERSION, FORMAT_VERSION, HEADER_LEN,
+    SEGMENT_MAGIC, TRAILER_LEN, TRAILER_MAGIC,
 };
 pub use records::{Record, Records};
 pub use shared::{

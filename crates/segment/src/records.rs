@@ -64,6 +64,8 @@ pub struct Records<'a> {
     batch_len: u64,
     input: BufReader<Bounded<Box<dyn Read + 'a>>>,
     next: i32,
+    /// Offset delta of the previous record (-1 before the first).
+    prev_delta: i32,
     keep: bool,
     failed: bool,
 }
@@ -104,6 +106,7 @@ impl<'a> Records<'a> {
                 },
             ),
             next: 0,
+            prev_delta: -1,
             keep,
             failed: false,
         })
@@ -118,11 +121,7 @@ impl<'a> Records<'a> {
         let _attributes = self.byte()?;
         let timestamp_delta = self.varlong("timestamp delta")?;
         let offset_delta = self.varint("offset delta")?;
-        if offset_delta != index {
-            return Err(self.invalid(format!(
-                "record {index} has offset delta {offset_delta}: inner offsets must be consecutive"
-            )));
-        }
+        self.check_offset_delta(index, offset_delta)?;
         let key = self.bytes("key", length)?;
         let value = self.bytes("value", length)?;
         let header_count = self.varint("header count")?;
@@ -158,12 +157,37 @@ impl<'a> Records<'a> {
             timestamp
         };
         Ok(Record {
-            offset: self.header.base_offset + i64::from(index),
+            offset: self.header.base_offset + i64::from(offset_delta),
             timestamp,
             key,
             value,
             headers,
         })
+    }
+
+    /// Offset deltas are consecutive from 0 in a batch as produced; in a batch compaction
+    /// rewrote (fewer records than the offsets it spans) they only increase, up to
+    /// `lastOffsetDelta`.
+    fn check_offset_delta(&mut self, index: i32, offset_delta: i32) -> Result<(), SegmentError> {
+        let dense = self.header.last_offset_delta == self.header.record_count - 1;
+        let fits = match dense {
+            true => offset_delta == index,
+            false => {
+                offset_delta > self.prev_delta && offset_delta <= self.header.last_offset_delta
+            }
+        };
+        if !fits {
+            return Err(self.invalid(format!(
+                "record {index} has offset delta {offset_delta}: inner offsets must be {}",
+                if dense {
+                    "consecutive"
+                } else {
+                    "increasing within the batch"
+                }
+            )));
+        }
+        self.prev_delta = offset_delta;
+        Ok(())
     }
 
     /// After the last declared record the payload must end.

@@ -10,6 +10,7 @@
 //!   [`FlushCycle`] makes them durable: one shared object for many partitions, one metadata
 //!   transaction; the high watermark advances only after both.
 //! - [`Consolidator`]: rewrites shared-object slices into large contiguous segments.
+//! - [`Compactor`]: log compaction (`cleanup.policy=compact`): keeps each key's newest record.
 //! - [`ObjectDeleter`]: deletes objects scheduled for deletion once due and unreferenced.
 //! - [`PartitionReader`]: reads batches from any offset through the index and cache.
 //! - [`LogTruncator`] / [`RetentionPolicy`]: retention and DeleteRecords (drop the oldest
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod compactor;
 mod consolidator;
 mod deleter;
 mod error;
@@ -37,6 +39,10 @@ mod writer;
 pub mod testing;
 
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
+pub use compactor::{
+    CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget, Compactor,
+    COMPACTED_SUFFIX, KEY_MAP_SLOT_BYTES,
+};
 pub use consolidator::{
     ConsolidationConfig, ConsolidationReport, ConsolidationTarget, Consolidator,
     CONSOLIDATED_PREFIX,

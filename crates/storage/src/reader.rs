@@ -216,12 +216,20 @@ impl PartitionReader {
         let mut next = start_offset;
         while next < bounds.high_watermark && (batches.is_empty() || size < max_bytes) {
             let budget = max_bytes.saturating_sub(size);
-            let chunk = match self.read_at(next, budget, batches.is_empty()).await {
-                Ok(chunk) => chunk,
+            let (chunk, segment_last) = match self.read_at(next, budget, batches.is_empty()).await {
+                Ok(read) => read,
                 Err(e) if !is_vanished(&e) => return Err(e),
                 // What was read so far is valid; the next read reports the cause.
                 Err(_) if !batches.is_empty() => break,
                 Err(e) => return Err(self.truncated_meanwhile(next, bounds, e).await),
+            };
+            let Some(chunk) = chunk else {
+                // A compacted segment holds no record from `next` to its end: go on after it.
+                if segment_last < next {
+                    break;
+                }
+                next = segment_last + 1;
+                continue;
             };
             let before = batches.len();
             for batch in chunk {
@@ -244,16 +252,19 @@ impl PartitionReader {
         })
     }
 
-    /// Batches from `offset` out of the segment holding it.
+    /// Batches from `offset` out of the segment holding it (`None`: it holds none from
+    /// `offset` on, see `read_segment`), and that segment's last offset.
     async fn read_at(
         &self,
         offset: i64,
         budget: usize,
         at_least_one: bool,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<(Option<Vec<RecordBatch>>, i64)> {
         let segment = self.segment_for(offset).await?;
-        self.read_segment(&segment, offset, budget, at_least_one)
-            .await
+        let batches = self
+            .read_segment(&segment, offset, budget, at_least_one)
+            .await?;
+        Ok((batches, segment.last_offset))
     }
 
     /// The error for a segment or object that vanished from under a read: when retention or
@@ -297,20 +308,27 @@ impl PartitionReader {
     }
 
     /// Batches of `segment` from `offset` fitting in `budget` bytes; the first one regardless
-    /// when `at_least_one`.
+    /// when `at_least_one`. `None` when the segment holds no batch from `offset` on (only a
+    /// compacted segment can end in a gap).
     async fn read_segment(
         &self,
         segment: &IndexedSegment,
         offset: i64,
         budget: usize,
         at_least_one: bool,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<Option<Vec<RecordBatch>>> {
         let footer = self.footer(segment).await?;
         let pos = footer.seek(offset);
+        if pos >= footer.data_end {
+            return Ok(None);
+        }
         // The seek lands on an index block start, up to one block before `offset`.
         let len = (budget as u64).saturating_add(u64::from(footer.index_interval()));
         let (decoded, end) = self.decode_from(segment, &footer, pos, offset, len).await?;
         self.maybe_read_ahead(segment, &footer, end);
+        if decoded.is_empty() {
+            return Ok(None);
+        }
         let mut taken = 0usize;
         let fitting = decoded
             .into_iter()
@@ -321,7 +339,7 @@ impl PartitionReader {
             })
             .map(|(_, batch)| batch)
             .collect();
-        Ok(fitting)
+        Ok(Some(fitting))
     }
 
     /// Finds the first batch at or after `pos` whose max timestamp is `>= timestamp_ms`.

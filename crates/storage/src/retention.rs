@@ -34,7 +34,16 @@ pub struct RetentionPolicy {
 }
 
 impl From<&TopicConfig> for RetentionPolicy {
+    /// A topic whose `cleanup.policy` leaves out `delete` (compact only) keeps everything:
+    /// compaction, not retention, bounds it, as in Kafka.
     fn from(config: &TopicConfig) -> Self {
+        let deletes = config
+            .extra
+            .get("cleanup.policy")
+            .is_none_or(|policy| policy.split(',').any(|p| p.trim() == "delete"));
+        if !deletes {
+            return Self::default();
+        }
         Self {
             // Kafka uses -1 for "unlimited"; treat any negative value that way.
             retention_ms: config.retention_ms.filter(|ms| *ms >= 0),

@@ -136,6 +136,10 @@ pub struct ServeArgs {
     /// Shared-object data is consolidated at the latest once it is this old [default: 60000].
     #[arg(long, env = "STREAMHOUSE_CONSOLIDATION_MAX_AGE_MS")]
     pub consolidation_max_age_ms: Option<u64>,
+    /// How often compacted topics (cleanup.policy=compact) are checked for compaction, in ms
+    /// [default: 15000].
+    #[arg(long, env = "STREAMHOUSE_COMPACTION_INTERVAL_MS")]
+    pub compaction_interval_ms: Option<u64>,
     /// Store segments in this S3 bucket instead of the data directory.
     #[arg(long, env = "STREAMHOUSE_S3_BUCKET")]
     pub s3_bucket: Option<String>,
@@ -243,6 +247,7 @@ struct FileConfig {
     janitor_min_age_ms: Option<u64>,
     consolidation_min_age_ms: Option<u64>,
     consolidation_max_age_ms: Option<u64>,
+    compaction_interval_ms: Option<u64>,
     object_store: Option<ObjectStoreConfig>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -511,8 +516,19 @@ impl ServeArgs {
             file.consolidation_max_age_ms,
             c.max_age,
         );
-        if m.janitor_interval.is_zero() || m.janitor.min_age < Duration::from_secs(1) {
-            bail!("janitor_interval_ms must be positive and janitor_min_age_ms at least 1000");
+        m.compaction_interval = ms(
+            self.compaction_interval_ms,
+            file.compaction_interval_ms,
+            m.compaction_interval,
+        );
+        if m.janitor_interval.is_zero()
+            || m.compaction_interval.is_zero()
+            || m.janitor.min_age < Duration::from_secs(1)
+        {
+            bail!(
+                "janitor_interval_ms and compaction_interval_ms must be positive, \
+                 janitor_min_age_ms at least 1000"
+            );
         }
         if m.consolidation.max_age < m.consolidation.min_age {
             bail!("consolidation_max_age_ms must not be below consolidation_min_age_ms");

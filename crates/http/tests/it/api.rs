@@ -74,7 +74,7 @@ async fn create_topic_errors() {
         // Validated as Kafka's broker validates, in the same place as over Kafka.
         json!({"name": "ok", "config": {"no.such.setting": "1"}}),
         json!({"name": "ok", "config": {"retention.ms": "-2"}}),
-        json!({"name": "ok", "config": {"cleanup.policy": "compact"}}),
+        json!({"name": "ok", "config": {"cleanup.policy": "compact,forever"}}),
     ] {
         let reply = app.post("/api/v1/topics", bad).await;
         reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
@@ -117,7 +117,7 @@ async fn alter_config_and_partitions() {
     for bad in [
         json!({"segment.ms": "abc"}),
         json!({"retention.bytes": "-3"}),
-        json!({"cleanup.policy": "compact,delete"}),
+        json!({"cleanup.policy": "compact,never"}),
         json!({"typo.ms": "1"}),
     ] {
         app.call(Method::PATCH, uri, Some(bad))

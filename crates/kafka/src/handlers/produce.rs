@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use streamhouse_segment::{RecordBatch, SegmentError};
-use streamhouse_storage::{AppendOptions, Appended, StorageError};
+use streamhouse_storage::{AppendOptions, Appended, CompactionPolicy, StorageError};
 use tokio::sync::oneshot;
 
 use super::{str_bytes, Reply};
@@ -116,7 +116,8 @@ async fn append_partition(
     };
     outcome.log_start_offset = log.writer.log_start_offset();
     let limit = record_limit(b, &log);
-    outcome.result = match parse_batches(records, limit) {
+    let compacted = CompactionPolicy::of(&log.topic.config).is_some();
+    outcome.result = match parse_batches(records, limit, compacted) {
         Ok(batches) => append_to(b, &log, batches, deadline)
             .await
             .map_err(storage_failure),
@@ -167,6 +168,7 @@ fn record_limit(b: &Broker, log: &PartitionLog) -> usize {
 fn parse_batches(
     records: Option<Bytes>,
     limit: usize,
+    compacted: bool,
 ) -> Result<Vec<RecordBatch>, (ResponseError, String)> {
     let records = records.filter(|r| !r.is_empty()).ok_or_else(|| {
         (
@@ -217,8 +219,26 @@ fn parse_batches(
             SegmentError::TooLarge { .. } => (ResponseError::MessageTooLarge, e.to_string()),
             _ => (ResponseError::CorruptMessage, e.to_string()),
         })?;
+        if compacted {
+            require_keys(batch, limit)?;
+        }
     }
     Ok(batches)
+}
+
+/// As Kafka: a compacted topic refuses records without a key (compaction keeps one record per
+/// key, so a keyless record could never be superseded nor removed).
+fn require_keys(batch: &RecordBatch, limit: usize) -> Result<(), (ResponseError, String)> {
+    let invalid = |e: SegmentError| (ResponseError::CorruptMessage, e.to_string());
+    for record in batch.records(limit).map_err(invalid)? {
+        if record.map_err(invalid)?.key.is_none() {
+            return Err((
+                ResponseError::InvalidRecord,
+                "compacted topic cannot accept a record without a key".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn storage_failure(e: StorageError) -> (ResponseError, String) {

@@ -211,9 +211,8 @@ async fn incremental_alter_configs_sets_deletes_appends_and_subtracts() {
         [("retention.ms", APPEND, Some("5"))],
         [("no.such.config", SET, Some("1"))],
         [("retention.ms", SET, Some("-2"))],
-        [("cleanup.policy", SET, Some("compact"))],
-        [("cleanup.policy", SET, Some("compact,delete"))],
-        [("cleanup.policy", APPEND, Some("compact"))],
+        [("cleanup.policy", SET, Some("compact,forever"))],
+        [("cleanup.policy", APPEND, Some("forever"))],
         [("cleanup.policy", SET, Some("forever"))],
         [("min.cleanable.dirty.ratio", SET, Some("2"))],
     ] {
@@ -312,7 +311,7 @@ async fn create_topics_validates_configs_and_replication_factor() {
     );
     assert_eq!(create(&mut c, "a", 1, &[("no.such", "1")]).await, invalid);
     assert_eq!(
-        create(&mut c, "a", 1, &[("cleanup.policy", "compact")]).await,
+        create(&mut c, "a", 1, &[("cleanup.policy", "compact,forever")]).await,
         invalid
     );
     assert!(server.metadata.list_topics().await.unwrap().is_empty());

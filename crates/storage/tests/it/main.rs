@@ -9,6 +9,7 @@ mod reader;
 mod roundtrip;
 mod writer;
 
+mod compaction;
 mod consolidation;
 mod faults;
 mod janitor;
@@ -189,12 +190,17 @@ mod support {
                 delete_horizon: false,
             })
             .collect();
+        encode(&records)
+    }
+
+    /// `records` encoded by kafka-protocol as one uncompressed v2 batch.
+    pub fn encode(records: &[Record]) -> RecordBatch {
         let mut buf = BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
         };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        RecordBatchEncoder::encode(&mut buf, records, &options).unwrap();
         let mut batches = RecordBatch::parse_all(buf.freeze()).unwrap();
         assert_eq!(batches.len(), 1);
         batches.remove(0)

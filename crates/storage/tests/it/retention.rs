@@ -124,6 +124,18 @@ fn policy_deletes_only_a_prefix_of_expired_or_excess_segments() {
         ..Default::default()
     });
     assert_eq!(unlimited, RetentionPolicy::default());
+    // A compact-only topic is bounded by compaction, not retention; compact,delete by both.
+    let with_policy = |policy: &str| {
+        let mut config = streamhouse_metadata::TopicConfig {
+            retention_ms: Some(1_000),
+            ..Default::default()
+        };
+        config.extra.insert("cleanup.policy".into(), policy.into());
+        RetentionPolicy::from(&config)
+    };
+    assert_eq!(with_policy("compact"), RetentionPolicy::default());
+    assert_eq!(with_policy("compact,delete").retention_ms, Some(1_000));
+    assert_eq!(with_policy("delete").retention_ms, Some(1_000));
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ class AdminTest {
             assertEquals("0:1", entry(admin, topic, "leader.replication.throttled.replicas").value());
 
             ExecutionException refused = assertThrows(ExecutionException.class, () -> admin.incrementalAlterConfigs(
-                    Map.of(r, List.of(new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"),
+                    Map.of(r, List.of(new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact,forever"),
                             AlterConfigOp.OpType.SET)))).all().get());
             assertInstanceOf(InvalidConfigurationException.class, cause(refused));
             refused = assertThrows(ExecutionException.class, () -> admin.createTopics(List.of(

@@ -75,7 +75,10 @@ final class Server {
         ProcessBuilder pb = new ProcessBuilder(List.of(bin.toAbsolutePath().toString(), "serve",
                 "--data-dir", dir.resolve("data").toString(),
                 "--kafka-addr", bootstrap,
-                "--http-addr", "127.0.0.1:" + httpPort));
+                "--http-addr", "127.0.0.1:" + httpPort,
+                // Compacted topics (CompactionTest) compact within seconds, not minutes.
+                "--consolidation-max-age-ms", "1000",
+                "--compaction-interval-ms", "1000"));
         pb.environment().put("RUST_LOG", "warn");
         pb.redirectErrorStream(true).redirectOutput(log.toFile()).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
         Process process = pb.start();
