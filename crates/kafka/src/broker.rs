@@ -32,8 +32,8 @@ use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::cluster::{run_controller, run_heartbeat, ClusterView, Membership};
-use crate::groups::{GroupCoordinator, PartitionLag};
+use crate::cluster::{run_controller, run_heartbeat, run_lease_renewal, ClusterView, Membership};
+use crate::groups::{GroupCoordinator, GroupError, PartitionLag};
 use crate::security::Authorizer;
 
 /// Settings of a Kafka-speaking agent.
@@ -176,8 +176,12 @@ impl Broker {
         store: Arc<dyn ObjectStore>,
         cache: Arc<SegmentCache>,
     ) -> Arc<Self> {
-        let groups =
-            GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
+        let groups = GroupCoordinator::start(
+            metadata.clone(),
+            &agent_id,
+            config.lease_ttl,
+            config.group_initial_rebalance_delay,
+        );
         let me = registration(&config, &agent_id);
         let config_copy = config.clone();
         let authorizer = Arc::new(Authorizer::new(&config.acl));
@@ -205,6 +209,7 @@ impl Broker {
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
         tokio::spawn(run_controller(Arc::downgrade(&broker)));
+        tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
         crate::retention::spawn_maintenance(&broker);
         broker
     }
@@ -246,9 +251,22 @@ impl Broker {
         }
     }
 
-    /// Whether this agent coordinates consumer group `group` (else clients get NOT_COORDINATOR).
+    /// Whether this agent coordinates consumer group `group`: it holds the group's lease, or
+    /// nobody does and the shared assignment names this agent (no I/O).
     pub(crate) fn is_coordinator(&self, group: &str) -> bool {
-        self.membership.coordinates(group)
+        self.groups.holds(group)
+            || self
+                .membership
+                .view()
+                .coordinator(group)
+                .is_some_and(|a| a.agent_id == self.agent_id)
+    }
+
+    /// Makes sure this agent holds `group`'s coordinator lease, taking it if the shared
+    /// assignment names this agent and the lease is free; else NOT_COORDINATOR.
+    pub(crate) async fn claim_group(&self, group: &str) -> Result<(), GroupError> {
+        let may_take = !self.membership.is_stopping() && self.membership.coordinates(group);
+        self.groups.claim(group, may_take).await
     }
 
     /// Looks a topic up, creating it when allowed and missing.
@@ -737,7 +755,8 @@ impl Broker {
             Err(_) => warn!("deregistering the agent timed out"),
         }
         let open = self.open_partitions();
-        futures::future::join_all(open.iter().map(|p| self.close_partition(p, true))).await;
+        let closing = futures::future::join_all(open.iter().map(|p| self.close_partition(p, true)));
+        futures::future::join(closing, self.groups.hand_off(|_| false)).await;
     }
 
     /// Broker-level settings for DescribeConfigs, as `(name, value, is_default)`.

@@ -15,6 +15,8 @@ pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::OffsetConflict { .. } | MetadataError::Fenced { .. } => {
             ResponseError::NotLeaderOrFollower
         }
+        // Another agent coordinates the group now: the client finds it again.
+        MetadataError::GroupFenced { .. } => ResponseError::NotCoordinator,
         MetadataError::Database(_) | MetadataError::Migration(_) | MetadataError::Corrupt(_) => {
             ResponseError::KafkaStorageError
         }

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
-    AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
-    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
+    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -664,7 +664,7 @@ pub async fn delete_topic_returns_segments(store: &dyn MetadataStore) {
     segs.splice(0..0, commit_run(store, name, 0, 2, 10).await);
     let group = unique("group");
     store
-        .commit_offsets(&group, &[offset(name, 0, 12, None)])
+        .commit_offsets(&group, None, &[offset(name, 0, 12, None)])
         .await
         .unwrap();
     store
@@ -733,7 +733,7 @@ pub async fn consumer_offsets(store: &dyn MetadataStore) {
         offset(t2, 0, 3, Some("")),
     ];
     expected.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    store.commit_offsets(&group, &expected).await.unwrap();
+    store.commit_offsets(&group, None, &expected).await.unwrap();
     assert_eq!(store.fetch_offsets(&group, None).await.unwrap(), expected);
     let only_t1: Vec<_> = expected.iter().filter(|o| o.topic == t1).cloned().collect();
     assert_eq!(
@@ -746,7 +746,7 @@ pub async fn consumer_offsets(store: &dyn MetadataStore) {
         ..offset(t1, 0, 9, Some("newer"))
     };
     store
-        .commit_offsets(&group, std::slice::from_ref(&moved))
+        .commit_offsets(&group, None, std::slice::from_ref(&moved))
         .await
         .unwrap();
     let fetched = store.fetch_offsets(&group, Some(t1)).await.unwrap();
@@ -781,7 +781,7 @@ pub async fn consumer_groups(store: &dyn MetadataStore) {
     let (kept, dropped) = (unique("group"), unique("group"));
     for group in [&kept, &dropped] {
         store
-            .commit_offsets(group, &[offset(&topic.name, 0, 1, None)])
+            .commit_offsets(group, None, &[offset(&topic.name, 0, 1, None)])
             .await
             .unwrap();
     }
@@ -1190,6 +1190,210 @@ pub async fn lease_release(store: &dyn MetadataStore) {
     );
 }
 
+/// Whether `result` failed with `GroupFenced`.
+fn assert_group_fenced<T: Debug>(result: Result<T>, what: &str) {
+    match expect_err(result, what) {
+        MetadataError::GroupFenced { .. } => {}
+        other => panic!("{what}: expected GroupFenced, got {other:?}"),
+    }
+}
+
+/// A group lease `agent` takes (it must be free, expired or its own).
+async fn take_group(
+    store: &dyn MetadataStore,
+    group: &str,
+    agent: &str,
+    ttl_ms: i64,
+) -> GroupLease {
+    let lease = store.acquire_group_lease(group, agent, ttl_ms).await;
+    lease.unwrap().expect("the group lease is free")
+}
+
+/// Longer than the short TTLs below, by the database's clock (the one expiry is judged by).
+async fn let_expire() {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+}
+
+/// Group coordinator leases: a free one at epoch 1, renewed by its holder at the same epoch,
+/// refused to others while live, taken over once expired (by the database's clock) at a higher
+/// epoch; the recorded generation survives every change of holder.
+pub async fn group_leases(store: &dyn MetadataStore) {
+    let group = unique("group");
+    let first = take_group(store, &group, "a", 60_000).await;
+    assert_eq!(
+        (first.agent_id.as_str(), first.epoch, first.generation),
+        ("a", 1, 0)
+    );
+    assert_eq!(
+        store
+            .acquire_group_lease(&group, "b", 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        take_group(store, &group, "a", 60_000).await,
+        first,
+        "renewed as it is"
+    );
+    store
+        .record_group_generation(&group, &first.fence(), 3)
+        .await
+        .unwrap();
+    store
+        .record_group_generation(&group, &first.fence(), 2)
+        .await
+        .unwrap();
+    assert_group_fenced(
+        store
+            .record_group_generation(
+                &group,
+                &LeaseFence {
+                    epoch: 2,
+                    ..first.fence()
+                },
+                9,
+            )
+            .await,
+        "a generation at the wrong epoch",
+    );
+    let listed = store.list_group_leases().await.unwrap();
+    let ours: Vec<_> = listed.into_iter().filter(|l| l.group_id == group).collect();
+    assert_eq!(
+        ours,
+        vec![GroupLease {
+            generation: 3,
+            ..first.clone()
+        }],
+        "never lowered"
+    );
+
+    take_group(store, &group, "a", 50).await;
+    let_expire().await;
+    assert!(
+        !store
+            .list_group_leases()
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.group_id == group),
+        "expired leases are not listed"
+    );
+    assert_group_fenced(
+        store
+            .record_group_generation(&group, &first.fence(), 4)
+            .await,
+        "an expired lease records nothing",
+    );
+    let second = take_group(store, &group, "b", 60_000).await;
+    assert_eq!(
+        (second.epoch, second.generation),
+        (2, 3),
+        "next epoch, same generation"
+    );
+    store
+        .release_group_lease(&group, &first.fence())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .acquire_group_lease(&group, "a", 60_000)
+            .await
+            .unwrap(),
+        None,
+        "not a's to release"
+    );
+    store
+        .release_group_lease(&group, &second.fence())
+        .await
+        .unwrap();
+    let third = take_group(store, &group, "a", 60_000).await;
+    assert_eq!(
+        (third.epoch, third.generation),
+        (3, 3),
+        "released: taken at once"
+    );
+}
+
+/// Renewal extends only leases still held at the given epoch, never revives a lost one, and
+/// leaves out groups it does not know.
+pub async fn group_lease_renewal(store: &dyn MetadataStore) {
+    let (kept, lapsed, taken) = (unique("group"), unique("group"), unique("group"));
+    let kept_lease = take_group(store, &kept, "a", 50).await;
+    let lapsed_lease = take_group(store, &lapsed, "a", 50).await;
+    let taken_lease = take_group(store, &taken, "a", 50).await;
+    let held: Vec<(String, i64)> = [&kept_lease, &lapsed_lease, &taken_lease]
+        .iter()
+        .map(|l| (l.group_id.clone(), l.epoch))
+        .chain([(unique("group"), 1)])
+        .collect();
+    let renewed = store
+        .renew_group_leases("a", &held[..1], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![kept_lease.clone()]);
+    let_expire().await;
+    take_group(store, &taken, "b", 60_000).await;
+    let renewed = store.renew_group_leases("a", &held, 60_000).await.unwrap();
+    assert_eq!(renewed, vec![kept_lease], "only the live one, at its epoch");
+    assert_eq!(
+        store
+            .acquire_group_lease(&lapsed, "b", 60_000)
+            .await
+            .unwrap()
+            .map(|l| l.epoch),
+        Some(2)
+    );
+    assert!(
+        store
+            .renew_group_leases("b", &held[..1], 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not b's"
+    );
+}
+
+/// Offset commits with a fence are stored only while its lease is held, unexpired; a stale
+/// coordinator's commit stores nothing, not even part of a batch.
+pub async fn fenced_offset_commits(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let group = unique("group");
+    let old = take_group(store, &group, "a", 50).await;
+    store
+        .commit_offsets(&group, Some(&old.fence()), &[offset(name, 0, 5, None)])
+        .await
+        .unwrap();
+    let_expire().await;
+    assert_group_fenced(
+        store
+            .commit_offsets(&group, Some(&old.fence()), &[offset(name, 0, 7, None)])
+            .await,
+        "expired lease",
+    );
+    let new = take_group(store, &group, "b", 60_000).await;
+    store
+        .commit_offsets(&group, Some(&new.fence()), &[offset(name, 0, 9, None)])
+        .await
+        .unwrap();
+    let stale = [offset(name, 0, 6, None), offset(name, 1, 6, None)];
+    assert_group_fenced(
+        store
+            .commit_offsets(&group, Some(&old.fence()), &stale)
+            .await,
+        "former coordinator",
+    );
+    let stored: Vec<i64> = store
+        .fetch_offsets(&group, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.offset)
+        .collect();
+    assert_eq!(stored, vec![9], "the stale commit changed nothing");
+}
+
 /// SASL credentials: upsert replaces, lookups are per (user, mechanism), delete reports.
 pub async fn credentials(store: &dyn MetadataStore) {
     let credential = |user: &str, mechanism: &str, key: u8| UserCredential {
@@ -1436,6 +1640,9 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     batch_lease_renewal(store).await;
     concurrent_batch_lease_acquisition(store).await;
     lease_release(store).await;
+    group_leases(store).await;
+    group_lease_renewal(store).await;
+    fenced_offset_commits(store).await;
     credentials(store).await;
     acls(store).await;
 }

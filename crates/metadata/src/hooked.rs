@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
-    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
+    LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
     SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -165,8 +165,13 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         hooked!(self, allocate_producer_id())
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
-        hooked!(self, commit_offsets(group, offsets))
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        hooked!(self, commit_offsets(group, fence, offsets))
     }
 
     async fn fetch_offsets(
@@ -251,6 +256,41 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
 
     async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
         hooked!(self, list_leases())
+    }
+
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>> {
+        hooked!(self, acquire_group_lease(group, agent_id, ttl_ms))
+    }
+
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>> {
+        hooked!(self, renew_group_leases(agent_id, held, ttl_ms))
+    }
+
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
+        hooked!(self, release_group_lease(group, fence))
+    }
+
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()> {
+        hooked!(self, record_group_generation(group, fence, generation))
+    }
+
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
+        hooked!(self, list_group_leases())
     }
 
     async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {

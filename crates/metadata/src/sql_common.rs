@@ -7,6 +7,10 @@
 //! - `type Db`: the sqlx database;
 //! - the `for_update!()` macro: the suffix that row-locks a `SELECT` inside such a transaction
 //!   (empty where the transaction already excludes other writers);
+//! - the `skip_locked!()` macro: the suffix that row-locks a `SELECT` but leaves out rows
+//!   another transaction holds (empty where no other writer can hold any);
+//! - the `db_now_ms!()` macro: the database's clock in ms since the Unix epoch, by which lease
+//!   expiry is judged where agents' clocks must not matter;
 //! - the `json_elements!("$N")` macro: a `FROM` item with one row per element of the JSON array
 //!   bound as `$N`, in a column `value`.
 //!
@@ -21,12 +25,12 @@ use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::rows::{
-    self, acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
-    partition_columns, producer_columns, segment_columns, topic_columns,
+    self, acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
+    offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
-    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
+    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
     ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -294,6 +298,36 @@ async fn schedule_deletions(conn: &mut Conn, keys: &[&str], delete_after_ms: i64
 /// Object keys of `segments`.
 fn keys_of(segments: &[SegmentInfo]) -> Vec<&str> {
     segments.iter().map(|s| s.object_key.as_str()).collect()
+}
+
+/// Refuses a group write unless `fence` names the holder of the group's coordinator lease at
+/// its epoch, unexpired by the database's clock. Run first in a write transaction: the lease row
+/// stays locked until it ends, so a takeover (which updates that row) waits for the write and
+/// the check holds at commit time.
+async fn check_group_fence(conn: &mut Conn, group: &str, fence: &LeaseFence) -> Result<()> {
+    let held = sqlx::query(concat!(
+        "SELECT 1 FROM group_leases WHERE group_id = $1 AND agent_id = $2 AND epoch = $3 \
+         AND expires_at >= ",
+        db_now_ms!(),
+        for_update!()
+    ))
+    .bind(group)
+    .bind(&fence.agent_id)
+    .bind(fence.epoch)
+    .fetch_optional(conn)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(group_fenced(group, fence)),
+    }
+}
+
+fn group_fenced(group: &str, fence: &LeaseFence) -> MetadataError {
+    MetadataError::GroupFenced {
+        group: group.to_owned(),
+        agent_id: fence.agent_id.clone(),
+        epoch: fence.epoch,
+    }
 }
 
 /// Takes or renews, for `agent_id`, the leases of the existing partitions among `keys` (the
@@ -814,8 +848,16 @@ impl MetadataStore for Store {
         .await?)
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         for offset in offsets {
             sqlx::query(concat!(
                 "INSERT INTO consumer_offsets (group_id, ",
@@ -1166,6 +1208,128 @@ impl MetadataStore for Store {
         .await?
         .iter()
         .map(rows::lease)
+        .collect()
+    }
+
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>> {
+        // As `upsert_leases`: free -> epoch 1; live and ours -> same epoch; expired (anyone's)
+        // -> epoch + 1; live and someone else's -> no row. The generation is never touched.
+        let lease = sqlx::query(concat!(
+            "INSERT INTO group_leases (group_id, agent_id, epoch, expires_at, generation) \
+             VALUES ($1, $2, 1, ",
+            db_now_ms!(),
+            " + $3, 0) ON CONFLICT (group_id) DO UPDATE SET \
+             epoch = CASE WHEN group_leases.agent_id = excluded.agent_id \
+                          AND group_leases.expires_at >= ",
+            db_now_ms!(),
+            " THEN group_leases.epoch ELSE group_leases.epoch + 1 END, \
+             agent_id = excluded.agent_id, \
+             expires_at = excluded.expires_at \
+             WHERE group_leases.agent_id = excluded.agent_id OR group_leases.expires_at < ",
+            db_now_ms!(),
+            " RETURNING ",
+            group_lease_columns!()
+        ))
+        .bind(group)
+        .bind(agent_id)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        lease.map(|row| rows::group_lease(&row)).transpose()
+    }
+
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = json_keys(held)?;
+        // The inner select locks the rows in sorted order and skips those locked by a
+        // transaction in progress (an offset commit of the group), so no row stalls the batch.
+        let mut renewed = sqlx::query(concat!(
+            "UPDATE group_leases SET expires_at = ",
+            db_now_ms!(),
+            " + $2 WHERE group_id IN ( \
+                 SELECT group_id FROM group_leases WHERE agent_id = $1 AND expires_at >= ",
+            db_now_ms!(),
+            " AND (group_id, epoch) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM ",
+            json_elements!("$3"),
+            ") ORDER BY group_id",
+            skip_locked!(),
+            ") RETURNING ",
+            group_lease_columns!()
+        ))
+        .bind(agent_id)
+        .bind(ttl_ms)
+        .bind(keys.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::group_lease)
+        .collect::<Result<Vec<_>>>()?;
+        renewed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(renewed)
+    }
+
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
+        // Expire rather than delete, so the next holder's epoch still goes up.
+        sqlx::query(
+            "UPDATE group_leases SET expires_at = 0 \
+             WHERE group_id = $1 AND agent_id = $2 AND epoch = $3",
+        )
+        .bind(group)
+        .bind(&fence.agent_id)
+        .bind(fence.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()> {
+        let updated = sqlx::query(concat!(
+            "UPDATE group_leases SET generation = \
+             CASE WHEN generation < $4 THEN $4 ELSE generation END \
+             WHERE group_id = $1 AND agent_id = $2 AND epoch = $3 AND expires_at >= ",
+            db_now_ms!()
+        ))
+        .bind(group)
+        .bind(&fence.agent_id)
+        .bind(fence.epoch)
+        .bind(i64::from(generation))
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(group_fenced(group, fence));
+        }
+        Ok(())
+    }
+
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            group_lease_columns!(),
+            " FROM group_leases WHERE expires_at >= ",
+            db_now_ms!(),
+            " ORDER BY group_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::group_lease)
         .collect()
     }
 }

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
-    MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
+    LeaseFence, MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
     SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -186,8 +186,16 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- consumer-group offsets ---------------------------------------------------------------
 
-    /// Stores (upserts) offsets for a group atomically.
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()>;
+    /// Stores (upserts) offsets for a group atomically. With `fence`, only while that agent
+    /// holds the group's coordinator lease at that epoch, unexpired by the database's clock
+    /// (checked in the same transaction, which a takeover waits for); otherwise nothing is
+    /// stored and the call fails with `GroupFenced`. Without, unconditionally (operator resets).
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()>;
 
     /// A group's committed offsets, optionally only for one topic, ordered by topic, partition.
     async fn fetch_offsets(&self, group: &str, topic: Option<&str>)
@@ -265,6 +273,49 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// All leases (expired ones included), ordered by topic, partition.
     async fn list_leases(&self) -> Result<Vec<PartitionLease>>;
+
+    // ---- consumer-group coordinator leases ---------------------------------------------------
+
+    /// Takes or renews the coordinator lease of `group` for `agent_id`, until `ttl_ms` past the
+    /// database's clock. Succeeds when the lease is free, expired, or already held by
+    /// `agent_id`; the epoch increases whenever the holder changes (or the lease had expired),
+    /// and the recorded generation is kept. Returns `None` when another agent holds it
+    /// unexpired.
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>>;
+
+    /// Extends by `ttl_ms` (from the database's clock), in one statement, every lease among
+    /// `held` (group id, epoch) that `agent_id` still holds at that epoch, unexpired. Returns the
+    /// renewed leases, ordered by group id. One left out was lost, or (PostgreSQL) its row was
+    /// locked by a transaction in progress and skipped rather than waited for: its holder keeps
+    /// it while it is valid and tries again. A lost lease is never revived here.
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>>;
+
+    /// Gives a group's lease up early (only if held at `fence`), so the next coordinator can
+    /// take it at once; the generation stays.
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()>;
+
+    /// Records that the holder of `fence` hands out `generation` of `group` (never lowering the
+    /// recorded one), so later coordinators continue after it. Fails with `GroupFenced` unless
+    /// the lease is held at `fence`, unexpired by the database's clock.
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()>;
+
+    /// The unexpired coordinator leases (by the database's clock), ordered by group id.
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>>;
 
     // ---- SASL credentials ---------------------------------------------------------------------
 

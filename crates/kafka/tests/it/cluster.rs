@@ -35,14 +35,14 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Agents sharing one metadata store and one object store, as a cluster would share
 /// PostgreSQL and a bucket. Each agent has its own metadata cache, as in `streamhouse serve`.
-struct Cluster {
-    metadata: Arc<dyn MetadataStore>,
+pub(crate) struct Cluster {
+    pub(crate) metadata: Arc<dyn MetadataStore>,
     store: Arc<dyn ObjectStore>,
     lease_ttl: Duration,
 }
 
 impl Cluster {
-    async fn new(lease_ttl: Duration) -> Self {
+    pub(crate) async fn new(lease_ttl: Duration) -> Self {
         Self {
             metadata: Arc::new(SqliteMetadataStore::in_memory().await.unwrap()),
             store: Arc::new(InMemory::new()),
@@ -63,7 +63,7 @@ impl Cluster {
         Client::connect(addr).await
     }
 
-    fn agent_on_port(&self, node_id: i32, port: u16) -> Arc<Broker> {
+    pub(crate) fn agent_on_port(&self, node_id: i32, port: u16) -> Arc<Broker> {
         let config = BrokerConfig {
             node_id,
             advertised_port: port,
@@ -125,7 +125,7 @@ fn agent_id(node_id: i32) -> String {
     format!("agent-{node_id}")
 }
 
-fn agent_info(node_id: i32) -> AgentInfo {
+pub(crate) fn agent_info(node_id: i32) -> AgentInfo {
     AgentInfo {
         agent_id: agent_id(node_id),
         kafka_host: "127.0.0.1".into(),
@@ -472,7 +472,7 @@ async fn groups_are_served_only_by_their_coordinator() {
     }
 }
 
-fn s(v: &str) -> StrBytes {
+pub(crate) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
@@ -492,7 +492,7 @@ async fn wait_for_brokers(client: &mut Client, count: usize) {
 }
 
 /// Node id of the coordinator `client`'s agent names for `group`.
-async fn find_coordinator(client: &mut Client, group: &str) -> i32 {
+pub(crate) async fn find_coordinator(client: &mut Client, group: &str) -> i32 {
     let request = FindCoordinatorRequest::default().with_coordinator_keys(vec![s(group)]);
     let ResponseKind::FindCoordinator(r) =
         client.send(RequestKind::FindCoordinator(request), 4).await
