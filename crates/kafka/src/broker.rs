@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    now_ms, AgentInfo, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, Topic,
+    now_ms, AgentInfo, CallDeadline, HeldLease, HookedMetadataStore, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, Topic,
 };
 use streamhouse_storage::{
     FlushContext, FlushCycle, FlushReport, PartitionReader, PartitionStorage, PartitionWriter,
@@ -168,7 +168,8 @@ pub struct Broker {
 
 impl Broker {
     /// Creates the broker state and starts its background tasks: the flusher, the heartbeat
-    /// (which registers the agent) and the partition controller (which leases and renews).
+    /// (which registers the agent), the controller (which hands off and leases) and lease
+    /// renewal. Every call on `metadata` is bounded: half the lease TTL, at least a second.
     pub fn start(
         config: BrokerConfig,
         agent_id: String,
@@ -176,6 +177,9 @@ impl Broker {
         store: Arc<dyn ObjectStore>,
         cache: Arc<SegmentCache>,
     ) -> Arc<Self> {
+        let deadline = CallDeadline(metadata_call_deadline(config.lease_ttl));
+        let metadata: Arc<dyn MetadataStore> =
+            Arc::new(HookedMetadataStore::new(metadata, deadline));
         let groups = GroupCoordinator::start(
             metadata.clone(),
             &agent_id,
@@ -239,16 +243,11 @@ impl Broker {
         self.groups.lag(group).await
     }
 
-    /// The cluster as of now (live agents, leases), re-read from the metadata store; the last
-    /// known view when that fails.
-    pub(crate) async fn cluster_view(&self) -> ClusterView {
-        match self.membership.refresh(self).await {
-            Ok(view) => view,
-            Err(e) => {
-                warn!("refreshing the cluster view failed: {e}");
-                self.membership.view()
-            }
-        }
+    /// The cluster (live agents, leases) as the controller last read it, at most a round
+    /// ago: Metadata requests are answered from it without touching the metadata store, so a
+    /// failover storm of them adds no load to it.
+    pub(crate) fn cluster_view(&self) -> ClusterView {
+        self.membership.view()
     }
 
     /// Whether this agent coordinates consumer group `group`: it holds the group's lease, or
@@ -827,6 +826,13 @@ async fn run_flusher(broker: std::sync::Weak<Broker>) {
 }
 
 /// The buffer budget in permits (bytes), within what a semaphore can count.
+/// How long any one metadata call of the agent may take: half the lease TTL, so a call stuck
+/// on a stalled database fails (and is retried) while the leases it would renew are still
+/// valid; never below a second, so a slow but working store is not cut short.
+fn metadata_call_deadline(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 2).max(Duration::from_secs(1))
+}
+
 fn config_budget(config: &BrokerConfig) -> usize {
     config.max_buffered_bytes.clamp(1, Semaphore::MAX_PERMITS)
 }

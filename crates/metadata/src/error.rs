@@ -61,6 +61,15 @@ pub enum MetadataError {
         /// Epoch the agent claimed.
         epoch: i64,
     },
+    /// The call did not complete within its deadline (see [`crate::CallDeadline`]); a write's
+    /// outcome is unknown.
+    #[error("metadata call {method} did not complete within {after:?}")]
+    Timeout {
+        /// The store method.
+        method: &'static str,
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// The backing database failed.
     #[error("metadata database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -4,13 +4,14 @@
 //! than change what they do.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::{
     AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
-    LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Called around each call a [`HookedMetadataStore`] forwards; `method` is the trait method's
@@ -29,6 +30,25 @@ pub trait CallHook: Send + Sync + 'static {
     async fn after(&self, method: &'static str) -> Result<()> {
         let _ = method;
         Ok(())
+    }
+
+    /// How long the call may take; past it, it is abandoned with [`MetadataError::Timeout`]
+    /// (its outcome unknown, like any error of a write). `None`: unbounded.
+    fn deadline(&self, method: &'static str) -> Option<Duration> {
+        let _ = method;
+        None
+    }
+}
+
+/// A [`CallHook`] that bounds every call by one deadline, so a stalled database (a held row
+/// lock, a paused server, a half-open connection) cannot keep a caller waiting without bound,
+/// whatever limits the database itself enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct CallDeadline(pub Duration);
+
+impl CallHook for CallDeadline {
+    fn deadline(&self, _method: &'static str) -> Option<Duration> {
+        Some(self.0)
     }
 }
 
@@ -53,8 +73,15 @@ impl<H> HookedMetadataStore<H> {
 /// Runs one forwarded call between the hook's `before` and `after`.
 macro_rules! hooked {
     ($self:ident, $name:ident ( $($arg:ident),* )) => {{
-        $self.hook.before(stringify!($name)).await?;
-        let result = $self.inner.$name($($arg),*).await;
+        let method = stringify!($name);
+        $self.hook.before(method).await?;
+        let call = $self.inner.$name($($arg),*);
+        let result = match $self.hook.deadline(method) {
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .unwrap_or(Err(MetadataError::Timeout { method, after })),
+            None => call.await,
+        };
         $self.hook.after(stringify!($name)).await?;
         result
     }};

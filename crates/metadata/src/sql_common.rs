@@ -1116,17 +1116,21 @@ impl MetadataStore for Store {
         let keys = json_keys(partitions)?;
         let mut tx = self.write_tx().await?;
         // Lock the partition rows as `acquire_lease` does, in sorted order, so two agents'
-        // batches (and `delete_topic`) cannot deadlock on them.
-        sqlx::query(concat!(
-            "SELECT topic FROM partitions \
+        // batches (and `delete_topic`) cannot deadlock on them. A row another transaction
+        // holds (a commit in progress, or a stalled agent's) is skipped rather than waited
+        // for: that partition is left out and retried next round, and the rest of the batch
+        // does not wait behind it.
+        let locked: Vec<(String, i64)> = sqlx::query_as(concat!(
+            "SELECT topic, partition_id FROM partitions \
              WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
             lease_keys!("$1"),
             ") ORDER BY topic, partition_id",
-            for_update!()
+            skip_locked!()
         ))
         .bind(keys.as_str())
         .fetch_all(&mut *tx)
         .await?;
+        let keys = json_keys(&locked)?;
         let leases = upsert_leases(&mut tx, agent_id, &keys, now_ms, ttl_ms).await?;
         tx.commit().await?;
         Ok(sorted(leases))
