@@ -15,7 +15,6 @@
 //! controller hands off the others. Requests for other partitions get NOT_LEADER_OR_FOLLOWER.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use streamhouse_storage::{
     SegmentCache, SegmentIndex, SegmentIndexConfig, StorageError, WriterConfig,
 };
 use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -125,9 +125,31 @@ pub(crate) struct PartitionLog {
     /// The partition's segment index (shared by writer and reader), for its counters.
     pub(crate) index: Arc<SegmentIndex>,
     fence: LeaseFence,
-    /// When the lease expires unless renewed (ms since the Unix epoch).
-    lease_expires_at_ms: AtomicI64,
+    /// Until when the lease is surely held unless renewed: the TTL from the moment the request
+    /// that took or last renewed it was sent (the database, whose clock judges expiry, counts
+    /// from a later moment), so agents' clocks never matter.
+    lease_valid_until: Mutex<Instant>,
 }
+
+impl PartitionLog {
+    fn lease_valid_until(&self) -> Instant {
+        *self
+            .lease_valid_until
+            .lock()
+            .expect("lease expiry poisoned")
+    }
+
+    fn lease_renewed(&self, valid_until: Instant) {
+        let mut current = self
+            .lease_valid_until
+            .lock()
+            .expect("lease expiry poisoned");
+        *current = (*current).max(valid_until);
+    }
+}
+
+/// A lease just taken, with the moment the request that took it was sent.
+pub(crate) type TakenLease = (PartitionLease, Instant);
 
 impl PartitionLog {
     /// The lease this agent writes the partition under.
@@ -347,10 +369,10 @@ impl Broker {
     /// one transaction), unless it is open already.
     pub(crate) async fn open_leased(
         &self,
-        lease: PartitionLease,
+        lease: TakenLease,
     ) -> Result<Arc<PartitionLog>, StorageError> {
-        let topic = lease.topic.clone();
-        self.partition_leased(&topic, lease.partition, Some(lease))
+        let topic = lease.0.topic.clone();
+        self.partition_leased(&topic, lease.0.partition, Some(lease))
             .await
     }
 
@@ -359,7 +381,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        lease: Option<PartitionLease>,
+        lease: Option<TakenLease>,
     ) -> Result<Arc<PartitionLog>, StorageError> {
         let cell = {
             let key = (topic.to_string(), partition);
@@ -389,7 +411,7 @@ impl Broker {
         &self,
         name: &str,
         partition: u32,
-        lease: Option<PartitionLease>,
+        lease: Option<TakenLease>,
     ) -> Result<Arc<PartitionLog>, StorageError> {
         let topic = self
             .metadata
@@ -406,18 +428,19 @@ impl Broker {
         self.check_may_open(&topic, partition)?;
         // A lease taken earlier is used while it is not yet due for renewal; an older one is
         // taken (renewed) again, so a partition never opens on a lease about to lapse.
-        let fresh = lease.filter(|l| !self.renewal_due(l.expires_at_ms, now_ms()));
+        let fresh = lease.filter(|(_, sent)| !self.renewal_due(*sent + self.config.lease_ttl));
         let lease = match fresh {
             Some(lease) => Some(lease),
             None => {
+                let sent = Instant::now();
                 let ttl = self.lease_ttl_ms();
-                let acquired =
-                    self.metadata
-                        .acquire_lease(name, partition, &self.agent_id, now_ms(), ttl);
-                acquired.await?
+                let acquired = self
+                    .metadata
+                    .acquire_lease(name, partition, &self.agent_id, ttl);
+                acquired.await?.map(|lease| (lease, sent))
             }
         };
-        let lease = lease.ok_or_else(|| StorageError::Fenced {
+        let (lease, sent) = lease.ok_or_else(|| StorageError::Fenced {
             topic: name.to_string(),
             partition,
             reason: "another agent holds the partition lease".into(),
@@ -446,7 +469,7 @@ impl Broker {
             reader,
             index,
             fence,
-            lease_expires_at_ms: AtomicI64::new(lease.expires_at_ms),
+            lease_valid_until: Mutex::new(sent + self.config.lease_ttl),
         }))
     }
 
@@ -532,11 +555,10 @@ impl Broker {
         self.config.lease_ttl.as_millis() as i64
     }
 
-    /// Whether a lease expiring at `expires_at_ms` is due for renewal at `now`: a third of the
-    /// TTL has passed since it was taken or last renewed.
-    fn renewal_due(&self, expires_at_ms: i64, now: i64) -> bool {
-        let ttl = self.lease_ttl_ms();
-        expires_at_ms - now <= ttl * 2 / 3
+    /// Whether a lease surely held until `valid_until` is due for renewal: a third of the TTL
+    /// has passed since it was taken or last renewed.
+    fn renewal_due(&self, valid_until: Instant) -> bool {
+        valid_until.saturating_duration_since(Instant::now()) <= self.config.lease_ttl * 2 / 3
     }
 
     /// Whether the controller may take the lease of a partition it should own: not while
@@ -563,10 +585,9 @@ impl Broker {
     /// opened again at a new epoch). On a metadata error nothing changes and the next round
     /// retries, well before the leases expire.
     pub(crate) async fn renew_due_leases(&self, logs: &[Arc<PartitionLog>]) {
-        let now = now_ms();
         let due: Vec<&Arc<PartitionLog>> = logs
             .iter()
-            .filter(|log| self.renewal_due(log.lease_expires_at_ms.load(Ordering::Acquire), now))
+            .filter(|log| self.renewal_due(log.lease_valid_until()))
             .collect();
         if due.is_empty() {
             return;
@@ -579,9 +600,10 @@ impl Broker {
                 epoch: log.fence.epoch,
             })
             .collect();
+        let sent = Instant::now();
         let renewed = match self
             .metadata
-            .renew_leases(&self.agent_id, &held, now, self.lease_ttl_ms())
+            .renew_leases(&self.agent_id, &held, self.lease_ttl_ms())
             .await
         {
             Ok(renewed) => renewed,
@@ -590,20 +612,17 @@ impl Broker {
                 return;
             }
         };
-        let expiries: HashMap<(&str, u32), i64> = renewed
+        let renewed: HashSet<(&str, u32)> = renewed
             .iter()
-            .map(|l| ((l.topic.as_str(), l.partition), l.expires_at_ms))
+            .map(|l| (l.topic.as_str(), l.partition))
             .collect();
         for log in due {
             let (name, partition) = (log.topic.name.as_str(), log.partition);
-            match expiries.get(&(name, partition)) {
-                Some(&expires_at_ms) => log
-                    .lease_expires_at_ms
-                    .store(expires_at_ms, Ordering::Release),
-                None => {
-                    warn!(topic = %name, partition, "lost partition lease; closing partition");
-                    self.close_partition(log, false).await;
-                }
+            if renewed.contains(&(name, partition)) {
+                log.lease_renewed(sent + self.config.lease_ttl);
+            } else {
+                warn!(topic = %name, partition, "lost partition lease; closing partition");
+                self.close_partition(log, false).await;
             }
         }
     }

@@ -432,16 +432,17 @@ async fn reconcile(b: &Arc<Broker>) -> Result<(), MetadataError> {
             break;
         }
         let ttl = b.lease_ttl_ms();
+        let sent = tokio::time::Instant::now();
         let leases = b
             .metadata
-            .acquire_leases(b.membership.agent_id(), batch, now_ms(), ttl)
+            .acquire_leases(b.membership.agent_id(), batch, ttl)
             .await?;
         // Partitions left out are usually still held by their previous owner, which has not
         // released them yet; retried next round.
         futures::stream::iter(leases)
             .for_each_concurrent(CONCURRENT_OPENS, |lease| async move {
                 let (topic, partition) = (lease.topic.clone(), lease.partition);
-                match b.open_leased(lease).await {
+                match b.open_leased((lease, sent)).await {
                     Ok(_) => debug!(%topic, partition, "took over partition"),
                     Err(e) => debug!(%topic, partition, "cannot open partition yet: {e}"),
                 }

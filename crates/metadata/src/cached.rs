@@ -463,11 +463,10 @@ impl MetadataStore for CachedMetadataStore {
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
         self.inner
-            .acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
+            .acquire_lease(topic, partition, agent_id, ttl_ms)
             .await
     }
 
@@ -475,11 +474,10 @@ impl MetadataStore for CachedMetadataStore {
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
         self.inner
-            .acquire_leases(agent_id, partitions, now_ms, ttl_ms)
+            .acquire_leases(agent_id, partitions, ttl_ms)
             .await
     }
 
@@ -487,12 +485,9 @@ impl MetadataStore for CachedMetadataStore {
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        self.inner
-            .renew_leases(agent_id, held, now_ms, ttl_ms)
-            .await
+        self.inner.renew_leases(agent_id, held, ttl_ms).await
     }
 
     async fn release_lease(

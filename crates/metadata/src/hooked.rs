@@ -242,33 +242,27 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
-        hooked!(
-            self,
-            acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
-        )
+        hooked!(self, acquire_lease(topic, partition, agent_id, ttl_ms))
     }
 
     async fn acquire_leases(
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        hooked!(self, acquire_leases(agent_id, partitions, now_ms, ttl_ms))
+        hooked!(self, acquire_leases(agent_id, partitions, ttl_ms))
     }
 
     async fn renew_leases(
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        hooked!(self, renew_leases(agent_id, held, now_ms, ttl_ms))
+        hooked!(self, renew_leases(agent_id, held, ttl_ms))
     }
 
     async fn release_lease(

@@ -33,10 +33,11 @@ macro_rules! skip_locked {
     };
 }
 
-/// The database's clock, in ms since the Unix epoch (`'now'` has millisecond precision).
+/// The database's clock, in ms since the Unix epoch (`'now'` has millisecond precision;
+/// rounded, as the Julian day's floating point is not exact).
 macro_rules! db_now_ms {
     () => {
-        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
     };
 }
 

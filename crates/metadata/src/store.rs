@@ -64,7 +64,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// One segment's [`MetadataStore::commit_segments`], with its outcome as an error: refused
     /// with `OffsetConflict` unless `base_offset` equals the current high watermark, and with
     /// `Fenced` when `fence` is given and the lease is not held by that agent at that epoch (or
-    /// has expired).
+    /// has expired, by the database's clock, before the transaction commits).
     async fn commit_segment(
         &self,
         segment: &SegmentInfo,
@@ -224,16 +224,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes an agent's registration.
     async fn deregister_agent(&self, agent_id: &str) -> Result<()>;
 
-    /// Takes or renews a partition lease for `agent_id` until `now_ms + ttl_ms`. Succeeds when
-    /// the lease is free, expired, or already held by `agent_id`; the epoch increases whenever
-    /// the holder changes (or the lease had expired). Returns `None` when another agent holds an
-    /// unexpired lease.
+    /// Takes or renews a partition lease for `agent_id` until `ttl_ms` past the database's
+    /// clock (every lease expiry is judged by it, so agents' clock skew cannot cut a lease
+    /// short). Succeeds when the lease is free, expired, or already held by `agent_id`; the
+    /// epoch increases whenever the holder changes (or the lease had expired). Returns `None`
+    /// when another agent holds an unexpired lease.
     async fn acquire_lease(
         &self,
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>>;
 
@@ -241,24 +241,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// besides the row locks): each lease is taken or renewed exactly as `acquire_lease` would.
     /// Returns the leases now held by `agent_id`, ordered by topic, partition; a partition
     /// another agent holds unexpired is left out, and so is one that does not exist (its topic
-    /// was deleted meanwhile).
+    /// was deleted meanwhile) and (PostgreSQL) one whose row another transaction holds: it is
+    /// skipped rather than waited for.
     async fn acquire_leases(
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>>;
 
-    /// Extends to `now_ms + ttl_ms`, in one statement, every lease of `held` that `agent_id`
-    /// still holds at that epoch and that has not expired at `now_ms`. Returns the renewed
-    /// leases, ordered by topic, partition; one left out was lost (taken over, released, or
-    /// expired) and is never revived here: its epoch, holder and expiry are untouched.
+    /// Extends to `ttl_ms` past the database's clock, in one statement, every lease of `held`
+    /// that `agent_id` still holds at that epoch, unexpired. Returns the renewed leases,
+    /// ordered by topic, partition; one left out was lost (taken over, released, or expired)
+    /// and is never revived here: its epoch, holder and expiry are untouched.
     async fn renew_leases(
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>>;
 
