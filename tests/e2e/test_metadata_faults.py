@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,16 +25,11 @@ RECOVERY_LIMIT_S = 4 * LEASE_TTL_MS / 1000 + 10
 class ControlledPostgres(TempPostgres):
     """A throwaway PostgreSQL server the tests can pause, kill and restart, and query."""
 
-    def settings(self) -> str:
-        return (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c max_connections=200")
-
     def restart_after_kill(self, down_s: float) -> None:
-        data = str(self.dir / "data")
-        self._run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        """Kills the server (immediate shutdown: no checkpoint) and starts it `down_s` later."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
         time.sleep(down_s)
-        self._run("pg_ctl", "-D", data, "-o", self.settings(), "-l",
-                  str(self.dir / "server.log"), "-w", "start")
+        self.run_server()
 
     def pids(self) -> list[int]:
         """The postmaster and every process it started."""
@@ -48,11 +42,13 @@ class ControlledPostgres(TempPostgres):
         for pid in self.pids():
             os.kill(pid, sig)
 
-    def psql(self, *args: str, **kwargs) -> list:
+    def psql(self, *args: str) -> list[str]:
+        """A psql command line connecting to the server."""
         return ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-X", "-q",
                 *args]
 
     def query(self, sql: str) -> list[list[str]]:
+        """The rows of `sql`, as text."""
         out = subprocess.run(self.psql("-At", "-F", "\t", "-c", sql), capture_output=True,
                              text=True, timeout=30, check=True).stdout
         return [line.split("\t") for line in out.splitlines() if line]
