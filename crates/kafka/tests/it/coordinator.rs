@@ -416,6 +416,87 @@ fn check_assignments(assignments: &[(i32, String, Vec<u32>)]) {
     }
 }
 
+/// A coordinator whose lease was taken behind its back commits nothing more: the store refuses
+/// the commit (its epoch is stale), the coordinator drops the group and answers
+/// NOT_COORDINATOR; once it holds the lease again, the group continues at a later generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_lease_was_taken_drops_the_group() {
+    let cluster = Arc::new(Cluster::new(LEASE_TTL).await);
+    let agent = start_agent(&cluster, 0).await;
+    let admin = agent.broker.admin();
+    let no_configs = BTreeMap::new();
+    admin
+        .create_topic(TOPIC, Some(PARTITIONS), &no_configs)
+        .await
+        .unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut member = Member {
+        group: "taken".into(),
+        bootstrap: vec![agent.addr],
+        clients: HashMap::new(),
+        coordinator: None,
+        id: String::new(),
+        generation: -1,
+        log: log.clone(),
+    };
+    let mut partitions = None;
+    for turn in 0..50 {
+        if member.coordinator.is_none() {
+            member.discover(turn).await;
+        }
+        partitions = member.join_and_sync().await;
+        if partitions.is_some() {
+            break;
+        }
+    }
+    assert_eq!(partitions.map(|p| p.len()), Some(PARTITIONS as usize));
+    let first_generation = member.generation;
+    member.commit(&BTreeMap::from([(0, 5)])).await.unwrap();
+
+    // Taken: released behind the agent's back and leased by another holder.
+    let metadata = &cluster.metadata;
+    let lease = metadata.list_group_leases().await.unwrap().remove(0);
+    metadata
+        .release_group_lease("taken", &lease.fence())
+        .await
+        .unwrap();
+    let thief = metadata.acquire_group_lease("taken", "thief", 60_000).await;
+    let thief = thief.unwrap().expect("a released lease is free");
+    let refused = member.commit(&BTreeMap::from([(0, 9)])).await;
+    assert_eq!(refused, Err(ResponseError::NotCoordinator.code()));
+    let stored = metadata.fetch_offsets("taken", None).await.unwrap();
+    assert_eq!(stored[0].offset, 5, "the fenced commit stored nothing");
+    member.coordinator = Some((0, agent.addr));
+    let rejoin = member.join_and_sync().await;
+    assert!(
+        rejoin.is_none(),
+        "the agent answers NOT_COORDINATOR while another holds it"
+    );
+
+    // Given back: the agent takes the lease again and the member rejoins as a new member of a
+    // later generation (the old membership was dropped with the lease).
+    metadata
+        .release_group_lease("taken", &thief.fence())
+        .await
+        .unwrap();
+    member.coordinator = Some((0, agent.addr));
+    let mut again = None;
+    for _ in 0..50 {
+        again = member.join_and_sync().await;
+        if again.is_some() {
+            break;
+        }
+        member.coordinator = Some((0, agent.addr));
+    }
+    assert!(again.is_some(), "the member rejoined");
+    assert!(
+        member.generation > first_generation,
+        "{} after {first_generation}",
+        member.generation
+    );
+    member.commit(&BTreeMap::from([(0, 9)])).await.unwrap();
+}
+
 /// Every generation is handed out by one coordinator only, and a coordinator taking over
 /// continues after the generations before it (none starts again at 1); returns the
 /// coordinators that handed out generations.
