@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import KafkaException
 
 from harness import StreamhouseServer
 from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, ContinuousProducer,
@@ -111,6 +112,19 @@ class ReachablePostgres(TempPostgres):
         return f"postgres://postgres@{host}:{self.port}/postgres"
 
 
+def verify_with_retries(bootstrap: str, topic: str, acked: list) -> None:
+    """`assert_exactly_once_in_order`, read again when a read fails on the client side (the
+    healed agent's first metadata calls may still time out on connections the cut left
+    half-open, and a client then briefly lacks the partition)."""
+    for attempt in range(3):
+        try:
+            return assert_exactly_once_in_order(bootstrap, topic, acked)
+        except KafkaException:
+            if attempt == 2:
+                raise
+            time.sleep(LEASE_TTL_MS / 1000)
+
+
 @pytest.fixture
 def namespace():
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -175,6 +189,6 @@ def test_agent_cut_from_postgres(namespace, reachable_postgres, binary, tmp_path
         measurements["agent cut from PostgreSQL: partitions spread over both agents again"] = \
             f"{back_s:.2f} s after the heal"
         assert takeover_s < RECOVERY_LIMIT_S and back_s < RECOVERY_LIMIT_S
-        assert_exactly_once_in_order(bootstrap, topic, writer.acked)
+        verify_with_retries(outside.bootstrap, topic, writer.acked)
     finally:
         inside.stop()
