@@ -54,15 +54,22 @@ class TempPostgres:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}{result.stderr}"
 
+    def settings(self) -> str:
+        """The server's command-line settings."""
+        return (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c max_connections=200")
+
     def start(self) -> "TempPostgres":
         data = str(self.dir / "data")
         self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
-        settings = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", data, "-o", settings, "-l", str(self.dir / "server.log"),
-                  "-w", "start")
+        self.run_server()
         return self
+
+    def run_server(self) -> None:
+        """Starts the server on the initialised data directory."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-o", self.settings(), "-l",
+                  str(self.dir / "server.log"), "-w", "start")
 
     def stop(self) -> None:
         try:

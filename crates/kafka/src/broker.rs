@@ -15,25 +15,25 @@
 //! controller hands off the others. Requests for other partitions get NOT_LEADER_OR_FOLLOWER.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    now_ms, AgentInfo, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic,
-    PartitionLease, Topic,
+    now_ms, AgentInfo, CallDeadline, HeldLease, HookedMetadataStore, LeaseFence, MetadataError,
+    MetadataStore, NewTopic, PartitionLease, Topic,
 };
 use streamhouse_storage::{
     FlushContext, FlushCycle, FlushReport, PartitionReader, PartitionStorage, PartitionWriter,
     SegmentCache, SegmentIndex, SegmentIndexConfig, StorageError, WriterConfig,
 };
 use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::cluster::{run_controller, run_heartbeat, ClusterView, Membership};
-use crate::groups::{GroupCoordinator, PartitionLag};
+use crate::cluster::{run_controller, run_heartbeat, run_lease_renewal, ClusterView, Membership};
+use crate::groups::{GroupCoordinator, GroupError, PartitionLag};
 use crate::security::Authorizer;
 
 /// Settings of a Kafka-speaking agent.
@@ -125,9 +125,31 @@ pub(crate) struct PartitionLog {
     /// The partition's segment index (shared by writer and reader), for its counters.
     pub(crate) index: Arc<SegmentIndex>,
     fence: LeaseFence,
-    /// When the lease expires unless renewed (ms since the Unix epoch).
-    lease_expires_at_ms: AtomicI64,
+    /// Until when the lease is surely held unless renewed: the TTL from the moment the request
+    /// that took or last renewed it was sent (the database, whose clock judges expiry, counts
+    /// from a later moment), so agents' clocks never matter.
+    lease_valid_until: Mutex<Instant>,
 }
+
+impl PartitionLog {
+    fn lease_valid_until(&self) -> Instant {
+        *self
+            .lease_valid_until
+            .lock()
+            .expect("lease expiry poisoned")
+    }
+
+    fn lease_renewed(&self, valid_until: Instant) {
+        let mut current = self
+            .lease_valid_until
+            .lock()
+            .expect("lease expiry poisoned");
+        *current = (*current).max(valid_until);
+    }
+}
+
+/// A lease just taken, with the moment the request that took it was sent.
+pub(crate) type TakenLease = (PartitionLease, Instant);
 
 impl PartitionLog {
     /// The lease this agent writes the partition under.
@@ -168,7 +190,8 @@ pub struct Broker {
 
 impl Broker {
     /// Creates the broker state and starts its background tasks: the flusher, the heartbeat
-    /// (which registers the agent) and the partition controller (which leases and renews).
+    /// (which registers the agent), the controller (which hands off and leases) and lease
+    /// renewal. Every call on `metadata` is bounded: half the lease TTL, at least a second.
     pub fn start(
         config: BrokerConfig,
         agent_id: String,
@@ -176,8 +199,15 @@ impl Broker {
         store: Arc<dyn ObjectStore>,
         cache: Arc<SegmentCache>,
     ) -> Arc<Self> {
-        let groups =
-            GroupCoordinator::start(metadata.clone(), config.group_initial_rebalance_delay);
+        let deadline = CallDeadline(metadata_call_deadline(config.lease_ttl));
+        let metadata: Arc<dyn MetadataStore> =
+            Arc::new(HookedMetadataStore::new(metadata, deadline));
+        let groups = GroupCoordinator::start(
+            metadata.clone(),
+            &agent_id,
+            config.lease_ttl,
+            config.group_initial_rebalance_delay,
+        );
         let me = registration(&config, &agent_id);
         let config_copy = config.clone();
         let authorizer = Arc::new(Authorizer::new(&config.acl));
@@ -205,6 +235,7 @@ impl Broker {
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
         tokio::spawn(run_controller(Arc::downgrade(&broker)));
+        tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
         crate::retention::spawn_maintenance(&broker);
         broker
     }
@@ -234,21 +265,29 @@ impl Broker {
         self.groups.lag(group).await
     }
 
-    /// The cluster as of now (live agents, leases), re-read from the metadata store; the last
-    /// known view when that fails.
-    pub(crate) async fn cluster_view(&self) -> ClusterView {
-        match self.membership.refresh(self).await {
-            Ok(view) => view,
-            Err(e) => {
-                warn!("refreshing the cluster view failed: {e}");
-                self.membership.view()
-            }
-        }
+    /// The cluster (live agents, leases) as the controller last read it, at most a round
+    /// ago: Metadata requests are answered from it without touching the metadata store, so a
+    /// failover storm of them adds no load to it.
+    pub(crate) fn cluster_view(&self) -> ClusterView {
+        self.membership.view()
     }
 
-    /// Whether this agent coordinates consumer group `group` (else clients get NOT_COORDINATOR).
+    /// Whether this agent coordinates consumer group `group`: it holds the group's lease, or
+    /// nobody does and the shared assignment names this agent (no I/O).
     pub(crate) fn is_coordinator(&self, group: &str) -> bool {
-        self.membership.coordinates(group)
+        self.groups.holds(group)
+            || self
+                .membership
+                .view()
+                .coordinator(group)
+                .is_some_and(|a| a.agent_id == self.agent_id)
+    }
+
+    /// Makes sure this agent holds `group`'s coordinator lease, taking it if the shared
+    /// assignment names this agent and the lease is free; else NOT_COORDINATOR.
+    pub(crate) async fn claim_group(&self, group: &str) -> Result<(), GroupError> {
+        let may_take = !self.membership.is_stopping() && self.membership.coordinates(group);
+        self.groups.claim(group, may_take).await
     }
 
     /// Looks a topic up, creating it when allowed and missing.
@@ -330,10 +369,10 @@ impl Broker {
     /// one transaction), unless it is open already.
     pub(crate) async fn open_leased(
         &self,
-        lease: PartitionLease,
+        lease: TakenLease,
     ) -> Result<Arc<PartitionLog>, StorageError> {
-        let topic = lease.topic.clone();
-        self.partition_leased(&topic, lease.partition, Some(lease))
+        let topic = lease.0.topic.clone();
+        self.partition_leased(&topic, lease.0.partition, Some(lease))
             .await
     }
 
@@ -342,7 +381,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        lease: Option<PartitionLease>,
+        lease: Option<TakenLease>,
     ) -> Result<Arc<PartitionLog>, StorageError> {
         let cell = {
             let key = (topic.to_string(), partition);
@@ -372,7 +411,7 @@ impl Broker {
         &self,
         name: &str,
         partition: u32,
-        lease: Option<PartitionLease>,
+        lease: Option<TakenLease>,
     ) -> Result<Arc<PartitionLog>, StorageError> {
         let topic = self
             .metadata
@@ -389,18 +428,19 @@ impl Broker {
         self.check_may_open(&topic, partition)?;
         // A lease taken earlier is used while it is not yet due for renewal; an older one is
         // taken (renewed) again, so a partition never opens on a lease about to lapse.
-        let fresh = lease.filter(|l| !self.renewal_due(l.expires_at_ms, now_ms()));
+        let fresh = lease.filter(|(_, sent)| !self.renewal_due(*sent + self.config.lease_ttl));
         let lease = match fresh {
             Some(lease) => Some(lease),
             None => {
+                let sent = Instant::now();
                 let ttl = self.lease_ttl_ms();
-                let acquired =
-                    self.metadata
-                        .acquire_lease(name, partition, &self.agent_id, now_ms(), ttl);
-                acquired.await?
+                let acquired = self
+                    .metadata
+                    .acquire_lease(name, partition, &self.agent_id, ttl);
+                acquired.await?.map(|lease| (lease, sent))
             }
         };
-        let lease = lease.ok_or_else(|| StorageError::Fenced {
+        let (lease, sent) = lease.ok_or_else(|| StorageError::Fenced {
             topic: name.to_string(),
             partition,
             reason: "another agent holds the partition lease".into(),
@@ -429,7 +469,7 @@ impl Broker {
             reader,
             index,
             fence,
-            lease_expires_at_ms: AtomicI64::new(lease.expires_at_ms),
+            lease_valid_until: Mutex::new(sent + self.config.lease_ttl),
         }))
     }
 
@@ -515,11 +555,10 @@ impl Broker {
         self.config.lease_ttl.as_millis() as i64
     }
 
-    /// Whether a lease expiring at `expires_at_ms` is due for renewal at `now`: a third of the
-    /// TTL has passed since it was taken or last renewed.
-    fn renewal_due(&self, expires_at_ms: i64, now: i64) -> bool {
-        let ttl = self.lease_ttl_ms();
-        expires_at_ms - now <= ttl * 2 / 3
+    /// Whether a lease surely held until `valid_until` is due for renewal: a third of the TTL
+    /// has passed since it was taken or last renewed.
+    fn renewal_due(&self, valid_until: Instant) -> bool {
+        valid_until.saturating_duration_since(Instant::now()) <= self.config.lease_ttl * 2 / 3
     }
 
     /// Whether the controller may take the lease of a partition it should own: not while
@@ -546,10 +585,9 @@ impl Broker {
     /// opened again at a new epoch). On a metadata error nothing changes and the next round
     /// retries, well before the leases expire.
     pub(crate) async fn renew_due_leases(&self, logs: &[Arc<PartitionLog>]) {
-        let now = now_ms();
         let due: Vec<&Arc<PartitionLog>> = logs
             .iter()
-            .filter(|log| self.renewal_due(log.lease_expires_at_ms.load(Ordering::Acquire), now))
+            .filter(|log| self.renewal_due(log.lease_valid_until()))
             .collect();
         if due.is_empty() {
             return;
@@ -562,9 +600,10 @@ impl Broker {
                 epoch: log.fence.epoch,
             })
             .collect();
+        let sent = Instant::now();
         let renewed = match self
             .metadata
-            .renew_leases(&self.agent_id, &held, now, self.lease_ttl_ms())
+            .renew_leases(&self.agent_id, &held, self.lease_ttl_ms())
             .await
         {
             Ok(renewed) => renewed,
@@ -573,20 +612,17 @@ impl Broker {
                 return;
             }
         };
-        let expiries: HashMap<(&str, u32), i64> = renewed
+        let renewed: HashSet<(&str, u32)> = renewed
             .iter()
-            .map(|l| ((l.topic.as_str(), l.partition), l.expires_at_ms))
+            .map(|l| (l.topic.as_str(), l.partition))
             .collect();
         for log in due {
             let (name, partition) = (log.topic.name.as_str(), log.partition);
-            match expiries.get(&(name, partition)) {
-                Some(&expires_at_ms) => log
-                    .lease_expires_at_ms
-                    .store(expires_at_ms, Ordering::Release),
-                None => {
-                    warn!(topic = %name, partition, "lost partition lease; closing partition");
-                    self.close_partition(log, false).await;
-                }
+            if renewed.contains(&(name, partition)) {
+                log.lease_renewed(sent + self.config.lease_ttl);
+            } else {
+                warn!(topic = %name, partition, "lost partition lease; closing partition");
+                self.close_partition(log, false).await;
             }
         }
     }
@@ -737,7 +773,8 @@ impl Broker {
             Err(_) => warn!("deregistering the agent timed out"),
         }
         let open = self.open_partitions();
-        futures::future::join_all(open.iter().map(|p| self.close_partition(p, true))).await;
+        let closing = futures::future::join_all(open.iter().map(|p| self.close_partition(p, true)));
+        futures::future::join(closing, self.groups.hand_off(|_| false)).await;
     }
 
     /// Broker-level settings for DescribeConfigs, as `(name, value, is_default)`.
@@ -808,6 +845,13 @@ async fn run_flusher(broker: std::sync::Weak<Broker>) {
 }
 
 /// The buffer budget in permits (bytes), within what a semaphore can count.
+/// How long any one metadata call of the agent may take: half the lease TTL, so a call stuck
+/// on a stalled database fails (and is retried) while the leases it would renew are still
+/// valid; never below a second, so a slow but working store is not cut short.
+fn metadata_call_deadline(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 2).max(Duration::from_secs(1))
+}
+
 fn config_budget(config: &BrokerConfig) -> usize {
     config.max_buffered_bytes.clamp(1, Semaphore::MAX_PERMITS)
 }

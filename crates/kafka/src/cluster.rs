@@ -144,15 +144,27 @@ fn mix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// What an agent knows of the cluster: the current assignment and the partition leases, as of
-/// the last refresh.
+/// What an agent knows of the cluster: the current assignment, the partition leases and the
+/// holders of live group coordinator leases, as of the last refresh.
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterView {
     pub(crate) assignment: Arc<Assignment>,
     leases: Arc<HashMap<(String, u32), PartitionLease>>,
+    /// Group id -> agent id of its coordinator lease's holder.
+    group_holders: Arc<HashMap<String, String>>,
 }
 
 impl ClusterView {
+    /// The agent clients should send `group`'s requests to: the live holder of its coordinator
+    /// lease, else the agent the assignment names (which takes the lease on the first request).
+    pub(crate) fn coordinator(&self, group: &str) -> Option<&AgentInfo> {
+        let holder = self.group_holders.get(group).and_then(|holder| {
+            let agents = self.assignment.agents();
+            agents.iter().find(|a| &a.agent_id == holder)
+        });
+        holder.or_else(|| self.assignment.coordinator(group))
+    }
+
     /// Per partition of `topic`, the node id of the agent clients should send it to: the live
     /// holder of an unexpired lease, else the desired owner (-1 without agents).
     pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<i32> {
@@ -188,6 +200,7 @@ impl Membership {
         let view = ClusterView {
             assignment: Arc::new(Assignment::new([me.clone()])),
             leases: Arc::default(),
+            group_holders: Arc::default(),
         };
         Self {
             me,
@@ -215,7 +228,8 @@ impl Membership {
             .is_some_and(|a| a.agent_id == self.me.agent_id)
     }
 
-    /// Whether this agent coordinates consumer group `group` now.
+    /// Whether the shared assignment names this agent the coordinator of consumer group
+    /// `group` now (whether it holds the group's lease is the coordinator's business).
     pub(crate) fn coordinates(&self, group: &str) -> bool {
         let view = self.view();
         view.assignment
@@ -232,6 +246,7 @@ impl Membership {
             agents.push(self.me.clone());
         }
         let leases = b.metadata.list_leases().await?;
+        let group_leases = b.metadata.list_group_leases().await?;
         let assignment = Assignment::new(agents);
         if !assignment
             .agents()
@@ -249,6 +264,12 @@ impl Membership {
                 leases
                     .into_iter()
                     .map(|l| ((l.topic.clone(), l.partition), l))
+                    .collect(),
+            ),
+            group_holders: Arc::new(
+                group_leases
+                    .into_iter()
+                    .map(|l| (l.group_id, l.agent_id))
                     .collect(),
             ),
         };
@@ -307,8 +328,35 @@ pub(crate) async fn run_heartbeat(broker: Weak<Broker>) {
     }
 }
 
-/// Reconciles held with desired partitions every [`CONTROLLER_INTERVAL`] (sooner when woken, and
-/// at least every quarter of the lease TTL, which lease renewal needs).
+/// Renews this agent's partition and group leases as they come due, on a schedule of its own:
+/// no reconcile round, however long its store calls or hand-offs take, delays a renewal.
+pub(crate) async fn run_lease_renewal(broker: Weak<Broker>) {
+    let Some(period) = broker
+        .upgrade()
+        .map(|b| (b.config.lease_ttl / 6).min(CONTROLLER_INTERVAL))
+    else {
+        return;
+    };
+    loop {
+        {
+            let Some(b) = broker.upgrade() else { return };
+            if b.membership.is_stopping() {
+                return;
+            }
+            let partitions = b.open_partitions();
+            futures::future::join(
+                b.renew_due_leases(&partitions),
+                b.groups().renew_due_leases(),
+            )
+            .await;
+        }
+        // Without a reference to the broker, as in `run_controller`.
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Reconciles held with desired partitions and groups every [`CONTROLLER_INTERVAL`] (sooner
+/// when woken, and at least every quarter of the lease TTL).
 pub(crate) async fn run_controller(broker: Weak<Broker>) {
     let Some((wake, period)) = broker.upgrade().map(|b| {
         let period = CONTROLLER_INTERVAL.min(b.config.lease_ttl / 4);
@@ -335,24 +383,35 @@ pub(crate) async fn run_controller(broker: Weak<Broker>) {
     }
 }
 
-/// One reconciliation: renew (in one statement) or hand off what is held, then lease what should
-/// be held, [`ACQUIRE_BATCH`] partitions per transaction, renewing what has come due before each
-/// batch. Taking over stops once a third of the lease TTL has passed (the next round goes on),
-/// so however many partitions an agent takes on, the ones it holds are renewed in time.
-async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
+/// One reconciliation: hand off the groups and partitions held that belong elsewhere now (in
+/// parallel, waiting for them at most a third of the lease TTL; the rest finish in the
+/// background), then lease what should be held, [`ACQUIRE_BATCH`] partitions per transaction.
+/// Taking over stops once a third of the lease TTL has passed (the next round goes on).
+/// Renewal runs on its own schedule ([`run_lease_renewal`]).
+async fn reconcile(b: &Arc<Broker>) -> Result<(), MetadataError> {
     let started = tokio::time::Instant::now();
+    let budget = b.config.lease_ttl / 3;
     let view = b.membership.refresh(b).await?;
+    let me = b.membership.agent_id();
+    let groups = b.groups().hand_off(|g| {
+        view.assignment
+            .coordinator(g)
+            .is_some_and(|a| a.agent_id == me)
+    });
     let mine = own_partitions(b, &view).await?;
     let is_mine = |log: &Arc<PartitionLog>| mine.contains(&(log.topic.name.clone(), log.partition));
-    let (keep, hand_off): (Vec<_>, Vec<_>) = b.open_partitions().into_iter().partition(is_mine);
-    b.renew_due_leases(&keep).await;
-    for log in hand_off {
-        let (topic, partition) = (log.topic.name.as_str(), log.partition);
-        info!(
-            topic,
-            partition, "partition moves to another agent; handing off"
-        );
-        b.close_partition(&log, true).await;
+    let hand_off = b.open_partitions().into_iter().filter(|log| !is_mine(log));
+    let closes: Vec<_> = hand_off
+        .map(|log| {
+            let b = b.clone();
+            let (topic, partition) = (log.topic.name.clone(), log.partition);
+            info!(%topic, partition, "partition moves to another agent; handing off");
+            tokio::spawn(async move { b.close_partition(&log, true).await })
+        })
+        .collect();
+    let hand_offs = futures::future::join(groups, futures::future::join_all(closes));
+    if tokio::time::timeout(budget, hand_offs).await.is_err() {
+        warn!("hand-offs take longer than {budget:?}; they go on in the background");
     }
     let wanted: Vec<(String, u32)> = mine
         .iter()
@@ -361,7 +420,6 @@ async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
         })
         .cloned()
         .collect();
-    let budget = b.config.lease_ttl / 3;
     for (done, batch) in (0..)
         .step_by(ACQUIRE_BATCH)
         .zip(wanted.chunks(ACQUIRE_BATCH))
@@ -373,23 +431,18 @@ async fn reconcile(b: &Broker) -> Result<(), MetadataError> {
             );
             break;
         }
-        if done > 0 {
-            // Opening the previous batch took time: leases taken or renewed just before the
-            // round may be due by now.
-            let keep: Vec<_> = b.open_partitions().into_iter().filter(is_mine).collect();
-            b.renew_due_leases(&keep).await;
-        }
         let ttl = b.lease_ttl_ms();
+        let sent = tokio::time::Instant::now();
         let leases = b
             .metadata
-            .acquire_leases(b.membership.agent_id(), batch, now_ms(), ttl)
+            .acquire_leases(b.membership.agent_id(), batch, ttl)
             .await?;
         // Partitions left out are usually still held by their previous owner, which has not
         // released them yet; retried next round.
         futures::stream::iter(leases)
             .for_each_concurrent(CONCURRENT_OPENS, |lease| async move {
                 let (topic, partition) = (lease.topic.clone(), lease.partition);
-                match b.open_leased(lease).await {
+                match b.open_leased((lease, sent)).await {
                     Ok(_) => debug!(%topic, partition, "took over partition"),
                     Err(e) => debug!(%topic, partition, "cannot open partition yet: {e}"),
                 }

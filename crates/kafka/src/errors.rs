@@ -15,9 +15,12 @@ pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::OffsetConflict { .. } | MetadataError::Fenced { .. } => {
             ResponseError::NotLeaderOrFollower
         }
-        MetadataError::Database(_) | MetadataError::Migration(_) | MetadataError::Corrupt(_) => {
-            ResponseError::KafkaStorageError
-        }
+        // Another agent coordinates the group now: the client finds it again.
+        MetadataError::GroupFenced { .. } => ResponseError::NotCoordinator,
+        MetadataError::Database(_)
+        | MetadataError::Timeout { .. }
+        | MetadataError::Migration(_)
+        | MetadataError::Corrupt(_) => ResponseError::KafkaStorageError,
     }
 }
 

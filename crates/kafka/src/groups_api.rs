@@ -192,7 +192,7 @@ impl Admin<'_> {
         }
         self.broker()
             .metadata
-            .commit_offsets(group_id, &commits)
+            .commit_offsets(group_id, None, &commits)
             .await?;
         self.group_lag(group_id).await
     }

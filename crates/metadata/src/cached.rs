@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
-    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
+    LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
     SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -371,8 +371,13 @@ impl MetadataStore for CachedMetadataStore {
         self.inner.allocate_producer_id().await
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
-        self.inner.commit_offsets(group, offsets).await
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        self.inner.commit_offsets(group, fence, offsets).await
     }
 
     async fn fetch_offsets(
@@ -393,6 +398,45 @@ impl MetadataStore for CachedMetadataStore {
 
     async fn delete_group(&self, group: &str) -> Result<bool> {
         self.inner.delete_group(group).await
+    }
+
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>> {
+        self.inner
+            .acquire_group_lease(group, agent_id, ttl_ms)
+            .await
+    }
+
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>> {
+        self.inner.renew_group_leases(agent_id, held, ttl_ms).await
+    }
+
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
+        self.inner.release_group_lease(group, fence).await
+    }
+
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()> {
+        self.inner
+            .record_group_generation(group, fence, generation)
+            .await
+    }
+
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
+        self.inner.list_group_leases().await
     }
 
     async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {
@@ -432,11 +476,10 @@ impl MetadataStore for CachedMetadataStore {
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
         self.inner
-            .acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
+            .acquire_lease(topic, partition, agent_id, ttl_ms)
             .await
     }
 
@@ -444,11 +487,10 @@ impl MetadataStore for CachedMetadataStore {
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
         self.inner
-            .acquire_leases(agent_id, partitions, now_ms, ttl_ms)
+            .acquire_leases(agent_id, partitions, ttl_ms)
             .await
     }
 
@@ -456,12 +498,9 @@ impl MetadataStore for CachedMetadataStore {
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        self.inner
-            .renew_leases(agent_id, held, now_ms, ttl_ms)
-            .await
+        self.inner.renew_leases(agent_id, held, ttl_ms).await
     }
 
     async fn release_lease(

@@ -14,9 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
-    AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
-    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
+    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -453,7 +453,7 @@ pub async fn commit_segment_fencing(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 3).await;
     let name = topic.name.as_str();
     let lease = store
-        .acquire_lease(name, 0, "agent-a", now_ms(), 60_000)
+        .acquire_lease(name, 0, "agent-a", 60_000)
         .await
         .unwrap()
         .expect("free lease");
@@ -489,10 +489,11 @@ pub async fn commit_segment_fencing(store: &dyn MetadataStore) {
     );
 
     let expired = store
-        .acquire_lease(name, 2, "agent-a", now_ms() - 120_000, 1_000)
+        .acquire_lease(name, 2, "agent-a", SHORT_TTL_MS)
         .await
         .unwrap()
         .expect("free lease");
+    let_expire().await;
     assert_fenced(
         store
             .commit_segment(
@@ -703,11 +704,11 @@ pub async fn delete_topic_returns_segments(store: &dyn MetadataStore) {
     segs.splice(0..0, commit_run(store, name, 0, 2, 10).await);
     let group = unique("group");
     store
-        .commit_offsets(&group, &[offset(name, 0, 12, None)])
+        .commit_offsets(&group, None, &[offset(name, 0, 12, None)])
         .await
         .unwrap();
     store
-        .acquire_lease(name, 0, "agent-a", now_ms(), 60_000)
+        .acquire_lease(name, 0, "agent-a", 60_000)
         .await
         .unwrap()
         .expect("lease");
@@ -772,7 +773,7 @@ pub async fn consumer_offsets(store: &dyn MetadataStore) {
         offset(t2, 0, 3, Some("")),
     ];
     expected.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    store.commit_offsets(&group, &expected).await.unwrap();
+    store.commit_offsets(&group, None, &expected).await.unwrap();
     assert_eq!(store.fetch_offsets(&group, None).await.unwrap(), expected);
     let only_t1: Vec<_> = expected.iter().filter(|o| o.topic == t1).cloned().collect();
     assert_eq!(
@@ -785,7 +786,7 @@ pub async fn consumer_offsets(store: &dyn MetadataStore) {
         ..offset(t1, 0, 9, Some("newer"))
     };
     store
-        .commit_offsets(&group, std::slice::from_ref(&moved))
+        .commit_offsets(&group, None, std::slice::from_ref(&moved))
         .await
         .unwrap();
     let fetched = store.fetch_offsets(&group, Some(t1)).await.unwrap();
@@ -820,7 +821,7 @@ pub async fn consumer_groups(store: &dyn MetadataStore) {
     let (kept, dropped) = (unique("group"), unique("group"));
     for group in [&kept, &dropped] {
         store
-            .commit_offsets(group, &[offset(&topic.name, 0, 1, None)])
+            .commit_offsets(group, None, &[offset(&topic.name, 0, 1, None)])
             .await
             .unwrap();
     }
@@ -899,49 +900,34 @@ pub async fn agents(store: &dyn MetadataStore) {
 }
 
 /// Leases: take a free one, renew at the same epoch, refuse a live one, take over an expired
-/// one at a higher epoch.
+/// one (by the database's clock) at a higher epoch.
 pub async fn leases(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
     let name = topic.name.as_str();
-    let t0 = now_ms();
+    let before = now_ms();
     let first = store
-        .acquire_lease(name, 0, "a", t0, 1_000)
+        .acquire_lease(name, 0, "a", 60_000)
         .await
         .unwrap()
         .expect("free");
-    assert_eq!(
-        (first.agent_id.as_str(), first.expires_at_ms),
-        ("a", t0 + 1_000)
-    );
+    assert_expiry(&first, before, 60_000);
+    assert_eq!(first.agent_id.as_str(), "a");
     assert_eq!((first.topic.as_str(), first.partition), (name, 0));
 
     assert_eq!(
-        store
-            .acquire_lease(name, 0, "b", t0 + 500, 1_000)
-            .await
-            .unwrap(),
+        store.acquire_lease(name, 0, "b", 60_000).await.unwrap(),
         None
     );
     let renewed = store
-        .acquire_lease(name, 0, "a", t0 + 500, 1_000)
+        .acquire_lease(name, 0, "a", SHORT_TTL_MS)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        (renewed.epoch, renewed.expires_at_ms),
-        (first.epoch, t0 + 1_500)
-    );
-    assert_eq!(
-        store
-            .acquire_lease(name, 0, "b", t0 + 1_500, 1_000)
-            .await
-            .unwrap(),
-        None,
-        "live until its expiry instant"
-    );
+    assert_eq!(renewed.epoch, first.epoch, "renewed at the same epoch");
+    let_expire().await;
 
     let stolen = store
-        .acquire_lease(name, 0, "b", t0 + 1_501, 1_000)
+        .acquire_lease(name, 0, "b", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -950,21 +936,19 @@ pub async fn leases(store: &dyn MetadataStore) {
         ("b", first.epoch + 1)
     );
     assert_eq!(
-        store
-            .acquire_lease(name, 0, "a", t0 + 1_600, 1_000)
-            .await
-            .unwrap(),
+        store.acquire_lease(name, 0, "a", 60_000).await.unwrap(),
         None
     );
     let kept = store
-        .acquire_lease(name, 0, "b", t0 + 1_700, 1_000)
+        .acquire_lease(name, 0, "b", SHORT_TTL_MS)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(kept.epoch, stolen.epoch);
+    let_expire().await;
 
     let lapsed = store
-        .acquire_lease(name, 0, "b", t0 + 60_000, 1_000)
+        .acquire_lease(name, 0, "b", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -983,24 +967,50 @@ pub async fn leases(store: &dyn MetadataStore) {
     assert_eq!(listed, vec![lapsed]);
 
     assert!(
-        store.acquire_lease(name, 1, "a", t0, 1_000).await.is_err(),
+        store.acquire_lease(name, 1, "a", 1_000).await.is_err(),
         "no partition 1"
     );
     assert!(store
-        .acquire_lease(&unique("missing"), 0, "a", t0, 1_000)
+        .acquire_lease(&unique("missing"), 0, "a", 1_000)
         .await
         .is_err());
+}
+
+/// A TTL the checks let lapse: shorter than [`let_expire`] waits.
+const SHORT_TTL_MS: i64 = 50;
+
+/// Waits longer than [`SHORT_TTL_MS`], by any clock (the database's judges expiry).
+async fn let_expire() {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+}
+
+/// Checks that `lease` expires `ttl_ms` after a moment between `before` and now (the
+/// database's clock, on this machine the same as ours).
+fn assert_expiry(lease: &PartitionLease, before: i64, ttl_ms: i64) {
+    let after = now_ms();
+    assert!(
+        // A millisecond either way: the clocks round differently.
+        (before + ttl_ms - 1..=after + ttl_ms + 1).contains(&lease.expires_at_ms),
+        "{lease:?} should expire {ttl_ms} ms after a moment in {before}..={after}"
+    );
+}
+
+/// `lease` without its expiry, for comparisons where only the database knows the moment.
+fn sans_expiry(lease: &PartitionLease) -> PartitionLease {
+    PartitionLease {
+        expires_at_ms: 0,
+        ..lease.clone()
+    }
 }
 
 /// Agents racing for a free lease: exactly one gets it.
 pub async fn concurrent_lease_acquisition(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
-    let now = now_ms();
     let agents: Vec<String> = (0..6).map(|i| format!("agent-{i}")).collect();
     let results = join_all(
         agents
             .iter()
-            .map(|agent| store.acquire_lease(&topic.name, 0, agent, now, 60_000)),
+            .map(|agent| store.acquire_lease(&topic.name, 0, agent, 60_000)),
     )
     .await;
     let winners: Vec<_> = results.into_iter().filter_map(|r| r.unwrap()).collect();
@@ -1029,28 +1039,25 @@ fn keys(topic: &str, partitions: impl IntoIterator<Item = u32>) -> Vec<(String, 
 pub async fn batch_lease_acquisition(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 5).await;
     let name = topic.name.as_str();
-    let t0 = now_ms();
-    let take = |partition, agent: &'static str, at: i64| async move {
-        let lease = store.acquire_lease(name, partition, agent, at, 1_000);
+    let take = |partition, agent: &'static str, ttl_ms: i64| async move {
+        let lease = store.acquire_lease(name, partition, agent, ttl_ms);
         lease.await.unwrap().expect("free")
     };
-    let others_live = take(1, "b", t0).await;
-    let others_expired = take(2, "b", t0 - 5_000).await;
-    let own_live = take(3, "a", t0).await;
-    let own_expired = take(4, "a", t0 - 5_000).await;
-    let now = t0 + 10;
+    let others_expired = take(2, "b", SHORT_TTL_MS).await;
+    let own_expired = take(4, "a", SHORT_TTL_MS).await;
+    let_expire().await;
+    let others_live = take(1, "b", 60_000).await;
+    let own_live = take(3, "a", 60_000).await;
     let mut wanted = keys(name, [4, 3, 2, 1, 0, 7]);
     wanted.push((unique("missing"), 0));
-    let got = store
-        .acquire_leases("a", &wanted, now, 1_000)
-        .await
-        .unwrap();
+    let before = now_ms();
+    let got = store.acquire_leases("a", &wanted, 1_000).await.unwrap();
     let lease = |partition, epoch| PartitionLease {
         topic: name.to_owned(),
         partition,
         agent_id: "a".into(),
         epoch,
-        expires_at_ms: now + 1_000,
+        expires_at_ms: 0,
     };
     let expected = vec![
         lease(0, 1),
@@ -1058,6 +1065,8 @@ pub async fn batch_lease_acquisition(store: &dyn MetadataStore) {
         lease(3, own_live.epoch),
         lease(4, own_expired.epoch + 1),
     ];
+    got.iter().for_each(|l| assert_expiry(l, before, 1_000));
+    let got: Vec<_> = got.iter().map(sans_expiry).collect();
     assert_eq!(
         got, expected,
         "ordered by partition, the live one of b left out"
@@ -1067,10 +1076,14 @@ pub async fn batch_lease_acquisition(store: &dyn MetadataStore) {
         stored[&1], others_live,
         "another agent's live lease is untouched"
     );
-    let stored_a: Vec<_> = stored.into_values().filter(|l| l.agent_id == "a").collect();
+    let stored_a: Vec<_> = stored
+        .values()
+        .filter(|l| l.agent_id == "a")
+        .map(sans_expiry)
+        .collect();
     assert_eq!(stored_a, expected);
     assert!(store
-        .acquire_leases("a", &[], now, 1_000)
+        .acquire_leases("a", &[], 1_000)
         .await
         .unwrap()
         .is_empty());
@@ -1081,24 +1094,24 @@ pub async fn batch_lease_acquisition(store: &dyn MetadataStore) {
 pub async fn batch_lease_renewal(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 6).await;
     let name = topic.name.as_str();
-    let t0 = now_ms();
     let mut held = Vec::new();
     for partition in 0..5 {
-        let lease = store.acquire_lease(name, partition, "a", t0, 1_000);
+        // 1 and 2 lapse below; the others stay live.
+        let ttl = if matches!(partition, 1 | 2) {
+            SHORT_TTL_MS
+        } else {
+            60_000
+        };
+        let lease = store.acquire_lease(name, partition, "a", ttl);
         held.push(lease.await.unwrap().expect("free"));
     }
-    // 1: taken over by b after a's lease lapsed.
+    let_expire().await;
+    // 1: taken over by b after a's lease lapsed. 2: lapsed, nobody took it.
     let stolen = store
-        .acquire_lease(name, 1, "b", t0 + 1_001, 60_000)
+        .acquire_lease(name, 1, "b", 60_000)
         .await
         .unwrap()
         .expect("expired");
-    // 2: a's lease renewed to expire before the renewal below (at t0 + 800).
-    store
-        .acquire_lease(name, 2, "a", t0 - 200, 1_000)
-        .await
-        .unwrap()
-        .expect("own");
     // 3: a claims a stale epoch. 4: a released it.
     store
         .release_lease(name, 4, "a", held[4].epoch)
@@ -1129,33 +1142,31 @@ pub async fn batch_lease_renewal(store: &dyn MetadataStore) {
             },
         ])
         .collect();
-    let before = leases_of(store, name).await;
-    // Live until its expiry instant, as for acquisition: partition 0 expires at t0 + 1_000.
-    let renewed = store
-        .renew_leases("a", &claims, t0 + 1_000, 5_000)
-        .await
-        .unwrap();
-    let extended = PartitionLease {
-        expires_at_ms: t0 + 6_000,
-        ..held[0].clone()
-    };
-    assert_eq!(renewed, vec![extended.clone()]);
+    let before_leases = leases_of(store, name).await;
+    let before = now_ms();
+    let renewed = store.renew_leases("a", &claims, 5_000).await.unwrap();
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    assert_expiry(&renewed[0], before, 5_000);
+    assert_eq!(sans_expiry(&renewed[0]), sans_expiry(&held[0]));
     let mut after = leases_of(store, name).await;
-    assert_eq!(after.remove(&0), Some(extended));
-    let mut before = before;
-    before.remove(&0);
-    assert_eq!(after, before, "lost leases are untouched, none is created");
+    assert_eq!(after.remove(&0), Some(renewed[0].clone()));
+    let mut before_leases = before_leases;
+    before_leases.remove(&0);
+    assert_eq!(
+        after, before_leases,
+        "lost leases are untouched, none is created"
+    );
     assert_eq!(after[&1], stolen);
 
     // Another agent's renewal of a's lease does nothing, even at the right epoch.
     let claim = &claims[..1];
     assert!(store
-        .renew_leases("b", claim, t0 + 1_000, 5_000)
+        .renew_leases("b", claim, 5_000)
         .await
         .unwrap()
         .is_empty());
     assert!(store
-        .renew_leases("a", &[], t0, 5_000)
+        .renew_leases("a", &[], 5_000)
         .await
         .unwrap()
         .is_empty());
@@ -1166,14 +1177,13 @@ pub async fn batch_lease_renewal(store: &dyn MetadataStore) {
 pub async fn concurrent_batch_lease_acquisition(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 8).await;
     let name = topic.name.as_str();
-    let now = now_ms();
     let agents: Vec<String> = (0..4).map(|i| format!("agent-{i}")).collect();
     let results = join_all(agents.iter().enumerate().map(|(i, agent)| {
         let mut wanted = keys(name, 0..8);
         if i % 2 == 1 {
             wanted.reverse();
         }
-        async move { store.acquire_leases(agent, &wanted, now, 60_000).await }
+        async move { store.acquire_leases(agent, &wanted, 60_000).await }
     }))
     .await;
     let mut owners = BTreeMap::new();
@@ -1189,9 +1199,8 @@ pub async fn concurrent_batch_lease_acquisition(store: &dyn MetadataStore) {
 pub async fn lease_release(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 1).await;
     let name = topic.name.as_str();
-    let now = now_ms();
     let held = store
-        .acquire_lease(name, 0, "a", now, 60_000)
+        .acquire_lease(name, 0, "a", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -1202,17 +1211,14 @@ pub async fn lease_release(store: &dyn MetadataStore) {
         .unwrap();
     store.release_lease(name, 0, "b", held.epoch).await.unwrap();
     assert_eq!(
-        store
-            .acquire_lease(name, 0, "b", now, 60_000)
-            .await
-            .unwrap(),
+        store.acquire_lease(name, 0, "b", 60_000).await.unwrap(),
         None,
         "wrong epoch or agent does not release"
     );
 
     store.release_lease(name, 0, "a", held.epoch).await.unwrap();
     let taken = store
-        .acquire_lease(name, 0, "b", now, 60_000)
+        .acquire_lease(name, 0, "b", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -1227,6 +1233,205 @@ pub async fn lease_release(store: &dyn MetadataStore) {
             .await,
         "old holder after release",
     );
+}
+
+/// Whether `result` failed with `GroupFenced`.
+fn assert_group_fenced<T: Debug>(result: Result<T>, what: &str) {
+    match expect_err(result, what) {
+        MetadataError::GroupFenced { .. } => {}
+        other => panic!("{what}: expected GroupFenced, got {other:?}"),
+    }
+}
+
+/// A group lease `agent` takes (it must be free, expired or its own).
+async fn take_group(
+    store: &dyn MetadataStore,
+    group: &str,
+    agent: &str,
+    ttl_ms: i64,
+) -> GroupLease {
+    let lease = store.acquire_group_lease(group, agent, ttl_ms).await;
+    lease.unwrap().expect("the group lease is free")
+}
+
+/// Group coordinator leases: a free one at epoch 1, renewed by its holder at the same epoch,
+/// refused to others while live, taken over once expired (by the database's clock) at a higher
+/// epoch; the recorded generation survives every change of holder.
+pub async fn group_leases(store: &dyn MetadataStore) {
+    let group = unique("group");
+    let first = take_group(store, &group, "a", 60_000).await;
+    assert_eq!(
+        (first.agent_id.as_str(), first.epoch, first.generation),
+        ("a", 1, 0)
+    );
+    assert_eq!(
+        store
+            .acquire_group_lease(&group, "b", 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        take_group(store, &group, "a", 60_000).await,
+        first,
+        "renewed as it is"
+    );
+    store
+        .record_group_generation(&group, &first.fence(), 3)
+        .await
+        .unwrap();
+    store
+        .record_group_generation(&group, &first.fence(), 2)
+        .await
+        .unwrap();
+    assert_group_fenced(
+        store
+            .record_group_generation(
+                &group,
+                &LeaseFence {
+                    epoch: 2,
+                    ..first.fence()
+                },
+                9,
+            )
+            .await,
+        "a generation at the wrong epoch",
+    );
+    let listed = store.list_group_leases().await.unwrap();
+    let ours: Vec<_> = listed.into_iter().filter(|l| l.group_id == group).collect();
+    assert_eq!(
+        ours,
+        vec![GroupLease {
+            generation: 3,
+            ..first.clone()
+        }],
+        "never lowered"
+    );
+
+    take_group(store, &group, "a", SHORT_TTL_MS).await;
+    let_expire().await;
+    assert!(
+        !store
+            .list_group_leases()
+            .await
+            .unwrap()
+            .iter()
+            .any(|l| l.group_id == group),
+        "expired leases are not listed"
+    );
+    assert_group_fenced(
+        store
+            .record_group_generation(&group, &first.fence(), 4)
+            .await,
+        "an expired lease records nothing",
+    );
+    let second = take_group(store, &group, "b", 60_000).await;
+    assert_eq!(
+        (second.epoch, second.generation),
+        (2, 3),
+        "next epoch, same generation"
+    );
+    store
+        .release_group_lease(&group, &first.fence())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .acquire_group_lease(&group, "a", 60_000)
+            .await
+            .unwrap(),
+        None,
+        "not a's to release"
+    );
+    store
+        .release_group_lease(&group, &second.fence())
+        .await
+        .unwrap();
+    let third = take_group(store, &group, "a", 60_000).await;
+    assert_eq!(
+        (third.epoch, third.generation),
+        (3, 3),
+        "released: taken at once"
+    );
+}
+
+/// Renewal extends only leases still held at the given epoch, never revives a lost one, and
+/// leaves out groups it does not know.
+pub async fn group_lease_renewal(store: &dyn MetadataStore) {
+    let (kept, lapsed, taken) = (unique("group"), unique("group"), unique("group"));
+    let kept_lease = take_group(store, &kept, "a", SHORT_TTL_MS).await;
+    let lapsed_lease = take_group(store, &lapsed, "a", SHORT_TTL_MS).await;
+    let taken_lease = take_group(store, &taken, "a", SHORT_TTL_MS).await;
+    let held: Vec<(String, i64)> = [&kept_lease, &lapsed_lease, &taken_lease]
+        .iter()
+        .map(|l| (l.group_id.clone(), l.epoch))
+        .chain([(unique("group"), 1)])
+        .collect();
+    let renewed = store
+        .renew_group_leases("a", &held[..1], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![kept_lease.clone()]);
+    let_expire().await;
+    take_group(store, &taken, "b", 60_000).await;
+    let renewed = store.renew_group_leases("a", &held, 60_000).await.unwrap();
+    assert_eq!(renewed, vec![kept_lease], "only the live one, at its epoch");
+    assert_eq!(
+        store
+            .acquire_group_lease(&lapsed, "b", 60_000)
+            .await
+            .unwrap()
+            .map(|l| l.epoch),
+        Some(2)
+    );
+    assert!(
+        store
+            .renew_group_leases("b", &held[..1], 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not b's"
+    );
+}
+
+/// Offset commits with a fence are stored only while its lease is held, unexpired; a stale
+/// coordinator's commit stores nothing, not even part of a batch.
+pub async fn fenced_offset_commits(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await;
+    let name = topic.name.as_str();
+    let group = unique("group");
+    let old = take_group(store, &group, "a", SHORT_TTL_MS).await;
+    store
+        .commit_offsets(&group, Some(&old.fence()), &[offset(name, 0, 5, None)])
+        .await
+        .unwrap();
+    let_expire().await;
+    assert_group_fenced(
+        store
+            .commit_offsets(&group, Some(&old.fence()), &[offset(name, 0, 7, None)])
+            .await,
+        "expired lease",
+    );
+    let new = take_group(store, &group, "b", 60_000).await;
+    store
+        .commit_offsets(&group, Some(&new.fence()), &[offset(name, 0, 9, None)])
+        .await
+        .unwrap();
+    let stale = [offset(name, 0, 6, None), offset(name, 1, 6, None)];
+    assert_group_fenced(
+        store
+            .commit_offsets(&group, Some(&old.fence()), &stale)
+            .await,
+        "former coordinator",
+    );
+    let stored: Vec<i64> = store
+        .fetch_offsets(&group, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.offset)
+        .collect();
+    assert_eq!(stored, vec![9], "the stale commit changed nothing");
 }
 
 /// SASL credentials: upsert replaces, lookups are per (user, mechanism), delete reports.
@@ -1366,7 +1571,7 @@ pub async fn group_commit(store: &dyn MetadataStore) {
     let slices = shared_slices(name, &[(0, 0, 9), (1, 0, 4), (2, 0, 2), (3, 0, 7)]);
     let mut batch = commits(&slices, None);
     let lease = store
-        .acquire_lease(name, 3, "agent-a", now_ms(), 60_000)
+        .acquire_lease(name, 3, "agent-a", 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -1476,6 +1681,9 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     batch_lease_renewal(store).await;
     concurrent_batch_lease_acquisition(store).await;
     lease_release(store).await;
+    group_leases(store).await;
+    group_lease_renewal(store).await;
+    fenced_offset_commits(store).await;
     credentials(store).await;
     acls(store).await;
 }

@@ -50,6 +50,26 @@ pub enum MetadataError {
         /// Epoch the agent claimed.
         epoch: i64,
     },
+    /// The caller does not hold the group's coordinator lease at the epoch it claimed, or the
+    /// lease has expired (by the database's clock).
+    #[error("coordinator lease of group '{group}' is not held by '{agent_id}' at epoch {epoch}")]
+    GroupFenced {
+        /// Group id.
+        group: String,
+        /// Agent that attempted the write.
+        agent_id: String,
+        /// Epoch the agent claimed.
+        epoch: i64,
+    },
+    /// The call did not complete within its deadline (see [`crate::CallDeadline`]); a write's
+    /// outcome is unknown.
+    #[error("metadata call {method} did not complete within {after:?}")]
+    Timeout {
+        /// The store method.
+        method: &'static str,
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// The backing database failed.
     #[error("metadata database error: {0}")]
     Database(#[from] sqlx::Error),

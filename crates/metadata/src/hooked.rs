@@ -4,13 +4,14 @@
 //! than change what they do.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
-    MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
+    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
 /// Called around each call a [`HookedMetadataStore`] forwards; `method` is the trait method's
@@ -29,6 +30,25 @@ pub trait CallHook: Send + Sync + 'static {
     async fn after(&self, method: &'static str) -> Result<()> {
         let _ = method;
         Ok(())
+    }
+
+    /// How long the call may take; past it, it is abandoned with [`MetadataError::Timeout`]
+    /// (its outcome unknown, like any error of a write). `None`: unbounded.
+    fn deadline(&self, method: &'static str) -> Option<Duration> {
+        let _ = method;
+        None
+    }
+}
+
+/// A [`CallHook`] that bounds every call by one deadline, so a stalled database (a held row
+/// lock, a paused server, a half-open connection) cannot keep a caller waiting without bound,
+/// whatever limits the database itself enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct CallDeadline(pub Duration);
+
+impl CallHook for CallDeadline {
+    fn deadline(&self, _method: &'static str) -> Option<Duration> {
+        Some(self.0)
     }
 }
 
@@ -53,8 +73,15 @@ impl<H> HookedMetadataStore<H> {
 /// Runs one forwarded call between the hook's `before` and `after`.
 macro_rules! hooked {
     ($self:ident, $name:ident ( $($arg:ident),* )) => {{
-        $self.hook.before(stringify!($name)).await?;
-        let result = $self.inner.$name($($arg),*).await;
+        let method = stringify!($name);
+        $self.hook.before(method).await?;
+        let call = $self.inner.$name($($arg),*);
+        let result = match $self.hook.deadline(method) {
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .unwrap_or(Err(MetadataError::Timeout { method, after })),
+            None => call.await,
+        };
         $self.hook.after(stringify!($name)).await?;
         result
     }};
@@ -178,8 +205,13 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         hooked!(self, allocate_producer_id())
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
-        hooked!(self, commit_offsets(group, offsets))
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        hooked!(self, commit_offsets(group, fence, offsets))
     }
 
     async fn fetch_offsets(
@@ -223,33 +255,27 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
-        hooked!(
-            self,
-            acquire_lease(topic, partition, agent_id, now_ms, ttl_ms)
-        )
+        hooked!(self, acquire_lease(topic, partition, agent_id, ttl_ms))
     }
 
     async fn acquire_leases(
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        hooked!(self, acquire_leases(agent_id, partitions, now_ms, ttl_ms))
+        hooked!(self, acquire_leases(agent_id, partitions, ttl_ms))
     }
 
     async fn renew_leases(
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
-        hooked!(self, renew_leases(agent_id, held, now_ms, ttl_ms))
+        hooked!(self, renew_leases(agent_id, held, ttl_ms))
     }
 
     async fn release_lease(
@@ -264,6 +290,41 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
 
     async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
         hooked!(self, list_leases())
+    }
+
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>> {
+        hooked!(self, acquire_group_lease(group, agent_id, ttl_ms))
+    }
+
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>> {
+        hooked!(self, renew_group_leases(agent_id, held, ttl_ms))
+    }
+
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
+        hooked!(self, release_group_lease(group, fence))
+    }
+
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()> {
+        hooked!(self, record_group_generation(group, fence, generation))
+    }
+
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
+        hooked!(self, list_group_leases())
     }
 
     async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {

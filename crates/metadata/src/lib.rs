@@ -25,7 +25,7 @@ mod types;
 pub use acl::*;
 pub use cached::{CacheConfig, CacheStats, CachedMetadataStore};
 pub use error::{MetadataError, Result};
-pub use hooked::{CallHook, HookedMetadataStore};
+pub use hooked::{CallDeadline, CallHook, HookedMetadataStore};
 pub use postgres::{PostgresMetadataStore, SessionTimeouts};
 pub use sqlite::SqliteMetadataStore;
 /// The database driver's error, which [`MetadataError::Database`] wraps.

@@ -70,6 +70,22 @@ macro_rules! for_update {
     };
 }
 
+/// Locks the selected rows, leaving out those another transaction holds instead of waiting
+/// for them: one locked row must not stall a whole batch.
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+
+/// The database's clock, in ms since the Unix epoch: the time of the statement itself, not of
+/// its transaction's start, so a check late in a transaction sees the time it runs at.
+macro_rules! db_now_ms {
+    () => {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    };
+}
+
 /// The rows of a JSON array bound (as text) as `$param`, one per element, in a column named
 /// `value`.
 macro_rules! json_elements {

@@ -4,8 +4,8 @@
 //! Decoders go through [`RowExt`] so every SQL backend shares them.
 
 use crate::{
-    AclBinding, AgentInfo, CommittedOffset, MetadataError, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AclBinding, AgentInfo, CommittedOffset, GroupLease, MetadataError, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 use uuid::Uuid;
 
@@ -52,6 +52,13 @@ macro_rules! lease_columns {
     };
 }
 
+/// Columns of `group_leases`, as read by [`group_lease`].
+macro_rules! group_lease_columns {
+    () => {
+        "group_id, agent_id, epoch, generation"
+    };
+}
+
 /// Columns of `credentials`, as read by [`credential`].
 macro_rules! credential_columns {
     () => {
@@ -74,8 +81,8 @@ macro_rules! acl_columns {
 }
 
 pub(crate) use {
-    acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
-    partition_columns, producer_columns, segment_columns, topic_columns,
+    acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
+    offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
 
 /// Typed column access shared by the SQL backends' row types.
@@ -225,6 +232,15 @@ pub(crate) fn acl(row: &impl RowExt) -> Result<AclBinding> {
         host: row.text("host")?,
         operation: named(row, "operation")?,
         permission: named(row, "permission")?,
+    })
+}
+
+pub(crate) fn group_lease(row: &impl RowExt) -> Result<GroupLease> {
+    Ok(GroupLease {
+        group_id: row.text("group_id")?,
+        agent_id: row.text("agent_id")?,
+        epoch: row.int("epoch")?,
+        generation: int32(row, "generation")?,
     })
 }
 

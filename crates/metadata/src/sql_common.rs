@@ -7,6 +7,10 @@
 //! - `type Db`: the sqlx database;
 //! - the `for_update!()` macro: the suffix that row-locks a `SELECT` inside such a transaction
 //!   (empty where the transaction already excludes other writers);
+//! - the `skip_locked!()` macro: the suffix that row-locks a `SELECT` but leaves out rows
+//!   another transaction holds (empty where no other writer can hold any);
+//! - the `db_now_ms!()` macro: the database's clock in ms since the Unix epoch, by which lease
+//!   expiry is judged where agents' clocks must not matter;
 //! - the `json_elements!("$N")` macro: a `FROM` item with one row per element of the JSON array
 //!   bound as `$N`, in a column `value`.
 //!
@@ -15,18 +19,20 @@
 //! takes them as one JSON text bind (see [`lease_keys!`]), so its size does not depend on their
 //! number and no backend limit on bind parameters applies.
 
+use std::collections::{BTreeMap, HashSet};
+
 use async_trait::async_trait;
 use sqlx::{Database, Executor};
 use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::rows::{
-    self, acl_columns, agent_columns, credential_columns, lease_columns, offset_columns,
-    partition_columns, producer_columns, segment_columns, topic_columns,
+    self, acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
+    offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease,
-    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
+    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
     ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -170,29 +176,78 @@ async fn selected_acls(conn: &mut Conn, filter: &AclBindingFilter) -> Result<Vec
     Ok(acls)
 }
 
-/// Whether `fence` names the live holder of the lease of `topic`/`partition` at its epoch.
+/// Whether `fence` names the live holder of the lease of `topic`/`partition` at its epoch,
+/// unexpired by the database's clock.
 async fn fence_holds(
     conn: &mut Conn,
     topic: &str,
     partition: u32,
     fence: &LeaseFence,
 ) -> Result<bool> {
-    let lease = sqlx::query(concat!(
-        "SELECT ",
-        lease_columns!(),
-        " FROM partition_leases WHERE topic = $1 AND partition_id = $2"
+    let held = sqlx::query(concat!(
+        "SELECT 1 FROM partition_leases WHERE topic = $1 AND partition_id = $2 \
+         AND agent_id = $3 AND epoch = $4 AND expires_at >= ",
+        db_now_ms!()
     ))
     .bind(topic)
     .bind(i64::from(partition))
+    .bind(&fence.agent_id)
+    .bind(fence.epoch)
     .fetch_optional(conn)
-    .await?
-    .map(|row| rows::lease(&row))
-    .transpose()?;
-    Ok(lease.is_some_and(|lease| {
-        lease.agent_id == fence.agent_id
-            && lease.epoch == fence.epoch
-            && lease.expires_at_ms >= now_ms()
-    }))
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Indexes of the `commits` marked committed in `outcomes`, and not known `lapsed` already,
+/// whose fence no longer holds by the database's clock: the lease lapsed while the transaction
+/// ran. One statement per holder (a group commit has one).
+async fn lapsed_fences(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    outcomes: &[CommitOutcome],
+    lapsed: &[bool],
+) -> Result<Vec<usize>> {
+    let mut by_agent: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, commit) in commits.iter().enumerate() {
+        if lapsed[i] {
+            // Found lapsed before: what it still commits is an earlier attempt's record.
+            continue;
+        }
+        if let (Some(fence), CommitOutcome::Committed) = (&commit.fence, outcomes[i]) {
+            by_agent.entry(fence.agent_id.as_str()).or_default().push(i);
+        }
+    }
+    let mut found = Vec::new();
+    for (agent, indexes) in by_agent {
+        let keys: Vec<(&str, u32, i64)> = indexes
+            .iter()
+            .map(|&i| {
+                let (segment, fence) = (&commits[i].segment, commits[i].fence.as_ref());
+                (
+                    segment.topic.as_str(),
+                    segment.partition,
+                    fence.map_or(0, |f| f.epoch),
+                )
+            })
+            .collect();
+        let live: Vec<(String, i64)> = sqlx::query_as(concat!(
+            "SELECT topic, partition_id FROM partition_leases WHERE agent_id = $1 \
+             AND (topic, partition_id, epoch) IN (SELECT topic, partition_id, epoch FROM ",
+            lease_keys!("$2"),
+            ") AND expires_at >= ",
+            db_now_ms!()
+        ))
+        .bind(agent)
+        .bind(json_keys(&keys)?)
+        .fetch_all(&mut *conn)
+        .await?;
+        let live: HashSet<(&str, i64)> = live.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        found.extend(indexes.into_iter().filter(|&i| {
+            let segment = &commits[i].segment;
+            !live.contains(&(segment.topic.as_str(), i64::from(segment.partition)))
+        }));
+    }
+    Ok(found)
 }
 
 /// Refuses a change unless `fence` names the live holder of the partition lease at its epoch.
@@ -228,8 +283,13 @@ async fn is_recorded(conn: &mut Conn, segment: &SegmentInfo) -> Result<bool> {
     Ok(found.is_some())
 }
 
-/// Decides and applies one commit of a group commit, inside its transaction.
-async fn commit_one(conn: &mut Conn, commit: &SegmentCommit) -> Result<CommitOutcome> {
+/// Decides and applies one commit of a group commit, inside its transaction; `lapsed`: its
+/// fence was found lapsed by an earlier attempt of this transaction.
+async fn commit_one(
+    conn: &mut Conn,
+    commit: &SegmentCommit,
+    lapsed: bool,
+) -> Result<CommitOutcome> {
     let segment = &commit.segment;
     let state = match partition_state(conn, LOCK_PARTITION, &segment.topic, segment.partition).await
     {
@@ -251,7 +311,7 @@ async fn commit_one(conn: &mut Conn, commit: &SegmentCommit) -> Result<CommitOut
         return Ok(CommitOutcome::Committed);
     }
     if let Some(fence) = &commit.fence {
-        if !fence_holds(conn, &segment.topic, segment.partition, fence).await? {
+        if lapsed || !fence_holds(conn, &segment.topic, segment.partition, fence).await? {
             return Ok(CommitOutcome::Fenced);
         }
     }
@@ -296,15 +356,44 @@ fn keys_of(segments: &[SegmentInfo]) -> Vec<&str> {
     segments.iter().map(|s| s.object_key.as_str()).collect()
 }
 
+/// Refuses a group write unless `fence` names the holder of the group's coordinator lease at
+/// its epoch, unexpired by the database's clock. Run first in a write transaction: the lease row
+/// stays locked until it ends, so a takeover (which updates that row) waits for the write and
+/// the check holds at commit time.
+async fn check_group_fence(conn: &mut Conn, group: &str, fence: &LeaseFence) -> Result<()> {
+    let held = sqlx::query(concat!(
+        "SELECT 1 FROM group_leases WHERE group_id = $1 AND agent_id = $2 AND epoch = $3 \
+         AND expires_at >= ",
+        db_now_ms!(),
+        for_update!()
+    ))
+    .bind(group)
+    .bind(&fence.agent_id)
+    .bind(fence.epoch)
+    .fetch_optional(conn)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(group_fenced(group, fence)),
+    }
+}
+
+fn group_fenced(group: &str, fence: &LeaseFence) -> MetadataError {
+    MetadataError::GroupFenced {
+        group: group.to_owned(),
+        agent_id: fence.agent_id.clone(),
+        epoch: fence.epoch,
+    }
+}
+
 /// Takes or renews, for `agent_id`, the leases of the existing partitions among `keys` (the
-/// JSON bound as `$4` by [`lease_keys!`]) that are free, expired, or already its own, as
+/// JSON bound as `$3` by [`lease_keys!`]) that are free, expired, or already its own, as
 /// [`MetadataStore::acquire_lease`] describes. Run inside a write transaction that has locked
 /// those partition rows, so the takeover serializes with commits checking the old fence.
 async fn upsert_leases(
     conn: &mut Conn,
     agent_id: &str,
     keys: &str,
-    now_ms: i64,
     ttl_ms: i64,
 ) -> Result<Vec<PartitionLease>> {
     // One upsert decides per partition: free -> epoch 1; live and ours -> renew at the same
@@ -315,26 +404,30 @@ async fn upsert_leases(
     sqlx::query(concat!(
         "INSERT INTO partition_leases (",
         lease_columns!(),
-        ") SELECT topic, partition_id, $1, 1, $2 + $3 FROM partitions \
+        ") SELECT topic, partition_id, $1, 1, ",
+        db_now_ms!(),
+        " + $2 FROM partitions \
          WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
-        lease_keys!("$4"),
+        lease_keys!("$3"),
         ") AND NOT EXISTS (SELECT 1 FROM partition_leases AS l \
              WHERE l.topic = partitions.topic AND l.partition_id = partitions.partition_id \
-             AND l.agent_id <> $1 AND l.expires_at >= $2) \
-         ORDER BY topic, partition_id \
+             AND l.agent_id <> $1 AND l.expires_at >= ",
+        db_now_ms!(),
+        ") ORDER BY topic, partition_id \
          ON CONFLICT (topic, partition_id) DO UPDATE SET \
          epoch = CASE WHEN partition_leases.agent_id = excluded.agent_id \
-                      AND partition_leases.expires_at >= $2 \
-                 THEN partition_leases.epoch ELSE partition_leases.epoch + 1 END, \
+                      AND partition_leases.expires_at >= ",
+        db_now_ms!(),
+        " THEN partition_leases.epoch ELSE partition_leases.epoch + 1 END, \
          agent_id = excluded.agent_id, \
          expires_at = excluded.expires_at \
          WHERE partition_leases.agent_id = excluded.agent_id \
-            OR partition_leases.expires_at < $2 \
-         RETURNING ",
+            OR partition_leases.expires_at < ",
+        db_now_ms!(),
+        " RETURNING ",
         lease_columns!()
     ))
     .bind(agent_id)
-    .bind(now_ms)
     .bind(ttl_ms)
     .bind(keys)
     .fetch_all(conn)
@@ -668,13 +761,25 @@ impl MetadataStore for Store {
             let (a, b) = (&commits[a].segment, &commits[b].segment);
             (&a.topic, a.partition, a.base_offset).cmp(&(&b.topic, b.partition, b.base_offset))
         });
-        let mut outcomes = vec![CommitOutcome::Fenced; commits.len()];
-        let mut tx = self.write_tx().await?;
-        for i in order {
-            outcomes[i] = commit_one(&mut tx, &commits[i]).await?;
+        let mut lapsed = vec![false; commits.len()];
+        loop {
+            let mut outcomes = vec![CommitOutcome::Fenced; commits.len()];
+            let mut tx = self.write_tx().await?;
+            for &i in &order {
+                outcomes[i] = commit_one(&mut tx, &commits[i], lapsed[i]).await?;
+            }
+            // Each fence was checked when its commit was applied; a lease may have lapsed
+            // since (a stalled agent, a slow transaction). Checked again, by the database's
+            // clock, right before the commit; if any lapsed, the transaction is rolled back and
+            // redone without them (a lease never comes back, so this ends).
+            let newly = lapsed_fences(&mut tx, commits, &outcomes, &lapsed).await?;
+            if newly.is_empty() {
+                tx.commit().await?;
+                return Ok(outcomes);
+            }
+            drop(tx);
+            newly.into_iter().for_each(|i| lapsed[i] = true);
         }
-        tx.commit().await?;
-        Ok(outcomes)
     }
 
     async fn list_producer_snapshots(
@@ -837,8 +942,16 @@ impl MetadataStore for Store {
         .await?)
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()> {
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         for offset in offsets {
             sqlx::query(concat!(
                 "INSERT INTO consumer_offsets (group_id, ",
@@ -1072,14 +1185,13 @@ impl MetadataStore for Store {
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
         let keys = json_keys(&[(topic, partition)])?;
         let mut tx = self.write_tx().await?;
         // Also tells a missing partition from a missing topic.
         partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
-        let lease = upsert_leases(&mut tx, agent_id, &keys, now_ms, ttl_ms).await?;
+        let lease = upsert_leases(&mut tx, agent_id, &keys, ttl_ms).await?;
         tx.commit().await?;
         Ok(lease.into_iter().next())
     }
@@ -1088,7 +1200,6 @@ impl MetadataStore for Store {
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
         if partitions.is_empty() {
@@ -1097,18 +1208,22 @@ impl MetadataStore for Store {
         let keys = json_keys(partitions)?;
         let mut tx = self.write_tx().await?;
         // Lock the partition rows as `acquire_lease` does, in sorted order, so two agents'
-        // batches (and `delete_topic`) cannot deadlock on them.
-        sqlx::query(concat!(
-            "SELECT topic FROM partitions \
+        // batches (and `delete_topic`) cannot deadlock on them. A row another transaction
+        // holds (a commit in progress, or a stalled agent's) is skipped rather than waited
+        // for: that partition is left out and retried next round, and the rest of the batch
+        // does not wait behind it.
+        let locked: Vec<(String, i64)> = sqlx::query_as(concat!(
+            "SELECT topic, partition_id FROM partitions \
              WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
             lease_keys!("$1"),
             ") ORDER BY topic, partition_id",
-            for_update!()
+            skip_locked!()
         ))
         .bind(keys.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        let leases = upsert_leases(&mut tx, agent_id, &keys, now_ms, ttl_ms).await?;
+        let keys = json_keys(&locked)?;
+        let leases = upsert_leases(&mut tx, agent_id, &keys, ttl_ms).await?;
         tx.commit().await?;
         Ok(sorted(leases))
     }
@@ -1117,7 +1232,6 @@ impl MetadataStore for Store {
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>> {
         if held.is_empty() {
@@ -1134,19 +1248,22 @@ impl MetadataStore for Store {
         // select locks the rows in sorted order (PostgreSQL rechecks its conditions on rows
         // changed meanwhile), so concurrent multi-row lease statements cannot deadlock.
         let renewed = sqlx::query(concat!(
-            "UPDATE partition_leases SET expires_at = $2 + $3 \
-             WHERE agent_id = $1 AND expires_at >= $2 AND (topic, partition_id) IN ( \
+            "UPDATE partition_leases SET expires_at = ",
+            db_now_ms!(),
+            " + $2 WHERE agent_id = $1 AND expires_at >= ",
+            db_now_ms!(),
+            " AND (topic, partition_id) IN ( \
                  SELECT topic, partition_id FROM partition_leases \
-                 WHERE agent_id = $1 AND expires_at >= $2 \
-                 AND (topic, partition_id, epoch) IN (SELECT topic, partition_id, epoch FROM ",
-            lease_keys!("$4"),
+                 WHERE agent_id = $1 AND expires_at >= ",
+            db_now_ms!(),
+            " AND (topic, partition_id, epoch) IN (SELECT topic, partition_id, epoch FROM ",
+            lease_keys!("$3"),
             ") ORDER BY topic, partition_id",
             for_update!(),
             ") RETURNING ",
             lease_columns!()
         ))
         .bind(agent_id)
-        .bind(now_ms)
         .bind(ttl_ms)
         .bind(keys.as_str())
         .fetch_all(&mut *tx)
@@ -1189,6 +1306,128 @@ impl MetadataStore for Store {
         .await?
         .iter()
         .map(rows::lease)
+        .collect()
+    }
+
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>> {
+        // As `upsert_leases`: free -> epoch 1; live and ours -> same epoch; expired (anyone's)
+        // -> epoch + 1; live and someone else's -> no row. The generation is never touched.
+        let lease = sqlx::query(concat!(
+            "INSERT INTO group_leases (group_id, agent_id, epoch, expires_at, generation) \
+             VALUES ($1, $2, 1, ",
+            db_now_ms!(),
+            " + $3, 0) ON CONFLICT (group_id) DO UPDATE SET \
+             epoch = CASE WHEN group_leases.agent_id = excluded.agent_id \
+                          AND group_leases.expires_at >= ",
+            db_now_ms!(),
+            " THEN group_leases.epoch ELSE group_leases.epoch + 1 END, \
+             agent_id = excluded.agent_id, \
+             expires_at = excluded.expires_at \
+             WHERE group_leases.agent_id = excluded.agent_id OR group_leases.expires_at < ",
+            db_now_ms!(),
+            " RETURNING ",
+            group_lease_columns!()
+        ))
+        .bind(group)
+        .bind(agent_id)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        lease.map(|row| rows::group_lease(&row)).transpose()
+    }
+
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = json_keys(held)?;
+        // The inner select locks the rows in sorted order and skips those locked by a
+        // transaction in progress (an offset commit of the group), so no row stalls the batch.
+        let mut renewed = sqlx::query(concat!(
+            "UPDATE group_leases SET expires_at = ",
+            db_now_ms!(),
+            " + $2 WHERE group_id IN ( \
+                 SELECT group_id FROM group_leases WHERE agent_id = $1 AND expires_at >= ",
+            db_now_ms!(),
+            " AND (group_id, epoch) IN (SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM ",
+            json_elements!("$3"),
+            ") ORDER BY group_id",
+            skip_locked!(),
+            ") RETURNING ",
+            group_lease_columns!()
+        ))
+        .bind(agent_id)
+        .bind(ttl_ms)
+        .bind(keys.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::group_lease)
+        .collect::<Result<Vec<_>>>()?;
+        renewed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(renewed)
+    }
+
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
+        // Expire rather than delete, so the next holder's epoch still goes up.
+        sqlx::query(
+            "UPDATE group_leases SET expires_at = 0 \
+             WHERE group_id = $1 AND agent_id = $2 AND epoch = $3",
+        )
+        .bind(group)
+        .bind(&fence.agent_id)
+        .bind(fence.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()> {
+        let updated = sqlx::query(concat!(
+            "UPDATE group_leases SET generation = \
+             CASE WHEN generation < $4 THEN $4 ELSE generation END \
+             WHERE group_id = $1 AND agent_id = $2 AND epoch = $3 AND expires_at >= ",
+            db_now_ms!()
+        ))
+        .bind(group)
+        .bind(&fence.agent_id)
+        .bind(fence.epoch)
+        .bind(i64::from(generation))
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(group_fenced(group, fence));
+        }
+        Ok(())
+    }
+
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            group_lease_columns!(),
+            " FROM group_leases WHERE expires_at >= ",
+            db_now_ms!(),
+            " ORDER BY group_id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::group_lease)
         .collect()
     }
 }

@@ -26,6 +26,21 @@ macro_rules! for_update {
     };
 }
 
+/// One writer at a time: no row is ever locked by another transaction a statement could skip.
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
+}
+
+/// The database's clock, in ms since the Unix epoch (`'now'` has millisecond precision;
+/// rounded, as the Julian day's floating point is not exact).
+macro_rules! db_now_ms {
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    };
+}
+
 /// The rows of a JSON array bound as `$param`, one per element, in a column named `value`.
 macro_rules! json_elements {
     ($param:literal) => {

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, HeldLease, LeaseFence,
-    MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
+    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
+    LeaseFence, MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
     SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
 };
 
@@ -64,7 +64,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// One segment's [`MetadataStore::commit_segments`], with its outcome as an error: refused
     /// with `OffsetConflict` unless `base_offset` equals the current high watermark, and with
     /// `Fenced` when `fence` is given and the lease is not held by that agent at that epoch (or
-    /// has expired).
+    /// has expired, by the database's clock, before the transaction commits).
     async fn commit_segment(
         &self,
         segment: &SegmentInfo,
@@ -200,8 +200,16 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- consumer-group offsets ---------------------------------------------------------------
 
-    /// Stores (upserts) offsets for a group atomically.
-    async fn commit_offsets(&self, group: &str, offsets: &[CommittedOffset]) -> Result<()>;
+    /// Stores (upserts) offsets for a group atomically. With `fence`, only while that agent
+    /// holds the group's coordinator lease at that epoch, unexpired by the database's clock
+    /// (checked in the same transaction, which a takeover waits for); otherwise nothing is
+    /// stored and the call fails with `GroupFenced`. Without, unconditionally (operator resets).
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        offsets: &[CommittedOffset],
+    ) -> Result<()>;
 
     /// A group's committed offsets, optionally only for one topic, ordered by topic, partition.
     async fn fetch_offsets(&self, group: &str, topic: Option<&str>)
@@ -230,16 +238,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Removes an agent's registration.
     async fn deregister_agent(&self, agent_id: &str) -> Result<()>;
 
-    /// Takes or renews a partition lease for `agent_id` until `now_ms + ttl_ms`. Succeeds when
-    /// the lease is free, expired, or already held by `agent_id`; the epoch increases whenever
-    /// the holder changes (or the lease had expired). Returns `None` when another agent holds an
-    /// unexpired lease.
+    /// Takes or renews a partition lease for `agent_id` until `ttl_ms` past the database's
+    /// clock (every lease expiry is judged by it, so agents' clock skew cannot cut a lease
+    /// short). Succeeds when the lease is free, expired, or already held by `agent_id`; the
+    /// epoch increases whenever the holder changes (or the lease had expired). Returns `None`
+    /// when another agent holds an unexpired lease.
     async fn acquire_lease(
         &self,
         topic: &str,
         partition: u32,
         agent_id: &str,
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>>;
 
@@ -247,24 +255,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// besides the row locks): each lease is taken or renewed exactly as `acquire_lease` would.
     /// Returns the leases now held by `agent_id`, ordered by topic, partition; a partition
     /// another agent holds unexpired is left out, and so is one that does not exist (its topic
-    /// was deleted meanwhile).
+    /// was deleted meanwhile) and (PostgreSQL) one whose row another transaction holds: it is
+    /// skipped rather than waited for.
     async fn acquire_leases(
         &self,
         agent_id: &str,
         partitions: &[(String, u32)],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>>;
 
-    /// Extends to `now_ms + ttl_ms`, in one statement, every lease of `held` that `agent_id`
-    /// still holds at that epoch and that has not expired at `now_ms`. Returns the renewed
-    /// leases, ordered by topic, partition; one left out was lost (taken over, released, or
-    /// expired) and is never revived here: its epoch, holder and expiry are untouched.
+    /// Extends to `ttl_ms` past the database's clock, in one statement, every lease of `held`
+    /// that `agent_id` still holds at that epoch, unexpired. Returns the renewed leases,
+    /// ordered by topic, partition; one left out was lost (taken over, released, or expired)
+    /// and is never revived here: its epoch, holder and expiry are untouched.
     async fn renew_leases(
         &self,
         agent_id: &str,
         held: &[HeldLease],
-        now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Vec<PartitionLease>>;
 
@@ -279,6 +286,49 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// All leases (expired ones included), ordered by topic, partition.
     async fn list_leases(&self) -> Result<Vec<PartitionLease>>;
+
+    // ---- consumer-group coordinator leases ---------------------------------------------------
+
+    /// Takes or renews the coordinator lease of `group` for `agent_id`, until `ttl_ms` past the
+    /// database's clock. Succeeds when the lease is free, expired, or already held by
+    /// `agent_id`; the epoch increases whenever the holder changes (or the lease had expired),
+    /// and the recorded generation is kept. Returns `None` when another agent holds it
+    /// unexpired.
+    async fn acquire_group_lease(
+        &self,
+        group: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<GroupLease>>;
+
+    /// Extends by `ttl_ms` (from the database's clock), in one statement, every lease among
+    /// `held` (group id, epoch) that `agent_id` still holds at that epoch, unexpired. Returns the
+    /// renewed leases, ordered by group id. One left out was lost, or (PostgreSQL) its row was
+    /// locked by a transaction in progress and skipped rather than waited for: its holder keeps
+    /// it while it is valid and tries again. A lost lease is never revived here.
+    async fn renew_group_leases(
+        &self,
+        agent_id: &str,
+        held: &[(String, i64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<GroupLease>>;
+
+    /// Gives a group's lease up early (only if held at `fence`), so the next coordinator can
+    /// take it at once; the generation stays.
+    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()>;
+
+    /// Records that the holder of `fence` hands out `generation` of `group` (never lowering the
+    /// recorded one), so later coordinators continue after it. Fails with `GroupFenced` unless
+    /// the lease is held at `fence`, unexpired by the database's clock.
+    async fn record_group_generation(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+    ) -> Result<()>;
+
+    /// The unexpired coordinator leases (by the database's clock), ordered by group id.
+    async fn list_group_leases(&self) -> Result<Vec<GroupLease>>;
 
     // ---- SASL credentials ---------------------------------------------------------------------
 

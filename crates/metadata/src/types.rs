@@ -223,6 +223,33 @@ pub struct HeldLease {
     pub epoch: i64,
 }
 
+/// The lease of a consumer group's coordinator: the agent that serves the group's membership
+/// and offset commits while it holds it. Expiry is judged by the database's clock, so it is not
+/// reported; a holder counts its lease valid for the TTL from the moment it sent the request
+/// that took or renewed it, which can only be earlier than the database's moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLease {
+    /// Group id.
+    pub group_id: String,
+    /// Coordinating agent.
+    pub agent_id: String,
+    /// Increases every time the coordinator changes (or the lease had expired); never decreases.
+    pub epoch: i64,
+    /// The last generation a coordinator of the group handed out (0 before any): the next
+    /// coordinator continues after it.
+    pub generation: i32,
+}
+
+impl GroupLease {
+    /// The fence offset commits and generations of this lease's holder carry.
+    pub fn fence(&self) -> LeaseFence {
+        LeaseFence {
+            agent_id: self.agent_id.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
 /// Current wall-clock time in ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use streamhouse_metadata::MetadataError;
 use tracing::info;
 
-use super::{validate_group_id, GroupCoordinator, GroupDescription, GroupError, GroupState};
+use super::{validate_group_id, Group, GroupCoordinator, GroupDescription, GroupError, GroupState};
 
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone)]
@@ -40,7 +40,9 @@ impl GroupCoordinator {
             .map(|id| (id.clone(), offsets_only(id)))
             .collect();
         self.with_groups(|groups| {
-            for (id, g) in groups.iter().filter(|(_, g)| g.state() != GroupState::Dead) {
+            // Empty groups are listed by their offsets: one without is not a group to Kafka.
+            let live = groups.iter().map(|(id, c)| (id, &c.group));
+            for (id, g) in live.filter(|(_, g)| is_live(g.state())) {
                 let listing = GroupListing {
                     group_id: id.clone(),
                     protocol_type: g.protocol_type().to_string(),
@@ -52,13 +54,15 @@ impl GroupCoordinator {
         Ok(listings.into_values().collect())
     }
 
-    /// A group's state and members. Unknown groups are reported Dead, as Kafka does.
+    /// A group's state and members. Groups without members or offsets are reported Dead, as
+    /// Kafka does.
     pub(crate) async fn describe_group(
         &self,
         group_id: &str,
     ) -> Result<GroupDescription, GroupError> {
         validate_group_id(group_id)?;
-        if let Some(description) = self.with_group(group_id, |g| g.describe()) {
+        let live = self.with_group(group_id, |g| g.describe());
+        if let Some(description) = live.filter(|d| is_live(d.state)) {
             return Ok(description);
         }
         let has_offsets = !self
@@ -89,11 +93,15 @@ impl GroupCoordinator {
             g.mark_dead();
             Ok(())
         });
-        let known = live.is_some();
         live.transpose()?;
         let deleted = self.metadata.delete_group(group_id).await;
-        self.with_groups(|groups| groups.remove(group_id));
-        if !deleted? && !known {
+        // The lease stays: the group lives on, empty, at its generation.
+        let delay = self.initial_rebalance_delay;
+        self.with_group(group_id, |g| {
+            *g = Group::new(group_id, delay, g.generation())
+        });
+        // A group without offsets is not a group to Kafka, whatever this agent holds.
+        if !deleted? {
             return Err(GroupError::GroupNotFound(group_id.to_string()));
         }
         info!(group = %group_id, "deleted group");
@@ -116,6 +124,12 @@ impl GroupCoordinator {
         }
         Ok(lags)
     }
+}
+
+/// Whether a group in memory in `state` has members (or is getting them): an Empty one exists
+/// only by its committed offsets, a Dead one not at all.
+fn is_live(state: GroupState) -> bool {
+    !matches!(state, GroupState::Empty | GroupState::Dead)
 }
 
 fn offsets_only(group_id: String) -> GroupListing {

@@ -38,11 +38,13 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub(super) fn new(id: &str, initial_delay: Duration) -> Self {
+    /// An empty group whose next generation follows `generation` (the last one handed out,
+    /// by this coordinator or an earlier one).
+    pub(super) fn new(id: &str, initial_delay: Duration, generation: i32) -> Self {
         Self {
             id: id.to_string(),
             state: GroupState::Empty,
-            generation: 0,
+            generation,
             protocol_type: None,
             protocol_name: None,
             leader: None,
@@ -58,6 +60,20 @@ impl Group {
 
     pub(super) fn state(&self) -> GroupState {
         self.state
+    }
+
+    /// The current generation.
+    pub(super) fn generation(&self) -> i32 {
+        self.generation
+    }
+
+    /// This agent stops coordinating the group (its lease was lost or handed off): every
+    /// waiting member is told to find the new coordinator.
+    pub(super) fn unload(&mut self) {
+        let id = self.id.clone();
+        for member in self.members.values_mut() {
+            fail_waiters(member, || GroupError::NotCoordinator(id.clone()));
+        }
     }
 
     pub(super) fn protocol_type(&self) -> &str {

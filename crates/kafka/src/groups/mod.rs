@@ -1,15 +1,21 @@
 //! The group coordinator: classic-protocol consumer groups (JoinGroup/SyncGroup/Heartbeat/
 //! LeaveGroup) and their committed offsets.
 //!
-//! Membership lives in memory in this agent ([`GroupCoordinator`]); offsets live in the metadata
-//! store, so they survive restarts while members simply rejoin. The per-group state machine is
-//! in `group.rs` and knows nothing of the wire format; `handlers/groups.rs` and
-//! `handlers/offsets.rs` translate requests into calls on the coordinator. A background sweeper
-//! applies session and rebalance timeouts.
+//! An agent coordinates a group only while it holds the group's coordinator lease in the
+//! metadata store (`lease.rs`), taken on demand by the agent the shared assignment names and
+//! fenced like a partition's: offset commits and new generations are written only under the
+//! lease's epoch, so a former coordinator can neither commit nor hand out a generation a later
+//! one also hands out. Membership lives in memory with the lease and is dropped with it (members
+//! rejoin at the new coordinator, whose generations continue after the recorded one); offsets
+//! live in the metadata store. The per-group state machine is in `group.rs` and knows nothing
+//! of the wire format; `handlers/groups.rs` and `handlers/offsets.rs` translate requests into
+//! calls on the coordinator. A background sweeper applies session and rebalance timeouts and
+//! drops groups whose lease may have lapsed.
 
 mod admin;
 mod error;
 mod group;
+mod lease;
 mod member;
 mod offsets;
 mod types;
@@ -18,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use streamhouse_metadata::MetadataStore;
+use streamhouse_metadata::{LeaseFence, MetadataStore};
 
 pub use admin::PartitionLag;
 pub(crate) use error::GroupError;
@@ -37,49 +43,70 @@ pub(crate) type SyncResult = Result<SyncResponse, GroupError>;
 /// How often timeouts are checked; bounds how late a session expiry or phase end is noticed.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Coordinates every group this agent serves. One agent coordinates all groups for now; the
-/// state sits behind this struct so groups can later move between agents.
+/// A group this agent coordinates: its lease and its membership.
+struct Coordinated {
+    /// The lease this agent holds the group under.
+    fence: LeaseFence,
+    /// Until when the lease is surely held: its TTL from the moment the request that took or
+    /// last renewed it was sent (the database counts from a later moment).
+    valid_until: tokio::time::Instant,
+    /// The highest generation recorded in the metadata store under this lease.
+    recorded_generation: i32,
+    group: Group,
+}
+
+/// Coordinates the groups whose leases this agent holds.
 pub(crate) struct GroupCoordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    groups: Mutex<HashMap<String, Coordinated>>,
     metadata: Arc<dyn MetadataStore>,
+    /// The holder named in this agent's group leases.
+    agent_id: String,
+    lease_ttl: Duration,
     initial_rebalance_delay: Duration,
 }
 
 impl GroupCoordinator {
-    /// Creates the coordinator and starts its timeout sweeper (which stops when it is dropped).
+    /// Creates the coordinator of agent `agent_id`, whose group leases last `lease_ttl`, and
+    /// starts its timeout sweeper (which stops when it is dropped).
     pub(crate) fn start(
         metadata: Arc<dyn MetadataStore>,
+        agent_id: &str,
+        lease_ttl: Duration,
         initial_rebalance_delay: Duration,
     ) -> Arc<Self> {
         let coordinator = Arc::new(Self {
             groups: Mutex::new(HashMap::new()),
             metadata,
+            agent_id: agent_id.to_string(),
+            lease_ttl,
             initial_rebalance_delay,
         });
         tokio::spawn(run_sweeper(Arc::downgrade(&coordinator)));
         coordinator
     }
 
-    /// Joins (or rejoins) a member; completes when the group's join phase does.
+    /// Joins (or rejoins) a member; completes when the group's join phase does, once the
+    /// generation it starts is recorded under this agent's lease.
     pub(crate) async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
         validate_group_id(group_id)?;
-        let delay = self.initial_rebalance_delay;
-        let pending = self.with_groups(|groups| {
-            groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id, delay))
-                .join(req, Instant::now())
+        let joining = self.with_coordinated(group_id, |c| {
+            (c.fence.clone(), c.group.join(req, Instant::now()))
         });
-        resolve(group_id, pending).await
+        let Some((fence, pending)) = joining else {
+            return Err(GroupError::NotCoordinator(group_id.to_string()));
+        };
+        let joined = resolve(group_id, pending).await?;
+        self.record_generation(group_id, &fence, joined.generation_id)
+            .await?;
+        Ok(joined)
     }
 
     /// Syncs a member; the leader's sync delivers everyone's assignment.
     pub(crate) async fn sync(&self, group_id: &str, req: SyncRequest) -> SyncResult {
         validate_group_id(group_id)?;
-        let member = req.member_id.clone();
         let pending = self
             .with_group(group_id, |g| g.sync(req, Instant::now()))
-            .unwrap_or_else(|| Pending::Ready(Err(unknown_member(group_id, &member))));
+            .unwrap_or_else(|| Pending::Ready(Err(not_coordinator(group_id))));
         resolve(group_id, pending).await
     }
 
@@ -95,7 +122,7 @@ impl GroupCoordinator {
         self.with_group(group_id, |g| {
             g.heartbeat(member_id, instance, generation, Instant::now())
         })
-        .unwrap_or_else(|| Err(unknown_member(group_id, member_id)))
+        .unwrap_or_else(|| Err(not_coordinator(group_id)))
     }
 
     /// Removes members `(member id, group instance id)`, with one result per member.
@@ -106,35 +133,46 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         validate_group_id(group_id)?;
         let now = Instant::now();
-        let results = self.with_group(group_id, |g| {
+        self.with_group(group_id, |g| {
             members
                 .iter()
                 .map(|(id, instance)| g.leave(id, instance.as_deref(), now))
                 .collect()
-        });
-        Ok(results.unwrap_or_else(|| {
-            members
-                .iter()
-                .map(|(id, _)| Err(unknown_member(group_id, id)))
-                .collect()
-        }))
+        })
+        .ok_or_else(|| not_coordinator(group_id))
     }
 
-    fn with_groups<T>(&self, f: impl FnOnce(&mut HashMap<String, Group>) -> T) -> T {
+    fn with_groups<T>(&self, f: impl FnOnce(&mut HashMap<String, Coordinated>) -> T) -> T {
         f(&mut self.groups.lock().expect("group map poisoned"))
     }
 
-    fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+    fn with_coordinated<T>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&mut Coordinated) -> T,
+    ) -> Option<T> {
         self.with_groups(|groups| groups.get_mut(group_id).map(f))
     }
 
-    /// Applies timeouts, then forgets groups left without members: their offsets (if any)
-    /// keep them listed as Empty, and nothing else about them is worth keeping.
+    fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+        self.with_coordinated(group_id, |c| f(&mut c.group))
+    }
+
+    /// Applies timeouts, and drops the groups whose lease may have lapsed (it could not be
+    /// renewed in time): another agent may coordinate them by now.
     fn sweep(&self) {
         let now = Instant::now();
+        let lease_now = tokio::time::Instant::now();
         self.with_groups(|groups| {
-            groups.values_mut().for_each(|g| g.tick(now));
-            groups.retain(|_, g| !g.is_idle());
+            groups.values_mut().for_each(|c| c.group.tick(now));
+            groups.retain(|id, c| {
+                let valid = c.valid_until > lease_now;
+                if !valid {
+                    tracing::warn!(group = %id, "group lease not renewed in time; unloading");
+                    c.group.unload();
+                }
+                valid
+            });
         });
     }
 }
@@ -147,22 +185,15 @@ fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
     }
 }
 
-fn unknown_member(group: &str, member: &str) -> GroupError {
-    GroupError::UnknownMember {
-        group: group.to_string(),
-        member: member.to_string(),
-    }
+fn not_coordinator(group: &str) -> GroupError {
+    GroupError::NotCoordinator(group.to_string())
 }
 
-/// Waits for a parked request; a waiter dropped unanswered means the group went away.
+/// Waits for a parked request; a waiter dropped unanswered means the group was unloaded.
 async fn resolve<T>(group_id: &str, pending: Pending<T>) -> Result<T, GroupError> {
     match pending {
         Pending::Ready(result) => result,
-        Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| {
-            Err(GroupError::CoordinatorNotAvailable {
-                group: group_id.to_string(),
-            })
-        }),
+        Pending::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(not_coordinator(group_id))),
     }
 }
 

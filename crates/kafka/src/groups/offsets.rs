@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
-use streamhouse_metadata::{now_ms, CommittedOffset};
+use streamhouse_metadata::{now_ms, CommittedOffset, LeaseFence};
 
-use super::{validate_group_id, GroupCoordinator, GroupError, GroupState};
+use super::{not_coordinator, validate_group_id, GroupCoordinator, GroupError, GroupState};
 
 /// Kafka's default `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
@@ -66,7 +66,8 @@ impl PartitionOffset {
 pub(crate) type PartitionResult = Result<(), ResponseError>;
 
 impl GroupCoordinator {
-    /// Stores offsets after checking the committer; returns one result per commit, in order.
+    /// Stores offsets after checking the committer, fenced by this agent's lease of the group;
+    /// returns one result per commit, in order.
     pub(crate) async fn commit_offsets(
         &self,
         group_id: &str,
@@ -74,7 +75,7 @@ impl GroupCoordinator {
         commits: &[OffsetCommit],
     ) -> Result<Vec<PartitionResult>, GroupError> {
         validate_group_id(group_id)?;
-        self.validate_committer(group_id, committer)?;
+        let fence = self.validate_committer(group_id, committer)?;
         let mut partition_counts = HashMap::new();
         let committed_at_ms = now_ms();
         let mut results = Vec::with_capacity(commits.len());
@@ -94,8 +95,9 @@ impl GroupCoordinator {
             results.push(check.map_err(|e| e.code()));
         }
         if !valid.is_empty() {
-            if let Err(e) = self.metadata.commit_offsets(group_id, &valid).await {
-                let code = GroupError::from(e).code();
+            let stored = self.metadata.commit_offsets(group_id, Some(&fence), &valid);
+            if let Err(e) = stored.await {
+                let code = self.lease_failure(group_id, &fence, e).code();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(code);
                 }
@@ -104,21 +106,16 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    fn validate_committer(&self, group_id: &str, c: &Committer) -> Result<(), GroupError> {
+    /// Checks the committer against the group's membership; returns the lease to commit under.
+    fn validate_committer(&self, group_id: &str, c: &Committer) -> Result<LeaseFence, GroupError> {
         let now = Instant::now();
         let instance = c.group_instance_id.as_deref();
-        match self.with_group(group_id, |g| {
-            g.validate_commit(&c.member_id, instance, c.generation, now)
-        }) {
-            Some(result) => result,
-            None if c.generation < 0 => Ok(()),
-            // Members of a group this agent does not know (e.g. after a restart) must rejoin.
-            None => Err(GroupError::IllegalGeneration {
-                group: group_id.to_string(),
-                got: c.generation,
-                current: -1,
-            }),
-        }
+        self.with_coordinated(group_id, |coordinated| {
+            let group = &mut coordinated.group;
+            group.validate_commit(&c.member_id, instance, c.generation, now)?;
+            Ok(coordinated.fence.clone())
+        })
+        .unwrap_or_else(|| Err(not_coordinator(group_id)))
     }
 
     async fn check_commit(
@@ -221,14 +218,16 @@ impl GroupCoordinator {
         topics: &TopicPartitions,
     ) -> Result<Vec<bool>, GroupError> {
         let live = self.with_group(group_id, |g| match g.state() {
-            GroupState::Dead => Err(GroupError::GroupNotFound(group_id.to_string())),
-            GroupState::Empty => Ok(vec![false; topics.len()]),
-            _ if g.protocol_type() == "consumer" => {
-                Ok(topics.iter().map(|(t, _)| g.is_subscribed_to(t)).collect())
-            }
-            _ => Err(GroupError::NonEmptyGroup(group_id.to_string())),
+            GroupState::Dead => Some(Err(GroupError::GroupNotFound(group_id.to_string()))),
+            // Exists only by its offsets, if it has any.
+            GroupState::Empty => None,
+            _ if g.protocol_type() == "consumer" => Some(Ok(topics
+                .iter()
+                .map(|(t, _)| g.is_subscribed_to(t))
+                .collect())),
+            _ => Some(Err(GroupError::NonEmptyGroup(group_id.to_string()))),
         });
-        match live {
+        match live.flatten() {
             Some(result) => result,
             None if self
                 .metadata

@@ -43,7 +43,7 @@ pub(crate) async fn describe_cluster(
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(str_bytes("only broker endpoints exist")));
     }
-    let view = b.cluster_view().await;
+    let view = b.cluster_view();
     let brokers = super::metadata::brokers(&view)
         .map(|(id, host, port)| {
             DescribeClusterBroker::default()
@@ -85,7 +85,7 @@ pub(crate) async fn describe_log_dirs(
                 .with_error_code(metadata_error_code(&e).code())
         }
     };
-    let view = b.cluster_view().await;
+    let view = b.cluster_view();
     let now = now_ms();
     let me = b.config().node_id;
     let mut out = Vec::new();

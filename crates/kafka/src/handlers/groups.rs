@@ -65,24 +65,23 @@ fn opt_str_bytes(s: Option<String>) -> Option<StrBytes> {
 }
 
 /// Group requests are served only to requesters whose ACLs allow `op` on the group (checked
-/// first, as in Kafka) and only by the group's coordinator; elsewhere they fail with
-/// NOT_COORDINATOR, which sends the client back to FindCoordinator.
-pub(crate) fn coordinating(
+/// first, as in Kafka) and only by the holder of the group's coordinator lease (taken here on
+/// demand by the agent the assignment names); elsewhere they fail with NOT_COORDINATOR, which
+/// sends the client back to FindCoordinator.
+pub(crate) async fn coordinating(
     b: &Broker,
     access: &Access,
     op: Op,
     group: &str,
 ) -> Result<(), GroupError> {
     if !access.allows(op, Resource::Group, group) {
-        Err(GroupError::AuthorizationFailed(group.to_string()))
-    } else if b.is_coordinator(group) {
-        Ok(())
-    } else {
-        Err(GroupError::NotCoordinator(group.to_string()))
+        return Err(GroupError::AuthorizationFailed(group.to_string()));
     }
+    b.claim_group(group).await
 }
 
-/// The coordinator of each key: the live agent the shared assignment names for it.
+/// The coordinator of each key: the live holder of the group's coordinator lease, else the live
+/// agent the shared assignment names for it (as of the last view; no I/O).
 pub(crate) fn find_coordinator(
     b: &Broker,
     access: &Access,
@@ -97,7 +96,7 @@ pub(crate) fn find_coordinator(
     let group_denied = ResponseError::GroupAuthorizationFailed.code();
     let view = b.membership.view();
     let coordinator_of = |key: &str| -> (BrokerId, StrBytes, i32) {
-        let agent: Option<&AgentInfo> = view.assignment.coordinator(key);
+        let agent: Option<&AgentInfo> = view.coordinator(key);
         match agent {
             Some(a) => (
                 BrokerId(a.node_id),
@@ -157,6 +156,7 @@ pub(crate) async fn join_group(
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
     let result = match coordinating(b, access, Op::Read, &group_id)
+        .await
         .and_then(|()| join_request(client, req, version))
     {
         Ok(join) => b.groups().join(&group_id, join).await,
@@ -274,7 +274,7 @@ pub(crate) async fn sync_group(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let synced = match coordinating(b, access, Op::Read, &group_id) {
+    let synced = match coordinating(b, access, Op::Read, &group_id).await {
         Ok(()) => b.groups().sync(&group_id, sync).await,
         Err(e) => Err(e),
     };
@@ -288,9 +288,14 @@ pub(crate) async fn sync_group(
     }
 }
 
-pub(crate) fn heartbeat(b: &Broker, access: &Access, req: HeartbeatRequest) -> HeartbeatResponse {
+pub(crate) async fn heartbeat(
+    b: &Broker,
+    access: &Access,
+    req: HeartbeatRequest,
+) -> HeartbeatResponse {
     let group_id = req.group_id.0.as_str();
-    let result = coordinating(b, access, Op::Read, group_id).and_then(|()| {
+    let allowed = coordinating(b, access, Op::Read, group_id).await;
+    let result = allowed.and_then(|()| {
         b.groups().heartbeat(
             group_id,
             req.member_id.as_str(),
@@ -308,7 +313,7 @@ fn error_code(result: &Result<(), GroupError>) -> i16 {
     }
 }
 
-pub(crate) fn leave_group(
+pub(crate) async fn leave_group(
     b: &Broker,
     access: &Access,
     req: LeaveGroupRequest,
@@ -324,8 +329,8 @@ pub(crate) fn leave_group(
         vec![(req.member_id.to_string(), None)]
     };
     let group_id = req.group_id.0.as_str();
-    let left = coordinating(b, access, Op::Read, group_id)
-        .and_then(|()| b.groups().leave(group_id, &members));
+    let allowed = coordinating(b, access, Op::Read, group_id).await;
+    let left = allowed.and_then(|()| b.groups().leave(group_id, &members));
     let results = match left {
         Ok(results) => results,
         Err(e) => return LeaveGroupResponse::default().with_error_code(e.code().code()),
@@ -394,7 +399,7 @@ pub(crate) async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
         let described = DescribedGroup::default().with_group_id(group_id.clone());
-        let found = match coordinating(b, access, Op::Describe, group_id.0.as_str()) {
+        let found = match coordinating(b, access, Op::Describe, group_id.0.as_str()).await {
             Ok(()) => b.groups().describe_group(group_id.0.as_str()).await,
             Err(e) => Err(e),
         };
@@ -437,7 +442,7 @@ pub(crate) async fn delete_groups(
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
-        let result = match coordinating(b, access, Op::Delete, group_id.0.as_str()) {
+        let result = match coordinating(b, access, Op::Delete, group_id.0.as_str()).await {
             Ok(()) => b.groups().delete_group(group_id.0.as_str()).await,
             Err(e) => Err(e),
         };

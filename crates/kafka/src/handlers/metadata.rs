@@ -33,7 +33,7 @@ pub(crate) async fn handle(
 ) -> MetadataResponse {
     let config = b.config();
     let node = BrokerId(config.node_id);
-    let view = b.cluster_view().await;
+    let view = b.cluster_view();
     let brokers = brokers(&view)
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()
@@ -187,7 +187,7 @@ pub(crate) async fn describe_topic_partitions(
     access: &Access,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let view = b.cluster_view().await;
+    let view = b.cluster_view();
     let all = match b.metadata().list_topics().await {
         Ok(all) => all,
         Err(e) => {

@@ -131,10 +131,10 @@ pub(crate) fn dispatch(
             later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, &a, r, v).await) })
         }
         RequestKind::Heartbeat(r) => {
-            later(async move { ResponseKind::Heartbeat(groups::heartbeat(&b, &a, r)) })
+            later(async move { ResponseKind::Heartbeat(groups::heartbeat(&b, &a, r).await) })
         }
         RequestKind::LeaveGroup(r) => {
-            later(async move { ResponseKind::LeaveGroup(groups::leave_group(&b, &a, r, v)) })
+            later(async move { ResponseKind::LeaveGroup(groups::leave_group(&b, &a, r, v).await) })
         }
         RequestKind::ListGroups(r) => {
             later(async move { ResponseKind::ListGroups(groups::list_groups(&b, &a, r, v).await) })

@@ -35,7 +35,7 @@ pub(crate) async fn offset_commit(
         group_instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
     };
     let group_id = req.group_id.0.as_str();
-    let group = coordinating(b, access, Op::Read, group_id);
+    let group = coordinating(b, access, Op::Read, group_id).await;
     let group_code = group.as_ref().err().map(|e| e.code().code());
     // Only topics the requester may read are committed (checked once the group is allowed).
     let readable: Vec<bool> = req
@@ -110,7 +110,7 @@ async fn visible_offsets(
     group_id: &str,
     topics: Option<TopicPartitions>,
 ) -> Result<Vec<TopicOffsets>, GroupError> {
-    coordinating(b, access, Op::Describe, group_id)?;
+    coordinating(b, access, Op::Describe, group_id).await?;
     let describable = |topic: &str| access.allows(Op::Describe, Resource::Topic, topic);
     let (wanted, refused): (Option<TopicPartitions>, TopicPartitions) = match topics {
         Some(topics) => {
@@ -232,7 +232,7 @@ pub(crate) async fn offset_delete(
             (t.name.0.to_string(), partitions)
         })
         .collect();
-    let deleted = match coordinating(b, access, Op::Delete, group_id) {
+    let deleted = match coordinating(b, access, Op::Delete, group_id).await {
         Ok(()) => {
             // Offsets of a topic are deleted only with READ on it.
             let (readable, refused): (TopicPartitions, TopicPartitions) = topics

@@ -4,6 +4,7 @@
 mod acl;
 mod admin;
 mod cluster;
+mod coordinator;
 mod faults;
 mod groups;
 mod harness;

@@ -46,7 +46,7 @@ pub(crate) async fn lease_round(store: &dyn MetadataStore, backend: &str) {
     let started = Instant::now();
     let mut held = Vec::new();
     for batch in keys.chunks(ACQUIRE_BATCH) {
-        let leases = store.acquire_leases("a", batch, now_ms(), TTL_MS).await;
+        let leases = store.acquire_leases("a", batch, TTL_MS).await;
         held.extend(leases.unwrap());
     }
     let takeover = started.elapsed();
@@ -68,10 +68,7 @@ pub(crate) async fn lease_round(store: &dyn MetadataStore, backend: &str) {
         store.list_agents(0).await.unwrap();
         store.list_topics().await.unwrap();
         store.list_leases().await.unwrap();
-        let renewed = store
-            .renew_leases("a", &held, now_ms(), TTL_MS)
-            .await
-            .unwrap();
+        let renewed = store.renew_leases("a", &held, TTL_MS).await.unwrap();
         rounds.push(started.elapsed());
         assert_eq!(renewed.len(), held.len(), "every lease is renewed");
         assert!(renewed.iter().all(|l| l.epoch == 1), "at its epoch");
@@ -84,7 +81,7 @@ pub(crate) async fn lease_round(store: &dyn MetadataStore, backend: &str) {
     let started = Instant::now();
     let mut lapsed = 0;
     for (topic, partition) in &keys {
-        let lease = store.acquire_lease(topic, *partition, "a", now_ms(), TTL_MS);
+        let lease = store.acquire_lease(topic, *partition, "a", TTL_MS);
         let epoch = lease.await.unwrap().expect("own lease").epoch;
         lapsed += usize::from(epoch != 1);
     }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
 use streamhouse_metadata::{
-    conformance, now_ms, CacheConfig, CachedMetadataStore, MetadataError, MetadataStore, NewTopic,
-    PostgresMetadataStore, SegmentInfo, SessionTimeouts, TopicConfig,
+    conformance, now_ms, CacheConfig, CachedMetadataStore, CommitOutcome, LeaseFence,
+    MetadataError, MetadataStore, NewTopic, PostgresMetadataStore, SegmentCommit, SegmentInfo,
+    SessionTimeouts, TopicConfig,
 };
 use tempfile::TempDir;
 
@@ -171,21 +172,7 @@ async fn agents_race_for_one_offset(first: Arc<dyn MetadataStore>, second: Arc<d
         })
         .await
         .unwrap();
-    let segment = |key: &str| SegmentInfo {
-        topic: topic.clone(),
-        partition: 0,
-        base_offset: 0,
-        last_offset: 99,
-        record_count: 100,
-        size_bytes: 1_000,
-        object_offset: 0,
-        object_size: 1_000,
-        object_key: key.into(),
-        min_timestamp_ms: 0,
-        max_timestamp_ms: 0,
-        created_at_ms: now_ms(),
-    };
-    let (a, b) = (segment("from-a"), segment("from-b"));
+    let (a, b) = (segment(&topic, 0, "from-a"), segment(&topic, 0, "from-b"));
     let (ra, rb) = tokio::join!(
         first.commit_segment(&a, None),
         second.commit_segment(&b, None)
@@ -273,7 +260,7 @@ async fn held_row_locks_and_idle_transactions_are_bounded() {
     let lock = "SELECT 1 FROM partitions WHERE topic = 'locked' AND partition_id = 0 FOR UPDATE";
     sqlx::query(lock).execute(&mut stalled).await.unwrap();
     let started = Instant::now();
-    let call = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    let call = store.acquire_lease("locked", 0, "agent-b", 10_000);
     let outcome = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("a held row lock must not hang the call");
@@ -284,7 +271,7 @@ async fn held_row_locks_and_idle_transactions_are_bounded() {
         "failed after {waited:?}, lock_timeout is 300 ms"
     );
     sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
-    let lease = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    let lease = store.acquire_lease("locked", 0, "agent-b", 10_000);
     assert!(lease.await.unwrap().is_some(), "free once the lock is gone");
 
     // A session of the store's own settings idle in a transaction is terminated, locks and all.
@@ -302,7 +289,7 @@ async fn held_row_locks_and_idle_transactions_are_bounded() {
         sqlx::query("SELECT 1").execute(&mut idle).await.is_err(),
         "the idle transaction's session was ended"
     );
-    let call = store.acquire_lease("locked", 0, "agent-b", now_ms(), 10_000);
+    let call = store.acquire_lease("locked", 0, "agent-b", 10_000);
     assert!(call.await.unwrap().is_some(), "its row lock was released");
     // A statement running past statement_timeout is cancelled.
     let started = Instant::now();
@@ -311,6 +298,133 @@ async fn held_row_locks_and_idle_transactions_are_bounded() {
         .execute(&mut limited_conn)
         .await;
     assert!(slow.is_err() && started.elapsed() < Duration::from_secs(4));
+}
+
+/// A partition row held by another session (a stalled agent's commit) is skipped by batched
+/// lease acquisition: the other partitions of the batch are leased at once, not after the
+/// lock wait, and the skipped one is leased once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_locked_row_does_not_stall_a_lease_batch() {
+    use sqlx::{Connection, PgConnection};
+    use std::time::{Duration, Instant};
+
+    let Some(bin) = server_bin_dir_or_skip("one_locked_row_does_not_stall_a_lease_batch") else {
+        return;
+    };
+    let server = TempPostgres::start(bin);
+    let store = server.store().await;
+    let topic = NewTopic {
+        name: "batch".into(),
+        partitions: 3,
+        config: TopicConfig::default(),
+    };
+    store.create_topic(topic).await.unwrap();
+    let mut stalled = PgConnection::connect_with(&server.options()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    sqlx::query("SELECT 1 FROM partitions WHERE topic = 'batch' AND partition_id = 1 FOR UPDATE")
+        .execute(&mut stalled)
+        .await
+        .unwrap();
+    let keys: Vec<(String, u32)> = (0..3).map(|p| ("batch".to_string(), p)).collect();
+    let started = Instant::now();
+    let leased = store.acquire_leases("agent-a", &keys, 10_000);
+    let leased = leased.await.unwrap();
+    let partitions: Vec<u32> = leased.iter().map(|l| l.partition).collect();
+    assert_eq!(partitions, [0, 2], "the locked partition is left out");
+    // The default lock_timeout is 2 s: well under it means nothing waited for the lock.
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+    let leased = store.acquire_leases("agent-a", &keys, 10_000);
+    assert_eq!(leased.await.unwrap().len(), 3);
+}
+
+/// Offsets 0..=99 of `topic`/`partition`, in object `key`.
+fn segment(topic: &str, partition: u32, key: &str) -> SegmentInfo {
+    SegmentInfo {
+        topic: topic.to_string(),
+        partition,
+        base_offset: 0,
+        last_offset: 99,
+        record_count: 100,
+        size_bytes: 1_000,
+        object_offset: 0,
+        object_size: 1_000,
+        object_key: key.into(),
+        min_timestamp_ms: 0,
+        max_timestamp_ms: 0,
+        created_at_ms: now_ms(),
+    }
+}
+
+/// A group commit re-checks its fences when it commits: a lease that lapses while the
+/// transaction waits (here on another partition's row lock) fails its commit, even though it
+/// was live when that commit was applied, and the others still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lapsing_mid_transaction_fails_its_commit() {
+    use sqlx::{Connection, PgConnection};
+    use std::time::Duration;
+
+    let Some(bin) = server_bin_dir_or_skip("a_lease_lapsing_mid_transaction_fails_its_commit")
+    else {
+        return;
+    };
+    let server = TempPostgres::start(bin);
+    let store = server.store().await;
+    let topic = NewTopic {
+        name: "recheck".into(),
+        partitions: 2,
+        config: TopicConfig::default(),
+    };
+    store.create_topic(topic).await.unwrap();
+    let short = store
+        .acquire_lease("recheck", 0, "a", 300)
+        .await
+        .unwrap()
+        .unwrap();
+    let long = store
+        .acquire_lease("recheck", 1, "a", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let commit = |partition, epoch| SegmentCommit {
+        segment: segment("recheck", partition, &format!("object-{partition}")),
+        producers: Vec::new(),
+        fence: Some(LeaseFence {
+            agent_id: "a".into(),
+            epoch,
+        }),
+    };
+    let commits = [commit(0, short.epoch), commit(1, long.epoch)];
+    // Partition 1's row is held for 600 ms: the commit applies partition 0 (its lease live),
+    // then waits, and partition 0's 300 ms lease lapses meanwhile.
+    let mut other = PgConnection::connect_with(&server.options()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM partitions WHERE topic = 'recheck' AND partition_id = 1 FOR UPDATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    });
+    let outcomes = store.commit_segments(&commits).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(outcomes, [CommitOutcome::Fenced, CommitOutcome::Committed]);
+    let high_watermark = |p| {
+        let store = &store;
+        async move {
+            store
+                .get_partition("recheck", p)
+                .await
+                .unwrap()
+                .high_watermark
+        }
+    };
+    assert_eq!((high_watermark(0).await, high_watermark(1).await), (0, 100));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

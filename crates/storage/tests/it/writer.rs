@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore};
+use streamhouse_metadata::{LeaseFence, MetadataStore};
 use streamhouse_storage::{StorageError, WriterConfig};
 
 use streamhouse_storage::testing::FaultPlan;
@@ -151,10 +151,9 @@ async fn an_exhausted_upload_fails_every_pending_record_and_nothing_becomes_visi
 #[tokio::test]
 async fn a_fenced_writer_fails_its_commit_and_stays_unusable() {
     let env = Env::in_memory().await;
-    let start = now_ms();
     let lease = env
         .metadata
-        .acquire_lease(TOPIC, 0, "agent-a", start, 1_000)
+        .acquire_lease(TOPIC, 0, "agent-a", 60_000)
         .await
         .unwrap()
         .expect("free lease");
@@ -168,13 +167,17 @@ async fn a_fenced_writer_fails_its_commit_and_stays_unusable() {
     assert!(info.object_key.starts_with("wal/"));
     first.durable.wait().await.unwrap();
 
-    // Agent B takes the lease over after it expired.
+    // Agent B takes the lease over once it is free (released here; expiry works alike).
+    env.metadata
+        .release_lease(TOPIC, 0, "agent-a", lease.epoch)
+        .await
+        .unwrap();
     let stolen = env
         .metadata
-        .acquire_lease(TOPIC, 0, "agent-b", start + 10_000, 60_000)
+        .acquire_lease(TOPIC, 0, "agent-b", 60_000)
         .await
         .unwrap()
-        .expect("expired lease is free");
+        .expect("a released lease is free");
     assert!(stolen.epoch > lease.epoch);
 
     let zombie = writer.append(vec![plain(3)]).unwrap();

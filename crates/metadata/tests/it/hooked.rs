@@ -1,0 +1,46 @@
+//! Hooks around a store's calls: a deadline abandons a call the store does not answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use streamhouse_metadata::{
+    CallDeadline, CallHook, HookedMetadataStore, MetadataError, MetadataStore, SqliteMetadataStore,
+};
+
+/// A store that answers `list_topics` only after an hour (a paused database).
+struct Stalls;
+
+#[async_trait]
+impl CallHook for Stalls {
+    async fn after(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == "list_topics" {
+            tokio::time::sleep(Duration::from_secs(3_600)).await;
+        }
+        Ok(())
+    }
+}
+
+// Real time (this crate's tests run without tokio's test clock): 200 ms against an hour.
+#[tokio::test]
+async fn a_deadline_abandons_a_stalled_call() {
+    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let stalled: Arc<dyn MetadataStore> = Arc::new(HookedMetadataStore::new(sqlite, Stalls));
+    let bounded = HookedMetadataStore::new(stalled, CallDeadline(Duration::from_millis(200)));
+    let started = tokio::time::Instant::now();
+    match bounded.list_topics().await {
+        Err(MetadataError::Timeout { method, after }) => {
+            assert_eq!((method, after), ("list_topics", Duration::from_millis(200)));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(
+        bounded.list_groups().await.unwrap().is_empty(),
+        "other calls go through"
+    );
+}

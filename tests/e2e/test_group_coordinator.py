@@ -1,0 +1,112 @@
+"""A consumer group of librdkafka consumers on three agents sharing PostgreSQL: the agent
+coordinating the group is SIGKILLed mid-stream. The group's coordinator lease moves to another
+agent (after one lease TTL), the consumers find it, rejoin and go on; every record is consumed,
+and the group's committed offsets never move backwards."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+from kafka_util import admin, create_topic
+from test_cluster import cluster, postgres  # noqa: F401  (fixtures)
+from test_groups import (PARTITIONS, Worker, assert_no_errors, balanced, expected_records,
+                         produce_n, union, wait_until, workers)  # noqa: F401  (fixture)
+
+
+class OffsetWatcher(threading.Thread):
+    """Reads the group's committed offsets every 100 ms until stopped; records any that went
+    down, and how many reads succeeded."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str):
+        super().__init__(daemon=True)
+        self.client = admin(bootstrap)
+        self.request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(topic, p) for p in range(PARTITIONS)])
+        self.highest: dict[int, int] = {}
+        self.backwards: list[tuple[int, int, int]] = []
+        self.reads = 0
+        self.stopping = threading.Event()
+
+    def read(self) -> dict[int, int] | None:
+        """The committed offsets (partitions without one left out), or `None` when the
+        coordinator is moving (NOT_COORDINATOR, a dead agent)."""
+        try:
+            future = self.client.list_consumer_group_offsets([self.request])
+            listed = future[self.request.group_id].result(timeout=15)
+        except (KafkaException, TimeoutError):
+            return None
+        return {tp.partition: tp.offset for tp in listed.topic_partitions if tp.offset >= 0}
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            offsets = self.read()
+            for partition, offset in (offsets or {}).items():
+                before = self.highest.get(partition, -1)
+                if offset < before:
+                    self.backwards.append((partition, before, offset))
+                self.highest[partition] = max(before, offset)
+            self.reads += offsets is not None
+            time.sleep(0.1)
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+def coordinator_of(postgres_url: str, group: str) -> int | None:
+    """Node id of the agent holding the group's coordinator lease, by the database's clock."""
+    sql = ("SELECT a.node_id FROM group_leases g JOIN agents a ON a.agent_id = g.agent_id "
+           f"WHERE g.group_id = '{group}' AND g.expires_at >= "
+           "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
+    out = subprocess.run(["psql", postgres_url, "-X", "-At", "-c", sql], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def test_consumers_follow_a_killed_coordinator(postgres, cluster, topic, workers,  # noqa: F811
+                                               measurements):
+    agents = [cluster(n) for n in range(3)]
+    bootstrap = ",".join(a.bootstrap for a in agents)
+    create_topic(agents[0].bootstrap, topic, PARTITIONS)
+    group = f"{topic}-group"
+    first = produce_n(bootstrap, topic, 0, 20_000)
+    workers.extend(Worker(bootstrap, group, topic) for _ in range(3))
+    wait_until(lambda: balanced(workers), "three consumers sharing the partitions")
+    watcher = OffsetWatcher(bootstrap, group, topic)
+    watcher.start()
+    time.sleep(2)
+
+    victim = coordinator_of(postgres, group)
+    assert victim is not None, "the group's coordinator holds its lease"
+    agents[victim].kill()
+    killed_at = time.monotonic()
+    survivors = ",".join(a.bootstrap for n, a in enumerate(agents) if n != victim)
+    ends = produce_n(survivors, topic, 20_000, 20_000)
+    wait_until(lambda: coordinator_of(postgres, group) not in (None, victim),
+               "another agent holding the group's lease")
+    moved_s = time.monotonic() - killed_at
+    wanted = expected_records(ends)
+    assert all(ends[p] >= first.get(p, 0) for p in first)
+    wait_until(lambda: wanted <= union(workers), "every record consumed after the move")
+    consumed_s = time.monotonic() - killed_at
+    for w in workers:
+        w.stop()
+    watcher.finish()
+
+    assert_no_errors(workers)
+    assert not watcher.backwards, f"committed offsets went back: {watcher.backwards[:5]}"
+    assert watcher.reads > 10, f"only {watcher.reads} offset reads"
+    # The consumers closed cleanly, committing where they stopped: at the end of the log.
+    final = None
+    deadline = time.monotonic() + 30
+    while final is None and time.monotonic() < deadline:
+        final = watcher.read()
+    assert final == {p: ends[p] for p in range(PARTITIONS)}, (final, ends)
+    measurements["group coordinator SIGKILLed: another agent coordinates after"] = \
+        f"{moved_s:.2f} s"
+    measurements["group coordinator SIGKILLed: every record consumed after"] = \
+        f"{consumed_s:.2f} s ({watcher.reads} offset reads, none backwards)"

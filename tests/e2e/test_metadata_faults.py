@@ -1,0 +1,187 @@
+"""Two agents on PostgreSQL while the database misbehaves under a continuous idempotent
+producer: a session holding a partition's row lock, the whole server paused (SIGSTOP) for
+20 s, the server killed and restarted. Each time the agents keep serving what they can, no
+lease lapses because a call was blocked (where the database is up to renew it), service comes
+back after the fault, and every acknowledged record is stored exactly once, in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, SETTLE_TIMEOUT_S,
+                          ContinuousProducer, TempPostgres, assert_exactly_once_in_order,
+                          postgres_bin_dir, wait_for_leaders)
+from kafka_util import create_topic
+
+# How long after a fault ends every partition must take records again.
+RECOVERY_LIMIT_S = 4 * LEASE_TTL_MS / 1000 + 10
+
+
+class ControlledPostgres(TempPostgres):
+    """A throwaway PostgreSQL server the tests can pause, kill and restart, and query."""
+
+    def restart_after_kill(self, down_s: float) -> None:
+        """Kills the server (immediate shutdown: no checkpoint) and starts it `down_s` later."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+        time.sleep(down_s)
+        self.run_server()
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started."""
+        postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                                  text=True).stdout.split()
+        return [postmaster, *map(int, children)]
+
+    def signal_all(self, sig: int) -> None:
+        for pid in self.pids():
+            os.kill(pid, sig)
+
+    def psql(self, *args: str) -> list[str]:
+        """A psql command line connecting to the server."""
+        return ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-X", "-q",
+                *args]
+
+    def query(self, sql: str) -> list[list[str]]:
+        """The rows of `sql`, as text."""
+        out = subprocess.run(self.psql("-At", "-F", "\t", "-c", sql), capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+
+@pytest.fixture
+def pg():
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("STREAMHOUSE_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL server binaries are required "
+                        "(run scripts/setup-test-deps.sh)", pytrace=False)
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    server = ControlledPostgres(bin_dir).start()
+    yield server
+    # A paused server would not stop.
+    try:
+        server.signal_all(signal.SIGCONT)
+    except (OSError, ValueError):
+        pass
+    server.stop()
+
+
+@pytest.fixture
+def two_agents(pg, server_factory, tmp_path, topic):
+    """Two agents on `pg` sharing an object-store directory, `topic` created and spread."""
+    shared = tmp_path / "shared-objects"
+    shared.mkdir()
+    agents = [server_factory(extra_args=[
+        "--node-id", str(n), "--metadata-url", pg.url, "--object-store-root", str(shared),
+        "--lease-ttl-ms", str(LEASE_TTL_MS),
+        "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS),
+    ]) for n in range(2)]
+    bootstrap = ",".join(a.bootstrap for a in agents)
+    create_topic(agents[0].bootstrap, topic, PARTITIONS)
+    leaders = wait_for_leaders(bootstrap, topic, {0, 1})
+    return bootstrap, leaders
+
+
+def lease_epochs(pg: ControlledPostgres, topic: str) -> dict[int, tuple[str, int]]:
+    rows = pg.query(f"SELECT partition_id, agent_id, epoch FROM partition_leases "
+                    f"WHERE topic = '{topic}'")
+    return {int(p): (agent, int(epoch)) for p, agent, epoch in rows}
+
+
+def acked_between(writer: ContinuousProducer, partitions: set[int], start: float,
+                  end: float) -> set[int]:
+    """The partitions among `partitions` that had a record acknowledged in `start..end`."""
+    return {p for p, _, _, t in list(writer.acked) if p in partitions and start <= t <= end}
+
+
+def wait_until_all_take_records(writer: ContinuousProducer, since: float) -> float:
+    """Seconds from `since` until every partition had a record acknowledged after it."""
+    deadline = since + SETTLE_TIMEOUT_S + RECOVERY_LIMIT_S
+    while True:
+        after = [(p, t) for p, _, _, t in list(writer.acked) if t > since]
+        if {p for p, _ in after} == set(range(PARTITIONS)):
+            return max(min(t for q, t in after if q == p) for p in range(PARTITIONS)) - since
+        assert time.monotonic() < deadline, \
+            f"partitions {set(range(PARTITIONS)) - {p for p, _ in after}} took no record again"
+        time.sleep(0.05)
+
+
+def test_a_held_row_lock_stalls_only_what_it_holds(pg, two_agents, topic, measurements):
+    """A foreign session holds partition 0's row for two lease TTLs: the agent not owning it
+    keeps acknowledging, no lease changes hands or epoch, and afterwards all is stored."""
+    bootstrap, leaders = two_agents
+    writer = ContinuousProducer(bootstrap, topic)
+    writer.start()
+    time.sleep(2)
+    before = lease_epochs(pg, topic)
+    holder = subprocess.Popen(pg.psql(), stdin=subprocess.PIPE, text=True)
+    holder.stdin.write(f"BEGIN;\nSELECT 1 FROM partitions WHERE topic = '{topic}' "
+                       "AND partition_id = 0 FOR UPDATE;\n")
+    holder.stdin.flush()
+    locked_at = time.monotonic()
+    hold_s = 2 * LEASE_TTL_MS / 1000
+    time.sleep(hold_s)
+    holder.stdin.write("ROLLBACK;\n\\q\n")
+    holder.stdin.close()
+    holder.wait(timeout=30)
+    released_at = time.monotonic()
+    recovery_s = wait_until_all_take_records(writer, released_at)
+    writer.finish()
+
+    others = {p for p, node in leaders.items() if node != leaders[0]}
+    # Half a second in: what was in flight when the lock was taken is answered by then.
+    served = acked_between(writer, others, locked_at + 0.5, released_at)
+    assert served == others, f"the other agent's partitions {others - served} stalled"
+    # The owner's other partitions share its flushes with partition 0, whose commit waits on
+    # the lock (lock_timeout) and is retried: reported, not asserted (see docs/reliability.md).
+    owners_others = {p for p, node in leaders.items() if node == leaders[0] and p != 0}
+    owner_served = acked_between(writer, owners_others, locked_at + 0.5, released_at)
+    measurements["row lock: the lock owner's other partitions acknowledging during the hold"] = \
+        f"{len(owner_served)} of {len(owners_others)}"
+    after = lease_epochs(pg, topic)
+    assert after == before, f"leases changed hands or epochs: {before} -> {after}"
+    measurements[f"row lock on one partition for {hold_s:.0f} s: every partition acknowledging "
+                 "again after its release"] = f"{recovery_s:.2f} s"
+    assert_exactly_once_in_order(bootstrap, topic, writer.acked)
+
+
+def test_postgres_paused_for_20_s(pg, two_agents, topic, measurements):
+    """SIGSTOP every PostgreSQL process for 20 s: the agents stay up, take records again
+    once it resumes, and lose none acknowledged."""
+    bootstrap, _ = two_agents
+    writer = ContinuousProducer(bootstrap, topic)
+    writer.start()
+    time.sleep(2)
+    pg.signal_all(signal.SIGSTOP)
+    time.sleep(20)
+    pg.signal_all(signal.SIGCONT)
+    resumed_at = time.monotonic()
+    recovery_s = wait_until_all_take_records(writer, resumed_at)
+    writer.finish()
+    measurements["PostgreSQL paused 20 s: every partition acknowledging again after it "
+                  f"resumed (lease TTL {LEASE_TTL_MS} ms)"] = f"{recovery_s:.2f} s"
+    assert recovery_s < RECOVERY_LIMIT_S
+    assert_exactly_once_in_order(bootstrap, topic, writer.acked)
+
+
+def test_postgres_killed_and_restarted(pg, two_agents, topic, measurements):
+    """PostgreSQL killed (immediate shutdown) and started again 3 s later: the agents
+    reconnect, take records again, and lose none acknowledged."""
+    bootstrap, _ = two_agents
+    writer = ContinuousProducer(bootstrap, topic)
+    writer.start()
+    time.sleep(2)
+    pg.restart_after_kill(3)
+    restarted_at = time.monotonic()
+    recovery_s = wait_until_all_take_records(writer, restarted_at)
+    writer.finish()
+    measurements["PostgreSQL killed, back after 3 s: every partition acknowledging again "
+                  f"after the restart (lease TTL {LEASE_TTL_MS} ms)"] = f"{recovery_s:.2f} s"
+    assert recovery_s < RECOVERY_LIMIT_S
+    assert_exactly_once_in_order(bootstrap, topic, writer.acked)
