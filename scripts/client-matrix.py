@@ -91,6 +91,12 @@ CAPABILITIES = {
     "SCRAM users (KIP-554)": {"Java client": "AdminTest.scramUsers"},
     "ACLs": {"Java client": "AdminTest.acls", "Kafka tools": "ToolsTest.aclsAndLogDirs"},
     "producer / consumer perf test": {"Kafka tools": "ToolsTest.perfTests"},
+    "compacted topics: Kafka Streams KTable restore": {
+        "Java client": "CompactionTest.kTableRestoresFromItsCompactedChangelog",
+    },
+    "compacted topics: Kafka Connect (distributed)": {
+        "Java client": "CompactionTest.connectDistributedResumesFromItsCompactedTopics",
+    },
 }
 
 
