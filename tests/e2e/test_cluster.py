@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 
 from harness import free_port
 from kafka_util import admin, assert_offsets_dense, consume_until, create_topic, high_watermarks, \
@@ -225,12 +226,25 @@ def wait_for_takeover(writer: ContinuousProducer, orphaned: set[int], killed_at:
         time.sleep(0.05)
 
 
+def read_everything(bootstrap: str, topic: str, attempts: int = 3):
+    """Every record of the topic, read again when the read fails on the client side: right
+    after a fault a fresh client may still meet connections the fault left half-open, or briefly
+    lack a partition's leader (librdkafka then fails with `_DESTROY_BROKER` or a timeout)."""
+    for attempt in range(attempts):
+        try:
+            ends = high_watermarks(bootstrap, topic, range(PARTITIONS))
+            return consume_until(bootstrap, topic, ends)
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(LEASE_TTL_MS / 1000)
+
+
 def assert_exactly_once_in_order(bootstrap: str, topic: str,
                                  acked: list[tuple[int, int, int, float]]) -> None:
     """Every acknowledged record is stored once, at its acknowledged offset, partitions are
     gap-free and hold their records in production order."""
-    ends = high_watermarks(bootstrap, topic, range(PARTITIONS))
-    got = consume_until(bootstrap, topic, ends)
+    got = read_everything(bootstrap, topic)
     assert_offsets_dense(got)
     stored = {(r.partition, r.offset): int(r.value) for recs in got.values() for r in recs}
     seqs = Counter(stored.values())

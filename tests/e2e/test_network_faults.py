@@ -21,7 +21,6 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import KafkaException
 
 from harness import StreamhouseServer
 from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, ContinuousProducer,
@@ -118,19 +117,6 @@ class ReachablePostgres(TempPostgres):
         return f"postgres://postgres@{host}:{self.port}/postgres"
 
 
-def verify_with_retries(bootstrap: str, topic: str, acked: list) -> None:
-    """`assert_exactly_once_in_order`, read again when a read fails on the client side (the
-    healed agent's first metadata calls may still time out on connections the cut left
-    half-open, and a client then briefly lacks the partition)."""
-    for attempt in range(3):
-        try:
-            return assert_exactly_once_in_order(bootstrap, topic, acked)
-        except KafkaException:
-            if attempt == 2:
-                raise
-            time.sleep(LEASE_TTL_MS / 1000)
-
-
 @pytest.fixture
 def namespace():
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -171,7 +157,7 @@ class Pair:
         wait_until_all_take_records(self.writer, time.monotonic())
         self.writer.finish()
         assert self.inside.is_alive(), "the namespaced agent kept running"
-        verify_with_retries(self.outside.bootstrap, self.topic, self.writer.acked)
+        assert_exactly_once_in_order(self.outside.bootstrap, self.topic, self.writer.acked)
 
 
 @pytest.fixture

@@ -530,8 +530,16 @@ impl ServeArgs {
                  janitor_min_age_ms at least 1000"
             );
         }
+        let min_age_set = self
+            .consolidation_min_age_ms
+            .or(file.consolidation_min_age_ms)
+            .is_some();
         if m.consolidation.max_age < m.consolidation.min_age {
-            bail!("consolidation_max_age_ms must not be below consolidation_min_age_ms");
+            // Only a maximum below the default minimum: consolidate as soon as it says.
+            if min_age_set {
+                bail!("consolidation_max_age_ms must not be below consolidation_min_age_ms");
+            }
+            m.consolidation.min_age = m.consolidation.max_age;
         }
         Ok(m)
     }
@@ -627,6 +635,33 @@ mod tests {
         );
         assert!(matches!(s.object_store, ObjectStoreConfig::Local { .. }));
         assert!(!s.auto_create_topics);
+    }
+
+    #[test]
+    fn maintenance_settings_resolve_and_are_checked() {
+        let m = |args: ServeArgs| args.resolve().map(|s| s.maintenance);
+        let only_max = m(ServeArgs {
+            consolidation_max_age_ms: Some(1_000),
+            janitor_interval_ms: Some(5_000),
+            file_delete_delay_ms: Some(2_000),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(only_max.consolidation.min_age, Duration::from_secs(1));
+        assert_eq!(only_max.janitor_interval, Duration::from_secs(5));
+        assert_eq!(only_max.janitor.confirm_delay, Duration::from_secs(2));
+        assert!(only_max.janitor.local_root.is_some());
+        let contradictory = ServeArgs {
+            consolidation_min_age_ms: Some(5_000),
+            consolidation_max_age_ms: Some(1_000),
+            ..Default::default()
+        };
+        assert!(m(contradictory).is_err());
+        let too_young = ServeArgs {
+            janitor_min_age_ms: Some(10),
+            ..Default::default()
+        };
+        assert!(m(too_young).is_err());
     }
 
     #[test]
