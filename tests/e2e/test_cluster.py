@@ -88,16 +88,22 @@ def postgres_bin_dir() -> Path | None:
                  if all((d / b).is_file() for b in ("initdb", "pg_ctl", "postgres"))), None)
 
 
-@pytest.fixture
-def postgres():
-    """URL of a fresh PostgreSQL database, stopped after the test."""
+def required_postgres_bin_dir() -> Path:
+    """The PostgreSQL server binaries; the test fails without them when
+    STREAMHOUSE_REQUIRE_POSTGRES is set (as in CI), else it is skipped."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         if os.environ.get("STREAMHOUSE_REQUIRE_POSTGRES"):
             pytest.fail("PostgreSQL server binaries are required "
                         "(run scripts/setup-test-deps.sh)", pytrace=False)
         pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    server = TempPostgres(bin_dir).start()
+    return bin_dir
+
+
+@pytest.fixture
+def postgres():
+    """URL of a fresh PostgreSQL database, stopped after the test."""
+    server = TempPostgres(required_postgres_bin_dir()).start()
     yield server.url
     server.stop()
 

@@ -15,7 +15,7 @@ import pytest
 
 from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, SETTLE_TIMEOUT_S,
                           ContinuousProducer, TempPostgres, assert_exactly_once_in_order,
-                          postgres_bin_dir, wait_for_leaders)
+                          required_postgres_bin_dir, wait_for_leaders)
 from kafka_util import create_topic
 
 # How long after a fault ends every partition must take records again.
@@ -56,13 +56,7 @@ class ControlledPostgres(TempPostgres):
 
 @pytest.fixture
 def pg():
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        if os.environ.get("STREAMHOUSE_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL server binaries are required "
-                        "(run scripts/setup-test-deps.sh)", pytrace=False)
-        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    server = ControlledPostgres(bin_dir).start()
+    server = ControlledPostgres(required_postgres_bin_dir()).start()
     yield server
     # A paused server would not stop.
     try:
