@@ -41,6 +41,13 @@ CAPABILITIES = {
         "Java client": "ClientsTest.classicGroupWithCooperativeSticky",
         "Kafka tools": "ToolsTest.consoleClientsGroupsOffsetsAndRecords",
     },
+    "consumer group (KIP-848, group.protocol=consumer)": {
+        "Java client": "ConsumerProtocolTest.twoMembersShareSixPartitionsExactlyOnce",
+        "Kafka tools": "ConsumerProtocolTest.twoMembersShareSixPartitionsExactlyOnce",
+    },
+    "KIP-848 server-side assignors (uniform, range)": {
+        "Java client": "ConsumerProtocolTest.rangeAssignorCoPartitions",
+    },
     "group offsets (fetch, alter, reset, delete)": {
         "franz-go": "TestFranzConsumerGroup",
         "sarama": "TestSaramaConsumerGroup",
@@ -96,6 +103,12 @@ CAPABILITIES = {
     },
     "compacted topics: Kafka Connect (distributed)": {
         "Java client": "CompactionTest.connectDistributedResumesFromItsCompactedTopics",
+    },
+    "Kafka Streams word count (repartition, changelog, restart)": {
+        "Java client": "PipelinesTest.wordCountRestartedMidStreamGivesExactCounts",
+    },
+    "Kafka Connect sink connector (distributed, restart)": {
+        "Java client": "PipelinesTest.connectSinkResumesFromItsCommittedOffsets",
     },
 }
 

@@ -66,18 +66,21 @@ class Worker:
     """One consumer subprocess and everything it reported."""
 
     def __init__(self, bootstrap: str, group: str, topic: str, strategy: str = "range",
-                 session_ms: int = 6000):
+                 session_ms: int = 6000, protocol: str = "classic"):
         conf = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
-            "partition.assignment.strategy": strategy,
-            "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": 500,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 500,
             "socket.timeout.ms": 10000,
         }
+        if protocol == "consumer":
+            # KIP-848: the coordinator assigns and sets the session and heartbeat timing.
+            conf.update({"group.protocol": "consumer", "group.remote.assignor": strategy})
+        else:
+            conf.update({"partition.assignment.strategy": strategy,
+                         "session.timeout.ms": session_ms, "heartbeat.interval.ms": 500})
         self.lock = threading.Lock()
         self.records: list[tuple[int, int]] = []
         self.assigned: set[int] = set()
@@ -267,17 +270,22 @@ def consume_in_group(bootstrap: str, group: str, topic: str, want: set[tuple[int
     return got
 
 
-@pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
-def test_assignment_strategies_rebalance_without_gaps(server, topic, workers, strategy):
+@pytest.mark.parametrize("protocol,strategy", [
+    ("classic", "range"), ("classic", "roundrobin"), ("classic", "cooperative-sticky"),
+    # KIP-848 (group.protocol=consumer) with the coordinator's own assignors.
+    ("consumer", "uniform"), ("consumer", "range")])
+def test_assignment_strategies_rebalance_without_gaps(server, topic, workers, protocol,
+                                                      strategy):
     create_topic(server.bootstrap, topic, PARTITIONS)
-    group = f"g-{strategy}"
-    workers += [Worker(server.bootstrap, group, topic, strategy) for _ in range(2)]
+    group = f"g-{protocol}-{strategy}"
+    new_worker = lambda: Worker(server.bootstrap, group, topic, strategy, protocol=protocol)  # noqa: E731
+    workers += [new_worker() for _ in range(2)]
     wait_until(lambda: balanced(workers), "two consumers to split the partitions")
     first = produce_n(server.bootstrap, topic, 0, 5_000)
     wait_until(lambda: union(workers) >= expected_records(first), "the first batch")
 
     # A third member joins: every strategy (eager or incremental) must end balanced.
-    workers.append(Worker(server.bootstrap, group, topic, strategy))
+    workers.append(new_worker())
     wait_until(lambda: balanced(workers), "three consumers to split the partitions")
     totals = produce_n(server.bootstrap, topic, 5_000, 5_000)
     wait_until(lambda: union(workers) >= expected_records(totals), "every record")

@@ -80,6 +80,12 @@ pub struct BrokerConfig {
     /// extended per joining member up to the rebalance timeout (Kafka's
     /// `group.initial.rebalance.delay.ms`, 3 s there; shorter here so single consumers start fast).
     pub group_initial_rebalance_delay: Duration,
+    /// How often consumer-protocol (KIP-848) members heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, 5 s).
+    pub group_consumer_heartbeat_interval: Duration,
+    /// How long a consumer-protocol member stays without a heartbeat (Kafka's
+    /// `group.consumer.session.timeout.ms`, 45 s).
+    pub group_consumer_session_timeout: Duration,
     /// Retention and orphan-janitor settings (see `retention.rs`).
     pub maintenance: crate::retention::MaintenanceConfig,
     /// ACL enforcement and super users.
@@ -109,6 +115,8 @@ impl Default for BrokerConfig {
             heartbeat_interval: Duration::from_secs(2),
             segment_index: SegmentIndexConfig::default(),
             group_initial_rebalance_delay: Duration::from_millis(500),
+            group_consumer_heartbeat_interval: Duration::from_secs(5),
+            group_consumer_session_timeout: Duration::from_secs(45),
             maintenance: Default::default(),
             acl: Default::default(),
             limits: Default::default(),
@@ -207,6 +215,10 @@ impl Broker {
             &agent_id,
             config.lease_ttl,
             config.group_initial_rebalance_delay,
+            crate::groups::ConsumerTimeouts {
+                heartbeat_interval: config.group_consumer_heartbeat_interval,
+                session_timeout: config.group_consumer_session_timeout,
+            },
         );
         let me = registration(&config, &agent_id);
         let config_copy = config.clone();

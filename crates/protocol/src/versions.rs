@@ -36,16 +36,21 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SCRAM user administration (KIP-554).
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
-    // Classic consumer groups; the ceilings sit below KIP-848's member epochs and group types.
+    // Classic consumer groups.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    // KIP-848 consumer groups (v1: the client picks its member id). OffsetCommit v9 carries a
+    // member epoch (STALE_MEMBER_EPOCH), OffsetFetch v9 a member id and epoch, ListGroups v5
+    // group types; the v10 offsets APIs switch to topic ids.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     // ACL administration (KIP-140; v0 has no pattern type and left Kafka in 4.0).

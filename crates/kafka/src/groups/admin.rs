@@ -5,7 +5,13 @@ use std::collections::BTreeMap;
 use streamhouse_metadata::MetadataError;
 use tracing::info;
 
-use super::{validate_group_id, Group, GroupCoordinator, GroupDescription, GroupError, GroupState};
+use bytes::Bytes;
+
+use super::types::MemberDescription;
+use super::{
+    validate_group_id, Coordinated, Group, GroupCoordinator, GroupDescription, GroupError,
+    GroupState,
+};
 
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone)]
@@ -13,6 +19,8 @@ pub(crate) struct GroupListing {
     pub(crate) group_id: String,
     pub(crate) protocol_type: String,
     pub(crate) state: GroupState,
+    /// `classic` or `consumer` (KIP-848), as ListGroups v5 reports it.
+    pub(crate) group_type: &'static str,
 }
 
 /// How far a group's committed offset trails one partition's end.
@@ -41,13 +49,8 @@ impl GroupCoordinator {
             .collect();
         self.with_groups(|groups| {
             // Empty groups are listed by their offsets: one without is not a group to Kafka.
-            let live = groups.iter().map(|(id, c)| (id, &c.group));
-            for (id, g) in live.filter(|(_, g)| is_live(g.state())) {
-                let listing = GroupListing {
-                    group_id: id.clone(),
-                    protocol_type: g.protocol_type().to_string(),
-                    state: g.state(),
-                };
+            let live = groups.iter().map(|(id, c)| (id, c.listing(id)));
+            for (id, listing) in live.filter(|(_, l)| is_live(l.state)) {
                 listings.insert(id.clone(), listing);
             }
         });
@@ -61,7 +64,7 @@ impl GroupCoordinator {
         group_id: &str,
     ) -> Result<GroupDescription, GroupError> {
         validate_group_id(group_id)?;
-        let live = self.with_group(group_id, |g| g.describe());
+        let live = self.with_coordinated(group_id, |c| c.describe());
         if let Some(description) = live.filter(|d| is_live(d.state)) {
             return Ok(description);
         }
@@ -79,6 +82,7 @@ impl GroupCoordinator {
             protocol_type: String::new(),
             protocol: String::new(),
             members: Vec::new(),
+            consumer_protocol: false,
         })
     }
 
@@ -86,11 +90,11 @@ impl GroupCoordinator {
     pub(crate) async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         // Dead while the offsets go, so no member can join halfway through.
-        let live = self.with_group(group_id, |g| {
-            if !g.is_deletable() {
+        let live = self.with_coordinated(group_id, |c| {
+            if !c.group.is_deletable() || !c.consumer.is_empty() {
                 return Err(GroupError::NonEmptyGroup(group_id.to_string()));
             }
-            g.mark_dead();
+            c.group.mark_dead();
             Ok(())
         });
         live.transpose()?;
@@ -137,5 +141,49 @@ fn offsets_only(group_id: String) -> GroupListing {
         group_id,
         protocol_type: String::new(),
         state: GroupState::Empty,
+        group_type: "classic",
+    }
+}
+
+impl Coordinated {
+    /// The group as listed: by its consumer-protocol members if it has any, else classic.
+    fn listing(&self, id: &str) -> GroupListing {
+        let consumer = !self.consumer.is_empty();
+        GroupListing {
+            group_id: id.to_string(),
+            protocol_type: if consumer {
+                "consumer".to_string()
+            } else {
+                self.group.protocol_type().to_string()
+            },
+            state: if consumer {
+                self.consumer.state()
+            } else {
+                self.group.state()
+            },
+            group_type: if consumer { "consumer" } else { "classic" },
+        }
+    }
+
+    /// The group as DescribeGroups and the admin API show it.
+    fn describe(&self) -> GroupDescription {
+        if self.consumer.is_empty() {
+            return self.group.describe();
+        }
+        let members = self.consumer.members().map(|m| MemberDescription {
+            member_id: m.id.clone(),
+            group_instance_id: m.instance_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            metadata: Bytes::new(),
+            assignment: Bytes::new(),
+        });
+        GroupDescription {
+            state: self.consumer.state(),
+            protocol_type: "consumer".to_string(),
+            protocol: self.consumer.assignor().to_string(),
+            members: members.collect(),
+            consumer_protocol: true,
+        }
     }
 }

@@ -53,6 +53,32 @@ pub(crate) enum GroupError {
     UnknownPartition { topic: String, partition: i32 },
     #[error("offset metadata of {len} bytes exceeds {max} bytes")]
     MetadataTooLarge { len: usize, max: usize },
+    /// A consumer-protocol heartbeat at an epoch the member is not at (KIP-848): it must drop
+    /// its partitions and rejoin.
+    #[error("member {member} of group {group} is at epoch {current}, not {got}")]
+    FencedMemberEpoch {
+        group: String,
+        member: String,
+        got: i32,
+        current: i32,
+    },
+    /// An offset commit at a member epoch that moved on (KIP-848): retry with the new one.
+    #[error("member epoch {got} of group {group} is stale (current {current})")]
+    StaleMemberEpoch {
+        group: String,
+        got: i32,
+        current: i32,
+    },
+    #[error("instance {instance} of group {group} is still member {member}")]
+    UnreleasedInstance {
+        group: String,
+        instance: String,
+        member: String,
+    },
+    #[error("assignor {0} is not served (uniform, range)")]
+    UnsupportedAssignor(String),
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("metadata store: {0}")]
     Metadata(#[from] MetadataError),
 }
@@ -77,6 +103,11 @@ impl GroupError {
             Self::SubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
             Self::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
             Self::MetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+            Self::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+            Self::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+            Self::UnreleasedInstance { .. } => ResponseError::UnreleasedInstanceId,
+            Self::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+            Self::InvalidRequest(_) => ResponseError::InvalidRequest,
             Self::Metadata(e) => metadata_error_code(e),
         }
     }

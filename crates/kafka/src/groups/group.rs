@@ -668,6 +668,7 @@ impl Group {
             protocol_type: self.protocol_type().to_string(),
             protocol,
             members,
+            consumer_protocol: false,
         }
     }
 

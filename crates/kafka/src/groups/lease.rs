@@ -8,7 +8,10 @@ use streamhouse_metadata::{GroupLease, LeaseFence, MetadataError};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{not_coordinator, validate_group_id, Coordinated, Group, GroupCoordinator, GroupError};
+use super::{
+    not_coordinator, validate_group_id, ConsumerGroup, Coordinated, Group, GroupCoordinator,
+    GroupError,
+};
 
 impl GroupCoordinator {
     /// Makes sure this agent holds `group_id`'s coordinator lease, taking it when it is free
@@ -56,6 +59,11 @@ impl GroupCoordinator {
                     valid_until,
                     recorded_generation: lease.generation,
                     group: Group::new(&lease.group_id, delay, lease.generation),
+                    consumer: ConsumerGroup::new(
+                        &lease.group_id,
+                        lease.generation,
+                        self.consumer_timeouts.session_timeout,
+                    ),
                 };
                 if let Some(mut stale) = groups.insert(lease.group_id.clone(), coordinated) {
                     stale.group.unload();
@@ -139,7 +147,7 @@ impl GroupCoordinator {
         let mut idle = Vec::new();
         let due: Vec<(String, i64)> = self.with_groups(|groups| {
             groups.retain(|id, c| {
-                let keep = c.valid_until > due_by || !c.group.is_idle();
+                let keep = c.valid_until > due_by || !c.is_idle();
                 if !keep {
                     idle.push((id.clone(), c.fence.clone()));
                 }

@@ -1,5 +1,7 @@
 //! The group coordinator: classic-protocol consumer groups (JoinGroup/SyncGroup/Heartbeat/
-//! LeaveGroup) and their committed offsets.
+//! LeaveGroup), consumer-protocol groups (KIP-848's ConsumerGroupHeartbeat, with server-side
+//! assignors) and their committed offsets. A group id is served by one protocol at a time:
+//! while members of one protocol are in it, members of the other are refused.
 //!
 //! An agent coordinates a group only while it holds the group's coordinator lease in the
 //! metadata store (`lease.rs`), taken on demand by the agent the shared assignment names and
@@ -13,6 +15,9 @@
 //! drops groups whose lease may have lapsed.
 
 mod admin;
+mod assignor;
+mod consumer;
+mod consumer_api;
 mod error;
 mod group;
 mod lease;
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant};
 use streamhouse_metadata::{LeaseFence, MetadataStore};
 
 pub use admin::PartitionLag;
+use consumer::ConsumerGroup;
+pub(crate) use consumer::{ConsumerHeartbeat, ConsumerTimeouts, TopicImage};
+pub(crate) use consumer_api::ConsumerGroupDescription;
 pub(crate) use error::GroupError;
 use group::Group;
 pub(crate) use member::{MemberInfo, Protocol};
@@ -52,7 +60,23 @@ struct Coordinated {
     valid_until: tokio::time::Instant,
     /// The highest generation recorded in the metadata store under this lease.
     recorded_generation: i32,
+    /// The classic-protocol membership.
     group: Group,
+    /// The consumer-protocol (KIP-848) membership.
+    consumer: ConsumerGroup,
+}
+
+impl Coordinated {
+    /// No members of either protocol, nobody joining: the lease may be let go.
+    fn is_idle(&self) -> bool {
+        self.group.is_idle() && self.consumer.is_empty()
+    }
+
+    /// Applies both protocols' timeouts.
+    fn tick(&mut self, now: Instant) {
+        self.group.tick(now);
+        self.consumer.tick(now);
+    }
 }
 
 /// Coordinates the groups whose leases this agent holds.
@@ -63,6 +87,7 @@ pub(crate) struct GroupCoordinator {
     agent_id: String,
     lease_ttl: Duration,
     initial_rebalance_delay: Duration,
+    consumer_timeouts: ConsumerTimeouts,
 }
 
 impl GroupCoordinator {
@@ -73,6 +98,7 @@ impl GroupCoordinator {
         agent_id: &str,
         lease_ttl: Duration,
         initial_rebalance_delay: Duration,
+        consumer_timeouts: ConsumerTimeouts,
     ) -> Arc<Self> {
         let coordinator = Arc::new(Self {
             groups: Mutex::new(HashMap::new()),
@@ -80,6 +106,7 @@ impl GroupCoordinator {
             agent_id: agent_id.to_string(),
             lease_ttl,
             initial_rebalance_delay,
+            consumer_timeouts,
         });
         tokio::spawn(run_sweeper(Arc::downgrade(&coordinator)));
         coordinator
@@ -90,11 +117,15 @@ impl GroupCoordinator {
     pub(crate) async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
         validate_group_id(group_id)?;
         let joining = self.with_coordinated(group_id, |c| {
-            (c.fence.clone(), c.group.join(req, Instant::now()))
+            if !c.consumer.is_empty() {
+                return Err(inconsistent_protocol(group_id));
+            }
+            Ok((c.fence.clone(), c.group.join(req, Instant::now())))
         });
-        let Some((fence, pending)) = joining else {
+        let Some(joining) = joining else {
             return Err(GroupError::NotCoordinator(group_id.to_string()));
         };
+        let (fence, pending) = joining?;
         let joined = resolve(group_id, pending).await?;
         self.record_generation(group_id, &fence, joined.generation_id)
             .await?;
@@ -164,7 +195,7 @@ impl GroupCoordinator {
         let now = Instant::now();
         let lease_now = tokio::time::Instant::now();
         self.with_groups(|groups| {
-            groups.values_mut().for_each(|c| c.group.tick(now));
+            groups.values_mut().for_each(|c| c.tick(now));
             groups.retain(|id, c| {
                 let valid = c.valid_until > lease_now;
                 if !valid {
@@ -182,6 +213,12 @@ fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
         Err(GroupError::InvalidGroupId)
     } else {
         Ok(())
+    }
+}
+
+fn inconsistent_protocol(group: &str) -> GroupError {
+    GroupError::InconsistentProtocol {
+        group: group.to_string(),
     }
 }
 

@@ -6,6 +6,9 @@ use std::time::Instant;
 use kafka_protocol::error::ResponseError;
 use streamhouse_metadata::{now_ms, CommittedOffset, LeaseFence};
 
+use uuid::Uuid;
+
+use super::consumer::CommitCheck;
 use super::{not_coordinator, validate_group_id, GroupCoordinator, GroupError, GroupState};
 
 /// Kafka's default `offset.metadata.max.bytes`.
@@ -75,13 +78,17 @@ impl GroupCoordinator {
         commits: &[OffsetCommit],
     ) -> Result<Vec<PartitionResult>, GroupError> {
         validate_group_id(group_id)?;
-        let fence = self.validate_committer(group_id, committer)?;
+        let (fence, check) = self.validate_committer(group_id, committer)?;
         let mut partition_counts = HashMap::new();
         let committed_at_ms = now_ms();
         let mut results = Vec::with_capacity(commits.len());
         let mut valid = Vec::new();
         for c in commits {
-            let check = self.check_commit(c, &mut partition_counts).await;
+            let topic = self.check_commit(c, &mut partition_counts).await;
+            let check = topic.and_then(|id| match check {
+                CommitCheck::Any => Ok(()),
+                CommitCheck::Partitions => self.may_commit(group_id, committer, (id, c.partition)),
+            });
             if check.is_ok() {
                 valid.push(CommittedOffset {
                     topic: c.topic.clone(),
@@ -106,14 +113,40 @@ impl GroupCoordinator {
         Ok(results)
     }
 
-    /// Checks the committer against the group's membership; returns the lease to commit under.
-    fn validate_committer(&self, group_id: &str, c: &Committer) -> Result<LeaseFence, GroupError> {
+    /// Checks the committer against the group's membership; returns the lease to commit under
+    /// and how its partitions are to be checked.
+    fn validate_committer(
+        &self,
+        group_id: &str,
+        c: &Committer,
+    ) -> Result<(LeaseFence, CommitCheck), GroupError> {
         let now = Instant::now();
         let instance = c.group_instance_id.as_deref();
         self.with_coordinated(group_id, |coordinated| {
-            let group = &mut coordinated.group;
-            group.validate_commit(&c.member_id, instance, c.generation, now)?;
-            Ok(coordinated.fence.clone())
+            // A consumer-protocol member commits at its member epoch (OffsetCommit v9+).
+            let consumer = &coordinated.consumer;
+            let check = if consumer.is_empty() {
+                let group = &mut coordinated.group;
+                group.validate_commit(&c.member_id, instance, c.generation, now)?;
+                CommitCheck::Any
+            } else {
+                consumer.validate_commit(&c.member_id, c.generation)?
+            };
+            Ok((coordinated.fence.clone(), check))
+        })
+        .unwrap_or_else(|| Err(not_coordinator(group_id)))
+    }
+
+    /// A consumer-protocol commit at an earlier member epoch, for one partition.
+    fn may_commit(
+        &self,
+        group_id: &str,
+        c: &Committer,
+        partition: (Uuid, i32),
+    ) -> Result<(), GroupError> {
+        self.with_coordinated(group_id, |coordinated| {
+            let consumer = &coordinated.consumer;
+            consumer.may_commit(&c.member_id, c.generation, partition)
         })
         .unwrap_or_else(|| Err(not_coordinator(group_id)))
     }
@@ -121,8 +154,8 @@ impl GroupCoordinator {
     async fn check_commit(
         &self,
         c: &OffsetCommit,
-        partition_counts: &mut HashMap<String, Option<u32>>,
-    ) -> Result<(), GroupError> {
+        partition_counts: &mut HashMap<String, Option<(Uuid, u32)>>,
+    ) -> Result<Uuid, GroupError> {
         let len = c.metadata.as_ref().map_or(0, String::len);
         if len > MAX_METADATA_BYTES {
             return Err(GroupError::MetadataTooLarge {
@@ -134,13 +167,13 @@ impl GroupCoordinator {
             Some(count) => *count,
             None => {
                 let topic = self.metadata.get_topic(&c.topic).await?;
-                let count = topic.map(|t| t.partitions);
+                let count = topic.map(|t| (t.id, t.partitions));
                 partition_counts.insert(c.topic.clone(), count);
                 count
             }
         };
         match (count, u32::try_from(c.partition)) {
-            (Some(count), Ok(p)) if p < count => Ok(()),
+            (Some((id, count)), Ok(p)) if p < count => Ok(id),
             _ => Err(GroupError::UnknownPartition {
                 topic: c.topic.clone(),
                 partition: c.partition,
@@ -217,15 +250,13 @@ impl GroupCoordinator {
         group_id: &str,
         topics: &TopicPartitions,
     ) -> Result<Vec<bool>, GroupError> {
-        let live = self.with_group(group_id, |g| match g.state() {
-            GroupState::Dead => Some(Err(GroupError::GroupNotFound(group_id.to_string()))),
-            // Exists only by its offsets, if it has any.
-            GroupState::Empty => None,
-            _ if g.protocol_type() == "consumer" => Some(Ok(topics
-                .iter()
-                .map(|(t, _)| g.is_subscribed_to(t))
-                .collect())),
-            _ => Some(Err(GroupError::NonEmptyGroup(group_id.to_string()))),
+        let live = self.with_coordinated(group_id, |c| {
+            let consumer = &c.consumer;
+            if consumer.is_empty() {
+                return classic_subscriptions(group_id, &c.group, topics);
+            }
+            let subscribed = topics.iter().map(|(t, _)| consumer.is_subscribed_to(t));
+            Some(Ok(subscribed.collect()))
         });
         match live.flatten() {
             Some(result) => result,
@@ -239,6 +270,25 @@ impl GroupCoordinator {
             }
             None => Ok(vec![false; topics.len()]),
         }
+    }
+}
+
+/// For each topic, whether the classic group's live members subscribe to it; `None` for an
+/// Empty group, which exists only by its offsets.
+fn classic_subscriptions(
+    group_id: &str,
+    g: &super::Group,
+    topics: &TopicPartitions,
+) -> Option<Result<Vec<bool>, GroupError>> {
+    match g.state() {
+        GroupState::Dead => Some(Err(GroupError::GroupNotFound(group_id.to_string()))),
+        // Exists only by its offsets, if it has any.
+        GroupState::Empty => None,
+        _ if g.protocol_type() == "consumer" => Some(Ok(topics
+            .iter()
+            .map(|(t, _)| g.is_subscribed_to(t))
+            .collect())),
+        _ => Some(Err(GroupError::NonEmptyGroup(group_id.to_string()))),
     }
 }
 

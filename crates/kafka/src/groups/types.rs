@@ -7,7 +7,8 @@ use tokio::sync::oneshot;
 use super::member::MemberInfo;
 use super::GroupError;
 
-/// Kafka's group states (classic protocol).
+/// Kafka's group states: the classic protocol's, and the consumer protocol's (KIP-848) two
+/// more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GroupState {
     /// No members; the group may still have committed offsets.
@@ -20,6 +21,10 @@ pub(crate) enum GroupState {
     Stable,
     /// Being deleted.
     Dead,
+    /// Consumer protocol: the target assignment is behind the group epoch.
+    Assigning,
+    /// Consumer protocol: members are on their way to their target assignment.
+    Reconciling,
 }
 
 impl GroupState {
@@ -31,6 +36,8 @@ impl GroupState {
             Self::CompletingRebalance => "CompletingRebalance",
             Self::Stable => "Stable",
             Self::Dead => "Dead",
+            Self::Assigning => "Assigning",
+            Self::Reconciling => "Reconciling",
         }
     }
 }
@@ -92,9 +99,13 @@ pub(crate) struct SyncResponse {
 pub(crate) struct GroupDescription {
     pub(crate) state: GroupState,
     pub(crate) protocol_type: String,
-    /// The chosen protocol while Stable, else empty (as Kafka).
+    /// The chosen protocol while Stable, else empty (as Kafka); the server-side assignor of a
+    /// consumer-protocol group.
     pub(crate) protocol: String,
     pub(crate) members: Vec<MemberDescription>,
+    /// A consumer-protocol (KIP-848) group: no member metadata or assignment bytes, and
+    /// DescribeGroups answers GROUP_ID_NOT_FOUND for it (ConsumerGroupDescribe describes it).
+    pub(crate) consumer_protocol: bool,
 }
 
 /// A member as DescribeGroups shows it.

@@ -32,8 +32,8 @@ use crate::security::{Access, Op, Resource};
 
 /// The requesting client, as DescribeGroups reports members.
 pub(crate) struct Client {
-    id: String,
-    host: String,
+    pub(crate) id: String,
+    pub(crate) host: String,
 }
 
 impl Client {
@@ -363,6 +363,12 @@ pub(crate) async fn list_groups(
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
+    // v5 (KIP-848): `classic` and `consumer`; this coordinator has no other group types.
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let groups = match b.groups().list_groups().await {
         Ok(groups) => groups,
         Err(e) => return ListGroupsResponse::default().with_error_code(e.code().code()),
@@ -376,14 +382,17 @@ pub(crate) async fn list_groups(
         .filter(|g| b.is_coordinator(&g.group_id))
         .filter(|g| shows_all || access.shows(Op::Describe, Resource::Group, &g.group_id))
         .filter(|g| wanted.is_empty() || wanted.contains(&g.state.name().to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.contains(&g.group_type.to_string()))
         .map(|g| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(&g.group_id)))
                 .with_protocol_type(str_bytes(&g.protocol_type));
-            if version >= 4 {
-                listed.with_group_state(str_bytes(g.state.name()))
-            } else {
-                listed
+            match version {
+                0..=3 => listed,
+                4 => listed.with_group_state(str_bytes(g.state.name())),
+                _ => listed
+                    .with_group_state(str_bytes(g.state.name()))
+                    .with_group_type(str_bytes(g.group_type)),
             }
         })
         .collect();
@@ -404,6 +413,13 @@ pub(crate) async fn describe_groups(
             Err(e) => Err(e),
         };
         groups.push(match found {
+            // As Kafka: a consumer-protocol group is described by ConsumerGroupDescribe.
+            Ok(description) if description.consumer_protocol => described
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(str_bytes(&format!(
+                    "group {} is not a classic group",
+                    group_id.0.as_str()
+                )))),
             Ok(description) => describe(described, description, version),
             Err(e) => described.with_error_code(e.code().code()),
         });

@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;
+pub(crate) mod consumer_groups;
 pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod groups;
@@ -127,6 +128,17 @@ pub(crate) fn dispatch(
                 async move { ResponseKind::JoinGroup(groups::join_group(&b, &a, client, r, v).await) },
             )
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let client = groups::Client::new(header, conn);
+            later(async move {
+                ResponseKind::ConsumerGroupHeartbeat(
+                    consumer_groups::heartbeat(&b, &a, client, r).await,
+                )
+            })
+        }
+        RequestKind::ConsumerGroupDescribe(r) => later(async move {
+            ResponseKind::ConsumerGroupDescribe(consumer_groups::describe(&b, &a, r).await)
+        }),
         RequestKind::SyncGroup(r) => {
             later(async move { ResponseKind::SyncGroup(groups::sync_group(&b, &a, r, v).await) })
         }

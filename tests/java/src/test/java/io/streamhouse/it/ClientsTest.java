@@ -98,6 +98,36 @@ class ClientsTest {
         }
     }
 
+    /**
+     * Starts `count` group members in threads: each subscribes to `topic`, counts every value it
+     * receives in `seen`, commits after every poll and publishes its assignment, until `stop`.
+     */
+    static List<Thread> startMembers(int count,
+            java.util.function.Supplier<KafkaConsumer<String, String>> newConsumer, String topic,
+            Map<String, Integer> seen, Map<String, Set<TopicPartition>> assigned, AtomicBoolean stop,
+            List<Throwable> failures) {
+        List<Thread> members = new ArrayList<>();
+        for (int m = 0; m < count; m++) {
+            String name = "member-" + m;
+            Thread t = new Thread(() -> {
+                try (KafkaConsumer<String, String> c = newConsumer.get()) {
+                    c.subscribe(List.of(topic));
+                    while (!stop.get()) {
+                        ConsumerRecords<String, String> records = c.poll(Duration.ofMillis(200));
+                        records.forEach(r -> seen.merge(r.value(), 1, Integer::sum));
+                        c.commitSync();
+                        assigned.put(name, c.assignment());
+                    }
+                } catch (Throwable e) {
+                    failures.add(e);
+                }
+            });
+            t.start();
+            members.add(t);
+        }
+        return members;
+    }
+
     /** Two members of a classic group with the cooperative-sticky assignor share four partitions. */
     @Test
     void classicGroupWithCooperativeSticky() throws Exception {
@@ -113,26 +143,9 @@ class ClientsTest {
         Map<String, Integer> seen = new ConcurrentHashMap<>();
         AtomicBoolean stop = new AtomicBoolean();
         Map<String, Set<TopicPartition>> assigned = new ConcurrentHashMap<>();
-        List<Thread> members = new ArrayList<>();
         List<Throwable> failures = java.util.Collections.synchronizedList(new ArrayList<>());
-        for (int m = 0; m < 2; m++) {
-            String name = "member-" + m;
-            Thread t = new Thread(() -> {
-                try (KafkaConsumer<String, String> c = consumer(group)) {
-                    c.subscribe(List.of(topic));
-                    while (!stop.get()) {
-                        ConsumerRecords<String, String> records = c.poll(Duration.ofMillis(200));
-                        records.forEach(r -> seen.merge(r.value(), 1, Integer::sum));
-                        c.commitSync();
-                        assigned.put(name, c.assignment());
-                    }
-                } catch (Throwable e) {
-                    failures.add(e);
-                }
-            });
-            t.start();
-            members.add(t);
-        }
+        List<Thread> members = startMembers(2, () -> consumer(group), topic, seen, assigned,
+                stop, failures);
         Instant deadline = Instant.now().plusSeconds(90);
         while (Instant.now().isBefore(deadline)) {
             boolean split = assigned.size() == 2 && assigned.values().stream().allMatch(s -> s.size() == 2);

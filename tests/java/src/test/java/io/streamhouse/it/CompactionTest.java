@@ -130,7 +130,7 @@ class CompactionTest {
         }
     }
 
-    private static Map<String, String> workerProps(String prefix) {
+    static Map<String, String> workerProps(String prefix) {
         Map<String, String> p = new HashMap<>();
         p.put("bootstrap.servers", Server.get().bootstrap);
         p.put("group.id", prefix + "-workers");
@@ -173,7 +173,7 @@ class CompactionTest {
     }
 
     /** Every value of partition 0 of `topic`, from the beginning to the end. */
-    private static List<String> readValues(String topic) {
+    static List<String> readValues(String topic) {
         List<String> values = new ArrayList<>();
         readChangelog(topic).forEach(r -> values.add(r.value()));
         return values;
@@ -269,7 +269,7 @@ class CompactionTest {
         return log;
     }
 
-    private static void waitFor(String what, java.util.function.BooleanSupplier done, int seconds)
+    static void waitFor(String what, java.util.function.BooleanSupplier done, int seconds)
             throws InterruptedException {
         Instant deadline = Instant.now().plusSeconds(seconds);
         while (!done.getAsBoolean()) {
