@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::cluster::{run_controller, run_heartbeat, run_lease_renewal, ClusterView, Membership};
 use crate::groups::{GroupCoordinator, GroupError, PartitionLag};
 use crate::security::Authorizer;
+use crate::supervisor::{Supervisor, TaskFailure};
 
 /// Settings of a Kafka-speaking agent.
 #[derive(Debug, Clone)]
@@ -194,6 +195,8 @@ pub struct Broker {
     buffer_budget: Arc<Semaphore>,
     /// Flush cycles in flight (see `max_flushes_in_flight`).
     flushes_in_flight: Arc<Semaphore>,
+    /// The background loops (flusher, heartbeat, controller, renewal, maintenance).
+    pub(crate) tasks: Supervisor,
 }
 
 impl Broker {
@@ -210,7 +213,7 @@ impl Broker {
         let deadline = CallDeadline(metadata_call_deadline(config.lease_ttl));
         let metadata: Arc<dyn MetadataStore> =
             Arc::new(HookedMetadataStore::new(metadata, deadline));
-        let groups = GroupCoordinator::start(
+        let groups = GroupCoordinator::new(
             metadata.clone(),
             &agent_id,
             config.lease_ttl,
@@ -243,13 +246,40 @@ impl Broker {
             authorizer,
             buffer_budget: Arc::new(Semaphore::new(config_budget(&config_copy))),
             flushes_in_flight: Arc::new(Semaphore::new(config_copy.max_flushes_in_flight.max(1))),
+            tasks: Supervisor::default(),
         });
-        tokio::spawn(run_flusher(Arc::downgrade(&broker)));
-        tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
-        tokio::spawn(run_controller(Arc::downgrade(&broker)));
-        tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
+        let weak = || Arc::downgrade(&broker);
+        broker.tasks.spawn("flusher", run_flusher(weak()));
+        broker.tasks.spawn("heartbeat", run_heartbeat(weak()));
+        broker.tasks.spawn("controller", run_controller(weak()));
+        broker
+            .tasks
+            .spawn("lease renewal", run_lease_renewal(weak()));
+        let sweeper = crate::groups::run_sweeper(Arc::downgrade(&broker.groups));
+        broker.tasks.spawn("group sweeper", sweeper);
         crate::retention::spawn_maintenance(&broker);
         broker
+    }
+
+    /// Waits until one of the agent's background loops ends while the agent runs (a panic or
+    /// an abort), which leaves it unable to flush, renew or reconcile: whoever runs the agent
+    /// then shuts it down, so its partitions move to live agents. Never returns otherwise.
+    /// One caller at a time.
+    pub async fn task_failure(&self) -> TaskFailure {
+        loop {
+            let failure = self.tasks.failure().await;
+            // Loops end on their own once the agent is stopping: that is not a failure.
+            if !self.membership.is_stopping() {
+                return failure;
+            }
+        }
+    }
+
+    /// Aborts the background loop named `task` (`controller`, `flusher`, `heartbeat`, `lease
+    /// renewal`, `group sweeper`, `retention`, ...), as a crash of that loop would end it;
+    /// returns whether it was running. For fault-injection tests of supervision.
+    pub fn abort_task(&self, task: &str) -> bool {
+        self.tasks.abort(task)
     }
 
     /// This agent's settings.

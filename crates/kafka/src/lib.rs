@@ -24,6 +24,7 @@ mod handlers;
 mod limits;
 mod retention;
 pub mod security;
+mod supervisor;
 mod topic_config;
 
 pub use acl_api::Acls;
@@ -40,4 +41,5 @@ pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
 pub use limits::{default_max_connections, ConnectionCounter, ConnectionSlot, Limits};
 pub use retention::MaintenanceConfig;
+pub use supervisor::TaskFailure;
 pub use topic_config::ConfigChange;

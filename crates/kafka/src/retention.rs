@@ -152,7 +152,8 @@ fn target_of(log: &PartitionLog) -> TruncationTarget<'_> {
     }
 }
 
-/// Starts the retention and janitor loops; both end when the broker is dropped.
+/// Starts the maintenance loops under the broker's supervisor; each ends when the broker is
+/// dropped.
 pub(crate) fn spawn_maintenance(broker: &Arc<Broker>) {
     let config = broker.config.maintenance.clone();
     let janitor = OrphanJanitor::new(
@@ -160,52 +161,63 @@ pub(crate) fn spawn_maintenance(broker: &Arc<Broker>) {
         broker.metadata.clone(),
         config.janitor.clone(),
     );
-    tokio::spawn(every(
-        Arc::downgrade(broker),
-        config.retention_interval,
-        |b| async move {
-            b.enforce_retention().await;
-            b.expire_producer_state().await;
-        },
-    ));
-    tokio::spawn(every(
-        Arc::downgrade(broker),
-        config.consolidation_interval,
-        |b| async move {
-            b.consolidate(false).await;
-        },
-    ));
-    tokio::spawn(every(
-        Arc::downgrade(broker),
-        config.compaction_interval,
-        |b| async move {
-            // Supervised: a panic in one round is logged and the next round runs.
-            let round = tokio::spawn(async move { b.compact(false).await });
-            if let Err(e) = round.await {
-                warn!("compaction round aborted: {e}");
-            }
-        },
-    ));
-    tokio::spawn(every(
-        Arc::downgrade(broker),
-        config.deletion_interval,
-        |b| async move {
-            b.delete_due_objects().await;
-        },
-    ));
+    broker.tasks.spawn(
+        "retention",
+        every(
+            Arc::downgrade(broker),
+            config.retention_interval,
+            |b| async move {
+                b.enforce_retention().await;
+                b.expire_producer_state().await;
+            },
+        ),
+    );
+    broker.tasks.spawn(
+        "consolidation",
+        every(
+            Arc::downgrade(broker),
+            config.consolidation_interval,
+            |b| async move {
+                b.consolidate(false).await;
+            },
+        ),
+    );
+    broker.tasks.spawn(
+        "compaction",
+        every(
+            Arc::downgrade(broker),
+            config.compaction_interval,
+            |b| async move {
+                // Supervised: a panic in one round is logged and the next round runs.
+                let round = tokio::spawn(async move { b.compact(false).await });
+                if let Err(e) = round.await {
+                    warn!("compaction round aborted: {e}");
+                }
+            },
+        ),
+    );
+    broker.tasks.spawn(
+        "deletions",
+        every(
+            Arc::downgrade(broker),
+            config.deletion_interval,
+            |b| async move {
+                b.delete_due_objects().await;
+            },
+        ),
+    );
     let janitor = Arc::new(janitor);
-    tokio::spawn(every(
-        Arc::downgrade(broker),
-        config.janitor_interval,
-        move |_| {
+    broker.tasks.spawn(
+        "janitor",
+        every(Arc::downgrade(broker), config.janitor_interval, move |_| {
             let janitor = janitor.clone();
             async move {
                 if let Err(e) = janitor.sweep().await {
                     warn!("orphan sweep failed: {e}");
                 }
             }
-        },
-    ));
+        }),
+    );
 }
 
 /// Runs `work` every `period` while the broker lives.

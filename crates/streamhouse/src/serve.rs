@@ -15,7 +15,7 @@ use streamhouse_storage::{
     build_object_store, MeteredObjectStore, SegmentCache, SegmentCacheConfig,
 };
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{ServeArgs, Settings};
 
@@ -112,9 +112,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (None, _) => tokio::spawn(std::future::pending()),
     };
 
+    #[cfg(debug_assertions)]
+    abort_task_on_request(&broker);
     tokio::select! {
         r = kafka_task => bail!("Kafka listener stopped: {:?}", r),
         r = http_task => bail!("HTTP listener stopped: {:?}", r),
+        failure = broker.task_failure() => {
+            // A zombie agent (heartbeating, answering, but no longer flushing, renewing or
+            // reconciling) would stall its partitions: leave so they move to live agents.
+            error!("{failure}; shutting down");
+            // Bounded: the loop that ended may be one the shutdown relies on.
+            let _ = tokio::time::timeout(settings.lease_ttl, broker.shutdown()).await;
+            bail!("{failure}");
+        }
         _ = shutdown_signal() => {}
     }
     info!("shutting down: flushing buffered records");
@@ -271,4 +281,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Fault injection for the end-to-end suite (debug builds only): with
+/// `STREAMHOUSE_TEST_ABORT_TASK=<task>@<ms>`, aborts that background loop `ms` after start, as
+/// a crash of the loop would, so a test can watch the agent leave.
+#[cfg(debug_assertions)]
+fn abort_task_on_request(broker: &Arc<Broker>) {
+    let Ok(spec) = std::env::var("STREAMHOUSE_TEST_ABORT_TASK") else {
+        return;
+    };
+    let Some((task, ms)) = spec.split_once('@') else {
+        warn!("ignoring STREAMHOUSE_TEST_ABORT_TASK={spec:?}: expected <task>@<ms>");
+        return;
+    };
+    let (task, delay) = (task.to_string(), ms.parse().unwrap_or(0));
+    let broker = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        if let Some(b) = broker.upgrade() {
+            warn!(task = %task, aborted = b.abort_task(&task), "test fault: aborting a task");
+        }
+    });
 }

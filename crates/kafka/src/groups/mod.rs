@@ -91,25 +91,23 @@ pub(crate) struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// Creates the coordinator of agent `agent_id`, whose group leases last `lease_ttl`, and
-    /// starts its timeout sweeper (which stops when it is dropped).
-    pub(crate) fn start(
+    /// Creates the coordinator of agent `agent_id`, whose group leases last `lease_ttl`; its
+    /// timeout sweeper ([`run_sweeper`]) is the caller's to run.
+    pub(crate) fn new(
         metadata: Arc<dyn MetadataStore>,
         agent_id: &str,
         lease_ttl: Duration,
         initial_rebalance_delay: Duration,
         consumer_timeouts: ConsumerTimeouts,
     ) -> Arc<Self> {
-        let coordinator = Arc::new(Self {
+        Arc::new(Self {
             groups: Mutex::new(HashMap::new()),
             metadata,
             agent_id: agent_id.to_string(),
             lease_ttl,
             initial_rebalance_delay,
             consumer_timeouts,
-        });
-        tokio::spawn(run_sweeper(Arc::downgrade(&coordinator)));
-        coordinator
+        })
     }
 
     /// Joins (or rejoins) a member; completes when the group's join phase does, once the
@@ -234,7 +232,8 @@ async fn resolve<T>(group_id: &str, pending: Pending<T>) -> Result<T, GroupError
     }
 }
 
-async fn run_sweeper(coordinator: Weak<GroupCoordinator>) {
+/// Applies the coordinator's timeouts every [`SWEEP_INTERVAL`] until it is dropped.
+pub(crate) async fn run_sweeper(coordinator: Weak<GroupCoordinator>) {
     let mut interval = tokio::time::interval(SWEEP_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -532,3 +532,32 @@ async fn offset_fetch_error(client: &mut Client, group: &str) -> i16 {
     };
     r.error_code
 }
+
+/// A background loop that dies (here the controller, aborted as a crash would end it) is
+/// reported at once, and the agent running it leaves as `streamhouse serve` makes it: its
+/// partitions are leased by the live agent within one lease TTL, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_controller_dies_leaves_within_one_lease_ttl() {
+    let lease_ttl = Duration::from_millis(2_000);
+    let cluster = Cluster::new(lease_ttl).await;
+    let agents: Vec<Arc<Broker>> = (0..2).map(|n| cluster.agent(n)).collect();
+    create_topic(&agents[0], "events", TOPIC_PARTITIONS).await;
+    let holders = cluster.settled("events", &[0, 1]).await;
+    produce_everywhere(&agents, &holders, 0).await;
+
+    let killed = tokio::time::Instant::now();
+    assert!(agents[1].abort_task("controller"));
+    let failure = tokio::time::timeout(Duration::from_secs(1), agents[1].task_failure())
+        .await
+        .expect("the supervisor reports the dead controller at once");
+    assert_eq!(failure.task, "controller", "{failure}");
+    // What `serve` does with a failure: shut the agent down (it then exits).
+    agents[1].shutdown().await;
+    let holders = cluster.settled("events", &[0]).await;
+    let moved = killed.elapsed();
+    assert!(
+        moved < lease_ttl,
+        "partitions moved after {moved:?}, TTL {lease_ttl:?}"
+    );
+    produce_everywhere(&agents[..1], &holders, 1).await;
+}
