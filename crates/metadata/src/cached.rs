@@ -272,7 +272,9 @@ impl MetadataStore for CachedMetadataStore {
                 CommitOutcome::Committed => segment.last_offset + 1,
                 // Another writer got there first: whatever we cached is behind.
                 CommitOutcome::OffsetConflict { high_watermark } => high_watermark,
-                CommitOutcome::Fenced | CommitOutcome::UnknownPartition { .. } => continue,
+                CommitOutcome::Fenced
+                | CommitOutcome::UnknownPartition { .. }
+                | CommitOutcome::RowLocked => continue,
             };
             self.update_partition(&segment.topic, segment.partition, |state| {
                 state.high_watermark = state.high_watermark.max(high_watermark);

@@ -53,7 +53,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `last_offset + 1`, with its producer snapshots, all in ONE transaction, and returns one
     /// outcome per commit (in order). Each commit is decided on its own: one whose lease is not
     /// held ([`CommitOutcome::Fenced`]) or whose base offset is not the high watermark
-    /// ([`CommitOutcome::OffsetConflict`]) records nothing and does not stop the others.
+    /// ([`CommitOutcome::OffsetConflict`]) records nothing and does not stop the others; nor
+    /// does one whose partition row another transaction holds past a short wait
+    /// ([`CommitOutcome::RowLocked`]), so one locked row never stalls a whole group commit.
     ///
     /// Idempotent: a commit whose exact segment (object key, byte range, offsets) is already
     /// recorded is [`CommitOutcome::Committed`] again, so a caller that lost the answer to an
@@ -107,6 +109,10 @@ pub trait MetadataStore: Send + Sync + 'static {
             Some(CommitOutcome::UnknownPartition {
                 topic_exists: false,
             }) => Err(MetadataError::UnknownTopic(segment.topic.clone())),
+            Some(CommitOutcome::RowLocked) => Err(MetadataError::RowLocked {
+                topic: segment.topic.clone(),
+                partition: segment.partition,
+            }),
             Some(CommitOutcome::Fenced) | None => Err(MetadataError::Fenced {
                 topic: segment.topic.clone(),
                 partition: segment.partition,
