@@ -67,6 +67,7 @@ impl HttpError {
                     (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
                 }
                 ApiError::NotOwner(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_owner"),
+                ApiError::NotCoordinator(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_coordinator"),
                 ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 ApiError::Metadata(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metadata_error"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),

@@ -222,16 +222,21 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         hooked!(self, fetch_offsets(group, topic))
     }
 
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
-        hooked!(self, delete_offsets(group, partitions))
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
+        hooked!(self, delete_offsets(group, fence, partitions))
     }
 
     async fn list_groups(&self) -> Result<Vec<String>> {
         hooked!(self, list_groups())
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool> {
-        hooked!(self, delete_group(group))
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
+        hooked!(self, delete_group(group, fence))
     }
 
     async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {

@@ -1025,8 +1025,16 @@ impl MetadataStore for Store {
         .collect()
     }
 
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         for (topic, partition) in partitions {
             sqlx::query(
                 "DELETE FROM consumer_offsets \
@@ -1050,11 +1058,16 @@ impl MetadataStore for Store {
         )
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool> {
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         let result = sqlx::query("DELETE FROM consumer_offsets WHERE group_id = $1")
             .bind(group)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() > 0)
     }
 

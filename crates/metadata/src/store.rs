@@ -221,14 +221,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn fetch_offsets(&self, group: &str, topic: Option<&str>)
         -> Result<Vec<CommittedOffset>>;
 
-    /// Removes a group's offsets for the given partitions.
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()>;
+    /// Removes a group's offsets for the given partitions. With `fence`, only under the
+    /// group's coordinator lease, as [`MetadataStore::commit_offsets`] (else `GroupFenced`,
+    /// nothing removed).
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()>;
 
     /// Names of groups that have committed offsets.
     async fn list_groups(&self) -> Result<Vec<String>>;
 
-    /// Removes every offset of a group. Returns whether the group had any.
-    async fn delete_group(&self, group: &str) -> Result<bool>;
+    /// Removes every offset of a group. Returns whether the group had any. With `fence`, only
+    /// under the group's coordinator lease, as [`MetadataStore::commit_offsets`] (else
+    /// `GroupFenced`, nothing removed).
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool>;
 
     // ---- agents and leases --------------------------------------------------------------------
 
