@@ -11,8 +11,8 @@ Kinds: PUT (object writes, multipart parts), GET (object and ranged reads), HEAD
 `POST /__control/release`: an S3 that stops answering, for fault tests. With
 `--refuse-overwrites` a second write to a key (a PUT or a completed multipart upload) is
 refused with 412 PreconditionFailed and counted as OVERWRITE_REFUSED: the e2e suite runs on it
-to show that no object key is ever written twice. Only loopback: this is a test server, not a
-proxy.
+to show that no object key is ever written twice. Loopback by default (`--host` binds another
+local address, e.g. the host side of a test's veth link): this is a test server, not a proxy.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class CostLayer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--put-ms", type=float, default=30.0)
     parser.add_argument("--put-ms-per-mb", type=float, default=10.0)
@@ -169,7 +170,7 @@ def main() -> None:
     app = CostLayer(DomainDispatcherApplication(create_backend_app), Counter(),
                     args.put_ms, args.put_ms_per_mb, args.get_ms, args.max_hang_s,
                     args.refuse_overwrites)
-    run_simple("127.0.0.1", args.port, app, threaded=True)
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":
