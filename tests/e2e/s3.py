@@ -91,7 +91,14 @@ class MotoServer:
             return json.load(resp)
 
     def overwrites_refused(self) -> int:
+        """Second writes to a key that were not create-only: attempted overwrites."""
         return self.stats()["requests"].get("OVERWRITE_REFUSED", 0)
+
+    def second_writes(self) -> int:
+        """Every second write to a key, create-only ones (a retry whose first attempt's answer
+        was lost, refused with 412 as S3 would) included."""
+        requests = self.stats()["requests"]
+        return requests.get("OVERWRITE_REFUSED", 0) + requests.get("CREATE_REFUSED", 0)
 
     def list_keys(self, bucket: str) -> list[str]:
         """Every key in `bucket` (ListObjectsV2, page by page)."""
