@@ -93,9 +93,10 @@ impl From<GroupError> for ApiError {
     fn from(e: GroupError) -> Self {
         match e {
             GroupError::GroupNotFound(g) => Self::UnknownGroup(g),
-            GroupError::NotCoordinator(g) => Self::NotCoordinator(format!(
-                "this agent does not coordinate group '{g}' (any more); retry"
-            )),
+            GroupError::NotCoordinator(g) => Self::NotCoordinator {
+                message: format!("this agent does not coordinate group '{g}' (any more); retry"),
+                coordinator_http: None,
+            },
             GroupError::Metadata(m) => m.into(),
             e @ GroupError::InvalidGroupId => Self::Invalid(e.to_string()),
             e => Self::GroupConflict(e.to_string()),
@@ -169,13 +170,19 @@ impl Admin<'_> {
         match self.broker().claim_group(group_id).await {
             Err(GroupError::NotCoordinator(_)) => {
                 let view = self.broker().membership.view();
-                let at = view.coordinator(group_id).map_or_else(
+                let coordinator = view.coordinator(group_id);
+                let at = coordinator.map_or_else(
                     || "no live agent".to_owned(),
                     |a| format!("agent {} (HTTP {})", a.node_id, a.http_addr),
                 );
-                Err(ApiError::NotCoordinator(format!(
-                    "group '{group_id}' is coordinated by {at}; send the request there"
-                )))
+                Err(ApiError::NotCoordinator {
+                    message: format!(
+                        "group '{group_id}' is coordinated by {at}; send the request there"
+                    ),
+                    coordinator_http: coordinator
+                        .map(|a| a.http_addr.clone())
+                        .filter(|at| !at.is_empty()),
+                })
             }
             claimed => Ok(claimed?),
         }

@@ -564,12 +564,12 @@ async fn admin_changes_to_a_group_are_made_only_under_its_lease() {
     // Agent 1 does not coordinate the group: every change is refused there.
     let refused = admin(1).reset_offsets(&group, &reset).await;
     assert!(
-        matches!(&refused, Err(ApiError::NotCoordinator(m)) if m.contains("agent 0")),
+        matches!(&refused, Err(ApiError::NotCoordinator { message, .. }) if message.contains("agent 0")),
         "{refused:?}"
     );
     let refused = admin(1).delete_group(&group).await;
     assert!(
-        matches!(refused, Err(ApiError::NotCoordinator(_))),
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
         "{refused:?}"
     );
     let not_coordinator = ResponseError::NotCoordinator.code();
@@ -610,12 +610,12 @@ async fn admin_changes_to_a_group_are_made_only_under_its_lease() {
     }];
     let refused = admin(0).reset_offsets(&group, &moved).await;
     assert!(
-        matches!(refused, Err(ApiError::NotCoordinator(_))),
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
         "{refused:?}"
     );
     let refused = admin(0).delete_group(&group).await;
     assert!(
-        matches!(refused, Err(ApiError::NotCoordinator(_))),
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
         "{refused:?}"
     );
     let stored = cluster.metadata.fetch_offsets(&group, None).await.unwrap();
