@@ -10,9 +10,10 @@ Kinds: PUT (object writes, multipart parts), GET (object and ranged reads), HEAD
 `POST /__control/hang` makes every object PUT wait (up to --max-hang-s) until
 `POST /__control/release`: an S3 that stops answering, for fault tests. With
 `--refuse-overwrites` a second write to a key (a PUT or a completed multipart upload) is
-refused with 412 PreconditionFailed and counted as OVERWRITE_REFUSED: the e2e suite runs on it
-to show that no object key is ever written twice. Only loopback: this is a test server, not a
-proxy.
+refused with 412 PreconditionFailed and counted as OVERWRITE_REFUSED (CREATE_REFUSED when it was
+a create-only write, `If-None-Match: *`, which S3 refuses the same way): the e2e suite runs on it
+to show that no object key is ever overwritten. Loopback by default (`--host` binds another
+local address, e.g. the host side of a test's veth link): this is a test server, not a proxy.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ class CostLayer:
                 time.sleep(self.get_ms / 1000)
         key = written_key(method, path, query) if self.refuse_overwrites else None
         if key is not None and not self.first_write(key):
-            self.counter.add("OVERWRITE_REFUSED", length)
+            # A create-only write (`If-None-Match: *`, a retry whose first attempt's answer
+            # was lost) is refused as S3 would refuse it: no overwrite was attempted.
+            create_only = environ.get("HTTP_IF_NONE_MATCH") == "*"
+            self.counter.add("CREATE_REFUSED" if create_only else "OVERWRITE_REFUSED", length)
             start_response("412 Precondition Failed",
                            [("Content-Type", "application/xml"),
                             ("Content-Length", str(len(PRECONDITION_FAILED)))])
@@ -158,6 +162,7 @@ class CostLayer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--put-ms", type=float, default=30.0)
     parser.add_argument("--put-ms-per-mb", type=float, default=10.0)
@@ -169,7 +174,7 @@ def main() -> None:
     app = CostLayer(DomainDispatcherApplication(create_backend_app), Counter(),
                     args.put_ms, args.put_ms_per_mb, args.get_ms, args.max_hang_s,
                     args.refuse_overwrites)
-    run_simple("127.0.0.1", args.port, app, threaded=True)
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":

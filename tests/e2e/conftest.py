@@ -68,14 +68,14 @@ def server_factory(binary, tmp_path, request, s3_server):
         servers.append(server)
         return server.start() if auto_start else server
 
-    overwrites_before = s3_server.overwrites_refused() if s3_server else 0
+    overwrites_before = s3_server.second_writes() if s3_server else 0
     yield start
     crashed = [s for s in servers if s.crashed()]
     for server in servers:
         server.stop()
     if s3_server:
         # The S3 server refuses a second write to a key; none may have been tried.
-        refused = s3_server.overwrites_refused() - overwrites_before
+        refused = s3_server.second_writes() - overwrites_before
         assert refused == 0, f"{refused} writes to an already written object key"
     if crashed:
         pytest.fail("\n".join(f"server exited unexpectedly with code {s.proc.returncode}\n"

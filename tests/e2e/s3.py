@@ -44,24 +44,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class MotoServer:
-    """moto's S3 on a free loopback port, logging to `log_path`, behind
+    """moto's S3 on a free port of `host` (loopback unless told), logging to `log_path`, behind
     scripts/s3_cost_server.py without added latency: it counts requests (`stats`) and refuses a
     second write to any key, so a test can show that no object was ever overwritten."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, host: str = "127.0.0.1"):
+        self.host = host
         self.port = free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> "MotoServer":
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO_ROOT / "scripts/s3_cost_server.py"),
-                 "--port", str(self.port), "--put-ms", "0", "--put-ms-per-mb", "0",
+                 "--host", self.host, "--port", str(self.port), "--put-ms", "0", "--put-ms-per-mb", "0",
                  "--get-ms", "0", "--refuse-overwrites"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -90,7 +91,14 @@ class MotoServer:
             return json.load(resp)
 
     def overwrites_refused(self) -> int:
+        """Second writes to a key that were not create-only: attempted overwrites."""
         return self.stats()["requests"].get("OVERWRITE_REFUSED", 0)
+
+    def second_writes(self) -> int:
+        """Every second write to a key, create-only ones (a retry whose first attempt's answer
+        was lost, refused with 412 as S3 would) included."""
+        requests = self.stats()["requests"]
+        return requests.get("OVERWRITE_REFUSED", 0) + requests.get("CREATE_REFUSED", 0)
 
     def list_keys(self, bucket: str) -> list[str]:
         """Every key in `bucket` (ListObjectsV2, page by page)."""

@@ -110,3 +110,31 @@ def test_consumers_follow_a_killed_coordinator(postgres, cluster, topic, workers
         f"{moved_s:.2f} s"
     measurements["group coordinator SIGKILLed: every record consumed after"] = \
         f"{consumed_s:.2f} s ({watcher.reads} offset reads, none backwards)"
+
+
+def test_cli_offset_resets_reach_the_coordinator(postgres, cluster, topic, binary):  # noqa: F811
+    """`streamhouse group reset-offsets` through one agent's HTTP API sets the offsets of groups it does
+    not coordinate too: that agent refuses with `not_coordinator` naming the coordinator (group
+    changes are made under the group's lease), and the CLI sends the request there."""
+    agents = [cluster(n) for n in range(2)]
+    bootstrap = ",".join(a.bootstrap for a in agents)
+    create_topic(agents[0].bootstrap, topic, PARTITIONS)
+    produce_n(bootstrap, topic, 0, 100)
+    first = agents[0]
+    cli = [str(binary), "--bootstrap", first.bootstrap,
+           "--http", f"http://127.0.0.1:{first.http_port}"]
+    groups = [f"{topic}-g{i}" for i in range(8)]
+    for group in groups:
+        done = subprocess.run([*cli, "group", "reset-offsets", group, "--topic", topic,
+                               "--to-latest"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{group}: {done.stderr}"
+    holders = {group: coordinator_of(postgres, group) for group in groups}
+    assert 1 in holders.values(), f"no group was coordinated by the other agent: {holders}"
+    reader = admin(bootstrap)
+    for group in groups:
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(topic, p) for p in range(PARTITIONS)])
+        listed = reader.list_consumer_group_offsets([request])[group].result(timeout=30)
+        committed = [tp.offset for tp in listed.topic_partitions]
+        assert all(offset >= 0 for offset in committed), f"{group}: {committed}"
+        assert sum(committed) == 100, f"{group} (coordinator {holders[group]}): {committed}"

@@ -20,6 +20,9 @@ from kafka_util import create_topic
 
 # How long after a fault ends every partition must take records again.
 RECOVERY_LIMIT_S = 4 * LEASE_TTL_MS / 1000 + 10
+# Longest a partition of the agent owning a locked row may go unacknowledged while the lock is
+# held (a commit waits ~150 ms for a held row, then answers it "row locked"); generous.
+OWNER_GAP_LIMIT_S = 2.0
 
 
 class ControlledPostgres(TempPostgres):
@@ -94,6 +97,17 @@ def acked_between(writer: ContinuousProducer, partitions: set[int], start: float
     return {p for p, _, _, t in list(writer.acked) if p in partitions and start <= t <= end}
 
 
+def longest_silence(writer: ContinuousProducer, partitions: set[int], start: float,
+                    end: float) -> float:
+    """The longest time in `start..end` any of `partitions` went without an acknowledgement."""
+    longest = 0.0
+    for p in partitions:
+        times = sorted(t for q, _, _, t in list(writer.acked) if q == p and start <= t <= end)
+        marks = [start, *times, end]
+        longest = max(longest, *(b - a for a, b in zip(marks, marks[1:])))
+    return longest
+
+
 def wait_until_all_take_records(writer: ContinuousProducer, since: float) -> float:
     """Seconds from `since` until every partition had a record acknowledged after it."""
     deadline = since + SETTLE_TIMEOUT_S + RECOVERY_LIMIT_S
@@ -128,16 +142,19 @@ def test_a_held_row_lock_stalls_only_what_it_holds(pg, two_agents, topic, measur
     recovery_s = wait_until_all_take_records(writer, released_at)
     writer.finish()
 
-    others = {p for p, node in leaders.items() if node != leaders[0]}
     # Half a second in: what was in flight when the lock was taken is answered by then.
-    served = acked_between(writer, others, locked_at + 0.5, released_at)
+    window = (locked_at + 0.5, released_at)
+    others = {p for p, node in leaders.items() if node != leaders[0]}
+    served = acked_between(writer, others, *window)
     assert served == others, f"the other agent's partitions {others - served} stalled"
-    # The owner's other partitions share its flushes with partition 0, whose commit waits on
-    # the lock (lock_timeout) and is retried: reported, not asserted (see docs/reliability.md).
+    # The owner's other partitions share its group commits with partition 0, which answers
+    # partition 0 "row locked" (its producer retries) and commits the rest.
     owners_others = {p for p, node in leaders.items() if node == leaders[0] and p != 0}
-    owner_served = acked_between(writer, owners_others, locked_at + 0.5, released_at)
-    measurements["row lock: the lock owner's other partitions acknowledging during the hold"] = \
-        f"{len(owner_served)} of {len(owners_others)}"
+    gap = longest_silence(writer, owners_others, *window)
+    measurements[f"row lock held {hold_s:.0f} s: longest wait between acknowledgements of the "
+                 "lock owner's other partitions"] = f"{gap:.2f} s"
+    assert gap < OWNER_GAP_LIMIT_S, \
+        f"the lock owner's other partitions went {gap:.2f} s without an acknowledgement"
     after = lease_epochs(pg, topic)
     assert after == before, f"leases changed hands or epochs: {before} -> {after}"
     measurements[f"row lock on one partition for {hold_s:.0f} s: every partition acknowledging "

@@ -1,14 +1,17 @@
-"""Network faults made with network namespaces: agent A runs in its own namespace with two veth
-links to the host, one its clients use and one to PostgreSQL; agent B runs on the host. A link
-going down makes packets vanish and TCP connections hang half-open, as in a partition.
+"""Network faults made with network namespaces: agent A runs in its own namespace with three veth
+links to the host, one its clients use, one to PostgreSQL and one to the S3 test server; agent B
+runs on the host. A link going down makes packets vanish and TCP connections hang half-open, as
+in a partition (`iptables` is not installed here; a link going down drops the same packets).
 - A cut from PostgreSQL while an idempotent producer writes must move A's partitions to B
   within a few lease TTLs, keep every acknowledged record exactly once (A can commit nothing it
   cannot fence), and bring A back once the link heals.
 - A cut from its clients keeps its leases: its partitions wait for the heal, then take records
   again, nothing lost.
+- A cut from the object store (both agents on one S3 bucket) keeps its leases too: its
+  producers get errors, never acknowledgements, until the heal; B keeps serving; nothing lost.
 Agents do not talk to each other (they coordinate through the metadata store), so there is no
-agent-to-agent link to cut. Delay and loss (`tc netem`) are not tested: this kernel has no
-`sch_netem`.
+agent-to-agent link to cut. Delay and loss (`tc netem`: this kernel has no `sch_netem`) are
+tested through a userspace proxy instead, in `test_slow_network.py`.
 
 Needs root (CAP_NET_ADMIN) and `ip`; skipped otherwise."""
 
@@ -22,15 +25,19 @@ import uuid
 
 import pytest
 
+from confluent_kafka import Producer
+
 from harness import StreamhouseServer
 from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, ContinuousProducer,
                           TempPostgres, assert_exactly_once_in_order, postgres_bin_dir,
                           wait_for_leaders)
-from test_metadata_faults import wait_until_all_take_records
+from test_metadata_faults import acked_between, wait_until_all_take_records
 from kafka_util import create_topic
+from s3 import CREDENTIALS, MotoServer
 
 CLIENT_NET = ("10.200.0.1", "10.200.0.2")  # host side, namespace side
 DB_NET = ("10.201.0.1", "10.201.0.2")
+S3_NET = ("10.202.0.1", "10.202.0.2")
 # Service is back within this after a cut or a heal (several lease TTLs plus client backoff).
 RECOVERY_LIMIT_S = 6 * LEASE_TTL_MS / 1000 + 10
 
@@ -40,7 +47,8 @@ def ip(*args: str) -> None:
 
 
 class Namespace:
-    """A network namespace with a client link and a database link to the host."""
+    """A network namespace with a client link, a database link and an object-store link to
+    the host."""
 
     def __init__(self):
         # `links` first: remove() reads it if creating the namespace fails half-way.
@@ -48,7 +56,7 @@ class Namespace:
         self.name = f"sh{uuid.uuid4().hex[:6]}"
         ip("netns", "add", self.name)
         try:
-            for role, (host, inner) in (("cl", CLIENT_NET), ("db", DB_NET)):
+            for role, (host, inner) in (("cl", CLIENT_NET), ("db", DB_NET), ("s3", S3_NET)):
                 outside, inside = f"{self.name}{role}", f"{self.name}{role}n"
                 ip("link", "add", outside, "type", "veth", "peer", "name", inside)
                 ip("link", "set", inside, "netns", self.name)
@@ -217,4 +225,82 @@ def test_agent_cut_from_its_clients(pair, namespace, measurements):
     pair.finish()
     measurements["agent cut from its clients for 3 lease TTLs: every partition acknowledging "
                  "again"] = f"{back_s:.2f} s after the heal"
+    assert back_s < RECOVERY_LIMIT_S
+
+
+@pytest.fixture
+def s3_pair(namespace, reachable_postgres, binary, tmp_path, topic, request):
+    """The pair on one bucket of an S3 test server listening on the host side of the
+    namespace's object-store link (B reaches that address locally, whatever the link does)."""
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    moto = MotoServer(tmp_path / "moto.log", host=S3_NET[0]).start()
+    bucket = moto.create_bucket()
+    servers: list[StreamhouseServer] = []
+    request.node.streamhouse_servers = servers
+
+    def args(node: int, url: str) -> list[str]:
+        return [*moto.server_args(bucket), "--node-id", str(node), "--metadata-url", url,
+                "--lease-ttl-ms", str(LEASE_TTL_MS),
+                "--heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)]
+
+    servers.append(NamespacedServer(binary, tmp_path / "agent-a", namespace=namespace,
+                                    host=CLIENT_NET[1],
+                                    extra_args=args(0, reachable_postgres.url_from(DB_NET[0]))))
+    servers.append(StreamhouseServer(binary, tmp_path / "agent-b",
+                                     extra_args=args(1, reachable_postgres.url)))
+    try:
+        for server in servers:
+            server.start()
+        yield Pair(*servers, topic)
+        assert moto.second_writes() == 0, "an object key was written twice"
+    finally:
+        for server in servers:
+            server.stop()
+        moto.stop()
+
+
+def probe_produce(bootstrap: str, topic: str, partition: int) -> tuple[str | None, float]:
+    """One record to `partition` with no client retries: the delivery error (None when
+    acknowledged) and how long the answer took."""
+    probe = Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0,
+                      "enable.idempotence": False, "request.timeout.ms": 4000,
+                      "message.timeout.ms": 10000})
+    outcome: list[str | None] = []
+    started = time.monotonic()
+    probe.produce(topic, value=b"probe", partition=partition,
+                  on_delivery=lambda err, _msg: outcome.append(None if err is None else str(err)))
+    probe.flush(30)
+    assert outcome, "the probe got no delivery report"
+    return outcome[0], time.monotonic() - started
+
+
+def test_agent_cut_from_the_object_store(s3_pair, namespace, measurements):
+    """A cannot upload while its object-store link is down: it acknowledges nothing for its
+    partitions (it keeps their leases: its database link is up), answers its producers with
+    errors, and takes records again once the link heals; B serves throughout; nothing is lost
+    and no key is written twice."""
+    pair = s3_pair
+    leaders = wait_for_leaders(pair.bootstrap, pair.topic, {0, 1})
+    mine = {p for p, node in leaders.items() if node == 0}
+    theirs = set(leaders) - mine
+    namespace.set_link("s3", up=False)
+    cut_at = time.monotonic()
+    error, answered_s = probe_produce(pair.inside.bootstrap, pair.topic, min(mine))
+    assert error is not None, "a record was acknowledged while its object could not be stored"
+    time.sleep(max(0.0, 2 * LEASE_TTL_MS / 1000 - (time.monotonic() - cut_at)))
+    namespace.set_link("s3", up=True)
+    healed_at = time.monotonic()
+    back_s = wait_until_all_take_records(pair.writer, healed_at)
+    # A second in: flushes uploaded before the cut may still commit (over the database link).
+    window = (cut_at + 1.0, healed_at)
+    acked_cut = acked_between(pair.writer, mine, *window)
+    served = acked_between(pair.writer, theirs, *window)
+    pair.finish()
+    assert not acked_cut, f"partitions {acked_cut} acknowledged records during the cut"
+    assert served == theirs, f"B's partitions {theirs - served} stalled"
+    measurements["agent cut from the object store: a producer without retries answered with "
+                  "an error"] = f"{answered_s:.2f} s after the cut ({error})"
+    measurements[f"agent cut from the object store for {2 * LEASE_TTL_MS / 1000:.0f} s: every "
+                  "partition acknowledging again"] = f"{back_s:.2f} s after the heal"
     assert back_s < RECOVERY_LIMIT_S

@@ -43,6 +43,10 @@ pub enum HttpError {
 struct ErrorBody<'a> {
     error: String,
     code: &'a str,
+    /// With `not_coordinator`: the HTTP address (`host:port`) of the group's coordinator, where
+    /// clients resend the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coordinator: Option<String>,
 }
 
 impl HttpError {
@@ -67,6 +71,9 @@ impl HttpError {
                     (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range")
                 }
                 ApiError::NotOwner(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_owner"),
+                ApiError::NotCoordinator { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not_coordinator")
+                }
                 ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                 ApiError::Metadata(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metadata_error"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
@@ -81,9 +88,16 @@ impl IntoResponse for HttpError {
         if status.is_server_error() {
             tracing::warn!(code, "HTTP request failed: {self}");
         }
+        let coordinator = match &self {
+            Self::Api(ApiError::NotCoordinator {
+                coordinator_http, ..
+            }) => coordinator_http.clone(),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             code,
+            coordinator,
         };
         (status, Json(body)).into_response()
     }

@@ -53,6 +53,15 @@ pub enum ApiError {
     /// The group's state forbids the operation (it has members, or is rebalancing).
     #[error("{0}")]
     GroupConflict(String),
+    /// Another agent coordinates the consumer group (holds its coordinator lease, or is the
+    /// one the assignment names): group changes go there.
+    #[error("not the group's coordinator: {message}")]
+    NotCoordinator {
+        /// What happened, naming the coordinator if known.
+        message: String,
+        /// The coordinator's HTTP address (`host:port`), if known: where to send the request.
+        coordinator_http: Option<String>,
+    },
     /// Another agent owns the partition (lease held elsewhere, or this writer was fenced).
     #[error("not the owner of the partition: {0}")]
     NotOwner(String),

@@ -18,6 +18,7 @@ pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
         // Another agent coordinates the group now: the client finds it again.
         MetadataError::GroupFenced { .. } => ResponseError::NotCoordinator,
         MetadataError::Database(_)
+        | MetadataError::RowLocked { .. }
         | MetadataError::Timeout { .. }
         | MetadataError::Migration(_)
         | MetadataError::Corrupt(_) => ResponseError::KafkaStorageError,

@@ -93,6 +93,10 @@ impl From<GroupError> for ApiError {
     fn from(e: GroupError) -> Self {
         match e {
             GroupError::GroupNotFound(g) => Self::UnknownGroup(g),
+            GroupError::NotCoordinator(g) => Self::NotCoordinator {
+                message: format!("this agent does not coordinate group '{g}' (any more); retry"),
+                coordinator_http: None,
+            },
             GroupError::Metadata(m) => m.into(),
             e @ GroupError::InvalidGroupId => Self::Invalid(e.to_string()),
             e => Self::GroupConflict(e.to_string()),
@@ -153,13 +157,40 @@ impl Admin<'_> {
         Ok(lag.into_iter().map(GroupOffset::from).collect())
     }
 
-    /// Deletes a group without members, with its committed offsets.
+    /// Deletes a group without members, with its committed offsets, as its coordinator (under
+    /// its lease); [`ApiError::NotCoordinator`] on any other agent.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ApiError> {
+        self.coordinate(group_id).await?;
         Ok(self.broker().groups().delete_group(group_id).await?)
     }
 
+    /// Takes or keeps the group's coordinator lease for a change made here; where another
+    /// agent coordinates the group, [`ApiError::NotCoordinator`] names it.
+    async fn coordinate(&self, group_id: &str) -> Result<(), ApiError> {
+        match self.broker().claim_group(group_id).await {
+            Err(GroupError::NotCoordinator(_)) => {
+                let view = self.broker().membership.view();
+                let coordinator = view.coordinator(group_id);
+                let at = coordinator.map_or_else(
+                    || "no live agent".to_owned(),
+                    |a| format!("agent {} (HTTP {})", a.node_id, a.http_addr),
+                );
+                Err(ApiError::NotCoordinator {
+                    message: format!(
+                        "group '{group_id}' is coordinated by {at}; send the request there"
+                    ),
+                    coordinator_http: coordinator
+                        .map(|a| a.http_addr.clone())
+                        .filter(|at| !at.is_empty()),
+                })
+            }
+            claimed => Ok(claimed?),
+        }
+    }
+
     /// Sets committed offsets of a group that has no members (as Kafka's
-    /// `kafka-consumer-groups --reset-offsets` requires), creating the group if needed.
+    /// `kafka-consumer-groups --reset-offsets` requires), creating the group if needed, as its
+    /// coordinator (under its lease); [`ApiError::NotCoordinator`] on any other agent.
     pub async fn reset_offsets(
         &self,
         group_id: &str,
@@ -170,6 +201,7 @@ impl Admin<'_> {
                 "a group id and offsets are required".into(),
             ));
         }
+        self.coordinate(group_id).await?;
         let state = self.broker().groups().describe_group(group_id).await?.state;
         if !matches!(state, GroupState::Empty | GroupState::Dead) {
             return Err(ApiError::GroupConflict(format!(
@@ -191,8 +223,8 @@ impl Admin<'_> {
             });
         }
         self.broker()
-            .metadata
-            .commit_offsets(group_id, None, &commits)
+            .groups()
+            .reset_offsets(group_id, &commits)
             .await?;
         self.group_lag(group_id).await
     }

@@ -272,7 +272,9 @@ impl MetadataStore for CachedMetadataStore {
                 CommitOutcome::Committed => segment.last_offset + 1,
                 // Another writer got there first: whatever we cached is behind.
                 CommitOutcome::OffsetConflict { high_watermark } => high_watermark,
-                CommitOutcome::Fenced | CommitOutcome::UnknownPartition { .. } => continue,
+                CommitOutcome::Fenced
+                | CommitOutcome::UnknownPartition { .. }
+                | CommitOutcome::RowLocked => continue,
             };
             self.update_partition(&segment.topic, segment.partition, |state| {
                 state.high_watermark = state.high_watermark.max(high_watermark);
@@ -388,16 +390,21 @@ impl MetadataStore for CachedMetadataStore {
         self.inner.fetch_offsets(group, topic).await
     }
 
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
-        self.inner.delete_offsets(group, partitions).await
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
+        self.inner.delete_offsets(group, fence, partitions).await
     }
 
     async fn list_groups(&self) -> Result<Vec<String>> {
         self.inner.list_groups().await
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool> {
-        self.inner.delete_group(group).await
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
+        self.inner.delete_group(group, fence).await
     }
 
     async fn acquire_group_lease(

@@ -797,7 +797,7 @@ pub async fn consumer_offsets(store: &dyn MetadataStore) {
     );
 
     store
-        .delete_offsets(&group, &[(t1.to_owned(), 1)])
+        .delete_offsets(&group, None, &[(t1.to_owned(), 1)])
         .await
         .unwrap();
     assert_eq!(
@@ -828,8 +828,11 @@ pub async fn consumer_groups(store: &dyn MetadataStore) {
     let groups = store.list_groups().await.unwrap();
     assert!(groups.contains(&kept) && groups.contains(&dropped));
 
-    assert!(store.delete_group(&dropped).await.unwrap());
-    assert!(!store.delete_group(&dropped).await.unwrap(), "already gone");
+    assert!(store.delete_group(&dropped, None).await.unwrap());
+    assert!(
+        !store.delete_group(&dropped, None).await.unwrap(),
+        "already gone"
+    );
     let groups = store.list_groups().await.unwrap();
     assert!(groups.contains(&kept) && !groups.contains(&dropped));
     assert!(store
@@ -1432,6 +1435,31 @@ pub async fn fenced_offset_commits(store: &dyn MetadataStore) {
         .map(|o| o.offset)
         .collect();
     assert_eq!(stored, vec![9], "the stale commit changed nothing");
+
+    // Offset deletion and group deletion are fenced the same way.
+    let gone = [(name.to_owned(), 0)];
+    assert_group_fenced(
+        store
+            .delete_offsets(&group, Some(&old.fence()), &gone)
+            .await,
+        "former coordinator deleting offsets",
+    );
+    assert_group_fenced(
+        store.delete_group(&group, Some(&old.fence())).await,
+        "former coordinator deleting the group",
+    );
+    assert_eq!(store.fetch_offsets(&group, None).await.unwrap().len(), 1);
+    store
+        .delete_offsets(&group, Some(&new.fence()), &gone)
+        .await
+        .unwrap();
+    assert!(store.fetch_offsets(&group, None).await.unwrap().is_empty());
+    store
+        .commit_offsets(&group, Some(&new.fence()), &[offset(name, 1, 3, None)])
+        .await
+        .unwrap();
+    let deleted = store.delete_group(&group, Some(&new.fence())).await;
+    assert!(deleted.unwrap(), "the holder deletes the group");
 }
 
 /// SASL credentials: upsert replaces, lookups are per (user, mechanism), delete reports.

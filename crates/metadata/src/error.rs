@@ -61,6 +61,15 @@ pub enum MetadataError {
         /// Epoch the agent claimed.
         epoch: i64,
     },
+    /// A partition row stayed locked by another transaction past the short wait a segment
+    /// commit allows: nothing was recorded; a retry may succeed.
+    #[error("partition '{topic}'/{partition} is locked by another transaction; nothing recorded")]
+    RowLocked {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+    },
     /// The call did not complete within its deadline (see [`crate::CallDeadline`]); a write's
     /// outcome is unknown.
     #[error("metadata call {method} did not complete within {after:?}")]

@@ -32,6 +32,14 @@ pub trait CallHook: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether a [`MetadataStore::commit_segments`] call finds `commit`'s partition row held by
+    /// another transaction: such commits are not forwarded and are answered
+    /// [`CommitOutcome::RowLocked`], as a database answers them (tests). Asked before `before`.
+    fn row_held(&self, commit: &SegmentCommit) -> bool {
+        let _ = commit;
+        false
+    }
+
     /// How long the call may take; past it, it is abandoned with [`MetadataError::Timeout`]
     /// (its outcome unknown, like any error of a write). `None`: unbounded.
     fn deadline(&self, method: &'static str) -> Option<Duration> {
@@ -126,7 +134,26 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
     }
 
     async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>> {
-        hooked!(self, commit_segments(commits))
+        let held: Vec<bool> = commits.iter().map(|c| self.hook.row_held(c)).collect();
+        if !held.contains(&true) {
+            return hooked!(self, commit_segments(commits));
+        }
+        let free: Vec<SegmentCommit> = commits
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| !**held)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let commits = &free[..];
+        let mut answered = hooked!(self, commit_segments(commits))?.into_iter();
+        held.into_iter()
+            .map(|held| match held {
+                true => Ok(CommitOutcome::RowLocked),
+                false => answered.next().ok_or_else(|| {
+                    MetadataError::Corrupt("fewer commit outcomes than commits".into())
+                }),
+            })
+            .collect()
     }
 
     async fn list_producer_snapshots(
@@ -222,16 +249,21 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         hooked!(self, fetch_offsets(group, topic))
     }
 
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
-        hooked!(self, delete_offsets(group, partitions))
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
+        hooked!(self, delete_offsets(group, fence, partitions))
     }
 
     async fn list_groups(&self) -> Result<Vec<String>> {
         hooked!(self, list_groups())
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool> {
-        hooked!(self, delete_group(group))
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
+        hooked!(self, delete_group(group, fence))
     }
 
     async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {

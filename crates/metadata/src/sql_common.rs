@@ -71,6 +71,14 @@ const SELECT_TOPIC: &str = select_topic!();
 const LOCK_TOPIC: &str = concat!(select_topic!(), for_update!());
 const SELECT_PARTITION: &str = select_partition!();
 const LOCK_PARTITION: &str = concat!(select_partition!(), for_update!());
+/// [`LOCK_PARTITION`] that finds no row where another transaction holds it, instead of waiting.
+const TRY_LOCK_PARTITION: &str = concat!(select_partition!(), skip_locked!());
+
+/// Pauses, within one group commit, before trying again the partition rows another
+/// transaction held: a brief lock (a consolidation swap, a truncation) is waited out, a long
+/// one (a stalled session) is answered [`CommitOutcome::RowLocked`] after about 150 ms, so it
+/// stalls only its own partition.
+const ROW_LOCK_PAUSES_MS: [u64; 3] = [10, 40, 100];
 const INSERT_PARTITION: &str =
     "INSERT INTO partitions (topic, partition_id, high_watermark, log_start_offset) \
      VALUES ($1, $2, 0, 0)";
@@ -291,17 +299,23 @@ async fn commit_one(
     lapsed: bool,
 ) -> Result<CommitOutcome> {
     let segment = &commit.segment;
-    let state = match partition_state(conn, LOCK_PARTITION, &segment.topic, segment.partition).await
-    {
+    let (topic, partition) = (&segment.topic, segment.partition);
+    let state = match partition_state(conn, TRY_LOCK_PARTITION, topic, partition).await {
         Ok(state) => state,
-        // Deleted meanwhile: refused without failing the other commits.
+        // No row: deleted meanwhile (refused without failing the other commits), or held by
+        // another transaction.
         Err(MetadataError::UnknownTopic(_)) => {
             return Ok(CommitOutcome::UnknownPartition {
                 topic_exists: false,
             })
         }
         Err(MetadataError::UnknownPartition { .. }) => {
-            return Ok(CommitOutcome::UnknownPartition { topic_exists: true })
+            return Ok(
+                match partition_state(conn, SELECT_PARTITION, topic, partition).await {
+                    Ok(_) => CommitOutcome::RowLocked,
+                    Err(_) => CommitOutcome::UnknownPartition { topic_exists: true },
+                },
+            );
         }
         Err(e) => return Err(e),
     };
@@ -754,8 +768,8 @@ impl MetadataStore for Store {
                 bad.segment.object_key, bad.segment.last_offset, bad.segment.base_offset
             )));
         }
-        // Partition rows are locked in one global order, so two group commits touching the
-        // same partitions can never deadlock.
+        // Partition rows are locked in one global order (and never waited for: a held one is
+        // skipped and tried again after a pause), so no two group commits can deadlock.
         let mut order: Vec<usize> = (0..commits.len()).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&commits[a].segment, &commits[b].segment);
@@ -767,6 +781,20 @@ impl MetadataStore for Store {
             let mut tx = self.write_tx().await?;
             for &i in &order {
                 outcomes[i] = commit_one(&mut tx, &commits[i], lapsed[i]).await?;
+            }
+            for pause in ROW_LOCK_PAUSES_MS {
+                let locked: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| outcomes[i] == CommitOutcome::RowLocked)
+                    .collect();
+                if locked.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                for i in locked {
+                    outcomes[i] = commit_one(&mut tx, &commits[i], lapsed[i]).await?;
+                }
             }
             // Each fence was checked when its commit was applied; a lease may have lapsed
             // since (a stalled agent, a slow transaction). Checked again, by the database's
@@ -997,8 +1025,16 @@ impl MetadataStore for Store {
         .collect()
     }
 
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()> {
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         for (topic, partition) in partitions {
             sqlx::query(
                 "DELETE FROM consumer_offsets \
@@ -1022,11 +1058,16 @@ impl MetadataStore for Store {
         )
     }
 
-    async fn delete_group(&self, group: &str) -> Result<bool> {
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if let Some(fence) = fence {
+            check_group_fence(&mut tx, group, fence).await?;
+        }
         let result = sqlx::query("DELETE FROM consumer_offsets WHERE group_id = $1")
             .bind(group)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() > 0)
     }
 

@@ -53,7 +53,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `last_offset + 1`, with its producer snapshots, all in ONE transaction, and returns one
     /// outcome per commit (in order). Each commit is decided on its own: one whose lease is not
     /// held ([`CommitOutcome::Fenced`]) or whose base offset is not the high watermark
-    /// ([`CommitOutcome::OffsetConflict`]) records nothing and does not stop the others.
+    /// ([`CommitOutcome::OffsetConflict`]) records nothing and does not stop the others; nor
+    /// does one whose partition row another transaction holds past a short wait
+    /// ([`CommitOutcome::RowLocked`]), so one locked row never stalls a whole group commit.
     ///
     /// Idempotent: a commit whose exact segment (object key, byte range, offsets) is already
     /// recorded is [`CommitOutcome::Committed`] again, so a caller that lost the answer to an
@@ -107,6 +109,10 @@ pub trait MetadataStore: Send + Sync + 'static {
             Some(CommitOutcome::UnknownPartition {
                 topic_exists: false,
             }) => Err(MetadataError::UnknownTopic(segment.topic.clone())),
+            Some(CommitOutcome::RowLocked) => Err(MetadataError::RowLocked {
+                topic: segment.topic.clone(),
+                partition: segment.partition,
+            }),
             Some(CommitOutcome::Fenced) | None => Err(MetadataError::Fenced {
                 topic: segment.topic.clone(),
                 partition: segment.partition,
@@ -215,14 +221,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn fetch_offsets(&self, group: &str, topic: Option<&str>)
         -> Result<Vec<CommittedOffset>>;
 
-    /// Removes a group's offsets for the given partitions.
-    async fn delete_offsets(&self, group: &str, partitions: &[(String, u32)]) -> Result<()>;
+    /// Removes a group's offsets for the given partitions. With `fence`, only under the
+    /// group's coordinator lease, as [`MetadataStore::commit_offsets`] (else `GroupFenced`,
+    /// nothing removed).
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        fence: Option<&LeaseFence>,
+        partitions: &[(String, u32)],
+    ) -> Result<()>;
 
     /// Names of groups that have committed offsets.
     async fn list_groups(&self) -> Result<Vec<String>>;
 
-    /// Removes every offset of a group. Returns whether the group had any.
-    async fn delete_group(&self, group: &str) -> Result<bool>;
+    /// Removes every offset of a group. Returns whether the group had any. With `fence`, only
+    /// under the group's coordinator lease, as [`MetadataStore::commit_offsets`] (else
+    /// `GroupFenced`, nothing removed).
+    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool>;
 
     // ---- agents and leases --------------------------------------------------------------------
 

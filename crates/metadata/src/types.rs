@@ -149,6 +149,11 @@ pub enum CommitOutcome {
         /// Whether its topic exists (the partition index is out of range) or not (deleted).
         topic_exists: bool,
     },
+    /// The partition's row stayed locked by another transaction (a stalled session, another
+    /// agent's long transaction) for the short wait a group commit allows: nothing recorded by
+    /// this call. Unlike the others this is not final: the same commit may be retried, and if
+    /// an earlier attempt of it had an unknown outcome, the lock may be that attempt's own.
+    RowLocked,
 }
 
 /// Proof a writer claims to hold a partition's lease; commits check it (fencing).

@@ -262,41 +262,68 @@ async fn commit(
     if commits.is_empty() {
         return results;
     }
-    match commit_resolved(context.metadata.as_ref(), &commits).await {
-        Ok(outcomes) => {
-            for (i, outcome) in sent.into_iter().zip(outcomes) {
-                results[i] = outcome_result(&chunks[i], outcome);
-            }
-        }
-        Err(error) => {
-            let error = Arc::new(StorageError::Metadata(error));
-            for i in sent {
-                results[i] = Err(StorageError::Shared(error.clone()));
-            }
-        }
+    let outcomes = commit_resolved(context.metadata.as_ref(), &commits).await;
+    for (i, outcome) in sent.into_iter().zip(outcomes) {
+        results[i] = match outcome {
+            Ok(outcome) => outcome_result(&chunks[i], outcome),
+            Err(error) => Err(StorageError::Shared(error)),
+        };
     }
     results
 }
 
-/// Runs the group commit until the store gives an answer. An error that leaves the outcome
-/// unknown (connection lost, timeout) is retried with the same commits, which the store
-/// recognises if the first attempt went through; only a definite refusal is returned.
+/// Runs the group commit until the store gives an answer for every commit. An error that
+/// leaves the outcome unknown (connection lost, timeout) is retried with the same commits,
+/// which the store recognises if the first attempt went through; only a definite refusal is
+/// returned as an error.
+///
+/// A commit answered [`CommitOutcome::RowLocked`] is returned as such (its records are
+/// discarded and the producers retry), so one locked partition row stalls only its partition,
+/// unless an earlier attempt's outcome was lost: the lock may then be that attempt's own
+/// transaction, still open, so the commit is retried until the row answers.
 async fn commit_resolved(
     metadata: &dyn MetadataStore,
     commits: &[SegmentCommit],
-) -> std::result::Result<Vec<CommitOutcome>, MetadataError> {
+) -> Vec<std::result::Result<CommitOutcome, Arc<StorageError>>> {
+    let mut answers: Vec<Option<std::result::Result<CommitOutcome, Arc<StorageError>>>> =
+        vec![None; commits.len()];
+    let mut uncertain = false;
     let mut pause = Duration::from_millis(20);
     loop {
-        match metadata.commit_segments(commits).await {
-            Ok(outcomes) => return Ok(outcomes),
-            Err(error) if is_definite(&error) => return Err(error),
+        let pending: Vec<usize> = (0..commits.len())
+            .filter(|&i| answers[i].is_none())
+            .collect();
+        if pending.is_empty() {
+            return answers.into_iter().flatten().collect();
+        }
+        let batch: Vec<SegmentCommit> = pending.iter().map(|&i| commits[i].clone()).collect();
+        match metadata.commit_segments(&batch).await {
+            Ok(outcomes) => {
+                for (i, outcome) in pending.into_iter().zip(outcomes) {
+                    if !(uncertain && outcome == CommitOutcome::RowLocked) {
+                        answers[i] = Some(Ok(outcome));
+                    }
+                }
+                if answers.iter().all(Option::is_some) {
+                    continue;
+                }
+                tracing::warn!("partition row locked after a commit of unknown outcome; retrying");
+            }
+            Err(error) if is_definite(&error) => {
+                let error = Arc::new(StorageError::Metadata(error));
+                for i in pending {
+                    answers[i] = Some(Err(error.clone()));
+                }
+                continue;
+            }
             Err(error) => {
+                uncertain = true;
                 metrics::counter!("streamhouse_flush_commit_retries_total").increment(1);
-                tracing::warn!(%error, partitions = commits.len(), "group commit outcome unknown; retrying the same commit");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(COMMIT_RETRY_MAX);
+                tracing::warn!(%error, partitions = batch.len(), "group commit outcome unknown; retrying the same commit");
             }
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(COMMIT_RETRY_MAX);
     }
 }
 
@@ -319,6 +346,13 @@ fn outcome_result(chunk: &SealedChunk, outcome: CommitOutcome) -> Result<()> {
             chunk.encoded.footer.base_offset
         ),
         CommitOutcome::UnknownPartition { .. } => "the partition no longer exists".to_owned(),
+        // Not fenced: another transaction holds the partition's row; the producers retry.
+        CommitOutcome::RowLocked => {
+            return Err(StorageError::Metadata(MetadataError::RowLocked {
+                topic,
+                partition,
+            }))
+        }
     };
     Err(StorageError::Fenced {
         topic,

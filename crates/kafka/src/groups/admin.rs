@@ -2,15 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use streamhouse_metadata::MetadataError;
 use tracing::info;
 
-use bytes::Bytes;
-
 use super::types::MemberDescription;
 use super::{
-    validate_group_id, Coordinated, Group, GroupCoordinator, GroupDescription, GroupError,
-    GroupState,
+    not_coordinator, validate_group_id, Coordinated, Group, GroupCoordinator, GroupDescription,
+    GroupError, GroupState,
 };
 
 /// A group as ListGroups shows it.
@@ -86,26 +85,27 @@ impl GroupCoordinator {
         })
     }
 
-    /// Deletes a group without members, with its committed offsets.
+    /// Deletes a group without members, with its committed offsets, under this agent's lease
+    /// of the group (claimed by the caller; NOT_COORDINATOR without it).
     pub(crate) async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         // Dead while the offsets go, so no member can join halfway through.
-        let live = self.with_coordinated(group_id, |c| {
+        let fence = self.with_coordinated(group_id, |c| {
             if !c.group.is_deletable() || !c.consumer.is_empty() {
                 return Err(GroupError::NonEmptyGroup(group_id.to_string()));
             }
             c.group.mark_dead();
-            Ok(())
+            Ok(c.fence.clone())
         });
-        live.transpose()?;
-        let deleted = self.metadata.delete_group(group_id).await;
+        let fence = fence.unwrap_or_else(|| Err(not_coordinator(group_id)))?;
+        let deleted = self.metadata.delete_group(group_id, Some(&fence)).await;
         // The lease stays: the group lives on, empty, at its generation.
         let delay = self.initial_rebalance_delay;
         self.with_group(group_id, |g| {
             *g = Group::new(group_id, delay, g.generation())
         });
         // A group without offsets is not a group to Kafka, whatever this agent holds.
-        if !deleted? {
+        if !deleted.map_err(|e| self.lease_failure(group_id, &fence, e))? {
             return Err(GroupError::GroupNotFound(group_id.to_string()));
         }
         info!(group = %group_id, "deleted group");

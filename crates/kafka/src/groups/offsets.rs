@@ -113,6 +113,30 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// Stores offsets an operator sets (the admin API's reset) while the group has no members,
+    /// fenced by this agent's lease of the group (claimed by the caller).
+    pub(crate) async fn reset_offsets(
+        &self,
+        group_id: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<(), GroupError> {
+        let fence = self.with_coordinated(group_id, |c| {
+            let empty = matches!(c.group.state(), GroupState::Empty | GroupState::Dead);
+            if empty && c.consumer.is_empty() {
+                Ok(c.fence.clone())
+            } else {
+                Err(GroupError::NonEmptyGroup(group_id.to_string()))
+            }
+        });
+        let fence = fence.unwrap_or_else(|| Err(not_coordinator(group_id)))?;
+        let stored = self
+            .metadata
+            .commit_offsets(group_id, Some(&fence), offsets);
+        stored
+            .await
+            .map_err(|e| self.lease_failure(group_id, &fence, e))
+    }
+
     /// Checks the committer against the group's membership; returns the lease to commit under
     /// and how its partitions are to be checked.
     fn validate_committer(
@@ -212,7 +236,8 @@ impl GroupCoordinator {
             .collect())
     }
 
-    /// Deletes offsets of partitions the group does not consume; partitions of subscribed
+    /// Deletes offsets of partitions the group does not consume, under this agent's lease of
+    /// the group (claimed by the caller; NOT_COORDINATOR without it); partitions of subscribed
     /// topics get GROUP_SUBSCRIBED_TO_TOPIC.
     pub(crate) async fn delete_offsets(
         &self,
@@ -220,6 +245,9 @@ impl GroupCoordinator {
         topics: TopicPartitions,
     ) -> Result<Vec<(String, Vec<(i32, PartitionResult)>)>, GroupError> {
         validate_group_id(group_id)?;
+        let fence = self
+            .with_coordinated(group_id, |c| c.fence.clone())
+            .ok_or_else(|| not_coordinator(group_id))?;
         let subscribed = self.subscribed_topics_of(group_id, &topics).await?;
         let mut deletions = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
@@ -239,7 +267,12 @@ impl GroupCoordinator {
             results.push((topic, partitions.iter().map(|&p| (p, outcome)).collect()));
         }
         if !deletions.is_empty() {
-            self.metadata.delete_offsets(group_id, &deletions).await?;
+            let deleted = self
+                .metadata
+                .delete_offsets(group_id, Some(&fence), &deletions);
+            deleted
+                .await
+                .map_err(|e| self.lease_failure(group_id, &fence, e))?;
         }
         Ok(results)
     }

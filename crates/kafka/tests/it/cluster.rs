@@ -481,7 +481,7 @@ pub(crate) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-async fn wait_for_brokers(client: &mut Client, count: usize) {
+pub(crate) async fn wait_for_brokers(client: &mut Client, count: usize) {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     loop {
         let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])));

@@ -13,13 +13,17 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+    DeleteGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, RequestKind, ResponseKind,
+    SyncGroupRequest, TopicName,
 };
-use streamhouse_kafka::{Assignment, Broker};
+use streamhouse_kafka::{ApiError, Assignment, Broker};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -523,4 +527,143 @@ fn check_generations(generations: &[(i32, i32)]) -> BTreeSet<i32> {
         "only the first coordinator starts at generation 1: {by_generation:?}"
     );
     firsts.into_keys().collect()
+}
+
+/// Operator changes to a group (the admin API's offset reset and deletion; Kafka's DeleteGroups,
+/// OffsetDelete and a standalone OffsetCommit, as `kafka-consumer-groups --reset-offsets`
+/// sends) are made only by the group's coordinator, under its lease: another agent answers
+/// NOT_COORDINATOR and names the coordinator, and a coordinator whose lease was taken behind
+/// its back stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_to_a_group_are_made_only_under_its_lease() {
+    let cluster = Arc::new(Cluster::new(LEASE_TTL).await);
+    let agents = [
+        start_agent(&cluster, 0).await,
+        start_agent(&cluster, 1).await,
+    ];
+    let no_configs = BTreeMap::new();
+    let admin = |i: usize| agents[i].broker.admin();
+    admin(0)
+        .create_topic(TOPIC, Some(PARTITIONS), &no_configs)
+        .await
+        .unwrap();
+    let two = Assignment::new((0..2).map(agent_info));
+    let group = (0..)
+        .map(|i| format!("operated-{i}"))
+        .find(|g| two.coordinator(g).is_some_and(|a| a.node_id == 0))
+        .unwrap();
+    let mut other = Client::connect(agents[1].addr).await;
+    crate::cluster::wait_for_brokers(&mut other, 2).await;
+    crate::cluster::wait_for_brokers(&mut Client::connect(agents[0].addr).await, 2).await;
+    let reset = [streamhouse_kafka::OffsetReset {
+        topic: TOPIC.into(),
+        partition: 0,
+        offset: 0,
+    }];
+
+    // Agent 1 does not coordinate the group: every change is refused there.
+    let refused = admin(1).reset_offsets(&group, &reset).await;
+    assert!(
+        matches!(&refused, Err(ApiError::NotCoordinator { message, .. }) if message.contains("agent 0")),
+        "{refused:?}"
+    );
+    let refused = admin(1).delete_group(&group).await;
+    assert!(
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
+        "{refused:?}"
+    );
+    let not_coordinator = ResponseError::NotCoordinator.code();
+    assert_eq!(
+        delete_groups_error(&mut other, &group).await,
+        not_coordinator
+    );
+    assert_eq!(
+        offset_delete_error(&mut other, &group).await,
+        not_coordinator
+    );
+    assert_eq!(
+        standalone_commit_error(&mut other, &group).await,
+        not_coordinator
+    );
+    let stored = cluster.metadata.fetch_offsets(&group, None).await.unwrap();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+
+    // Agent 0 does, under its lease.
+    admin(0).reset_offsets(&group, &reset).await.unwrap();
+    let stored = cluster.metadata.fetch_offsets(&group, None).await.unwrap();
+    assert_eq!(stored.len(), 1);
+
+    // Its lease taken behind its back: the store refuses its writes.
+    let metadata = &cluster.metadata;
+    let lease = metadata.list_group_leases().await.unwrap().remove(0);
+    assert_eq!(lease.group_id, group);
+    metadata
+        .release_group_lease(&group, &lease.fence())
+        .await
+        .unwrap();
+    let thief = metadata.acquire_group_lease(&group, "thief", 60_000).await;
+    thief.unwrap().expect("a released lease is free");
+    let moved = [streamhouse_kafka::OffsetReset {
+        offset: 0,
+        partition: 1,
+        ..reset[0].clone()
+    }];
+    let refused = admin(0).reset_offsets(&group, &moved).await;
+    assert!(
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
+        "{refused:?}"
+    );
+    let refused = admin(0).delete_group(&group).await;
+    assert!(
+        matches!(refused, Err(ApiError::NotCoordinator { .. })),
+        "{refused:?}"
+    );
+    let stored = cluster.metadata.fetch_offsets(&group, None).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the fenced reset and deletion changed nothing"
+    );
+}
+
+async fn delete_groups_error(client: &mut Client, group: &str) -> i16 {
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]);
+    let ResponseKind::DeleteGroups(r) = client.send(RequestKind::DeleteGroups(request), 2).await
+    else {
+        panic!("not a DeleteGroups response")
+    };
+    r.results[0].error_code
+}
+
+async fn offset_delete_error(client: &mut Client, group: &str) -> i16 {
+    let topic = OffsetDeleteRequestTopic::default()
+        .with_name(TopicName(s(TOPIC)))
+        .with_partitions(vec![
+            OffsetDeleteRequestPartition::default().with_partition_index(0)
+        ]);
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(vec![topic]);
+    let ResponseKind::OffsetDelete(r) = client.send(RequestKind::OffsetDelete(request), 0).await
+    else {
+        panic!("not an OffsetDelete response")
+    };
+    r.error_code
+}
+
+/// The error of an OffsetCommit outside any generation (generation -1, no member).
+async fn standalone_commit_error(client: &mut Client, group: &str) -> i16 {
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(0)])]);
+    let ResponseKind::OffsetCommit(r) = client.send(RequestKind::OffsetCommit(commit), 8).await
+    else {
+        panic!("not an OffsetCommit response")
+    };
+    r.topics[0].partitions[0].error_code
 }

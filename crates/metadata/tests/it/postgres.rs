@@ -361,70 +361,150 @@ fn segment(topic: &str, partition: u32, key: &str) -> SegmentInfo {
 }
 
 /// A group commit re-checks its fences when it commits: a lease that lapses while the
-/// transaction waits (here on another partition's row lock) fails its commit, even though it
-/// was live when that commit was applied, and the others still go through.
+/// transaction waits (here, pausing before it tries another partition's held row again) fails
+/// its commit, even though it was live when that commit was applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_lapsing_mid_transaction_fails_its_commit() {
-    use sqlx::{Connection, PgConnection};
-    use std::time::Duration;
-
     let Some(bin) = server_bin_dir_or_skip("a_lease_lapsing_mid_transaction_fails_its_commit")
     else {
         return;
     };
     let server = TempPostgres::start(bin);
     let store = server.store().await;
+    create_partitions(&store, "recheck", 2).await;
+    // 100 ms: live when partition 0 is applied, lapsed after the ~150 ms the transaction
+    // spends pausing on partition 1's held row.
+    let short = lease(&store, "recheck", 0, 100).await;
+    let long = lease(&store, "recheck", 1, 60_000).await;
+    let commits = [
+        fenced_commit("recheck", 0, short),
+        fenced_commit("recheck", 1, long),
+    ];
+    let other = hold_partition_row(&server, "recheck", 1).await;
+    let outcomes = store.commit_segments(&commits).await.unwrap();
+    assert_eq!(outcomes, [CommitOutcome::Fenced, CommitOutcome::RowLocked]);
+    release_row(other).await;
+    let outcomes = store.commit_segments(&commits[1..]).await.unwrap();
+    assert_eq!(outcomes, [CommitOutcome::Committed]);
+    assert_eq!(high_watermarks(&store, "recheck", 2).await, [0, 100]);
+}
+
+/// A partition row another session holds (a stalled agent, a foreign transaction) costs a
+/// group commit a short wait, not the session's lock timeout: that partition is answered
+/// `RowLocked` and the others commit. Retrying the same commits once the row is free commits
+/// it and recognises the ones already recorded; a lock released within the wait is waited out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_row_lock_stalls_only_its_partition() {
+    use std::time::{Duration, Instant};
+
+    let Some(bin) = server_bin_dir_or_skip("a_held_row_lock_stalls_only_its_partition") else {
+        return;
+    };
+    let server = TempPostgres::start(bin);
+    let timeouts = SessionTimeouts {
+        lock: Duration::from_secs(5),
+        ..SessionTimeouts::default()
+    };
+    let store = server.store_with(&timeouts).await;
+    create_partitions(&store, "held", 3).await;
+    let mut commits = Vec::new();
+    for p in 0..3 {
+        commits.push(fenced_commit(
+            "held",
+            p,
+            lease(&store, "held", p, 60_000).await,
+        ));
+    }
+    let other = hold_partition_row(&server, "held", 1).await;
+    let started = Instant::now();
+    let outcomes = store.commit_segments(&commits).await.unwrap();
+    let waited = started.elapsed();
+    use CommitOutcome::{Committed, RowLocked};
+    assert_eq!(outcomes, [Committed, RowLocked, Committed]);
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?} (lock timeout 5 s)"
+    );
+    assert_eq!(high_watermarks(&store, "held", 3).await, [100, 0, 100]);
+    release_row(other).await;
+    let outcomes = store.commit_segments(&commits).await.unwrap();
+    assert_eq!(outcomes, [Committed, Committed, Committed]);
+    assert_eq!(high_watermarks(&store, "held", 3).await, [100, 100, 100]);
+
+    // Held for 30 ms: within the commit's short wait, so no RowLocked.
+    let next = SegmentCommit {
+        segment: SegmentInfo {
+            base_offset: 100,
+            last_offset: 199,
+            ..segment("held", 1, "object-1b")
+        },
+        ..commits[1].clone()
+    };
+    let other = hold_partition_row(&server, "held", 1).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        release_row(other).await;
+    });
+    let outcomes = store.commit_segments(&[next]).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(outcomes, [Committed]);
+}
+
+async fn create_partitions(store: &PostgresMetadataStore, name: &str, partitions: u32) {
     let topic = NewTopic {
-        name: "recheck".into(),
-        partitions: 2,
+        name: name.into(),
+        partitions,
         config: TopicConfig::default(),
     };
     store.create_topic(topic).await.unwrap();
-    let short = store
-        .acquire_lease("recheck", 0, "a", 300)
-        .await
-        .unwrap()
-        .unwrap();
-    let long = store
-        .acquire_lease("recheck", 1, "a", 60_000)
-        .await
-        .unwrap()
-        .unwrap();
-    let commit = |partition, epoch| SegmentCommit {
-        segment: segment("recheck", partition, &format!("object-{partition}")),
+}
+
+async fn lease(store: &PostgresMetadataStore, topic: &str, partition: u32, ttl_ms: i64) -> i64 {
+    let lease = store.acquire_lease(topic, partition, "a", ttl_ms).await;
+    lease.unwrap().expect("the lease is free").epoch
+}
+
+fn fenced_commit(topic: &str, partition: u32, epoch: i64) -> SegmentCommit {
+    SegmentCommit {
+        segment: segment(topic, partition, &format!("object-{partition}")),
         producers: Vec::new(),
         fence: Some(LeaseFence {
             agent_id: "a".into(),
             epoch,
         }),
-    };
-    let commits = [commit(0, short.epoch), commit(1, long.epoch)];
-    // Partition 1's row is held for 600 ms: the commit applies partition 0 (its lease live),
-    // then waits, and partition 0's 300 ms lease lapses meanwhile.
-    let mut other = PgConnection::connect_with(&server.options()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-    sqlx::query("SELECT 1 FROM partitions WHERE topic = 'recheck' AND partition_id = 1 FOR UPDATE")
-        .execute(&mut other)
+    }
+}
+
+/// A raw session (no limits) holding one partition's row in an open transaction.
+async fn hold_partition_row(
+    server: &TempPostgres,
+    topic: &str,
+    partition: u32,
+) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut session = sqlx::PgConnection::connect_with(&server.options())
         .await
         .unwrap();
-    let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
-    });
-    let outcomes = store.commit_segments(&commits).await.unwrap();
-    release.await.unwrap();
-    assert_eq!(outcomes, [CommitOutcome::Fenced, CommitOutcome::Committed]);
-    let high_watermark = |p| {
-        let store = &store;
-        async move {
-            store
-                .get_partition("recheck", p)
-                .await
-                .unwrap()
-                .high_watermark
-        }
-    };
-    assert_eq!((high_watermark(0).await, high_watermark(1).await), (0, 100));
+    sqlx::query("BEGIN").execute(&mut session).await.unwrap();
+    sqlx::query("SELECT 1 FROM partitions WHERE topic = $1 AND partition_id = $2 FOR UPDATE")
+        .bind(topic)
+        .bind(i64::from(partition))
+        .execute(&mut session)
+        .await
+        .unwrap();
+    session
+}
+
+async fn release_row(mut session: sqlx::PgConnection) {
+    sqlx::query("ROLLBACK").execute(&mut session).await.unwrap();
+}
+
+async fn high_watermarks(store: &PostgresMetadataStore, topic: &str, partitions: u32) -> Vec<i64> {
+    let mut found = Vec::new();
+    for p in 0..partitions {
+        found.push(store.get_partition(topic, p).await.unwrap().high_watermark);
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,13 @@
 //! whose answer is lost, outages. Acknowledged records are present exactly once, offsets stay
 //! dense, a record answered with an error never shows up, and no object key is written twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamhouse_metadata::{HookedMetadataStore, MetadataStore};
+use streamhouse_metadata::{
+    CallHook, HookedMetadataStore, MetadataError, MetadataStore, SegmentCommit, SqlxError,
+};
 use streamhouse_storage::testing::{FaultyMetadata, FaultyStore, MetadataFaultPlan};
 use streamhouse_storage::{
     FlushContext, FlushCycle, PartitionReader, PartitionStorage, PartitionWriter,
@@ -74,9 +77,18 @@ async fn produce(cluster: &Cluster, rounds: usize) -> Vec<Vec<i64>> {
 
 /// The log of every partition holds exactly the acknowledged batches, densely, once each.
 async fn assert_logs(cluster: &Cluster, acked: &[Vec<i64>]) {
-    for (p, storage) in cluster.storages.iter().enumerate() {
-        let hw = cluster
-            .metadata
+    assert_stored(&cluster.metadata, &cluster.storages, &cluster.store, acked).await;
+}
+
+/// [`assert_logs`] over the given parts.
+async fn assert_stored(
+    metadata: &Arc<dyn MetadataStore>,
+    storages: &[PartitionStorage],
+    store: &FaultyStore,
+    acked: &[Vec<i64>],
+) {
+    for (p, storage) in storages.iter().enumerate() {
+        let hw = metadata
             .get_partition(TOPIC, p as u32)
             .await
             .unwrap()
@@ -98,11 +110,7 @@ async fn assert_logs(cluster: &Cluster, acked: &[Vec<i64>]) {
             "partition {p}: stored batches are the acked ones"
         );
     }
-    assert_eq!(
-        cluster.store.second_writes(),
-        0,
-        "an object key was written twice"
-    );
+    assert_eq!(store.second_writes(), 0, "an object key was written twice");
 }
 
 #[tokio::test]
@@ -178,4 +186,123 @@ async fn a_flush_past_its_deadline_is_abandoned_and_never_committed() {
     assert_eq!(next.base_offset, 0);
     cluster.writers[1].flush().await.unwrap();
     assert_logs(&cluster, &[vec![], vec![1], vec![], vec![]]).await;
+}
+
+/// Holds partition 0's row on the commit calls `held_on` selects (by how many calls came
+/// before), and loses the answer to the first call (carried out, then a connection error).
+struct HeldRow {
+    calls: AtomicUsize,
+    lose_first_answer: bool,
+    held_on: fn(usize) -> bool,
+}
+
+#[async_trait::async_trait]
+impl CallHook for HeldRow {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == "commit_segments" {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    async fn after(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        let first = self.calls.load(Ordering::SeqCst) == 1;
+        if method == "commit_segments" && first && self.lose_first_answer {
+            let lost = std::io::Error::other("connection reset after the commit");
+            return Err(MetadataError::Database(SqlxError::Io(lost)));
+        }
+        Ok(())
+    }
+
+    fn row_held(&self, commit: &SegmentCommit) -> bool {
+        commit.segment.partition == 0 && (self.held_on)(self.calls.load(Ordering::SeqCst))
+    }
+}
+
+/// One flush cycle of a batch on each of two partitions over `hook`; whether each was
+/// acknowledged, the commit calls made, and the partitions.
+async fn flush_two_under(hook: HeldRow) -> (Vec<bool>, usize, Two) {
+    let sqlite = Arc::new(
+        streamhouse_metadata::SqliteMetadataStore::in_memory()
+            .await
+            .unwrap(),
+    );
+    let hooked = Arc::new(HookedMetadataStore::new(sqlite, hook));
+    let metadata: Arc<dyn MetadataStore> = hooked.clone();
+    let store = FaultyStore::new(14);
+    let p = open_partitions(metadata.clone(), store.clone(), TOPIC, 2).await;
+    let appended: Vec<_> = p
+        .writers
+        .iter()
+        .map(|w| w.append(vec![batch(3, 16, 0, None)]).unwrap())
+        .collect();
+    let cycle = FlushCycle::seal(&p.context, &p.writers);
+    tokio::time::timeout(Duration::from_secs(30), cycle.run())
+        .await
+        .expect("the cycle ends");
+    let mut acked = Vec::new();
+    for a in appended {
+        acked.push(a.durable.wait().await.is_ok());
+    }
+    let calls = hooked.hook().calls.load(Ordering::SeqCst);
+    let two = Two {
+        metadata,
+        store,
+        writers: p.writers,
+        storages: p.storages,
+    };
+    (acked, calls, two)
+}
+
+/// Two partitions over a [`HeldRow`] hook.
+struct Two {
+    metadata: Arc<dyn MetadataStore>,
+    store: Arc<FaultyStore>,
+    writers: Vec<PartitionWriter>,
+    storages: Vec<PartitionStorage>,
+}
+
+#[tokio::test]
+async fn a_held_partition_row_fails_only_its_partition_and_it_continues_after() {
+    let hook = HeldRow {
+        calls: AtomicUsize::new(0),
+        lose_first_answer: false,
+        held_on: |previous_calls| previous_calls == 0,
+    };
+    let (acked, calls, two) = flush_two_under(hook).await;
+    assert_eq!(acked, [false, true], "only the held partition fails");
+    assert_eq!(calls, 1, "answered at once, not retried");
+    // Nothing of partition 0 was recorded: its next batch starts at offset 0 again.
+    let next = two.writers[0].append(vec![batch(3, 16, 1, None)]).unwrap();
+    assert_eq!(next.base_offset, 0);
+    two.writers[0].flush().await.unwrap();
+    assert_stored(
+        &two.metadata,
+        &two.storages,
+        &two.store,
+        &[vec![1], vec![0]],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_held_row_after_a_lost_answer_is_retried_not_discarded() {
+    // The first call goes through but its answer is lost; on the retry partition 0's row is
+    // held (it could be the first attempt's own transaction), so it must be retried until the
+    // row answers, which finds it recorded.
+    let hook = HeldRow {
+        calls: AtomicUsize::new(0),
+        lose_first_answer: true,
+        held_on: |previous_calls| previous_calls == 1,
+    };
+    let (acked, calls, two) = flush_two_under(hook).await;
+    assert_eq!(acked, [true, true], "both were recorded by the first call");
+    assert_eq!(calls, 3, "lost answer, held row, then the answer");
+    assert_stored(
+        &two.metadata,
+        &two.storages,
+        &two.store,
+        &[vec![0], vec![0]],
+    )
+    .await;
 }

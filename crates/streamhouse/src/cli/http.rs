@@ -60,26 +60,37 @@ impl Http {
         self.send(method, path, |r| r.json(body)).await
     }
 
+    /// Sends the request; a group change refused by an agent that does not coordinate the
+    /// group is sent once more, to the coordinator the refusal names.
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.client.request(method.clone(), &url);
-        if let Some((user, password)) = &self.credentials {
-            request = request.basic_auth(user, Some(password));
-        }
-        let request = build(request);
-        let response = request.send().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the HTTP API at {}: {}",
-                self.base,
-                root_cause(&e)
-            )
-        })?;
-        let body = checked_body(&method, path, response).await?;
+        let mut base = self.base.clone();
+        let body = loop {
+            let mut request = self.client.request(method.clone(), format!("{base}{path}"));
+            if let Some((user, password)) = &self.credentials {
+                request = request.basic_auth(user, Some(password));
+            }
+            let response = build(request)
+                .send()
+                .await
+                .map_err(|e| anyhow!("cannot reach the HTTP API at {base}: {}", root_cause(&e)))?;
+            match checked_body(&method, path, response).await? {
+                Answer::Body(body) => break body,
+                Answer::Coordinator(at) if base == self.base => {
+                    base = rebased(&self.base, &at)?;
+                    if self.credentials.is_some() {
+                        refuse_clear_text_password(&base)?;
+                    }
+                }
+                Answer::Coordinator(at) => {
+                    bail!("{method} {path}: the group's coordinator moved again (to {at}); retry")
+                }
+            }
+        };
         let json = if body.trim().is_empty() {
             "null"
         } else {
@@ -108,21 +119,53 @@ fn refuse_clear_text_password(base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The body of a 2xx answer, or an error carrying the server's message.
-async fn checked_body(method: &Method, path: &str, response: Response) -> anyhow::Result<String> {
+/// What the API answered, short of an error.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// The body of a 2xx answer.
+    Body(String),
+    /// `not_coordinator`: the group's coordinator (`host:port`), where to send the request.
+    Coordinator(String),
+}
+
+/// The body of a 2xx answer, the coordinator a `not_coordinator` refusal names, or an error
+/// carrying the server's message.
+async fn checked_body(method: &Method, path: &str, response: Response) -> anyhow::Result<Answer> {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
-        return Ok(body);
+        return Ok(Answer::Body(body));
     }
-    let message = serde_json::from_str::<Value>(&body)
-        .ok()
+    let document = serde_json::from_str::<Value>(&body).ok();
+    let coordinator = document.as_ref().and_then(|v| {
+        let refused = v.get("code").and_then(Value::as_str) == Some("not_coordinator");
+        refused.then(|| v.get("coordinator").and_then(Value::as_str))?
+    });
+    if let Some(at) = coordinator {
+        return Ok(Answer::Coordinator(at.to_string()));
+    }
+    let message = document
         .and_then(|v| error_message(&v))
         .unwrap_or_else(|| body.trim().to_string());
     if status == reqwest::StatusCode::NOT_FOUND && message.is_empty() {
         bail!("{method} {path}: not found (does this server have the HTTP admin API?)");
     }
     bail!("{method} {path}: {status}: {message}")
+}
+
+/// `base` (`scheme://host:port`) with the host and port of `addr` (`host:port`).
+fn rebased(base: &str, addr: &str) -> anyhow::Result<String> {
+    let mut url =
+        reqwest::Url::parse(base).with_context(|| format!("--http {base} is not a URL"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| anyhow!("the coordinator's HTTP address {addr:?} is not host:port"))?;
+    url.set_host(Some(host))
+        .with_context(|| format!("the coordinator's HTTP host {host:?}"))?;
+    url.set_port(Some(port))
+        .map_err(|()| anyhow!("{base} cannot take a port"))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// The message of an error document (`{"error": "..."}` or `{"error": {"message": "..."}}`).
@@ -186,6 +229,31 @@ mod tests {
         let err = refuse_clear_text_password("http://agent.example:8080").unwrap_err();
         assert!(err.to_string().contains("use https://"), "{err}");
         assert!(refuse_clear_text_password("http://10.1.2.3").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_not_coordinator_refusal_names_where_to_resend() {
+        let refusal = |body: &str| {
+            let answer = http::Response::builder().status(503).body(body.to_string());
+            Response::from(answer.unwrap())
+        };
+        let doc = r#"{"error":"group 'g' is coordinated by agent 1","code":"not_coordinator","coordinator":"10.0.0.2:8081"}"#;
+        let answer = checked_body(&Method::POST, "/x", refusal(doc))
+            .await
+            .unwrap();
+        assert_eq!(answer, Answer::Coordinator("10.0.0.2:8081".into()));
+        let unknown = r#"{"error":"no live agent","code":"not_coordinator"}"#;
+        let err = checked_body(&Method::POST, "/x", refusal(unknown)).await;
+        assert!(err.unwrap_err().to_string().contains("no live agent"));
+        assert_eq!(
+            rebased("https://a.example:8080", "10.0.0.2:8081").unwrap(),
+            "https://10.0.0.2:8081"
+        );
+        assert_eq!(
+            rebased("http://127.0.0.1:1", "[::1]:2").unwrap(),
+            "http://[::1]:2"
+        );
+        assert!(rebased("http://127.0.0.1:1", "nowhere").is_err());
     }
 
     #[test]
