@@ -171,7 +171,7 @@ def test_user_added_by_cli_logs_in_at_once_and_is_refused_once_removed(
 
 
 def test_cli_produces_and_consumes_over_sasl_ssl(secure_server, certs, topic):
-    """The CLI's Kafka client (rskafka) logs in as librdkafka does; records cross between them."""
+    """The CLI's Kafka client logs in as librdkafka does; records cross between them."""
     for args, stdin in [(("topic", "create", topic), ""),
                         (("produce", topic, "-K", ":"), "k1:from-cli\n")]:
         done = cli(secure_server, certs, *args, stdin=stdin)

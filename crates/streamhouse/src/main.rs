@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod client;
 mod config;
 mod security;
 mod serve;
@@ -50,9 +51,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
-    // rskafka's TLS transport turns on rustls's ring provider beside aws-lc-rs, which leaves
-    // rustls with no implicit default. Our configurations all name aws-lc-rs; making it the
-    // default too keeps any library that asks rustls for the default on the same provider.
+    // Our rustls configurations all name aws-lc-rs; making it the process default too keeps
+    // any library that asks rustls for the default (object_store's HTTP client) on the same
+    // provider, whatever rustls features the dependency graph turns on.
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // Operator commands print their own one-line errors; library logs would only add noise.

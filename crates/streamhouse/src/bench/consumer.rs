@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::producer::{now_nanos, stamp_nanos};
 use super::report::{new_histogram, record, Errors};
-use super::wire::{topic_name, Connection};
+use crate::client::{topic_name, Connection};
 
 /// Fetch version used: sessionless fetches by topic name (v13 switches to topic ids).
 const FETCH_VERSION: i16 = 11;

@@ -8,7 +8,6 @@ mod consumer;
 mod producer;
 mod progress;
 mod report;
-mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,11 +21,11 @@ use serde_json::json;
 
 use crate::cli::kafka::{is_topic_exists, CompressionArg, Kafka};
 use crate::cli::{parse_duration, Endpoints};
+use crate::client::{self, Connection, Layout};
 use consumer::{FetchPlan, Span};
 use producer::LoadPlan;
 use progress::Progress;
 use report::{Errors, Percentiles, Report, Throughput};
-use wire::{Connection, Layout};
 
 /// Load generators.
 #[derive(Debug, Subcommand)]
@@ -147,7 +146,7 @@ async fn produce(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<R
             rate: 0,
             linger: Duration::from_millis(5),
         },
-    );
+    )?;
     let acked = Arc::new(AtomicU64::new(0));
     let producer = producer::start(plan.clone(), &args.topic.topic, &layout, acked.clone()).await?;
     let outcome = {
@@ -234,7 +233,7 @@ async fn e2e(args: &ProduceBench, endpoints: &Endpoints) -> anyhow::Result<Repor
             rate: 1000,
             linger: Duration::ZERO,
         },
-    );
+    )?;
     let acked = Arc::new(AtomicU64::new(0));
     let topic = &args.topic.topic;
     let producer = producer::start(plan.clone(), topic, &layout, acked.clone()).await?;
@@ -294,8 +293,9 @@ async fn spans(
 ) -> anyhow::Result<Vec<(Connection, Vec<Span>)>> {
     let mut leaders = Vec::with_capacity(layout.by_leader.len());
     for (addr, partitions) in &layout.by_leader {
-        let conn = Connection::open(addr, endpoints.timeout).await?;
-        let spans = wire::watermarks(&conn, topic, partitions)
+        let security = endpoints.security.resolve()?;
+        let conn = Connection::open(addr, &security, endpoints.timeout, CLIENT_ID).await?;
+        let spans = client::watermarks(&conn, topic, partitions)
             .await?
             .into_iter()
             .map(|(partition, low, high)| match tail {
@@ -333,7 +333,7 @@ async fn open_topic(
 ) -> anyhow::Result<Layout> {
     let topic = &args.topic;
     let bootstrap = connect_bootstrap(endpoints).await?;
-    let layout = match wire::layout(&bootstrap, topic).await? {
+    let layout = match client::layout(&bootstrap, topic).await? {
         Some(layout) => layout,
         None if create => {
             let kafka = Kafka::connect(endpoints).await?;
@@ -364,7 +364,7 @@ async fn created_layout(
 ) -> anyhow::Result<Layout> {
     let deadline = Instant::now() + limit;
     loop {
-        let last = match wire::layout(bootstrap, topic).await {
+        let last = match client::layout(bootstrap, topic).await {
             Ok(Some(layout)) => return Ok(layout),
             Ok(None) => anyhow::anyhow!("topic '{topic}' was created but is not listed"),
             Err(e) => e,
@@ -378,17 +378,18 @@ async fn created_layout(
 
 /// A connection to the first bootstrap server that answers.
 async fn connect_bootstrap(endpoints: &Endpoints) -> anyhow::Result<Connection> {
-    let mut last = anyhow::anyhow!("no bootstrap server given");
-    for addr in endpoints.bootstrap.split(',').map(str::trim) {
-        match Connection::open(addr, endpoints.timeout).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => last = e,
-        }
-    }
-    // Worded as the other commands word it.
-    let bootstrap = &endpoints.bootstrap;
-    Err(last.context(format!("cannot reach the Kafka listener at {bootstrap}")))
+    let security = endpoints.security.resolve()?;
+    client::connect_any(
+        &endpoints.bootstrap,
+        &security,
+        endpoints.timeout,
+        CLIENT_ID,
+    )
+    .await
 }
+
+/// Identifies the benchmark's connections in the server's logs.
+pub(crate) const CLIENT_ID: &str = "streamhouse-bench";
 
 /// Mode-specific defaults for flags left unset.
 struct Defaults {
@@ -399,12 +400,12 @@ struct Defaults {
 }
 
 impl ProduceBench {
-    fn plan(&self, endpoints: &Endpoints, d: Defaults) -> LoadPlan {
+    fn plan(&self, endpoints: &Endpoints, d: Defaults) -> anyhow::Result<LoadPlan> {
         let (records, duration) = match (self.records, self.duration) {
             (None, None) => (d.records, d.duration),
             given => given,
         };
-        LoadPlan {
+        Ok(LoadPlan {
             records,
             duration,
             rate: self.rate.unwrap_or(d.rate),
@@ -415,7 +416,8 @@ impl ProduceBench {
             linger: self.linger.unwrap_or(d.linger),
             compression: codec(self.compression),
             timeout: endpoints.timeout,
-        }
+            security: Arc::new(endpoints.security.resolve()?),
+        })
     }
 
     fn params(&self, plan: &LoadPlan, layout: &Layout) -> serde_json::Value {

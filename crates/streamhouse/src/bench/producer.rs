@@ -22,15 +22,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use kafka_protocol::ResponseError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
 use super::report::{new_histogram, record, Errors};
-use super::wire::{topic_name, Connection, Layout};
+use super::CLIENT_ID;
+use crate::cli::kafka_security::KafkaSecurity;
+use crate::client::{self, topic_name, Connection, Layout};
 
 /// Bytes of the stamp at the start of every value.
 pub const STAMP_LEN: usize = 16;
@@ -57,6 +57,8 @@ const RECORD_FRAMING_LEN: usize = 12;
 /// How much to produce, how fast, how batched.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
+    /// TLS and SASL of the connections.
+    pub security: Arc<KafkaSecurity>,
     /// Stop after this many records.
     pub records: Option<u64>,
     /// Stop making records after this long.
@@ -177,7 +179,7 @@ impl Producer {
             let first = links.len();
             for _ in 0..connections {
                 links.push(Link {
-                    conn: Connection::open(addr, plan.timeout).await?,
+                    conn: Connection::open(addr, &plan.security, plan.timeout, CLIENT_ID).await?,
                     window: Arc::new(Semaphore::new(plan.in_flight.max(1))),
                 });
             }
@@ -444,22 +446,9 @@ fn encode(
     let records: Vec<Record> = due
         .iter()
         .enumerate()
-        .map(|(i, due)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch whenever `offset - sequence` changes; this
-            // keeps it constant with the base sequence at -1 (none).
-            sequence: (i as i32).wrapping_sub(1),
-            timestamp: clock.wall_nanos(*due) / 1_000_000,
-            key: None,
-            value: Some(values.slice(i * size..(i + 1) * size)),
-            headers: Default::default(),
+        .map(|(i, due)| {
+            let value = values.slice(i * size..(i + 1) * size);
+            client::record(i, clock.wall_nanos(*due) / 1_000_000, None, Some(value))
         })
         .collect();
     // Per record: a length, attributes, deltas, key and header counts: 16 bytes at most

@@ -13,9 +13,9 @@ use streamhouse_metadata::{
     AclResourceType, CLUSTER_NAME,
 };
 
-use super::kafka_admin::{check, AdminConnection};
 use super::output::print_table;
 use super::{Endpoints, Format};
+use crate::client::{check, Connection};
 
 /// Version of the ACL APIs sent: the first with pattern types, served by every Kafka since 2.0
 /// and by StreamHouse.
@@ -139,24 +139,24 @@ impl FilterArgs {
 
 /// Runs an ACL command.
 pub async fn run(args: AclArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
-    let mut kafka = AdminConnection::connect(endpoints, &endpoints.security).await?;
+    let kafka = endpoints.admin_connection().await?;
     match args.command {
         AclCommand::Add(add) => {
             let acls = bindings(&add)?;
-            create(&mut kafka, &acls).await?;
+            create(&kafka, &acls).await?;
             for acl in &acls {
                 println!("added {}", describe(acl));
             }
         }
         AclCommand::List(list) => {
-            let acls = list_acls(&mut kafka, &list.filter.filter()).await?;
+            let acls = list_acls(&kafka, &list.filter.filter()).await?;
             print_acls(&acls, list.format)?;
         }
         AclCommand::Remove(filter) => {
             if filter.resource.resource().is_none() && filter.principal.is_none() {
                 bail!("name a resource (--topic, --group, --cluster) or a --principal: refusing to remove every ACL");
             }
-            let removed = remove(&mut kafka, &filter.filter()).await?;
+            let removed = remove(&kafka, &filter.filter()).await?;
             for acl in &removed {
                 println!("removed {}", describe(acl));
             }
@@ -244,7 +244,7 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-async fn create(kafka: &mut AdminConnection, acls: &[AclBinding]) -> anyhow::Result<()> {
+async fn create(kafka: &Connection, acls: &[AclBinding]) -> anyhow::Result<()> {
     let creations = acls
         .iter()
         .map(|acl| {
@@ -259,7 +259,7 @@ async fn create(kafka: &mut AdminConnection, acls: &[AclBinding]) -> anyhow::Res
         })
         .collect();
     let request = CreateAclsRequest::default().with_creations(creations);
-    let response = kafka.send(VERSION, &request).await?;
+    let response = kafka.call(&request, VERSION).await?;
     for (acl, result) in acls.iter().zip(&response.results) {
         check(result.error_code, result.error_message.as_ref())
             .map_err(|e| anyhow!("adding {}: {e}", describe(acl)))?;
@@ -285,11 +285,11 @@ macro_rules! with_filter {
 }
 
 async fn list_acls(
-    kafka: &mut AdminConnection,
+    kafka: &Connection,
     filter: &AclBindingFilter,
 ) -> anyhow::Result<Vec<AclBinding>> {
     let request = with_filter!(DescribeAclsRequest::default(), filter);
-    let response = kafka.send(VERSION, &request).await?;
+    let response = kafka.call(&request, VERSION).await?;
     check(response.error_code, response.error_message.as_ref())?;
     let mut acls = Vec::new();
     for r in &response.resources {
@@ -303,13 +303,10 @@ async fn list_acls(
     Ok(acls)
 }
 
-async fn remove(
-    kafka: &mut AdminConnection,
-    filter: &AclBindingFilter,
-) -> anyhow::Result<Vec<AclBinding>> {
+async fn remove(kafka: &Connection, filter: &AclBindingFilter) -> anyhow::Result<Vec<AclBinding>> {
     let request = DeleteAclsRequest::default()
         .with_filters(vec![with_filter!(DeleteAclsFilter::default(), filter)]);
-    let response = kafka.send(VERSION, &request).await?;
+    let response = kafka.call(&request, VERSION).await?;
     let Some(result) = response.filter_results.first() else {
         bail!("DeleteAcls answered without a result");
     };

@@ -1,21 +1,19 @@
 //! `streamhouse consume`: prints records from a topic, over the Kafka protocol. With `--group`
 //! the start positions are the group's committed offsets and the new positions are committed
-//! back, both through the HTTP admin API (rskafka has no group support).
+//! back, both through the HTTP admin API.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::Args;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use rskafka::chrono::{TimeZone, Utc};
-use rskafka::client::partition::{OffsetAt, PartitionClient};
-use rskafka::record::RecordAndOffset;
 use serde_json::json;
 
 use super::group::{commit_offsets, committed_offsets};
-use super::kafka::Kafka;
+use super::kafka::{FetchedRecord, Kafka, PartitionClient};
 use super::{Endpoints, Format};
 
 /// Longest a fetch waits on the server for new records.
@@ -145,16 +143,14 @@ async fn offset_for_timestamp(
     ms: i64,
     high: i64,
 ) -> anyhow::Result<i64> {
-    let Some(ts) = Utc.timestamp_millis_opt(ms).single() else {
+    if ms < 0 {
         bail!("--from-timestamp {ms} is out of range");
-    };
+    }
     let what = format!(
         "looking up timestamp {ms} in partition {}",
         client.partition()
     );
-    let offset = kafka
-        .call(&what, client.get_offset(OffsetAt::Timestamp(ts)))
-        .await?;
+    let offset = kafka.call(&what, client.get_offset(ms)).await?;
     // Kafka answers -1 when every record is older: start at the end.
     Ok(if offset < 0 { high } else { offset })
 }
@@ -176,7 +172,7 @@ async fn read_loop(
             let result = kafka
                 .call(
                     &what,
-                    client.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS),
+                    client.fetch_records(offset, FETCH_MAX_BYTES, FETCH_WAIT_MS),
                 )
                 .await;
             (i, result)
@@ -209,23 +205,22 @@ async fn read_loop(
     Ok(printed)
 }
 
-fn print_record(partition: i32, r: &RecordAndOffset, format: Format) -> anyhow::Result<()> {
-    let value = text(&r.record.value);
+fn print_record(partition: i32, r: &FetchedRecord, format: Format) -> anyhow::Result<()> {
+    let value = text(&r.value);
     let mut out = std::io::stdout().lock();
     match format {
         Format::Text => writeln!(out, "{}", value.unwrap_or_default()),
         Format::Json => {
             let headers: serde_json::Map<_, _> = r
-                .record
                 .headers
                 .iter()
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into()))
+                .map(|(k, v)| (k.clone(), text(v).unwrap_or_default().into()))
                 .collect();
             let doc = json!({
                 "partition": partition,
                 "offset": r.offset,
-                "timestamp": r.record.timestamp.timestamp_millis(),
-                "key": text(&r.record.key),
+                "timestamp": r.timestamp,
+                "key": text(&r.key),
                 "value": value,
                 "headers": headers,
             });
@@ -235,6 +230,6 @@ fn print_record(partition: i32, r: &RecordAndOffset, format: Format) -> anyhow::
     .context("writing to stdout")
 }
 
-fn text(bytes: &Option<Vec<u8>>) -> Option<std::borrow::Cow<'_, str>> {
+fn text(bytes: &Option<Bytes>) -> Option<std::borrow::Cow<'_, str>> {
     bytes.as_deref().map(String::from_utf8_lossy)
 }

@@ -1,13 +1,11 @@
-//! `streamhouse group ...`: consumer groups through the HTTP admin API (rskafka has no group
-//! APIs). Target offsets for `reset-offsets` are looked up over Kafka (ListOffsets).
+//! `streamhouse group ...`: consumer groups through the HTTP admin API (which also reports lag
+//! and members). Target offsets for `reset-offsets` are looked up over Kafka (ListOffsets).
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use rskafka::chrono::{TimeZone, Utc};
-use rskafka::client::partition::OffsetAt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -186,7 +184,7 @@ async fn reset(args: ResetArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
 
 async fn target_offset(
     kafka: &Kafka,
-    client: &rskafka::client::partition::PartitionClient,
+    client: &super::kafka::PartitionClient,
     args: &ResetArgs,
 ) -> anyhow::Result<i64> {
     let (low, high) = kafka.watermarks(client).await?;
@@ -199,16 +197,14 @@ async fn target_offset(
     let Some(ms) = args.to_timestamp else {
         return Ok(high); // --to-latest
     };
-    let Some(ts) = Utc.timestamp_millis_opt(ms).single() else {
+    if ms < 0 {
         bail!("--to-timestamp {ms} is out of range");
-    };
+    }
     let what = format!(
         "looking up timestamp {ms} in partition {}",
         client.partition()
     );
-    let offset = kafka
-        .call(&what, client.get_offset(OffsetAt::Timestamp(ts)))
-        .await?;
+    let offset = kafka.call(&what, client.get_offset(ms)).await?;
     Ok(if offset < 0 { high } else { offset })
 }
 

@@ -1,65 +1,74 @@
-//! The Kafka side of the operator commands: an `rskafka` client, with TLS and SASL as
-//! `kafka_security.rs` decides, a deadline on every call and errors rewritten into one
-//! readable line.
+//! The Kafka side of the operator commands, on the binary's one client (`crate::client`): a
+//! bootstrap connection, one pipelined connection per partition leader, a deadline on every
+//! call and errors rewritten into one readable line. Calls that a leader change can fail
+//! (NOT_LEADER_OR_FOLLOWER and the like) look the leader up again and retry until the
+//! deadline, as Kafka clients do.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use kafka_protocol::messages::MetadataRequest;
-use rskafka::client::error::Error as KafkaError;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
-use rskafka::BackoffConfig;
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+use tokio::sync::Mutex;
 
-use super::kafka_admin::AdminConnection;
+use super::kafka_security::KafkaSecurity;
 use super::Endpoints;
+use crate::client::{self, topic_name, Connection};
+
+/// Names the operator commands' connections in the server's logs.
+const CLIENT_ID: &str = "streamhouse-cli";
 
 /// A connected Kafka client plus the deadline its calls run under.
 pub struct Kafka {
-    client: Client,
-    bootstrap: String,
+    inner: Arc<Inner>,
+}
+
+/// What the client and its partition clients share.
+struct Inner {
+    bootstrap: Connection,
+    bootstrap_addrs: String,
+    security: KafkaSecurity,
     timeout: Duration,
+    /// One connection per leader address, opened on first use.
+    leaders: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
 impl Kafka {
-    /// Connects to the bootstrap servers, with TLS and SASL as the flags say, and loads the
-    /// cluster metadata.
+    /// Connects to the bootstrap servers, with TLS and SASL as the flags say; a refused
+    /// handshake or login fails at once, with its reason.
     pub async fn connect(endpoints: &Endpoints) -> anyhow::Result<Self> {
         let security = endpoints.security.resolve()?;
-        // rskafka retries a refused TLS handshake or login, or a connection the server closes
-        // for want of one, until the deadline, and then reports only that. The admin connection
-        // fails at once with the reason, so it goes first: TLS, login, then one request that
-        // needs both (Metadata without topics).
-        let mut check = AdminConnection::connect_with(endpoints, &security).await?;
-        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
-        check.call((1, 12), &request).await?;
-        drop(check);
-        let brokers = endpoints
-            .bootstrap
-            .split(',')
-            .map(|b| b.trim().to_string())
-            .collect();
-        // Retries stop at the deadline, so an unreachable server fails instead of hanging.
-        let backoff = BackoffConfig {
-            init_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-            base: 2.0,
-            deadline: Some(endpoints.timeout),
-        };
-        let builder = ClientBuilder::new(brokers)
-            .client_id("streamhouse-cli")
-            .backoff_config(backoff);
-        let builder = security.configure(builder);
-        let bootstrap = endpoints.bootstrap.clone();
-        let client = deadline(endpoints.timeout, builder.build())
-            .await
-            .map_err(|e| anyhow!("cannot reach the Kafka listener at {bootstrap}: {e}"))?;
+        let bootstrap = client::connect_any(
+            &endpoints.bootstrap,
+            &security,
+            endpoints.timeout,
+            CLIENT_ID,
+        )
+        .await?;
         Ok(Self {
-            client,
-            bootstrap,
-            timeout: endpoints.timeout,
+            inner: Arc::new(Inner {
+                bootstrap,
+                bootstrap_addrs: endpoints.bootstrap.clone(),
+                security,
+                timeout: endpoints.timeout,
+                leaders: Mutex::default(),
+            }),
         })
     }
 
@@ -67,20 +76,20 @@ impl Kafka {
     pub async fn call<T>(
         &self,
         what: &str,
-        fut: impl Future<Output = Result<T, KafkaError>>,
+        fut: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
-        deadline(self.timeout, fut)
-            .await
-            .map_err(|e| anyhow!("{what} (via {}): {e}", self.bootstrap))
+        self.inner.call(what, fut).await
     }
 
     /// Topic names with their partition counts, sorted by name.
     pub async fn topics(&self) -> anyhow::Result<Vec<(String, usize)>> {
-        let mut topics: Vec<_> = self
-            .call("listing topics", self.client.list_topics())
-            .await?
-            .into_iter()
-            .map(|t| (t.name, t.partitions.len()))
+        let metadata = self
+            .call("listing topics", self.inner.metadata(None))
+            .await?;
+        let mut topics: Vec<_> = metadata
+            .topics
+            .iter()
+            .filter_map(|t| Some((t.name.as_ref()?.to_string(), t.partitions.len())))
             .collect();
         topics.sort();
         Ok(topics)
@@ -94,28 +103,33 @@ impl Kafka {
         }
     }
 
-    /// Partition ids of `topic`, or `None` when it does not exist.
+    /// Partition ids of `topic` (ascending), or `None` when it does not exist.
     pub async fn find_partitions(&self, topic: &str) -> anyhow::Result<Option<Vec<i32>>> {
-        let topics = self
-            .call("listing topics", self.client.list_topics())
-            .await?;
-        Ok(topics
-            .into_iter()
-            .find(|t| t.name == topic)
-            .map(|t| t.partitions.into_iter().collect()))
+        let what = format!("describing topic '{topic}'");
+        let metadata = self.call(&what, self.inner.metadata(Some(topic))).await?;
+        let Some(t) = metadata.topics.first() else {
+            return Ok(None);
+        };
+        match ResponseError::try_from_code(t.error_code) {
+            None => {}
+            Some(ResponseError::UnknownTopicOrPartition) => return Ok(None),
+            Some(e) => bail!("{what}: server error {e:?}"),
+        }
+        let mut ids: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+        ids.sort_unstable();
+        Ok(Some(ids))
     }
 
-    /// A client for one partition's leader.
-    pub async fn partition(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> anyhow::Result<Arc<PartitionClient>> {
+    /// A client for one partition (its leader is looked up on each call that needs it).
+    pub async fn partition(&self, topic: &str, partition: i32) -> anyhow::Result<PartitionClient> {
+        let client = PartitionClient {
+            inner: self.inner.clone(),
+            topic: topic.to_string(),
+            partition,
+        };
         let what = format!("opening partition {topic}/{partition}");
-        let fut = self
-            .client
-            .partition_client(topic, partition, UnknownTopicHandling::Error);
-        Ok(Arc::new(self.call(&what, fut).await?))
+        self.call(&what, client.leader()).await?;
+        Ok(client)
     }
 
     /// Clients for the given partitions, in order.
@@ -125,7 +139,8 @@ impl Kafka {
         partitions: &[i32],
     ) -> anyhow::Result<Vec<Arc<PartitionClient>>> {
         let opens = partitions.iter().map(|&p| self.partition(topic, p));
-        futures::future::try_join_all(opens).await
+        let clients = futures::future::try_join_all(opens).await?;
+        Ok(clients.into_iter().map(Arc::new).collect())
     }
 
     /// Log start offset and high watermark of a partition.
@@ -135,77 +150,343 @@ impl Kafka {
             client.topic(),
             client.partition()
         );
-        let low = self.call(&what, client.get_offset(OffsetAt::Earliest));
-        let high = self.call(&what, client.get_offset(OffsetAt::Latest));
-        futures::future::try_join(low, high).await
+        let low = client.get_offset(client::EARLIEST);
+        let high = client.get_offset(client::LATEST);
+        self.call(&what, futures::future::try_join(low, high)).await
     }
 
     /// Creates a topic with `partitions` partitions.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let controller = self.client.controller_client()?;
-        let timeout_ms = millis(self.timeout);
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(millis(self.inner.timeout))
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1)]);
         let what = format!("creating topic '{topic}'");
-        self.call(
-            &what,
-            controller.create_topic(topic, partitions, 1, timeout_ms),
-        )
-        .await
+        let conn = &self.inner.bootstrap;
+        let response = self.call(&what, conn.call_newest((2, 7), &request)).await?;
+        let result = response.topics.first();
+        server_error(&what, result.map_or(0, |r| r.error_code), None)
     }
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, topic: &str) -> anyhow::Result<()> {
-        let controller = self.client.controller_client()?;
+        let request = DeleteTopicsRequest::default()
+            .with_timeout_ms(millis(self.inner.timeout))
+            .with_topic_names(vec![topic_name(topic)]);
         let what = format!("deleting topic '{topic}'");
-        self.call(&what, controller.delete_topic(topic, millis(self.timeout)))
-            .await
+        let conn = &self.inner.bootstrap;
+        // v6 names topics in `topics` instead; 1-5 is what every agent serves.
+        let response = self.call(&what, conn.call_newest((1, 5), &request)).await?;
+        let result = response.responses.first();
+        server_error(&what, result.map_or(0, |r| r.error_code), None)
     }
+}
+
+impl Inner {
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(anyhow!("{what} (via {}): {e:#}", self.bootstrap_addrs)),
+            Err(_) => Err(anyhow!(
+                "{what} (via {}): no answer within {:?}",
+                self.bootstrap_addrs,
+                self.timeout
+            )),
+        }
+    }
+
+    /// Metadata of one topic, or of every topic.
+    async fn metadata(&self, topic: Option<&str>) -> anyhow::Result<MetadataResponse> {
+        let topics =
+            topic.map(|t| vec![MetadataRequestTopic::default().with_name(Some(topic_name(t)))]);
+        let request = MetadataRequest::default().with_topics(topics);
+        self.bootstrap.call_newest((1, 12), &request).await
+    }
+
+    /// A connection to the agent at `addr`, opened once.
+    async fn connection(&self, addr: &str) -> anyhow::Result<Arc<Connection>> {
+        let mut leaders = self.leaders.lock().await;
+        if let Some(conn) = leaders.get(addr) {
+            return Ok(conn.clone());
+        }
+        let conn = Connection::open(addr, &self.security, self.timeout, CLIENT_ID).await?;
+        let conn = Arc::new(conn);
+        leaders.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection to `addr` (it failed, or the agent lost leadership).
+    async fn forget(&self, addr: &str) {
+        self.leaders.lock().await.remove(addr);
+    }
+}
+
+/// One partition of a topic: produce, fetch and offset lookups at its leader.
+pub struct PartitionClient {
+    inner: Arc<Inner>,
+    topic: String,
+    partition: i32,
+}
+
+/// A record as fetched.
+pub struct FetchedRecord {
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp, ms since the Unix epoch.
+    pub timestamp: i64,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// How an attempt at the leader failed.
+enum Failure {
+    /// Worth another try after a new leader lookup (the leader moved, its connection broke).
+    Retry(anyhow::Error),
+    /// Final.
+    Fail(anyhow::Error),
+}
+
+impl PartitionClient {
+    /// Topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Partition id.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The address of the partition's leader, from Metadata.
+    async fn leader(&self) -> anyhow::Result<String> {
+        let metadata = self.inner.metadata(Some(&self.topic)).await?;
+        let brokers: HashMap<BrokerId, String> = metadata
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
+            .collect();
+        let topic = metadata.topics.first();
+        let partition = topic.filter(|t| t.error_code == 0).and_then(|t| {
+            t.partitions
+                .iter()
+                .find(|p| p.partition_index == self.partition)
+        });
+        let Some(p) = partition else {
+            bail!("unknown partition {}/{}", self.topic, self.partition);
+        };
+        brokers
+            .get(&p.leader_id)
+            .cloned()
+            .ok_or_else(|| anyhow!("partition {}/{} has no leader", self.topic, self.partition))
+    }
+
+    /// Runs `attempt` at the leader, looking it up again after a retriable failure, until
+    /// the caller's deadline stops it.
+    async fn at_leader<T, F, Fut>(&self, attempt: F) -> anyhow::Result<T>
+    where
+        F: Fn(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let addr = self.leader().await?;
+            let failure = match self.inner.connection(&addr).await {
+                Ok(conn) => match attempt(conn).await {
+                    Ok(v) => return Ok(v),
+                    Err(Failure::Fail(e)) => return Err(e),
+                    Err(Failure::Retry(e)) => e,
+                },
+                Err(e) => e,
+            };
+            tracing::debug!(
+                "{}/{} at {addr}: {failure:#}; retrying",
+                self.topic,
+                self.partition
+            );
+            self.inner.forget(&addr).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Appends `records` as one batch (acks=all); returns the offset of the first.
+    pub async fn produce(
+        &self,
+        records: Vec<Record>,
+        compression: Compression,
+    ) -> anyhow::Result<i64> {
+        let mut batch = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut batch, &records, &options)?;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(millis(self.inner.timeout))
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(&self.topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(self.partition)
+                    .with_records(Some(batch.freeze()))])]);
+        self.at_leader(|conn| {
+            let request = request.clone();
+            async move {
+                let r = call(&conn, (3, 9), &request).await?;
+                let p = r
+                    .responses
+                    .first()
+                    .and_then(|t| t.partition_responses.first());
+                let p = p.ok_or_else(|| Failure::Fail(anyhow!("answer without the partition")))?;
+                answer(p.error_code, p.error_message.as_ref())?;
+                Ok(p.base_offset)
+            }
+        })
+        .await
+    }
+
+    /// Records from `offset` on (at most about `max_bytes`), waiting up to `max_wait_ms` for
+    /// some to arrive; with the partition's high watermark.
+    pub async fn fetch_records(
+        &self,
+        offset: i64,
+        max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> anyhow::Result<(Vec<FetchedRecord>, i64)> {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(&self.topic))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(self.partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(max_bytes)])]);
+        let (records, high_watermark) = self
+            .at_leader(|conn| {
+                let request = request.clone();
+                async move {
+                    let r = call(&conn, (4, 12), &request).await?;
+                    let p = r.responses.first().and_then(|t| t.partitions.first());
+                    let p =
+                        p.ok_or_else(|| Failure::Fail(anyhow!("answer without the partition")))?;
+                    answer(p.error_code, None)?;
+                    Ok((p.records.clone().unwrap_or_default(), p.high_watermark))
+                }
+            })
+            .await?;
+        Ok((decode(records, offset)?, high_watermark))
+    }
+
+    /// The offset at `at`: a timestamp in ms (the first record at or after it, -1 when none),
+    /// or [`client::EARLIEST`] / [`client::LATEST`].
+    pub async fn get_offset(&self, at: i64) -> anyhow::Result<i64> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(&self.topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(self.partition)
+                    .with_timestamp(at)])]);
+        self.at_leader(|conn| {
+            let request = request.clone();
+            async move {
+                let r = call(&conn, (1, 7), &request).await?;
+                let p = r.topics.first().and_then(|t| t.partitions.first());
+                let p = p.ok_or_else(|| Failure::Fail(anyhow!("answer without the partition")))?;
+                answer(p.error_code, None)?;
+                Ok(p.offset)
+            }
+        })
+        .await
+    }
+}
+
+/// Sends `request` on `conn`; a connection failure is worth a retry (at a new leader).
+async fn call<R: kafka_protocol::protocol::Request>(
+    conn: &Connection,
+    ours: (i16, i16),
+    request: &R,
+) -> Result<R::Response, Failure> {
+    conn.call_newest(ours, request)
+        .await
+        .map_err(Failure::Retry)
+}
+
+/// A partition's error code: retriable ones (the leader moved) are worth another try, others
+/// fail the call.
+fn answer(code: i16, message: Option<&StrBytes>) -> Result<(), Failure> {
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(e) if e.is_retriable() => Err(Failure::Retry(anyhow!("server error {e:?}"))),
+        Some(_) => server_error("", code, message).map_err(Failure::Fail),
+    }
+}
+
+/// `Ok` for code 0, else the error as `server error <Name>: message`.
+fn server_error(what: &str, code: i16, message: Option<&StrBytes>) -> anyhow::Result<()> {
+    let Some(e) = ResponseError::try_from_code(code) else {
+        return Ok(());
+    };
+    let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    };
+    bail!("{what}server error {e:?}{detail}")
+}
+
+/// The records of `records` at or after `from` (a batch may start before it; control
+/// batches carry no records for the user).
+fn decode(mut records: Bytes, from: i64) -> anyhow::Result<Vec<FetchedRecord>> {
+    /// Base offset (8) and batch length (4).
+    const PREFIX: usize = 12;
+    let mut out = Vec::new();
+    while records.len() >= PREFIX {
+        let len = usize::try_from((&records[8..PREFIX]).get_i32())?;
+        if records.len() < PREFIX + len {
+            break; // cut off at the end of the answer; the next fetch reads it whole
+        }
+        let mut batch = records.split_to(PREFIX + len);
+        let set = RecordBatchDecoder::decode(&mut batch)?;
+        out.extend(
+            set.records
+                .into_iter()
+                .filter(|r| r.offset >= from && !r.control)
+                .map(|r| FetchedRecord {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// True when `err` is the broker saying a topic already exists.
 pub fn is_topic_exists(err: &anyhow::Error) -> bool {
     format!("{err:#}").contains("TopicAlreadyExists")
 }
-
-/// Awaits `fut`, turning an elapsed deadline into a client error and server errors into
-/// something shorter than rskafka's debug rendering.
-async fn deadline<T>(
-    limit: Duration,
-    fut: impl Future<Output = Result<T, KafkaError>>,
-) -> Result<T, ShortError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ShortError::from(e)),
-        Err(_) => Err(ShortError(format!("no answer within {limit:?}"))),
-    }
-}
-
-/// An rskafka error rendered as one short line.
-#[derive(Debug)]
-pub struct ShortError(String);
-
-impl From<KafkaError> for ShortError {
-    fn from(e: KafkaError) -> Self {
-        match e {
-            KafkaError::ServerError {
-                protocol_error,
-                error_message,
-                ..
-            } => {
-                let detail = error_message.map(|m| format!(": {m}")).unwrap_or_default();
-                Self(format!("server error {protocol_error:?}{detail}"))
-            }
-            other => Self(other.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for ShortError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ShortError {}
 
 fn millis(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
@@ -227,15 +508,14 @@ pub enum CompressionArg {
     Zstd,
 }
 
-impl From<CompressionArg> for rskafka::client::partition::Compression {
+impl From<CompressionArg> for Compression {
     fn from(c: CompressionArg) -> Self {
-        use rskafka::client::partition::Compression as C;
         match c {
-            CompressionArg::None => C::NoCompression,
-            CompressionArg::Gzip => C::Gzip,
-            CompressionArg::Snappy => C::Snappy,
-            CompressionArg::Lz4 => C::Lz4,
-            CompressionArg::Zstd => C::Zstd,
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
         }
     }
 }

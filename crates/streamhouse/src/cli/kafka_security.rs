@@ -1,7 +1,6 @@
 //! How the operator commands reach a Kafka listener that requires TLS and/or SASL: the global
 //! flags, and [`KafkaSecurityArgs::resolve`], the one place they become the TLS configuration
-//! and SASL login that both the rskafka client (`kafka.rs`) and the admin connection
-//! (`kafka_admin.rs`) use.
+//! and SASL login of the binary's one Kafka client (`crate::client`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -9,7 +8,6 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rskafka::client::{ClientBuilder, Credentials, SaslConfig};
 use streamhouse_kafka::security::{client_config, Mechanism};
 use tokio_rustls::rustls::ClientConfig;
 
@@ -60,6 +58,18 @@ pub struct KafkaSecurity {
     pub tls: Option<Arc<ClientConfig>>,
     /// The SASL login, when one was asked for.
     pub login: Option<Login>,
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    // The password stays out of any debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let login = self.login.as_ref();
+        f.debug_struct("KafkaSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("mechanism", &login.map(|l| l.mechanism.name()))
+            .field("username", &login.map(|l| &l.username))
+            .finish()
+    }
 }
 
 /// A SASL login.
@@ -151,24 +161,6 @@ impl KafkaSecurityArgs {
     }
 }
 
-impl KafkaSecurity {
-    /// `builder` set up with this TLS configuration and login: the rskafka side.
-    pub fn configure(&self, mut builder: ClientBuilder) -> ClientBuilder {
-        if let Some(tls) = &self.tls {
-            builder = builder.tls_config(Arc::clone(tls));
-        }
-        if let Some(login) = &self.login {
-            let credentials = Credentials::new(login.username.clone(), login.password.clone());
-            builder = builder.sasl_config(match login.mechanism {
-                Mechanism::Plain => SaslConfig::Plain(credentials),
-                Mechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
-                Mechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
-            });
-        }
-        builder
-    }
-}
-
 /// A password read from stdin, without its trailing newline.
 pub fn read_password_stdin() -> anyhow::Result<String> {
     let mut password = String::new();
@@ -196,7 +188,7 @@ mod tests {
     }
 
     fn error(args: &KafkaSecurityArgs) -> String {
-        format!("{:#}", args.resolve().err().expect("an error"))
+        format!("{:#}", args.resolve().expect_err("an error"))
     }
 
     #[test]

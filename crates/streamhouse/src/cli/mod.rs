@@ -8,7 +8,6 @@ pub mod consume;
 pub mod group;
 pub mod http;
 pub mod kafka;
-pub mod kafka_admin;
 pub mod kafka_security;
 pub mod output;
 pub mod produce;
@@ -51,6 +50,16 @@ pub struct Endpoints {
     /// TLS and SASL for the Kafka listener.
     #[command(flatten)]
     pub security: kafka_security::KafkaSecurityArgs,
+}
+
+impl Endpoints {
+    /// One connection to the first reachable agent, for the admin APIs any agent answers
+    /// (SCRAM users, ACLs: they act on the shared metadata store).
+    pub async fn admin_connection(&self) -> anyhow::Result<crate::client::Connection> {
+        let security = self.security.resolve()?;
+        let (bootstrap, timeout) = (&self.bootstrap, self.timeout);
+        crate::client::connect_any(bootstrap, &security, timeout, "streamhouse-cli").await
+    }
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::Args;
-use rskafka::chrono::Utc;
-use rskafka::client::partition::PartitionClient;
-use rskafka::record::Record;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Record;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-use super::kafka::{CompressionArg, Kafka};
+use super::kafka::{CompressionArg, Kafka, PartitionClient};
 use super::{parse_key_value, Endpoints};
+use crate::client;
 
 /// Records buffered per partition before a produce request goes out.
 const CHUNK_RECORDS: usize = 1000;
@@ -110,7 +111,7 @@ impl<'a> Sink<'a> {
     async fn push(&mut self, line: &str) -> anyhow::Result<()> {
         let record = self.record(line);
         let index = self.choose(record.key.as_deref());
-        self.buffered_bytes[index] += record.approximate_size();
+        self.buffered_bytes[index] += approximate_size(&record);
         self.buffers[index].push(record);
         if self.buffers[index].len() >= CHUNK_RECORDS || self.buffered_bytes[index] >= CHUNK_BYTES {
             self.send(index).await?;
@@ -121,23 +122,28 @@ impl<'a> Sink<'a> {
     fn record(&self, line: &str) -> Record {
         let (key, value) = match &self.args.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(k.as_bytes().to_vec()), v),
+                Some((k, v)) => (Some(Bytes::copy_from_slice(k.as_bytes())), v),
                 None => (None, line),
             },
             None => (None, line),
         };
-        let headers = self
-            .args
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-            .collect::<BTreeMap<_, _>>();
-        Record {
+        // One value per header name, the last given winning.
+        let headers: BTreeMap<&String, &String> =
+            self.args.headers.iter().map(|(k, v)| (k, v)).collect();
+        let mut record = client::record(
+            0,
+            now_ms(),
             key,
-            value: Some(value.as_bytes().to_vec()),
-            headers,
-            timestamp: Utc::now(),
-        }
+            Some(Bytes::copy_from_slice(value.as_bytes())),
+        );
+        record.headers = headers
+            .into_iter()
+            .map(|(k, v)| {
+                let value = Bytes::copy_from_slice(v.as_bytes());
+                (StrBytes::from_string(k.clone()), Some(value))
+            })
+            .collect();
+        record
     }
 
     /// Index into `clients` for a record.
@@ -160,8 +166,13 @@ impl<'a> Sink<'a> {
     }
 
     async fn send(&mut self, index: usize) -> anyhow::Result<()> {
-        let records = std::mem::take(&mut self.buffers[index]);
+        let mut records = std::mem::take(&mut self.buffers[index]);
         self.buffered_bytes[index] = 0;
+        // Numbered within the batch, as `client::record` numbers them.
+        for (i, r) in records.iter_mut().enumerate() {
+            r.offset = i as i64;
+            r.sequence = (i as i32).wrapping_sub(1);
+        }
         if records.is_empty() {
             return Ok(());
         }
@@ -181,6 +192,18 @@ impl<'a> Sink<'a> {
         }
         Ok(self.produced)
     }
+}
+
+/// The bytes a record adds to a batch, roughly (for chunking).
+fn approximate_size(r: &Record) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + len(v)).sum();
+    len(&r.key) + len(&r.value) + headers + 16
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Kafka's default partitioner hash (murmur2 as in `org.apache.kafka.common.utils.Utils`),

@@ -1,6 +1,5 @@
 //! `streamhouse topic ...`: create, list, describe, delete (Kafka protocol) and alter
-//! (HTTP admin API, which also carries topic configs: rskafka speaks neither CreatePartitions
-//! nor the config APIs).
+//! (HTTP admin API, which carries topic configs and partition counts in one call).
 
 use std::collections::BTreeMap;
 

@@ -18,10 +18,10 @@ use streamhouse_kafka::security::{
     random_salt, CredentialInfo, Mechanism, ScramAlgorithm, UserDescription, DEFAULT_ITERATIONS,
 };
 
-use super::kafka_admin::{check, AdminConnection};
 use super::kafka_security::read_password_stdin;
 use super::output::print_rows;
 use super::{Endpoints, Format};
+use crate::client::{check, Connection};
 
 /// User administration.
 #[derive(Debug, Subcommand)]
@@ -92,8 +92,8 @@ pub async fn run(cmd: UserCommand, endpoints: &Endpoints) -> anyhow::Result<()> 
     match cmd {
         UserCommand::Add(args) => add(args, endpoints).await,
         UserCommand::List(args) => {
-            let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
-            let users = describe(&mut conn).await?;
+            let conn = endpoints.admin_connection().await?;
+            let users = describe(&conn).await?;
             print_users(&users, args.format)
         }
         UserCommand::Remove(args) => remove(args, endpoints).await,
@@ -113,7 +113,7 @@ async fn add(args: AddArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
         bail!("the password is empty");
     }
     let algorithms = or_all(args.mechanisms);
-    let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
+    let conn = endpoints.admin_connection().await?;
     // One request per mechanism: Kafka refuses two changes of one user in one request.
     for alg in &algorithms {
         let salt = random_salt();
@@ -125,7 +125,7 @@ async fn add(args: AddArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
             .with_salt(salt.into())
             .with_salted_password(salted.into());
         let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsertion]);
-        alter(&mut conn, &args.name, *alg, request).await?;
+        alter(&conn, &args.name, *alg, request).await?;
     }
     let names: Vec<&str> = algorithms.iter().map(|a| a.mechanism_name()).collect();
     println!(
@@ -138,10 +138,10 @@ async fn add(args: AddArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
 }
 
 async fn remove(args: RemoveArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
-    let mut conn = AdminConnection::connect(endpoints, &endpoints.security).await?;
+    let conn = endpoints.admin_connection().await?;
     let algorithms = if args.mechanisms.is_empty() {
         // Every mechanism the user has: deleting one it lacks would be an error.
-        let users = describe(&mut conn).await?;
+        let users = describe(&conn).await?;
         let Some(user) = users.into_iter().find(|u| u.name == args.name) else {
             bail!("unknown user '{}'", args.name);
         };
@@ -154,7 +154,7 @@ async fn remove(args: RemoveArgs, endpoints: &Endpoints) -> anyhow::Result<()> {
             .with_name(StrBytes::from_string(args.name.clone()))
             .with_mechanism(alg.kafka_type());
         let request = AlterUserScramCredentialsRequest::default().with_deletions(vec![deletion]);
-        alter(&mut conn, &args.name, *alg, request).await?;
+        alter(&conn, &args.name, *alg, request).await?;
     }
     let names: Vec<&str> = algorithms.iter().map(|a| a.mechanism_name()).collect();
     println!("user '{}': {} removed", args.name, names.join(", "));
@@ -174,12 +174,12 @@ fn or_all(algorithms: Vec<ScramAlgorithm>) -> Vec<ScramAlgorithm> {
 
 /// Sends one AlterUserScramCredentials request changing `name`; its error, if any, as one line.
 async fn alter(
-    conn: &mut AdminConnection,
+    conn: &Connection,
     name: &str,
     alg: ScramAlgorithm,
     request: AlterUserScramCredentialsRequest,
 ) -> anyhow::Result<()> {
-    let r = conn.call((0, 0), &request).await?;
+    let r = conn.call_newest((0, 0), &request).await?;
     let Some(result) = r.results.iter().find(|u| u.user.as_str() == name) else {
         bail!("the server did not answer for user '{name}'");
     };
@@ -188,9 +188,9 @@ async fn alter(
 }
 
 /// Every user with its credentials, ordered by name.
-async fn describe(conn: &mut AdminConnection) -> anyhow::Result<Vec<UserDescription>> {
+async fn describe(conn: &Connection) -> anyhow::Result<Vec<UserDescription>> {
     let request = DescribeUserScramCredentialsRequest::default().with_users(None::<Vec<UserName>>);
-    let r = conn.call((0, 0), &request).await?;
+    let r = conn.call_newest((0, 0), &request).await?;
     check(r.error_code, r.error_message.as_ref()).context("listing users")?;
     let mut users: Vec<UserDescription> = r
         .results

@@ -35,7 +35,7 @@ fn kafka_commands_over_sasl_ssl() {
     let args = ["produce", "events", "-K", ":"];
     let out = success(&s.cli_with_input(&args, "k1:v1\nk2:v2\n"), &args);
     assert!(out.contains("produced 2 records to events"), "{out}");
-    // The other mechanisms log rskafka in too (SCRAM-SHA-256 is the harness's default).
+    // The other mechanisms log the CLI's client in too (SCRAM-SHA-256 is the harness's default).
     for mechanism in ["PLAIN", "SCRAM-SHA-512"] {
         let env = [("STREAMHOUSE_SASL_MECHANISM", mechanism)];
         let out = s.cli_with(&args, &format!("{mechanism}:v\n"), &env);
