@@ -15,7 +15,9 @@ pub struct TopicConfig {
     pub retention_bytes: Option<i64>,
     /// `segment.bytes`: a partition writer rolls its open segment at this size.
     pub segment_bytes: u64,
-    /// `segment.ms`: a partition writer rolls its open segment at this age.
+    /// `segment.ms`: the longest span of append time one segment covers. The open segment is
+    /// sealed at every flush, far sooner; consolidation never merges slices appended more
+    /// than this apart into one segment, so time-based retention can drop segments on time.
     pub segment_ms: u64,
     /// Any other `key=value` settings given at creation, kept and reported verbatim.
     pub extra: BTreeMap<String, String>,

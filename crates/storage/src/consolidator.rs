@@ -207,9 +207,14 @@ impl Consolidator {
             storage
                 .index
                 .set_shared_since_ms(shared_times.first().copied());
+            // `segment.ms`: a merged segment spans at most that much append time, so retention
+            // by time can drop it on time; the rest waits for the next round.
+            let span_ms = i64::try_from(storage.topic.config.segment_ms).unwrap_or(i64::MAX);
+            let first = shared.first().map_or(0, |s| s.created_at_ms);
             let slices: Vec<SegmentInfo> = shared
                 .into_iter()
                 .take_while(|s| s.created_at_ms <= newest)
+                .take_while(|s| s.created_at_ms - first < span_ms)
                 .collect();
             if !slices.is_empty() {
                 picks.push(Pick {

@@ -223,3 +223,59 @@ async fn large_merged_segments_get_objects_of_their_own_and_rounds_are_bounded()
     );
     assert_eq!(read_all(&s).await, before);
 }
+
+/// `segment.ms` bounds the append-time span of a merged segment: slices appended further apart
+/// go to separate segments (over several rounds), each spanning less than the setting.
+#[tokio::test]
+async fn merged_segments_span_at_most_segment_ms_of_append_time() {
+    let mut s = setup(1).await;
+    let segment_ms = 60;
+    for storage in &mut s.storages {
+        storage.topic.config.segment_ms = segment_ms;
+    }
+    for round in 0..8 {
+        let _ = s.writers[0]
+            .append(vec![batch(2, 64, round, None)])
+            .unwrap();
+        let report = FlushCycle::seal(&s.context, &s.writers).run().await;
+        assert!(report.results.iter().all(|(_, r)| r.is_ok()));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let slices = s.metadata.list_segments(TOPIC, 0, 0).await.unwrap();
+    let span = slices.last().unwrap().created_at_ms - slices[0].created_at_ms;
+    assert!(
+        span >= 2 * segment_ms as i64,
+        "slices appended over {span} ms"
+    );
+    let before = read_all(&s).await;
+
+    let config = ConsolidationConfig {
+        min_age: Duration::ZERO,
+        own_object_bytes: u64::MAX,
+        ..Default::default()
+    };
+    let consolidator =
+        Consolidator::new(s.store.clone(), s.metadata.clone(), config, Duration::ZERO);
+    for _ in 0..slices.len() {
+        consolidator.run_once(&targets(&s), true).await.unwrap();
+    }
+    let merged = s.metadata.list_segments(TOPIC, 0, 0).await.unwrap();
+    assert!(merged.len() >= 3, "{} segments", merged.len());
+    for m in &merged {
+        assert!(m.object_key.starts_with("data/"), "{m:?} consolidated");
+        let covered: Vec<_> = slices
+            .iter()
+            .filter(|s| s.base_offset >= m.base_offset && s.last_offset <= m.last_offset)
+            .collect();
+        let span = covered.last().unwrap().created_at_ms - covered[0].created_at_ms;
+        assert!(
+            span < segment_ms as i64,
+            "a segment spans {span} ms of appends"
+        );
+    }
+    assert_eq!(
+        read_all(&s).await,
+        before,
+        "the same batches at the same offsets"
+    );
+}
