@@ -25,15 +25,17 @@ use async_trait::async_trait;
 use sqlx::{Database, Executor};
 use uuid::Uuid;
 
+use super::txn_sql;
 use super::{Db, Store};
 use crate::rows::{
     self, acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
     offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
-    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
+    GroupLease, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig,
+    Transaction, TxnMarker, TxnUpdate, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -330,6 +332,7 @@ async fn commit_one(
     for producer in &commit.producers {
         upsert_producer(conn, &segment.topic, segment.partition, producer).await?;
     }
+    txn_sql::apply_markers(conn, &segment.topic, segment.partition, &commit.markers).await?;
     Ok(CommitOutcome::Committed)
 }
 
@@ -678,6 +681,7 @@ impl MetadataStore for Store {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         }
+        txn_sql::forget_topic(&mut tx, name).await?;
         schedule_deletions(&mut tx, &keys_of(&segments), delete_after_ms).await?;
         tx.commit().await?;
         Ok(segments)
@@ -1028,6 +1032,55 @@ impl MetadataStore for Store {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn claim_transaction(
+        &self,
+        transactional_id: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Transaction>> {
+        self.txn_claim(transactional_id, agent_id, ttl_ms).await
+    }
+
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
+        self.txn_get(transactional_id).await
+    }
+
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
+        self.txn_of_producer(producer_id).await
+    }
+
+    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
+        self.txn_list().await
+    }
+
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
+        self.txn_update(update).await
+    }
+
+    async fn commit_txn_offsets(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        self.txn_commit_offsets(producer_id, producer_epoch, group, offsets)
+            .await
+    }
+
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
+        self.txn_markers().await
+    }
+
+    async fn list_aborted_txns(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.txn_aborted(topic, partition, from_offset).await
     }
 
     async fn upsert_credential(&self, c: &UserCredential) -> Result<()> {

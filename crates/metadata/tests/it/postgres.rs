@@ -397,6 +397,7 @@ async fn a_lease_lapsing_mid_transaction_fails_its_commit() {
             agent_id: "a".into(),
             epoch,
         }),
+        markers: Vec::new(),
     };
     let commits = [commit(0, short.epoch), commit(1, long.epoch)];
     // Partition 1's row is held for 600 ms: the commit applies partition 0 (its lease live),
