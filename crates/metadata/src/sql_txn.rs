@@ -210,7 +210,7 @@ async fn check_txn_lease(conn: &mut Conn, update: &TxnUpdate) -> Result<()> {
     let row = sqlx::query(concat!(
         "SELECT version, coordinator, coordinator_epoch, CASE WHEN lease_expires_at >= ",
         db_now_ms!(),
-        " THEN 1 ELSE 0 END AS live FROM transactions WHERE transactional_id = $1",
+        " THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS live FROM transactions WHERE transactional_id = $1",
         for_update!()
     ))
     .bind(&next.transactional_id)
