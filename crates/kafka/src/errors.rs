@@ -35,6 +35,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::TxnNotVerified { .. } => ResponseError::InvalidTxnState,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
         StorageError::Corrupt { .. } => ResponseError::CorruptMessage,
         // A committed segment's object is gone: data loss the client must report, where
