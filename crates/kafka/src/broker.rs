@@ -186,6 +186,8 @@ pub struct Broker {
     buffer_budget: Arc<Semaphore>,
     /// Flush cycles in flight (see `max_flushes_in_flight`).
     flushes_in_flight: Arc<Semaphore>,
+    /// Wakes the transaction marker writer: this agent decided a transaction.
+    pub(crate) txn_markers_due: Arc<Notify>,
 }
 
 impl Broker {
@@ -231,12 +233,14 @@ impl Broker {
             authorizer,
             buffer_budget: Arc::new(Semaphore::new(config_budget(&config_copy))),
             flushes_in_flight: Arc::new(Semaphore::new(config_copy.max_flushes_in_flight.max(1))),
+            txn_markers_due: Arc::default(),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&broker)));
         tokio::spawn(run_heartbeat(Arc::downgrade(&broker)));
         tokio::spawn(run_controller(Arc::downgrade(&broker)));
         tokio::spawn(run_lease_renewal(Arc::downgrade(&broker)));
         crate::retention::spawn_maintenance(&broker);
+        crate::txn::spawn_tasks(&broker);
         broker
     }
 

@@ -123,7 +123,11 @@ impl Broker {
             let batch = encode_batch(indices.iter().map(|&i| &records[i]))?;
             let log = self.partition(topic, p).await?;
             let deadline = tokio::time::Instant::now() + timeout;
-            appended.push((p, indices, append_to(self, &log, batch, deadline).await?));
+            appended.push((
+                p,
+                indices,
+                append_to(self, &log, batch, deadline, None).await?,
+            ));
         }
         let mut out = vec![
             ProducedRecord {

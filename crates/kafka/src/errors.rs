@@ -17,6 +17,7 @@ pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
         }
         // Another agent coordinates the group now: the client finds it again.
         MetadataError::GroupFenced { .. } => ResponseError::NotCoordinator,
+        MetadataError::TxnConflict { .. } => ResponseError::ConcurrentTransactions,
         MetadataError::Database(_)
         | MetadataError::Timeout { .. }
         | MetadataError::Migration(_)

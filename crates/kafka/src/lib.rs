@@ -25,6 +25,7 @@ mod limits;
 mod retention;
 pub mod security;
 mod topic_config;
+mod txn;
 
 pub use acl_api::Acls;
 pub use admin_api::{
