@@ -14,9 +14,9 @@
 //! partitions led by several agents commits or aborts on every one of them, whichever agent
 //! fails, without agents ever calling each other.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use streamhouse_metadata::{now_ms, MetadataError, Transaction, TxnMarker, TxnState, TxnUpdate};
@@ -261,30 +261,29 @@ impl Broker {
         Ok(())
     }
 
-    /// Appends the pending markers of the partitions this agent leads (once each: `in_flight`
-    /// holds those appended and not yet seen gone from the store).
-    async fn write_due_markers(
-        &self,
-        in_flight: &Arc<Mutex<HashSet<MarkerKey>>>,
-    ) -> Result<(), MetadataError> {
+    /// Appends the pending markers of the partitions this agent leads, once each (see
+    /// [`MarkersInFlight`]).
+    async fn write_due_markers(&self, in_flight: &MarkersInFlight) -> Result<(), MetadataError> {
+        let listed_at = Instant::now();
         let markers = self.metadata.list_txn_markers().await?;
         let pending: HashSet<MarkerKey> = markers.iter().map(marker_key).collect();
-        in_flight
-            .lock()
-            .expect("in-flight markers")
-            .retain(|k| pending.contains(k));
+        in_flight.lock().retain(|k, _| pending.contains(k));
         for marker in markers {
             let key = marker_key(&marker);
-            if !in_flight
-                .lock()
-                .expect("in-flight markers")
-                .insert(key.clone())
             {
-                continue;
+                let mut written = in_flight.lock();
+                // Appended and not yet durable, or durable after this listing was taken (the
+                // row listed is the one its commit deleted): not again.
+                match written.get(&key) {
+                    Some(None) => continue,
+                    Some(Some(done)) if *done >= listed_at => continue,
+                    _ => {}
+                }
+                written.insert(key.clone(), None);
             }
             if let Err(e) = self.write_marker(&marker, key.clone(), in_flight).await {
                 debug!(topic = %marker.topic, partition = marker.partition, "marker not written here: {e}");
-                in_flight.lock().expect("in-flight markers").remove(&key);
+                in_flight.lock().remove(&key);
             }
         }
         Ok(())
@@ -294,24 +293,37 @@ impl Broker {
         &self,
         marker: &TxnMarker,
         key: MarkerKey,
-        in_flight: &Arc<Mutex<HashSet<MarkerKey>>>,
+        in_flight: &MarkersInFlight,
     ) -> Result<(), streamhouse_storage::StorageError> {
         let log = self.partition(&marker.topic, marker.partition).await?;
         let appended = log.writer.append_marker(marker)?;
         self.appended(&log);
         let in_flight = in_flight.clone();
-        let what = format!(
-            "{}/{} producer {}",
-            marker.topic, marker.partition, marker.producer_id
-        );
+        let what = format!("{}/{} producer {}", marker.topic, marker.partition, marker.producer_id);
         tokio::spawn(async move {
-            // A failed flush leaves the pending row: the marker is written again.
-            if let Err(e) = appended.durable.wait().await {
-                warn!("transaction marker on {what} not stored, retrying: {e}");
-                in_flight.lock().expect("in-flight markers").remove(&key);
+            match appended.durable.wait().await {
+                Ok(()) => {
+                    in_flight.lock().insert(key, Some(Instant::now()));
+                }
+                // A failed flush leaves the pending row: the marker is written again.
+                Err(e) => {
+                    warn!("transaction marker on {what} not stored, retrying: {e}");
+                    in_flight.lock().remove(&key);
+                }
             }
         });
         Ok(())
+    }
+}
+
+/// The markers this agent appended: `None` while not yet durable, else when they became
+/// durable (their pending rows were deleted in that commit).
+#[derive(Clone, Default)]
+struct MarkersInFlight(Arc<Mutex<HashMap<MarkerKey, Option<Instant>>>>);
+
+impl MarkersInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MarkerKey, Option<Instant>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -486,7 +498,7 @@ pub(crate) fn spawn_tasks(broker: &Arc<Broker>) {
 }
 
 async fn run_marker_writer(broker: Weak<Broker>) {
-    let in_flight = Arc::new(Mutex::new(HashSet::new()));
+    let in_flight = MarkersInFlight::default();
     loop {
         let Some(b) = broker.upgrade() else { return };
         if let Err(e) = b.write_due_markers(&in_flight).await {
