@@ -36,31 +36,51 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def run_idempotent_batches(bootstrap: str, topic: str, args) -> dict:
-    """Idempotent, in batches of `--per-txn` records each waited for with flush(): the same
-    shape as the transactions, without them."""
-    prod = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                     "linger.ms": args.linger_ms})
+def run_batches(prod: Producer, topic: str, args, begin, end) -> dict:
+    """`--records` records in batches of `--per-txn`: `begin()`, produce, `end()` (which
+    returns once the batch is acknowledged or committed); per-record latency is produce() to
+    the end of its batch, and each `end()` is timed."""
     payload = b"x" * args.size
     latencies: list[float] = []
-    flushes: list[float] = []
+    ends: list[float] = []
     started = time.monotonic()
     done = 0
     while done < args.records:
         count = min(args.per_txn, args.records - done)
+        begin()
         sent_at = []
         for i in range(done, done + count):
             sent_at.append(time.monotonic())
             prod.produce(topic, payload, partition=i % args.partitions)
             prod.poll(0)
-        flush_start = time.monotonic()
-        assert prod.flush(60) == 0
+        end_start = time.monotonic()
+        end()
         now = time.monotonic()
-        flushes.append(now - flush_start)
+        ends.append(now - end_start)
         latencies.extend(now - s for s in sent_at)
         done += count
     elapsed = time.monotonic() - started
-    return {"records/s": done / elapsed, "lat": latencies, "commits": flushes}
+    return {"records/s": done / elapsed, "lat": latencies, "commits": ends}
+
+
+def run_idempotent_batches(bootstrap: str, topic: str, args) -> dict:
+    """Idempotent, each batch waited for with flush(): the transactions' shape without them."""
+    prod = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                     "linger.ms": args.linger_ms})
+
+    def end():
+        assert prod.flush(60) == 0
+
+    return run_batches(prod, topic, args, lambda: None, end)
+
+
+def run_transactional(bootstrap: str, topic: str, args) -> dict:
+    """One transaction per batch: begin_transaction, produce, commit_transaction."""
+    prod = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"bench-{topic}",
+                     "linger.ms": args.linger_ms})
+    prod.init_transactions(30)
+    return run_batches(prod, topic, args, prod.begin_transaction,
+                       lambda: prod.commit_transaction(60))
 
 
 def run_idempotent(bootstrap: str, topic: str, args) -> dict:
@@ -88,38 +108,6 @@ def run_idempotent(bootstrap: str, topic: str, args) -> dict:
     assert prod.flush(60) == 0
     elapsed = time.monotonic() - started
     return {"records/s": len(latencies) / elapsed, "lat": latencies, "commits": []}
-
-
-def run_transactional(bootstrap: str, topic: str, args) -> dict:
-    prod = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"bench-{topic}",
-                     "linger.ms": args.linger_ms})
-    prod.init_transactions(30)
-    payload = b"x" * args.size
-    latencies: list[float] = []
-    commits: list[float] = []
-    started = time.monotonic()
-    done = 0
-    while done < args.records:
-        count = min(args.per_txn, args.records - done)
-        prod.begin_transaction()
-        sent_at = []
-        for i in range(done, done + count):
-            sent_at.append(time.monotonic())
-            while True:
-                try:
-                    prod.produce(topic, payload, partition=i % args.partitions)
-                    break
-                except BufferError:
-                    prod.poll(0.01)
-            prod.poll(0)
-        commit_start = time.monotonic()
-        prod.commit_transaction(60)
-        now = time.monotonic()
-        commits.append(now - commit_start)
-        latencies.extend(now - s for s in sent_at)
-        done += count
-    elapsed = time.monotonic() - started
-    return {"records/s": done / elapsed, "lat": latencies, "commits": commits}
 
 
 def report(name: str, result: dict, size: int) -> None:

@@ -1693,6 +1693,11 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     transaction_offsets(store).await;
 }
 
+/// `agent`'s claim on `id` for a minute.
+async fn claim(store: &dyn MetadataStore, id: &str, agent: &str) -> Option<Transaction> {
+    store.claim_transaction(id, agent, 60_000).await.unwrap()
+}
+
 /// `txn` moved on to `state` by its holder, as a coordinator would.
 fn txn_change(txn: &Transaction, state: TxnState, decision: Option<bool>) -> TxnUpdate {
     TxnUpdate {
@@ -1710,29 +1715,14 @@ fn txn_change(txn: &Transaction, state: TxnState, decision: Option<bool>) -> Txn
 pub async fn transactions(store: &dyn MetadataStore) {
     let id = unique("txn");
     let (a, b) = (unique("agent"), unique("agent"));
-    let txn = store
-        .claim_transaction(&id, &a, 60_000)
-        .await
-        .unwrap()
-        .expect("free");
+    let txn = claim(store, &id, &a).await.expect("free");
     assert_eq!(
         (txn.state, txn.producer_id, txn.coordinator_epoch),
         (TxnState::Empty, -1, 1)
     );
     assert!(txn.partitions.is_empty() && txn.groups.is_empty());
-    assert!(
-        store
-            .claim_transaction(&id, &b, 60_000)
-            .await
-            .unwrap()
-            .is_none(),
-        "held by a"
-    );
-    let again = store
-        .claim_transaction(&id, &a, 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(claim(store, &id, &b).await.is_none(), "held by a");
+    let again = claim(store, &id, &a).await.unwrap();
     assert_eq!(again.coordinator_epoch, 1, "renewal keeps the epoch");
 
     let mut ongoing = txn_change(&txn, TxnState::Ongoing, None);
@@ -1778,11 +1768,7 @@ pub async fn transactions(store: &dyn MetadataStore) {
         matches!(fenced, MetadataError::TxnConflict { .. }),
         "{fenced:?}"
     );
-    let taken = store
-        .claim_transaction(&id, &b, 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let taken = claim(store, &id, &b).await.unwrap();
     assert_eq!(
         (taken.coordinator.as_str(), taken.coordinator_epoch),
         (b.as_str(), 2)
@@ -1803,15 +1789,28 @@ fn rand_u16() -> u16 {
     Uuid::new_v4().as_bytes()[0] as u16 * 256 + Uuid::new_v4().as_bytes()[1] as u16
 }
 
+/// Where `txn` stands now.
+async fn state_of(store: &dyn MetadataStore, txn: &Transaction) -> TxnState {
+    let stored = store.get_transaction(&txn.transactional_id).await.unwrap();
+    stored.expect("claimed").state
+}
+
+/// Decides `txn` (its holder's update to Prepare with the decision).
+async fn decide(store: &dyn MetadataStore, txn: &Transaction, commit: bool) {
+    let state = if commit {
+        TxnState::PrepareCommit
+    } else {
+        TxnState::PrepareAbort
+    };
+    let update = txn_change(txn, state, Some(commit));
+    store.update_transaction(&update).await.unwrap();
+}
+
 /// An open transaction over two partitions: the producer id and coordinator fields a test
 /// transaction carries, Ongoing.
 async fn open_txn(store: &dyn MetadataStore, topic: &str, groups: Vec<String>) -> Transaction {
     let id = unique("txn");
-    let txn = store
-        .claim_transaction(&id, "agent", 60_000)
-        .await
-        .unwrap()
-        .unwrap();
+    let txn = claim(store, &id, "agent").await.unwrap();
     let mut update = txn_change(&txn, TxnState::Ongoing, None);
     update.next.producer_id = store.allocate_producer_id().await.unwrap();
     update.next.producer_epoch = 0;
@@ -1826,10 +1825,7 @@ async fn open_txn(store: &dyn MetadataStore, topic: &str, groups: Vec<String>) -
 pub async fn transaction_decisions(store: &dyn MetadataStore) {
     let topic = fresh_topic(store, 2).await.name;
     let txn = open_txn(store, &topic, Vec::new()).await;
-    store
-        .update_transaction(&txn_change(&txn, TxnState::PrepareAbort, Some(false)))
-        .await
-        .unwrap();
+    decide(store, &txn, false).await;
     let markers: Vec<_> = store
         .list_txn_markers()
         .await
@@ -1854,12 +1850,7 @@ pub async fn transaction_decisions(store: &dyn MetadataStore) {
         };
         let outcome = store.commit_segments(&[commit]).await.unwrap();
         assert_eq!(outcome, vec![CommitOutcome::Committed]);
-        let state = store
-            .get_transaction(&txn.transactional_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state;
+        let state = state_of(store, &txn).await;
         let expected = if i == 0 {
             TxnState::PrepareAbort
         } else {
@@ -1885,17 +1876,9 @@ pub async fn transaction_decisions(store: &dyn MetadataStore) {
     // A deleted topic's pending markers are forgotten and free their transaction.
     let doomed = fresh_topic(store, 2).await.name;
     let txn = open_txn(store, &doomed, Vec::new()).await;
-    store
-        .update_transaction(&txn_change(&txn, TxnState::PrepareCommit, Some(true)))
-        .await
-        .unwrap();
+    decide(store, &txn, true).await;
     store.delete_topic(&doomed, 0).await.unwrap();
-    let state = store
-        .get_transaction(&txn.transactional_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .state;
+    let state = state_of(store, &txn).await;
     assert_eq!(state, TxnState::CompleteCommit);
     assert!(store
         .list_txn_markers()
@@ -1939,15 +1922,7 @@ pub async fn transaction_offsets(store: &dyn MetadataStore) {
             .await
             .unwrap();
         assert!(store.fetch_offsets(&group, None).await.unwrap().is_empty() || commit);
-        let state = if commit {
-            TxnState::PrepareCommit
-        } else {
-            TxnState::PrepareAbort
-        };
-        store
-            .update_transaction(&txn_change(&txn, state, Some(commit)))
-            .await
-            .unwrap();
+        decide(store, &txn, commit).await;
         let committed = store.fetch_offsets(&group, None).await.unwrap();
         let offsets: Vec<i64> = committed.iter().map(|o| o.offset).collect();
         assert_eq!(

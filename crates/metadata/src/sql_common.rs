@@ -145,6 +145,20 @@ async fn insert_partitions(
     Ok(())
 }
 
+/// Binds the fields of `offset` after the binds `query` has, in [`offset_columns!`] order.
+pub(super) fn bind_offset<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as Database>::Arguments>,
+    offset: &'q CommittedOffset,
+) -> sqlx::query::Query<'q, Db, <Db as Database>::Arguments> {
+    query
+        .bind(&offset.topic)
+        .bind(i64::from(offset.partition))
+        .bind(offset.offset)
+        .bind(i64::from(offset.leader_epoch))
+        .bind(offset.metadata.as_deref())
+        .bind(offset.committed_at_ms)
+}
+
 /// Binds the fields of `acl` as `$1..$7`, in [`acl_columns!`] order.
 fn bind_acl<'q>(
     query: sqlx::query::Query<'q, Db, <Db as Database>::Arguments>,
@@ -957,7 +971,7 @@ impl MetadataStore for Store {
             check_group_fence(&mut tx, group, fence).await?;
         }
         for offset in offsets {
-            sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "INSERT INTO consumer_offsets (group_id, ",
                 offset_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -967,15 +981,8 @@ impl MetadataStore for Store {
                  metadata = excluded.metadata, \
                  committed_at = excluded.committed_at"
             ))
-            .bind(group)
-            .bind(&offset.topic)
-            .bind(i64::from(offset.partition))
-            .bind(offset.offset)
-            .bind(i64::from(offset.leader_epoch))
-            .bind(offset.metadata.as_deref())
-            .bind(offset.committed_at_ms)
-            .execute(&mut *tx)
-            .await?;
+            .bind(group);
+            bind_offset(query, offset).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

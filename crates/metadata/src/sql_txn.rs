@@ -145,25 +145,20 @@ impl Store {
             ));
         }
         for offset in offsets {
-            sqlx::query(
-                "INSERT INTO txn_offsets (producer_id, group_id, topic, partition_id, \
-                 committed_offset, leader_epoch, metadata, committed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            let query = sqlx::query(concat!(
+                "INSERT INTO txn_offsets (producer_id, group_id, ",
+                offset_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (producer_id, group_id, topic, partition_id) DO UPDATE SET \
                  committed_offset = excluded.committed_offset, \
                  leader_epoch = excluded.leader_epoch, metadata = excluded.metadata, \
-                 committed_at = excluded.committed_at",
-            )
+                 committed_at = excluded.committed_at"
+            ))
             .bind(producer_id)
-            .bind(group)
-            .bind(&offset.topic)
-            .bind(i64::from(offset.partition))
-            .bind(offset.offset)
-            .bind(i64::from(offset.leader_epoch))
-            .bind(offset.metadata.as_deref())
-            .bind(offset.committed_at_ms)
-            .execute(&mut *tx)
-            .await?;
+            .bind(group);
+            super::common::bind_offset(query, offset)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

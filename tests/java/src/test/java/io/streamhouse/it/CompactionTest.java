@@ -269,7 +269,7 @@ class CompactionTest {
         return log;
     }
 
-    private static void waitFor(String what, java.util.function.BooleanSupplier done, int seconds)
+    static void waitFor(String what, java.util.function.BooleanSupplier done, int seconds)
             throws InterruptedException {
         Instant deadline = Instant.now().plusSeconds(seconds);
         while (!done.getAsBoolean()) {

@@ -53,13 +53,13 @@ class ExactlyOnceTest {
         produceSentences(input, 300, random, expected);
         KafkaStreams first = start(appId, Files.createTempDirectory("eos-a"), input, output);
         Map<String, Long> half = new HashMap<>(expected);
-        waitFor("the first instance's counts", () -> half.equals(latestCounts(output)), 90);
+        CompactionTest.waitFor("the first instance's counts", () -> half.equals(latestCounts(output)), 90);
         // More input while nobody runs: the second instance restores and continues.
         first.close(Duration.ofSeconds(30));
         produceSentences(input, 300, random, expected);
         KafkaStreams second = start(appId, Files.createTempDirectory("eos-b"), input, output);
         try {
-            waitFor("exact counts after the restart", () -> expected.equals(latestCounts(output)), 90);
+            CompactionTest.waitFor("exact counts after the restart", () -> expected.equals(latestCounts(output)), 90);
             Thread.sleep(2000); // a duplicate would show up as a higher count by now
             assertEquals(expected, latestCounts(output));
         } finally {
@@ -126,14 +126,5 @@ class ExactlyOnceTest {
             }
         }
         return latest;
-    }
-
-    private static void waitFor(String what, java.util.function.BooleanSupplier done, int seconds)
-            throws InterruptedException {
-        Instant deadline = Instant.now().plusSeconds(seconds);
-        while (!done.getAsBoolean()) {
-            assertTrue(Instant.now().isBefore(deadline), "timed out waiting for " + what);
-            Thread.sleep(500);
-        }
     }
 }
