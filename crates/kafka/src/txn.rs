@@ -299,7 +299,10 @@ impl Broker {
         let appended = log.writer.append_marker(marker)?;
         self.appended(&log);
         let in_flight = in_flight.clone();
-        let what = format!("{}/{} producer {}", marker.topic, marker.partition, marker.producer_id);
+        let what = format!(
+            "{}/{} producer {}",
+            marker.topic, marker.partition, marker.producer_id
+        );
         tokio::spawn(async move {
             match appended.durable.wait().await {
                 Ok(()) => {
@@ -323,7 +326,9 @@ struct MarkersInFlight(Arc<Mutex<HashMap<MarkerKey, Option<Instant>>>>);
 
 impl MarkersInFlight {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MarkerKey, Option<Instant>>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

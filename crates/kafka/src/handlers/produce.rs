@@ -68,12 +68,19 @@ async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Durati
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut topics = Vec::with_capacity(req.topic_data.len());
+    // As Kafka: a transactional produce needs WRITE on its transactional id too.
+    let txn_permitted = req
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| access.allows(Op::Write, Resource::TransactionalId, id.as_str()));
     for t in req.topic_data {
         let topic = t.name.0.as_str();
         let permitted = access.allows(Op::Write, Resource::Topic, topic);
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            partitions.push(if permitted {
+            partitions.push(if !txn_permitted {
+                PartitionOutcome::failed(p.index, ResponseError::TransactionalIdAuthorizationFailed)
+            } else if permitted {
                 append_partition(b, topic, p.index, p.records, deadline).await
             } else {
                 PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)

@@ -228,6 +228,8 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
+        RequestKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        RequestKind::EndTxn(_) => ApiKey::EndTxn,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }

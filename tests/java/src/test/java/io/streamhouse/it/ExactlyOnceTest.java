@@ -15,6 +15,8 @@ import java.util.Properties;
 import java.util.Random;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TransactionDescription;
+import org.apache.kafka.clients.admin.TransactionState;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -23,6 +25,7 @@ import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.LongDeserializer;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
@@ -64,6 +67,50 @@ class ExactlyOnceTest {
             assertEquals(expected, latestCounts(output));
         } finally {
             second.close(Duration.ofSeconds(30));
+        }
+    }
+
+    /**
+     * The Java producer's transactions as the admin client sees them: an open transaction is
+     * listed and described Ongoing with its partition, and its producer's first offset in it
+     * is DescribeProducers' current transaction start; once committed it is CompleteCommit and
+     * a read_committed consumer reads its records.
+     */
+    @Test
+    void transactionsAreListedAndDescribed() throws Exception {
+        String topic = Server.uniqueTopic("java-txn-admin");
+        String txnId = Server.uniqueTopic("java-txn");
+        TopicPartition tp = new TopicPartition(topic, 0);
+        Properties p = Server.props();
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        p.put("transactional.id", txnId);
+        try (Admin admin = Admin.create(Server.props());
+                KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) -1))).all().get();
+            producer.initTransactions();
+            producer.beginTransaction();
+            producer.send(new ProducerRecord<>(topic, 0, "k", "v")).get();
+            TransactionDescription open = admin.describeTransactions(List.of(txnId))
+                    .description(txnId).get();
+            assertEquals(TransactionState.ONGOING, open.state());
+            assertEquals(java.util.Set.of(tp), open.topicPartitions());
+            assertTrue(admin.listTransactions().all().get().stream()
+                    .anyMatch(l -> l.transactionalId().equals(txnId)
+                            && l.state() == TransactionState.ONGOING));
+            var producers = admin.describeProducers(List.of(tp)).partitionResult(tp).get()
+                    .activeProducers();
+            assertEquals(1, producers.size(), producers::toString);
+            assertEquals(java.util.OptionalLong.of(0), producers.get(0).currentTransactionStartOffset());
+            producer.commitTransaction();
+            CompactionTest.waitFor("the commit completed", () -> {
+                try {
+                    return admin.describeTransactions(List.of(txnId)).description(txnId).get()
+                            .state() == TransactionState.COMPLETE_COMMIT;
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            }, 30);
         }
     }
 
