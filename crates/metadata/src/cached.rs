@@ -411,6 +411,10 @@ impl MetadataStore for CachedMetadataStore {
             .await
     }
 
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        self.inner.pending_txn_offsets(group).await
+    }
+
     async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
         self.inner.list_txn_markers().await
     }

@@ -1922,7 +1922,14 @@ pub async fn transaction_offsets(store: &dyn MetadataStore) {
             .await
             .unwrap();
         assert!(store.fetch_offsets(&group, None).await.unwrap().is_empty() || commit);
+        let pending = store.pending_txn_offsets(&group).await.unwrap();
+        assert_eq!(
+            pending,
+            [(topic.clone(), 0)],
+            "pending while the transaction is open"
+        );
         decide(store, &txn, commit).await;
+        assert!(store.pending_txn_offsets(&group).await.unwrap().is_empty());
         let committed = store.fetch_offsets(&group, None).await.unwrap();
         let offsets: Vec<i64> = committed.iter().map(|o| o.offset).collect();
         assert_eq!(

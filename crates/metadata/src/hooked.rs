@@ -244,6 +244,10 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
         )
     }
 
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        hooked!(self, pending_txn_offsets(group))
+    }
+
     async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
         hooked!(self, list_txn_markers())
     }

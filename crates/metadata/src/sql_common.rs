@@ -1077,6 +1077,10 @@ impl MetadataStore for Store {
             .await
     }
 
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        self.txn_pending_offsets(group).await
+    }
+
     async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
         self.txn_markers().await
     }

@@ -164,6 +164,24 @@ impl Store {
         Ok(())
     }
 
+    pub(super) async fn txn_pending_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT DISTINCT topic, partition_id FROM txn_offsets WHERE group_id = $1 \
+             ORDER BY topic, partition_id",
+        )
+        .bind(group)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(topic, partition)| {
+                let partition = u32::try_from(partition).map_err(|_| {
+                    MetadataError::Corrupt(format!("txn_offsets partition {partition}"))
+                })?;
+                Ok((topic, partition))
+            })
+            .collect()
+    }
+
     pub(super) async fn txn_markers(&self) -> Result<Vec<TxnMarker>> {
         sqlx::query(concat!(
             "SELECT ",

@@ -374,6 +374,10 @@ pub trait MetadataStore: Send + Sync + 'static {
         offsets: &[CommittedOffset],
     ) -> Result<()>;
 
+    /// The partitions of `group` with offsets committed in a transaction still open (KIP-447:
+    /// OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them), ordered.
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>>;
+
     /// Every marker still to be written, ordered by topic, partition, producer id.
     async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>>;
 

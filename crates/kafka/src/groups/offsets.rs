@@ -106,6 +106,22 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// Checks a TxnOffsetCommit's committer like an OffsetCommit's (KIP-447): a member of an
+    /// older generation (a zombie after a rebalance) is refused, so its transaction cannot
+    /// commit offsets its successor already reads from.
+    pub(crate) fn validate_txn_committer(
+        &self,
+        group_id: &str,
+        committer: &Committer,
+    ) -> Result<(), GroupError> {
+        let (member, instance) = (&committer.member_id, committer.group_instance_id.as_deref());
+        self.with_coordinated(group_id, |coordinated| {
+            let group = &coordinated.group;
+            group.validate_txn_commit(member, instance, committer.generation)
+        })
+        .unwrap_or_else(|| Err(not_coordinator(group_id)))
+    }
+
     /// Checks the committer against the group's membership; returns the lease to commit under.
     fn validate_committer(&self, group_id: &str, c: &Committer) -> Result<LeaseFence, GroupError> {
         let now = Instant::now();

@@ -24,6 +24,7 @@ use streamhouse_metadata::{now_ms, CommittedOffset, MetadataError, Transaction, 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
+use crate::groups::Committer;
 use crate::security::{Access, Op, Resource};
 use crate::txn::{TxnError, TxnProducer};
 
@@ -173,7 +174,12 @@ pub(crate) async fn txn_offset_commit(
             })
         })
         .collect();
-    let code = match txn_commit_check(b, access, &id, &group).await {
+    let committer = Committer {
+        generation: req.generation_id,
+        member_id: req.member_id.to_string(),
+        group_instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+    };
+    let code = match txn_commit_check(b, access, &id, &group, &committer).await {
         Err(code) => code.code(),
         Ok(()) => match b
             .metadata()
@@ -206,19 +212,21 @@ pub(crate) async fn txn_offset_commit(
     TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
-/// Authorization (the transactional id and the group) and group coordination for
-/// TxnOffsetCommit.
+/// Authorization (the transactional id and the group), group coordination and the
+/// committer's membership for TxnOffsetCommit.
 async fn txn_commit_check(
     b: &Broker,
     access: &Access,
     id: &str,
     group: &str,
+    committer: &Committer,
 ) -> Result<(), ResponseError> {
     if !access.allows(Op::Write, Resource::TransactionalId, id) {
         return Err(ResponseError::TransactionalIdAuthorizationFailed);
     }
     super::groups::coordinating(b, access, Op::Read, group)
         .await
+        .and_then(|()| b.groups().validate_txn_committer(group, committer))
         .map_err(|e| e.code())
 }
 
