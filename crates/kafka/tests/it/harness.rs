@@ -230,6 +230,8 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         RequestKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
         RequestKind::EndTxn(_) => ApiKey::EndTxn,
+        RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }

@@ -160,3 +160,78 @@ async fn transactional_writes_are_verified_and_read_committed_waits_for_the_comm
         ResponseError::ProducerFenced.code()
     );
 }
+
+async fn add_offsets(c: &mut Client, (pid, epoch): (i64, i16), group: &str) -> i16 {
+    let req = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(txn_id())
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(StrBytes::from_string(group.into())));
+    let ResponseKind::AddOffsetsToTxn(r) = c.send(RequestKind::AddOffsetsToTxn(req), 3).await
+    else {
+        panic!()
+    };
+    r.error_code
+}
+
+async fn txn_offset_commit(c: &mut Client, (pid, epoch): (i64, i16), group: &str) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id())
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)])]);
+    let ResponseKind::TxnOffsetCommit(r) = c.send(RequestKind::TxnOffsetCommit(req), 3).await
+    else {
+        panic!()
+    };
+    r.topics[0].partitions[0].error_code
+}
+
+/// `(error, offset)` of partition 0 in `group`'s OffsetFetch (v7).
+async fn committed(c: &mut Client, group: &str, require_stable: bool) -> (i16, i64) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partition_indexes(vec![0])]));
+    let ResponseKind::OffsetFetch(r) = c.send(RequestKind::OffsetFetch(req), 7).await else {
+        panic!()
+    };
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+#[tokio::test]
+async fn offsets_committed_in_a_transaction_are_unstable_until_it_commits() {
+    let server = TestServer::start().await;
+    create_topic(&server, TOPIC, 1).await;
+    let mut c = server.client().await;
+    let producer = init(&mut c).await;
+    // Not added to the transaction: refused.
+    assert_eq!(
+        txn_offset_commit(&mut c, producer, "g").await,
+        ResponseError::InvalidTxnState.code()
+    );
+    assert_eq!(add_offsets(&mut c, producer, "g").await, 0);
+    assert_eq!(txn_offset_commit(&mut c, producer, "g").await, 0);
+    assert_eq!(
+        committed(&mut c, "g", false).await,
+        (0, -1),
+        "not visible before the commit"
+    );
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    assert_eq!(committed(&mut c, "g", true).await, (unstable, -1));
+    assert_eq!(end_txn(&mut c, producer, true).await, 0);
+    assert_eq!(committed(&mut c, "g", true).await, (0, 5));
+}
