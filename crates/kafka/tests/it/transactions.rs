@@ -1,16 +1,13 @@
 //! Transactions at the wire level: KIP-890 verification of transactional writes, the last
 //! stable offset and read_committed Fetch, and epoch fencing.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
-use crate::harness::{Client, TestServer};
+use crate::harness::{transactional_batch, Client, TestServer};
 use crate::protocol::{create_topic, fetch, produce, produce_result};
 
 const TOPIC: &str = "txn";
@@ -21,32 +18,8 @@ fn txn_id() -> TransactionalId {
 
 /// One transactional batch of `values` from `(pid, epoch)` at sequence `seq`.
 fn txn_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: true,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    let records: Vec<(&str, &str)> = values.iter().map(|v| ("k", *v)).collect();
+    transactional_batch(&records, (pid, epoch, seq))
 }
 
 async fn init(c: &mut Client) -> (i64, i16) {
