@@ -92,8 +92,11 @@ CAPABILITIES = {
         "Kafka tools": "ToolsTest.aclsAndLogDirs",
     },
     "describe producers": {"Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs"},
-    "list transactions (none exist)": {
-        "Java client": "AdminTest.offsetsRecordsGroupsClusterAndLogDirs",
+    "transactions: list, describe (KIP-664)": {
+        "Java client": "ExactlyOnceTest.transactionsAreListedAndDescribed",
+    },
+    "transactions: Kafka Streams exactly_once_v2": {
+        "Java client": "ExactlyOnceTest.wordCountIsExactAcrossARestart",
     },
     "SCRAM users (KIP-554)": {"Java client": "AdminTest.scramUsers"},
     "ACLs": {"Java client": "AdminTest.acls", "Kafka tools": "ToolsTest.aclsAndLogDirs"},

@@ -262,3 +262,59 @@ def assert_exactly_once_in_order(bootstrap: str, topic: str,
     for p, recs in got.items():
         values = [int(r.value) for r in recs]
         assert values == sorted(values), f"partition {p} is out of production order"
+
+
+def commit_across(prod, topic: str, partitions: tuple[int, int], values: list[bytes]) -> bool:
+    """One transaction writing `values` to both partitions; retried as librdkafka prescribes
+    while agents fail over. Whether it committed."""
+    for _ in range(5):
+        try:
+            prod.begin_transaction()
+            for i, v in enumerate(values):
+                prod.produce(topic, v, partition=partitions[i % 2])
+            prod.flush(60)
+            while True:
+                try:
+                    prod.commit_transaction(60)
+                    return True
+                except KafkaException as e:
+                    if not e.args[0].retriable():
+                        raise
+        except KafkaException as e:
+            if not e.args[0].txn_requires_abort():
+                raise
+            prod.abort_transaction(60)
+    return False
+
+
+def test_a_transaction_over_two_agents_survives_either_sigkill(cluster, topic):
+    """A transaction over partitions led by two agents commits (or aborts) on both, whichever
+    of them is SIGKILLed right after the commit, before or while it writes its markers; a
+    read_committed consumer sees every committed record once and nothing else."""
+    from test_transactions import read_values
+    agents = [cluster(n) for n in range(3)]
+    bootstrap = ",".join(a.bootstrap for a in agents)
+    create_topic(agents[0].bootstrap, topic, PARTITIONS)
+    led = wait_for_leaders(bootstrap, topic, {0, 1, 2})
+    pa = next(p for p, n in led.items() if n == 0)
+    pb = next(p for p, n in led.items() if n == 1)
+    prod = producer(bootstrap, **{"transactional.id": f"txn-{topic}",
+                                  "transaction.timeout.ms": 60_000,
+                                  "message.timeout.ms": 60_000})
+    prod.init_transactions(60)
+    expected: list[bytes] = []
+    for victim in (0, 1):
+        batch = [b"v%d-before-%d" % (victim, i) for i in range(40)]
+        assert commit_across(prod, topic, (pa, pb), batch)
+        expected += batch
+        # Killed right after the commit: its markers may still be pending; the next leader of
+        # its partition writes them.
+        agents[victim].kill()
+        batch = [b"v%d-during-%d" % (victim, i) for i in range(40)]
+        if commit_across(prod, topic, (pa, pb), batch):
+            expected += batch
+        agents[victim].start()
+        wait_for_leaders(bootstrap, topic, {0, 1, 2})
+    got = read_values(bootstrap, topic, partitions=PARTITIONS, deadline=90)
+    assert sorted(got) == sorted(expected), (
+        f"{len(got)} read, {len(expected)} committed, {len(set(got))} distinct")

@@ -197,6 +197,8 @@ pub struct Broker {
     flushes_in_flight: Arc<Semaphore>,
     /// The background loops (flusher, heartbeat, controller, renewal, maintenance).
     pub(crate) tasks: Supervisor,
+    /// Wakes the transaction marker writer: this agent decided a transaction.
+    pub(crate) txn_markers_due: Arc<Notify>,
 }
 
 impl Broker {
@@ -247,6 +249,7 @@ impl Broker {
             buffer_budget: Arc::new(Semaphore::new(config_budget(&config_copy))),
             flushes_in_flight: Arc::new(Semaphore::new(config_copy.max_flushes_in_flight.max(1))),
             tasks: Supervisor::default(),
+            txn_markers_due: Arc::default(),
         });
         let weak = || Arc::downgrade(&broker);
         broker.tasks.spawn("flusher", run_flusher(weak()));
@@ -258,6 +261,7 @@ impl Broker {
         let sweeper = crate::groups::run_sweeper(Arc::downgrade(&broker.groups));
         broker.tasks.spawn("group sweeper", sweeper);
         crate::retention::spawn_maintenance(&broker);
+        crate::txn::spawn_tasks(&broker);
         broker
     }
 

@@ -123,7 +123,11 @@ impl Broker {
             let batch = encode_batch(indices.iter().map(|&i| &records[i]))?;
             let log = self.partition(topic, p).await?;
             let deadline = tokio::time::Instant::now() + timeout;
-            appended.push((p, indices, append_to(self, &log, batch, deadline).await?));
+            appended.push((
+                p,
+                indices,
+                append_to(self, &log, batch, deadline, None).await?,
+            ));
         }
         let mut out = vec![
             ProducedRecord {
@@ -163,7 +167,8 @@ impl Broker {
         let mut records = Vec::new();
         let mut size = 0usize;
         let mut full = false;
-        'batches: for batch in &read.batches {
+        // Transaction markers are no records to a consumer (Kafka's consumers skip them too).
+        'batches: for batch in read.batches.iter().filter(|b| !b.header().is_control()) {
             let decoded = batch
                 .records(limit)
                 .map_err(|e| stored_batch_error(topic, partition, batch, e))?;

@@ -17,6 +17,7 @@ pub(crate) fn metadata_error_code(e: &MetadataError) -> ResponseError {
         }
         // Another agent coordinates the group now: the client finds it again.
         MetadataError::GroupFenced { .. } => ResponseError::NotCoordinator,
+        MetadataError::TxnConflict { .. } => ResponseError::ConcurrentTransactions,
         MetadataError::Database(_)
         | MetadataError::RowLocked { .. }
         | MetadataError::Timeout { .. }
@@ -36,6 +37,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::TxnNotVerified { .. } => ResponseError::InvalidTxnState,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
         StorageError::Corrupt { .. } => ResponseError::CorruptMessage,
         // A committed segment's object is gone: data loss the client must report, where

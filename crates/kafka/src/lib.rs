@@ -26,6 +26,7 @@ mod retention;
 pub mod security;
 mod supervisor;
 mod topic_config;
+mod txn;
 
 pub use acl_api::Acls;
 pub use admin_api::{

@@ -112,6 +112,8 @@ kafka_enum! {
         Group = "GROUP" / 3,
         /// The cluster as a whole; its one name is [`CLUSTER_NAME`].
         Cluster = "CLUSTER" / 4,
+        /// A transactional producer (by `transactional.id`).
+        TransactionalId = "TRANSACTIONAL_ID" / 5,
     }
 }
 
@@ -201,6 +203,7 @@ impl AclResourceType {
                 AlterConfigs,
             ],
             Self::Group => &[Read, Describe, Delete],
+            Self::TransactionalId => &[Write, Describe],
             Self::Cluster => &[
                 Create,
                 ClusterAction,

@@ -18,9 +18,10 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
-    LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
+    GroupLease, HeldLease, LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, Transaction,
+    TxnMarker, TxnUpdate, UserCredential,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -371,6 +372,64 @@ impl MetadataStore for CachedMetadataStore {
 
     async fn allocate_producer_id(&self) -> Result<i64> {
         self.inner.allocate_producer_id().await
+    }
+
+    async fn claim_transaction(
+        &self,
+        transactional_id: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Transaction>> {
+        self.inner
+            .claim_transaction(transactional_id, agent_id, ttl_ms)
+            .await
+    }
+
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
+        self.inner.get_transaction(transactional_id).await
+    }
+
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
+        self.inner.transaction_of_producer(producer_id).await
+    }
+
+    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
+        self.inner.list_transactions().await
+    }
+
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
+        self.inner.update_transaction(update).await
+    }
+
+    async fn commit_txn_offsets(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        self.inner
+            .commit_txn_offsets(producer_id, producer_epoch, group, offsets)
+            .await
+    }
+
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        self.inner.pending_txn_offsets(group).await
+    }
+
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
+        self.inner.list_txn_markers().await
+    }
+
+    async fn list_aborted_txns(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.inner
+            .list_aborted_txns(topic, partition, from_offset)
+            .await
     }
 
     async fn commit_offsets(

@@ -16,7 +16,8 @@ use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
     AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
     HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, Transaction,
+    TxnState, TxnUpdate, UserCredential, WrittenMarker,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -1585,6 +1586,7 @@ fn commits(slices: &[SegmentInfo], fence: Option<&LeaseFence>) -> Vec<SegmentCom
             segment: segment.clone(),
             producers: Vec::new(),
             fence: fence.cloned(),
+            markers: Vec::new(),
         })
         .collect()
 }
@@ -1714,4 +1716,254 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     fenced_offset_commits(store).await;
     credentials(store).await;
     acls(store).await;
+    transactions(store).await;
+    transaction_decisions(store).await;
+    transaction_offsets(store).await;
+}
+
+/// `agent`'s claim on `id` for a minute.
+async fn claim(store: &dyn MetadataStore, id: &str, agent: &str) -> Option<Transaction> {
+    store.claim_transaction(id, agent, 60_000).await.unwrap()
+}
+
+/// `txn` moved on to `state` by its holder, as a coordinator would.
+fn txn_change(txn: &Transaction, state: TxnState, decision: Option<bool>) -> TxnUpdate {
+    TxnUpdate {
+        next: Transaction {
+            state,
+            ..txn.clone()
+        },
+        expected_version: txn.version,
+        lease_ttl_ms: 60_000,
+        decision,
+    }
+}
+
+/// Transaction coordinator leases and compare-and-set updates.
+pub async fn transactions(store: &dyn MetadataStore) {
+    let id = unique("txn");
+    let (a, b) = (unique("agent"), unique("agent"));
+    let txn = claim(store, &id, &a).await.expect("free");
+    assert_eq!(
+        (txn.state, txn.producer_id, txn.coordinator_epoch),
+        (TxnState::Empty, -1, 1)
+    );
+    assert!(txn.partitions.is_empty() && txn.groups.is_empty());
+    assert!(claim(store, &id, &b).await.is_none(), "held by a");
+    let again = claim(store, &id, &a).await.unwrap();
+    assert_eq!(again.coordinator_epoch, 1, "renewal keeps the epoch");
+
+    let mut ongoing = txn_change(&txn, TxnState::Ongoing, None);
+    ongoing.next.producer_id = 42_000_000 + i64::from(rand_u16());
+    ongoing.next.producer_epoch = 3;
+    ongoing.next.partitions = vec![("t".into(), 1), ("u".into(), 0)];
+    ongoing.next.groups = vec!["g".into()];
+    store.update_transaction(&ongoing).await.unwrap();
+    let stored = store.get_transaction(&id).await.unwrap().unwrap();
+    assert_eq!(stored.version, txn.version + 1);
+    assert_eq!(
+        Transaction {
+            version: 0,
+            updated_at_ms: 0,
+            ..stored.clone()
+        },
+        Transaction {
+            version: 0,
+            updated_at_ms: 0,
+            ..ongoing.next.clone()
+        }
+    );
+    let by_producer = store
+        .transaction_of_producer(stored.producer_id)
+        .await
+        .unwrap();
+    assert_eq!(by_producer.as_ref(), Some(&stored));
+    assert!(store.list_transactions().await.unwrap().contains(&stored));
+    // A stale version is refused and changes nothing.
+    let stale = store.update_transaction(&ongoing).await.unwrap_err();
+    assert!(
+        matches!(stale, MetadataError::TxnConflict { .. }),
+        "{stale:?}"
+    );
+    // A lease lost to expiry fences its holder; the next holder has a higher epoch.
+    let short = store.claim_transaction(&id, &a, 1).await.unwrap().unwrap();
+    let_expire().await;
+    let fenced = store
+        .update_transaction(&txn_change(&short, TxnState::Ongoing, None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(fenced, MetadataError::TxnConflict { .. }),
+        "{fenced:?}"
+    );
+    let taken = claim(store, &id, &b).await.unwrap();
+    assert_eq!(
+        (taken.coordinator.as_str(), taken.coordinator_epoch),
+        (b.as_str(), 2)
+    );
+    assert_eq!(
+        taken.state,
+        TxnState::Ongoing,
+        "the state survives a new coordinator"
+    );
+    assert!(store
+        .get_transaction(&unique("txn"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+fn rand_u16() -> u16 {
+    Uuid::new_v4().as_bytes()[0] as u16 * 256 + Uuid::new_v4().as_bytes()[1] as u16
+}
+
+/// Where `txn` stands now.
+async fn state_of(store: &dyn MetadataStore, txn: &Transaction) -> TxnState {
+    let stored = store.get_transaction(&txn.transactional_id).await.unwrap();
+    stored.expect("claimed").state
+}
+
+/// Decides `txn` (its holder's update to Prepare with the decision).
+async fn decide(store: &dyn MetadataStore, txn: &Transaction, commit: bool) {
+    let state = if commit {
+        TxnState::PrepareCommit
+    } else {
+        TxnState::PrepareAbort
+    };
+    let update = txn_change(txn, state, Some(commit));
+    store.update_transaction(&update).await.unwrap();
+}
+
+/// An open transaction over two partitions: the producer id and coordinator fields a test
+/// transaction carries, Ongoing.
+async fn open_txn(store: &dyn MetadataStore, topic: &str, groups: Vec<String>) -> Transaction {
+    let id = unique("txn");
+    let txn = claim(store, &id, "agent").await.unwrap();
+    let mut update = txn_change(&txn, TxnState::Ongoing, None);
+    update.next.producer_id = store.allocate_producer_id().await.unwrap();
+    update.next.producer_epoch = 0;
+    update.next.partitions = vec![(topic.to_owned(), 0), (topic.to_owned(), 1)];
+    update.next.groups = groups;
+    store.update_transaction(&update).await.unwrap();
+    store.get_transaction(&id).await.unwrap().unwrap()
+}
+
+/// A decision records a marker per partition; the segment commits that store them discharge
+/// them, record aborted ranges, and the last completes the transaction.
+pub async fn transaction_decisions(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await.name;
+    let txn = open_txn(store, &topic, Vec::new()).await;
+    decide(store, &txn, false).await;
+    let markers: Vec<_> = store
+        .list_txn_markers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.producer_id == txn.producer_id)
+        .collect();
+    assert_eq!(markers.len(), 2);
+    assert!(markers
+        .iter()
+        .all(|m| !m.commit && m.coordinator_epoch == 1));
+    for (i, marker) in markers.into_iter().enumerate() {
+        let commit = SegmentCommit {
+            segment: segment(&topic, marker.partition, 0, 4),
+            producers: Vec::new(),
+            fence: None,
+            markers: vec![WrittenMarker {
+                marker,
+                offset: 4,
+                first_offset: Some(1),
+            }],
+        };
+        let outcome = store.commit_segments(&[commit]).await.unwrap();
+        assert_eq!(outcome, vec![CommitOutcome::Committed]);
+        let state = state_of(store, &txn).await;
+        let expected = if i == 0 {
+            TxnState::PrepareAbort
+        } else {
+            TxnState::CompleteAbort
+        };
+        assert_eq!(state, expected, "complete once the last marker is stored");
+    }
+    let aborted = store.list_aborted_txns(&topic, 1, 0).await.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (
+            aborted[0].producer_id,
+            aborted[0].first_offset,
+            aborted[0].last_offset
+        ),
+        (txn.producer_id, 1, 4)
+    );
+    assert!(store
+        .list_aborted_txns(&topic, 1, 5)
+        .await
+        .unwrap()
+        .is_empty());
+    // A deleted topic's pending markers are forgotten and free their transaction.
+    let doomed = fresh_topic(store, 2).await.name;
+    let txn = open_txn(store, &doomed, Vec::new()).await;
+    decide(store, &txn, true).await;
+    store.delete_topic(&doomed, 0).await.unwrap();
+    let state = state_of(store, &txn).await;
+    assert_eq!(state, TxnState::CompleteCommit);
+    assert!(store
+        .list_txn_markers()
+        .await
+        .unwrap()
+        .iter()
+        .all(|m| m.topic != doomed));
+}
+
+/// Offsets committed in a transaction are visible only once it commits.
+pub async fn transaction_offsets(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 2).await.name;
+    let group = unique("group");
+    let offset = |o| CommittedOffset {
+        topic: topic.clone(),
+        partition: 0,
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+        committed_at_ms: 1,
+    };
+    for commit in [false, true] {
+        let txn = open_txn(store, &topic, vec![group.clone()]).await;
+        let wrong_epoch = store
+            .commit_txn_offsets(txn.producer_id, 1, &group, &[offset(5)])
+            .await;
+        assert!(matches!(
+            wrong_epoch,
+            Err(MetadataError::TxnConflict { .. })
+        ));
+        let other_group = store
+            .commit_txn_offsets(txn.producer_id, 0, &unique("group"), &[offset(5)])
+            .await;
+        assert!(matches!(
+            other_group,
+            Err(MetadataError::TxnConflict { .. })
+        ));
+        let value = if commit { 7 } else { 9 };
+        store
+            .commit_txn_offsets(txn.producer_id, 0, &group, &[offset(value)])
+            .await
+            .unwrap();
+        assert!(store.fetch_offsets(&group, None).await.unwrap().is_empty() || commit);
+        let pending = store.pending_txn_offsets(&group).await.unwrap();
+        assert_eq!(
+            pending,
+            [(topic.clone(), 0)],
+            "pending while the transaction is open"
+        );
+        decide(store, &txn, commit).await;
+        assert!(store.pending_txn_offsets(&group).await.unwrap().is_empty());
+        let committed = store.fetch_offsets(&group, None).await.unwrap();
+        let offsets: Vec<i64> = committed.iter().map(|o| o.offset).collect();
+        assert_eq!(
+            offsets,
+            if commit { vec![7] } else { vec![] },
+            "commit {commit}"
+        );
+    }
 }

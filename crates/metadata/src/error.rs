@@ -70,6 +70,15 @@ pub enum MetadataError {
         /// Partition index.
         partition: u32,
     },
+    /// A transaction change was refused: the transactional id's row changed since it was read,
+    /// or its coordinator lease is not held (any more), or the transaction is not open.
+    #[error("transaction '{transactional_id}' changed under the caller: {reason}")]
+    TxnConflict {
+        /// The transactional id.
+        transactional_id: String,
+        /// What did not match.
+        reason: String,
+    },
     /// The call did not complete within its deadline (see [`crate::CallDeadline`]); a write's
     /// outcome is unknown.
     #[error("metadata call {method} did not complete within {after:?}")]

@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
-    LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
+    GroupLease, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig,
+    Transaction, TxnMarker, TxnUpdate, UserCredential,
 };
 
 /// Called around each call a [`HookedMetadataStore`] forwards; `method` is the trait method's
@@ -230,6 +231,61 @@ impl<H: CallHook> MetadataStore for HookedMetadataStore<H> {
 
     async fn allocate_producer_id(&self) -> Result<i64> {
         hooked!(self, allocate_producer_id())
+    }
+
+    async fn claim_transaction(
+        &self,
+        transactional_id: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Transaction>> {
+        hooked!(self, claim_transaction(transactional_id, agent_id, ttl_ms))
+    }
+
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
+        hooked!(self, get_transaction(transactional_id))
+    }
+
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
+        hooked!(self, transaction_of_producer(producer_id))
+    }
+
+    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
+        hooked!(self, list_transactions())
+    }
+
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
+        hooked!(self, update_transaction(update))
+    }
+
+    async fn commit_txn_offsets(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        hooked!(
+            self,
+            commit_txn_offsets(producer_id, producer_epoch, group, offsets)
+        )
+    }
+
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        hooked!(self, pending_txn_offsets(group))
+    }
+
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
+        hooked!(self, list_txn_markers())
+    }
+
+    async fn list_aborted_txns(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<AbortedTxn>> {
+        hooked!(self, list_aborted_txns(topic, partition, from_offset))
     }
 
     async fn commit_offsets(

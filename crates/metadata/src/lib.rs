@@ -20,6 +20,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod store;
+mod txn;
 mod types;
 
 pub use acl::*;
@@ -31,4 +32,5 @@ pub use sqlite::SqliteMetadataStore;
 /// The database driver's error, which [`MetadataError::Database`] wraps.
 pub use sqlx::Error as SqlxError;
 pub use store::MetadataStore;
+pub use txn::*;
 pub use types::*;

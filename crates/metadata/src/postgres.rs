@@ -109,6 +109,14 @@ type Store = PostgresMetadataStore;
 #[path = "sql_common.rs"]
 mod common;
 
+/// The transaction SQL, instantiated like [`common`].
+#[allow(
+    clippy::duplicate_mod,
+    reason = "deliberately compiled once per backend, like a template instantiation"
+)]
+#[path = "sql_txn.rs"]
+mod txn_sql;
+
 /// [`crate::MetadataStore`] on PostgreSQL, for several agents sharing metadata.
 ///
 /// Read-check-write sequences run in `READ COMMITTED` transactions that first lock the topic or

@@ -4,8 +4,9 @@
 //! Decoders go through [`RowExt`] so every SQL backend shares them.
 
 use crate::{
-    AclBinding, AgentInfo, CommittedOffset, GroupLease, MetadataError, PartitionLease,
-    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AbortedTxn, AclBinding, AgentInfo, CommittedOffset, GroupLease, MetadataError, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentInfo, Topic, TopicConfig, Transaction,
+    TxnMarker, TxnState, UserCredential,
 };
 use uuid::Uuid;
 
@@ -80,10 +81,27 @@ macro_rules! acl_columns {
     };
 }
 
+/// Columns of `transactions`, as read by [`transaction`].
+macro_rules! txn_columns {
+    () => {
+        "transactional_id, producer_id, producer_epoch, state, timeout_ms, txn_partitions, \
+         offset_groups, started_at, updated_at, coordinator, coordinator_epoch, version"
+    };
+}
+
+/// Columns of `txn_markers`, as read by [`txn_marker`].
+macro_rules! marker_columns {
+    () => {
+        "topic, partition_id, producer_id, producer_epoch, is_commit, coordinator_epoch, \
+         transactional_id"
+    };
+}
+
 pub(crate) use {
     acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
     offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
+pub(crate) use {marker_columns, txn_columns};
 
 /// Typed column access shared by the SQL backends' row types.
 pub(crate) trait RowExt {
@@ -267,4 +285,50 @@ fn decode_config(json: &str) -> Result<TopicConfig> {
 /// A `u64` field as the signed integer SQL stores.
 pub(crate) fn to_sql_int(value: u64, what: &str) -> Result<i64> {
     i64::try_from(value).map_err(|_| MetadataError::Invalid(format!("{what} {value} exceeds i64")))
+}
+
+/// A JSON column's value.
+fn json<T: serde::de::DeserializeOwned>(row: &impl RowExt, column: &str) -> Result<T> {
+    let text = row.text(column)?;
+    serde_json::from_str(&text)
+        .map_err(|e| MetadataError::Corrupt(format!("{column} '{text}': {e}")))
+}
+
+pub(crate) fn transaction(row: &impl RowExt) -> Result<Transaction> {
+    let state = row.text("state")?;
+    Ok(Transaction {
+        transactional_id: row.text("transactional_id")?,
+        producer_id: row.int("producer_id")?,
+        producer_epoch: narrow(row, "producer_epoch")?,
+        state: TxnState::from_name(&state)
+            .ok_or_else(|| MetadataError::Corrupt(format!("transaction state '{state}'")))?,
+        timeout_ms: int32(row, "timeout_ms")?,
+        partitions: json(row, "txn_partitions")?,
+        groups: json(row, "offset_groups")?,
+        started_at_ms: row.int("started_at")?,
+        updated_at_ms: row.int("updated_at")?,
+        coordinator: row.text("coordinator")?,
+        coordinator_epoch: row.int("coordinator_epoch")?,
+        version: row.int("version")?,
+    })
+}
+
+pub(crate) fn txn_marker(row: &impl RowExt) -> Result<TxnMarker> {
+    Ok(TxnMarker {
+        topic: row.text("topic")?,
+        partition: narrow(row, "partition_id")?,
+        producer_id: row.int("producer_id")?,
+        producer_epoch: narrow(row, "producer_epoch")?,
+        commit: row.int("is_commit")? != 0,
+        coordinator_epoch: row.int("coordinator_epoch")?,
+        transactional_id: row.text("transactional_id")?,
+    })
+}
+
+pub(crate) fn aborted_txn(row: &impl RowExt) -> Result<AbortedTxn> {
+    Ok(AbortedTxn {
+        producer_id: row.int("producer_id")?,
+        first_offset: row.int("first_offset")?,
+        last_offset: row.int("last_offset")?,
+    })
 }

@@ -25,15 +25,17 @@ use async_trait::async_trait;
 use sqlx::{Database, Executor};
 use uuid::Uuid;
 
+use super::txn_sql;
 use super::{Db, Store};
 use crate::rows::{
     self, acl_columns, agent_columns, credential_columns, group_lease_columns, lease_columns,
     offset_columns, partition_columns, producer_columns, segment_columns, topic_columns,
 };
 use crate::{
-    now_ms, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
-    HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    now_ms, AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
+    GroupLease, HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
+    PartitionState, ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig,
+    Transaction, TxnMarker, TxnUpdate, UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -149,6 +151,20 @@ async fn insert_partitions(
             .await?;
     }
     Ok(())
+}
+
+/// Binds the fields of `offset` after the binds `query` has, in [`offset_columns!`] order.
+pub(super) fn bind_offset<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as Database>::Arguments>,
+    offset: &'q CommittedOffset,
+) -> sqlx::query::Query<'q, Db, <Db as Database>::Arguments> {
+    query
+        .bind(&offset.topic)
+        .bind(i64::from(offset.partition))
+        .bind(offset.offset)
+        .bind(i64::from(offset.leader_epoch))
+        .bind(offset.metadata.as_deref())
+        .bind(offset.committed_at_ms)
 }
 
 /// Binds the fields of `acl` as `$1..$7`, in [`acl_columns!`] order.
@@ -344,6 +360,7 @@ async fn commit_one(
     for producer in &commit.producers {
         upsert_producer(conn, &segment.topic, segment.partition, producer).await?;
     }
+    txn_sql::apply_markers(conn, &segment.topic, segment.partition, &commit.markers).await?;
     Ok(CommitOutcome::Committed)
 }
 
@@ -692,6 +709,7 @@ impl MetadataStore for Store {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *tx).await?;
         }
+        txn_sql::forget_topic(&mut tx, name).await?;
         schedule_deletions(&mut tx, &keys_of(&segments), delete_after_ms).await?;
         tx.commit().await?;
         Ok(segments)
@@ -981,7 +999,7 @@ impl MetadataStore for Store {
             check_group_fence(&mut tx, group, fence).await?;
         }
         for offset in offsets {
-            sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "INSERT INTO consumer_offsets (group_id, ",
                 offset_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -991,15 +1009,8 @@ impl MetadataStore for Store {
                  metadata = excluded.metadata, \
                  committed_at = excluded.committed_at"
             ))
-            .bind(group)
-            .bind(&offset.topic)
-            .bind(i64::from(offset.partition))
-            .bind(offset.offset)
-            .bind(i64::from(offset.leader_epoch))
-            .bind(offset.metadata.as_deref())
-            .bind(offset.committed_at_ms)
-            .execute(&mut *tx)
-            .await?;
+            .bind(group);
+            bind_offset(query, offset).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1069,6 +1080,59 @@ impl MetadataStore for Store {
             .await?;
         tx.commit().await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn claim_transaction(
+        &self,
+        transactional_id: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Transaction>> {
+        self.txn_claim(transactional_id, agent_id, ttl_ms).await
+    }
+
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
+        self.txn_get(transactional_id).await
+    }
+
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
+        self.txn_of_producer(producer_id).await
+    }
+
+    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
+        self.txn_list().await
+    }
+
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
+        self.txn_update(update).await
+    }
+
+    async fn commit_txn_offsets(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<()> {
+        self.txn_commit_offsets(producer_id, producer_epoch, group, offsets)
+            .await
+    }
+
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+        self.txn_pending_offsets(group).await
+    }
+
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
+        self.txn_markers().await
+    }
+
+    async fn list_aborted_txns(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.txn_aborted(topic, partition, from_offset).await
     }
 
     async fn upsert_credential(&self, c: &UserCredential) -> Result<()> {

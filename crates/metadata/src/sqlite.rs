@@ -59,6 +59,14 @@ type Store = SqliteMetadataStore;
 #[path = "sql_common.rs"]
 mod common;
 
+/// The transaction SQL, instantiated like [`common`].
+#[allow(
+    clippy::duplicate_mod,
+    reason = "deliberately compiled once per backend, like a template instantiation"
+)]
+#[path = "sql_txn.rs"]
+mod txn_sql;
+
 /// [`crate::MetadataStore`] on an embedded SQLite database.
 ///
 /// Every read-check-write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's write

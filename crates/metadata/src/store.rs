@@ -1,9 +1,10 @@
 use async_trait::async_trait;
 
 use crate::{
-    AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset, GroupLease, HeldLease,
-    LeaseFence, MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, Result,
-    SegmentCommit, SegmentInfo, Topic, TopicConfig, UserCredential,
+    AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
+    GroupLease, HeldLease, LeaseFence, MetadataError, NewTopic, PartitionLease, PartitionState,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, Transaction,
+    TxnMarker, TxnUpdate, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage.
@@ -88,6 +89,7 @@ pub trait MetadataStore: Send + Sync + 'static {
             segment: segment.clone(),
             producers: producers.to_vec(),
             fence: fence.cloned(),
+            markers: Vec::new(),
         };
         let outcome = self.commit_segments(std::slice::from_ref(&commit)).await?;
         match outcome.first() {
@@ -344,6 +346,64 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The unexpired coordinator leases (by the database's clock), ordered by group id.
     async fn list_group_leases(&self) -> Result<Vec<GroupLease>>;
+
+    // ---- transactions ---------------------------------------------------------------------------
+
+    /// Takes or renews the coordinator lease of `transactional_id` for `agent_id`, until
+    /// `ttl_ms` past the database's clock, creating its row (state Empty, no producer id) on
+    /// first use. As [`MetadataStore::acquire_group_lease`]: the epoch increases whenever the
+    /// holder changes or the lease had expired; `None` when another agent holds it unexpired.
+    async fn claim_transaction(
+        &self,
+        transactional_id: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Transaction>>;
+
+    /// A transactional id's state, if it was ever claimed.
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>>;
+
+    /// The transaction that holds `producer_id`, if any (KIP-890 verification of a
+    /// transactional write).
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>>;
+
+    /// Every transactional id's state, ordered by id.
+    async fn list_transactions(&self) -> Result<Vec<Transaction>>;
+
+    /// Applies `update` if the row is still at `expected_version` and its lease is held by
+    /// `update.next.coordinator` at `update.next.coordinator_epoch`, unexpired by the database's
+    /// clock; extends the lease and bumps the version. With a decision, in the same
+    /// transaction: one pending [`TxnMarker`] per partition of `update.next`, and the offsets
+    /// committed in the transaction moved to the groups' committed offsets (commit) or dropped
+    /// (abort). Refused with `TxnConflict`, changing nothing.
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()>;
+
+    /// Stores offsets committed inside the open transaction of `producer_id` (TxnOffsetCommit),
+    /// visible in `group` only once it commits. Refused with `TxnConflict` unless that producer's
+    /// transaction is Ongoing at `producer_epoch` with `group` added.
+    async fn commit_txn_offsets(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &[CommittedOffset],
+    ) -> Result<()>;
+
+    /// The partitions of `group` with offsets committed in a transaction still open (KIP-447:
+    /// OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them), ordered.
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>>;
+
+    /// Every marker still to be written, ordered by topic, partition, producer id.
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>>;
+
+    /// A partition's aborted transactions whose marker is at or after `from_offset`, ordered
+    /// by marker offset.
+    async fn list_aborted_txns(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> Result<Vec<AbortedTxn>>;
 
     // ---- SASL credentials ---------------------------------------------------------------------
 

@@ -130,6 +130,9 @@ pub struct SegmentCommit {
     pub producers: Vec<ProducerSnapshot>,
     /// The lease the writer holds, checked at commit time.
     pub fence: Option<LeaseFence>,
+    /// Transaction markers the segment holds: each discharges its pending row and, for an
+    /// abort, records the aborted range, in the same transaction.
+    pub markers: Vec<crate::WrittenMarker>,
 }
 
 /// What became of one [`SegmentCommit`].

@@ -26,8 +26,13 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
-    // No transactions exist (transactional producers are refused): empty listings. v2 of
+    // Transactions (KIP-98). AddPartitionsToTxn v4 is the brokers' batched verification call
+    // and EndTxn v5 KIP-890's per-transaction epoch bump, neither implemented; v2 of
     // ListTransactions adds a regular-expression filter, which nothing here needs.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     // SASL (KIP-43, KIP-152); the handshake v0 raw-token mode is served too.

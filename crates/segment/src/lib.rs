@@ -48,6 +48,7 @@
 mod batch;
 mod builder;
 mod compact;
+mod control;
 mod cursor;
 mod error;
 mod footer;
@@ -57,6 +58,7 @@ mod wire;
 
 pub use batch::{BatchHeader, Compression, RecordBatch};
 pub use builder::{EncodedSegment, SegmentBuilder, DEFAULT_INDEX_INTERVAL};
+pub use control::ControlMarker;
 pub use cursor::{decode_segment, BatchCursor};
 pub use error::SegmentError;
 pub use footer::{

@@ -510,7 +510,9 @@ impl Compactor {
         let mut map = KeyMap::new(capacity, pass, passes);
         for (i, segment) in dirty.iter().enumerate() {
             for batch in self.read_segment(segment, report).await? {
-                if batch.header().is_control() {
+                // Transactional records never supersede others: an aborted (or still open)
+                // transaction's record must not remove a committed one.
+                if batch.header().is_transactional() {
                     continue;
                 }
                 for record in records(&batch, segment)? {
@@ -686,7 +688,10 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// `batch` without the records `job` drops (control batches are kept whole).
+    /// `batch` without the records `job` drops. Transactional batches (markers included) are
+    /// kept whole: which of their records were committed is not known here, so none is
+    /// removed (Kafka's cleaner removes aborted ones; here they stay, read_committed readers
+    /// skip them by the aborted-transactions list).
     fn retain(
         &mut self,
         job: &Rewrite<'_>,
@@ -694,7 +699,7 @@ impl<'a> Output<'a> {
         segment: &SegmentInfo,
         report: &mut CompactionReport,
     ) -> Result<Option<RecordBatch>> {
-        if batch.header().is_control() {
+        if batch.header().is_transactional() {
             return Ok(Some(self.keep_whole(batch, report)));
         }
         report.records_read += batch.record_count() as u64;

@@ -127,6 +127,21 @@ pub enum StorageError {
         current_epoch: i16,
     },
 
+    /// A transactional batch of a producer with no transaction open on the partition, which
+    /// the coordinator did not confirm includes it (KIP-890): a late write of a finished
+    /// transaction, or a partition never added to it.
+    #[error("producer {producer_id} (epoch {epoch}) has no ongoing transaction including {topic}/{partition}")]
+    TxnNotVerified {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch in the batch.
+        epoch: i16,
+    },
+
     /// An idempotent producer skipped or reordered sequence numbers (Kafka
     /// `OUT_OF_ORDER_SEQUENCE_NUMBER`).
     #[error(

@@ -256,6 +256,7 @@ async fn commit(
                 segment: info.clone(),
                 producers: chunk.producer_snapshots.clone(),
                 fence: chunk.writer.fence().cloned(),
+                markers: chunk.markers.clone(),
             });
         }
     }

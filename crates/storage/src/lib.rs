@@ -61,5 +61,6 @@ pub use retention::{
 };
 pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
 pub use writer::{
-    AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, WriterConfig,
+    AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, TxnVerification,
+    WriterConfig,
 };

@@ -11,8 +11,10 @@ use streamhouse_metadata::ProducerSnapshot;
 
 use crate::error::{Result, StorageError};
 
-/// Version byte of a producer snapshot's encoding (docs/format.md, "Producer snapshots").
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version byte of a producer snapshot's encoding (docs/format.md, "Producer snapshots"):
+/// version 2 adds the first offset of the producer's open transaction; version 1 (no
+/// transactions) is still read.
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// Encoded size of one remembered batch: two sequences (i32) and two offsets (i64).
 const SNAPSHOT_BATCH_LEN: usize = 24;
@@ -36,6 +38,19 @@ pub(crate) struct ProducerBatch {
     pub base_offset: i64,
     /// Offset of the last record.
     pub last_offset: i64,
+    /// What the batch is to the producer's transactions.
+    pub kind: BatchKind,
+}
+
+/// A batch's part in its producer's transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    /// Outside any transaction.
+    Plain,
+    /// Data of the producer's open transaction.
+    Transactional,
+    /// The commit or abort marker that ends it.
+    Marker,
 }
 
 impl ProducerBatch {
@@ -55,7 +70,13 @@ impl ProducerBatch {
             last_seq: increment_sequence(first_seq, last_offset_delta),
             base_offset,
             last_offset: base_offset + i64::from(last_offset_delta),
+            kind: BatchKind::Plain,
         }
+    }
+
+    /// The same batch with `kind`.
+    pub fn with_kind(self, kind: BatchKind) -> Self {
+        Self { kind, ..self }
     }
 
     /// Whether the batch carries idempotence information at all.
@@ -79,6 +100,10 @@ struct ProducerEntry {
     epoch: i16,
     /// Oldest first; only batches of `epoch`.
     batches: VecDeque<ProducerBatch>,
+    /// First offset of the producer's open transaction on this partition.
+    txn_first: Option<i64>,
+    /// Offset of the producer's newest batch or marker; -1 before any.
+    last_offset: i64,
 }
 
 /// Outcome of checking a batch against the producer state.
@@ -104,7 +129,7 @@ impl ProducerStateTable {
     /// KIP-360: its state may have aged out (here: beyond the segments scanned at open), and
     /// refusing it would wedge the producer.
     pub fn check(&self, batch: &ProducerBatch) -> Result<Check> {
-        if !batch.is_idempotent() {
+        if !batch.is_idempotent() || batch.kind == BatchKind::Marker {
             return Ok(Check::Append);
         }
         let Some(entry) = self.producers.get(&batch.producer_id) else {
@@ -149,14 +174,47 @@ impl ProducerStateTable {
             return;
         }
         let entry = self.producers.entry(batch.producer_id).or_default();
-        if batch.epoch != entry.epoch {
+        entry.last_offset = entry.last_offset.max(batch.last_offset);
+        // A marker ends the transaction and fences older epochs (never lowers the epoch), but
+        // is no retry target.
+        let older = batch.kind == BatchKind::Marker && batch.epoch < entry.epoch;
+        if batch.epoch != entry.epoch && !older {
             entry.epoch = batch.epoch;
             entry.batches.clear();
+        }
+        match batch.kind {
+            BatchKind::Marker => {
+                entry.txn_first = None;
+                return;
+            }
+            BatchKind::Transactional => {
+                entry.txn_first.get_or_insert(batch.base_offset);
+            }
+            BatchKind::Plain => {}
         }
         if entry.batches.len() == BATCHES_PER_PRODUCER {
             entry.batches.pop_front();
         }
         entry.batches.push_back(batch);
+    }
+
+    /// First offset of `producer_id`'s open transaction on this partition, if one is open at
+    /// `epoch` (an older epoch's transaction is the one its marker will end).
+    pub fn open_txn(&self, producer_id: i64, epoch: i16) -> Option<i64> {
+        let entry = self.producers.get(&producer_id)?;
+        (entry.epoch == epoch).then_some(entry.txn_first).flatten()
+    }
+
+    /// First offset of `producer_id`'s open transaction on this partition, whatever its epoch
+    /// (what its marker ends).
+    pub fn open_txn_any_epoch(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id)?.txn_first
+    }
+
+    /// First offset of any producer's open transaction (the last stable offset, when below the
+    /// high watermark).
+    pub fn first_open_txn(&self) -> Option<i64> {
+        self.producers.values().filter_map(|e| e.txn_first).min()
     }
 
     /// Snapshots of the producers of `batches` as they stand once `batches` are recorded on
@@ -190,8 +248,9 @@ impl ProducerStateTable {
     ) -> std::result::Result<Self, (i64, &'static str)> {
         let mut table = ProducerStateTable::default();
         for snapshot in snapshots.iter().filter(|s| s.last_offset >= log_start) {
-            let entry = ProducerEntry::decode(snapshot.producer_id, &snapshot.state)
+            let mut entry = ProducerEntry::decode(snapshot.producer_id, &snapshot.state)
                 .map_err(|reason| (snapshot.producer_id, reason))?;
+            entry.last_offset = snapshot.last_offset;
             table.producers.insert(snapshot.producer_id, entry);
         }
         Ok(table)
@@ -211,8 +270,10 @@ pub struct ProducerSummary {
     pub producer_id: i64,
     /// Its current epoch.
     pub epoch: i16,
-    /// Sequence of the last record of its newest batch.
+    /// Sequence of the last record of its newest batch (-1 when it only wrote markers).
     pub last_sequence: i32,
+    /// First offset of its open transaction, if one is open.
+    pub txn_first_offset: Option<i64>,
     /// Offset of the last record of its newest batch.
     pub last_offset: i64,
     /// When its newest batch was committed (ms since the Unix epoch).
@@ -225,12 +286,12 @@ pub fn summarize_snapshot(
     snapshot: &ProducerSnapshot,
 ) -> std::result::Result<ProducerSummary, &'static str> {
     let entry = ProducerEntry::decode(snapshot.producer_id, &snapshot.state)?;
-    let last = entry.batches.back().ok_or("remembers no batch")?;
     Ok(ProducerSummary {
         producer_id: snapshot.producer_id,
         epoch: entry.epoch,
-        last_sequence: last.last_seq,
-        last_offset: last.last_offset,
+        last_sequence: entry.batches.back().map_or(-1, |b| b.last_seq),
+        txn_first_offset: entry.txn_first,
+        last_offset: snapshot.last_offset,
         committed_at_ms: snapshot.updated_at_ms,
     })
 }
@@ -238,11 +299,14 @@ pub fn summarize_snapshot(
 impl ProducerEntry {
     /// The snapshot of this entry; `None` while it remembers no batch.
     fn snapshot(&self, producer_id: i64, now_ms: i64) -> Option<ProducerSnapshot> {
-        let last = self.batches.back()?;
-        let mut state = Vec::with_capacity(4 + self.batches.len() * SNAPSHOT_BATCH_LEN);
+        if self.last_offset < 0 {
+            return None;
+        }
+        let mut state = Vec::with_capacity(12 + self.batches.len() * SNAPSHOT_BATCH_LEN);
         state.put_u8(SNAPSHOT_VERSION);
         state.put_i16(self.epoch);
         state.put_u8(self.batches.len() as u8);
+        state.put_i64(self.txn_first.unwrap_or(-1));
         for b in &self.batches {
             state.put_i32(b.first_seq);
             state.put_i32(b.last_seq);
@@ -251,7 +315,7 @@ impl ProducerEntry {
         }
         Some(ProducerSnapshot {
             producer_id,
-            last_offset: last.last_offset,
+            last_offset: self.last_offset,
             updated_at_ms: now_ms,
             state,
         })
@@ -261,11 +325,17 @@ impl ProducerEntry {
         if state.len() < 4 {
             return Err("shorter than its header");
         }
-        if state.get_u8() != SNAPSHOT_VERSION {
+        let version = state.get_u8();
+        if version != 1 && version != SNAPSHOT_VERSION {
             return Err("unknown version");
         }
         let epoch = state.get_i16();
         let count = usize::from(state.get_u8());
+        let txn_first = match version {
+            1 => None,
+            _ if state.len() < 8 => return Err("shorter than its header"),
+            _ => Some(state.get_i64()).filter(|&first| first >= 0),
+        };
         if count > BATCHES_PER_PRODUCER || state.len() != count * SNAPSHOT_BATCH_LEN {
             return Err("batch count does not match its length");
         }
@@ -277,9 +347,15 @@ impl ProducerEntry {
                 last_seq: state.get_i32(),
                 base_offset: state.get_i64(),
                 last_offset: state.get_i64(),
+                kind: BatchKind::Plain,
             })
             .collect();
-        Ok(Self { epoch, batches })
+        Ok(Self {
+            epoch,
+            batches,
+            txn_first,
+            last_offset: -1,
+        })
     }
 
     fn find_duplicate(&self, batch: &ProducerBatch) -> Option<ProducerBatch> {
@@ -310,12 +386,13 @@ mod tests {
             producer_id: 7,
             epoch: 2,
             last_sequence: 7,
+            txn_first_offset: None,
             last_offset: 107,
             committed_at_ms: 1234,
         };
         assert_eq!(summary, expected);
         let mut cut = snapshots[0].clone();
-        cut.state.truncate(3);
+        cut.state.truncate(11);
         assert!(summarize_snapshot(&cut).is_err());
     }
 
@@ -528,5 +605,70 @@ mod tests {
         append(&mut t, batch(2, 0, 0, 1, 1)).unwrap();
         append(&mut t, batch(1, 0, 1, 1, 2)).unwrap();
         assert!(matches!(t.check(&batch(2, 0, 1, 1, -1)), Ok(Check::Append)));
+    }
+
+    #[test]
+    fn open_transactions_survive_snapshots_and_end_with_their_marker() {
+        let mut t = ProducerStateTable::default();
+        t.record(batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional));
+        t.record(batch(1, 0, 2, 1, 12).with_kind(BatchKind::Transactional));
+        t.record(batch(2, 0, 0, 1, 13));
+        assert_eq!((t.open_txn(1, 0), t.open_txn(1, 1)), (Some(10), None));
+        assert_eq!(t.first_open_txn(), Some(10));
+        let snapshots = t.snapshots_after(&[], 0);
+        assert!(snapshots.is_empty());
+        let all = ProducerStateTable::default().snapshots_after(
+            &[batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional)],
+            5,
+        );
+        let restored = ProducerStateTable::from_snapshots(&all, 0).unwrap();
+        assert_eq!(
+            restored.open_txn(1, 0),
+            Some(10),
+            "the open transaction survives"
+        );
+        assert_eq!(
+            summarize_snapshot(&all[0]).unwrap().txn_first_offset,
+            Some(10)
+        );
+
+        // A fencing abort marker with a bumped epoch ends it and fences epoch 0.
+        let marker = ProducerBatch::new(1, 1, -1, 0, 14).with_kind(BatchKind::Marker);
+        let after = t.snapshots_after(&[marker], 6);
+        t.record(marker);
+        assert_eq!(t.first_open_txn(), None);
+        assert!(matches!(
+            t.check(&batch(1, 0, 3, 1, -1)),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
+        let restored = ProducerStateTable::from_snapshots(&after, 0).unwrap();
+        assert_eq!(
+            (restored.first_open_txn(), after[0].last_offset),
+            (None, 14)
+        );
+        assert_eq!(summarize_snapshot(&after[0]).unwrap().last_sequence, -1);
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        let mut v1 = vec![1u8, 0, 4, 1];
+        for v in [0i32, 2] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [7i64, 9] {
+            v1.extend_from_slice(&v.to_be_bytes());
+        }
+        let snapshot = ProducerSnapshot {
+            producer_id: 3,
+            last_offset: 9,
+            updated_at_ms: 0,
+            state: v1,
+        };
+        let t = ProducerStateTable::from_snapshots(&[snapshot], 0).unwrap();
+        assert!(matches!(
+            t.check(&batch(3, 4, 0, 3, -1)),
+            Ok(Check::Duplicate(_))
+        ));
+        assert_eq!(t.first_open_txn(), None);
     }
 }

@@ -18,13 +18,18 @@ use std::time::{Duration, Instant};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::Rng;
-use streamhouse_metadata::{now_ms, LeaseFence, ProducerSnapshot, SegmentInfo, TopicConfig};
-use streamhouse_segment::{EncodedSegment, RecordBatch, SegmentBuilder};
+use std::collections::HashMap;
+
+use streamhouse_metadata::{
+    now_ms, AbortedTxn, LeaseFence, ProducerSnapshot, SegmentInfo, TopicConfig, TxnMarker,
+    WrittenMarker,
+};
+use streamhouse_segment::{ControlMarker, EncodedSegment, RecordBatch, SegmentBuilder};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionStorage;
-use crate::producer_state::{Check, ProducerBatch, ProducerStateTable};
+use crate::producer_state::{BatchKind, Check, ProducerBatch, ProducerStateTable};
 
 /// Settings of a [`PartitionWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +171,11 @@ struct State {
     fenced: Option<String>,
     /// Bumped by every discard: chunks sealed under an older generation are void.
     generation: u64,
+    /// Aborted transactions up to the high watermark, by marker offset (for Fetch).
+    aborted: Vec<AbortedTxn>,
+    /// Markers appended per producer id: a transactional write verified with the coordinator
+    /// before the producer's marker was appended belongs to the finished transaction.
+    markers_appended: HashMap<i64, u64>,
     /// Sequence number the next sealed chunk gets (the first is 1).
     next_seq: u64,
 }
@@ -174,6 +184,8 @@ struct State {
 struct OpenSegment {
     builder: SegmentBuilder,
     producer_batches: Vec<ProducerBatch>,
+    /// Transaction markers in it, stored with its commit.
+    markers: Vec<WrittenMarker>,
     opened_at: Option<Instant>,
     /// The earliest deadline of the records in it: past it, their flush is abandoned.
     deadline: Option<tokio::time::Instant>,
@@ -186,6 +198,7 @@ impl OpenSegment {
         Self {
             builder: SegmentBuilder::new(base_offset),
             producer_batches: Vec::new(),
+            markers: Vec::new(),
             opened_at: None,
             deadline: None,
             reservation: None,
@@ -225,6 +238,8 @@ pub struct SealedChunk {
     producer_batches: Vec<ProducerBatch>,
     /// The state of the chunk's producers once it is durable, committed with it.
     pub(crate) producer_snapshots: Vec<ProducerSnapshot>,
+    /// The transaction markers it holds, committed with it.
+    pub(crate) markers: Vec<WrittenMarker>,
     /// Past this, the chunk must not be committed: its producers have been answered.
     pub(crate) deadline: tokio::time::Instant,
     seq: u64,
@@ -258,6 +273,21 @@ pub struct AppendOptions {
     /// Memory reserved for the records from the agent's buffer budget; held until their chunk
     /// is resolved.
     pub reservation: Option<OwnedSemaphorePermit>,
+    /// The coordinator confirmed that the transaction of the batches' producer includes this
+    /// partition (see [`PartitionWriter::txn_verification`]).
+    pub txn_verified: Option<TxnVerification>,
+}
+
+/// Taken before asking the transaction coordinator whether a producer's ongoing transaction
+/// includes a partition (KIP-890); valid for an append only while no marker of that producer
+/// was appended in between (else the write belongs to a finished transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnVerification {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer epoch of the write.
+    pub epoch: i16,
+    markers_appended: u64,
 }
 
 impl PartitionWriter {
@@ -280,6 +310,14 @@ impl PartitionWriter {
             .metadata
             .list_producer_snapshots(&storage.topic.name, storage.partition)
             .await?;
+        let aborted = storage
+            .metadata
+            .list_aborted_txns(
+                &storage.topic.name,
+                storage.partition,
+                progress.log_start_offset,
+            )
+            .await?;
         let producers = ProducerStateTable::from_snapshots(&snapshots, progress.log_start_offset)
             .map_err(|(producer_id, reason)| StorageError::CorruptProducerState {
             topic: storage.topic.name.clone(),
@@ -300,6 +338,8 @@ impl PartitionWriter {
             fenced: None,
             generation: 0,
             next_seq: 1,
+            aborted,
+            markers_appended: HashMap::new(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -344,6 +384,8 @@ impl PartitionWriter {
             match self.inner.check_producers(&state, &batches)? {
                 Some(original) => self.inner.duplicate(&mut state, original),
                 None => {
+                    self.inner
+                        .check_txn(&state, &batches, options.txn_verified)?;
                     let appended = self.inner.push(&mut state, &batches)?;
                     state.open.hold(deadline, options.reservation);
                     appended
@@ -352,6 +394,89 @@ impl PartitionWriter {
         };
         self.maybe_schedule_roll();
         Ok(appended)
+    }
+
+    /// What a transactional append of `batches` must first have confirmed by the transaction
+    /// coordinator (KIP-890): `None` when nothing (not transactional, or the producer's
+    /// transaction is already open here at that epoch).
+    pub fn txn_verification(&self, batches: &[RecordBatch]) -> Option<TxnVerification> {
+        let h = batches
+            .iter()
+            .map(|b| b.header())
+            .find(|h| h.is_transactional())?;
+        let state = self.inner.lock();
+        if state
+            .producers
+            .open_txn(h.producer_id, h.producer_epoch)
+            .is_some()
+        {
+            return None;
+        }
+        Some(TxnVerification {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            markers_appended: state
+                .markers_appended
+                .get(&h.producer_id)
+                .copied()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Appends a transaction's commit or abort marker (a control batch) for `marker`'s
+    /// producer. Its durable commit discharges the pending marker in the metadata store and,
+    /// for an abort, records the aborted range, so the marker is written once.
+    pub fn append_marker(&self, marker: &TxnMarker) -> Result<Appended> {
+        let control = ControlMarker {
+            commit: marker.commit,
+            coordinator_epoch: i32::try_from(marker.coordinator_epoch).unwrap_or(i32::MAX),
+        };
+        let batch =
+            RecordBatch::control(marker.producer_id, marker.producer_epoch, control, now_ms());
+        let deadline = tokio::time::Instant::now() + self.inner.config.default_deadline;
+        let appended = {
+            let mut state = self.inner.lock();
+            self.inner.check_usable(&state)?;
+            let first_offset = state.producers.open_txn_any_epoch(marker.producer_id);
+            let appended = self.inner.push(&mut state, std::slice::from_ref(&batch))?;
+            state.open.markers.push(WrittenMarker {
+                marker: marker.clone(),
+                offset: appended.base_offset,
+                first_offset,
+            });
+            *state
+                .markers_appended
+                .entry(marker.producer_id)
+                .or_default() += 1;
+            state.open.hold(deadline, None);
+            appended
+        };
+        self.maybe_schedule_roll();
+        Ok(appended)
+    }
+
+    /// The last stable offset: every offset below it is durable and belongs to no open
+    /// transaction (what read_committed consumers may read up to).
+    pub fn last_stable_offset(&self) -> i64 {
+        let state = self.inner.lock();
+        let hw = state.high_watermark;
+        state
+            .durable_producers
+            .first_open_txn()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// The aborted transactions that overlap `from..=to` (Fetch's aborted-transactions list):
+    /// those whose abort marker is at or after `from` and whose first offset is at or
+    /// before `to`.
+    pub fn aborted_txns(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let state = self.inner.lock();
+        let start = state.aborted.partition_point(|a| a.last_offset < from);
+        state.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset <= to)
+            .copied()
+            .collect()
     }
 
     /// Makes everything appended so far durable, as a flush cycle of this partition alone:
@@ -402,6 +527,8 @@ impl PartitionWriter {
     pub fn raise_log_start(&self, offset: i64) {
         let mut state = self.inner.lock();
         state.log_start = offset.min(state.high_watermark).max(state.log_start);
+        let log_start = state.log_start;
+        state.aborted.retain(|a| a.last_offset >= log_start);
     }
 
     /// High watermark changes, for Fetch long-polling and same-agent readers.
@@ -462,6 +589,49 @@ impl Inner {
             Some(reason) => Err(self.fenced_error(reason)),
             None => Ok(()),
         }
+    }
+
+    /// Refuses a transactional batch that would open a transaction on this partition unless
+    /// the coordinator confirmed it, for this producer and epoch, since the producer's last
+    /// marker.
+    fn check_txn(
+        &self,
+        state: &State,
+        batches: &[RecordBatch],
+        verified: Option<TxnVerification>,
+    ) -> Result<()> {
+        for h in batches
+            .iter()
+            .map(|b| b.header())
+            .filter(|h| h.is_transactional())
+        {
+            if state
+                .producers
+                .open_txn(h.producer_id, h.producer_epoch)
+                .is_some()
+            {
+                continue;
+            }
+            let markers = state
+                .markers_appended
+                .get(&h.producer_id)
+                .copied()
+                .unwrap_or(0);
+            let expected = TxnVerification {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                markers_appended: markers,
+            };
+            if verified != Some(expected) {
+                return Err(StorageError::TxnNotVerified {
+                    topic: self.topic.to_string(),
+                    partition: self.storage.partition,
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs the idempotence checks for every batch, as if the earlier ones were appended.
@@ -577,6 +747,7 @@ impl Inner {
             encoded: open.builder.finish(),
             producer_batches: open.producer_batches,
             producer_snapshots,
+            markers: open.markers,
             deadline: open.deadline.unwrap_or_else(tokio::time::Instant::now),
             seq,
             generation,
@@ -611,6 +782,15 @@ impl Inner {
         state.high_watermark = hw;
         for entry in &chunk.producer_batches {
             state.durable_producers.record(*entry);
+        }
+        for m in chunk.markers.iter().filter(|m| !m.marker.commit) {
+            if let Some(first_offset) = m.first_offset {
+                state.aborted.push(AbortedTxn {
+                    producer_id: m.marker.producer_id,
+                    first_offset,
+                    last_offset: m.offset,
+                });
+            }
         }
         let (done, pending) = std::mem::take(&mut state.waiters)
             .into_iter()
@@ -754,6 +934,11 @@ pub(crate) fn segment_key(topic_id: uuid::Uuid, partition: u32, base_offset: i64
 /// Producer fields of a batch placed at `base_offset`.
 fn producer_batch(batch: &RecordBatch, base_offset: i64) -> ProducerBatch {
     let h = batch.header();
+    let kind = match (h.is_control(), h.is_transactional()) {
+        (true, _) => BatchKind::Marker,
+        (false, true) => BatchKind::Transactional,
+        (false, false) => BatchKind::Plain,
+    };
     ProducerBatch::new(
         h.producer_id,
         h.producer_epoch,
@@ -761,4 +946,5 @@ fn producer_batch(batch: &RecordBatch, base_offset: i64) -> ProducerBatch {
         h.last_offset_delta,
         base_offset,
     )
+    .with_kind(kind)
 }

@@ -529,6 +529,27 @@ impl Group {
         Ok(())
     }
 
+    /// Kafka's check of a TxnOffsetCommit (KIP-447): a named member must belong to the group
+    /// and a generation (when given, >= 0) must be the current one, so a zombie of an older
+    /// generation is fenced; no rebalance check (the transaction commits or aborts as a whole).
+    pub(super) fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        if self.state == GroupState::Dead {
+            return Err(self.unavailable());
+        }
+        if !member_id.is_empty() {
+            self.check_member(member_id, instance)?;
+        }
+        if generation >= 0 {
+            self.check_generation(generation)?;
+        }
+        Ok(())
+    }
+
     fn check_generation_member(
         &self,
         member_id: &str,

@@ -137,6 +137,34 @@ impl GroupCoordinator {
             .map_err(|e| self.lease_failure(group_id, &fence, e))
     }
 
+    /// Checks a TxnOffsetCommit's committer like an OffsetCommit's (KIP-447): a member of an
+    /// older generation (a zombie after a rebalance) is refused, so its transaction cannot
+    /// commit offsets its successor already reads from.
+    pub(crate) fn validate_txn_committer(
+        &self,
+        group_id: &str,
+        committer: &Committer,
+    ) -> Result<(), GroupError> {
+        let (member, instance) = (&committer.member_id, committer.group_instance_id.as_deref());
+        self.with_coordinated(group_id, |coordinated| {
+            let consumer = &coordinated.consumer;
+            if consumer.is_empty() {
+                let group = &coordinated.group;
+                return group.validate_txn_commit(member, instance, committer.generation);
+            }
+            // A consumer-protocol member commits at its current member epoch.
+            match consumer.validate_commit(member, committer.generation)? {
+                CommitCheck::Any => Ok(()),
+                CommitCheck::Partitions => Err(GroupError::StaleMemberEpoch {
+                    group: group_id.to_string(),
+                    got: committer.generation,
+                    current: -1,
+                }),
+            }
+        })
+        .unwrap_or_else(|| Err(not_coordinator(group_id)))
+    }
+
     /// Checks the committer against the group's membership; returns the lease to commit under
     /// and how its partitions are to be checked.
     fn validate_committer(

@@ -88,15 +88,29 @@ pub(crate) fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // Finding a group's coordinator needs DESCRIBE on it; transaction keys are not checked
-    // (InitProducerId refuses transactional producers anyway).
-    let refused =
-        |key: &str| req.key_type == GROUP_KEY && !access.allows(Op::Describe, Resource::Group, key);
+    // Finding a coordinator needs DESCRIBE on the group or transactional id.
+    let kind = if req.key_type == GROUP_KEY {
+        Resource::Group
+    } else {
+        Resource::TransactionalId
+    };
+    let refused = |key: &str| !access.allows(Op::Describe, kind, key);
+    let denied = if req.key_type == GROUP_KEY {
+        ResponseError::GroupAuthorizationFailed
+    } else {
+        ResponseError::TransactionalIdAuthorizationFailed
+    };
     let no_node = (BrokerId(-1), StrBytes::default(), -1);
-    let group_denied = ResponseError::GroupAuthorizationFailed.code();
+    let group_denied = denied.code();
     let view = b.membership.view();
     let coordinator_of = |key: &str| -> (BrokerId, StrBytes, i32) {
-        let agent: Option<&AgentInfo> = view.coordinator(key);
+        // A transactional id's coordinator is where the assignment places it (its lease lives
+        // in its own row, and a group of the same name must not steer it).
+        let agent: Option<&AgentInfo> = if req.key_type == GROUP_KEY {
+            view.coordinator(key)
+        } else {
+            view.assignment.coordinator(key)
+        };
         match agent {
             Some(a) => (
                 BrokerId(a.node_id),

@@ -1,4 +1,5 @@
-//! InitProducerId: hands out idempotent producer ids. Transactions are not supported.
+//! InitProducerId: hands out idempotent producer ids, and transactional producers' ids and
+//! epochs from their transaction coordinator (`crate::txn`).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -6,6 +7,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
 use crate::security::{Access, Op, Resource};
+use crate::txn::TxnProducer;
 
 pub(crate) async fn handle(
     b: &Broker,
@@ -15,10 +17,8 @@ pub(crate) async fn handle(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        // A transactional producer needs a transaction coordinator, which StreamHouse does not
-        // have; refuse clearly instead of pretending.
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    if let Some(id) = req.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+        return transactional(b, access, id.0.as_str(), &req, response).await;
     }
     // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some
     // topic.
@@ -34,5 +34,35 @@ pub(crate) async fn handle(
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => response.with_error_code(metadata_error_code(&e).code()),
+    }
+}
+
+/// A transactional producer: WRITE on its transactional id, then the coordinator bumps its
+/// epoch (fencing older instances and aborting their open transaction).
+async fn transactional(
+    b: &Broker,
+    access: &Access,
+    id: &str,
+    req: &InitProducerIdRequest,
+    response: InitProducerIdResponse,
+) -> InitProducerIdResponse {
+    if !access.allows(Op::Write, Resource::TransactionalId, id) {
+        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    let claimed = TxnProducer {
+        id: req.producer_id.0,
+        epoch: req.producer_epoch,
+    };
+    match b
+        .init_txn_producer(id, req.transaction_timeout_ms, Some(claimed))
+        .await
+    {
+        Ok(p) => response
+            .with_producer_id(ProducerId(p.id))
+            .with_producer_epoch(p.epoch),
+        Err(e) => {
+            tracing::debug!(transactional_id = id, code = ?e.code, "InitProducerId refused: {}", e.message);
+            response.with_error_code(e.code.code())
+        }
     }
 }

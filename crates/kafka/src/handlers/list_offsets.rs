@@ -31,6 +31,8 @@ pub(crate) async fn handle(
     access: &Access,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    // As Kafka: read_committed consumers' "latest" is the last stable offset.
+    let committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let permitted = access.allows(Op::Describe, Resource::Topic, t.name.0.as_str());
@@ -41,7 +43,7 @@ pub(crate) async fn handle(
             let result = match u32::try_from(p.partition_index) {
                 _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
-                    Ok(log) => lookup(b, &log, p.timestamp)
+                    Ok(log) => lookup(b, &log, p.timestamp, committed)
                         .await
                         .map_err(|e| storage_error_code(&e)),
                     Err(e) => Err(storage_error_code(&e)),
@@ -70,8 +72,10 @@ async fn lookup(
     b: &Broker,
     log: &PartitionLog,
     timestamp: i64,
+    committed: bool,
 ) -> Result<(i64, i64), StorageError> {
     match timestamp {
+        LATEST if committed => Ok((log.writer.last_stable_offset(), -1)),
         LATEST => Ok((log.writer.high_watermark(), -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((log.writer.log_start_offset(), -1)),
         LATEST_TIERED => {

@@ -106,11 +106,23 @@ pub(crate) fn dispatch(
         RequestKind::DescribeProducers(r) => later(async move {
             ResponseKind::DescribeProducers(producers::describe_producers(&b, &a, r).await)
         }),
-        RequestKind::ListTransactions(r) => {
-            later(async move { ResponseKind::ListTransactions(transactions::list_transactions(r)) })
-        }
+        RequestKind::ListTransactions(r) => later(async move {
+            ResponseKind::ListTransactions(transactions::list_transactions(&b, &a, r).await)
+        }),
         RequestKind::DescribeTransactions(r) => later(async move {
-            ResponseKind::DescribeTransactions(transactions::describe_transactions(r))
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(&b, &a, r).await)
+        }),
+        RequestKind::AddPartitionsToTxn(r) => later(async move {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions_to_txn(&b, &a, r).await)
+        }),
+        RequestKind::AddOffsetsToTxn(r) => later(async move {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets_to_txn(&b, &a, r).await)
+        }),
+        RequestKind::EndTxn(r) => {
+            later(async move { ResponseKind::EndTxn(transactions::end_txn(&b, &a, r).await) })
+        }
+        RequestKind::TxnOffsetCommit(r) => later(async move {
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(&b, &a, r).await)
         }),
         RequestKind::InitProducerId(r) => {
             later(

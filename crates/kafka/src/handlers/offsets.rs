@@ -109,6 +109,7 @@ async fn visible_offsets(
     access: &Access,
     group_id: &str,
     topics: Option<TopicPartitions>,
+    require_stable: bool,
 ) -> Result<Vec<TopicOffsets>, GroupError> {
     coordinating(b, access, Op::Describe, group_id).await?;
     let describable = |topic: &str| access.allows(Op::Describe, Resource::Topic, topic);
@@ -133,7 +134,37 @@ async fn visible_offsets(
             ResponseError::TopicAuthorizationFailed.code(),
         )
     });
-    Ok(found.chain(refused).collect())
+    let found: Vec<TopicOffsets> = found.chain(refused).collect();
+    if !require_stable {
+        return Ok(found);
+    }
+    let pending = b.metadata().pending_txn_offsets(group_id).await?;
+    Ok(split_unstable(found, &pending))
+}
+
+/// KIP-447: with `require_stable`, a partition whose offset a still-open transaction commits
+/// is answered UNSTABLE_OFFSET_COMMIT (the consumer retries) rather than with the offset that
+/// transaction is about to replace.
+fn split_unstable(found: Vec<TopicOffsets>, pending: &[(String, u32)]) -> Vec<TopicOffsets> {
+    let unstable_code = ResponseError::UnstableOffsetCommit.code();
+    let mut out = Vec::with_capacity(found.len());
+    for (topic, offsets, code) in found {
+        let is_pending = |o: &PartitionOffset| {
+            pending
+                .iter()
+                .any(|(t, p)| *t == topic && *p as i32 == o.partition)
+        };
+        let (unstable, stable): (Vec<_>, Vec<_>) = offsets.into_iter().partition(is_pending);
+        if !unstable.is_empty() && code == 0 {
+            let none = unstable
+                .iter()
+                .map(|o| PartitionOffset::none(o.partition))
+                .collect();
+            out.push((topic.clone(), none, unstable_code));
+        }
+        out.push((topic, stable, code));
+    }
+    out
 }
 
 pub(crate) async fn offset_fetch(
@@ -151,7 +182,8 @@ pub(crate) async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    match visible_offsets(b, access, req.group_id.0.as_str(), topics).await {
+    let stable = req.require_stable;
+    match visible_offsets(b, access, req.group_id.0.as_str(), topics, stable).await {
         Ok(found) => {
             let topics = found
                 .into_iter()
@@ -192,7 +224,9 @@ async fn fetch_groups(b: &Broker, access: &Access, req: OffsetFetchRequest) -> O
         });
         let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
         groups.push(
-            match visible_offsets(b, access, g.group_id.0.as_str(), topics).await {
+            match visible_offsets(b, access, g.group_id.0.as_str(), topics, req.require_stable)
+                .await
+            {
                 Ok(found) => out.with_topics(found.into_iter().map(group_topic).collect()),
                 Err(e) => out.with_error_code(e.code().code()),
             },

@@ -8,14 +8,17 @@ use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use streamhouse_metadata::TxnState;
 use streamhouse_segment::{RecordBatch, SegmentError};
-use streamhouse_storage::{AppendOptions, Appended, CompactionPolicy, StorageError};
+use streamhouse_storage::{
+    AppendOptions, Appended, CompactionPolicy, StorageError, TxnVerification,
+};
 use tokio::sync::oneshot;
 
 use super::{str_bytes, Reply};
 use crate::broker::{Broker, PartitionLog};
 use crate::connection::ConnectionState;
-use crate::errors::storage_error_code;
+use crate::errors::{metadata_error_code, storage_error_code};
 use crate::security::{Access, Op, Resource};
 
 /// Starts a Produce. Appends of one connection happen strictly in request order, even when a
@@ -65,12 +68,19 @@ async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Durati
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut topics = Vec::with_capacity(req.topic_data.len());
+    // As Kafka: a transactional produce needs WRITE on its transactional id too.
+    let txn_permitted = req
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| access.allows(Op::Write, Resource::TransactionalId, id.as_str()));
     for t in req.topic_data {
         let topic = t.name.0.as_str();
         let permitted = access.allows(Op::Write, Resource::Topic, topic);
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            partitions.push(if permitted {
+            partitions.push(if !txn_permitted {
+                PartitionOutcome::failed(p.index, ResponseError::TransactionalIdAuthorizationFailed)
+            } else if permitted {
                 append_partition(b, topic, p.index, p.records, deadline).await
             } else {
                 PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)
@@ -118,12 +128,51 @@ async fn append_partition(
     let limit = record_limit(b, &log);
     let compacted = CompactionPolicy::of(&log.topic.config).is_some();
     outcome.result = match parse_batches(records, limit, compacted) {
-        Ok(batches) => append_to(b, &log, batches, deadline)
-            .await
-            .map_err(storage_failure),
+        Ok(batches) => match verify_txn(b, &log, &batches).await {
+            Ok(verified) => append_to(b, &log, batches, deadline, verified)
+                .await
+                .map_err(storage_failure),
+            Err(refused) => Err(refused),
+        },
         Err(refused) => Err(refused),
     };
     outcome
+}
+
+/// KIP-890: a transactional write that would open its producer's transaction on this
+/// partition is accepted only if the coordinator's record says that transaction is ongoing, at
+/// this epoch, with this partition added. So a late write of a finished transaction, or one to
+/// a partition never added, is refused instead of joining (or starting) a transaction that no
+/// marker will ever end.
+async fn verify_txn(
+    b: &Broker,
+    log: &PartitionLog,
+    batches: &[RecordBatch],
+) -> Result<Option<TxnVerification>, (ResponseError, String)> {
+    let Some(token) = log.writer.txn_verification(batches) else {
+        return Ok(None);
+    };
+    let txn = b
+        .metadata()
+        .transaction_of_producer(token.producer_id)
+        .await
+        .map_err(|e| (metadata_error_code(&e), e.to_string()))?;
+    let key = (log.topic.name.clone(), log.partition);
+    let ongoing = txn.as_ref().is_some_and(|t| {
+        t.state == TxnState::Ongoing
+            && t.producer_epoch == token.epoch
+            && t.partitions.binary_search(&key).is_ok()
+    });
+    if !ongoing {
+        return Err((
+            ResponseError::InvalidTxnState,
+            format!(
+                "producer {} epoch {} has no ongoing transaction including {}/{}",
+                token.producer_id, token.epoch, key.0, key.1
+            ),
+        ));
+    }
+    Ok(Some(token))
 }
 
 /// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
@@ -138,12 +187,14 @@ pub(crate) async fn append_to(
     log: &PartitionLog,
     batches: Vec<RecordBatch>,
     deadline: tokio::time::Instant,
+    txn_verified: Option<TxnVerification>,
 ) -> Result<Appended, StorageError> {
     let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
     let reservation = b.reserve_buffer(bytes, deadline).await?;
     let options = AppendOptions {
         deadline: Some(deadline),
         reservation: Some(reservation),
+        txn_verified,
     };
     let appended = log.writer.append_with(batches, options);
     b.appended(log);
@@ -189,14 +240,12 @@ fn parse_batches(
             ),
         ));
     }
-    if let Some(b) = batches
-        .iter()
-        .find(|b| b.header().is_transactional() || b.header().is_control())
-    {
+    // As Kafka: control batches (transaction markers) come from coordinators, never clients.
+    if let Some(b) = batches.iter().find(|b| b.header().is_control()) {
         return Err((
             ResponseError::InvalidRecord,
             format!(
-                "transactional batches are not supported (producer id {})",
+                "a client may not produce control batches (producer id {})",
                 b.header().producer_id
             ),
         ));

@@ -1,4 +1,5 @@
-//! DescribeProducers (KIP-664): the idempotent producers each partition remembers, from the
+//! DescribeProducers (KIP-664): the idempotent and transactional producers each partition
+//! remembers (with the first offset of an open transaction), from the
 //! snapshots committed with its segments (what a new owner of the partition would know), so any
 //! agent answers the same.
 
@@ -85,7 +86,7 @@ async fn producers(
                 // LogAppendTime would be (the records' own timestamps are not kept here).
                 .with_last_timestamp(summary.committed_at_ms)
                 .with_coordinator_epoch(-1)
-                .with_current_txn_start_offset(-1),
+                .with_current_txn_start_offset(summary.txn_first_offset.unwrap_or(-1)),
         );
     }
     Ok(out)

@@ -609,14 +609,15 @@ async fn acl_apis_round_trip_and_need_cluster_permissions() {
 
     let mut admin = login(&server, "admin").await;
     let write_group = creation(&allow(Group, "g", "alice", Write));
-    let transactional_id = creation(&read_t).with_resource_type(5);
+    // DELEGATION_TOKEN: a resource type this agent does not know.
+    let delegation_token = creation(&read_t).with_resource_type(6);
     let prefixed = binding(Topic, "logs-", Prefixed, "*", Write, AclPermission::Deny);
     let codes = create_acls(
         &mut admin,
         &[
             creation(&read_t),
             write_group,
-            transactional_id,
+            delegation_token,
             creation(&prefixed),
         ],
     )

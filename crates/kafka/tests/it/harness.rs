@@ -228,6 +228,10 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
+        RequestKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        RequestKind::EndTxn(_) => ApiKey::EndTxn,
+        RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
         other => panic!("harness does not know the API of {other:?}"),
     }
 }
@@ -254,13 +258,30 @@ pub fn encode_batch(
     producer: Option<(i64, i16, i32)>,
     compression: kafka_protocol::records::Compression,
 ) -> Bytes {
+    encode_records(records, timestamp, producer, compression, false)
+}
+
+/// [`record_batch`] of a transactional producer `(id, epoch, base sequence)`.
+pub fn transactional_batch(records: &[(&str, &str)], producer: (i64, i16, i32)) -> Bytes {
+    let records: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    let none = kafka_protocol::records::Compression::None;
+    encode_records(&records, 1_000, Some(producer), none, true)
+}
+
+fn encode_records(
+    records: &[(&str, &[u8])],
+    timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+    compression: kafka_protocol::records::Compression,
+    transactional: bool,
+) -> Bytes {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: -1,
             producer_id,

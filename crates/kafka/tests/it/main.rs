@@ -12,3 +12,4 @@ mod hostile;
 mod protocol;
 mod retention;
 mod security;
+mod transactions;

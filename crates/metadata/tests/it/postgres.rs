@@ -472,6 +472,7 @@ fn fenced_commit(topic: &str, partition: u32, epoch: i64) -> SegmentCommit {
             agent_id: "a".into(),
             epoch,
         }),
+        markers: Vec::new(),
     }
 }
 

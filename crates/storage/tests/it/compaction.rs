@@ -12,12 +12,14 @@ use kafka_protocol::records::{Record as KafkaRecord, TimestampType};
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use proptest::prelude::*;
-use streamhouse_metadata::{now_ms, HookedMetadataStore, MetadataStore, SqliteMetadataStore};
+use streamhouse_metadata::{
+    now_ms, HookedMetadataStore, MetadataStore, SqliteMetadataStore, TxnMarker,
+};
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::testing::{FaultyMetadata, MetadataFaultPlan};
 use streamhouse_storage::{
-    CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget, Compactor,
-    ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
+    AppendOptions, CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget,
+    Compactor, ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
     PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
     SegmentIndex, COMPACTED_SUFFIX,
 };
@@ -68,16 +70,20 @@ async fn log(seed: u64) -> Log {
 }
 
 /// An idempotent producer's batch of `(key, value, timestamp)` records from `sequence` on, keys
-/// `k{key}`, values `v{value}`.
-fn keyed_batch(records: &[(u8, Option<u32>, i64)], sequence: i32) -> RecordBatch {
+/// `k{key}`, values `v{value}`; with `transactional`, producer 8's transactional batch.
+fn keyed_batch(
+    records: &[(u8, Option<u32>, i64)],
+    sequence: i32,
+    transactional: bool,
+) -> RecordBatch {
     let records: Vec<KafkaRecord> = records
         .iter()
         .enumerate()
         .map(|(i, &(key, value, timestamp))| KafkaRecord {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
-            producer_id: 7,
+            producer_id: if transactional { 8 } else { 7 },
             producer_epoch: 0,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
@@ -99,7 +105,7 @@ impl Log {
         let sequence = self.produced.len() as i32;
         let _ = self
             .writer
-            .append(vec![keyed_batch(records, sequence)])
+            .append(vec![keyed_batch(records, sequence, false)])
             .unwrap();
         let report = FlushCycle::seal(&self.context, std::slice::from_ref(&self.writer))
             .run()
@@ -191,7 +197,7 @@ impl Log {
         while offset < high_watermark {
             let read = reader.read(offset, 1 << 16).await.unwrap();
             assert!(read.next_offset > offset, "a read from {offset} moves on");
-            for batch in &read.batches {
+            for batch in read.batches.iter().filter(|b| !b.header().is_control()) {
                 for record in batch.records(1 << 20).unwrap() {
                     let record = record.unwrap();
                     if record.offset >= offset {
@@ -269,6 +275,46 @@ async fn newest_value_per_key_survives_at_its_offset_and_readers_cross_gaps() {
     // Clean now: with nothing dirty no round runs.
     let again = log.compactor(1_000).run_once(&[log.target()], true).await;
     assert_eq!((again.partitions, again.dirty_bytes), (0, 0));
+}
+
+/// An aborted transaction rewrote key 1: its record must neither remove the committed one
+/// (read_committed readers skip it) nor be removed itself; plain records compact as usual.
+#[tokio::test]
+async fn transactional_records_neither_supersede_nor_are_removed() {
+    let mut log = log(6).await;
+    let at = now_ms() - 10_000;
+    log.produce(&[(1, Some(1), at), (2, Some(2), at)]).await;
+    let batches = vec![keyed_batch(&[(1, Some(3), at), (1, Some(4), at)], 0, true)];
+    let options = AppendOptions {
+        txn_verified: log.writer.txn_verification(&batches),
+        ..Default::default()
+    };
+    log.writer.append_with(batches, options).unwrap();
+    let abort = TxnMarker {
+        topic: TOPIC.into(),
+        partition: 0,
+        producer_id: 8,
+        producer_epoch: 0,
+        commit: false,
+        coordinator_epoch: 1,
+        transactional_id: "t".into(),
+    };
+    log.writer.append_marker(&abort).unwrap();
+    log.writer.flush().await.unwrap();
+    log.produce(&[(2, Some(5), at)]).await;
+    log.consolidate().await;
+    let report = log.compactor(1_000).run_once(&[log.target()], false).await;
+    assert_eq!(report.partitions, 1, "{report:?}");
+    let values: Vec<(u8, Option<u32>)> = log
+        .read_from(0)
+        .await
+        .iter()
+        .map(|r| (r.key, r.value))
+        .collect();
+    assert_eq!(
+        values,
+        [(1, Some(1)), (1, Some(3)), (1, Some(4)), (2, Some(5))]
+    );
 }
 
 #[tokio::test]

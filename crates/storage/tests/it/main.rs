@@ -7,6 +7,7 @@ mod segment_index;
 mod producer_state;
 mod reader;
 mod roundtrip;
+mod transactions;
 mod writer;
 
 mod compaction;

@@ -169,6 +169,7 @@ async fn a_flush_past_its_deadline_is_abandoned_and_never_committed() {
     let options = streamhouse_storage::AppendOptions {
         deadline: Some(deadline),
         reservation: None,
+        txn_verified: None,
     };
     let late = cluster.writers[1]
         .append_with(vec![batch(3, 16, 0, None)], options)
