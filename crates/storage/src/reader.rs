@@ -1,7 +1,8 @@
 //! The partition reader: batches from any offset, through the segment index and the cache.
 //!
-//! The hot path issues no metadata query: segments come from the [`SegmentIndex`], footers from a
-//! small bounded cache (one ranged read of the object's tail on a miss), batch bytes from the
+//! The hot path issues no metadata query: segments come from the [`SegmentIndex`], footers from
+//! the agent's bounded footer cache in the [`SegmentCache`] (one ranged read of the object's
+//! tail on a miss), batch bytes from the
 //! [`SegmentCache`] (only the needed range, in cache blocks). The high watermark comes from the
 //! same-agent writer ([`PartitionReader::with_writer`]), from the caller
 //! ([`PartitionReader::read_with_high_watermark`]) or from a cached metadata value refreshed at
@@ -32,8 +33,6 @@ const MISS_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// Settings of a [`PartitionReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
-    /// Upper bound on the memory of cached segment footers, in bytes.
-    pub footer_cache_bytes: u64,
     /// Bytes read from an object's end to find its footer; a second read happens only for a
     /// footer larger than this.
     pub footer_tail_bytes: u64,
@@ -48,7 +47,6 @@ pub struct ReaderConfig {
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
-            footer_cache_bytes: 8 * 1024 * 1024,
             footer_tail_bytes: 64 * 1024,
             read_ahead: true,
             read_ahead_bytes: 4 * 1024 * 1024,
@@ -79,12 +77,10 @@ impl ReadResult {
 }
 
 /// Reads one partition. Share it (`Arc`) between the fetch sessions of the partition: its
-/// footer cache and read-ahead state are per partition.
+/// read-ahead state is per partition (footers are cached agent-wide, in the [`SegmentCache`]).
 pub struct PartitionReader {
     storage: PartitionStorage,
     config: ReaderConfig,
-    /// Verified footers by segment: object key and the segment's position in it.
-    footers: moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>>,
     writer_high_watermark: Option<watch::Receiver<i64>>,
     bounds: Mutex<CachedBounds>,
     /// Segment last prefetched, so a sequential reader prefetches each segment once.
@@ -121,7 +117,6 @@ impl PartitionReader {
     pub fn new(storage: PartitionStorage) -> Self {
         Self {
             storage,
-            footers: footer_cache(ReaderConfig::default().footer_cache_bytes),
             config: ReaderConfig::default(),
             writer_high_watermark: None,
             bounds: Mutex::new(CachedBounds {
@@ -135,7 +130,6 @@ impl PartitionReader {
 
     /// Replaces the settings.
     pub fn with_config(mut self, config: ReaderConfig) -> Self {
-        self.footers = footer_cache(config.footer_cache_bytes);
         self.config = config;
         self
     }
@@ -434,11 +428,11 @@ impl PartitionReader {
     /// The verified footer of a segment, cached per object.
     async fn footer(&self, segment: &IndexedSegment) -> Result<Arc<SegmentFooter>> {
         let key = (segment.object_key.clone(), segment.object_offset);
-        if let Some(footer) = self.footers.get(&key) {
+        if let Some(footer) = self.storage.cache.footer(&key) {
             return Ok(footer);
         }
         let footer = Arc::new(self.load_footer(segment).await?);
-        self.footers.insert(key, footer.clone());
+        self.storage.cache.insert_footer(key, footer.clone());
         Ok(footer)
     }
 
@@ -580,15 +574,6 @@ fn is_vanished(error: &StorageError) -> bool {
                 ..
             }
     )
-}
-
-fn footer_cache(max_bytes: u64) -> moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>> {
-    moka::sync::Cache::builder()
-        .max_capacity(max_bytes)
-        .weigher(|key: &(Arc<str>, u64), footer: &Arc<SegmentFooter>| {
-            u32::try_from(key.0.len() + 8 + footer.memory_size()).unwrap_or(u32::MAX)
-        })
-        .build()
 }
 
 /// A [`StorageError::Corrupt`] when the stored object's size differs from the committed one;

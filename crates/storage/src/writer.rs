@@ -501,16 +501,17 @@ impl Inner {
         self.check_fits(state, batches)?;
         let base_offset = state.next_offset;
         for batch in batches {
-            let rebased = batch.with_base_offset(state.next_offset);
+            // Placed at the next offset by the builder itself, without copying the batch.
+            let at = state.next_offset;
             state
                 .open
                 .builder
-                .push(&rebased)
+                .push_at(batch, at)
                 .map_err(|e| self.invalid(e.to_string()))?;
-            let entry = producer_batch(&rebased, rebased.base_offset());
+            let entry = producer_batch(batch, at);
             state.producers.record(entry);
             state.open.producer_batches.push(entry);
-            state.next_offset = rebased.last_offset() + 1;
+            state.next_offset = state.open.builder.next_offset();
         }
         state.open.opened_at.get_or_insert_with(Instant::now);
         let last_offset = state.next_offset - 1;
