@@ -132,6 +132,19 @@ impl SegmentCache {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
+        let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
+        Ok(self.assemble(&blocks, first, range))
+    }
+
+    /// The blocks holding `range` (not empty, within the object), fetching those not cached;
+    /// with the index of the first.
+    async fn blocks_of(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        object_len: u64,
+        range: &Range<u64>,
+    ) -> Result<(u64, Vec<Bytes>)> {
         let object: Arc<str> = Arc::from(key);
         let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
         let mut blocks: Vec<Option<Bytes>> =
@@ -148,8 +161,7 @@ impl SegmentCache {
             self.load_missing(store, &object, object_len, indexes.start, &mut blocks)
                 .await?;
         }
-        let blocks: Vec<Bytes> = blocks.into_iter().flatten().collect();
-        Ok(self.assemble(&blocks, indexes.start, range))
+        Ok((indexes.start, blocks.into_iter().flatten().collect()))
     }
 
     /// The verified footer of segment `key`, if cached.
@@ -228,8 +240,13 @@ impl SegmentCache {
     ) {
         let cache = self.clone();
         let key = key.to_owned();
+        let range = range.start.min(object_len)..range.end.min(object_len);
+        if range.is_empty() {
+            return;
+        }
+        // Only the blocks: assembling the range would copy bytes nobody reads now.
         tokio::spawn(async move {
-            if let Err(error) = cache.read_range(&*store, &key, object_len, range).await {
+            if let Err(error) = cache.blocks_of(&*store, &key, object_len, &range).await {
                 tracing::debug!(%key, %error, "segment cache read-ahead failed");
             }
         });

@@ -318,8 +318,15 @@ impl PartitionReader {
         }
         // The seek lands on an index block start, up to one block before `offset`.
         let len = (budget as u64).saturating_add(u64::from(footer.index_interval()));
-        let (decoded, end) = self.decode_from(segment, &footer, pos, offset, len).await?;
+        // A batch that cannot be returned (over the budget, not the first) is not read whole.
+        let most = if at_least_one { u64::MAX } else { len };
+        let (decoded, end) = self
+            .decode_from(segment, &footer, pos, offset, len, most)
+            .await?;
         self.maybe_read_ahead(segment, &footer, end);
+        if decoded.is_empty() && end < footer.data_end {
+            return Ok(Some(Vec::new()));
+        }
         if decoded.is_empty() {
             return Ok(None);
         }
@@ -346,7 +353,7 @@ impl PartitionReader {
     ) -> Result<Option<(i64, i64)>> {
         while pos < footer.data_end {
             let (batches, end) = self
-                .decode_from(segment, footer, pos, i64::MIN, MIN_READ_BYTES)
+                .decode_from(segment, footer, pos, i64::MIN, MIN_READ_BYTES, u64::MAX)
                 .await?;
             if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= timestamp_ms) {
                 return Ok(Some((hit.base_offset(), hit.max_timestamp())));
@@ -357,8 +364,9 @@ impl PartitionReader {
     }
 
     /// Decodes the whole batches (those ending at or after `from_offset`) of at least `len`
-    /// bytes from `pos`, reading more when that range does not hold one whole index block.
-    /// Returns them with the position after the last one.
+    /// bytes from `pos`, reading more when that range does not hold one whole batch, but not
+    /// more than `most` bytes (then none are returned). Returns them with the position after
+    /// the last one (or where the batch that did not fit starts).
     async fn decode_from(
         &self,
         segment: &IndexedSegment,
@@ -366,12 +374,13 @@ impl PartitionReader {
         pos: u64,
         from_offset: i64,
         len: u64,
+        most: u64,
     ) -> Result<(Vec<RecordBatch>, u64)> {
         let mut len = len.max(MIN_READ_BYTES);
         loop {
             let end = footer.data_end.min(pos.saturating_add(len));
             let data = self.read_bytes(segment, pos..end).await?;
-            let mut cursor = BatchCursor::with_footer(data, pos, footer, from_offset);
+            let mut cursor = BatchCursor::with_footer(data.clone(), pos, footer, from_offset);
             let batches = cursor
                 .by_ref()
                 .collect::<Result<Vec<_>, _>>()
@@ -389,7 +398,10 @@ impl PartitionReader {
                     format!("no batch reaching offset {from_offset} in the segment data"),
                 ));
             }
-            len = len.saturating_mul(2);
+            len = next_read_len(&data, reached - pos, len);
+            if len > most {
+                return Ok((Vec::new(), reached));
+            }
         }
     }
 
@@ -576,6 +588,20 @@ fn is_vanished(error: &StorageError) -> bool {
     )
 }
 
+/// How much to read after a read of `len` bytes ended inside the batch at `at`: up to that
+/// batch's end when its length prefix was read (growing by doubling would copy a large batch
+/// several times), else twice as much.
+fn next_read_len(data: &[u8], at: u64, len: u64) -> u64 {
+    let claimed = usize::try_from(at)
+        .ok()
+        .and_then(|at| data.get(at..))
+        .and_then(RecordBatch::claimed_len);
+    match claimed {
+        Some(claimed) => (at + claimed as u64).max(len.saturating_add(1)),
+        None => len.saturating_mul(2),
+    }
+}
+
 /// A [`StorageError::Corrupt`] when the stored object's size differs from the committed one;
 /// `None` when it matches or cannot be checked (the original error then stands).
 async fn check_object_size(
@@ -595,4 +621,23 @@ async fn check_object_size(
             actual: meta.size,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_read_len;
+
+    #[test]
+    fn a_read_cut_inside_a_batch_grows_to_its_end() {
+        // 12-byte prefix of a batch at 100 claiming 1,000,000 - 12 bytes after it.
+        let mut data = vec![0u8; 100];
+        data.extend_from_slice(&7i64.to_be_bytes());
+        data.extend_from_slice(&(1_000_000i32 - 12).to_be_bytes());
+        assert_eq!(next_read_len(&data, 100, 16_384), 1_000_100);
+        // Prefix not read yet: doubled.
+        assert_eq!(next_read_len(&data[..105], 100, 16_384), 32_768);
+        // A claim below what was read (corrupt) still makes progress.
+        data[108..112].copy_from_slice(&0i32.to_be_bytes());
+        assert_eq!(next_read_len(&data, 100, 16_384), 16_385);
+    }
 }
