@@ -77,7 +77,8 @@ impl ReadResult {
 }
 
 /// Reads one partition. Share it (`Arc`) between the fetch sessions of the partition: its
-/// read-ahead state is per partition (footers are cached agent-wide, in the [`SegmentCache`]).
+/// read-ahead state is per partition (footers are cached agent-wide, in the
+/// [`SegmentCache`](crate::SegmentCache)).
 pub struct PartitionReader {
     storage: PartitionStorage,
     config: ReaderConfig,
