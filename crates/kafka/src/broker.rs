@@ -712,10 +712,11 @@ impl Broker {
         self.lock_handing_off().remove(&key);
     }
 
-    /// Tells the flusher that `log` has buffered records; flushes at once past the size limit.
-    pub(crate) fn appended(&self, log: &PartitionLog) {
+    /// Tells the flusher that a partition has buffered records (`buffered_bytes` in its open
+    /// segment after the append); flushes at once past the size limit.
+    pub(crate) fn appended(&self, buffered_bytes: usize) {
         self.data_ready.notify_one();
-        if log.writer.buffered_bytes() >= self.config.flush_max_bytes {
+        if buffered_bytes >= self.config.flush_max_bytes {
             self.flush_now.notify_one();
         }
     }

@@ -5,10 +5,10 @@
 //! in request order, as Kafka clients require.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 use streamhouse_protocol::{decode_request, DecodeError, DecodedRequest};
 use thiserror::Error;
@@ -385,22 +385,61 @@ fn raw_sasl_token(session: &mut SaslSession, token: &[u8], closing: &mut bool) -
     tokio::spawn(async move { outcome })
 }
 
+/// Counts a finished request and its latency, on handles registered on the API's first request
+/// (after `serve` installed the recorder) rather than looked up, with a freshly formatted label,
+/// on every request.
 fn record_latency(api: ApiKey, started: std::time::Instant) {
-    let name = format!("{api:?}");
-    metrics::counter!("streamhouse_kafka_requests_total", "api" => name.clone()).increment(1);
-    metrics::histogram!("streamhouse_kafka_request_duration_seconds", "api" => name)
-        .record(started.elapsed().as_secs_f64());
+    static ALL: [OnceLock<ApiMetrics>; API_KEYS] = [const { OnceLock::new() }; API_KEYS];
+    let elapsed = started.elapsed().as_secs_f64();
+    match usize::try_from(api as i16)
+        .ok()
+        .and_then(|key| ALL.get(key))
+    {
+        Some(slot) => slot
+            .get_or_init(|| ApiMetrics::register(api))
+            .record(elapsed),
+        None => ApiMetrics::register(api).record(elapsed),
+    }
+}
+
+/// More than Kafka's highest API key (92 in Kafka 4).
+const API_KEYS: usize = 128;
+
+/// The request metrics of one API.
+struct ApiMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl ApiMetrics {
+    fn register(api: ApiKey) -> Self {
+        let name = format!("{api:?}");
+        Self {
+            requests: metrics::counter!("streamhouse_kafka_requests_total", "api" => name.clone()),
+            duration: metrics::histogram!("streamhouse_kafka_request_duration_seconds", "api" => name),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+    }
+}
+
+/// Room for `[size][response header]` and the body: a Fetch response (megabytes of records) is
+/// measured first so it is encoded without the buffer being regrown and copied along the way.
+fn size_hint(body: &ResponseKind, version: i16) -> usize {
+    let body = match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    body.max(256) + 64
 }
 
 /// Encodes `[size][response header][body]`. An encoding failure would be a bug in a handler: it is
 /// logged and the connection closed rather than sent garbage.
-fn encode_response(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &kafka_protocol::messages::ResponseKind,
-) -> Outcome {
-    let mut buf = BytesMut::with_capacity(256);
+fn encode_response(api: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Outcome {
+    let mut buf = BytesMut::with_capacity(size_hint(body, version));
     buf.extend_from_slice(&[0; 4]);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let result = header

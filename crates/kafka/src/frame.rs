@@ -1,6 +1,6 @@
 //! Length-prefixed Kafka frames: a big-endian `i32` size, then that many bytes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -67,15 +67,13 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(
 ) -> Result<Bytes, FrameError> {
     // The caller reserved `len` bytes of the agent's memory budget before this read, so the
     // buffer is allocated at exactly `len`: growing it by doubling would hold up to twice what
-    // the budget counts. Pages are touched (zero-filled) step by step as data arrives, so a
-    // peer that announces a large frame and then stalls pins only what it actually sent.
+    // the budget counts. The bytes are read straight into the spare capacity, never zero-filled
+    // first, so pages are touched only as data arrives: a peer that announces a large frame and
+    // then stalls pins only what it actually sent.
     let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
-        let want = (len - buf.len()).min(1024 * 1024);
-        let start = buf.len();
-        buf.resize(start + want, 0);
-        let n = reader.read(&mut buf[start..]).await?;
-        buf.truncate(start + n);
+        let want = len - buf.len();
+        let n = reader.read_buf(&mut (&mut buf).limit(want)).await?;
         if n == 0 {
             return Err(FrameError::Truncated {
                 got: buf.len(),

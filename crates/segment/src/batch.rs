@@ -308,6 +308,13 @@ impl RecordBatch {
         self.bytes.is_empty()
     }
 
+    /// The length a batch starting at `buf[0]` claims (its 12-byte prefix: base offset and
+    /// length), unchecked: how much to read to get the whole batch. `None` when `buf` is
+    /// shorter than the prefix.
+    pub fn claimed_len(buf: &[u8]) -> Option<usize> {
+        peek_total_len(buf)
+    }
+
     /// A batch made of `header` and its `bytes` (already checked by the caller).
     pub(crate) fn from_parts(header: BatchHeader, bytes: Bytes) -> RecordBatch {
         RecordBatch { header, bytes }

@@ -111,26 +111,33 @@ impl SegmentBuilder {
     /// Appends a batch whose base offset must equal [`SegmentBuilder::next_offset`] (or, in a
     /// compacted segment, be at least that).
     pub fn push(&mut self, batch: &RecordBatch) -> Result<(), SegmentError> {
+        self.push_at(batch, batch.base_offset())
+    }
+
+    /// Appends a batch as if its base offset were `base_offset`, which must equal
+    /// [`SegmentBuilder::next_offset`] (or, in a compacted segment, be at least that).
+    ///
+    /// The stored batch gets `base_offset` in its first 8 bytes, which Kafka's CRC does not
+    /// cover; the rest of a large batch is kept as a slice of the caller's bytes, so a batch
+    /// placed at a new offset is not copied to rewrite 8 bytes.
+    pub fn push_at(&mut self, batch: &RecordBatch, base_offset: i64) -> Result<(), SegmentError> {
         let fits = match self.gaps {
-            true => batch.base_offset() >= self.next_offset,
-            false => batch.base_offset() == self.next_offset,
+            true => base_offset >= self.next_offset,
+            false => base_offset == self.next_offset,
         };
         if !fits {
             return Err(SegmentError::OffsetMismatch {
                 expected: self.next_offset,
-                found: batch.base_offset(),
+                found: base_offset,
             });
         }
-        let rel_position = self.check_limits(batch)?;
-        let rel_offset = (batch.base_offset() - self.base_offset) as u32;
-        let (min_ts, max_ts) = match self.timestamps {
-            Some((min, max)) => (
-                min.min(batch.header().base_timestamp),
-                max.max(batch.max_timestamp()),
-            ),
-            None => (batch.header().base_timestamp, batch.max_timestamp()),
-        };
-        self.timestamps = Some((min_ts, max_ts));
+        let last_offset = base_offset + i64::from(batch.header().last_offset_delta);
+        let rel_position = self.check_limits(batch.len(), last_offset)?;
+        let rel_offset = (base_offset - self.base_offset) as u32;
+        self.note_timestamps(batch);
+        let max_ts = self
+            .timestamps
+            .map_or(batch.max_timestamp(), |(_, max)| max);
         if self.starts_block(rel_position) {
             self.index.push(IndexEntry {
                 rel_offset,
@@ -139,17 +146,27 @@ impl SegmentBuilder {
                 prefix_crc: 0,
             });
         }
+        let offset = base_offset.to_be_bytes();
         let entry = self
             .index
             .last_mut()
             .expect("an index entry exists after the first batch");
         entry.max_timestamp = max_ts;
-        entry.prefix_crc = crc32c::crc32c_append(entry.prefix_crc, &batch.bytes()[..PREFIX_LEN]);
-        self.append_bytes(batch.bytes());
+        let crc = crc32c::crc32c_append(entry.prefix_crc, &offset);
+        entry.prefix_crc = crc32c::crc32c_append(crc, &batch.bytes()[8..PREFIX_LEN]);
+        self.append_rebased(offset, batch.bytes());
         self.batch_count += 1;
         self.records += i64::from(batch.record_count());
-        self.next_offset = batch.last_offset() + 1;
+        self.next_offset = last_offset + 1;
         Ok(())
+    }
+
+    fn note_timestamps(&mut self, batch: &RecordBatch) {
+        let (min, max) = (batch.header().base_timestamp, batch.max_timestamp());
+        self.timestamps = Some(match self.timestamps {
+            Some((lo, hi)) => (lo.min(min), hi.max(max)),
+            None => (min, max),
+        });
     }
 
     /// Extends a compacted segment's range through `last_offset` (whose records compaction
@@ -171,21 +188,16 @@ impl SegmentBuilder {
     }
 
     /// Checks the format's u32 limits and returns the batch's position relative to the data.
-    fn check_limits(&self, batch: &RecordBatch) -> Result<u32, SegmentError> {
+    fn check_limits(&self, len: usize, last_offset: i64) -> Result<u32, SegmentError> {
         let rel_position = self.size - HEADER_LEN;
-        if rel_position + batch.len() > u32::MAX as usize {
+        if rel_position + len > u32::MAX as usize {
             return Err(SegmentError::LimitExceeded {
                 reason: format!("batch data would exceed 4 GiB at {rel_position} bytes"),
             });
         }
-        if batch.last_offset() - self.base_offset > i64::from(u32::MAX)
-            || self.batch_count == u32::MAX
-        {
+        if last_offset - self.base_offset > i64::from(u32::MAX) || self.batch_count == u32::MAX {
             return Err(SegmentError::LimitExceeded {
-                reason: format!(
-                    "offset {} is more than 2^32 past the segment base",
-                    batch.last_offset()
-                ),
+                reason: format!("offset {last_offset} is more than 2^32 past the segment base"),
             });
         }
         Ok(rel_position as u32)
@@ -222,18 +234,27 @@ impl SegmentBuilder {
         self.records
     }
 
-    /// Keeps a batch's bytes: a large batch as its own part, a small one packed.
-    fn append_bytes(&mut self, bytes: &Bytes) {
+    /// Keeps a batch's bytes with `offset` in place of its first 8: a large batch as a part of
+    /// its own (no copy), preceded by the new offset (packed) when it changes; a small one
+    /// packed whole.
+    fn append_rebased(&mut self, offset: [u8; 8], bytes: &Bytes) {
         self.size += bytes.len();
-        if bytes.len() >= PACKED_PART_BYTES {
+        if bytes.len() >= PACKED_PART_BYTES && bytes[..8] == offset {
             self.seal_packing();
             self.parts.push(bytes.clone());
+            return;
+        }
+        if bytes.len() >= PACKED_PART_BYTES {
+            self.packing.extend_from_slice(&offset);
+            self.seal_packing();
+            self.parts.push(bytes.slice(8..));
             return;
         }
         if self.packing.len() + bytes.len() > PACKED_PART_BYTES {
             self.seal_packing();
         }
-        self.packing.extend_from_slice(bytes);
+        self.packing.extend_from_slice(&offset);
+        self.packing.extend_from_slice(&bytes[8..]);
     }
 
     fn seal_packing(&mut self) {
@@ -328,6 +349,21 @@ mod tests {
         assert_eq!(size, HEADER_LEN + large.len() + 3 * 71);
         assert_eq!(seg.len as usize, seg.to_bytes().len());
         assert_eq!(seg.footer.data_end as usize, size);
+    }
+
+    #[test]
+    fn a_large_batch_placed_at_a_new_offset_is_not_copied() {
+        let large = batch(0, 1, PACKED_PART_BYTES, 0);
+        let mut builder = SegmentBuilder::new(50);
+        builder.push_at(&large, 50).expect("push_at");
+        let seg = builder.finish();
+        // Header, the new offset, the rest of the batch as the caller's bytes, footer.
+        assert_eq!(seg.parts.len(), 4);
+        assert_eq!(&seg.parts[1][..], &50i64.to_be_bytes());
+        assert_eq!(seg.parts[2].as_ptr(), large.bytes()[8..].as_ptr());
+        let (_, read) = crate::decode_segment(seg.to_bytes()).expect("decodes");
+        assert_eq!(read[0].bytes()[8..], large.bytes()[8..]);
+        assert_eq!(read[0].base_offset(), 50);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use futures::future::{try_join_all, FutureExt, Shared};
 use moka::future::Cache;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use streamhouse_segment::SegmentFooter;
 
 use crate::error::{Result, StorageError};
 
@@ -32,6 +33,9 @@ pub struct SegmentCacheConfig {
     pub max_bytes: u64,
     /// Size of the aligned blocks objects are cached in.
     pub block_size: u64,
+    /// Upper bound on the memory of verified segment footers, shared by every partition of the
+    /// agent (a per-partition bound would let memory grow with the partition count).
+    pub footer_max_bytes: u64,
 }
 
 impl Default for SegmentCacheConfig {
@@ -39,6 +43,7 @@ impl Default for SegmentCacheConfig {
         Self {
             max_bytes: 256 * 1024 * 1024,
             block_size: 1024 * 1024,
+            footer_max_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -68,6 +73,9 @@ struct Counters {
 
 type BlockKey = (Arc<str>, u64);
 
+/// A segment: its object key and its position in the object.
+pub(crate) type SegmentKey = (Arc<str>, u64);
+
 /// Bytes of a run of adjacent blocks, fetched once and shared by every block's loader.
 type RunFetch<'a> = Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<object_store::Error>>>>;
 
@@ -75,6 +83,9 @@ type RunFetch<'a> = Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<obje
 #[derive(Clone)]
 pub struct SegmentCache {
     blocks: Cache<BlockKey, Bytes>,
+    /// Verified footers by segment, for every partition's reader: created once per agent, as
+    /// a cache costs tens of kilobytes before it holds anything.
+    footers: moka::sync::Cache<SegmentKey, Arc<SegmentFooter>>,
     block_size: u64,
     counters: Arc<Counters>,
 }
@@ -102,6 +113,7 @@ impl SegmentCache {
             .build();
         Self {
             blocks,
+            footers: footer_cache(config.footer_max_bytes),
             block_size: config.block_size.max(1),
             counters: Arc::default(),
         }
@@ -120,6 +132,19 @@ impl SegmentCache {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
+        let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
+        Ok(self.assemble(&blocks, first, range))
+    }
+
+    /// The blocks holding `range` (not empty, within the object), fetching those not cached;
+    /// with the index of the first.
+    async fn blocks_of(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        object_len: u64,
+        range: &Range<u64>,
+    ) -> Result<(u64, Vec<Bytes>)> {
         let object: Arc<str> = Arc::from(key);
         let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
         let mut blocks: Vec<Option<Bytes>> =
@@ -136,8 +161,17 @@ impl SegmentCache {
             self.load_missing(store, &object, object_len, indexes.start, &mut blocks)
                 .await?;
         }
-        let blocks: Vec<Bytes> = blocks.into_iter().flatten().collect();
-        Ok(self.assemble(&blocks, indexes.start, range))
+        Ok((indexes.start, blocks.into_iter().flatten().collect()))
+    }
+
+    /// The verified footer of segment `key`, if cached.
+    pub(crate) fn footer(&self, key: &SegmentKey) -> Option<Arc<SegmentFooter>> {
+        self.footers.get(key)
+    }
+
+    /// Caches the verified footer of segment `key`.
+    pub(crate) fn insert_footer(&self, key: SegmentKey, footer: Arc<SegmentFooter>) {
+        self.footers.insert(key, footer);
     }
 
     /// Caches a freshly written object (write-through), so reads of it need no GET.
@@ -206,8 +240,13 @@ impl SegmentCache {
     ) {
         let cache = self.clone();
         let key = key.to_owned();
+        let range = range.start.min(object_len)..range.end.min(object_len);
+        if range.is_empty() {
+            return;
+        }
+        // Only the blocks: assembling the range would copy bytes nobody reads now.
         tokio::spawn(async move {
-            if let Err(error) = cache.read_range(&*store, &key, object_len, range).await {
+            if let Err(error) = cache.blocks_of(&*store, &key, object_len, &range).await {
                 tracing::debug!(%key, %error, "segment cache read-ahead failed");
             }
         });
@@ -317,6 +356,15 @@ impl SegmentCache {
         }
         out.freeze()
     }
+}
+
+fn footer_cache(max_bytes: u64) -> moka::sync::Cache<SegmentKey, Arc<SegmentFooter>> {
+    moka::sync::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|key: &SegmentKey, footer: &Arc<SegmentFooter>| {
+            u32::try_from(key.0.len() + 8 + footer.memory_size()).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 /// The block of `bytes` starting at `start`. A block is copied out unless it is the whole buffer,

@@ -1,7 +1,8 @@
 //! The partition reader: batches from any offset, through the segment index and the cache.
 //!
-//! The hot path issues no metadata query: segments come from the [`SegmentIndex`], footers from a
-//! small bounded cache (one ranged read of the object's tail on a miss), batch bytes from the
+//! The hot path issues no metadata query: segments come from the [`SegmentIndex`], footers from
+//! the agent's bounded footer cache in the [`SegmentCache`] (one ranged read of the object's
+//! tail on a miss), batch bytes from the
 //! [`SegmentCache`] (only the needed range, in cache blocks). The high watermark comes from the
 //! same-agent writer ([`PartitionReader::with_writer`]), from the caller
 //! ([`PartitionReader::read_with_high_watermark`]) or from a cached metadata value refreshed at
@@ -32,8 +33,6 @@ const MISS_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// Settings of a [`PartitionReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
-    /// Upper bound on the memory of cached segment footers, in bytes.
-    pub footer_cache_bytes: u64,
     /// Bytes read from an object's end to find its footer; a second read happens only for a
     /// footer larger than this.
     pub footer_tail_bytes: u64,
@@ -48,7 +47,6 @@ pub struct ReaderConfig {
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
-            footer_cache_bytes: 8 * 1024 * 1024,
             footer_tail_bytes: 64 * 1024,
             read_ahead: true,
             read_ahead_bytes: 4 * 1024 * 1024,
@@ -79,12 +77,11 @@ impl ReadResult {
 }
 
 /// Reads one partition. Share it (`Arc`) between the fetch sessions of the partition: its
-/// footer cache and read-ahead state are per partition.
+/// read-ahead state is per partition (footers are cached agent-wide, in the
+/// [`SegmentCache`](crate::SegmentCache)).
 pub struct PartitionReader {
     storage: PartitionStorage,
     config: ReaderConfig,
-    /// Verified footers by segment: object key and the segment's position in it.
-    footers: moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>>,
     writer_high_watermark: Option<watch::Receiver<i64>>,
     bounds: Mutex<CachedBounds>,
     /// Segment last prefetched, so a sequential reader prefetches each segment once.
@@ -121,7 +118,6 @@ impl PartitionReader {
     pub fn new(storage: PartitionStorage) -> Self {
         Self {
             storage,
-            footers: footer_cache(ReaderConfig::default().footer_cache_bytes),
             config: ReaderConfig::default(),
             writer_high_watermark: None,
             bounds: Mutex::new(CachedBounds {
@@ -135,7 +131,6 @@ impl PartitionReader {
 
     /// Replaces the settings.
     pub fn with_config(mut self, config: ReaderConfig) -> Self {
-        self.footers = footer_cache(config.footer_cache_bytes);
         self.config = config;
         self
     }
@@ -324,8 +319,15 @@ impl PartitionReader {
         }
         // The seek lands on an index block start, up to one block before `offset`.
         let len = (budget as u64).saturating_add(u64::from(footer.index_interval()));
-        let (decoded, end) = self.decode_from(segment, &footer, pos, offset, len).await?;
+        // A batch that cannot be returned (over the budget, not the first) is not read whole.
+        let most = if at_least_one { u64::MAX } else { len };
+        let (decoded, end) = self
+            .decode_from(segment, &footer, pos, offset, len, most)
+            .await?;
         self.maybe_read_ahead(segment, &footer, end);
+        if decoded.is_empty() && end < footer.data_end {
+            return Ok(Some(Vec::new()));
+        }
         if decoded.is_empty() {
             return Ok(None);
         }
@@ -352,7 +354,7 @@ impl PartitionReader {
     ) -> Result<Option<(i64, i64)>> {
         while pos < footer.data_end {
             let (batches, end) = self
-                .decode_from(segment, footer, pos, i64::MIN, MIN_READ_BYTES)
+                .decode_from(segment, footer, pos, i64::MIN, MIN_READ_BYTES, u64::MAX)
                 .await?;
             if let Some(hit) = batches.iter().find(|b| b.max_timestamp() >= timestamp_ms) {
                 return Ok(Some((hit.base_offset(), hit.max_timestamp())));
@@ -363,8 +365,9 @@ impl PartitionReader {
     }
 
     /// Decodes the whole batches (those ending at or after `from_offset`) of at least `len`
-    /// bytes from `pos`, reading more when that range does not hold one whole index block.
-    /// Returns them with the position after the last one.
+    /// bytes from `pos`, reading more when that range does not hold one whole batch, but not
+    /// more than `most` bytes (then none are returned). Returns them with the position after
+    /// the last one (or where the batch that did not fit starts).
     async fn decode_from(
         &self,
         segment: &IndexedSegment,
@@ -372,12 +375,13 @@ impl PartitionReader {
         pos: u64,
         from_offset: i64,
         len: u64,
+        most: u64,
     ) -> Result<(Vec<RecordBatch>, u64)> {
         let mut len = len.max(MIN_READ_BYTES);
         loop {
             let end = footer.data_end.min(pos.saturating_add(len));
             let data = self.read_bytes(segment, pos..end).await?;
-            let mut cursor = BatchCursor::with_footer(data, pos, footer, from_offset);
+            let mut cursor = BatchCursor::with_footer(data.clone(), pos, footer, from_offset);
             let batches = cursor
                 .by_ref()
                 .collect::<Result<Vec<_>, _>>()
@@ -395,7 +399,10 @@ impl PartitionReader {
                     format!("no batch reaching offset {from_offset} in the segment data"),
                 ));
             }
-            len = len.saturating_mul(2);
+            len = next_read_len(&data, reached - pos, len);
+            if len > most {
+                return Ok((Vec::new(), reached));
+            }
         }
     }
 
@@ -434,11 +441,11 @@ impl PartitionReader {
     /// The verified footer of a segment, cached per object.
     async fn footer(&self, segment: &IndexedSegment) -> Result<Arc<SegmentFooter>> {
         let key = (segment.object_key.clone(), segment.object_offset);
-        if let Some(footer) = self.footers.get(&key) {
+        if let Some(footer) = self.storage.cache.footer(&key) {
             return Ok(footer);
         }
         let footer = Arc::new(self.load_footer(segment).await?);
-        self.footers.insert(key, footer.clone());
+        self.storage.cache.insert_footer(key, footer.clone());
         Ok(footer)
     }
 
@@ -582,13 +589,18 @@ fn is_vanished(error: &StorageError) -> bool {
     )
 }
 
-fn footer_cache(max_bytes: u64) -> moka::sync::Cache<(Arc<str>, u64), Arc<SegmentFooter>> {
-    moka::sync::Cache::builder()
-        .max_capacity(max_bytes)
-        .weigher(|key: &(Arc<str>, u64), footer: &Arc<SegmentFooter>| {
-            u32::try_from(key.0.len() + 8 + footer.memory_size()).unwrap_or(u32::MAX)
-        })
-        .build()
+/// How much to read after a read of `len` bytes ended inside the batch at `at`: up to that
+/// batch's end when its length prefix was read (growing by doubling would copy a large batch
+/// several times), else twice as much.
+fn next_read_len(data: &[u8], at: u64, len: u64) -> u64 {
+    let claimed = usize::try_from(at)
+        .ok()
+        .and_then(|at| data.get(at..))
+        .and_then(RecordBatch::claimed_len);
+    match claimed {
+        Some(claimed) => (at + claimed as u64).max(len.saturating_add(1)),
+        None => len.saturating_mul(2),
+    }
 }
 
 /// A [`StorageError::Corrupt`] when the stored object's size differs from the committed one;
@@ -610,4 +622,23 @@ async fn check_object_size(
             actual: meta.size,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_read_len;
+
+    #[test]
+    fn a_read_cut_inside_a_batch_grows_to_its_end() {
+        // 12-byte prefix of a batch at 100 claiming 1,000,000 - 12 bytes after it.
+        let mut data = vec![0u8; 100];
+        data.extend_from_slice(&7i64.to_be_bytes());
+        data.extend_from_slice(&(1_000_000i32 - 12).to_be_bytes());
+        assert_eq!(next_read_len(&data, 100, 16_384), 1_000_100);
+        // Prefix not read yet: doubled.
+        assert_eq!(next_read_len(&data[..105], 100, 16_384), 32_768);
+        // A claim below what was read (corrupt) still makes progress.
+        data[108..112].copy_from_slice(&0i32.to_be_bytes());
+        assert_eq!(next_read_len(&data, 100, 16_384), 16_385);
+    }
 }

@@ -90,6 +90,9 @@ pub struct Appended {
     pub duplicate: bool,
     /// Resolves once the records are durable.
     pub durable: DurableTicket,
+    /// Bytes buffered in the partition's open segment right after this append, so the caller
+    /// can ask for an early flush without locking the writer again.
+    pub buffered_bytes: usize,
 }
 
 /// Resolves when appended records are durable (committed, below the high watermark), or fails
@@ -378,10 +381,11 @@ impl PartitionWriter {
         let deadline = options
             .deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + self.inner.config.default_deadline);
-        let appended = {
+        // One lock for the whole append: checks, push, and what the caller and the roll need.
+        let (appended, full) = {
             let mut state = self.inner.lock();
             self.inner.check_usable(&state)?;
-            match self.inner.check_producers(&state, &batches)? {
+            let mut appended = match self.inner.check_producers(&state, &batches)? {
                 Some(original) => self.inner.duplicate(&mut state, original),
                 None => {
                     self.inner
@@ -390,9 +394,13 @@ impl PartitionWriter {
                     state.open.hold(deadline, options.reservation);
                     appended
                 }
-            }
+            };
+            appended.buffered_bytes = state.open.buffered_bytes();
+            (appended, state.open.is_full(&self.inner.config))
         };
-        self.maybe_schedule_roll();
+        if full {
+            self.schedule_roll();
+        }
         Ok(appended)
     }
 
@@ -541,9 +549,9 @@ impl PartitionWriter {
         self.inner.lock().fenced.is_some()
     }
 
-    fn maybe_schedule_roll(&self) {
-        let full = self.inner.lock().open.is_full(&self.inner.config);
-        if !full || self.inner.roll_scheduled.swap(true, Ordering::AcqRel) {
+    /// Starts a background flush of the full open segment, unless one is scheduled already.
+    fn schedule_roll(&self) {
+        if self.inner.roll_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -664,6 +672,7 @@ impl Inner {
             last_offset: original.last_offset,
             duplicate: true,
             durable: self.ticket(state, original.last_offset),
+            buffered_bytes: 0,
         }
     }
 
@@ -671,16 +680,17 @@ impl Inner {
         self.check_fits(state, batches)?;
         let base_offset = state.next_offset;
         for batch in batches {
-            let rebased = batch.with_base_offset(state.next_offset);
+            // Placed at the next offset by the builder itself, without copying the batch.
+            let at = state.next_offset;
             state
                 .open
                 .builder
-                .push(&rebased)
+                .push_at(batch, at)
                 .map_err(|e| self.invalid(e.to_string()))?;
-            let entry = producer_batch(&rebased, rebased.base_offset());
+            let entry = producer_batch(batch, at);
             state.producers.record(entry);
             state.open.producer_batches.push(entry);
-            state.next_offset = rebased.last_offset() + 1;
+            state.next_offset = state.open.builder.next_offset();
         }
         state.open.opened_at.get_or_insert_with(Instant::now);
         let last_offset = state.next_offset - 1;
@@ -689,6 +699,7 @@ impl Inner {
             last_offset,
             duplicate: false,
             durable: self.ticket(state, last_offset),
+            buffered_bytes: 0,
         })
     }
 

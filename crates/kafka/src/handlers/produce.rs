@@ -197,7 +197,7 @@ pub(crate) async fn append_to(
         txn_verified,
     };
     let appended = log.writer.append_with(batches, options);
-    b.appended(log);
+    b.appended(appended.as_ref().map_or(0, |a| a.buffered_bytes));
     let appended = appended?;
     metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
     Ok(appended)

@@ -160,6 +160,29 @@ fn builder_tracks_progress_and_rejects_gaps() {
 }
 
 #[test]
+fn push_at_stores_what_a_copied_rebase_would() {
+    // Small batches are packed, large ones (64 KiB and up) kept as slices of the caller's
+    // bytes behind their new offset: both must give the object a copy-and-push gives.
+    let batches = [batch(3, 10, 0), batch(70, 1024, 5), batch(2, 20, 9)];
+    let (mut in_place, mut copied) = (SegmentBuilder::new(100), SegmentBuilder::new(100));
+    for b in &batches {
+        in_place
+            .push_at(b, in_place.next_offset())
+            .expect("push_at");
+        copied
+            .push(&b.with_base_offset(copied.next_offset()))
+            .expect("push");
+    }
+    assert_eq!(in_place.next_offset(), 175);
+    let (in_place, copied) = (in_place.finish(), copied.finish());
+    assert_eq!(in_place.to_bytes(), copied.to_bytes());
+    assert_eq!(in_place.footer, copied.footer);
+    let (_, read) = decode_segment(in_place.to_bytes()).expect("decodes");
+    let bases: Vec<i64> = read.iter().map(RecordBatch::base_offset).collect();
+    assert_eq!(bases, [100, 103, 173]);
+}
+
+#[test]
 fn empty_segment_round_trips() {
     let seg = SegmentBuilder::new(77).finish();
     let (footer, batches) = decode_segment(seg.to_bytes()).expect("empty segment decodes");

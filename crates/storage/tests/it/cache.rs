@@ -36,6 +36,7 @@ fn cache(max_bytes: u64) -> SegmentCache {
     SegmentCache::new(SegmentCacheConfig {
         max_bytes,
         block_size: BLOCK,
+        ..SegmentCacheConfig::default()
     })
 }
 

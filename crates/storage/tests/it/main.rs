@@ -144,6 +144,7 @@ mod support {
         let cache = SegmentCache::new(SegmentCacheConfig {
             max_bytes: 64 * 1024 * 1024,
             block_size: 4096,
+            ..SegmentCacheConfig::default()
         });
         (Arc::new(index), Arc::new(cache))
     }

@@ -241,6 +241,7 @@ async fn a_sequential_reader_prefetches_the_next_segment() {
     let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
         max_bytes: 1 << 20,
         block_size: 256,
+        ..SegmentCacheConfig::default()
     }));
     let index = SegmentIndex::new("orders", 0, env.metadata(), SegmentIndexConfig::default());
     let reader = PartitionReader::new(env.storage_with(Arc::new(index), cache.clone()));
