@@ -297,7 +297,7 @@ impl Broker {
     ) -> Result<(), streamhouse_storage::StorageError> {
         let log = self.partition(&marker.topic, marker.partition).await?;
         let appended = log.writer.append_marker(marker)?;
-        self.appended(&log);
+        self.appended(appended.buffered_bytes);
         let in_flight = in_flight.clone();
         let what = format!(
             "{}/{} producer {}",

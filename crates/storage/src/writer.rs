@@ -442,11 +442,11 @@ impl PartitionWriter {
         let batch =
             RecordBatch::control(marker.producer_id, marker.producer_epoch, control, now_ms());
         let deadline = tokio::time::Instant::now() + self.inner.config.default_deadline;
-        let appended = {
+        let (appended, full) = {
             let mut state = self.inner.lock();
             self.inner.check_usable(&state)?;
             let first_offset = state.producers.open_txn_any_epoch(marker.producer_id);
-            let appended = self.inner.push(&mut state, std::slice::from_ref(&batch))?;
+            let mut appended = self.inner.push(&mut state, std::slice::from_ref(&batch))?;
             state.open.markers.push(WrittenMarker {
                 marker: marker.clone(),
                 offset: appended.base_offset,
@@ -457,9 +457,12 @@ impl PartitionWriter {
                 .entry(marker.producer_id)
                 .or_default() += 1;
             state.open.hold(deadline, None);
-            appended
+            appended.buffered_bytes = state.open.buffered_bytes();
+            (appended, state.open.is_full(&self.inner.config))
         };
-        self.maybe_schedule_roll();
+        if full {
+            self.schedule_roll();
+        }
         Ok(appended)
     }
 
