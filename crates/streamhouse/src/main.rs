@@ -59,7 +59,10 @@ fn main() -> std::process::ExitCode {
     // Operator commands print their own one-line errors; library logs would only add noise.
     let default_log = match cli.command {
         Command::Serve(_) => "info",
-        _ => "off",
+        _ => {
+            restore_sigpipe();
+            "off"
+        }
     };
     init_logging(default_log);
     match run(cli) {
@@ -121,4 +124,14 @@ fn init_logging(default: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Operator commands end quietly when their output's reader goes away (`... | head`), as
+/// Unix tools do, instead of panicking on a failed print. Rust ignores SIGPIPE by default,
+/// which the server keeps: a client hanging up must not end it.
+fn restore_sigpipe() {
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -31,6 +31,9 @@ use super::kafka_security::KafkaSecurity;
 use super::Endpoints;
 use crate::client::{self, topic_name, Connection};
 
+/// Partitions per ListOffsets request when listing a whole topic's watermarks.
+const WATERMARKS_PER_REQUEST: usize = 500;
+
 /// Names the operator commands' connections in the server's logs.
 const CLIENT_ID: &str = "streamhouse-cli";
 
@@ -47,6 +50,9 @@ struct Inner {
     timeout: Duration,
     /// One connection per leader address, opened on first use.
     leaders: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Each topic's partition leaders as last looked up (one Metadata request serves every
+    /// partition of a topic; looked up again after a failure at a leader).
+    layouts: std::sync::Mutex<HashMap<String, HashMap<i32, String>>>,
 }
 
 impl Kafka {
@@ -68,6 +74,7 @@ impl Kafka {
                 security,
                 timeout: endpoints.timeout,
                 leaders: Mutex::default(),
+                layouts: Default::default(),
             }),
         })
     }
@@ -128,19 +135,25 @@ impl Kafka {
             partition,
         };
         let what = format!("opening partition {topic}/{partition}");
-        self.call(&what, client.leader()).await?;
+        self.call(&what, client.leader(false)).await?;
         Ok(client)
     }
 
-    /// Clients for the given partitions, in order.
+    /// Clients for the given partitions, in order: one Metadata lookup for all of them.
     pub async fn partition_clients(
         &self,
         topic: &str,
         partitions: &[i32],
     ) -> anyhow::Result<Vec<Arc<PartitionClient>>> {
-        let opens = partitions.iter().map(|&p| self.partition(topic, p));
-        let clients = futures::future::try_join_all(opens).await?;
-        Ok(clients.into_iter().map(Arc::new).collect())
+        let Some(&first) = partitions.first() else {
+            return Ok(Vec::new());
+        };
+        // The first lookup fills the topic's layout; the others are answered from it.
+        let mut clients = vec![Arc::new(self.partition(topic, first).await?)];
+        for &p in &partitions[1..] {
+            clients.push(Arc::new(self.partition(topic, p).await?));
+        }
+        Ok(clients)
     }
 
     /// Log start offset and high watermark of a partition.
@@ -153,6 +166,34 @@ impl Kafka {
         let low = client.get_offset(client::EARLIEST);
         let high = client.get_offset(client::LATEST);
         self.call(&what, futures::future::try_join(low, high)).await
+    }
+
+    /// `(partition, log start offset, high watermark)` of `partitions` (ascending), asked of
+    /// each leader in one ListOffsets pair for all of its partitions.
+    pub async fn watermarks_of(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+        let clients = self.partition_clients(topic, partitions).await?;
+        let mut by_leader: HashMap<String, Vec<i32>> = HashMap::new();
+        for c in &clients {
+            let addr = c.leader(false).await?;
+            by_leader.entry(addr).or_default().push(c.partition());
+        }
+        let what = format!("listing offsets of {topic}");
+        let mut marks = Vec::with_capacity(partitions.len());
+        for (addr, ids) in by_leader {
+            let conn = self.inner.connection(&addr).await?;
+            // Bounded requests, each under the deadline: an agent answers a request for
+            // thousands of partitions it has not opened yet slowly.
+            for chunk in ids.chunks(WATERMARKS_PER_REQUEST) {
+                let found = self.call(&what, client::watermarks(&conn, topic, chunk));
+                marks.extend(found.await?);
+            }
+        }
+        marks.sort_unstable();
+        Ok(marks)
     }
 
     /// Creates a topic with `partitions` partitions.
@@ -267,27 +308,39 @@ impl PartitionClient {
         self.partition
     }
 
-    /// The address of the partition's leader, from Metadata.
-    async fn leader(&self) -> anyhow::Result<String> {
+    /// The address of the partition's leader: as last looked up, or `fresh` from Metadata.
+    async fn leader(&self, fresh: bool) -> anyhow::Result<String> {
+        if !fresh {
+            let layouts = self.inner.layouts.lock().expect("layout cache poisoned");
+            let known = layouts
+                .get(&self.topic)
+                .and_then(|l| l.get(&self.partition));
+            if let Some(addr) = known {
+                return Ok(addr.clone());
+            }
+        }
         let metadata = self.inner.metadata(Some(&self.topic)).await?;
         let brokers: HashMap<BrokerId, String> = metadata
             .brokers
             .iter()
             .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
             .collect();
-        let topic = metadata.topics.first();
-        let partition = topic.filter(|t| t.error_code == 0).and_then(|t| {
-            t.partitions
-                .iter()
-                .find(|p| p.partition_index == self.partition)
-        });
-        let Some(p) = partition else {
-            bail!("unknown partition {}/{}", self.topic, self.partition);
-        };
-        brokers
-            .get(&p.leader_id)
-            .cloned()
-            .ok_or_else(|| anyhow!("partition {}/{} has no leader", self.topic, self.partition))
+        let topic = metadata.topics.first().filter(|t| t.error_code == 0);
+        let layout: HashMap<i32, String> = topic
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| Some((p.partition_index, brokers.get(&p.leader_id)?.clone())))
+            .collect();
+        let addr = layout.get(&self.partition).cloned();
+        let mut layouts = self.inner.layouts.lock().expect("layout cache poisoned");
+        layouts.insert(self.topic.clone(), layout);
+        addr.ok_or_else(|| {
+            anyhow!(
+                "partition {}/{} is unknown or has no leader",
+                self.topic,
+                self.partition
+            )
+        })
     }
 
     /// Runs `attempt` at the leader, looking it up again after a retriable failure, until
@@ -298,8 +351,10 @@ impl PartitionClient {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mut pause = Duration::from_millis(50);
+        let mut fresh = false;
         loop {
-            let addr = self.leader().await?;
+            let addr = self.leader(fresh).await?;
+            fresh = true;
             let failure = match self.inner.connection(&addr).await {
                 Ok(conn) => match attempt(conn).await {
                     Ok(v) => return Ok(v),

@@ -166,31 +166,52 @@ impl<'a> Sink<'a> {
     }
 
     async fn send(&mut self, index: usize) -> anyhow::Result<()> {
-        let mut records = std::mem::take(&mut self.buffers[index]);
-        self.buffered_bytes[index] = 0;
-        // Numbered within the batch, as `client::record` numbers them.
-        for (i, r) in records.iter_mut().enumerate() {
-            r.offset = i as i64;
-            r.sequence = (i as i32).wrapping_sub(1);
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
+        let records = self.take(index);
         let count = records.len() as u64;
-        let client = &self.clients[index];
-        let what = format!("producing to {}/{}", client.topic(), client.partition());
-        self.kafka
-            .call(&what, client.produce(records, self.args.compression.into()))
-            .await?;
+        Self::send_batch(self.kafka, &self.clients[index], records, self.args).await?;
         self.produced += count;
         Ok(())
     }
 
-    async fn finish(mut self) -> anyhow::Result<u64> {
-        for index in 0..self.clients.len() {
-            self.send(index).await?;
+    /// Partition `index`'s buffered records, numbered within their batch as `client::record`
+    /// numbers them.
+    fn take(&mut self, index: usize) -> Vec<Record> {
+        let mut records = std::mem::take(&mut self.buffers[index]);
+        self.buffered_bytes[index] = 0;
+        for (i, r) in records.iter_mut().enumerate() {
+            r.offset = i as i64;
+            r.sequence = (i as i32).wrapping_sub(1);
         }
-        Ok(self.produced)
+        records
+    }
+
+    async fn send_batch(
+        kafka: &Kafka,
+        client: &PartitionClient,
+        records: Vec<Record>,
+        args: &ProduceArgs,
+    ) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let what = format!("producing to {}/{}", client.topic(), client.partition());
+        let produce = client.produce(records, args.compression.into());
+        kafka.call(&what, produce).await.map(|_| ())
+    }
+
+    /// Sends what is left in every partition, all partitions at once (each waits for its
+    /// flush; one after another, a topic with many partitions would take that many flushes).
+    async fn finish(mut self) -> anyhow::Result<u64> {
+        let batches: Vec<(usize, Vec<Record>)> = (0..self.clients.len())
+            .map(|i| (i, self.take(i)))
+            .filter(|(_, records)| !records.is_empty())
+            .collect();
+        let count: usize = batches.iter().map(|(_, r)| r.len()).sum();
+        let sends = batches
+            .into_iter()
+            .map(|(i, records)| Self::send_batch(self.kafka, &self.clients[i], records, self.args));
+        futures::future::try_join_all(sends).await?;
+        Ok(self.produced + count as u64)
     }
 }
 

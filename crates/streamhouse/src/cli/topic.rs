@@ -164,18 +164,15 @@ struct PartitionOffsets {
 async fn describe(name: &str, format: Format, endpoints: &Endpoints) -> anyhow::Result<()> {
     let kafka = Kafka::connect(endpoints).await?;
     let ids = kafka.partitions(name).await?;
-    let clients = kafka.partition_clients(name, &ids).await?;
-    let marks = futures::future::try_join_all(clients.iter().map(|c| kafka.watermarks(c))).await?;
-    let partitions = ids
-        .iter()
-        .zip(marks)
-        .map(
-            |(&partition, (start_offset, end_offset))| PartitionOffsets {
-                partition,
-                start_offset,
-                end_offset,
-            },
-        )
+    let partitions = kafka
+        .watermarks_of(name, &ids)
+        .await?
+        .into_iter()
+        .map(|(partition, start_offset, end_offset)| PartitionOffsets {
+            partition,
+            start_offset,
+            end_offset,
+        })
         .collect();
     let configs = match topic_configs(name, endpoints).await {
         Ok(c) => Some(c),
