@@ -44,11 +44,12 @@ def kafka_classpath() -> str:
 class Agent:
     """`streamhouse serve` on its embedded defaults in `data_dir`."""
 
-    def __init__(self, binary: str, data_dir: Path):
+    def __init__(self, binary: str, data_dir: Path, extra: list[str] | None = None):
         self.port = common.free_port()
         self.http = f"127.0.0.1:{common.free_port()}"
         args = [binary, "serve", "--data-dir", str(data_dir),
-                "--kafka-addr", f"127.0.0.1:{self.port}", "--http-addr", self.http]
+                "--kafka-addr", f"127.0.0.1:{self.port}", "--http-addr", self.http,
+                *(extra or [])]
         self.proc = subprocess.Popen(args, stdout=open(data_dir / "agent.log", "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         common.wait_port(self.port, self.proc, "streamhouse serve")
@@ -94,12 +95,15 @@ def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: 
     consume = java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
         "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(records),
         "--timeout", "60000"])
-    # CSV: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+    # CSV: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec,
+    # rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec. MB.sec counts the group
+    # join too; fetch.MB.sec only the time after it.
     row = [line for line in consume.splitlines() if line[:1].isdigit()][-1].split(",")
     return {
         "produce": {"records_per_s": nums[1], "mb_per_s": nums[2], "p50_ms": nums[5],
                     "p99_ms": nums[7]},
-        "consume": {"mb_per_s": float(row[3]), "records_per_s": float(row[5])},
+        "consume": {"mb_per_s": float(row[3]), "records_per_s": float(row[5]),
+                    "rebalance_ms": float(row[6]), "fetch_mb_per_s": float(row[8])},
     }
 
 

@@ -2,11 +2,12 @@
 """RSS per idle partition: what an open partition that nobody writes costs one agent.
 
     cargo build --release -p streamhouse
-    .venv/bin/python scripts/bench_partition_memory.py [--partitions 10000] [--touched 10]
+    .venv/bin/python scripts/bench_partition_memory.py [--partitions 10000] [--topics 1] [--touched 10]
 
-One release agent on its embedded defaults (local store, SQLite). The script reads the agent's
-RSS (VmRSS, /proc) when it is settled, creates one topic of N partitions (the agent's controller
-takes and opens every one: `streamhouse_open_partitions` reaches N), reads RSS again, then
+One release agent on its embedded defaults (local store, SQLite; the per-agent partition cap
+raised to what is asked for). The script reads the agent's RSS (VmRSS, /proc) when it is
+settled, creates `--topics` topics of N partitions each (the agent's controller takes every
+lease: `streamhouse_open_partitions` reaches the total), reads RSS again, then
 produces 1,000 records of 1 KiB to each of a few partitions and reads RSS a third time. It prints
 (RSS after creation - RSS before) / N and the cost of the written partitions over idle ones.
 """
@@ -81,22 +82,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", default=str(REPO / "target/release/streamhouse"))
     ap.add_argument("--partitions", type=int, default=10_000)
+    ap.add_argument("--topics", type=int, default=1, help="topics of --partitions each")
     ap.add_argument("--touched", type=int, default=10, help="partitions written afterwards")
     args = ap.parse_args()
+    total = args.partitions * args.topics
     with tempfile.TemporaryDirectory() as work:
-        agent = tools.Agent(args.binary, Path(work))
+        agent = tools.Agent(args.binary, Path(work), [
+            "--max-partitions-per-agent", str(total),
+            "--max-partitions-per-cluster", str(max(total, 100_000))])
         try:
             base = settled_rss(agent.proc.pid)
-            agent.create_topic(args.binary, "idle", args.partitions)
-            wait_open(agent, args.partitions)
+            for t in range(args.topics):
+                agent.create_topic(args.binary, "idle" if t == 0 else f"idle-{t}", args.partitions)
+            wait_open(agent, total)
             idle = settled_rss(agent.proc.pid)
             print(f"rss_before_kib={base} rss_idle_kib={idle}", flush=True)
             produce(agent, "idle", args.touched)
             touched = settled_rss(agent.proc.pid)
         finally:
             agent.stop()
-    per_idle = (idle - base) * 1024 / args.partitions
-    print(f"partitions={args.partitions} rss_before_kib={base} rss_idle_kib={idle} "
+    per_idle = (idle - base) * 1024 / total
+    print(f"partitions={total} rss_before_kib={base} rss_idle_kib={idle} "
           f"rss_after_produce_kib={touched}")
     print(f"rss_per_idle_partition_bytes={per_idle:.0f}")
     print(f"rss_per_written_partition_kib={(touched - idle) / max(args.touched, 1):.0f} "

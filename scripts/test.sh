@@ -12,16 +12,24 @@ step "test dependencies"
 bash scripts/setup-test-deps.sh
 
 step "cargo fmt --check"
-cargo fmt --all -- --check
+cargo fmt --all -- --check || { echo "cargo fmt: FAILED: run 'cargo fmt --all'" >&2; exit 1; }
+
+step "MSRV: the declared rust-version is the toolchain that builds (scripts/check-msrv.sh)"
+bash scripts/check-msrv.sh
 
 step "cargo build --workspace"
 cargo build --workspace
 
 step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings \
+    || { echo "cargo clippy: FAILED: fix the warnings above (they are errors)" >&2; exit 1; }
+
+step "dependencies: cargo deny check bans licenses sources (scripts/check-deps.sh)"
+bash scripts/check-deps.sh
 
 step "cargo doc (warnings are errors; every library crate warns on missing docs)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace \
+    || { echo "cargo doc: FAILED: fix the doc warnings above (missing docs, broken links)" >&2; exit 1; }
 
 step "cargo test --workspace"
 # The PostgreSQL backend tests must run, not skip: setup-test-deps.sh installed the server.

@@ -84,6 +84,7 @@ impl Metrics {
 
         let index = admin.segment_index_stats();
         metrics::gauge!("streamhouse_open_partitions").set(index.open_partitions as f64);
+        metrics::gauge!("streamhouse_loaded_partitions").set(index.loaded_partitions as f64);
         metrics::gauge!("streamhouse_segment_index_segments").set(index.indexed_segments as f64);
         // A gauge: the sum covers the partitions open now, so it drops when one closes.
         metrics::gauge!("streamhouse_segment_index_metadata_queries")

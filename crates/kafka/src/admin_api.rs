@@ -11,16 +11,8 @@ use uuid::Uuid;
 
 use crate::api_error::ApiError;
 use crate::broker::Broker;
-use crate::handlers::admin::validate_topic_name;
-use crate::limits::check_partition_cap;
 use crate::topic_config::{self, ConfigChange};
-
-/// Most partitions a topic may have: every partition is a metadata row, a lease and a writer.
-/// An agent renews all its leases in one statement per controller round; with 10,000 partitions
-/// on one agent that round took 0.16 s on SQLite and 0.32 s on PostgreSQL (BENCHMARKS.md), a
-/// twentieth of the time a due lease has left, so even an agent owning a few topics this large
-/// renews in time. (Renewing one lease per transaction, at 9,999 it did not, and leases lapsed.)
-pub const MAX_PARTITIONS: u32 = 10_000;
+use crate::topics::{validate_topic_name, MAX_PARTITIONS};
 
 /// A topic in a listing.
 #[derive(Debug, Clone, Serialize)]
@@ -89,8 +81,10 @@ pub struct AgentStatus {
 /// Segment-index counters summed over the partitions this agent has open.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct SegmentIndexStats {
-    /// Partitions open on this agent.
+    /// Partitions this agent holds the lease of (and serves).
     pub open_partitions: u64,
+    /// Of those, the partitions a request has used since: with a writer, reader and index.
+    pub loaded_partitions: u64,
     /// Segments held in their indexes.
     pub indexed_segments: u64,
     /// Metadata queries the indexes issued (misses and refreshes).
@@ -147,7 +141,8 @@ impl Admin<'_> {
         let partitions = partitions.unwrap_or(self.broker.config.default_partitions);
         check_partition_count(partitions)?;
         let config = parse_config(config.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))?;
-        check_partition_cap(self.broker, u64::from(partitions))
+        self.broker
+            .check_partition_cap(u64::from(partitions))
             .await
             .map_err(ApiError::Invalid)?;
         let new = NewTopic {
@@ -207,7 +202,8 @@ impl Admin<'_> {
     ) -> Result<TopicDescription, ApiError> {
         check_partition_count(count)?;
         let current = self.topic(name).await?.partitions;
-        check_partition_cap(self.broker, u64::from(count.saturating_sub(current)))
+        self.broker
+            .check_partition_cap(u64::from(count.saturating_sub(current)))
             .await
             .map_err(ApiError::Invalid)?;
         let topic = self.broker.add_partitions(name, count).await?;
@@ -282,17 +278,19 @@ impl Admin<'_> {
         self.broker.cache.stats().await
     }
 
-    /// Segment-index counters of the partitions this agent has open.
+    /// Segment-index counters of the partitions this agent holds.
     pub fn segment_index_stats(&self) -> SegmentIndexStats {
-        self.broker
-            .open_partitions()
-            .iter()
-            .fold(SegmentIndexStats::default(), |mut s, p| {
-                s.open_partitions += 1;
-                s.indexed_segments += p.index.len() as u64;
-                s.metadata_queries += p.index.metadata_queries();
-                s
-            })
+        let held = self.broker.partitions.held_partitions();
+        let mut stats = SegmentIndexStats {
+            open_partitions: held.len() as u64,
+            ..SegmentIndexStats::default()
+        };
+        for log in held.iter().filter_map(|h| h.log()) {
+            stats.loaded_partitions += 1;
+            stats.indexed_segments += log.index.len() as u64;
+            stats.metadata_queries += log.index.metadata_queries();
+        }
+        stats
     }
 
     async fn topic(&self, name: &str) -> Result<Topic, ApiError> {

@@ -1,7 +1,7 @@
 //! Producing and consuming without a Kafka client (the HTTP API's records endpoints).
 //!
 //! Produce encodes the records as one Kafka RecordBatch v2 per partition and appends it through
-//! the same path as a Kafka Produce (`handlers::produce::append_to`), so validation,
+//! the same path as a Kafka Produce (`Partitions::append`), so validation,
 //! durability and metrics are shared. Consume reads stored batches like Fetch and decodes them.
 
 use std::collections::BTreeMap;
@@ -22,8 +22,6 @@ use streamhouse_storage::{Appended, StorageError};
 
 use crate::api_error::ApiError;
 use crate::broker::Broker;
-use crate::handlers::produce::append_to;
-use crate::limits::check_partition_cap;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default)]
@@ -98,7 +96,7 @@ impl Broker {
         if auto_create && self.metadata.get_topic(topic).await?.is_none() {
             // Auto-created topics count against the partition caps like created ones.
             let partitions = u64::from(self.config.default_partitions);
-            check_partition_cap(self, partitions)
+            self.check_partition_cap(partitions)
                 .await
                 .map_err(ApiError::Invalid)?;
         }
@@ -121,12 +119,12 @@ impl Broker {
         let mut appended = Vec::with_capacity(by_partition.len());
         for (p, indices) in by_partition {
             let batch = encode_batch(indices.iter().map(|&i| &records[i]))?;
-            let log = self.partition(topic, p).await?;
+            let log = self.partitions.partition(topic, p).await?;
             let deadline = tokio::time::Instant::now() + timeout;
             appended.push((
                 p,
                 indices,
-                append_to(self, &log, batch, deadline, None).await?,
+                self.partitions.append(&log, batch, deadline, None).await?,
             ));
         }
         let mut out = vec![
@@ -157,7 +155,7 @@ impl Broker {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Consumed, ApiError> {
-        let log = self.partition(topic, partition).await?;
+        let log = self.partitions.partition(topic, partition).await?;
         let read = log.reader.read(offset, max_bytes.max(1)).await?;
         metrics::counter!("streamhouse_bytes_out_total").increment(read.size_bytes() as u64);
         // Records are decoded as they stream out of each batch, never a whole batch at once:

@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
+use crate::fetch_frame::{fetch_frame, Chunks};
 use crate::frame::{first_byte, read_body, read_length, FrameError};
-use crate::handlers::{self, Reply};
+use crate::handlers::{self, ConnectionState, Reply};
 use crate::limits::{is_connection_error, AcceptBackoff, ConnectionCounter};
 use crate::security::{Gate, ListenerSecurity, SaslSession};
 
@@ -40,22 +41,11 @@ enum ConnectionError {
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What a connection remembers between requests.
-#[derive(Default)]
-pub(crate) struct ConnectionState {
-    /// Completes when the previous Produce on this connection has appended its batches.
-    pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// The client's address (DescribeGroups reports each member's host).
-    pub(crate) peer: Option<SocketAddr>,
-    /// SASL progress; `None` when the listener does not require authentication.
-    pub(crate) sasl: Option<SaslSession>,
-    /// Set when the response being sent is the last one (e.g. a failed authentication).
-    closing: bool,
-}
-
 /// What the writer task does for one request.
 enum Outcome {
     Send(Bytes),
+    /// A frame in several buffers, sent with vectored writes.
+    SendChunks(Chunks),
     /// The request gets no response (acks=0 produce).
     Nothing,
     /// The response could not be built; close rather than leave the client waiting.
@@ -290,6 +280,11 @@ async fn send_responses<S: AsyncWrite>(writer: &mut WriteHalf<S>, mut rx: mpsc::
                     return;
                 }
             }
+            Ok(Outcome::SendChunks(mut chunks)) => {
+                if writer.write_all_buf(&mut chunks).await.is_err() {
+                    return;
+                }
+            }
             Ok(Outcome::Last(bytes)) => {
                 let _ = writer.write_all(&bytes).await;
                 return;
@@ -326,7 +321,7 @@ fn start_request(
             // KIP-511: answer an unknown ApiVersions version with a v0 error response listing
             // what we support, so the client can downgrade instead of disconnecting.
             let body = handlers::api_versions::unsupported_version_response();
-            let outcome = encode_response(ApiKey::ApiVersions, 0, correlation_id, &body);
+            let outcome = encode_response(ApiKey::ApiVersions, 0, correlation_id, body);
             return Ok(tokio::spawn(async move { outcome }));
         }
         Err(e) => return Err(e.into()),
@@ -341,7 +336,7 @@ fn start_request(
         Gate::Pass(body) => body,
         Gate::Refuse(reason) => return Err(ConnectionError::Unauthenticated { api, reason }),
         Gate::Respond { body, close } => {
-            let mut outcome = encode_response(api, version, correlation_id, &body);
+            let mut outcome = encode_response(api, version, correlation_id, body);
             if let (true, Outcome::Send(bytes)) = (close, &outcome) {
                 outcome = Outcome::Last(bytes.clone());
                 state.closing = true;
@@ -362,7 +357,7 @@ fn start_request(
             let response = fut.await;
             record_latency(api, started);
             drop(permit);
-            encode_response(api, version, correlation_id, &response)
+            encode_response(api, version, correlation_id, response)
         }),
     })
 }
@@ -438,12 +433,21 @@ fn size_hint(body: &ResponseKind, version: i16) -> usize {
 
 /// Encodes `[size][response header][body]`. An encoding failure would be a bug in a handler: it is
 /// logged and the connection closed rather than sent garbage.
-fn encode_response(api: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Outcome {
-    let mut buf = BytesMut::with_capacity(size_hint(body, version));
-    buf.extend_from_slice(&[0; 4]);
+fn encode_response(api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Outcome {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let body = match body {
+        // The bulk of what an agent sends: its records go out uncopied.
+        ResponseKind::Fetch(fetch) => match fetch_frame(&header, header_version, fetch, version) {
+            Ok(chunks) => return Outcome::SendChunks(chunks),
+            Err(fetch) => ResponseKind::Fetch(fetch),
+        },
+        other => other,
+    };
+    let mut buf = BytesMut::with_capacity(size_hint(&body, version));
+    buf.extend_from_slice(&[0; 4]);
     let result = header
-        .encode(&mut buf, api.response_header_version(version))
+        .encode(&mut buf, header_version)
         .and_then(|_| body.encode(&mut buf, version));
     if let Err(e) = result {
         warn!("failed to encode {api:?} v{version} response: {e}");

@@ -10,37 +10,43 @@
 
 mod acl_api;
 mod admin_api;
+mod agent;
 mod api_error;
 mod broker;
 mod client_api;
 mod cluster;
+mod config;
 mod connection;
-mod consolidation;
 mod errors;
+mod fetch_frame;
 mod frame;
 mod groups;
 mod groups_api;
 mod handlers;
 mod limits;
-mod retention;
+mod maintenance;
+mod membership;
+mod partitions;
 pub mod security;
 mod supervisor;
 mod topic_config;
+mod topics;
 mod txn;
 
 pub use acl_api::Acls;
 pub use admin_api::{
     Admin, AgentStatus, PartitionDescription, SegmentIndexStats, TopicDescription, TopicSummary,
-    MAX_PARTITIONS,
 };
 pub use api_error::ApiError;
-pub use broker::{Broker, BrokerConfig};
+pub use broker::Broker;
 pub use client_api::{Consumed, ConsumedRecord, ProduceRecord, ProducedRecord};
-pub use cluster::Assignment;
+pub use config::{BrokerConfig, MaintenanceConfig};
 pub use connection::{serve, serve_secured};
 pub use groups::PartitionLag;
 pub use groups_api::{GroupDetails, GroupMember, GroupOffset, GroupSummary, OffsetReset};
 pub use limits::{default_max_connections, ConnectionCounter, ConnectionSlot, Limits};
-pub use retention::MaintenanceConfig;
+pub use maintenance::Maintenance;
+pub use membership::Assignment;
 pub use supervisor::TaskFailure;
 pub use topic_config::ConfigChange;
+pub use topics::MAX_PARTITIONS;

@@ -94,52 +94,6 @@ fn open_file_limit() -> Option<u64> {
     None
 }
 
-/// Refuses `added` more partitions when the cluster would then hold more than
-/// `max_partitions_per_cluster`, or more than `max_partitions_per_agent` times its live agents
-/// (this one included). The message says which cap and how to raise it.
-///
-/// A soft cap: two agents creating topics at the same instant may both pass it, by at most one
-/// request's partitions each, which the headroom of the defaults absorbs.
-pub(crate) async fn check_partition_cap(
-    b: &crate::broker::Broker,
-    added: u64,
-) -> Result<(), String> {
-    let limits = &b.config().limits;
-    let existing: u64 = b
-        .metadata()
-        .list_topics()
-        .await
-        .map_err(|e| format!("counting partitions: {e}"))?
-        .iter()
-        .map(|t| u64::from(t.partitions))
-        .sum();
-    let alive_since = streamhouse_metadata::now_ms() - b.config().lease_ttl.as_millis() as i64;
-    let agents = b
-        .metadata()
-        .list_agents(alive_since)
-        .await
-        .map_err(|e| format!("counting live agents: {e}"))?;
-    let live = agents.iter().filter(|a| a.agent_id != b.agent_id()).count() as u64 + 1;
-    let per_agents = limits.max_partitions_per_agent.saturating_mul(live);
-    let (cap, setting) = if per_agents < limits.max_partitions_per_cluster {
-        (per_agents, "max_partitions_per_agent × live agents")
-    } else {
-        (
-            limits.max_partitions_per_cluster,
-            "max_partitions_per_cluster",
-        )
-    };
-    if existing.saturating_add(added) > cap {
-        return Err(format!(
-            "{added} more partitions would make {} in the cluster, over its cap of {cap} \
-             ({setting}; raise it with --max-partitions-per-agent / --max-partitions-per-cluster \
-             or add agents)",
-            existing + added
-        ));
-    }
-    Ok(())
-}
-
 /// Counts one listener's open connections in total and per IP against `max_connections` and
 /// `max_connections_per_ip`; a [`ConnectionSlot`] releases its share when dropped, so every exit
 /// path of a connection task gives its slot back. The Kafka and HTTP listeners each have one.

@@ -6,9 +6,9 @@
 //! agent stops it (`streamhouse serve` shuts down and exits with an error), so its partitions
 //! move to other agents within a lease TTL instead of stalling.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 
 use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 
@@ -44,7 +44,7 @@ impl Supervisor {
         task: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut named = self.named_tasks();
-        let handle = self.tasks.lock().expect("task set poisoned").spawn(task);
+        let handle = self.tasks.lock().spawn(task);
         named.insert(handle.id(), (name, handle));
     }
 
@@ -52,7 +52,7 @@ impl Supervisor {
     /// runs. Only one caller should wait at a time.
     pub(crate) async fn failure(&self) -> TaskFailure {
         let ended = std::future::poll_fn(|cx| {
-            let mut tasks = self.tasks.lock().expect("task set poisoned");
+            let mut tasks = self.tasks.lock();
             match tasks.poll_join_next_with_id(cx) {
                 // No task at all: nothing can fail (until one is spawned, which is not
                 // noticed; the agent spawns all of its tasks before anyone waits).
@@ -86,8 +86,8 @@ impl Supervisor {
         any
     }
 
-    fn named_tasks(&self) -> std::sync::MutexGuard<'_, HashMap<Id, (&'static str, AbortHandle)>> {
-        self.named.lock().expect("supervisor map poisoned")
+    fn named_tasks(&self) -> parking_lot::MutexGuard<'_, HashMap<Id, (&'static str, AbortHandle)>> {
+        self.named.lock()
     }
 }
 

@@ -14,16 +14,22 @@
 //! partitions led by several agents commits or aborts on every one of them, whichever agent
 //! fails, without agents ever calling each other.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use streamhouse_metadata::{now_ms, MetadataError, Transaction, TxnMarker, TxnState, TxnUpdate};
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use streamhouse_metadata::MetadataStore;
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
 use crate::errors::metadata_error_code;
+use crate::membership::Membership;
+use crate::partitions::Partitions;
 
 /// How often every agent looks for markers to write on partitions it leads (it is woken at
 /// once for the decisions it takes itself).
@@ -72,7 +78,36 @@ pub(crate) struct TxnProducer {
 type Change<'a, T> =
     &'a (dyn Fn(&Transaction) -> Result<(Option<TxnUpdate>, T), TxnError> + Send + Sync);
 
-impl Broker {
+/// The transaction coordinator of this agent and its share of writing markers.
+pub(crate) struct Transactions {
+    config: BrokerConfig,
+    agent_id: String,
+    metadata: Arc<dyn MetadataStore>,
+    membership: Arc<Membership>,
+    partitions: Arc<Partitions>,
+    /// Wakes the marker writer: this agent decided a transaction.
+    markers_due: Arc<Notify>,
+}
+
+impl Transactions {
+    /// The coordinator of the agent whose services these are.
+    pub(crate) fn new(
+        config: BrokerConfig,
+        agent_id: String,
+        metadata: Arc<dyn MetadataStore>,
+        membership: Arc<Membership>,
+        partitions: Arc<Partitions>,
+    ) -> Self {
+        Self {
+            config,
+            agent_id,
+            metadata,
+            membership,
+            partitions,
+            markers_due: Arc::default(),
+        }
+    }
+
     /// Coordinates `id`: takes or renews its lease when the assignment names this agent, and
     /// runs `change` on the row until its compare-and-set goes through.
     async fn with_txn<T>(&self, id: &str, change: Change<'_, T>) -> Result<T, TxnError> {
@@ -91,7 +126,7 @@ impl Broker {
                             producer_id = update.next.producer_id,
                             "transaction decided"
                         );
-                        self.txn_markers_due.notify_one();
+                        self.markers_due.notify_one();
                     }
                     return Ok(answer);
                 }
@@ -125,7 +160,7 @@ impl Broker {
         }
         let claimed = self
             .metadata
-            .claim_transaction(id, &self.agent_id, self.lease_ttl_ms())
+            .claim_transaction(id, &self.agent_id, self.config.lease_ttl_ms())
             .await?;
         claimed.ok_or_else(not_here)
     }
@@ -156,7 +191,7 @@ impl Broker {
             true => Some(self.metadata.allocate_producer_id().await?),
             false => None,
         };
-        let ttl = self.lease_ttl_ms();
+        let ttl = self.config.lease_ttl_ms();
         self.with_txn(id, &|txn| {
             init_change(txn, timeout_ms, claimed, new_id, ttl)
         })
@@ -170,7 +205,7 @@ impl Broker {
         producer: TxnProducer,
         partitions: &[(String, u32)],
     ) -> Result<(), TxnError> {
-        let ttl = self.lease_ttl_ms();
+        let ttl = self.config.lease_ttl_ms();
         self.with_txn(id, &|txn| {
             let mut next = begin(txn, producer)?;
             next.partitions.extend(partitions.iter().cloned());
@@ -188,7 +223,7 @@ impl Broker {
         producer: TxnProducer,
         group: &str,
     ) -> Result<(), TxnError> {
-        let ttl = self.lease_ttl_ms();
+        let ttl = self.config.lease_ttl_ms();
         self.with_txn(id, &|txn| {
             let mut next = begin(txn, producer)?;
             if !next.groups.iter().any(|g| g == group) {
@@ -206,7 +241,7 @@ impl Broker {
         producer: TxnProducer,
         commit: bool,
     ) -> Result<(), TxnError> {
-        let ttl = self.lease_ttl_ms();
+        let ttl = self.config.lease_ttl_ms();
         self.with_txn(id, &|txn| {
             check_producer(txn, producer)?;
             let retried = if commit {
@@ -242,7 +277,7 @@ impl Broker {
                     && now > t.started_at_ms + i64::from(t.timeout_ms)
                     && self.membership.coordinates(&t.transactional_id)
             });
-        let ttl = self.lease_ttl_ms();
+        let ttl = self.config.lease_ttl_ms();
         for txn in expired {
             let id = txn.transactional_id.clone();
             let aborted = self
@@ -295,9 +330,12 @@ impl Broker {
         key: MarkerKey,
         in_flight: &MarkersInFlight,
     ) -> Result<(), streamhouse_storage::StorageError> {
-        let log = self.partition(&marker.topic, marker.partition).await?;
+        let log = self
+            .partitions
+            .partition(&marker.topic, marker.partition)
+            .await?;
         let appended = log.writer.append_marker(marker)?;
-        self.appended(appended.buffered_bytes);
+        self.partitions.appended(appended.buffered_bytes);
         let in_flight = in_flight.clone();
         let what = format!(
             "{}/{} producer {}",
@@ -325,10 +363,8 @@ impl Broker {
 struct MarkersInFlight(Arc<Mutex<HashMap<MarkerKey, Option<Instant>>>>);
 
 impl MarkersInFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MarkerKey, Option<Instant>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<MarkerKey, Option<Instant>>> {
+        self.0.lock()
     }
 }
 
@@ -496,34 +532,27 @@ fn begin(txn: &Transaction, producer: TxnProducer) -> Result<Transaction, TxnErr
     Ok(next)
 }
 
-/// Starts the agent's transaction tasks, supervised: marker writing and timeout aborts.
-pub(crate) fn spawn_tasks(broker: &Arc<Broker>) {
-    let tasks = &broker.tasks;
-    tasks.spawn(
-        "transaction markers",
-        run_marker_writer(Arc::downgrade(broker)),
-    );
-    tasks.spawn("transaction timeouts", run_timeouts(Arc::downgrade(broker)));
-}
-
-async fn run_marker_writer(broker: Weak<Broker>) {
+/// Appends due markers to the partitions this agent leads, at every decision it takes and
+/// every [`MARKER_POLL`] otherwise; ends when the agent is dropped.
+pub(crate) async fn run_marker_writer(txns: Weak<Transactions>) {
     let in_flight = MarkersInFlight::default();
     loop {
-        let Some(b) = broker.upgrade() else { return };
-        if let Err(e) = b.write_due_markers(&in_flight).await {
+        let Some(t) = txns.upgrade() else { return };
+        if let Err(e) = t.write_due_markers(&in_flight).await {
             warn!("listing pending transaction markers failed: {e}");
         }
-        let due = b.txn_markers_due.clone();
-        drop(b);
+        let due = t.markers_due.clone();
+        drop(t);
         let _ = tokio::time::timeout(MARKER_POLL, due.notified()).await;
     }
 }
 
-async fn run_timeouts(broker: Weak<Broker>) {
+/// Aborts timed-out transactions every [`TIMEOUT_SWEEP`]; ends when the agent is dropped.
+pub(crate) async fn run_timeouts(txns: Weak<Transactions>) {
     loop {
         tokio::time::sleep(TIMEOUT_SWEEP).await;
-        let Some(b) = broker.upgrade() else { return };
-        if let Err(e) = b.abort_expired().await {
+        let Some(t) = txns.upgrade() else { return };
+        if let Err(e) = t.abort_expired().await {
             warn!("transaction timeout sweep failed: {e}");
         }
     }

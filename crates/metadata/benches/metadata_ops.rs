@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{
     now_ms, CacheConfig, CachedMetadataStore, MetadataStore, NewTopic, SegmentInfo,
     SqliteMetadataStore, TopicConfig,

@@ -9,6 +9,9 @@
 //! data that the partition's lease holder changes (high watermark, log start) or that changes
 //! rarely (topics) is cached; offsets, agents, leases, credentials and ACLs always go to the
 //! database (the agent keeps its own copy of credentials and ACLs, refreshed on an interval).
+//!
+//! The cache is a [`Layer`]: it overrides only the methods it caches or whose writes it must
+//! apply to the cache; every other call is forwarded to the inner store by generated code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,10 +21,9 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use crate::{
-    AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
-    GroupLease, HeldLease, LeaseFence, MetadataStore, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, Transaction,
-    TxnMarker, TxnUpdate, UserCredential,
+    AclStoreLayer, CatalogLayer, CommitOutcome, CredentialsLayer, GroupStoreLayer, Layer,
+    LeasesLayer, MetadataStore, NewTopic, PartitionState, Result, SegmentCommit, SegmentInfo,
+    SegmentLogLayer, Topic, TopicConfig, TxnStoreLayer,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -184,8 +186,16 @@ impl CachedMetadataStore {
     }
 }
 
+impl Layer for CachedMetadataStore {
+    fn inner(&self) -> &dyn MetadataStore {
+        &*self.inner
+    }
+}
+
+/// Topics and partition states are cached; `get_partition_uncached` and `list_partitions` are
+/// forwarded (never from the cache).
 #[async_trait]
-impl MetadataStore for CachedMetadataStore {
+impl CatalogLayer for CachedMetadataStore {
     async fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
         let created = self.inner.create_topic(topic).await?;
         self.topic_changed(&created);
@@ -256,15 +266,13 @@ impl MetadataStore for CachedMetadataStore {
         self.fill(loaded_at, || self.partitions.insert(key, state));
         Ok(state)
     }
+}
 
-    async fn get_partition_uncached(&self, topic: &str, partition: u32) -> Result<PartitionState> {
-        self.inner.get_partition(topic, partition).await
-    }
-
-    async fn list_partitions(&self, topic: &str) -> Result<Vec<PartitionState>> {
-        self.inner.list_partitions(topic).await
-    }
-
+/// The writes that move a partition's high watermark or log start update its cached state;
+/// the rest is forwarded: `replace_segments` and `compact_segments` change neither, segments
+/// and producer snapshots are read too rarely to be worth caching.
+#[async_trait]
+impl SegmentLogLayer for CachedMetadataStore {
     async fn commit_segments(&self, commits: &[SegmentCommit]) -> Result<Vec<CommitOutcome>> {
         let outcomes = self.inner.commit_segments(commits).await?;
         for (commit, outcome) in commits.iter().zip(&outcomes) {
@@ -284,57 +292,6 @@ impl MetadataStore for CachedMetadataStore {
         Ok(outcomes)
     }
 
-    async fn list_producer_snapshots(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Vec<ProducerSnapshot>> {
-        // Read once per writer open; not worth caching.
-        self.inner.list_producer_snapshots(topic, partition).await
-    }
-
-    async fn expire_producer_snapshots(&self, updated_before_ms: i64) -> Result<u64> {
-        self.inner
-            .expire_producer_snapshots(updated_before_ms)
-            .await
-    }
-
-    async fn list_segments(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: i64,
-    ) -> Result<Vec<SegmentInfo>> {
-        self.inner
-            .list_segments(topic, partition, from_offset)
-            .await
-    }
-
-    async fn replace_segments(
-        &self,
-        merged: &SegmentInfo,
-        fence: Option<&LeaseFence>,
-        delete_after_ms: i64,
-    ) -> Result<Vec<SegmentInfo>> {
-        // Neither the high watermark nor the log start changes: nothing cached is affected.
-        self.inner
-            .replace_segments(merged, fence, delete_after_ms)
-            .await
-    }
-
-    async fn compact_segments(
-        &self,
-        compacted: &SegmentInfo,
-        replaced_records: i64,
-        fence: Option<&LeaseFence>,
-        delete_after_ms: i64,
-    ) -> Result<Vec<SegmentInfo>> {
-        // Like `replace_segments`: no cached partition state changes.
-        self.inner
-            .compact_segments(compacted, replaced_records, fence, delete_after_ms)
-            .await
-    }
-
     async fn truncate_before(
         &self,
         topic: &str,
@@ -351,249 +308,11 @@ impl MetadataStore for CachedMetadataStore {
         });
         Ok(deleted)
     }
-
-    async fn all_segment_keys(&self) -> Result<Vec<String>> {
-        self.inner.all_segment_keys().await
-    }
-
-    async fn schedule_object_deletions(&self, keys: &[String], delete_after_ms: i64) -> Result<()> {
-        self.inner
-            .schedule_object_deletions(keys, delete_after_ms)
-            .await
-    }
-
-    async fn due_object_deletions(&self, now_ms: i64, limit: u32) -> Result<Vec<String>> {
-        self.inner.due_object_deletions(now_ms, limit).await
-    }
-
-    async fn forget_object_deletions(&self, keys: &[String]) -> Result<()> {
-        self.inner.forget_object_deletions(keys).await
-    }
-
-    async fn allocate_producer_id(&self) -> Result<i64> {
-        self.inner.allocate_producer_id().await
-    }
-
-    async fn claim_transaction(
-        &self,
-        transactional_id: &str,
-        agent_id: &str,
-        ttl_ms: i64,
-    ) -> Result<Option<Transaction>> {
-        self.inner
-            .claim_transaction(transactional_id, agent_id, ttl_ms)
-            .await
-    }
-
-    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
-        self.inner.get_transaction(transactional_id).await
-    }
-
-    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
-        self.inner.transaction_of_producer(producer_id).await
-    }
-
-    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
-        self.inner.list_transactions().await
-    }
-
-    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
-        self.inner.update_transaction(update).await
-    }
-
-    async fn commit_txn_offsets(
-        &self,
-        producer_id: i64,
-        producer_epoch: i16,
-        group: &str,
-        offsets: &[CommittedOffset],
-    ) -> Result<()> {
-        self.inner
-            .commit_txn_offsets(producer_id, producer_epoch, group, offsets)
-            .await
-    }
-
-    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
-        self.inner.pending_txn_offsets(group).await
-    }
-
-    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
-        self.inner.list_txn_markers().await
-    }
-
-    async fn list_aborted_txns(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: i64,
-    ) -> Result<Vec<AbortedTxn>> {
-        self.inner
-            .list_aborted_txns(topic, partition, from_offset)
-            .await
-    }
-
-    async fn commit_offsets(
-        &self,
-        group: &str,
-        fence: Option<&LeaseFence>,
-        offsets: &[CommittedOffset],
-    ) -> Result<()> {
-        self.inner.commit_offsets(group, fence, offsets).await
-    }
-
-    async fn fetch_offsets(
-        &self,
-        group: &str,
-        topic: Option<&str>,
-    ) -> Result<Vec<CommittedOffset>> {
-        self.inner.fetch_offsets(group, topic).await
-    }
-
-    async fn delete_offsets(
-        &self,
-        group: &str,
-        fence: Option<&LeaseFence>,
-        partitions: &[(String, u32)],
-    ) -> Result<()> {
-        self.inner.delete_offsets(group, fence, partitions).await
-    }
-
-    async fn list_groups(&self) -> Result<Vec<String>> {
-        self.inner.list_groups().await
-    }
-
-    async fn delete_group(&self, group: &str, fence: Option<&LeaseFence>) -> Result<bool> {
-        self.inner.delete_group(group, fence).await
-    }
-
-    async fn acquire_group_lease(
-        &self,
-        group: &str,
-        agent_id: &str,
-        ttl_ms: i64,
-    ) -> Result<Option<GroupLease>> {
-        self.inner
-            .acquire_group_lease(group, agent_id, ttl_ms)
-            .await
-    }
-
-    async fn renew_group_leases(
-        &self,
-        agent_id: &str,
-        held: &[(String, i64)],
-        ttl_ms: i64,
-    ) -> Result<Vec<GroupLease>> {
-        self.inner.renew_group_leases(agent_id, held, ttl_ms).await
-    }
-
-    async fn release_group_lease(&self, group: &str, fence: &LeaseFence) -> Result<()> {
-        self.inner.release_group_lease(group, fence).await
-    }
-
-    async fn record_group_generation(
-        &self,
-        group: &str,
-        fence: &LeaseFence,
-        generation: i32,
-    ) -> Result<()> {
-        self.inner
-            .record_group_generation(group, fence, generation)
-            .await
-    }
-
-    async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
-        self.inner.list_group_leases().await
-    }
-
-    async fn upsert_credential(&self, credential: &UserCredential) -> Result<()> {
-        self.inner.upsert_credential(credential).await
-    }
-
-    async fn get_credential(&self, user: &str, mechanism: &str) -> Result<Option<UserCredential>> {
-        self.inner.get_credential(user, mechanism).await
-    }
-
-    async fn list_credentials(&self) -> Result<Vec<UserCredential>> {
-        self.inner.list_credentials().await
-    }
-
-    async fn delete_credential(&self, user: &str, mechanism: &str) -> Result<bool> {
-        self.inner.delete_credential(user, mechanism).await
-    }
-
-    async fn register_agent(&self, agent: &AgentInfo) -> Result<()> {
-        self.inner.register_agent(agent).await
-    }
-
-    async fn heartbeat(&self, agent_id: &str, now_ms: i64) -> Result<bool> {
-        self.inner.heartbeat(agent_id, now_ms).await
-    }
-
-    async fn list_agents(&self, alive_since_ms: i64) -> Result<Vec<AgentInfo>> {
-        self.inner.list_agents(alive_since_ms).await
-    }
-
-    async fn deregister_agent(&self, agent_id: &str) -> Result<()> {
-        self.inner.deregister_agent(agent_id).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        topic: &str,
-        partition: u32,
-        agent_id: &str,
-        ttl_ms: i64,
-    ) -> Result<Option<PartitionLease>> {
-        self.inner
-            .acquire_lease(topic, partition, agent_id, ttl_ms)
-            .await
-    }
-
-    async fn acquire_leases(
-        &self,
-        agent_id: &str,
-        partitions: &[(String, u32)],
-        ttl_ms: i64,
-    ) -> Result<Vec<PartitionLease>> {
-        self.inner
-            .acquire_leases(agent_id, partitions, ttl_ms)
-            .await
-    }
-
-    async fn renew_leases(
-        &self,
-        agent_id: &str,
-        held: &[HeldLease],
-        ttl_ms: i64,
-    ) -> Result<Vec<PartitionLease>> {
-        self.inner.renew_leases(agent_id, held, ttl_ms).await
-    }
-
-    async fn release_lease(
-        &self,
-        topic: &str,
-        partition: u32,
-        agent_id: &str,
-        epoch: i64,
-    ) -> Result<()> {
-        self.inner
-            .release_lease(topic, partition, agent_id, epoch)
-            .await
-    }
-
-    async fn list_leases(&self) -> Result<Vec<PartitionLease>> {
-        self.inner.list_leases().await
-    }
-
-    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
-        self.inner.create_acls(acls).await
-    }
-
-    async fn list_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
-        self.inner.list_acls(filter).await
-    }
-
-    async fn delete_acls(&self, filter: &AclBindingFilter) -> Result<Vec<AclBinding>> {
-        self.inner.delete_acls(filter).await
-    }
 }
+
+// Nothing else is cached (see the module docs): all forwarded.
+impl LeasesLayer for CachedMetadataStore {}
+impl GroupStoreLayer for CachedMetadataStore {}
+impl CredentialsLayer for CachedMetadataStore {}
+impl AclStoreLayer for CachedMetadataStore {}
+impl TxnStoreLayer for CachedMetadataStore {}

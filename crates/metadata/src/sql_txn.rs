@@ -1,13 +1,14 @@
 //! The transaction SQL (`transactions`, `txn_markers`, `aborted_txns`, `txn_offsets`), compiled
 //! once per backend like `sql_common.rs` (same macros, same `Store` and `Db`).
 
+use async_trait::async_trait;
 use sqlx::Database;
 
 use super::{Db, Store};
 use crate::rows::{self, marker_columns, offset_columns, txn_columns};
 use crate::{
     txn_conflict, AbortedTxn, CommittedOffset, MetadataError, Result, Transaction, TxnMarker,
-    TxnUpdate, WrittenMarker,
+    TxnStore, TxnUpdate, WrittenMarker,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -23,8 +24,9 @@ fn json_text<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| MetadataError::Invalid(format!("json: {e}")))
 }
 
-impl Store {
-    pub(super) async fn txn_claim(
+#[async_trait]
+impl TxnStore for Store {
+    async fn claim_transaction(
         &self,
         transactional_id: &str,
         agent_id: &str,
@@ -59,7 +61,7 @@ impl Store {
         row.map(|r| rows::transaction(&r)).transpose()
     }
 
-    pub(super) async fn txn_get(&self, transactional_id: &str) -> Result<Option<Transaction>> {
+    async fn get_transaction(&self, transactional_id: &str) -> Result<Option<Transaction>> {
         let row = sqlx::query(select_txn!(" WHERE transactional_id = $1"))
             .bind(transactional_id)
             .fetch_optional(&self.pool)
@@ -67,7 +69,7 @@ impl Store {
         row.map(|r| rows::transaction(&r)).transpose()
     }
 
-    pub(super) async fn txn_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
+    async fn transaction_of_producer(&self, producer_id: i64) -> Result<Option<Transaction>> {
         let row = sqlx::query(select_txn!(
             " WHERE producer_id = $1 ORDER BY transactional_id"
         ))
@@ -77,7 +79,7 @@ impl Store {
         row.map(|r| rows::transaction(&r)).transpose()
     }
 
-    pub(super) async fn txn_list(&self) -> Result<Vec<Transaction>> {
+    async fn list_transactions(&self) -> Result<Vec<Transaction>> {
         sqlx::query(select_txn!(" ORDER BY transactional_id"))
             .fetch_all(&self.pool)
             .await?
@@ -86,7 +88,7 @@ impl Store {
             .collect()
     }
 
-    pub(super) async fn txn_update(&self, update: &TxnUpdate) -> Result<()> {
+    async fn update_transaction(&self, update: &TxnUpdate) -> Result<()> {
         let next = &update.next;
         let mut tx = self.write_tx().await?;
         check_txn_lease(&mut tx, update).await?;
@@ -116,7 +118,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) async fn txn_commit_offsets(
+    async fn commit_txn_offsets(
         &self,
         producer_id: i64,
         producer_epoch: i16,
@@ -164,7 +166,7 @@ impl Store {
         Ok(())
     }
 
-    pub(super) async fn txn_pending_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
+    async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(String, u32)>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT DISTINCT topic, partition_id FROM txn_offsets WHERE group_id = $1 \
              ORDER BY topic, partition_id",
@@ -182,7 +184,7 @@ impl Store {
             .collect()
     }
 
-    pub(super) async fn txn_markers(&self) -> Result<Vec<TxnMarker>> {
+    async fn list_txn_markers(&self) -> Result<Vec<TxnMarker>> {
         sqlx::query(concat!(
             "SELECT ",
             marker_columns!(),
@@ -195,7 +197,7 @@ impl Store {
         .collect()
     }
 
-    pub(super) async fn txn_aborted(
+    async fn list_aborted_txns(
         &self,
         topic: &str,
         partition: u32,

@@ -96,7 +96,7 @@ pub struct Transaction {
 }
 
 /// A state change of a [`Transaction`], applied only if nothing changed since it was read and
-/// the lease is still held (see [`crate::MetadataStore::update_transaction`]).
+/// the lease is still held (see [`crate::TxnStore::update_transaction`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnUpdate {
     /// The new state; `coordinator` and `coordinator_epoch` name the lease it is written under.

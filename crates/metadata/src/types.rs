@@ -121,7 +121,7 @@ pub struct SegmentInfo {
     pub created_at_ms: i64,
 }
 
-/// One partition's part of a group commit ([`crate::MetadataStore::commit_segments`]).
+/// One partition's part of a group commit ([`crate::SegmentLog::commit_segments`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentCommit {
     /// The segment to record; its base offset must equal the partition's high watermark.
@@ -221,7 +221,7 @@ pub struct PartitionLease {
     pub expires_at_ms: i64,
 }
 
-/// A lease an agent believes it holds, as it asks [`crate::MetadataStore::renew_leases`] to
+/// A lease an agent believes it holds, as it asks [`crate::Leases::renew_leases`] to
 /// extend it: renewed only if still that agent's, at this epoch, and unexpired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldLease {
@@ -281,6 +281,18 @@ pub struct ProducerSnapshot {
     pub updated_at_ms: i64,
     /// The encoded state.
     pub state: Vec<u8>,
+}
+
+/// The idempotent-producer state a partition committed: one snapshot per producer, and which
+/// producers it may have forgotten.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerSnapshots {
+    /// Every snapshot, ordered by producer id.
+    pub snapshots: Vec<ProducerSnapshot>,
+    /// Producers with a lower id may have had state here that expired; a producer at or above
+    /// it without a snapshot never had any state committed here (producer ids are allocated in
+    /// increasing order).
+    pub forgotten_below: i64,
 }
 
 /// A user's SASL/SCRAM credential for one mechanism: the salted-password derivatives of RFC 5802,

@@ -371,7 +371,7 @@ fn read_trailer(buf: &[u8], object_len: u64, min_len: u64) -> Result<Trailer, Se
     let footer_len = be_u32(buf, 0) as usize;
     let entries_len = footer_len.wrapping_sub(SUMMARY_LEN);
     if footer_len < SUMMARY_LEN
-        || entries_len % ENTRY_LEN != 0
+        || !entries_len.is_multiple_of(ENTRY_LEN)
         || footer_len as u64 > object_len - min_len + SUMMARY_LEN as u64
     {
         return Err(SegmentError::corrupt(

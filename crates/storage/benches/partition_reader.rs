@@ -17,6 +17,7 @@ use kafka_protocol::records::{
 };
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{
     CallHook, HookedMetadataStore, MetadataStore, NewTopic, Result as MetaResult,
     SqliteMetadataStore, TopicConfig,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use streamhouse_metadata::{now_ms, SegmentInfo, SqliteMetadataStore};
 use streamhouse_storage::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
 
@@ -71,6 +71,7 @@ fn build_index(runtime: &tokio::runtime::Runtime, segments: i64) -> SegmentIndex
     let config = SegmentIndexConfig {
         max_segments: segments as usize,
         refresh_interval: std::time::Duration::from_secs(3600),
+        ..SegmentIndexConfig::default()
     };
     let index = SegmentIndex::new("events", 3, metadata, config);
     for n in 0..segments {

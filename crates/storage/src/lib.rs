@@ -59,7 +59,9 @@ pub use reader::{PartitionReader, ReadResult, ReaderConfig};
 pub use retention::{
     LogTruncator, RetentionPolicy, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
 };
-pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig};
+pub use segment_index::{
+    IndexedSegment, SegmentBudget, SegmentIndex, SegmentIndexConfig, MIN_RETAINED,
+};
 pub use writer::{
     AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, TxnVerification,
     WriterConfig,

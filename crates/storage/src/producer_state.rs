@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::{Buf, BufMut};
-use streamhouse_metadata::ProducerSnapshot;
+use streamhouse_metadata::{ProducerSnapshot, ProducerSnapshots};
 
 use crate::error::{Result, StorageError};
 
@@ -22,6 +22,14 @@ const SNAPSHOT_BATCH_LEN: usize = 24;
 /// How many batches per producer are remembered; Kafka's limit on in-flight requests per
 /// idempotent connection is the same number, so any retry hits one of them.
 pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
+
+/// Most producers whose state one partition keeps. Any client can write with any producer id
+/// (an unknown producer is accepted at sequence 0), so without a bound a client cycling through
+/// ids would grow a partition's state without end. Past it, the producers that wrote least
+/// recently and have no open transaction are forgotten first (as if their state had expired,
+/// so they are then accepted at any sequence): a retry of such a producer's old batch is then
+/// taken as new.
+pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
 
 /// The producer fields of one batch together with the offsets it was (or will be) stored at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,20 +127,38 @@ pub(crate) enum Check {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Producers with a lower id may have had state here that was forgotten (expired, below
+    /// the log start, or evicted past the bound); one at or above it that the table does not
+    /// hold never had a batch stored here.
+    forgotten_below: i64,
 }
 
 impl ProducerStateTable {
     /// Checks `batch` (its offsets are ignored) without changing the state.
     ///
     /// Order as in Kafka: duplicate detection first, then the epoch, then the sequence.
-    /// A producer the partition has no state for is accepted at any sequence, as Kafka does since
-    /// KIP-360: its state may have aged out (here: beyond the segments scanned at open), and
-    /// refusing it would wedge the producer.
+    ///
+    /// A producer the partition has no state for starts at sequence 0. Clients take a later
+    /// batch's success as proof that the earlier ones were stored (librdkafka acknowledges them
+    /// without an offset), so accepting a later batch first would acknowledge records never
+    /// stored: that happens when an earlier batch was refused by an agent that lost the
+    /// partition while the next one already reached its new owner. Answered out of order, the
+    /// client resends the earlier batch first. Only a producer whose state may have been
+    /// forgotten (`forgotten_below`) is accepted at any sequence, as Kafka does since KIP-360:
+    /// refusing it would wedge a producer idle past the expiry.
     pub fn check(&self, batch: &ProducerBatch) -> Result<Check> {
         if !batch.is_idempotent() || batch.kind == BatchKind::Marker {
             return Ok(Check::Append);
         }
         let Some(entry) = self.producers.get(&batch.producer_id) else {
+            if batch.first_seq != 0 && batch.producer_id >= self.forgotten_below {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    epoch: batch.epoch,
+                    expected: 0,
+                    found: batch.first_seq,
+                });
+            }
             return Ok(Check::Append);
         };
         if let Some(original) = entry.find_duplicate(batch) {
@@ -173,6 +199,10 @@ impl ProducerStateTable {
         if !batch.is_idempotent() {
             return;
         }
+        if !self.producers.contains_key(&batch.producer_id) {
+            // The new producer itself is never the one forgotten: it is not in the table yet.
+            let _ = self.make_room();
+        }
         let entry = self.producers.entry(batch.producer_id).or_default();
         entry.last_offset = entry.last_offset.max(batch.last_offset);
         // A marker ends the transaction and fences older epochs (never lowers the epoch), but
@@ -196,6 +226,36 @@ impl ProducerStateTable {
             entry.batches.pop_front();
         }
         entry.batches.push_back(batch);
+    }
+
+    /// Forgets, once the table is full, the producers that wrote least recently and have no
+    /// open transaction (a transaction's state holds the last stable offset back, so it stays),
+    /// down to 15/16 of the bound so the O(n) selection runs once per many new producers.
+    fn make_room(&mut self) -> bool {
+        if self.producers.len() < MAX_PRODUCERS_PER_PARTITION {
+            return false;
+        }
+        let mut idle: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.txn_first.is_none())
+            .map(|(&id, e)| (e.last_offset, id))
+            .collect();
+        let excess =
+            (self.producers.len() + 1 - MAX_PRODUCERS_PER_PARTITION * 15 / 16).min(idle.len());
+        if excess == 0 {
+            return false;
+        }
+        idle.select_nth_unstable(excess - 1);
+        for &(_, id) in &idle[..excess] {
+            self.forget(id);
+        }
+        true
+    }
+
+    fn forget(&mut self, producer_id: i64) {
+        self.producers.remove(&producer_id);
+        self.forgotten_below = self.forgotten_below.max(producer_id.saturating_add(1));
     }
 
     /// First offset of `producer_id`'s open transaction on this partition, if one is open at
@@ -240,19 +300,29 @@ impl ProducerStateTable {
     }
 
     /// Rebuilds a table from the snapshots a partition committed, leaving out producers whose
-    /// newest batch lies below `log_start` (Kafka evicts those too). Errors name the producer
+    /// newest batch lies below `log_start` (Kafka evicts those too) and, past the bound, the
+    /// least recent ones without an open transaction. Errors name the producer
     /// whose snapshot does not decode.
     pub fn from_snapshots(
-        snapshots: &[ProducerSnapshot],
+        committed: &ProducerSnapshots,
         log_start: i64,
     ) -> std::result::Result<Self, (i64, &'static str)> {
-        let mut table = ProducerStateTable::default();
-        for snapshot in snapshots.iter().filter(|s| s.last_offset >= log_start) {
+        let mut table = ProducerStateTable {
+            forgotten_below: committed.forgotten_below,
+            ..Self::default()
+        };
+        for snapshot in &committed.snapshots {
+            if snapshot.last_offset < log_start {
+                table.forget(snapshot.producer_id);
+                continue;
+            }
             let mut entry = ProducerEntry::decode(snapshot.producer_id, &snapshot.state)
                 .map_err(|reason| (snapshot.producer_id, reason))?;
             entry.last_offset = snapshot.last_offset;
             table.producers.insert(snapshot.producer_id, entry);
         }
+        // Within the bound, as appends keep it (see `MAX_PRODUCERS_PER_PARTITION`).
+        while table.producers.len() > MAX_PRODUCERS_PER_PARTITION && table.make_room() {}
         Ok(table)
     }
 
@@ -373,6 +443,14 @@ impl ProducerEntry {
 mod tests {
     use super::*;
 
+    /// What a partition that never forgot a producer commits.
+    fn committed(snapshots: &[ProducerSnapshot]) -> ProducerSnapshots {
+        ProducerSnapshots {
+            snapshots: snapshots.to_vec(),
+            forgotten_below: 0,
+        }
+    }
+
     #[test]
     fn a_snapshot_summarizes_its_newest_batch() {
         let table = ProducerStateTable::default();
@@ -426,17 +504,19 @@ mod tests {
         assert_eq!((snapshots[0].producer_id, snapshots[0].last_offset), (1, 9));
         assert_eq!(snapshots[0].updated_at_ms, 42);
 
-        let restored = ProducerStateTable::from_snapshots(&snapshots, 0).unwrap();
+        let restored = ProducerStateTable::from_snapshots(&committed(&snapshots), 0).unwrap();
         let mut expected = durable.clone();
         for b in segment {
             expected.record(b);
         }
         assert_eq!(restored.producers[&1], expected.producers[&1]);
         assert_eq!(restored.producers[&1].batches.len(), BATCHES_PER_PRODUCER);
-        assert!(ProducerStateTable::from_snapshots(&snapshots, 10)
-            .unwrap()
-            .producers
-            .is_empty());
+        assert!(
+            ProducerStateTable::from_snapshots(&committed(&snapshots), 10)
+                .unwrap()
+                .producers
+                .is_empty()
+        );
     }
 
     #[test]
@@ -450,14 +530,65 @@ mod tests {
             let mut short = snapshot.clone();
             short.state.truncate(cut);
             assert!(
-                ProducerStateTable::from_snapshots(&[short], 0).is_err(),
+                ProducerStateTable::from_snapshots(&committed(&[short]), 0).is_err(),
                 "cut at {cut}"
             );
         }
         snapshot.state[0] = 9;
         assert_eq!(
-            ProducerStateTable::from_snapshots(&[snapshot], 0).unwrap_err(),
+            ProducerStateTable::from_snapshots(&committed(&[snapshot]), 0).unwrap_err(),
             (5, "unknown version")
+        );
+    }
+
+    #[test]
+    fn a_producer_never_forgotten_starts_at_sequence_zero() {
+        let mut t = ProducerStateTable::default();
+        // Its first batch was refused (or lost with an agent) and the second came first.
+        assert!(matches!(
+            t.check(&batch(4, 0, 5, 5, -1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                found: 5,
+                ..
+            })
+        ));
+        assert_eq!(append(&mut t, batch(4, 0, 0, 5, 0)).unwrap(), Check::Append);
+        assert_eq!(append(&mut t, batch(4, 0, 5, 5, 5)).unwrap(), Check::Append);
+        // A bumped epoch on a partition new to the producer starts at 0 too.
+        assert_eq!(
+            append(&mut t, batch(6, 3, 0, 1, 10)).unwrap(),
+            Check::Append
+        );
+    }
+
+    #[test]
+    fn a_producer_that_may_have_been_forgotten_is_accepted_at_any_sequence() {
+        let mut t = ProducerStateTable::from_snapshots(
+            &ProducerSnapshots {
+                snapshots: vec![],
+                forgotten_below: 10,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            append(&mut t, batch(9, 0, 70, 1, 0)).unwrap(),
+            Check::Append
+        );
+        assert!(t.check(&batch(10, 0, 70, 1, -1)).is_err());
+
+        // Snapshots below the log start are forgotten too.
+        let mut old = ProducerStateTable::default();
+        old.record(batch(12, 0, 0, 3, 0));
+        old.record(batch(11, 0, 0, 3, 20));
+        let snapshots = old.snapshots_after(&[batch(12, 0, 3, 1, 3), batch(11, 0, 3, 1, 23)], 0);
+        let t = ProducerStateTable::from_snapshots(&committed(&snapshots), 10).unwrap();
+        assert_eq!(t.check(&batch(12, 0, 40, 1, -1)).unwrap(), Check::Append);
+        assert!(t.check(&batch(13, 0, 40, 1, -1)).is_err());
+        assert!(
+            t.check(&batch(11, 0, 40, 1, -1)).is_err(),
+            "kept: still in sequence"
         );
     }
 
@@ -560,21 +691,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_producer_is_accepted_at_any_sequence() {
-        let mut t = ProducerStateTable::default();
-        assert_eq!(
-            append(&mut t, batch(9, 0, 42, 1, 0)).unwrap(),
-            Check::Append
-        );
-        assert_eq!(
-            append(&mut t, batch(9, 0, 43, 1, 1)).unwrap(),
-            Check::Append
-        );
-    }
-
-    #[test]
     fn sequences_wrap_around_after_i32_max() {
-        let mut t = ProducerStateTable::default();
+        // A producer whose state may have been forgotten, so it can start near the wrap.
+        let mut t = ProducerStateTable {
+            forgotten_below: 2,
+            ..ProducerStateTable::default()
+        };
         let b = batch(1, 0, i32::MAX - 1, 2, 0);
         assert_eq!(b.last_seq, i32::MAX);
         append(&mut t, b).unwrap();
@@ -608,6 +730,39 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_keeps_a_bounded_number_of_producers_forgetting_the_idle_first() {
+        let mut t = ProducerStateTable::default();
+        let mut txn = batch(0, 0, 0, 1, 0);
+        txn.kind = BatchKind::Transactional;
+        append(&mut t, txn).unwrap();
+        let many = MAX_PRODUCERS_PER_PARTITION as i64 * 2;
+        for pid in 1..=many {
+            append(&mut t, batch(pid, 0, 0, 1, pid)).unwrap();
+            assert!(
+                t.len() <= MAX_PRODUCERS_PER_PARTITION,
+                "{} at {pid}",
+                t.len()
+            );
+        }
+        assert_eq!(
+            t.open_txn(0, 0),
+            Some(0),
+            "an open transaction is never forgotten"
+        );
+        // The newest producer is remembered (its retry is a duplicate)...
+        let newest = batch(many, 0, 0, 1, -1);
+        assert!(matches!(t.check(&newest), Ok(Check::Duplicate(_))));
+        // ...the oldest idle one is not (a retry of its batch is taken as new), and its next
+        // batch is accepted although the table no longer knows where its sequence stood.
+        assert!(matches!(t.check(&batch(1, 0, 0, 1, -1)), Ok(Check::Append)));
+        assert!(matches!(t.check(&batch(1, 0, 1, 1, -1)), Ok(Check::Append)));
+        assert!(
+            t.check(&batch(many + 1, 0, 1, 1, -1)).is_err(),
+            "never seen"
+        );
+    }
+
+    #[test]
     fn open_transactions_survive_snapshots_and_end_with_their_marker() {
         let mut t = ProducerStateTable::default();
         t.record(batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional));
@@ -621,7 +776,7 @@ mod tests {
             &[batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional)],
             5,
         );
-        let restored = ProducerStateTable::from_snapshots(&all, 0).unwrap();
+        let restored = ProducerStateTable::from_snapshots(&committed(&all), 0).unwrap();
         assert_eq!(
             restored.open_txn(1, 0),
             Some(10),
@@ -641,7 +796,7 @@ mod tests {
             t.check(&batch(1, 0, 3, 1, -1)),
             Err(StorageError::InvalidProducerEpoch { .. })
         ));
-        let restored = ProducerStateTable::from_snapshots(&after, 0).unwrap();
+        let restored = ProducerStateTable::from_snapshots(&committed(&after), 0).unwrap();
         assert_eq!(
             (restored.first_open_txn(), after[0].last_offset),
             (None, 14)
@@ -664,7 +819,7 @@ mod tests {
             updated_at_ms: 0,
             state: v1,
         };
-        let t = ProducerStateTable::from_snapshots(&[snapshot], 0).unwrap();
+        let t = ProducerStateTable::from_snapshots(&committed(&[snapshot]), 0).unwrap();
         assert!(matches!(
             t.check(&batch(3, 4, 0, 3, -1)),
             Ok(Check::Duplicate(_))

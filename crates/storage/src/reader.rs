@@ -10,7 +10,10 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock (the same as std's outside tests), so tests pause and advance the cached bounds' age.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;

@@ -10,12 +10,18 @@
 //!   `list_segments(topic, partition, offset)` query (concurrent callers share it).
 //!
 //! Entries leave it by [`SegmentIndex::remove_below`] (retention), by a refresh that no longer
-//! lists them (deleted by another agent), or by LRU eviction at the size bound.
+//! lists them (deleted by another agent), or by LRU eviction: at the index's own bound, or when
+//! the agent's indexes together hold more than their shared [`SegmentBudget`] (an index that
+//! grows past it evicts its own least recently used entries, keeping [`MIN_RETAINED`]), so an
+//! agent's index memory is bounded by configuration however many partitions it serves.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock (the same as std's outside tests), so tests pause and advance the refresh ages.
+use tokio::time::Instant;
 
 use parking_lot::RwLock;
 use streamhouse_metadata::{MetadataStore, SegmentInfo};
@@ -27,6 +33,42 @@ use crate::error::Result;
 /// metadata store once per fetch. Bounds how stale a cross-agent "no segment yet" can be.
 const MISS_REFRESH_GAP: Duration = Duration::from_millis(5);
 
+/// Entries an index keeps whatever the agent-wide budget: enough for its readers' current
+/// segments, so a full budget costs extra metadata queries, never a failing read.
+pub const MIN_RETAINED: usize = 16;
+
+/// Segments all the indexes of one agent may hold together (their entries are ~200 bytes
+/// each); shared by the indexes built with [`SegmentIndex::with_budget`].
+#[derive(Debug)]
+pub struct SegmentBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl SegmentBudget {
+    /// A budget of `max` segments across the indexes that share it.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Segments the indexes sharing it hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Records that an index went from `before` to `after` entries.
+    fn account(&self, before: usize, after: usize) {
+        if after > before {
+            self.used.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Settings of a [`SegmentIndex`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentIndexConfig {
@@ -35,6 +77,9 @@ pub struct SegmentIndexConfig {
     pub refresh_interval: Duration,
     /// Most segments kept in memory; least recently used ones are evicted past it.
     pub max_segments: usize,
+    /// Most segments all the partitions' indexes of one agent keep together (the agent's
+    /// [`SegmentBudget`]).
+    pub max_segments_per_agent: usize,
 }
 
 impl Default for SegmentIndexConfig {
@@ -42,6 +87,8 @@ impl Default for SegmentIndexConfig {
         Self {
             refresh_interval: Duration::from_secs(30),
             max_segments: 10_000,
+            // ~100 MB of entries; one partition alone stays under `max_segments`.
+            max_segments_per_agent: 500_000,
         }
     }
 }
@@ -105,6 +152,8 @@ struct Entry {
 struct State {
     segments: Segments,
     refreshed_at: Instant,
+    /// Entries counted in the budget (the length at the last accounting).
+    accounted: usize,
 }
 
 /// Indexed segments ordered by base offset, as two parallel vectors.
@@ -235,10 +284,20 @@ pub struct SegmentIndex {
     refresh: tokio::sync::Mutex<Option<RefreshRecord>>,
     refreshes_started: AtomicU64,
     queries: AtomicU64,
+    /// The agent-wide bound this index counts its entries in, if any.
+    budget: Option<Arc<SegmentBudget>>,
     /// Commit time (ms) of the partition's oldest segment still in a flush's shared object,
     /// `i64::MAX` when it has none, 0 when unknown: lets consolidation skip, without a metadata
     /// query, the partitions with nothing to consolidate.
     shared_since_ms: AtomicI64,
+}
+
+impl Drop for SegmentIndex {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.account(self.state.get_mut().accounted, 0);
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentIndex {
@@ -268,13 +327,21 @@ impl SegmentIndex {
             state: RwLock::new(State {
                 segments: Segments::default(),
                 refreshed_at: Instant::now(),
+                accounted: 0,
             }),
             clock: AtomicU64::new(0),
             refresh: tokio::sync::Mutex::new(None),
             refreshes_started: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             shared_since_ms: AtomicI64::new(0),
+            budget: None,
         }
+    }
+
+    /// Counts this index's entries in `budget`, shared with the agent's other indexes.
+    pub fn with_budget(mut self, budget: Arc<SegmentBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Commit time (ms) of the oldest segment still in a flush's shared object: `None` when
@@ -344,6 +411,7 @@ impl SegmentIndex {
         state
             .segments
             .insert(merged.base_offset, Entry::new(merged.into(), tick));
+        self.evict_if_over(&mut state);
     }
 
     /// Forgets every segment lying wholly below `offset` (after retention deleted them).
@@ -352,6 +420,7 @@ impl SegmentIndex {
         state
             .segments
             .retain(|_, entry| entry.segment.last_offset >= offset);
+        self.evict_if_over(&mut state);
     }
 
     /// Number of indexed segments.
@@ -457,13 +526,33 @@ impl SegmentIndex {
         from..=if truncated { upto } else { i64::MAX }
     }
 
-    /// Evicts least recently used entries once over the bound, down to a little below it so the
-    /// O(n) selection runs once per many inserts rather than on each.
+    /// Evicts least recently used entries once over the index's own bound (down to a little
+    /// below it, so the O(n) selection runs once per many inserts rather than on each) or while
+    /// the agent's indexes are over their budget (down to what brings them back under it, never
+    /// below [`MIN_RETAINED`]); then counts the index's size in the budget.
     fn evict_if_over(&self, state: &mut State) {
-        if state.segments.len() <= self.config.max_segments.max(1) {
-            return;
+        let len = state.segments.len();
+        let mut keep = len;
+        if len > self.config.max_segments.max(1) {
+            keep = self.retained_after_eviction();
         }
-        let excess = state.segments.len() - self.retained_after_eviction();
+        if let Some(budget) = &self.budget {
+            // The agent's total with this index at its current size.
+            let total = (budget.used() + len).saturating_sub(state.accounted);
+            let excess = total.saturating_sub(budget.max);
+            keep = keep.min(len.saturating_sub(excess).max(MIN_RETAINED));
+        }
+        if keep < len {
+            self.evict_oldest(state, len - keep);
+        }
+        if let Some(budget) = &self.budget {
+            budget.account(state.accounted, state.segments.len());
+        }
+        state.accounted = state.segments.len();
+    }
+
+    /// Drops the `excess` least recently used entries.
+    fn evict_oldest(&self, state: &mut State, excess: usize) {
         let mut by_age: Vec<(u64, i64)> = state
             .segments
             .iter()

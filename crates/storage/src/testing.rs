@@ -17,7 +17,7 @@ use object_store::{
 };
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// What to inject into one kind of request (puts or gets).
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use rand::Rng;
+use rand::RngExt;
 use std::collections::HashMap;
 
 use streamhouse_metadata::{

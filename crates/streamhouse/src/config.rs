@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// request rate and cost [default: 5 on the local store, 150 on S3; see README].
     #[arg(long, env = "STREAMHOUSE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// How long a new consumer group's first rebalance waits for more members, in ms,
+    /// extended per joining member up to the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`) [default: 500].
+    #[arg(long, env = "STREAMHOUSE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// A partition with this many buffered bytes is flushed at once [default: 4194304].
     #[arg(long, env = "STREAMHOUSE_FLUSH_MAX_BYTES")]
     pub flush_max_bytes: Option<usize>,
@@ -230,6 +235,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     flush_interval_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
     flush_max_bytes: Option<usize>,
     max_buffered_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
@@ -281,6 +287,7 @@ pub struct Settings {
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub flush_interval: Duration,
+    pub group_initial_rebalance_delay: Duration,
     pub flush_max_bytes: usize,
     pub max_buffered_bytes: usize,
     pub max_request_bytes: usize,
@@ -457,6 +464,13 @@ impl ServeArgs {
                     .or(file.flush_interval_ms)
                     .unwrap_or_else(|| default_flush_interval_ms(&object_store)),
             ),
+            group_initial_rebalance_delay: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .map(Duration::from_millis)
+                .unwrap_or_else(|| {
+                    streamhouse_kafka::BrokerConfig::default().group_initial_rebalance_delay
+                }),
             max_buffered_bytes: self
                 .max_buffered_bytes
                 .or(file.max_buffered_bytes)

@@ -185,6 +185,7 @@ fn broker_config(s: &Settings) -> BrokerConfig {
         auto_create_topics: s.auto_create_topics,
         default_partitions: s.default_partitions,
         flush_interval: s.flush_interval,
+        group_initial_rebalance_delay: s.group_initial_rebalance_delay,
         flush_max_bytes: s.flush_max_bytes,
         max_buffered_bytes: s.max_buffered_bytes,
         max_request_bytes: s.max_request_bytes,

@@ -63,6 +63,7 @@ async fn connections_past_the_limit_are_closed_and_idle_ones_time_out() {
         .await
         .unwrap();
     let mut third = TcpStream::connect(addr).await.unwrap();
+    // Real time, not paused: real sockets to an agent over SQLite (see crates/kafka/tests/it).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut refused = TcpStream::connect(addr).await.unwrap();
     assert!(closed_within(&mut refused, Duration::from_secs(2)).await);

@@ -25,8 +25,9 @@ mod member;
 mod offsets;
 mod types;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use streamhouse_metadata::{LeaseFence, MetadataStore};
@@ -172,7 +173,7 @@ impl GroupCoordinator {
     }
 
     fn with_groups<T>(&self, f: impl FnOnce(&mut HashMap<String, Coordinated>) -> T) -> T {
-        f(&mut self.groups.lock().expect("group map poisoned"))
+        f(&mut self.groups.lock())
     }
 
     fn with_coordinated<T>(

@@ -17,12 +17,12 @@ use kafka_protocol::messages::{
 use streamhouse_metadata::{NewTopic, Topic, TopicConfig};
 
 use super::{str_bytes, topic_name};
-use crate::admin_api::{check_replication_factor, MAX_PARTITIONS};
+use crate::admin_api::check_replication_factor;
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
-use crate::limits::check_partition_cap;
 use crate::security::{Access, Op, Resource};
 use crate::topic_config;
+use crate::topics::{validate_topic_name, MAX_PARTITIONS};
 
 /// DescribeConfigs resource types (Kafka's `ConfigResource.Type`).
 const RESOURCE_TOPIC: i8 = 2;
@@ -90,7 +90,7 @@ async fn create_one(
             .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
     )
     .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-    check_partition_cap(b, u64::from(partitions))
+    b.check_partition_cap(u64::from(partitions))
         .await
         .map_err(|m| (ResponseError::PolicyViolation, m))?;
     let new = NewTopic {
@@ -99,7 +99,7 @@ async fn create_one(
         config,
     };
     if validate_only {
-        return match b.metadata().get_topic(name).await {
+        return match b.catalog().get_topic(name).await {
             Ok(Some(_)) => Err((
                 ResponseError::TopicAlreadyExists,
                 format!("topic '{name}' already exists"),
@@ -125,28 +125,6 @@ fn not_authorized(name: &str) -> (ResponseError, String) {
         ResponseError::TopicAuthorizationFailed,
         format!("not authorized to access topic '{name}'"),
     )
-}
-
-/// Kafka's rules for topic names.
-pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("'{name}' is not a valid topic name"));
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters; at most 249",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name '{name}' contains the illegal character {c:?}"
-        ));
-    }
-    Ok(())
 }
 
 fn describe_configs_for_create(topic: &Topic) -> Vec<CreatableTopicConfigs> {
@@ -238,12 +216,11 @@ async fn validate_partition_growth(
     name: &str,
     count: u32,
 ) -> Result<(), (ResponseError, String)> {
-    match b.metadata().get_topic(name).await {
-        Ok(Some(t)) if count > t.partitions => {
-            check_partition_cap(b, u64::from(count - t.partitions))
-                .await
-                .map_err(|m| (ResponseError::PolicyViolation, m))
-        }
+    match b.catalog().get_topic(name).await {
+        Ok(Some(t)) if count > t.partitions => b
+            .check_partition_cap(u64::from(count - t.partitions))
+            .await
+            .map_err(|m| (ResponseError::PolicyViolation, m)),
         Ok(Some(t)) => Err((
             ResponseError::InvalidPartitions,
             format!(
@@ -287,7 +264,7 @@ pub(crate) async fn describe_configs(
             RESOURCE_TOPIC if !access.allows(Op::DescribeConfigs, Resource::Topic, name) => {
                 Err(ResponseError::TopicAuthorizationFailed)
             }
-            RESOURCE_TOPIC => match b.metadata().get_topic(name).await {
+            RESOURCE_TOPIC => match b.catalog().get_topic(name).await {
                 Ok(Some(topic)) => Ok(topic_config::describe(&topic.config)),
                 Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(metadata_error_code(&e)),
@@ -355,17 +332,4 @@ fn topic_synonyms(
         out.push(synonym(default, SOURCE_DEFAULT));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_topic_name;
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.v1_x-y").is_ok());
-        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
-        }
-    }
 }

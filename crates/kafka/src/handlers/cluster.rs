@@ -78,7 +78,7 @@ pub(crate) async fn describe_log_dirs(
         return DescribeLogDirsResponse::default()
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
-    let topics = match b.metadata().list_topics().await {
+    let topics = match b.catalog().list_topics().await {
         Ok(topics) => topics,
         Err(e) => {
             return DescribeLogDirsResponse::default()
@@ -138,7 +138,7 @@ pub(crate) async fn describe_log_dirs(
 /// Bytes of the retained segment objects of one partition, from the metadata store.
 async fn partition_size(b: &Broker, topic: &Topic, partition: u32) -> Result<i64, ResponseError> {
     let state = b
-        .metadata()
+        .catalog()
         .get_partition(&topic.name, partition)
         .await
         .map_err(|e| metadata_error_code(&e))?;

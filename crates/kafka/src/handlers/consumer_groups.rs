@@ -91,7 +91,7 @@ fn decode_heartbeat(req: ConsumerGroupHeartbeatRequest, client: Client) -> Consu
 
 /// Every topic the requester may describe, by name, with its id and partition count.
 async fn topic_image(b: &Broker, access: &Access) -> Result<TopicImage, GroupError> {
-    let topics = b.metadata().list_topics().await?;
+    let topics = b.catalog().list_topics().await?;
     Ok(topics
         .into_iter()
         .filter(|t| access.allows(Op::Describe, Resource::Topic, &t.name))
@@ -104,7 +104,7 @@ pub(crate) async fn describe(
     access: &Access,
     req: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
-    let names: BTreeMap<Uuid, String> = match b.metadata().list_topics().await {
+    let names: BTreeMap<Uuid, String> = match b.catalog().list_topics().await {
         Ok(topics) => topics.into_iter().map(|t| (t.id, t.name)).collect(),
         Err(e) => {
             let code = GroupError::from(e).code().code();

@@ -34,6 +34,7 @@ async fn delete_in_topic(
         let result = match u32::try_from(p.partition_index) {
             _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
             Ok(partition) => b
+                .maintenance
                 .delete_records(t.name.0.as_str(), partition, p.offset)
                 .await
                 .map_err(|e| storage_error_code(&e)),

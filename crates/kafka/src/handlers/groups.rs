@@ -24,10 +24,10 @@ use streamhouse_metadata::{AgentInfo, CLUSTER_NAME};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::connection::ConnectionState;
 use crate::groups::{
     GroupDescription, GroupError, JoinRequest, JoinResponse, MemberInfo, Protocol, SyncRequest,
 };
+use crate::handlers::ConnectionState;
 use crate::security::{Access, Op, Resource};
 
 /// The requesting client, as DescribeGroups reports members.

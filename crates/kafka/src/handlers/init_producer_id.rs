@@ -29,7 +29,7 @@ pub(crate) async fn handle(
     // it carries, as in Kafka's coordinator: an idempotent producer (KIP-360) bumps its epoch
     // itself and asks again only to start over, and bumping a sent id would let any client take
     // over another producer's sequence state.
-    match b.metadata().allocate_producer_id().await {
+    match b.segment_log().allocate_producer_id().await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
@@ -54,6 +54,7 @@ async fn transactional(
         epoch: req.producer_epoch,
     };
     match b
+        .txn
         .init_txn_producer(id, req.transaction_timeout_ms, Some(claimed))
         .await
     {

@@ -1,7 +1,9 @@
 //! ListOffsets: earliest, latest, the record with the largest timestamp (KIP-734), or the first
 //! offset at or after a timestamp.
 
+use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -10,8 +12,10 @@ use streamhouse_segment::{RecordBatch, SegmentError};
 use streamhouse_storage::StorageError;
 use tracing::warn;
 
-use crate::broker::{Broker, PartitionLog};
+use super::CONCURRENT_PARTITIONS;
+use crate::broker::Broker;
 use crate::errors::storage_error_code;
+use crate::partitions::PartitionLog;
 use crate::security::{Access, Op, Resource};
 
 const LATEST: i64 = -1;
@@ -35,29 +39,14 @@ pub(crate) async fn handle(
     let committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let permitted = access.allows(Op::Describe, Resource::Topic, t.name.0.as_str());
-        let mut partitions = Vec::with_capacity(t.partitions.len());
-        for p in t.partitions {
-            let response =
-                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let result = match u32::try_from(p.partition_index) {
-                _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
-                Ok(partition) => match b.partition(t.name.0.as_str(), partition).await {
-                    Ok(log) => lookup(b, &log, p.timestamp, committed)
-                        .await
-                        .map_err(|e| storage_error_code(&e)),
-                    Err(e) => Err(storage_error_code(&e)),
-                },
-                Err(_) => Err(ResponseError::UnknownTopicOrPartition),
-            };
-            partitions.push(match result {
-                Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
-                Err(code) => response
-                    .with_error_code(code.code())
-                    .with_offset(-1)
-                    .with_timestamp(-1),
-            });
-        }
+        let name = t.name.0.as_str();
+        let permitted = access.allows(Op::Describe, Resource::Topic, name);
+        // Concurrently, in request order: a partition's log may have to be built first.
+        let partitions = futures::stream::iter(t.partitions)
+            .map(|p| partition_offsets(b, name, permitted, p, committed))
+            .buffered(CONCURRENT_PARTITIONS)
+            .collect()
+            .await;
         topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
@@ -65,6 +54,34 @@ pub(crate) async fn handle(
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// One partition's answer.
+async fn partition_offsets(
+    b: &Broker,
+    topic: &str,
+    permitted: bool,
+    p: ListOffsetsPartition,
+    committed: bool,
+) -> ListOffsetsPartitionResponse {
+    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+    let result = match u32::try_from(p.partition_index) {
+        _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
+        Ok(partition) => match b.partitions.partition(topic, partition).await {
+            Ok(log) => lookup(b, &log, p.timestamp, committed)
+                .await
+                .map_err(|e| storage_error_code(&e)),
+            Err(e) => Err(storage_error_code(&e)),
+        },
+        Err(_) => Err(ResponseError::UnknownTopicOrPartition),
+    };
+    match result {
+        Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
+        Err(code) => response
+            .with_error_code(code.code())
+            .with_offset(-1)
+            .with_timestamp(-1),
+    }
 }
 
 /// `(offset, timestamp)` for a ListOffsets query; `(-1, -1)` when no record is that recent.
@@ -92,7 +109,7 @@ async fn lookup(
 /// largest timestamp; the timestamp search then finds its record.
 async fn max_timestamp_record(b: &Broker, log: &PartitionLog) -> Result<(i64, i64), StorageError> {
     let segments = b
-        .metadata()
+        .segment_log()
         .list_segments(
             &log.topic.name,
             log.partition,

@@ -20,9 +20,8 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::cluster::ClusterView;
 use crate::errors::metadata_error_code;
-use crate::limits::check_partition_cap;
+use crate::membership::ClusterView;
 use crate::security::{Access, Op, Resource};
 
 pub(crate) async fn handle(
@@ -58,7 +57,7 @@ pub(crate) async fn handle(
             out
         }
         // Listing every topic shows only those the requester may describe, as in Kafka.
-        _ => match b.metadata().list_topics().await {
+        _ => match b.catalog().list_topics().await {
             Ok(all) => all
                 .iter()
                 .filter(|t| access.shows(Op::Describe, Resource::Topic, &t.name))
@@ -87,7 +86,7 @@ async fn describe_named(
     if !access.allows(Op::Describe, Resource::Topic, name) {
         return topic_error(name, ResponseError::TopicAuthorizationFailed);
     }
-    let found = match b.metadata().get_topic(name).await {
+    let found = match b.catalog().get_topic(name).await {
         // Auto-creation needs CREATE, as an explicit CreateTopics does.
         Ok(None) if auto_create => {
             if !access.creates_topic(name) {
@@ -96,7 +95,7 @@ async fn describe_named(
             // Auto-created topics count against the partition caps like created ones, or a
             // client asking for many names would get around them.
             let partitions = u64::from(b.config().default_partitions);
-            if let Err(reason) = check_partition_cap(b, partitions).await {
+            if let Err(reason) = b.check_partition_cap(partitions).await {
                 warn!(topic = name, "not auto-creating: {reason}");
                 return topic_error(name, ResponseError::PolicyViolation);
             }
@@ -118,7 +117,7 @@ async fn describe_by_id(
     id: Uuid,
 ) -> MetadataResponseTopic {
     let found = b
-        .metadata()
+        .catalog()
         .list_topics()
         .await
         .ok()
@@ -188,7 +187,7 @@ pub(crate) async fn describe_topic_partitions(
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let view = b.cluster_view();
-    let all = match b.metadata().list_topics().await {
+    let all = match b.catalog().list_topics().await {
         Ok(all) => all,
         Err(e) => {
             tracing::warn!("describe topic partitions: listing topics failed: {e}");

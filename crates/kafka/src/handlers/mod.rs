@@ -20,6 +20,7 @@ pub(crate) mod sasl;
 pub(crate) mod scram_users;
 pub(crate) mod transactions;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -28,8 +29,24 @@ use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind, TopicNa
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::connection::ConnectionState;
-use crate::security::Access;
+use crate::security::{Access, SaslSession};
+
+/// What a connection remembers between requests.
+#[derive(Default)]
+pub(crate) struct ConnectionState {
+    /// Completes when the previous Produce on this connection has appended its batches.
+    pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The client's address (DescribeGroups reports each member's host).
+    pub(crate) peer: Option<SocketAddr>,
+    /// SASL progress; `None` when the listener does not require authentication.
+    pub(crate) sasl: Option<SaslSession>,
+    /// Set when the response being sent is the last one (e.g. a failed authentication).
+    pub(crate) closing: bool,
+}
+
+/// Partitions of one request looked up at once (Fetch, ListOffsets): the first request over
+/// many partitions builds their logs (writer, reader, index) in parallel, not one by one.
+pub(crate) const CONCURRENT_PARTITIONS: usize = 16;
 
 /// What a started request will send back.
 pub(crate) enum Reply {

@@ -138,7 +138,7 @@ async fn visible_offsets(
     if !require_stable {
         return Ok(found);
     }
-    let pending = b.metadata().pending_txn_offsets(group_id).await?;
+    let pending = b.txn_store().pending_txn_offsets(group_id).await?;
     Ok(split_unstable(found, &pending))
 }
 

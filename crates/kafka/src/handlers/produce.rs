@@ -10,15 +10,14 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use streamhouse_metadata::TxnState;
 use streamhouse_segment::{RecordBatch, SegmentError};
-use streamhouse_storage::{
-    AppendOptions, Appended, CompactionPolicy, StorageError, TxnVerification,
-};
+use streamhouse_storage::{Appended, CompactionPolicy, StorageError, TxnVerification};
 use tokio::sync::oneshot;
 
 use super::{str_bytes, Reply};
-use crate::broker::{Broker, PartitionLog};
-use crate::connection::ConnectionState;
+use crate::broker::Broker;
 use crate::errors::{metadata_error_code, storage_error_code};
+use crate::handlers::ConnectionState;
+use crate::partitions::PartitionLog;
 use crate::security::{Access, Op, Resource};
 
 /// Starts a Produce. Appends of one connection happen strictly in request order, even when a
@@ -117,7 +116,7 @@ async fn append_partition(
     let Ok(partition) = u32::try_from(index) else {
         return outcome;
     };
-    let log = match b.partition(topic, partition).await {
+    let log = match b.partitions.partition(topic, partition).await {
         Ok(log) => log,
         Err(e) => {
             outcome.result = Err((storage_error_code(&e), e.to_string()));
@@ -129,13 +128,18 @@ async fn append_partition(
     let compacted = CompactionPolicy::of(&log.topic.config).is_some();
     outcome.result = match parse_batches(records, limit, compacted) {
         Ok(batches) => match verify_txn(b, &log, &batches).await {
-            Ok(verified) => append_to(b, &log, batches, deadline, verified)
+            Ok(verified) => b
+                .partitions
+                .append(&log, batches, deadline, verified)
                 .await
                 .map_err(storage_failure),
             Err(refused) => Err(refused),
         },
         Err(refused) => Err(refused),
     };
+    if let Err((code, message)) = &outcome.result {
+        tracing::debug!(topic, partition = index, ?code, message, "produce refused");
+    }
     outcome
 }
 
@@ -153,7 +157,7 @@ async fn verify_txn(
         return Ok(None);
     };
     let txn = b
-        .metadata()
+        .txn_store()
         .transaction_of_producer(token.producer_id)
         .await
         .map_err(|e| (metadata_error_code(&e), e.to_string()))?;
@@ -173,34 +177,6 @@ async fn verify_txn(
         ));
     }
     Ok(Some(token))
-}
-
-/// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
-/// the partition has `flush_max_bytes` buffered. Shared by Produce and the HTTP produce API.
-///
-/// The bytes are first reserved from the agent's buffer budget, waiting until `deadline` (the
-/// request's timeout) when it is full: a slow object store throttles producers instead of
-/// growing memory. A flush still pending at `deadline` is abandoned, so records answered with an
-/// error are never stored later.
-pub(crate) async fn append_to(
-    b: &Broker,
-    log: &PartitionLog,
-    batches: Vec<RecordBatch>,
-    deadline: tokio::time::Instant,
-    txn_verified: Option<TxnVerification>,
-) -> Result<Appended, StorageError> {
-    let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-    let reservation = b.reserve_buffer(bytes, deadline).await?;
-    let options = AppendOptions {
-        deadline: Some(deadline),
-        reservation: Some(reservation),
-        txn_verified,
-    };
-    let appended = log.writer.append_with(batches, options);
-    b.appended(appended.as_ref().map_or(0, |a| a.buffered_bytes));
-    let appended = appended?;
-    metrics::counter!("streamhouse_bytes_in_total").increment(bytes);
-    Ok(appended)
 }
 
 /// The most one batch may hold, compressed and decompressed: the topic's `max.message.bytes`
@@ -334,6 +310,14 @@ async fn partition_response(
         }
         Err(e) => Err(e),
     };
+    if let Err((code, message)) = &durable {
+        tracing::debug!(
+            partition = p.index,
+            ?code,
+            message,
+            "produce not acknowledged"
+        );
+    }
     match durable {
         Ok(base) => response.with_base_offset(base),
         Err((code, message)) => response

@@ -56,18 +56,19 @@ async fn producers(
 ) -> Result<Vec<ProducerState>, (ResponseError, String)> {
     let failed = |e: streamhouse_metadata::MetadataError| (metadata_error_code(&e), e.to_string());
     let state = b
-        .metadata()
+        .catalog()
         .get_partition(topic, partition)
         .await
         .map_err(failed)?;
     let snapshots = b
-        .metadata()
+        .segment_log()
         .list_producer_snapshots(topic, partition)
         .await
         .map_err(failed)?;
     let mut out = Vec::new();
     // A producer whose newest batch lies below the log start is forgotten, as in Kafka.
     for snapshot in snapshots
+        .snapshots
         .iter()
         .filter(|s| s.last_offset >= state.log_start_offset)
     {

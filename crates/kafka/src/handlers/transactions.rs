@@ -61,7 +61,7 @@ pub(crate) async fn add_partitions_to_txn(
         if !access.allows(Op::Write, Resource::Topic, &topic) {
             refused = Some(ResponseError::TopicAuthorizationFailed);
         }
-        match b.metadata().get_topic(&topic).await {
+        match b.catalog().get_topic(&topic).await {
             Ok(Some(found))
                 if t.partitions
                     .iter()
@@ -76,7 +76,7 @@ pub(crate) async fn add_partitions_to_txn(
             code,
             message: "a partition cannot be added".into(),
         }),
-        (Ok(()), None) => b.add_txn_partitions(&id, producer, &partitions).await,
+        (Ok(()), None) => b.txn.add_txn_partitions(&id, producer, &partitions).await,
     };
     let code = match &result {
         Ok(()) => 0,
@@ -119,7 +119,7 @@ pub(crate) async fn add_offsets_to_txn(
             code: ResponseError::GroupAuthorizationFailed,
             message: format!("no READ on group '{group}'"),
         }),
-        Ok(()) => b.add_txn_group(&id, producer, &group).await,
+        Ok(()) => b.txn.add_txn_group(&id, producer, &group).await,
     };
     AddOffsetsToTxnResponse::default().with_error_code(error_code("AddOffsetsToTxn", &id, result))
 }
@@ -131,7 +131,7 @@ pub(crate) async fn end_txn(b: &Broker, access: &Access, req: EndTxnRequest) -> 
         epoch: req.producer_epoch,
     };
     let result = match permitted(access, &id) {
-        Ok(()) => b.end_txn(&id, producer, req.committed).await,
+        Ok(()) => b.txn.end_txn(&id, producer, req.committed).await,
         Err(e) => Err(e),
     };
     EndTxnResponse::default()
@@ -182,7 +182,7 @@ pub(crate) async fn txn_offset_commit(
     let code = match txn_commit_check(b, access, &id, &group, &committer).await {
         Err(code) => code.code(),
         Ok(()) => match b
-            .metadata()
+            .txn_store()
             .commit_txn_offsets(req.producer_id.0, req.producer_epoch, &group, &offsets)
             .await
         {
@@ -243,7 +243,7 @@ pub(crate) async fn list_transactions(
         .cloned()
         .collect();
     let response = ListTransactionsResponse::default().with_unknown_state_filters(unknown);
-    let all = match b.metadata().list_transactions().await {
+    let all = match b.txn_store().list_transactions().await {
         Ok(all) => all,
         Err(e) => return response.with_error_code(metadata_error_code(&e).code()),
     };
@@ -294,7 +294,7 @@ pub(crate) async fn describe_transactions(
         let found = if !access.allows(Op::Describe, Resource::TransactionalId, &name) {
             Err(ResponseError::TransactionalIdAuthorizationFailed)
         } else {
-            match b.metadata().get_transaction(&name).await {
+            match b.txn_store().get_transaction(&name).await {
                 Ok(Some(t)) if t.producer_id >= 0 => Ok(t),
                 Ok(_) => Err(ResponseError::TransactionalIdNotFound),
                 Err(e) => Err(metadata_error_code(&e)),

@@ -13,9 +13,10 @@
 //! Every agent keeps the bindings in memory (no query per request), reloaded from the metadata
 //! store on an interval and at once after a change made through this agent.
 
+use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use streamhouse_metadata::{
@@ -179,7 +180,7 @@ impl Authorizer {
     pub async fn load(&self, store: &dyn MetadataStore) -> Result<(), MetadataError> {
         let acls = store.list_acls(&AclBindingFilter::default()).await?;
         let count = acls.len();
-        *self.index.write().expect("lock poisoned") = Arc::new(AclIndex::new(acls));
+        *self.index.write() = Arc::new(AclIndex::new(acls));
         debug!(count, "ACL bindings loaded");
         Ok(())
     }
@@ -208,7 +209,7 @@ impl Authorizer {
     }
 
     fn snapshot(&self) -> Arc<AclIndex> {
-        self.index.read().expect("lock poisoned").clone()
+        self.index.read().clone()
     }
 
     /// Whether `who` needs no ACL at all.
@@ -388,7 +389,7 @@ mod tests {
             ..AclConfig::default()
         };
         let authorizer = Authorizer::new(&config);
-        *authorizer.index.write().unwrap() = Arc::new(AclIndex::new(acls));
+        *authorizer.index.write() = Arc::new(AclIndex::new(acls));
         authorizer
     }
 

@@ -3,8 +3,9 @@
 //! A connection on a SASL listener starts unauthenticated: only ApiVersions, SaslHandshake and
 //! SaslAuthenticate are accepted, as in Kafka, and anything else closes the connection.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,7 +134,7 @@ impl SaslAuthenticator {
             store
                 .upsert_credential(&credential.to_record(user, mechanism.name()))
                 .await?;
-            let mut creds = self.credentials.write().expect("lock poisoned");
+            let mut creds = self.credentials.write();
             creds.insert((user.to_string(), alg), credential);
         }
         Ok(())
@@ -152,7 +153,7 @@ impl SaslAuthenticator {
                 loaded.insert(key, ScramCredential::from_record(record));
             }
         }
-        *self.credentials.write().expect("lock poisoned") = loaded;
+        *self.credentials.write() = loaded;
         Ok(())
     }
 
@@ -175,7 +176,7 @@ impl SaslAuthenticator {
     }
 
     fn credential(&self, user: &str, alg: ScramAlgorithm) -> Option<ScramCredential> {
-        let creds = self.credentials.read().expect("lock poisoned");
+        let creds = self.credentials.read();
         creds.get(&(user.to_string(), alg)).cloned()
     }
 
@@ -201,7 +202,7 @@ impl SaslAuthenticator {
                 .hash(&[&credential.salt[..], password.as_bytes()].concat()),
             stored_key: credential.stored_key.clone(),
         };
-        let verified = self.verified.lock().expect("lock poisoned");
+        let verified = self.verified.lock();
         // Compared in constant time, so response times reveal nothing of the remembered digest.
         let remembered = verified.get(user).is_some_and(|v| {
             v.stored_key == memo.stored_key
@@ -215,7 +216,7 @@ impl SaslAuthenticator {
         if !credential.matches_password(alg, password) {
             return false;
         }
-        let mut verified = self.verified.lock().expect("lock poisoned");
+        let mut verified = self.verified.lock();
         // Bounded: many distinct users would otherwise grow it without limit; starting afresh
         // costs each user one derivation.
         if verified.len() >= MAX_VERIFIED_LOGINS {
@@ -434,7 +435,7 @@ mod tests {
     fn with_user(user: &str, alg: ScramAlgorithm, password: &str) -> SaslAuthenticator {
         let auth = SaslAuthenticator::new(vec![Mechanism::Plain]);
         let credential = ScramCredential::new(alg, password, DEFAULT_ITERATIONS);
-        let mut creds = auth.credentials.write().unwrap();
+        let mut creds = auth.credentials.write();
         creds.insert((user.to_string(), alg), credential);
         drop(creds);
         auth
@@ -454,7 +455,7 @@ mod tests {
         // A new password (new salt and keys) makes the remembered one worthless.
         let changed = ScramCredential::new(ScramAlgorithm::Sha256, "new", DEFAULT_ITERATIONS);
         let key = ("alice".to_string(), ScramAlgorithm::Sha256);
-        auth.credentials.write().unwrap().insert(key, changed);
+        auth.credentials.write().insert(key, changed);
         assert!(!auth.verify_password("alice", "pw"));
         assert!(auth.verify_password("alice", "new"));
         // A user with only a SCRAM-SHA-512 credential is checked against it.

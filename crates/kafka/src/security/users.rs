@@ -7,16 +7,17 @@
 //! once; other agents pick it up on their periodic reload
 //! ([`super::SaslAuthenticator::spawn_refresh`]).
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use streamhouse_metadata::MetadataStore;
 use tracing::{info, warn};
 
 use super::scram::{ScramAlgorithm, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
 use super::{Mechanism, SaslAuthenticator};
 use crate::api_error::ApiError;
-use crate::broker::Broker;
 
 /// Longest user name accepted, in characters.
 pub const MAX_USER_NAME_CHARS: usize = 255;
@@ -79,23 +80,22 @@ pub fn validate_iterations(iterations: i64) -> Result<u32, ApiError> {
     Ok(iterations as u32)
 }
 
-/// User administration on a [`Broker`]; obtained with [`Broker::users`].
+/// User administration of an agent; obtained with `Broker::users`.
 pub struct Users<'a> {
-    broker: &'a Broker,
+    metadata: &'a dyn MetadataStore,
+    /// The credential caches of the agent's SASL listeners, reloaded after every change.
+    authenticators: &'a RwLock<Vec<Arc<SaslAuthenticator>>>,
 }
 
-impl Broker {
-    /// The user administration of this agent.
-    pub fn users(&self) -> Users<'_> {
-        Users { broker: self }
-    }
-
-    /// Makes user changes through [`Broker::users`] apply to `auth` at once (called by each
-    /// listener that authenticates with it: the Kafka listener and the HTTP API).
-    pub fn register_authenticator(&self, auth: &Arc<SaslAuthenticator>) {
-        let mut registered = self.authenticators.write().expect("lock poisoned");
-        if !registered.iter().any(|a| Arc::ptr_eq(a, auth)) {
-            registered.push(auth.clone());
+impl<'a> Users<'a> {
+    /// User administration over `metadata`, reloading `authenticators` after each change.
+    pub(crate) fn new(
+        metadata: &'a dyn MetadataStore,
+        authenticators: &'a RwLock<Vec<Arc<SaslAuthenticator>>>,
+    ) -> Self {
+        Self {
+            metadata,
+            authenticators,
         }
     }
 }
@@ -104,7 +104,7 @@ impl Users<'_> {
     /// Every user with at least one credential, ordered by name.
     pub async fn list(&self) -> Result<Vec<UserDescription>, ApiError> {
         let mut users: BTreeMap<String, Vec<(ScramAlgorithm, u32)>> = BTreeMap::new();
-        for record in self.broker.metadata.list_credentials().await? {
+        for record in self.metadata.list_credentials().await? {
             // Rows of mechanisms this version does not know are not logins it offers.
             if let Some(alg) = algorithm_of(&record.mechanism) {
                 let entry = users.entry(record.user).or_default();
@@ -134,7 +134,6 @@ impl Users<'_> {
         let mut credentials = Vec::new();
         for alg in ScramAlgorithm::ALL {
             let found = self
-                .broker
                 .metadata
                 .get_credential(name, alg.mechanism_name())
                 .await?;
@@ -160,7 +159,6 @@ impl Users<'_> {
     /// Whether `name` has a credential for `alg`.
     pub async fn has_credential(&self, name: &str, alg: ScramAlgorithm) -> Result<bool, ApiError> {
         let found = self
-            .broker
             .metadata
             .get_credential(name, alg.mechanism_name())
             .await?;
@@ -241,7 +239,6 @@ impl Users<'_> {
         let mut deleted = false;
         for alg in algorithms {
             deleted |= self
-                .broker
                 .metadata
                 .delete_credential(name, alg.mechanism_name())
                 .await?;
@@ -268,7 +265,7 @@ impl Users<'_> {
         credential: ScramCredential,
     ) -> Result<(), ApiError> {
         let record = credential.to_record(name, alg.mechanism_name());
-        self.broker.metadata.upsert_credential(&record).await?;
+        self.metadata.upsert_credential(&record).await?;
         info!(
             user = name,
             mechanism = alg.mechanism_name(),
@@ -281,14 +278,9 @@ impl Users<'_> {
     /// applies to the next login here. The change is stored already: a failed reload is only
     /// late, since the periodic reload retries.
     async fn apply_everywhere(&self) {
-        let authenticators = self
-            .broker
-            .authenticators
-            .read()
-            .expect("lock poisoned")
-            .clone();
+        let authenticators = self.authenticators.read().clone();
         for auth in authenticators {
-            if let Err(e) = auth.load(self.broker.metadata.as_ref()).await {
+            if let Err(e) = auth.load(self.metadata).await {
                 warn!("reloading SASL credentials after a user change failed: {e}");
             }
         }

@@ -43,6 +43,11 @@ impl TestServer {
         Self::launch(config, store, metadata, None).await
     }
 
+    /// An agent over `store` and `metadata`, which other agents (earlier or at once) may share.
+    pub async fn start_on(store: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>) -> Self {
+        Self::launch(BrokerConfig::default(), store, metadata, None).await
+    }
+
     /// An agent whose listener requires SASL PLAIN, with `users` created (password
     /// `<name>-secret`), over `metadata` (which other agents may share).
     pub async fn start_with_sasl(

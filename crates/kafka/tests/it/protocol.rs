@@ -409,6 +409,10 @@ async fn idempotent_retries_are_not_duplicated() {
     let pid = init.producer_id.0;
     assert!(pid >= 0);
     let batch = |seq| record_batch(&[("k", "v"), ("k", "w")], 1, Some((pid, 0, seq)));
+    // A later batch arriving before the producer's first (refused by an agent that lost the
+    // partition meanwhile) is refused: clients take its success as proof the first was stored.
+    let (err, _) = produce_result(client.send(produce("idem", 0, batch(2), -1), 9).await);
+    assert_eq!(err, ResponseError::OutOfOrderSequenceNumber.code());
     assert_eq!(
         produce_result(client.send(produce("idem", 0, batch(0), -1), 9).await),
         (0, 0)
@@ -616,10 +620,10 @@ async fn consolidation_keeps_every_offset_readable() {
         6
     );
 
-    let report = server.broker.consolidate(true).await;
+    let report = server.broker.maintenance().consolidate(true).await;
     assert_eq!((report.partitions, report.slices_replaced), (1, 6));
     assert_eq!(report.objects_read, 6, "each shared object read once");
-    assert_eq!(server.broker.delete_due_objects().await, 6);
+    assert_eq!(server.broker.maintenance().delete_due_objects().await, 6);
 
     assert_eq!(
         server
@@ -642,4 +646,50 @@ async fn consolidation_keeps_every_offset_readable() {
         let start: usize = batches[..first].iter().map(|b| b.len()).sum();
         assert_eq!(records, before.slice(start..), "fetch at {offset}");
     }
+}
+
+/// A Fetch over several partitions stays within the request's limit: partitions are read
+/// concurrently, then taken in request order, each cut to the whole batches that still fit
+/// (its first batch whole while any room is left), and those after the limit come back empty.
+#[tokio::test]
+async fn a_fetch_over_partitions_stays_within_the_request_limit_in_request_order() {
+    let server = TestServer::start().await;
+    create_topic(&server, "limit", 4).await;
+    let mut client = server.client().await;
+    let value = "v".repeat(1_000);
+    let batch = record_batch(&[("k", value.as_str())], 1, None);
+    let one = batch.len();
+    for partition in 0..4 {
+        for _ in 0..3 {
+            let sent = client
+                .send(produce("limit", partition, batch.clone(), -1), 9)
+                .await;
+            assert_eq!(produce_result(sent).0, 0);
+        }
+    }
+    let partitions = (0..4)
+        .map(|p| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(2 * one as i32)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_bytes((5 * one / 2) as i32)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name("limit"))
+            .with_partitions(partitions)]);
+    let ResponseKind::Fetch(response) = client.send(RequestKind::Fetch(request), 12).await else {
+        panic!("not a fetch response")
+    };
+    let sizes: Vec<(i32, usize)> = response.responses[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.records.as_ref().map_or(0, |r| r.len())))
+        .collect();
+    // Partition 0: two batches (its own limit); partition 1: half a batch left, so its first
+    // batch whole; partitions 2 and 3: nothing left.
+    assert_eq!(sizes, vec![(0, 2 * one), (1, one), (2, 0), (3, 0)]);
 }

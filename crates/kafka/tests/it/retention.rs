@@ -182,7 +182,7 @@ async fn retention_pass_applies_the_topic_settings() {
     produce(&server, 2, old).await;
     produce(&server, 1, streamhouse_metadata::now_ms()).await;
 
-    let truncated = server.broker.enforce_retention().await;
+    let truncated = server.broker.maintenance().enforce_retention().await;
     assert_eq!(truncated.len(), 1);
     assert_eq!(truncated[0].log_start, 10);
     assert_eq!(truncated[0].deleted.len(), 2);
@@ -192,5 +192,77 @@ async fn retention_pass_applies_the_topic_settings() {
         fetch(&mut client, 0).await.0,
         ResponseError::OffsetOutOfRange.code()
     );
-    assert!(server.broker.enforce_retention().await.is_empty());
+    assert!(server
+        .broker
+        .maintenance()
+        .enforce_retention()
+        .await
+        .is_empty());
+}
+
+/// Held and loaded partition counts of `server`'s agent.
+fn held_and_loaded(server: &TestServer) -> (u64, u64) {
+    let stats = server.broker.admin().segment_index_stats();
+    (stats.open_partitions, stats.loaded_partitions)
+}
+
+async fn wait_held(server: &TestServer, partitions: u64) {
+    for _ in 0..200 {
+        if held_and_loaded(server).0 == partitions {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "agent holds {:?}, not {partitions}",
+        held_and_loaded(server)
+    );
+}
+
+#[tokio::test]
+async fn idle_partitions_are_held_without_being_loaded() {
+    let server = TestServer::start().await;
+    let topic = NewTopic {
+        name: TOPIC.into(),
+        partitions: 8,
+        config: TopicConfig::default(),
+    };
+    server.metadata.create_topic(topic).await.unwrap();
+    wait_held(&server, 8).await;
+    assert_eq!(
+        held_and_loaded(&server),
+        (8, 0),
+        "the controller loads nothing"
+    );
+
+    produce(&server, 1, streamhouse_metadata::now_ms()).await;
+    assert_eq!(
+        held_and_loaded(&server),
+        (8, 1),
+        "a produce loads its partition"
+    );
+    // Maintenance looks at the held partitions too, and finds the others empty.
+    server.broker.maintenance().consolidate(true).await;
+    server.broker.maintenance().enforce_retention().await;
+    assert_eq!(held_and_loaded(&server), (8, 1));
+}
+
+#[tokio::test]
+async fn maintenance_loads_a_held_partition_that_has_records() {
+    let config = TopicConfig {
+        retention_ms: Some(60_000),
+        ..TopicConfig::default()
+    };
+    let first = server_with_topic(config).await;
+    produce(&first, 2, streamhouse_metadata::now_ms() - 3_600_000).await;
+    first.broker.shutdown().await;
+
+    // The next agent takes the partition over: held, not loaded, until retention needs it.
+    let next = TestServer::start_on(first.store.clone(), first.metadata.clone()).await;
+    wait_held(&next, 1).await;
+    assert_eq!(held_and_loaded(&next), (1, 0));
+    let truncated = next.broker.maintenance().enforce_retention().await;
+    assert_eq!(held_and_loaded(&next), (1, 1));
+    assert_eq!(truncated.len(), 1, "the old records are past retention");
+    assert_eq!(truncated[0].log_start, 10);
 }

@@ -27,6 +27,7 @@ use streamhouse_kafka::security::{
     ListenerSecurity, Mechanism, SaslAuthenticator, ScramAlgorithm, ScramClient,
 };
 use streamhouse_kafka::{Broker, BrokerConfig};
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{SegmentCache, SegmentCacheConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

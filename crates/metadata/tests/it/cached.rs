@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{
     conformance, now_ms, CacheConfig, CacheStats, CachedMetadataStore, MetadataError,
     MetadataStore, NewTopic, SegmentInfo, SqliteMetadataStore, TopicConfig,
@@ -224,6 +225,7 @@ async fn cache_behind_a_foreign_write(ttl: Duration) -> CachedMetadataStore {
 async fn foreign_writes_show_up_after_the_ttl() {
     let ttl = Duration::from_millis(50);
     let cached = cache_behind_a_foreign_write(ttl).await;
+    // Real time, not paused: the TTL runs on the cache's (moka's) own clock, not tokio's.
     tokio::time::sleep(ttl * 4).await;
     assert_eq!(
         cached.get_partition("t", 0).await.unwrap().high_watermark,

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{
     conformance, now_ms, CacheConfig, CachedMetadataStore, CommitOutcome, LeaseFence,
     MetadataError, MetadataStore, NewTopic, PostgresMetadataStore, SegmentCommit, SegmentInfo,
@@ -284,6 +285,7 @@ async fn held_row_locks_and_idle_transactions_are_bounded() {
     assert_eq!(shown.0, "300ms");
     sqlx::query("BEGIN").execute(&mut idle).await.unwrap();
     sqlx::query(lock).execute(&mut idle).await.unwrap();
+    // Real time, not paused: the server's idle-in-transaction timeout ends the session.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(
         sqlx::query("SELECT 1").execute(&mut idle).await.is_err(),

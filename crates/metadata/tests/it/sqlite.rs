@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use streamhouse_metadata::prelude::*;
 use streamhouse_metadata::{
-    conformance, now_ms, MetadataStore, NewTopic, SegmentInfo, SqliteMetadataStore, TopicConfig,
+    conformance, now_ms, NewTopic, SegmentInfo, SqliteMetadataStore, TopicConfig,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,6 @@
 //! SegmentCache over an in-memory object store that counts (and can fail or delay) its GETs.
+//! Tests waiting on the store's latency or the cache's retry backoff run on paused tokio time
+//! (both are tokio sleeps; nothing here runs on another thread), so they take no real time.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -99,7 +101,7 @@ async fn only_missing_blocks_are_fetched_with_adjacent_ones_coalesced() {
     assert_eq!(store.gets().requests(), 5, "everything cached");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_readers_of_a_block_share_one_get() {
     let data = object(1000);
     let store = store_with(&data).await;
@@ -146,7 +148,7 @@ async fn the_byte_bound_is_respected() {
     assert!(stats.cached_bytes > 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn transient_get_errors_are_retried() {
     let data = object(1000);
     let store = store_with(&data).await;
@@ -160,7 +162,7 @@ async fn transient_get_errors_are_retried() {
     assert_eq!(store.gets().requests(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn persistent_and_permanent_errors_fail_the_read() {
     let data = object(1000);
     let store = store_with(&data).await;
@@ -189,7 +191,7 @@ async fn persistent_and_permanent_errors_fail_the_read() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn prefetch_fills_the_cache_in_the_background() {
     let data = object(1000);
     let store = store_with(&data).await;

@@ -411,6 +411,8 @@ async fn a_kept_tombstone_brings_a_round_once_it_expires() {
             .partitions,
         0
     );
+    // Real time, not paused: tombstone expiry is judged by the wall clock (`now_ms`) against
+    // times stored in the metadata store.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert_eq!(
         compactor

@@ -239,6 +239,7 @@ async fn merged_segments_span_at_most_segment_ms_of_append_time() {
             .unwrap();
         let report = FlushCycle::seal(&s.context, &s.writers).run().await;
         assert!(report.results.iter().all(|(_, r)| r.is_ok()));
+        // Real time, not paused: `created_at_ms` is the wall clock, stored with each slice.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let slices = s.metadata.list_segments(TOPIC, 0, 0).await.unwrap();

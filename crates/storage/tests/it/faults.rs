@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use streamhouse_metadata::MetadataStore;
+use streamhouse_metadata::prelude::*;
 use streamhouse_storage::testing::{FaultPlan, FaultyStore};
 use streamhouse_storage::{PartitionWriter, StorageError, WriterConfig};
 

@@ -114,6 +114,7 @@ async fn an_orphan_is_deleted_only_once_confirmed_by_a_later_sweep() {
     let janitor = janitor(&env, Duration::ZERO, Duration::from_millis(100));
     let first = janitor.sweep().await.unwrap();
     assert_eq!((first.orphans, first.deleted), (2, 0));
+    // Real time, not paused: an orphan's age is its object's `last_modified` against the wall clock.
     tokio::time::sleep(Duration::from_millis(120)).await;
     let second = janitor.sweep().await.unwrap();
     assert_eq!((second.orphans, second.deleted), (2, 2));

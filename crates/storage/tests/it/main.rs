@@ -30,6 +30,7 @@ mod support {
     use object_store::memory::InMemory;
     use object_store::path::Path;
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use streamhouse_metadata::prelude::*;
     use streamhouse_metadata::{
         LeaseFence, MetadataStore, NewTopic, SqliteMetadataStore, Topic, TopicConfig,
     };

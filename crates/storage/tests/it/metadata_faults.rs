@@ -142,15 +142,31 @@ async fn an_outage_blocks_the_commit_until_the_store_is_back() {
     let appended = cluster.writers[0]
         .append(vec![batch(3, 16, 0, None)])
         .unwrap();
+    // The commit retries on tokio's clock, paused here: ten minutes of outage pass instantly
+    // (nothing reaches SQLite while the store is out), past any deadline of the records.
+    tokio::time::pause();
     let cycle = FlushCycle::seal(&cluster.context, &cluster.writers[..1]);
     let running = tokio::spawn(cycle.run());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the first commit is refused (the upload done, well within the records' deadline)...
+    while cluster.faults.hook().injected().0 == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for _ in 0..60 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
     assert!(
         !running.is_finished(),
         "an unanswered commit must block, not guess"
     );
+    let (refused, _) = cluster.faults.hook().injected();
+    assert!(refused >= 10, "retried only {refused} times in ten minutes");
     assert_eq!(cluster.writers[0].high_watermark(), 0);
+    // The store comes back; the retry pending (at most a second away) is woken, and its commit
+    // runs on the real clock: SQLite answers on its own thread, which a paused clock would race
+    // (sqlx's pool timeout would fire at once).
     cluster.faults.hook().set(MetadataFaultPlan::default());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::time::resume();
     running.await.unwrap();
     appended.durable.wait().await.unwrap();
     assert_logs(&cluster, &[vec![0], vec![], vec![], vec![]]).await;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_metadata::{now_ms, MetadataStore, SegmentInfo};
+use streamhouse_metadata::prelude::*;
+use streamhouse_metadata::{now_ms, SegmentInfo};
 use streamhouse_storage::{
     LogTruncator, PartitionReader, PartitionWriter, ReaderConfig, RetentionPolicy, StorageError,
     TruncationTarget,

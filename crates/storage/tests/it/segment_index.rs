@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use streamhouse_metadata::{
-    now_ms, MetadataStore, NewTopic, SegmentInfo, SqliteMetadataStore, TopicConfig,
-};
+use streamhouse_metadata::prelude::*;
+use streamhouse_metadata::{now_ms, NewTopic, SegmentInfo, SqliteMetadataStore, TopicConfig};
 use streamhouse_storage::{SegmentIndex, SegmentIndexConfig};
 
 const TOPIC: &str = "events";
@@ -185,7 +184,7 @@ async fn a_stale_index_refreshes_and_drops_deleted_segments() {
     let metadata = metadata().await;
     commit(&metadata, 0..4).await;
     let config = SegmentIndexConfig {
-        refresh_interval: Duration::from_millis(50),
+        refresh_interval: Duration::from_secs(10),
         ..SegmentIndexConfig::default()
     };
     let index = index(&metadata, config);
@@ -195,7 +194,20 @@ async fn a_stale_index_refreshes_and_drops_deleted_segments() {
 
     // Another agent's retention deletes the first two segments.
     metadata.truncate_before(TOPIC, 0, 20, 0).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // The index ages on tokio's clock, paused here so that it ages as advanced: the few ms of
+    // real time since the refresh stay far inside the second of margin.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert_eq!(
+        base_of(&index, 5).await,
+        Some(0),
+        "fresh: answered from memory"
+    );
+    assert_eq!(index.metadata_queries(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // SQLite answers on its own thread, which a paused clock would race (sqlx's pool timeout
+    // fires at once): the refresh runs on the real clock again.
+    tokio::time::resume();
     assert_eq!(base_of(&index, 5).await, None);
     assert_eq!(index.metadata_queries(), 2, "stale hit refreshed");
     assert_eq!(index.len(), 2);
@@ -339,4 +351,38 @@ async fn read_until_end(
         round += 1;
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn indexes_sharing_a_budget_stay_within_it_keeping_a_minimum_each() {
+    use streamhouse_storage::{SegmentBudget, MIN_RETAINED};
+    let metadata = metadata().await;
+    let budget = SegmentBudget::new(40);
+    let a = index(&metadata, SegmentIndexConfig::default()).with_budget(budget.clone());
+    let b = index(&metadata, SegmentIndexConfig::default()).with_budget(budget.clone());
+    (0..30).for_each(|n| a.insert(&segment(n)));
+    assert_eq!((a.len(), budget.used()), (30, 30));
+    // Past the budget, the growing index evicts its own oldest entries, never below the minimum.
+    (0..30).for_each(|n| b.insert(&segment(n)));
+    assert_eq!(b.len(), MIN_RETAINED);
+    assert_eq!(budget.used(), 30 + MIN_RETAINED);
+    assert!(
+        b.lookup_cached(29 * RECORDS_PER_SEGMENT).is_some(),
+        "the newest stays"
+    );
+    // The next index to grow brings the agent back under the budget.
+    a.insert(&segment(30));
+    assert_eq!(budget.used(), 40);
+    assert_eq!(a.len(), 40 - MIN_RETAINED);
+    assert!(a.lookup_cached(30 * RECORDS_PER_SEGMENT).is_some());
+    assert!(
+        a.lookup_cached(0).is_none(),
+        "the least recently used went first"
+    );
+    drop(b);
+    assert_eq!(
+        budget.used(),
+        40 - MIN_RETAINED,
+        "a dropped index returns its share"
+    );
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamhouse_metadata::{LeaseFence, MetadataStore};
+use streamhouse_metadata::prelude::*;
+use streamhouse_metadata::LeaseFence;
 use streamhouse_storage::{StorageError, WriterConfig};
 
 use streamhouse_storage::testing::FaultPlan;

@@ -29,7 +29,7 @@ use tokio::task::{JoinError, JoinSet};
 
 use super::report::{new_histogram, record, Errors};
 use super::CLIENT_ID;
-use crate::cli::kafka_security::KafkaSecurity;
+use crate::client::KafkaSecurity;
 use crate::client::{self, topic_name, Connection, Layout};
 
 /// Bytes of the stamp at the start of every value.
@@ -533,7 +533,7 @@ pub fn now_nanos() -> i64 {
 
 /// Random rather than constant bytes, so compression cannot make the figures meaningless.
 fn random_bytes(n: usize) -> Vec<u8> {
-    use rand::RngCore;
+    use rand::Rng;
     let mut v = vec![0; n];
     rand::rng().fill_bytes(&mut v);
     v

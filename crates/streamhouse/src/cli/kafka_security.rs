@@ -4,12 +4,13 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use streamhouse_kafka::security::{client_config, Mechanism};
-use tokio_rustls::rustls::ClientConfig;
+
+pub use crate::client::{KafkaSecurity, Login};
 
 /// How to reach a Kafka listener that requires TLS and/or SASL (flags of every command).
 #[derive(Clone, Default, Args)]
@@ -50,36 +51,6 @@ impl std::fmt::Debug for KafkaSecurityArgs {
             .field("sasl_username", &self.sasl_username)
             .finish_non_exhaustive()
     }
-}
-
-/// TLS and SASL settings of a connection to the Kafka listener.
-pub struct KafkaSecurity {
-    /// The TLS client configuration, when the listener speaks TLS.
-    pub tls: Option<Arc<ClientConfig>>,
-    /// The SASL login, when one was asked for.
-    pub login: Option<Login>,
-}
-
-impl std::fmt::Debug for KafkaSecurity {
-    // The password stays out of any debug output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let login = self.login.as_ref();
-        f.debug_struct("KafkaSecurity")
-            .field("tls", &self.tls.is_some())
-            .field("mechanism", &login.map(|l| l.mechanism.name()))
-            .field("username", &login.map(|l| &l.username))
-            .finish()
-    }
-}
-
-/// A SASL login.
-pub struct Login {
-    /// The mechanism.
-    pub mechanism: Mechanism,
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
 }
 
 impl KafkaSecurityArgs {

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use crate::cli::kafka_security::{KafkaSecurity, Login};
+use super::security::{KafkaSecurity, Login};
 
 /// Largest response frame accepted (a fetch answer is bounded by its request's max bytes).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;

@@ -5,7 +5,9 @@
 mod cluster;
 mod connection;
 mod records;
+mod security;
 
 pub use cluster::{layout, topic_name, watermarks, Layout, EARLIEST, LATEST};
 pub use connection::{check, connect_any, Connection};
 pub use records::record;
+pub use security::{KafkaSecurity, Login};

@@ -2,6 +2,7 @@
 //! data directory, driven by its own operator commands.
 
 mod acl;
+mod architecture;
 mod bench;
 mod errors;
 mod groups;

@@ -12,25 +12,29 @@ use streamhouse_storage::{
 };
 use tracing::warn;
 
-use crate::broker::Broker;
+use super::Maintenance;
 
-impl Broker {
+impl Maintenance {
     /// One consolidation round over every partition this agent has open, under their leases,
     /// if the backlog calls for it (`force`: whatever the backlog).
     pub async fn consolidate(&self, force: bool) -> ConsolidationReport {
         let targets: Vec<ConsolidationTarget> = self
-            .open_partitions()
+            .partitions
+            .with_records()
+            .await
             .into_iter()
             .map(|log| ConsolidationTarget {
-                storage: self.partition_storage(&log.topic, log.partition, &log.index),
+                storage: self
+                    .partitions
+                    .partition_storage(&log.topic, log.partition, &log.index),
                 fence: Some(log.fence().clone()),
             })
             .collect();
         let consolidator = Consolidator::new(
             self.store.clone(),
             self.metadata.clone(),
-            self.config.maintenance.consolidation.clone(),
-            self.config.maintenance.delete_grace,
+            self.config.consolidation.clone(),
+            self.config.delete_grace,
         );
         match consolidator.run_once(&targets, force).await {
             Ok(report) => report,
@@ -47,7 +51,7 @@ impl Broker {
     pub async fn compact(&self, force: bool) -> CompactionReport {
         let mut policies: HashMap<String, Option<CompactionPolicy>> = HashMap::new();
         let mut targets = Vec::new();
-        for log in self.open_partitions() {
+        for log in self.partitions.with_records().await {
             let name = log.topic.name.clone();
             if !policies.contains_key(&name) {
                 let policy = self.compaction_policy(&name).await;
@@ -57,7 +61,9 @@ impl Broker {
                 continue;
             };
             targets.push(CompactionTarget {
-                storage: self.partition_storage(&log.topic, log.partition, &log.index),
+                storage: self
+                    .partitions
+                    .partition_storage(&log.topic, log.partition, &log.index),
                 fence: Some(log.fence().clone()),
                 policy,
             });
@@ -65,8 +71,8 @@ impl Broker {
         let compactor = Compactor::new(
             self.store.clone(),
             self.metadata.clone(),
-            self.config.maintenance.compaction.clone(),
-            self.config.maintenance.delete_grace,
+            self.config.compaction.clone(),
+            self.config.delete_grace,
         );
         compactor.run_once(&targets, force).await
     }

@@ -1,0 +1,359 @@
+//! Who is in the cluster and who should own what: the [`Assignment`] every agent computes the
+//! same way from the live agents, and this agent's [`Membership`] (its registration, the view
+//! the controller last read, the stopping flag). Below every service that asks "is this mine?".
+
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamhouse_metadata::{
+    now_ms, AgentInfo, MetadataError, MetadataStore, PartitionLease, Topic,
+};
+use tokio::sync::Notify;
+use tracing::warn;
+
+/// Where partitions and group coordinators should live, given the live agents.
+///
+/// Rendezvous hashing with capacities: each partition ranks the agents by a hash of (topic,
+/// partition, node id), and partitions, in order, go to their best-ranked agent that still has
+/// room for its even share of the topic (`floor` or `floor + 1` of `partitions / agents`). So
+/// every topic spreads evenly, and a membership change moves few partitions besides those of
+/// the agent that left or the share the new agent takes (`partition mod agents` would move most
+/// of them). A group's coordinator is its best-ranked agent. The hashes are fixed (FNV-1a, then
+/// a 64-bit finalizer), so every agent, whatever its build, computes the same assignment.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    agents: Vec<AgentInfo>,
+}
+
+impl Assignment {
+    /// The assignment over `agents` (in any order). Several agents with one node id (a restarted
+    /// agent whose previous incarnation has not timed out yet) count once, as the most recently
+    /// started of them.
+    pub fn new(agents: impl IntoIterator<Item = AgentInfo>) -> Self {
+        let mut agents: Vec<AgentInfo> = agents.into_iter().collect();
+        agents.sort_by(|a, b| {
+            (a.node_id, b.started_at_ms, &a.agent_id).cmp(&(
+                b.node_id,
+                a.started_at_ms,
+                &b.agent_id,
+            ))
+        });
+        agents.dedup_by_key(|a| a.node_id);
+        Self { agents }
+    }
+
+    /// The agents partitions are spread over, sorted by node id.
+    pub fn agents(&self) -> &[AgentInfo] {
+        &self.agents
+    }
+
+    /// The agent that should own each partition of `topic` (which has `partitions`), by
+    /// partition index; empty without agents. Each agent gets `floor` or `floor + 1` of
+    /// `partitions / agents`.
+    pub fn topic_owners(&self, topic: &str, partitions: u32) -> Vec<&AgentInfo> {
+        if self.agents.is_empty() {
+            return Vec::new();
+        }
+        let n = self.agents.len();
+        let (floor, extra) = (partitions as usize / n, partitions as usize % n);
+        let mut load = vec![0; n];
+        // How many agents already hold `floor + 1`; only `extra` of them may.
+        let mut full = 0;
+        let topic_hash = stable_hash(topic);
+        (0..partitions)
+            .map(|p| {
+                let key = mix(topic_hash ^ mix(u64::from(p)));
+                let chosen = self
+                    .ranked(key)
+                    .find(|&i| load[i] < floor || (load[i] == floor && full < extra))
+                    .expect("the capacities add up to the partition count");
+                load[chosen] += 1;
+                if load[chosen] == floor + 1 {
+                    full += 1;
+                }
+                &self.agents[chosen]
+            })
+            .collect()
+    }
+
+    /// The agent that should coordinate consumer group `group`; `None` without agents.
+    pub fn coordinator(&self, group: &str) -> Option<&AgentInfo> {
+        self.ranked(stable_hash(group))
+            .next()
+            .map(|i| &self.agents[i])
+    }
+
+    /// Indexes of the agents, best rendezvous score for `key` first.
+    fn ranked(&self, key: u64) -> impl Iterator<Item = usize> {
+        let mut scored: Vec<(u64, usize)> = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (mix(key ^ mix(u64::from(a.node_id as u32) ^ NODE_SEED)), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().map(|(_, i)| i)
+    }
+
+    fn node_of(&self, agent_id: &str) -> Option<i32> {
+        self.agents
+            .iter()
+            .find(|a| a.agent_id == agent_id)
+            .map(|a| a.node_id)
+    }
+}
+
+/// Keeps node 0's score from being a plain function of the key.
+const NODE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// FNV-1a: a fixed hash, so every agent places things identically.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The 64-bit finalizer of MurmurHash3: spreads every input bit over the output, which
+/// rendezvous scores need (FNV alone barely changes the high bits for similar inputs).
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// What an agent knows of the cluster: the current assignment, the partition leases and the
+/// holders of live group coordinator leases, as of the last refresh.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterView {
+    pub(crate) assignment: Arc<Assignment>,
+    leases: Arc<HashMap<(String, u32), PartitionLease>>,
+    /// Group id -> agent id of its coordinator lease's holder.
+    group_holders: Arc<HashMap<String, String>>,
+}
+
+impl ClusterView {
+    /// The agent clients should send `group`'s requests to: the live holder of its coordinator
+    /// lease, else the agent the assignment names (which takes the lease on the first request).
+    pub(crate) fn coordinator(&self, group: &str) -> Option<&AgentInfo> {
+        let holder = self.group_holders.get(group).and_then(|holder| {
+            let agents = self.assignment.agents();
+            agents.iter().find(|a| &a.agent_id == holder)
+        });
+        holder.or_else(|| self.assignment.coordinator(group))
+    }
+
+    /// Per partition of `topic`, the node id of the agent clients should send it to: the live
+    /// holder of an unexpired lease, else the desired owner (-1 without agents).
+    pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<i32> {
+        let owners = self.assignment.topic_owners(&topic.name, topic.partitions);
+        (0..topic.partitions)
+            .map(|p| {
+                let holder = self
+                    .leases
+                    .get(&(topic.name.clone(), p))
+                    .filter(|l| l.expires_at_ms >= now_ms)
+                    .and_then(|l| self.assignment.node_of(&l.agent_id));
+                let owner = owners.get(p as usize).map(|a| a.node_id);
+                holder.or(owner).unwrap_or(-1)
+            })
+            .collect()
+    }
+}
+
+/// This agent's membership: its registration, the latest view, and the controller's wake-up.
+pub(crate) struct Membership {
+    me: AgentInfo,
+    view: RwLock<ClusterView>,
+    /// Wakes the controller early (a topic was created or grown).
+    wake: Arc<Notify>,
+    /// Set by shutdown: the controller stops and nothing new is leased.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Membership {
+    /// Membership of agent `me`, which until the first refresh sees itself alone (so a single
+    /// agent serves at once).
+    pub(crate) fn new(me: AgentInfo) -> Self {
+        let view = ClusterView {
+            assignment: Arc::new(Assignment::new([me.clone()])),
+            leases: Arc::default(),
+            group_holders: Arc::default(),
+        };
+        Self {
+            me,
+            view: RwLock::new(view),
+            wake: Arc::default(),
+            stopping: Default::default(),
+        }
+    }
+
+    pub(crate) fn agent_id(&self) -> &str {
+        &self.me.agent_id
+    }
+
+    /// The latest view (no I/O).
+    pub(crate) fn view(&self) -> ClusterView {
+        self.view.read().clone()
+    }
+
+    /// Whether this agent should own `partition` of `topic` now.
+    pub(crate) fn should_own(&self, topic: &Topic, partition: u32) -> bool {
+        let view = self.view();
+        let owners = view.assignment.topic_owners(&topic.name, topic.partitions);
+        owners
+            .get(partition as usize)
+            .is_some_and(|a| a.agent_id == self.me.agent_id)
+    }
+
+    /// Whether the shared assignment names this agent the coordinator of consumer group
+    /// `group` now (whether it holds the group's lease is the coordinator's business).
+    pub(crate) fn coordinates(&self, group: &str) -> bool {
+        let view = self.view();
+        view.assignment
+            .coordinator(group)
+            .is_some_and(|a| a.agent_id == self.me.agent_id)
+    }
+
+    /// Re-reads live agents and leases from the metadata store. This agent always counts as live
+    /// (it is running), whatever its last recorded heartbeat.
+    pub(crate) async fn refresh(
+        &self,
+        metadata: &dyn MetadataStore,
+        lease_ttl: Duration,
+    ) -> Result<ClusterView, MetadataError> {
+        let alive_since = now_ms() - lease_ttl.as_millis() as i64;
+        let mut agents = metadata.list_agents(alive_since).await?;
+        if !agents.iter().any(|a| a.agent_id == self.me.agent_id) {
+            agents.push(self.me.clone());
+        }
+        let leases = metadata.list_leases().await?;
+        let group_leases = metadata.list_group_leases().await?;
+        let assignment = Assignment::new(agents);
+        if !assignment
+            .agents()
+            .iter()
+            .any(|a| a.agent_id == self.me.agent_id)
+        {
+            warn!(
+                node_id = self.me.node_id,
+                "a later-started agent has this node id; this agent will own no partitions"
+            );
+        }
+        let view = ClusterView {
+            assignment: Arc::new(assignment),
+            leases: Arc::new(
+                leases
+                    .into_iter()
+                    .map(|l| ((l.topic.clone(), l.partition), l))
+                    .collect(),
+            ),
+            group_holders: Arc::new(
+                group_leases
+                    .into_iter()
+                    .map(|l| (l.group_id, l.agent_id))
+                    .collect(),
+            ),
+        };
+        *self.view.write() = view.clone();
+        Ok(view)
+    }
+
+    /// What wakes the controller early (see [`Membership::wake`]).
+    pub(crate) fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Asks the controller to reconcile now rather than at its next tick.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops leasing; returns whether this call stopped it (false when already stopping).
+    pub(crate) fn stop(&self) -> bool {
+        !self
+            .stopping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// This agent's registration row, heartbeat set to `now_ms`.
+    pub(crate) fn registration(&self, now_ms: i64) -> AgentInfo {
+        AgentInfo {
+            last_heartbeat_ms: now_ms,
+            ..self.me.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(node_id: i32, started: i64) -> AgentInfo {
+        AgentInfo {
+            agent_id: format!("agent-{node_id}-{started}"),
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9092,
+            http_addr: String::new(),
+            node_id,
+            last_heartbeat_ms: started,
+            started_at_ms: started,
+        }
+    }
+
+    #[test]
+    fn restarted_node_counts_once_as_its_newest_incarnation() {
+        let a = Assignment::new([agent(2, 5), agent(1, 1), agent(2, 9)]);
+        let ids: Vec<_> = a.agents().iter().map(|a| a.agent_id.as_str()).collect();
+        assert_eq!(ids, ["agent-1-1", "agent-2-9"]);
+    }
+
+    fn owner_nodes(a: &Assignment, topic: &str, partitions: u32) -> Vec<i32> {
+        let owners = a.topic_owners(topic, partitions);
+        owners.iter().map(|a| a.node_id).collect()
+    }
+
+    #[test]
+    fn every_topic_spreads_evenly() {
+        let a = Assignment::new((0..3).map(|n| agent(n, 0)));
+        for topic in ["a", "orders", "x-very-long-topic-name"] {
+            let mut counts = [0; 3];
+            for node in owner_nodes(&a, topic, 10) {
+                counts[node as usize] += 1;
+            }
+            assert_eq!(counts.iter().max(), Some(&4), "{topic}: {counts:?}");
+            assert_eq!(counts.iter().min(), Some(&3), "{topic}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn losing_an_agent_moves_little_else() {
+        let four = Assignment::new((0..4).map(|n| agent(n, 0)));
+        let three = Assignment::new((0..3).map(|n| agent(n, 0)));
+        let (before, after) = (owner_nodes(&four, "t", 60), owner_nodes(&three, "t", 60));
+        let moved_needlessly = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != 3 && b != a)
+            .count();
+        // Node 3's 15 partitions must move; `p mod n` would also move about 30 others.
+        assert!(
+            moved_needlessly <= 8,
+            "{moved_needlessly}: {before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn no_agents_no_owner() {
+        let a = Assignment::new([]);
+        assert!(a.topic_owners("t", 3).is_empty());
+        assert!(a.coordinator("g").is_none());
+    }
+}
