@@ -71,28 +71,39 @@ def record(value: bytes, offset_delta: int = 0) -> bytes:
     return varint(len(body)) + body
 
 
-def record_batch(records: bytes, count: int, attributes: int = 0, ts: int = 1_000) -> bytes:
-    """A RecordBatch v2 with a correct CRC around `records`, declaring `count` records."""
-    after_crc = struct.pack(">hiqqqhii", attributes, count - 1, ts, ts, -1, -1, -1, count) \
-        + records
+def record_batch(records: bytes, count: int, attributes: int = 0, ts: int = 1_000,
+                 producer_id: int = -1) -> bytes:
+    """A RecordBatch v2 with a correct CRC around `records`, declaring `count` records; with a
+    `producer_id`, an idempotent producer's first batch (epoch 0, sequence 0)."""
+    epoch, seq = (-1, -1) if producer_id < 0 else (0, 0)
+    after_crc = struct.pack(">hiqqqhii", attributes, count - 1, ts, ts, producer_id, epoch, seq,
+                            count) + records
     prefix = struct.pack(">qiib", 0, 4 + 1 + 4 + len(after_crc), -1, 2)
     return prefix + struct.pack(">I", crc32c(after_crc)) + after_crc
 
 
-def produce_frame(topic: str, batch: bytes, acks: int = 1, correlation_id: int = 1) -> bytes:
+def produce_frame(topic: str, batch: bytes, acks: int = 1, correlation_id: int = 1,
+                  partitions: int = 1) -> bytes:
+    """A Produce v3 request of `batch` to each of the first `partitions` partitions."""
     name = topic.encode()
     body = (struct.pack(">hhi", -1, acks, 30_000) + struct.pack(">i", 1)
-            + struct.pack(">h", len(name)) + name + struct.pack(">ii", 1, 0)
-            + struct.pack(">i", len(batch)) + batch)
+            + struct.pack(">h", len(name)) + name + struct.pack(">i", partitions)
+            + b"".join(struct.pack(">ii", p, len(batch)) + batch for p in range(partitions)))
     return encode_request(PRODUCE, 3, correlation_id, body)
 
 
-def produce_error(payload: bytes) -> int:
-    """The partition error code of a Produce v3 response (one topic, one partition)."""
+def produce_result(payload: bytes) -> tuple[int, int]:
+    """The error code and base offset of the first partition of a Produce v3 response (one
+    topic)."""
     at = 4 + 4  # correlation id, topic count
     (name_len,) = struct.unpack_from(">h", payload, at)
     at += 2 + name_len + 4 + 4  # name, partition count, partition index
-    return struct.unpack_from(">h", payload, at)[0]
+    return struct.unpack_from(">hq", payload, at)
+
+
+def produce_error(payload: bytes) -> int:
+    """The partition error code of a Produce v3 response (one topic)."""
+    return produce_result(payload)[0]
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
@@ -358,6 +369,55 @@ def test_pipelined_produce_floods_stay_within_the_agent_budget(server_factory, b
     # The flood stored over a GiB; do not leave it in the shared temporary directory.
     server.stop()
     shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_producer_id_floods_stay_within_the_producer_budget(server_factory):
+    """Any client may write with any producer id (no InitProducerId needed), and each partition
+    remembers every idempotent producer for duplicate detection: a new id per request on 20
+    partitions asks for 30,000 producer states. The agent keeps `max_producers_per_agent`
+    (docs/reliability.md has the same flood without the bound: ~0.8 KB per state)."""
+    partitions, ids, limit = 20, 1_500, 3_000
+    server = server_factory(extra_args=["--max-producers-per-agent", str(limit),
+                                        "--cache-max-bytes", str(16 * MIB)])
+    status, _ = http(server, "POST", "/api/v1/topics", {"name": "pids", "partitions": partitions})
+    assert status == 201
+    baseline = server.rss_mib()
+    client = NormalClient(server.kafka_port)
+    busy = threading.Event()
+    busy.set()
+    prober = client.run_while(busy)
+    sock = connect(server.kafka_port, timeout=30)
+    value = record(b"p" * 16)
+
+    def frame(pid: int) -> bytes:
+        return produce_frame("pids", record_batch(value, 1, producer_id=pid),
+                             correlation_id=pid, partitions=partitions)
+
+    window = 4  # requests in flight, under the connection's limit
+    for pid in range(ids + window):
+        if pid < ids:
+            sock.sendall(frame(pid))
+        if pid >= window:
+            assert produce_result(read_frame(sock)) == (0, pid - window)
+    held = metric(server, "streamhouse_producer_states")
+    # A retry of the newest producer's batch is still recognised: its original offset back.
+    sock.sendall(frame(ids - 1))
+    assert produce_result(read_frame(sock)) == (0, ids - 1)
+    busy.clear()
+    prober.join()
+    print(f"\nproducer-id flood: {ids * partitions} producer states asked, {held:.0f} held "
+          f"(max_producers_per_agent {limit})")
+    assert held <= limit + 8 * partitions
+    report("producer-id-flood", server, client, bound_mib=baseline + 16 + 48)
 
 
 def test_lying_and_exploding_batches_are_refused_and_never_stored(server_factory):

@@ -89,6 +89,7 @@ impl Metrics {
         // A gauge: the sum covers the partitions open now, so it drops when one closes.
         metrics::gauge!("streamhouse_segment_index_metadata_queries")
             .set(index.metadata_queries as f64);
+        metrics::gauge!("streamhouse_producer_states").set(admin.producer_states() as f64);
 
         if let Some(cache) = &self.metadata_cache {
             let s = cache.stats();

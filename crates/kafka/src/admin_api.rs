@@ -293,6 +293,12 @@ impl Admin<'_> {
         stats
     }
 
+    /// Idempotent-producer states the partitions of this agent hold together (bounded by
+    /// `max_producers_per_agent`).
+    pub fn producer_states(&self) -> usize {
+        self.broker.partitions.producer_states()
+    }
+
     async fn topic(&self, name: &str) -> Result<Topic, ApiError> {
         self.broker
             .metadata

@@ -47,6 +47,12 @@ pub struct Limits {
     /// Partitions per live agent: the cluster-wide cap is also at most this many times the
     /// number of live agents, since partitions spread evenly over them.
     pub max_partitions_per_agent: u64,
+    /// Idempotent-producer states (one per producer per partition, ~1 KB each with the copies
+    /// a flush in flight needs) this agent's partitions keep together. Any client can write
+    /// with any producer id, so past it a partition forgets its least recent producers to take
+    /// a new one (keeping a few of its own): their retries of old batches are then taken as
+    /// new, as after `producer.id.expiration.ms`. Each partition also keeps at most 10,000.
+    pub max_producers_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +66,7 @@ impl Default for Limits {
             queued_max_request_bytes: 256 * 1024 * 1024,
             max_partitions_per_cluster: 100_000,
             max_partitions_per_agent: 20_000,
+            max_producers_per_agent: 250_000,
         }
     }
 }

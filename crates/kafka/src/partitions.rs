@@ -27,9 +27,9 @@ use streamhouse_metadata::{
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
-    AppendOptions, Appended, FlushContext, FlushCycle, FlushReport, PartitionReader,
-    PartitionStorage, PartitionWriter, SegmentBudget, SegmentCache, SegmentIndex, StorageError,
-    TxnVerification, WriterConfig,
+    AppendOptions, Appended, Budget, FlushContext, FlushCycle, FlushReport, PartitionReader,
+    PartitionStorage, PartitionWriter, SegmentCache, SegmentIndex, StorageError, TxnVerification,
+    WriterConfig,
 };
 use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -119,7 +119,10 @@ pub(crate) struct Partitions {
     /// Flush cycles in flight (see `max_flushes_in_flight`).
     flushes_in_flight: Arc<Semaphore>,
     /// Segments all the partitions' indexes keep together (`max_segments_per_agent`).
-    segment_budget: Arc<SegmentBudget>,
+    segment_budget: Arc<Budget>,
+    /// Idempotent-producer states all the partitions' writers keep together
+    /// (`max_producers_per_agent`).
+    producer_budget: Arc<Budget>,
 }
 
 impl Partitions {
@@ -133,7 +136,8 @@ impl Partitions {
         membership: Arc<Membership>,
     ) -> Self {
         let budget = Arc::new(Semaphore::new(config_budget(&config)));
-        let segments = SegmentBudget::new(config.segment_index.max_segments_per_agent);
+        let segments = Budget::new(config.segment_index.max_segments_per_agent);
+        let producers = Budget::new(config.limits.max_producers_per_agent);
         let flushes = Arc::new(Semaphore::new(config.max_flushes_in_flight.max(1)));
         Self {
             config,
@@ -149,7 +153,13 @@ impl Partitions {
             buffer_budget: budget,
             flushes_in_flight: flushes,
             segment_budget: segments,
+            producer_budget: producers,
         }
+    }
+
+    /// Idempotent-producer states the writers of this agent hold together.
+    pub(crate) fn producer_states(&self) -> usize {
+        self.producer_budget.used()
     }
 
     /// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
@@ -338,6 +348,7 @@ impl Partitions {
             metadata: self.metadata.clone(),
             index: index.clone(),
             cache: self.cache.clone(),
+            producer_budget: self.producer_budget.clone(),
         }
     }
 

@@ -24,7 +24,7 @@ use streamhouse_metadata::{
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
-    PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
+    Budget, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
     SegmentIndex, SegmentIndexConfig, WriterConfig,
 };
 use tokio::runtime::Runtime;
@@ -102,6 +102,7 @@ impl Fixture {
         PartitionReader::new(PartitionStorage {
             index: self.index(),
             cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+            producer_budget: Budget::new(usize::MAX),
             ..self.writer_storage.clone()
         })
     }
@@ -152,6 +153,7 @@ async fn fixture() -> Fixture {
         metadata: dyn_metadata,
         index: writer_index,
         cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+        producer_budget: Budget::new(usize::MAX),
     };
     let writer = PartitionWriter::open(writer_storage.clone(), config, None)
         .await

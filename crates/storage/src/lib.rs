@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+mod budget;
 mod cache;
 mod compactor;
 mod consolidator;
@@ -38,6 +39,7 @@ mod writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use budget::Budget;
 pub use cache::{SegmentCache, SegmentCacheConfig, SegmentCacheStats};
 pub use compactor::{
     CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget, Compactor,
@@ -54,14 +56,14 @@ pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport, OBJECT_PREFIXES};
 pub use metered::MeteredObjectStore;
 pub use objects::{build_object_store, ObjectStoreBuildError, ObjectStoreConfig};
 pub use partition::PartitionStorage;
-pub use producer_state::{summarize_snapshot, ProducerSummary};
+pub use producer_state::{
+    summarize_snapshot, ProducerSummary, MAX_PRODUCERS_PER_PARTITION, MIN_PRODUCERS_RETAINED,
+};
 pub use reader::{PartitionReader, ReadResult, ReaderConfig};
 pub use retention::{
     LogTruncator, RetentionPolicy, Truncated, TruncationTarget, DEFAULT_DELETE_GRACE,
 };
-pub use segment_index::{
-    IndexedSegment, SegmentBudget, SegmentIndex, SegmentIndexConfig, MIN_RETAINED,
-};
+pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig, MIN_RETAINED};
 pub use writer::{
     AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, TxnVerification,
     WriterConfig,

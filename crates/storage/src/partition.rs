@@ -5,6 +5,7 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use streamhouse_metadata::{MetadataStore, Topic};
 
+use crate::budget::Budget;
 use crate::cache::SegmentCache;
 use crate::segment_index::SegmentIndex;
 
@@ -25,6 +26,9 @@ pub struct PartitionStorage {
     pub index: Arc<SegmentIndex>,
     /// The agent's segment block cache.
     pub cache: Arc<SegmentCache>,
+    /// The agent's bound on idempotent-producer states, shared by its partitions' writers
+    /// (see [`crate::MIN_PRODUCERS_RETAINED`]).
+    pub producer_budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for PartitionStorage {

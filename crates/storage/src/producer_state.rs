@@ -24,12 +24,17 @@ const SNAPSHOT_BATCH_LEN: usize = 24;
 pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
 
 /// Most producers whose state one partition keeps. Any client can write with any producer id
-/// (an unknown producer is accepted at sequence 0), so without a bound a client cycling through
-/// ids would grow a partition's state without end. Past it, the producers that wrote least
-/// recently and have no open transaction are forgotten first (as if their state had expired,
-/// so they are then accepted at any sequence): a retry of such a producer's old batch is then
-/// taken as new.
+/// (a producer the partition forgot is accepted at any sequence), so without a bound a client
+/// cycling through ids would grow a partition's state without end. Past it, the producers that
+/// wrote least recently and have no open transaction are forgotten first: a retry of such a
+/// producer's old batch is then taken as new, as after Kafka's `producer.id.expiration.ms`.
 pub const MAX_PRODUCERS_PER_PARTITION: usize = 10_000;
+
+/// Producers a partition keeps whatever its agent's producer [`Budget`](crate::Budget): while
+/// the agent's partitions hold more than the budget, a partition that sees a new producer
+/// forgets its own least recent ones to make room, down to this floor. The agent's producer
+/// states are thus bounded by the budget plus this many per partition.
+pub const MIN_PRODUCERS_RETAINED: usize = 8;
 
 /// The producer fields of one batch together with the offsets it was (or will be) stored at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,14 +199,18 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records an appended batch (no checks; call [`Self::check`] first).
-    pub fn record(&mut self, batch: ProducerBatch) {
+    /// Records an appended batch (no checks; call [`Self::check`] first). `agent_full` says the
+    /// agent's producer budget is spent: a new producer then makes room by forgetting this
+    /// partition's least recent ones (see [`MIN_PRODUCERS_RETAINED`]). Returns whether any
+    /// producer was forgotten.
+    pub fn record(&mut self, batch: ProducerBatch, agent_full: bool) -> bool {
         if !batch.is_idempotent() {
-            return;
+            return false;
         }
+        let mut forgot = false;
         if !self.producers.contains_key(&batch.producer_id) {
             // The new producer itself is never the one forgotten: it is not in the table yet.
-            let _ = self.make_room();
+            forgot = self.make_room(agent_full);
         }
         let entry = self.producers.entry(batch.producer_id).or_default();
         entry.last_offset = entry.last_offset.max(batch.last_offset);
@@ -215,7 +224,7 @@ impl ProducerStateTable {
         match batch.kind {
             BatchKind::Marker => {
                 entry.txn_first = None;
-                return;
+                return forgot;
             }
             BatchKind::Transactional => {
                 entry.txn_first.get_or_insert(batch.base_offset);
@@ -226,31 +235,73 @@ impl ProducerStateTable {
             entry.batches.pop_front();
         }
         entry.batches.push_back(batch);
+        forgot
     }
 
-    /// Forgets, once the table is full, the producers that wrote least recently and have no
-    /// open transaction (a transaction's state holds the last stable offset back, so it stays),
-    /// down to 15/16 of the bound so the O(n) selection runs once per many new producers.
-    fn make_room(&mut self) -> bool {
-        if self.producers.len() < MAX_PRODUCERS_PER_PARTITION {
-            return false;
-        }
+    /// Makes room for one more producer when the table is at its own bound (down to 15/16 of
+    /// it, so the O(n) selection runs once per many new producers) or the agent's budget is
+    /// spent (a sixteenth of the table, never below [`MIN_PRODUCERS_RETAINED`]).
+    fn make_room(&mut self, agent_full: bool) -> bool {
+        let len = self.producers.len();
+        let excess = if len >= MAX_PRODUCERS_PER_PARTITION {
+            len + 1 - MAX_PRODUCERS_PER_PARTITION * 15 / 16
+        } else if agent_full && len >= MIN_PRODUCERS_RETAINED {
+            (len / 16).max(1)
+        } else {
+            0
+        };
+        self.forget_least_recent(excess) > 0
+    }
+
+    /// Forgets up to `n` of the producers that wrote least recently and have no open
+    /// transaction (a transaction's state holds the last stable offset back, so it stays);
+    /// returns how many.
+    pub fn forget_least_recent(&mut self, n: usize) -> usize {
         let mut idle: Vec<(i64, i64)> = self
             .producers
             .iter()
             .filter(|(_, e)| e.txn_first.is_none())
             .map(|(&id, e)| (e.last_offset, id))
             .collect();
-        let excess =
-            (self.producers.len() + 1 - MAX_PRODUCERS_PER_PARTITION * 15 / 16).min(idle.len());
-        if excess == 0 {
-            return false;
+        let n = n.min(idle.len());
+        if n == 0 {
+            return 0;
         }
-        idle.select_nth_unstable(excess - 1);
-        for &(_, id) in &idle[..excess] {
+        idle.select_nth_unstable(n - 1);
+        for &(_, id) in &idle[..n] {
             self.forget(id);
         }
-        true
+        n
+    }
+
+    /// Records `batch` in a table that lags behind `live` (as of the last sealed chunk, or of
+    /// the high watermark), then forgets its producer if `live` already gave it up for the
+    /// budget and no transaction of it is open here.
+    pub fn record_following(&mut self, batch: ProducerBatch, live: &ProducerStateTable) {
+        self.record(batch, false);
+        let id = batch.producer_id;
+        let idle = self
+            .producers
+            .get(&id)
+            .is_some_and(|e| e.txn_first.is_none());
+        if idle && !live.producers.contains_key(&id) {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets the producers `live` no longer holds, unless they have an open transaction
+    /// here: keeps a table that lags behind the live one (as of the last sealed chunk, or of
+    /// the high watermark) from holding what the live one gave up for the budget.
+    pub fn forget_unless_in(&mut self, live: &ProducerStateTable) {
+        let gone: Vec<i64> = self
+            .producers
+            .iter()
+            .filter(|(id, e)| e.txn_first.is_none() && !live.producers.contains_key(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.forget(id);
+        }
     }
 
     fn forget(&mut self, producer_id: i64) {
@@ -292,7 +343,7 @@ impl ProducerStateTable {
             }
         }
         for batch in batches {
-            touched.record(*batch);
+            touched.record(*batch, false);
         }
         ids.into_iter()
             .filter_map(|id| touched.producers[&id].snapshot(id, now_ms))
@@ -322,13 +373,12 @@ impl ProducerStateTable {
             table.producers.insert(snapshot.producer_id, entry);
         }
         // Within the bound, as appends keep it (see `MAX_PRODUCERS_PER_PARTITION`).
-        while table.producers.len() > MAX_PRODUCERS_PER_PARTITION && table.make_room() {}
+        while table.producers.len() > MAX_PRODUCERS_PER_PARTITION && table.make_room(false) {}
         Ok(table)
     }
 
     /// Number of producers tracked.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.producers.len()
     }
 }
@@ -482,7 +532,7 @@ mod tests {
     fn append(table: &mut ProducerStateTable, b: ProducerBatch) -> Result<Check> {
         let check = table.check(&b)?;
         if check == Check::Append {
-            table.record(b);
+            table.record(b, false);
         }
         Ok(check)
     }
@@ -491,9 +541,9 @@ mod tests {
     fn snapshots_round_trip_the_state_after_a_segment() {
         let mut durable = ProducerStateTable::default();
         for seq in 0..6 {
-            durable.record(batch(1, 0, seq, 1, i64::from(seq)));
+            durable.record(batch(1, 0, seq, 1, i64::from(seq)), false);
         }
-        durable.record(batch(2, 3, 0, 2, 6));
+        durable.record(batch(2, 3, 0, 2, 6), false);
         let segment = [batch(1, 0, 6, 2, 8), batch(-1, -1, -1, 4, 10)];
         let snapshots = durable.snapshots_after(&segment, 42);
         assert_eq!(
@@ -507,7 +557,7 @@ mod tests {
         let restored = ProducerStateTable::from_snapshots(&committed(&snapshots), 0).unwrap();
         let mut expected = durable.clone();
         for b in segment {
-            expected.record(b);
+            expected.record(b, false);
         }
         assert_eq!(restored.producers[&1], expected.producers[&1]);
         assert_eq!(restored.producers[&1].batches.len(), BATCHES_PER_PRODUCER);
@@ -522,7 +572,7 @@ mod tests {
     #[test]
     fn corrupt_snapshots_are_refused() {
         let mut table = ProducerStateTable::default();
-        table.record(batch(5, 1, 0, 1, 0));
+        table.record(batch(5, 1, 0, 1, 0), false);
         let good = table.snapshots_after(&[], 0);
         assert!(good.is_empty(), "nothing written, nothing to snapshot");
         let mut snapshot = table.snapshots_after(&[batch(5, 1, 1, 1, 1)], 0).remove(0);
@@ -580,8 +630,8 @@ mod tests {
 
         // Snapshots below the log start are forgotten too.
         let mut old = ProducerStateTable::default();
-        old.record(batch(12, 0, 0, 3, 0));
-        old.record(batch(11, 0, 0, 3, 20));
+        old.record(batch(12, 0, 0, 3, 0), false);
+        old.record(batch(11, 0, 0, 3, 20), false);
         let snapshots = old.snapshots_after(&[batch(12, 0, 3, 1, 3), batch(11, 0, 3, 1, 23)], 0);
         let t = ProducerStateTable::from_snapshots(&committed(&snapshots), 10).unwrap();
         assert_eq!(t.check(&batch(12, 0, 40, 1, -1)).unwrap(), Check::Append);
@@ -763,11 +813,71 @@ mod tests {
     }
 
     #[test]
+    fn a_spent_agent_budget_makes_room_from_the_partitions_own_least_recent_producers() {
+        let mut t = ProducerStateTable::default();
+        for pid in 1..=32 {
+            t.record(batch(pid, 0, 0, 1, pid), false);
+        }
+        assert!(t.record(batch(100, 0, 0, 1, 100), true));
+        assert_eq!(t.len(), 32 - 2 + 1, "a sixteenth of the table made room");
+        assert!(matches!(t.check(&batch(1, 0, 3, 1, -1)), Ok(Check::Append)));
+        assert!(
+            t.check(&batch(3, 0, 5, 1, -1)).is_err(),
+            "the third least recent is still known"
+        );
+        // A known producer's next batch takes no room, and a small table grows to its floor.
+        assert!(!t.record(batch(100, 0, 1, 1, 101), true));
+        let mut small = ProducerStateTable::default();
+        for pid in 0..MIN_PRODUCERS_RETAINED as i64 {
+            assert!(!small.record(batch(pid, 0, 0, 1, pid), true));
+        }
+        assert_eq!(small.len(), MIN_PRODUCERS_RETAINED);
+        assert!(small.record(batch(99, 0, 0, 1, 99), true));
+        assert_eq!(small.len(), MIN_PRODUCERS_RETAINED);
+    }
+
+    #[test]
+    fn lagging_tables_forget_what_the_live_one_gave_up_except_open_transactions() {
+        let mut live = ProducerStateTable::default();
+        let mut lagging = ProducerStateTable::default();
+        let txn = batch(1, 0, 0, 1, 0).with_kind(BatchKind::Transactional);
+        for b in [txn, batch(2, 0, 0, 1, 1), batch(3, 0, 0, 1, 2)] {
+            live.record(b, false);
+            lagging.record(b, false);
+        }
+        live.forget(1);
+        live.forget(2);
+        lagging.forget_unless_in(&live);
+        assert_eq!(
+            lagging.open_txn(1, 0),
+            Some(0),
+            "its open transaction stays"
+        );
+        assert_eq!(lagging.len(), 2);
+        // A batch appended before the live table forgot its producer is recorded, then
+        // forgotten.
+        lagging.record_following(batch(4, 0, 0, 1, 3), &live);
+        assert_eq!(lagging.len(), 2);
+        live.record(batch(3, 0, 1, 1, 4), false);
+        lagging.record_following(batch(3, 0, 1, 1, 4), &live);
+        assert!(matches!(
+            lagging.check(&batch(3, 0, 1, 1, -1)),
+            Ok(Check::Duplicate(_))
+        ));
+    }
+
+    #[test]
     fn open_transactions_survive_snapshots_and_end_with_their_marker() {
         let mut t = ProducerStateTable::default();
-        t.record(batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional));
-        t.record(batch(1, 0, 2, 1, 12).with_kind(BatchKind::Transactional));
-        t.record(batch(2, 0, 0, 1, 13));
+        t.record(
+            batch(1, 0, 0, 2, 10).with_kind(BatchKind::Transactional),
+            false,
+        );
+        t.record(
+            batch(1, 0, 2, 1, 12).with_kind(BatchKind::Transactional),
+            false,
+        );
+        t.record(batch(2, 0, 0, 1, 13), false);
         assert_eq!((t.open_txn(1, 0), t.open_txn(1, 1)), (Some(10), None));
         assert_eq!(t.first_open_txn(), Some(10));
         let snapshots = t.snapshots_after(&[], 0);
@@ -790,7 +900,7 @@ mod tests {
         // A fencing abort marker with a bumped epoch ends it and fences epoch 0.
         let marker = ProducerBatch::new(1, 1, -1, 0, 14).with_kind(BatchKind::Marker);
         let after = t.snapshots_after(&[marker], 6);
-        t.record(marker);
+        t.record(marker, false);
         assert_eq!(t.first_open_txn(), None);
         assert!(matches!(
             t.check(&batch(1, 0, 3, 1, -1)),

@@ -11,12 +11,12 @@
 //!
 //! Entries leave it by [`SegmentIndex::remove_below`] (retention), by a refresh that no longer
 //! lists them (deleted by another agent), or by LRU eviction: at the index's own bound, or when
-//! the agent's indexes together hold more than their shared [`SegmentBudget`] (an index that
+//! the agent's indexes together hold more than their shared [`Budget`] (an index that
 //! grows past it evicts its own least recently used entries, keeping [`MIN_RETAINED`]), so an
 //! agent's index memory is bounded by configuration however many partitions it serves.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use parking_lot::RwLock;
 use streamhouse_metadata::{MetadataStore, SegmentInfo};
 
+use crate::budget::Budget;
 use crate::error::Result;
 
 /// A miss for an offset that a refresh younger than this already answered "not there" is
@@ -37,38 +38,6 @@ const MISS_REFRESH_GAP: Duration = Duration::from_millis(5);
 /// segments, so a full budget costs extra metadata queries, never a failing read.
 pub const MIN_RETAINED: usize = 16;
 
-/// Segments all the indexes of one agent may hold together (their entries are ~200 bytes
-/// each); shared by the indexes built with [`SegmentIndex::with_budget`].
-#[derive(Debug)]
-pub struct SegmentBudget {
-    max: usize,
-    used: AtomicUsize,
-}
-
-impl SegmentBudget {
-    /// A budget of `max` segments across the indexes that share it.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    /// Segments the indexes sharing it hold now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Records that an index went from `before` to `after` entries.
-    fn account(&self, before: usize, after: usize) {
-        if after > before {
-            self.used.fetch_add(after - before, Ordering::Relaxed);
-        } else {
-            self.used.fetch_sub(before - after, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Settings of a [`SegmentIndex`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentIndexConfig {
@@ -78,7 +47,7 @@ pub struct SegmentIndexConfig {
     /// Most segments kept in memory; least recently used ones are evicted past it.
     pub max_segments: usize,
     /// Most segments all the partitions' indexes of one agent keep together (the agent's
-    /// [`SegmentBudget`]).
+    /// [`Budget`]).
     pub max_segments_per_agent: usize,
 }
 
@@ -285,7 +254,7 @@ pub struct SegmentIndex {
     refreshes_started: AtomicU64,
     queries: AtomicU64,
     /// The agent-wide bound this index counts its entries in, if any.
-    budget: Option<Arc<SegmentBudget>>,
+    budget: Option<Arc<Budget>>,
     /// Commit time (ms) of the partition's oldest segment still in a flush's shared object,
     /// `i64::MAX` when it has none, 0 when unknown: lets consolidation skip, without a metadata
     /// query, the partitions with nothing to consolidate.
@@ -339,7 +308,7 @@ impl SegmentIndex {
     }
 
     /// Counts this index's entries in `budget`, shared with the agent's other indexes.
-    pub fn with_budget(mut self, budget: Arc<SegmentBudget>) -> Self {
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
         self.budget = Some(budget);
         self
     }
@@ -537,9 +506,7 @@ impl SegmentIndex {
             keep = self.retained_after_eviction();
         }
         if let Some(budget) = &self.budget {
-            // The agent's total with this index at its current size.
-            let total = (budget.used() + len).saturating_sub(state.accounted);
-            let excess = total.saturating_sub(budget.max);
+            let excess = budget.excess(state.accounted, len);
             keep = keep.min(len.saturating_sub(excess).max(MIN_RETAINED));
         }
         if keep < len {

@@ -27,9 +27,12 @@ use streamhouse_metadata::{
 use streamhouse_segment::{ControlMarker, EncodedSegment, RecordBatch, SegmentBuilder};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
+use crate::budget::Budget;
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionStorage;
-use crate::producer_state::{BatchKind, Check, ProducerBatch, ProducerStateTable};
+use crate::producer_state::{
+    BatchKind, Check, ProducerBatch, ProducerStateTable, MIN_PRODUCERS_RETAINED,
+};
 
 /// Settings of a [`PartitionWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +186,39 @@ struct State {
     next_seq: u64,
 }
 
+impl State {
+    /// Records an appended batch in the live producer table within the agent's producer
+    /// budget; producers it forgets for the budget are forgotten by the lagging tables too.
+    fn record_producer(&mut self, entry: ProducerBatch, budget: &Budget) {
+        let before = self.producers.len();
+        if self.producers.record(entry, budget.excess(0, 1) > 0) {
+            self.sealed_producers.forget_unless_in(&self.producers);
+            self.durable_producers.forget_unless_in(&self.producers);
+        }
+        budget.account(before, self.producers.len());
+    }
+}
+
+/// Counts a freshly loaded producer table in the agent's budget, first forgetting its least
+/// recent producers (down to [`MIN_PRODUCERS_RETAINED`]) if it would not fit.
+fn fit_budget(producers: &mut ProducerStateTable, budget: &Budget) {
+    let len = producers.len();
+    let excess = budget
+        .excess(0, len)
+        .min(len.saturating_sub(MIN_PRODUCERS_RETAINED));
+    producers.forget_least_recent(excess);
+    budget.account(0, producers.len());
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.storage
+            .producer_budget
+            .account(state.producers.len(), 0);
+    }
+}
+
 /// The segment appends currently go to.
 struct OpenSegment {
     builder: SegmentBuilder,
@@ -321,13 +357,16 @@ impl PartitionWriter {
                 progress.log_start_offset,
             )
             .await?;
-        let producers = ProducerStateTable::from_snapshots(&snapshots, progress.log_start_offset)
-            .map_err(|(producer_id, reason)| StorageError::CorruptProducerState {
-            topic: storage.topic.name.clone(),
-            partition: storage.partition,
-            producer_id,
-            reason,
-        })?;
+        let mut producers =
+            ProducerStateTable::from_snapshots(&snapshots, progress.log_start_offset).map_err(
+                |(producer_id, reason)| StorageError::CorruptProducerState {
+                    topic: storage.topic.name.clone(),
+                    partition: storage.partition,
+                    producer_id,
+                    reason,
+                },
+            )?;
+        fit_budget(&mut producers, &storage.producer_budget);
         let (high_watermark, _) = watch::channel(hw);
         let state = State {
             open: OpenSegment::new(hw),
@@ -661,7 +700,7 @@ impl Inner {
                 Check::Append if batches.len() > 1 => {
                     staged
                         .get_or_insert_with(|| state.producers.clone())
-                        .record(entry);
+                        .record(entry, false);
                 }
                 Check::Append => {}
             }
@@ -691,7 +730,7 @@ impl Inner {
                 .push_at(batch, at)
                 .map_err(|e| self.invalid(e.to_string()))?;
             let entry = producer_batch(batch, at);
-            state.producers.record(entry);
+            state.record_producer(entry, &self.storage.producer_budget);
             state.open.producer_batches.push(entry);
             state.next_offset = state.open.builder.next_offset();
         }
@@ -749,8 +788,13 @@ impl Inner {
         let producer_snapshots = state
             .sealed_producers
             .snapshots_after(&open.producer_batches, now_ms());
+        let State {
+            producers,
+            sealed_producers,
+            ..
+        } = &mut *state;
         for entry in &open.producer_batches {
-            state.sealed_producers.record(*entry);
+            sealed_producers.record_following(*entry, producers);
         }
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -794,8 +838,13 @@ impl Inner {
         let hw = info.last_offset + 1;
         let mut state = self.lock();
         state.high_watermark = hw;
+        let State {
+            producers,
+            durable_producers,
+            ..
+        } = &mut *state;
         for entry in &chunk.producer_batches {
-            state.durable_producers.record(*entry);
+            durable_producers.record_following(*entry, producers);
         }
         for m in chunk.markers.iter().filter(|m| !m.marker.commit) {
             if let Some(first_offset) = m.first_offset {
@@ -841,8 +890,12 @@ impl Inner {
         state.generation += 1;
         state.open = OpenSegment::new(hw);
         state.next_offset = hw;
+        let before = state.producers.len();
         state.producers = state.durable_producers.clone();
         state.sealed_producers = state.durable_producers.clone();
+        self.storage
+            .producer_budget
+            .account(before, state.producers.len());
         let waiters = std::mem::take(&mut state.waiters);
         drop(state);
         self.resolve(chunk);

@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// [default: 20000].
     #[arg(long, env = "STREAMHOUSE_MAX_PARTITIONS_PER_AGENT")]
     pub max_partitions_per_agent: Option<u64>,
+    /// Idempotent-producer states (per producer per partition, ~1 KB each) all the agent's
+    /// partitions keep; past it, least recent producers are forgotten first [default: 250000].
+    #[arg(long, env = "STREAMHOUSE_MAX_PRODUCERS_PER_AGENT")]
+    pub max_producers_per_agent: Option<usize>,
     /// Memory for cached segment bytes [default: 268435456].
     #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
@@ -247,6 +251,7 @@ struct FileConfig {
     queued_max_request_bytes: Option<usize>,
     max_partitions_per_cluster: Option<u64>,
     max_partitions_per_agent: Option<u64>,
+    max_producers_per_agent: Option<usize>,
     cache_max_bytes: Option<u64>,
     file_delete_delay_ms: Option<u64>,
     janitor_interval_ms: Option<u64>,
@@ -420,6 +425,10 @@ impl ServeArgs {
                 .max_partitions_per_agent
                 .or(file.max_partitions_per_agent)
                 .unwrap_or(defaults.max_partitions_per_agent),
+            max_producers_per_agent: self
+                .max_producers_per_agent
+                .or(file.max_producers_per_agent)
+                .unwrap_or(defaults.max_producers_per_agent),
         };
         if limits.max_connections == 0
             || limits.max_connections_per_ip == 0

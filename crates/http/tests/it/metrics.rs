@@ -65,6 +65,7 @@ async fn series_present_and_moving() {
         "streamhouse_segment_cache_bytes",
         "streamhouse_segment_index_segments",
         "streamhouse_open_partitions",
+        "streamhouse_producer_states",
         "streamhouse_partition_leases",
         "streamhouse_consumer_lag",
         "streamhouse_http_request_duration_seconds_bucket",

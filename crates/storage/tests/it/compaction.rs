@@ -18,7 +18,7 @@ use streamhouse_metadata::{
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::testing::{FaultyMetadata, MetadataFaultPlan};
 use streamhouse_storage::{
-    AppendOptions, CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget,
+    AppendOptions, Budget, CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget,
     Compactor, ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
     PartitionReader, PartitionStorage, PartitionWriter, SegmentCache, SegmentCacheConfig,
     SegmentIndex, COMPACTED_SUFFIX,
@@ -189,6 +189,7 @@ impl Log {
                 Default::default(),
             )),
             cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+            producer_budget: Budget::new(usize::MAX),
             ..self.storage.clone()
         };
         let reader = PartitionReader::new(cold);

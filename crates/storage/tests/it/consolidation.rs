@@ -10,7 +10,7 @@ use object_store::memory::InMemory;
 use object_store::ObjectStore;
 use streamhouse_metadata::{now_ms, MetadataStore, SqliteMetadataStore};
 use streamhouse_storage::{
-    ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
+    Budget, ConsolidationConfig, ConsolidationTarget, Consolidator, FlushContext, FlushCycle,
     ObjectDeleter, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
     SegmentCacheConfig, SegmentIndex, SegmentIndexConfig,
 };
@@ -64,6 +64,7 @@ async fn read_all(s: &Setup) -> Vec<Vec<(i64, i64)>> {
                 SegmentIndexConfig::default(),
             )),
             cache: Arc::new(SegmentCache::new(SegmentCacheConfig::default())),
+            producer_budget: Budget::new(usize::MAX),
             ..storage.clone()
         };
         let reader = PartitionReader::new(cold);

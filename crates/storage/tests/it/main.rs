@@ -37,7 +37,7 @@ mod support {
     use streamhouse_segment::RecordBatch;
     use streamhouse_storage::testing::{FaultPlan, FaultyStore};
     use streamhouse_storage::{
-        FlushContext, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
+        Budget, FlushContext, PartitionReader, PartitionStorage, PartitionWriter, SegmentCache,
         SegmentCacheConfig, SegmentIndex, SegmentIndexConfig, WriterConfig,
     };
 
@@ -107,6 +107,7 @@ mod support {
                 metadata: self.metadata(),
                 index,
                 cache,
+                producer_budget: Budget::new(usize::MAX),
             }
         }
 
@@ -264,6 +265,18 @@ mod support {
         name: &str,
         partitions: u32,
     ) -> Partitions {
+        open_partitions_with_budget(metadata, store, name, partitions, Budget::new(usize::MAX))
+            .await
+    }
+
+    /// [`open_partitions`] with the writers sharing `producer_budget`.
+    pub async fn open_partitions_with_budget(
+        metadata: Arc<dyn MetadataStore>,
+        store: Arc<dyn ObjectStore>,
+        name: &str,
+        partitions: u32,
+        producer_budget: Arc<Budget>,
+    ) -> Partitions {
         let topic = metadata
             .create_topic(NewTopic {
                 name: name.into(),
@@ -283,6 +296,7 @@ mod support {
                 metadata: metadata.clone(),
                 index: Arc::new(index),
                 cache: cache.clone(),
+                producer_budget: producer_budget.clone(),
             };
             let writer = PartitionWriter::open(storage.clone(), test_config(), None);
             writers.push(writer.await.unwrap());

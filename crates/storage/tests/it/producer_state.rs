@@ -176,3 +176,62 @@ async fn producer_state_below_the_log_start_is_dropped_on_open() {
     assert!(!after.duplicate);
     assert_eq!(after.base_offset, 4);
 }
+
+#[tokio::test]
+async fn partitions_keep_producer_states_within_the_agents_budget() {
+    use std::sync::Arc;
+
+    use streamhouse_metadata::SqliteMetadataStore;
+    use streamhouse_storage::{Budget, PartitionStorage, PartitionWriter, MIN_PRODUCERS_RETAINED};
+
+    use crate::support::open_partitions_with_budget;
+
+    let budget = Budget::new(40);
+    let metadata = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let parts = open_partitions_with_budget(metadata, store, "budgeted", 4, budget.clone()).await;
+    let write = |w: &PartitionWriter, pid: i64, seq: i32| {
+        w.append(vec![batch(1, 8, 1_000, Some((pid, 0, seq)))])
+            .unwrap()
+    };
+    for pid in 0..100 {
+        for w in &parts.writers {
+            write(w, pid, 0);
+            assert!(budget.used() <= 40, "{} at producer {pid}", budget.used());
+        }
+        if pid % 10 == 9 {
+            for w in &parts.writers {
+                w.flush().await.unwrap();
+            }
+        }
+    }
+    assert_eq!(budget.used(), 40);
+    for w in &parts.writers {
+        assert!(
+            write(w, 99, 0).duplicate,
+            "the newest producer is remembered"
+        );
+        // The oldest was forgotten: its next sequence is accepted without its history.
+        assert!(!write(w, 0, 1).duplicate);
+    }
+
+    // Reopened under a smaller budget, the partitions load their newest producers only, never
+    // fewer than the floor.
+    let small = Budget::new(12);
+    let reopen = |storage: &PartitionStorage| {
+        let storage = PartitionStorage {
+            producer_budget: small.clone(),
+            ..storage.clone()
+        };
+        PartitionWriter::open(storage, test_config(), None)
+    };
+    let first = reopen(&parts.storages[0]).await.unwrap();
+    assert_eq!(small.used(), 12);
+    let second = reopen(&parts.storages[1]).await.unwrap();
+    assert_eq!(small.used(), 12 + MIN_PRODUCERS_RETAINED);
+    assert!(write(&second, 99, 0).duplicate);
+    drop((first, second));
+    assert_eq!(small.used(), 0);
+    drop(parts);
+    assert_eq!(budget.used(), 0, "closed writers give their share back");
+}

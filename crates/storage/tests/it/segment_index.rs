@@ -355,9 +355,9 @@ async fn read_until_end(
 
 #[tokio::test]
 async fn indexes_sharing_a_budget_stay_within_it_keeping_a_minimum_each() {
-    use streamhouse_storage::{SegmentBudget, MIN_RETAINED};
+    use streamhouse_storage::{Budget, MIN_RETAINED};
     let metadata = metadata().await;
-    let budget = SegmentBudget::new(40);
+    let budget = Budget::new(40);
     let a = index(&metadata, SegmentIndexConfig::default()).with_budget(budget.clone());
     let b = index(&metadata, SegmentIndexConfig::default()).with_budget(budget.clone());
     (0..30).for_each(|n| a.insert(&segment(n)));
