@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use streamhouse_metadata::{
-    HeldLease, LeaseFence, MetadataError, MetadataStore, PartitionLease, Topic,
+    HeldLease, LeaseFence, MetadataError, MetadataStore, PartitionLease, PartitionState, Topic,
 };
 use streamhouse_segment::RecordBatch;
 use streamhouse_storage::{
@@ -581,6 +581,40 @@ impl Partitions {
             }
         }
         self.open_partitions()
+    }
+
+    /// The log start and high watermark of those of `partitions` of `topic` this agent holds
+    /// without having built their logs, from one metadata query. Exact while they stay so: only
+    /// this agent appends to a partition it holds, through the log not built. ListOffsets
+    /// answers from it rather than building a writer, reader and index per partition (a
+    /// consumer starting on a 10,000-partition topic asks for every one). Partitions not held
+    /// or being handed off are left out, for the usual path to answer.
+    pub(crate) async fn unloaded_watermarks(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<HashMap<u32, PartitionState>, StorageError> {
+        let unloaded: Vec<u32> = {
+            let held = self.lock_held();
+            partitions
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    held.get(&(topic.to_string(), p))
+                        .and_then(|cell| cell.get())
+                        .is_some_and(|h| h.log().is_none())
+                        && self.check_may_take(topic, p).is_ok()
+                })
+                .collect()
+        };
+        if unloaded.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let states = self.metadata.list_partitions(topic).await?;
+        Ok(unloaded
+            .into_iter()
+            .filter_map(|p| Some((p, *states.get(p as usize)?)))
+            .collect())
     }
 
     /// Every held partition whose log has been built (the ones that can have data to flush,

@@ -12,6 +12,10 @@ use streamhouse_segment::{RecordBatch, SegmentError};
 use streamhouse_storage::StorageError;
 use tracing::warn;
 
+use std::collections::HashMap;
+
+use streamhouse_metadata::PartitionState;
+
 use super::CONCURRENT_PARTITIONS;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
@@ -41,9 +45,19 @@ pub(crate) async fn handle(
     for t in req.topics {
         let name = t.name.0.as_str();
         let permitted = access.allows(Op::Describe, Resource::Topic, name);
+        let unloaded = if permitted && !committed {
+            unloaded_watermarks(b, name, &t.partitions).await
+        } else {
+            HashMap::new()
+        };
         // Concurrently, in request order: a partition's log may have to be built first.
         let partitions = futures::stream::iter(t.partitions)
-            .map(|p| partition_offsets(b, name, permitted, p, committed))
+            .map(|p| {
+                let watermarks = u32::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| unloaded.get(&i).copied());
+                partition_offsets(b, name, permitted, p, committed, watermarks)
+            })
             .buffered(CONCURRENT_PARTITIONS)
             .collect()
             .await;
@@ -56,17 +70,44 @@ pub(crate) async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// One partition's answer.
+/// The watermarks of the requested partitions this agent holds without their logs built, for
+/// the queries they answer (see [`crate::partitions::Partitions::unloaded_watermarks`]); none when the lookup
+/// fails, so the usual path answers (and reports the error).
+async fn unloaded_watermarks(
+    b: &Broker,
+    topic: &str,
+    partitions: &[ListOffsetsPartition],
+) -> HashMap<u32, PartitionState> {
+    let wanted: Vec<u32> = partitions
+        .iter()
+        // The queries the watermarks answer, whatever they are.
+        .filter(|p| watermark_offset(p.timestamp, 0, 0).is_some())
+        .filter_map(|p| u32::try_from(p.partition_index).ok())
+        .collect();
+    if wanted.is_empty() {
+        return HashMap::new();
+    }
+    b.partitions
+        .unloaded_watermarks(topic, &wanted)
+        .await
+        .unwrap_or_default()
+}
+
+/// One partition's answer; `unloaded`: its watermarks, when held without its log built.
 async fn partition_offsets(
     b: &Broker,
     topic: &str,
     permitted: bool,
     p: ListOffsetsPartition,
     committed: bool,
+    unloaded: Option<PartitionState>,
 ) -> ListOffsetsPartitionResponse {
     let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+    let quick =
+        unloaded.and_then(|s| watermark_offset(p.timestamp, s.log_start_offset, s.high_watermark));
     let result = match u32::try_from(p.partition_index) {
         _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
+        Ok(_) if let Some(offset) = quick => Ok((offset, -1)),
         Ok(partition) => match b.partitions.partition(topic, partition).await {
             Ok(log) => lookup(b, &log, p.timestamp, committed)
                 .await
@@ -91,16 +132,25 @@ async fn lookup(
     timestamp: i64,
     committed: bool,
 ) -> Result<(i64, i64), StorageError> {
+    let (start, end) = (log.writer.log_start_offset(), log.writer.high_watermark());
     match timestamp {
         LATEST if committed => Ok((log.writer.last_stable_offset(), -1)),
-        LATEST => Ok((log.writer.high_watermark(), -1)),
-        EARLIEST | EARLIEST_LOCAL => Ok((log.writer.log_start_offset(), -1)),
-        LATEST_TIERED => {
-            let (start, end) = (log.writer.log_start_offset(), log.writer.high_watermark());
-            Ok((if end > start { end - 1 } else { -1 }, -1))
-        }
         MAX_TIMESTAMP => max_timestamp_record(b, log).await,
-        ts => first_record_at_or_after(b, log, ts).await,
+        ts => match watermark_offset(ts, start, end) {
+            Some(offset) => Ok((offset, -1)),
+            None => first_record_at_or_after(b, log, ts).await,
+        },
+    }
+}
+
+/// The answer to a query the watermarks alone answer (read_uncommitted); `None` for a
+/// timestamp search.
+fn watermark_offset(timestamp: i64, start: i64, end: i64) -> Option<i64> {
+    match timestamp {
+        LATEST => Some(end),
+        EARLIEST | EARLIEST_LOCAL => Some(start),
+        LATEST_TIERED => Some(if end > start { end - 1 } else { -1 }),
+        _ => None,
     }
 }
 
