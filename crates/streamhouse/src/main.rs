@@ -50,7 +50,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     // Our rustls configurations all name aws-lc-rs; making it the process default too keeps
     // any library that asks rustls for the default (object_store's HTTP client) on the same
     // provider, whatever rustls features the dependency graph turns on.
@@ -75,19 +75,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Makes glibc's malloc serve every thread from one arena unless `MALLOC_ARENA_MAX` says
-/// otherwise. By default glibc grows an arena per thread (up to 8 per core); request buffers
-/// then leave freed memory stranded in several arenas, and under a produce flood RSS grew ~1.4x
-/// faster than the memory budget (`queued.max.request.bytes`). With one arena it grows 1:1, so
-/// RSS stays at the budget plus a fixed overhead (`tests/e2e/test_hostile.py`,
-/// docs/reliability.md). Small allocations still take glibc's per-thread cache, without the
-/// arena lock. jemalloc and mimalloc were measured too and held more.
-fn limit_malloc_arenas() {
+/// Tunes glibc's malloc for the agent, each setting unless its `MALLOC_*` variable says
+/// otherwise:
+/// - one arena for every thread (`M_ARENA_MAX`). By default glibc grows an arena per thread (up
+///   to 8 per core); request buffers then leave freed memory stranded in several arenas, and
+///   under a produce flood RSS grew ~1.4x faster than the memory budget
+///   (`queued.max.request.bytes`). With one arena it grows 1:1, so RSS stays at the budget plus
+///   a fixed overhead (`tests/e2e/test_hostile.py`, docs/reliability.md). Small allocations
+///   still take glibc's per-thread cache, without the arena lock. jemalloc and mimalloc were
+///   measured too and held more.
+/// - buffers up to 32 MiB from the heap (`M_MMAP_THRESHOLD`) and up to 128 MiB of free heap
+///   top kept (`M_TRIM_THRESHOLD`). Fetch responses and produce frames are megabytes each and
+///   live for one request; glibc's defaults served them from fresh mappings, or trimmed the heap
+///   after each, so every byte fetched was first page-faulted and zeroed by the kernel: 35,000
+///   page faults per 200 MB consumed, a third of the agent's CPU in Fetch (BENCHMARKS.md).
+///   Peak memory is unchanged; what a burst freed stays reserved for the next one.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt is thread-safe and only changes allocator tuning.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+    for (variable, option, value) in [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20),
+        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 128 << 20),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: mallopt is thread-safe and only changes allocator tuning.
+            unsafe {
+                libc::mallopt(option, value);
+            }
         }
     }
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""A/B of StreamHouse builds (or settings) under Kafka's own Java perf tools, alternating.
+
+    .venv/bin/python scripts/bench_ab.py --variant before=/tmp/sh-before \\
+        --variant after=target/release/streamhouse[,ENV=VALUE...] \\
+        [--rounds 3] [--records 200000] [--partitions 6] [--codec none]
+
+Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedded defaults,
+`--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
+acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records.
+Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc/PID/stat its
+CPU seconds per GB and minor page faults of each phase. Prints every run, then medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_kafka_tools as tools  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def counters(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and minor page faults of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS, int(fields[7])
+
+
+def start_agent(binary: str, env: dict[str, str]) -> tools.Agent:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return tools.Agent(binary, Path(tempfile.mkdtemp(prefix="ab-")),
+                           ["--group-initial-rebalance-delay-ms", "0"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
+    agent = start_agent(binary, env)
+    try:
+        topic = "ab-" + uuid.uuid4().hex[:8]
+        agent.create_topic(binary, topic, args.partitions)
+        gb = args.records * 1024 / 1e9
+        cpu0, faults0 = counters(agent.proc.pid)
+        produced = tools.java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
+            "--topic", topic, "--num-records", str(args.records), "--record-size", "1024",
+            "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
+            "acks=all", "batch.size=262144", "linger.ms=5", f"compression.type={args.codec}"])
+        cpu1, faults1 = counters(agent.proc.pid)
+        consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
+            "--bootstrap-server", agent.bootstrap, "--topic", topic,
+            "--messages", str(args.records), "--timeout", "60000"])
+        cpu2, faults2 = counters(agent.proc.pid)
+    finally:
+        agent.stop()
+    summary = [line for line in produced.splitlines() if "records sent" in line][-1]
+    row = [line for line in consumed.splitlines() if line[:1].isdigit()][-1].split(",")
+    return {
+        "produce_mb_s": float(summary.split("(")[1].split()[0]),
+        "fetch_mb_s": float(row[8]),
+        "produce_cpu_s_gb": (cpu1 - cpu0) / gb,
+        "consume_cpu_s_gb": (cpu2 - cpu1) / gb,
+        "produce_faults": faults1 - faults0,
+        "consume_faults": faults2 - faults1,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", required=True,
+                        help="NAME=BINARY[,ENV=VALUE...]")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--codec", default="none")
+    args = parser.parse_args()
+    variants = {}
+    for spec in args.variant:
+        name, rest = spec.split("=", 1)
+        binary, *env = rest.split(",")
+        variants[name] = (binary, dict(e.split("=", 1) for e in env))
+    classpath = tools.kafka_classpath()
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (binary, env) in variants.items():
+            results[name].append(run(classpath, binary, env, args))
+            print(name, results[name][-1], flush=True)
+    for name, rows in results.items():
+        print(name, "medians:",
+              {key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]})
+
+
+if __name__ == "__main__":
+    main()
