@@ -31,6 +31,8 @@ pub struct BatchCursor {
     footer: Option<SegmentFooter>,
     /// Absolute position up to which the footer's block checksums were verified.
     verified_end: u64,
+    /// Whether each batch's own CRC is checked (see [`BatchCursor::trusting_batch_crcs`]).
+    check_crcs: bool,
     done: bool,
 }
 
@@ -47,6 +49,7 @@ impl BatchCursor {
             next_offset: None,
             footer: None,
             verified_end: pos,
+            check_crcs: true,
             done: false,
         }
     }
@@ -59,6 +62,17 @@ impl BatchCursor {
         BatchCursor {
             footer: Some(footer.clone()),
             ..Self::new(data, pos, footer.data_end, from_offset)
+        }
+    }
+
+    /// The same cursor without the check of each batch's CRC (Kafka's, over its records),
+    /// keeping every other check: for bytes this process validated itself when it took them in
+    /// (a writer's write-through copy in memory), where recomputing the CRC on every read
+    /// would only cost CPU. Bytes read from storage are always checked.
+    pub fn trusting_batch_crcs(self) -> Self {
+        BatchCursor {
+            check_crcs: false,
+            ..self
         }
     }
 
@@ -85,7 +99,7 @@ impl BatchCursor {
             let batch = RecordBatch::read(&self.data, self.at, self.start, self.gaps())?;
             self.check_continuity(&batch, pos)?;
             let wanted = batch.last_offset() >= self.from_offset;
-            if wanted && self.footer.is_none() {
+            if wanted && self.footer.is_none() && self.check_crcs {
                 batch.check_crc(pos)?;
             }
             self.at += total;
@@ -152,7 +166,13 @@ impl BatchCursor {
         let stop = (end - self.start) as usize;
         let first_offset = footer.block_first_offset(block);
         let gaps = footer.allows_gaps();
-        let walk = walk_block(&self.data[..stop], self.start, self.at, first_offset, gaps)?;
+        let walk = walk_block(
+            &self.data[..stop],
+            (self.start, self.at),
+            first_offset,
+            gaps,
+            self.check_crcs,
+        )?;
         let next_block_offset = match block + 1 < footer.index.len() {
             true => footer.block_first_offset(block + 1),
             false => footer.last_offset + 1,
@@ -194,15 +214,15 @@ struct BlockWalk {
 }
 
 /// Walks the batches in `block[at..]`, which must end exactly at a batch end, checking each
-/// batch's CRC and that offsets start at `first_offset` and are consecutive (with `gaps`, a
-/// compacted segment: increasing). One pass over a block that fits in cache, so the cursor need
-/// not re-check CRCs. `start` is the position of `block[0]`.
+/// batch's CRC (when `check_crcs`) and that offsets start at `first_offset` and are consecutive
+/// (with `gaps`, a compacted segment: increasing). One pass over a block that fits in cache, so
+/// the cursor need not re-check CRCs. `start` is the position of `block[0]`.
 fn walk_block(
     block: &[u8],
-    start: u64,
-    mut at: usize,
+    (start, mut at): (u64, usize),
     first_offset: i64,
     gaps: bool,
+    check_crcs: bool,
 ) -> Result<BlockWalk, SegmentError> {
     let end = start + block.len() as u64;
     let block_start = start + at as u64;
@@ -242,7 +262,9 @@ fn walk_block(
                 "batch crosses the end of its index block",
             ));
         }
-        check_batch_crc(&header, &block[at..batch_end], batch_pos)?;
+        if check_crcs {
+            check_batch_crc(&header, &block[at..batch_end], batch_pos)?;
+        }
         walk.prefix_crc = crc32c::crc32c_append(walk.prefix_crc, &block[at..at + PREFIX_LEN]);
         walk.next_offset = header.last_offset() + 1;
         at = batch_end;

@@ -73,6 +73,26 @@ struct Counters {
 
 type BlockKey = (Arc<str>, u64);
 
+/// A cached block and where it came from.
+#[derive(Clone)]
+struct Block {
+    bytes: Bytes,
+    /// Written through by this agent's writer: bytes it validated when producers sent them
+    /// (see [`CachedRange::written`]), not read back from the store.
+    written: bool,
+}
+
+/// Bytes of an object read through the cache.
+#[derive(Debug, Clone)]
+pub struct CachedRange {
+    /// The bytes asked for.
+    pub bytes: Bytes,
+    /// Whether every block they came from was written through by this agent rather than read
+    /// from the object store: produced batches were validated (CRCs included) before they were
+    /// appended, so a reader need not recompute their CRCs; bytes from the store are checked.
+    pub written: bool,
+}
+
 /// A segment: its object key and its position in the object.
 pub(crate) type SegmentKey = (Arc<str>, u64);
 
@@ -82,7 +102,7 @@ type RunFetch<'a> = Shared<futures::future::BoxFuture<'a, Result<Bytes, Arc<obje
 /// Bounded cache of segment object bytes. Cloning is cheap and shares the cache.
 #[derive(Clone)]
 pub struct SegmentCache {
-    blocks: Cache<BlockKey, Bytes>,
+    blocks: Cache<BlockKey, Block>,
     /// Verified footers by segment, for every partition's reader: created once per agent, as
     /// a cache costs tens of kilobytes before it holds anything.
     footers: moka::sync::Cache<SegmentKey, Arc<SegmentFooter>>,
@@ -105,8 +125,8 @@ impl SegmentCache {
     pub fn new(config: SegmentCacheConfig) -> Self {
         let blocks = Cache::builder()
             .max_capacity(config.max_bytes)
-            .weigher(|_key: &BlockKey, block: &Bytes| {
-                u32::try_from(block.len())
+            .weigher(|_key: &BlockKey, block: &Block| {
+                u32::try_from(block.bytes.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(BLOCK_OVERHEAD)
             })
@@ -128,12 +148,32 @@ impl SegmentCache {
         object_len: u64,
         range: Range<u64>,
     ) -> Result<Bytes> {
+        Ok(self
+            .read_range_tagged(store, key, object_len, range)
+            .await?
+            .bytes)
+    }
+
+    /// [`Self::read_range`], telling whether the bytes were all written through by this agent.
+    pub async fn read_range_tagged(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        object_len: u64,
+        range: Range<u64>,
+    ) -> Result<CachedRange> {
         let range = range.start.min(object_len)..range.end.min(object_len);
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(CachedRange {
+                bytes: Bytes::new(),
+                written: true,
+            });
         }
         let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
-        Ok(self.assemble(&blocks, first, range))
+        Ok(CachedRange {
+            written: blocks.iter().all(|b| b.written),
+            bytes: self.assemble(&blocks, first, range),
+        })
     }
 
     /// The blocks holding `range` (not empty, within the object), fetching those not cached;
@@ -144,10 +184,10 @@ impl SegmentCache {
         key: &str,
         object_len: u64,
         range: &Range<u64>,
-    ) -> Result<(u64, Vec<Bytes>)> {
+    ) -> Result<(u64, Vec<Block>)> {
         let object: Arc<str> = Arc::from(key);
         let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
-        let mut blocks: Vec<Option<Bytes>> =
+        let mut blocks: Vec<Option<Block>> =
             Vec::with_capacity((indexes.end - indexes.start) as usize);
         for index in indexes.clone() {
             blocks.push(self.blocks.get(&(object.clone(), index)).await);
@@ -224,7 +264,11 @@ impl SegmentCache {
     /// Inserts a written-through block and applies the evictions it calls for at once. The
     /// cache otherwise evicts lazily, many writes later: while a flood writes objects larger
     /// than the cache, it would hold several times its capacity.
-    async fn insert_block(&self, key: BlockKey, block: Bytes) {
+    async fn insert_block(&self, key: BlockKey, bytes: Bytes) {
+        let block = Block {
+            bytes,
+            written: true,
+        };
         self.blocks.insert(key, block).await;
         self.blocks.run_pending_tasks().await;
     }
@@ -283,7 +327,7 @@ impl SegmentCache {
         object: &Arc<str>,
         object_len: u64,
         first: u64,
-        blocks: &mut [Option<Bytes>],
+        blocks: &mut [Option<Block>],
     ) -> Result<()> {
         let mut loads = Vec::new();
         for run in missing_runs(blocks, first) {
@@ -294,7 +338,10 @@ impl SegmentCache {
                 let fetch = fetch.clone();
                 let load = async move {
                     let run_bytes = fetch.await?;
-                    Ok(cut_block(&run_bytes, start, self.block_size as usize))
+                    Ok(Block {
+                        bytes: cut_block(&run_bytes, start, self.block_size as usize),
+                        written: false,
+                    })
                 };
                 loads.push(async move {
                     let key = (object.clone(), index);
@@ -341,15 +388,15 @@ impl SegmentCache {
     }
 
     /// Cuts `range` out of consecutive `blocks` starting at block index `first`.
-    fn assemble(&self, blocks: &[Bytes], first: u64, range: Range<u64>) -> Bytes {
+    fn assemble(&self, blocks: &[Block], first: u64, range: Range<u64>) -> Bytes {
         let start = (range.start - first * self.block_size) as usize;
         let len = (range.end - range.start) as usize;
         if let [only] = blocks {
-            return only.slice(start..start + len);
+            return only.bytes.slice(start..start + len);
         }
         let mut out = BytesMut::with_capacity(len);
         let mut skip = start;
-        for block in blocks {
+        for Block { bytes: block, .. } in blocks {
             let take = (block.len() - skip).min(len - out.len());
             out.extend_from_slice(&block[skip..skip + take]);
             skip = 0;
@@ -380,7 +427,7 @@ fn cut_block(bytes: &Bytes, start: usize, block_size: usize) -> Bytes {
 }
 
 /// Runs of consecutive `None` slots of `blocks`, as block index ranges (slot 0 is block `first`).
-fn missing_runs(blocks: &[Option<Bytes>], first: u64) -> Vec<Range<u64>> {
+fn missing_runs<T>(blocks: &[Option<T>], first: u64) -> Vec<Range<u64>> {
     let mut runs: Vec<Range<u64>> = Vec::new();
     for (index, _) in (first..).zip(blocks).filter(|(_, block)| block.is_none()) {
         match runs.last_mut() {

@@ -15,12 +15,12 @@ use std::time::Duration;
 // Tokio's clock (the same as std's outside tests), so tests pause and advance the cached bounds' age.
 use tokio::time::Instant;
 
-use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use streamhouse_segment::{read_footer, BatchCursor, RecordBatch, SegmentFooter};
 use tokio::sync::watch;
 
+use crate::cache::CachedRange;
 use crate::error::{Corruption, Result, StorageError};
 use crate::partition::PartitionStorage;
 use crate::segment_index::IndexedSegment;
@@ -383,8 +383,12 @@ impl PartitionReader {
         let mut len = len.max(MIN_READ_BYTES);
         loop {
             let end = footer.data_end.min(pos.saturating_add(len));
-            let data = self.read_bytes(segment, pos..end).await?;
+            let read = self.read_bytes(segment, pos..end).await?;
+            let data = read.bytes;
             let mut cursor = BatchCursor::with_footer(data.clone(), pos, footer, from_offset);
+            if read.written {
+                cursor = cursor.trusting_batch_crcs();
+            }
             let batches = cursor
                 .by_ref()
                 .collect::<Result<Vec<_>, _>>()
@@ -456,7 +460,7 @@ impl PartitionReader {
         let len = segment.size_bytes;
         let mut tail = len.min(self.config.footer_tail_bytes);
         let footer = loop {
-            let bytes = self.read_bytes(segment, len - tail..len).await?;
+            let bytes = self.read_bytes(segment, len - tail..len).await?.bytes;
             match read_footer(&bytes, len) {
                 Ok(footer) => break footer,
                 Err(e) => match e.need_tail_bytes() {
@@ -493,14 +497,15 @@ impl PartitionReader {
     /// `range` of a segment (positions relative to the segment, which may lie anywhere in its
     /// object) through the cache. A failed read of an object whose size differs from the
     /// committed size is reported as corruption (a truncated object); a missing object is
-    /// logged as a warning and counted, as it means data loss, not a client error.
-    async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<Bytes> {
+    /// logged as a warning and counted, as it means data loss, not a client error. Tagged with
+    /// whether the bytes are this agent's write-through (their batch CRCs need no re-check).
+    async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<CachedRange> {
         let at = segment.object_offset;
         let absolute = at + range.start..at + range.end.min(segment.size_bytes);
         let read = self
             .storage
             .cache
-            .read_range(
+            .read_range_tagged(
                 &*self.storage.store,
                 &segment.object_key,
                 segment.object_size,

@@ -144,3 +144,32 @@ fn plain_cursor_checks_crc_and_continuity() {
     );
     assert!(cursor.next().is_none(), "iteration ends after an error");
 }
+
+#[test]
+fn a_trusting_cursor_skips_only_the_batch_crc() {
+    let (seg, pushed) = segment(0, &[(2, 50, 0); 20], 200);
+    let footer = seg.footer.clone();
+    let read = |object: &Bytes, trust: bool| {
+        let data = object.slice(footer.data_start as usize..footer.data_end as usize);
+        let cursor = BatchCursor::with_footer(data, footer.data_start, &footer, i64::MIN);
+        let cursor = if trust {
+            cursor.trusting_batch_crcs()
+        } else {
+            cursor
+        };
+        cursor.collect::<Result<Vec<RecordBatch>, SegmentError>>()
+    };
+    // A flipped value byte: only Kafka's batch CRC covers it.
+    let in_records = footer.data_start as usize + pushed[0].len() - 3;
+    let object = flipped(&seg.to_bytes(), in_records, 0x01);
+    assert!(matches!(
+        read(&object, false),
+        Err(SegmentError::ChecksumMismatch { what: "batch", .. })
+    ));
+    assert_eq!(read(&object, true).expect("not re-checked").len(), 20);
+    // A flipped base offset is still caught: the structure and the footer's prefix checksum
+    // are checked either way.
+    let second = footer.data_start as usize + pushed[0].len();
+    let object = flipped(&seg.to_bytes(), second + 7, 0x01);
+    assert!(read(&object, true).is_err());
+}

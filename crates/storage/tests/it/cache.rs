@@ -119,6 +119,23 @@ async fn concurrent_readers_of_a_block_share_one_get() {
 }
 
 #[tokio::test]
+async fn reads_tell_written_through_bytes_from_bytes_read_from_the_store() {
+    let data = object(1000);
+    let store = store_with(&data).await;
+    let cache = cache(1 << 20);
+    cache.insert_object(KEY, data.clone()).await;
+    let tagged = |range: Range<u64>| cache.read_range_tagged(&*store, KEY, 1000, range);
+    assert!(tagged(0..1000).await.unwrap().written);
+    // A block fetched from the store makes the range untrusted, even next to written ones.
+    cache.invalidate_object(KEY, 1000).await;
+    cache.insert_object(KEY, data.slice(..BLOCK as usize)).await;
+    let read = tagged(0..2 * BLOCK).await.unwrap();
+    assert_eq!(read.bytes, data.slice(..2 * BLOCK as usize));
+    assert!(!read.written);
+    assert!(tagged(0..BLOCK).await.unwrap().written);
+}
+
+#[tokio::test]
 async fn written_objects_are_served_without_a_get() {
     let data = object(1000);
     let store = store_with(&data).await;
