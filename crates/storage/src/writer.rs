@@ -698,8 +698,13 @@ impl Inner {
             match table.check(&entry)? {
                 Check::Duplicate(original) => return Ok(Some(original)),
                 Check::Append if batches.len() > 1 => {
+                    // Only the request's producers: a copy of the whole table (up to
+                    // 10,000 producers) per request would be work any client could ask for.
                     staged
-                        .get_or_insert_with(|| state.producers.clone())
+                        .get_or_insert_with(|| {
+                            let ids = batches.iter().map(|b| b.header().producer_id);
+                            state.producers.subset(ids)
+                        })
                         .record(entry, false);
                 }
                 Check::Append => {}
