@@ -162,7 +162,7 @@ impl SegmentCache {
         object_len: u64,
         range: Range<u64>,
     ) -> Result<CachedRange> {
-        let range = range.start.min(object_len)..range.end.min(object_len);
+        let range = clip(range, object_len);
         if range.is_empty() {
             return Ok(CachedRange {
                 bytes: Bytes::new(),
@@ -186,12 +186,8 @@ impl SegmentCache {
         range: &Range<u64>,
     ) -> Result<(u64, Vec<Block>)> {
         let object: Arc<str> = Arc::from(key);
-        let indexes = range.start / self.block_size..range.end.div_ceil(self.block_size);
-        let mut blocks: Vec<Option<Block>> =
-            Vec::with_capacity((indexes.end - indexes.start) as usize);
-        for index in indexes.clone() {
-            blocks.push(self.blocks.get(&(object.clone(), index)).await);
-        }
+        let indexes = self.block_indexes(range);
+        let mut blocks = self.cached_blocks(&object, indexes.clone()).await;
         let missing = blocks.iter().filter(|b| b.is_none()).count() as u64;
         self.counters
             .hits
@@ -202,6 +198,39 @@ impl SegmentCache {
                 .await?;
         }
         Ok((indexes.start, blocks.into_iter().flatten().collect()))
+    }
+
+    /// `range` of object `key` (of `object_len` bytes) if every block of it is cached; never
+    /// fetches, and counts neither hits nor misses (for background work that would otherwise
+    /// GET it, not for readers).
+    pub async fn cached_range(
+        &self,
+        key: &str,
+        object_len: u64,
+        range: Range<u64>,
+    ) -> Option<Bytes> {
+        let range = clip(range, object_len);
+        if range.is_empty() {
+            return Some(Bytes::new());
+        }
+        let indexes = self.block_indexes(&range);
+        let blocks = self.cached_blocks(&Arc::from(key), indexes.clone()).await;
+        let blocks: Vec<Block> = blocks.into_iter().collect::<Option<_>>()?;
+        Some(self.assemble(&blocks, indexes.start, range))
+    }
+
+    /// Indexes of the blocks holding `range`.
+    fn block_indexes(&self, range: &Range<u64>) -> Range<u64> {
+        range.start / self.block_size..range.end.div_ceil(self.block_size)
+    }
+
+    /// The cached blocks `indexes` of `object`, `None` where not cached.
+    async fn cached_blocks(&self, object: &Arc<str>, indexes: Range<u64>) -> Vec<Option<Block>> {
+        let mut blocks = Vec::with_capacity((indexes.end - indexes.start) as usize);
+        for index in indexes {
+            blocks.push(self.blocks.get(&(object.clone(), index)).await);
+        }
+        blocks
     }
 
     /// The verified footer of segment `key`, if cached.
@@ -284,7 +313,7 @@ impl SegmentCache {
     ) {
         let cache = self.clone();
         let key = key.to_owned();
-        let range = range.start.min(object_len)..range.end.min(object_len);
+        let range = clip(range, object_len);
         if range.is_empty() {
             return;
         }
@@ -417,6 +446,11 @@ fn footer_cache(max_bytes: u64) -> moka::sync::Cache<SegmentKey, Arc<SegmentFoot
 /// The block of `bytes` starting at `start`. A block is copied out unless it is the whole buffer,
 /// so evicting it frees its memory instead of pinning a larger buffer (which would also make the
 /// weigher under-count).
+/// `range` cut to an object of `len` bytes.
+fn clip(range: Range<u64>, len: u64) -> Range<u64> {
+    range.start.min(len)..range.end.min(len)
+}
+
 fn cut_block(bytes: &Bytes, start: usize, block_size: usize) -> Bytes {
     let end = (start + block_size).min(bytes.len());
     if start == 0 && end == bytes.len() {

@@ -8,7 +8,8 @@
 //!   are at least [`ConsolidationConfig::min_age`] old (the tail is served from the cache),
 //!   oldest first, up to [`ConsolidationConfig::max_round_bytes`];
 //! - reads each of those shared objects ONCE, with one ranged GET covering the slices it needs
-//!   (GETs run in parallel);
+//!   (GETs run in parallel), or none when the agent's cache still holds that range (the flush's
+//!   write-through: recent data at moderate rates, saving a GET per flush object);
 //! - verifies every batch (CRCs) and merges each partition's slices into one segment; a segment
 //!   reaching [`ConsolidationConfig::own_object_bytes`] gets an object of its own, the others
 //!   share one consolidated object (same layout as a flush's), so a round costs a few PUTs
@@ -89,6 +90,8 @@ pub struct ConsolidationReport {
     pub backlog_age_ms: i64,
     /// Shared objects read.
     pub objects_read: usize,
+    /// Of those, the ones found whole in the agent's cache (no GET).
+    pub objects_from_cache: usize,
     /// Objects written.
     pub objects_written: usize,
     /// Partitions whose slices were swapped for a merged segment.
@@ -113,6 +116,13 @@ impl std::fmt::Debug for Consolidator {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The bytes read of one shared object: from `start` on.
+struct SourceObject {
+    start: u64,
+    bytes: Bytes,
+    from_cache: bool,
 }
 
 /// One partition's slices picked for a round.
@@ -161,6 +171,7 @@ impl Consolidator {
         limit_round(&mut picks, self.config.max_round_bytes);
         let objects = self.read_objects(&picks).await?;
         report.objects_read = objects.len();
+        report.objects_from_cache = objects.values().filter(|o| o.from_cache).count();
         let merged = picks
             .iter()
             .map(|pick| merge(pick, &objects))
@@ -227,30 +238,47 @@ impl Consolidator {
         Ok(picks)
     }
 
-    /// Reads every object the picks need once: one ranged GET covering its needed slices.
-    async fn read_objects(&self, picks: &[Pick<'_>]) -> Result<HashMap<String, (u64, Bytes)>> {
-        let mut ranges: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    /// Reads every object the picks need once: from the agent's cache when it holds the whole
+    /// range, else one ranged GET covering its needed slices (not cached: consolidation reads
+    /// old data once, which would only evict what readers use).
+    async fn read_objects(&self, picks: &[Pick<'_>]) -> Result<HashMap<String, SourceObject>> {
+        let mut ranges: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
         for slice in picks.iter().flat_map(|p| &p.slices) {
             let end = slice.object_offset + slice.size_bytes;
-            let range = ranges
-                .entry(slice.object_key.as_str())
-                .or_insert((slice.object_offset, end));
-            *range = (range.0.min(slice.object_offset), range.1.max(end));
+            let range = ranges.entry(slice.object_key.as_str()).or_insert((
+                slice.object_offset,
+                end,
+                slice.object_size,
+            ));
+            (range.0, range.1) = (range.0.min(slice.object_offset), range.1.max(end));
         }
-        let reads: Vec<(String, u64, u64)> = ranges
+        let cache = picks.first().map(|p| p.target.storage.cache.clone());
+        let reads: Vec<(String, u64, u64, u64)> = ranges
             .into_iter()
-            .map(|(key, (start, end))| (key.to_owned(), start, end))
+            .map(|(key, (start, end, len))| (key.to_owned(), start, end, len))
             .collect();
         futures::stream::iter(reads)
-            .map(|(key, start, end)| {
-                let store = self.store.clone();
+            .map(|(key, start, end, object_len)| {
+                let (store, cache) = (self.store.clone(), cache.clone());
                 async move {
-                    let path = ObjectPath::from(key.as_str());
-                    let bytes = store
-                        .get_range(&path, start..end)
-                        .await
-                        .map_err(|e| StorageError::object_store(&key, e))?;
-                    Ok::<_, StorageError>((key, (start, bytes)))
+                    let cached = match &cache {
+                        Some(cache) => cache.cached_range(&key, object_len, start..end).await,
+                        None => None,
+                    };
+                    let from_cache = cached.is_some();
+                    let bytes = match cached {
+                        Some(bytes) => bytes,
+                        None => store
+                            .get_range(&ObjectPath::from(key.as_str()), start..end)
+                            .await
+                            .map_err(|e| StorageError::object_store(&key, e))?,
+                    };
+                    let object = SourceObject {
+                        start,
+                        bytes,
+                        from_cache,
+                    };
+                    Ok::<_, StorageError>((key, object))
                 }
             })
             .buffer_unordered(self.config.read_concurrency.max(1))
@@ -384,12 +412,12 @@ fn limit_round(picks: &mut Vec<Pick<'_>>, max_bytes: u64) {
 }
 
 /// Verifies a pick's slices and re-frames their batches as one segment.
-fn merge(pick: &Pick<'_>, objects: &HashMap<String, (u64, Bytes)>) -> Result<EncodedSegment> {
+fn merge(pick: &Pick<'_>, objects: &HashMap<String, SourceObject>) -> Result<EncodedSegment> {
     let mut builder = SegmentBuilder::new(pick.slices[0].base_offset);
     for slice in &pick.slices {
-        let (start, bytes) = &objects[&slice.object_key];
-        let at = (slice.object_offset - start) as usize;
-        let data = bytes.slice(at..at + slice.size_bytes as usize);
+        let source = &objects[&slice.object_key];
+        let at = (slice.object_offset - source.start) as usize;
+        let data = source.bytes.slice(at..at + slice.size_bytes as usize);
         let range = slice.object_offset..slice.object_offset + slice.size_bytes;
         let corrupt =
             |e| StorageError::corrupt(&slice.object_key, slice.object_size, range.clone(), e);

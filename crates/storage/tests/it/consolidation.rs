@@ -86,6 +86,26 @@ async fn read_all(s: &Setup) -> Vec<Vec<(i64, i64)>> {
     all
 }
 
+/// One batch per partition per round (timestamp = round), each round one flush cycle.
+async fn flush_rounds(s: &Setup, rounds: i64) {
+    for round in 0..rounds {
+        for w in &s.writers {
+            let _ = w.append(vec![batch(2, 64, round, None)]).unwrap();
+        }
+        let report = FlushCycle::seal(&s.context, &s.writers).run().await;
+        assert!(report.results.iter().all(|(_, r)| r.is_ok()));
+    }
+}
+
+/// Consolidates every slice at once, into shared objects only.
+fn merge_everything() -> ConsolidationConfig {
+    ConsolidationConfig {
+        min_age: Duration::ZERO,
+        own_object_bytes: u64::MAX,
+        ..Default::default()
+    }
+}
+
 fn targets(s: &Setup) -> Vec<ConsolidationTarget> {
     s.storages
         .iter()
@@ -99,26 +119,20 @@ fn targets(s: &Setup) -> Vec<ConsolidationTarget> {
 #[tokio::test]
 async fn slices_merge_into_one_segment_per_partition_and_shared_objects_go() {
     let s = setup(5).await;
-    for round in 0..8 {
-        for w in &s.writers {
-            let _ = w.append(vec![batch(2, 64, round, None)]).unwrap();
-        }
-        let report = FlushCycle::seal(&s.context, &s.writers).run().await;
-        assert!(report.results.iter().all(|(_, r)| r.is_ok()));
-    }
+    flush_rounds(&s, 8).await;
     // One object per flush cycle, whatever the partition count.
     assert_eq!(keys(&*s.store).await.len(), 8);
     let before = read_all(&s).await;
 
-    let config = ConsolidationConfig {
-        min_age: Duration::ZERO,
-        own_object_bytes: u64::MAX,
-        ..Default::default()
-    };
+    let config = merge_everything();
     let consolidator =
         Consolidator::new(s.store.clone(), s.metadata.clone(), config, Duration::ZERO);
     let report = consolidator.run_once(&targets(&s), true).await.unwrap();
     assert_eq!((report.objects_read, report.objects_written), (8, 1));
+    assert_eq!(
+        report.objects_from_cache, 8,
+        "the flushes' write-through served every read: no GET"
+    );
     assert_eq!((report.partitions, report.slices_replaced), (5, 40));
     for storage in &s.storages {
         let segments = s
@@ -251,11 +265,7 @@ async fn merged_segments_span_at_most_segment_ms_of_append_time() {
     );
     let before = read_all(&s).await;
 
-    let config = ConsolidationConfig {
-        min_age: Duration::ZERO,
-        own_object_bytes: u64::MAX,
-        ..Default::default()
-    };
+    let config = merge_everything();
     let consolidator =
         Consolidator::new(s.store.clone(), s.metadata.clone(), config, Duration::ZERO);
     for _ in 0..slices.len() {
@@ -279,5 +289,33 @@ async fn merged_segments_span_at_most_segment_ms_of_append_time() {
         read_all(&s).await,
         before,
         "the same batches at the same offsets"
+    );
+}
+
+#[tokio::test]
+async fn slices_not_in_the_cache_are_read_from_the_store() {
+    let s = setup(3).await;
+    flush_rounds(&s, 4).await;
+    let before = read_all(&s).await;
+    // As after a restart: the same partitions with an empty cache.
+    let cold = Arc::new(SegmentCache::new(SegmentCacheConfig::default()));
+    let targets: Vec<ConsolidationTarget> = targets(&s)
+        .into_iter()
+        .map(|mut t| {
+            t.storage.cache = cold.clone();
+            t
+        })
+        .collect();
+    let config = merge_everything();
+    let consolidator =
+        Consolidator::new(s.store.clone(), s.metadata.clone(), config, Duration::ZERO);
+    let report = consolidator.run_once(&targets, true).await.unwrap();
+    assert_eq!((report.objects_read, report.objects_from_cache), (4, 0));
+    assert_eq!(report.slices_replaced, 12);
+    assert_eq!(read_all(&s).await, before);
+    assert_eq!(
+        cold.stats().await.cached_bytes,
+        0,
+        "consolidation caches nothing"
     );
 }
