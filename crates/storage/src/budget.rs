@@ -40,8 +40,13 @@ impl Budget {
         total.saturating_sub(self.max)
     }
 
-    /// Records that a holder went from `before` to `after` entries.
+    /// Records that a holder went from `before` to `after` entries. Writes the shared counter
+    /// only on a change: writers account after every appended batch, and an atomic write per
+    /// batch to one cache line shared by every partition would contend on the produce path.
     pub(crate) fn account(&self, before: usize, after: usize) {
+        if after == before {
+            return;
+        }
         if after > before {
             self.used.fetch_add(after - before, Ordering::Relaxed);
         } else {

@@ -252,6 +252,7 @@ impl Consolidator {
             ));
             (range.0, range.1) = (range.0.min(slice.object_offset), range.1.max(end));
         }
+        // The targets are this agent's partitions: they share its one block cache.
         let cache = picks.first().map(|p| p.target.storage.cache.clone());
         let reads: Vec<(String, u64, u64, u64)> = ranges
             .into_iter()
