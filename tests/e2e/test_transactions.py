@@ -72,9 +72,27 @@ def read_values(bootstrap: str, topic: str, partitions: int = PARTITIONS,
             at_end.discard(msg.partition())
             quiet_since = time.monotonic()
             values.append(msg.value())
-        raise AssertionError(f"no quiet end of {topic} within {deadline}s: {len(values)} read")
+        raise AssertionError(f"no quiet end of {topic} within {deadline}s: {len(values)} read; "
+                             f"{not_at_end(c, topic, partitions, at_end)}")
     finally:
         c.close()
+
+
+def not_at_end(c: Consumer, topic: str, partitions: int, at_end: set[int]) -> str:
+    """Where each partition a reader never saw the end of stands: its position and watermarks
+    (for the reader's isolation level), or why they could not be had."""
+    parts = []
+    for p in sorted(set(range(partitions)) - at_end):
+        tp = TopicPartition(topic, p)
+        try:
+            position = c.position([tp])[0].offset
+            low, high = c.get_watermark_offsets(tp, timeout=5, cached=False)
+            leader = c.list_topics(topic, timeout=5).topics[topic].partitions[p].leader
+            parts.append(f"partition {p}: position {position}, watermarks {low}..{high}, "
+                         f"leader {leader}")
+        except KafkaException as e:
+            parts.append(f"partition {p}: {e}")
+    return "not at the end: " + "; ".join(parts)
 
 
 def send_txn(prod: Producer, topic: str, values: list[bytes], commit: bool) -> None:

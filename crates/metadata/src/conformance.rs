@@ -1662,6 +1662,52 @@ pub async fn group_commit(store: &dyn MetadataStore) {
         vec![CommitOutcome::OffsetConflict { high_watermark: 10 }]
     );
     assert!(store.commit_segments(&[]).await.unwrap().is_empty());
+    group_commit_follows_order(store, name).await;
+}
+
+/// A group with two commits of one partition records both, the second following the first;
+/// producer snapshots of several partitions are stored by the one group, a producer's later
+/// snapshot replacing its earlier one; an empty producer state round-trips.
+async fn group_commit_follows_order(store: &dyn MetadataStore, name: &str) {
+    let slices = shared_slices(name, &[(1, 5, 6), (1, 7, 9), (2, 5, 5)]);
+    let snapshot = |producer_id, last_offset, state: &[u8]| ProducerSnapshot {
+        producer_id,
+        last_offset,
+        // Far ahead: expiry checks elsewhere in the suite count what they delete.
+        updated_at_ms: 4_000_000_000_000 + last_offset,
+        state: state.to_vec(),
+    };
+    let mut batch = commits(&slices, None);
+    batch[0].producers = vec![snapshot(7, 6, &[1, 2, 255]), snapshot(8, 5, &[])];
+    batch[1].producers = vec![snapshot(7, 9, &[0, 3])];
+    batch[2].producers = vec![snapshot(7, 5, &[4])];
+    let outcomes = store.commit_segments(&batch).await.unwrap();
+    assert_eq!(outcomes, vec![CommitOutcome::Committed; 3]);
+    assert_eq!(high_watermark(store, name, 1).await, 10);
+    assert_eq!(high_watermark(store, name, 2).await, 6);
+    let held = |p| async move {
+        store
+            .list_producer_snapshots(name, p)
+            .await
+            .unwrap()
+            .snapshots
+    };
+    assert_eq!(
+        held(1).await,
+        vec![snapshot(7, 9, &[0, 3]), snapshot(8, 5, &[])]
+    );
+    assert_eq!(held(2).await, vec![snapshot(7, 5, &[4])]);
+    // Given out of offset order, one partition's commits are still applied in offset order.
+    let slices = shared_slices(name, &[(1, 12, 12), (1, 10, 11)]);
+    let outcomes = store
+        .commit_segments(&commits(&slices, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![CommitOutcome::Committed, CommitOutcome::Committed]
+    );
+    assert_eq!(high_watermark(store, name, 1).await, 13);
 }
 
 /// Scheduled deletions: due only after their time, never while a segment references the

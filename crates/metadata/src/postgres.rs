@@ -86,6 +86,13 @@ macro_rules! db_now_ms {
     };
 }
 
+/// The bytes whose hex text is the SQL expression `$text`.
+macro_rules! bytes_from_hex {
+    ($text:literal) => {
+        concat!("decode(", $text, ", 'hex')")
+    };
+}
+
 /// The rows of a JSON array bound (as text) as `$param`, one per element, in a column named
 /// `value`.
 macro_rules! json_elements {

@@ -13,6 +13,8 @@
 //!   expiry is judged where agents' clocks must not matter;
 //! - the `json_elements!("$N")` macro: a `FROM` item with one row per element of the JSON array
 //!   bound as `$N`, in a column `value`.
+//! - the `bytes_from_hex!("expr")` macro: the bytes whose hex text the SQL expression `expr`
+//!   gives (set-based statements carry bytes inside their one JSON bind as hex).
 //!
 //! Statements use `$N` placeholders, which both SQLite and PostgreSQL accept, and only integer
 //! (`i64`) and text binds, so one statement text serves both. A statement over many partitions
@@ -89,8 +91,6 @@ const SELECT_TOPIC: &str = select_topic!();
 const LOCK_TOPIC: &str = concat!(select_topic!(), for_update!());
 const SELECT_PARTITION: &str = select_partition!();
 const LOCK_PARTITION: &str = concat!(select_partition!(), for_update!());
-/// [`LOCK_PARTITION`] that finds no row where another transaction holds it, instead of waiting.
-const TRY_LOCK_PARTITION: &str = concat!(select_partition!(), skip_locked!());
 
 /// Pauses, within one group commit, before trying again the partition rows another
 /// transaction held: a brief lock (a consolidation swap, a truncation) is waited out, a long
@@ -278,7 +278,7 @@ async fn lapsed_fences(
             db_now_ms!()
         ))
         .bind(agent)
-        .bind(json_keys(&keys)?)
+        .bind(json_rows(&keys)?)
         .fetch_all(&mut *conn)
         .await?;
         let live: HashSet<(&str, i64)> = live.iter().map(|(t, p)| (t.as_str(), *p)).collect();
@@ -304,80 +304,343 @@ async fn check_fence(conn: &mut Conn, segment: &SegmentInfo, fence: &LeaseFence)
     }
 }
 
-/// Whether exactly `segment` (offsets, object and byte range) is recorded: the trace of an
-/// earlier attempt of the same commit.
-async fn is_recorded(conn: &mut Conn, segment: &SegmentInfo) -> Result<bool> {
-    let found = sqlx::query(
-        "SELECT 1 FROM segments WHERE topic = $1 AND partition_id = $2 AND base_offset = $3 \
-         AND last_offset = $4 AND object_key = $5 AND object_offset = $6 AND size_bytes = $7",
-    )
-    .bind(&segment.topic)
-    .bind(i64::from(segment.partition))
-    .bind(segment.base_offset)
-    .bind(segment.last_offset)
-    .bind(&segment.object_key)
-    .bind(rows::to_sql_int(segment.object_offset, "object offset")?)
-    .bind(rows::to_sql_int(segment.size_bytes, "segment size")?)
-    .fetch_optional(conn)
-    .await?;
-    Ok(found.is_some())
+/// A partition as the set-based statements of a group commit key it (as stored: topic and
+/// `BIGINT` partition id).
+type PartitionKey = (String, i64);
+
+/// A segment's identity for recognising an earlier attempt of the same commit: topic,
+/// partition, offsets, object key and byte range.
+type RecordedKey = (String, i64, i64, i64, String, i64, i64);
+
+fn recorded_key(segment: &SegmentInfo) -> Result<RecordedKey> {
+    Ok((
+        segment.topic.clone(),
+        i64::from(segment.partition),
+        segment.base_offset,
+        segment.last_offset,
+        segment.object_key.clone(),
+        rows::to_sql_int(segment.object_offset, "object offset")?,
+        rows::to_sql_int(segment.size_bytes, "segment size")?,
+    ))
 }
 
-/// Decides and applies one commit of a group commit, inside its transaction; `lapsed`: its
-/// fence was found lapsed by an earlier attempt of this transaction.
-async fn commit_one(
+/// Decides and applies the `commits` at `indexes` (in the global lock order) inside one group
+/// commit's transaction, in a number of statements that does not grow with the partitions they
+/// span: the row locks, the already-recorded checks and the fences one statement each, then the
+/// accepted commits' segments, high watermarks and producer snapshots one statement each. Only
+/// transaction markers and rows found missing take statements of their own.
+///
+/// Each commit is decided as if alone, in order: recorded already (an earlier attempt whose
+/// answer was lost) -> committed; fence not held (or found `lapsed`) -> fenced; base offset
+/// not the high watermark -> conflict; else recorded (a later commit of the same partition in
+/// this group then follows it).
+async fn commit_set(
     conn: &mut Conn,
-    commit: &SegmentCommit,
-    lapsed: bool,
-) -> Result<CommitOutcome> {
-    let segment = &commit.segment;
-    let (topic, partition) = (&segment.topic, segment.partition);
-    let state = match partition_state(conn, TRY_LOCK_PARTITION, topic, partition).await {
-        Ok(state) => state,
-        // No row: deleted meanwhile (refused without failing the other commits), or held by
-        // another transaction.
-        Err(MetadataError::UnknownTopic(_)) => {
-            return Ok(CommitOutcome::UnknownPartition {
-                topic_exists: false,
-            })
-        }
-        Err(MetadataError::UnknownPartition { .. }) => {
-            return Ok(
-                match partition_state(conn, SELECT_PARTITION, topic, partition).await {
-                    Ok(_) => CommitOutcome::RowLocked,
-                    Err(_) => CommitOutcome::UnknownPartition { topic_exists: true },
-                },
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+    lapsed: &[bool],
+    outcomes: &mut [CommitOutcome],
+) -> Result<()> {
+    let mut high_watermarks = lock_partitions(conn, commits, indexes).await?;
+    let recorded = recorded_segments(conn, commits, indexes).await?;
+    let held = held_fences(conn, commits, indexes).await?;
+    let mut accepted = Vec::new();
+    for &i in indexes {
+        let (commit, segment) = (&commits[i], &commits[i].segment);
+        let key = (segment.topic.clone(), i64::from(segment.partition));
+        outcomes[i] = match high_watermarks.get_mut(&key) {
+            None => missing_row(conn, segment).await?,
+            Some(_) if recorded.contains(&recorded_key(segment)?) => CommitOutcome::Committed,
+            Some(_) if commit.fence.is_some() && (lapsed[i] || !held.contains(&i)) => {
+                CommitOutcome::Fenced
+            }
+            Some(hw) if segment.base_offset != *hw => CommitOutcome::OffsetConflict {
+                high_watermark: *hw,
+            },
+            Some(hw) => {
+                *hw = segment.last_offset + 1;
+                accepted.push(i);
+                CommitOutcome::Committed
+            }
+        };
+    }
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let segments: Vec<&SegmentInfo> = accepted.iter().map(|&i| &commits[i].segment).collect();
+    insert_segments(conn, &segments).await?;
+    set_high_watermarks(conn, commits, &accepted, &high_watermarks).await?;
+    upsert_producers(conn, commits, &accepted).await?;
+    for &i in &accepted {
+        let segment = &commits[i].segment;
+        txn_sql::apply_markers(conn, &segment.topic, segment.partition, &commits[i].markers)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Locks the partition rows of the `commits` at `indexes`, leaving out those another
+/// transaction holds (never waiting, so no two group commits can deadlock): their high
+/// watermarks by partition.
+async fn lock_partitions(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<std::collections::HashMap<PartitionKey, i64>> {
+    let keys: Vec<(&str, u32)> = indexes
+        .iter()
+        .map(|&i| {
+            (
+                commits[i].segment.topic.as_str(),
+                commits[i].segment.partition,
+            )
+        })
+        .collect();
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT topic, partition_id, high_watermark FROM partitions \
+         WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
+        lease_keys!("$1"),
+        ") ORDER BY topic, partition_id",
+        skip_locked!()
+    ))
+    .bind(json_rows(&keys)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, hw)| ((topic, partition), hw))
+        .collect())
+}
+
+/// Which of the `commits` at `indexes` are recorded exactly (offsets, object and byte
+/// range): traces of an earlier attempt of the same commits.
+async fn recorded_segments(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<HashSet<RecordedKey>> {
+    let keys = indexes
+        .iter()
+        .map(|&i| recorded_key(&commits[i].segment))
+        .collect::<Result<Vec<_>>>()?;
+    let found: Vec<RecordedKey> = sqlx::query_as(concat!(
+        "SELECT s.topic, s.partition_id, s.base_offset, s.last_offset, s.object_key, \
+         s.object_offset, s.size_bytes FROM (SELECT value ->> 0 AS topic, \
+         CAST(value ->> 1 AS BIGINT) AS partition_id, CAST(value ->> 2 AS BIGINT) AS base_offset, \
+         CAST(value ->> 3 AS BIGINT) AS last_offset, value ->> 4 AS object_key, \
+         CAST(value ->> 5 AS BIGINT) AS object_offset, CAST(value ->> 6 AS BIGINT) AS size_bytes \
+         FROM ",
+        json_elements!("$1"),
+        ") AS k JOIN segments AS s ON s.topic = k.topic AND s.partition_id = k.partition_id \
+         AND s.base_offset = k.base_offset AND s.last_offset = k.last_offset \
+         AND s.object_key = k.object_key AND s.object_offset = k.object_offset \
+         AND s.size_bytes = k.size_bytes"
+    ))
+    .bind(json_rows(&keys)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// A fenced commit's lease as [`held_fences`] looks it up: topic, partition, agent, epoch.
+type FenceKey<'a> = (&'a str, u32, &'a str, i64);
+
+/// Which of the fenced `commits` at `indexes` name the live holder of their partition's lease
+/// at its epoch, unexpired by the database's clock.
+async fn held_fences(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<HashSet<usize>> {
+    let fenced: Vec<(usize, FenceKey)> = indexes
+        .iter()
+        .filter_map(|&i| {
+            let (segment, fence) = (&commits[i].segment, commits[i].fence.as_ref()?);
+            let key = (
+                segment.topic.as_str(),
+                segment.partition,
+                fence.agent_id.as_str(),
+                fence.epoch,
             );
+            Some((i, key))
+        })
+        .collect();
+    if fenced.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let keys: Vec<_> = fenced.iter().map(|(_, key)| *key).collect();
+    let live: Vec<(String, i64, String, i64)> = sqlx::query_as(concat!(
+        "SELECT l.topic, l.partition_id, l.agent_id, l.epoch FROM (SELECT value ->> 0 AS topic, \
+         CAST(value ->> 1 AS BIGINT) AS partition_id, value ->> 2 AS agent_id, \
+         CAST(value ->> 3 AS BIGINT) AS epoch FROM ",
+        json_elements!("$1"),
+        ") AS k JOIN partition_leases AS l ON l.topic = k.topic \
+         AND l.partition_id = k.partition_id AND l.agent_id = k.agent_id AND l.epoch = k.epoch \
+         WHERE l.expires_at >= ",
+        db_now_ms!()
+    ))
+    .bind(json_rows(&keys)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let live: HashSet<(&str, i64, &str, i64)> = live
+        .iter()
+        .map(|(t, p, a, e)| (t.as_str(), *p, a.as_str(), *e))
+        .collect();
+    Ok(fenced
+        .into_iter()
+        .filter(|(_, (t, p, a, e))| live.contains(&(*t, i64::from(*p), *a, *e)))
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The outcome for a commit whose partition row [`lock_partitions`] did not return: held by
+/// another transaction, or not there (deleted meanwhile; refused without failing the others).
+async fn missing_row(conn: &mut Conn, segment: &SegmentInfo) -> Result<CommitOutcome> {
+    match partition_state(conn, SELECT_PARTITION, &segment.topic, segment.partition).await {
+        Ok(_) => Ok(CommitOutcome::RowLocked),
+        Err(MetadataError::UnknownTopic(_)) => Ok(CommitOutcome::UnknownPartition {
+            topic_exists: false,
+        }),
+        Err(MetadataError::UnknownPartition { .. }) => {
+            Ok(CommitOutcome::UnknownPartition { topic_exists: true })
         }
-        Err(e) => return Err(e),
-    };
-    // Before the fence: an earlier attempt that went through stays committed even if the
-    // lease has lapsed since.
-    if is_recorded(conn, segment).await? {
-        return Ok(CommitOutcome::Committed);
+        Err(e) => Err(e),
     }
-    if let Some(fence) = &commit.fence {
-        if lapsed || !fence_holds(conn, &segment.topic, segment.partition, fence).await? {
-            return Ok(CommitOutcome::Fenced);
-        }
-    }
-    if segment.base_offset != state.high_watermark {
-        return Ok(CommitOutcome::OffsetConflict {
-            high_watermark: state.high_watermark,
-        });
-    }
-    insert_segment(conn, segment).await?;
-    sqlx::query("UPDATE partitions SET high_watermark = $3 WHERE topic = $1 AND partition_id = $2")
-        .bind(&segment.topic)
-        .bind(i64::from(segment.partition))
-        .bind(segment.last_offset + 1)
-        .execute(&mut *conn)
+}
+
+/// Runs `sql`, a statement over the JSON rows it binds as `$1`, with `rows`.
+async fn execute_over<K: serde::Serialize>(
+    conn: &mut Conn,
+    sql: &'static str,
+    rows: &[K],
+) -> Result<()> {
+    sqlx::query(sql)
+        .bind(json_rows(rows)?)
+        .execute(conn)
         .await?;
-    for producer in &commit.producers {
-        upsert_producer(conn, &segment.topic, segment.partition, producer).await?;
+    Ok(())
+}
+
+/// Records `segments`, in one statement.
+async fn insert_segments(conn: &mut Conn, segments: &[&SegmentInfo]) -> Result<()> {
+    let rows = segments
+        .iter()
+        .map(|s| {
+            Ok((
+                s.topic.as_str(),
+                s.partition,
+                s.base_offset,
+                s.last_offset,
+                s.record_count,
+                rows::to_sql_int(s.size_bytes, "segment size")?,
+                s.object_key.as_str(),
+                s.min_timestamp_ms,
+                s.max_timestamp_ms,
+                s.created_at_ms,
+                rows::to_sql_int(s.object_offset, "object offset")?,
+                rows::to_sql_int(s.object_size, "object size")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    execute_over(
+        conn,
+        concat!(
+            "INSERT INTO segments (",
+            segment_columns!(),
+            ") SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), CAST(value ->> 2 AS BIGINT), \
+             CAST(value ->> 3 AS BIGINT), CAST(value ->> 4 AS BIGINT), CAST(value ->> 5 AS BIGINT), \
+             value ->> 6, CAST(value ->> 7 AS BIGINT), CAST(value ->> 8 AS BIGINT), \
+             CAST(value ->> 9 AS BIGINT), CAST(value ->> 10 AS BIGINT), CAST(value ->> 11 AS BIGINT) \
+             FROM ",
+            json_elements!("$1")
+        ),
+        &rows,
+    )
+    .await
+}
+
+/// Sets the high watermarks of the partitions the `commits` at `indexes` advanced to their
+/// new values in `high_watermarks`, in one statement.
+async fn set_high_watermarks(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+    high_watermarks: &std::collections::HashMap<PartitionKey, i64>,
+) -> Result<()> {
+    let advanced: BTreeMap<(&str, u32), i64> = indexes
+        .iter()
+        .map(|&i| {
+            let s = &commits[i].segment;
+            let hw = high_watermarks[&(s.topic.clone(), i64::from(s.partition))];
+            ((s.topic.as_str(), s.partition), hw)
+        })
+        .collect();
+    let rows: Vec<(&str, u32, i64)> = advanced
+        .into_iter()
+        .map(|((t, p), hw)| (t, p, hw))
+        .collect();
+    execute_over(
+        conn,
+        concat!(
+            "UPDATE partitions SET high_watermark = k.high_watermark FROM (SELECT value ->> 0 AS topic, \
+             CAST(value ->> 1 AS BIGINT) AS partition_id, CAST(value ->> 2 AS BIGINT) AS high_watermark \
+             FROM ",
+            json_elements!("$1"),
+            ") AS k WHERE partitions.topic = k.topic AND partitions.partition_id = k.partition_id"
+        ),
+        &rows,
+    )
+    .await
+}
+
+/// Stores the producer snapshots of the `commits` at `indexes` (a later commit's snapshot of
+/// a producer replacing an earlier one's), in one statement.
+async fn upsert_producers(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<()> {
+    let mut latest: BTreeMap<(&str, u32, i64), &ProducerSnapshot> = BTreeMap::new();
+    for &i in indexes {
+        let s = &commits[i].segment;
+        for p in &commits[i].producers {
+            latest.insert((s.topic.as_str(), s.partition, p.producer_id), p);
+        }
     }
-    txn_sql::apply_markers(conn, &segment.topic, segment.partition, &commit.markers).await?;
-    Ok(CommitOutcome::Committed)
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&str, u32, i64, i64, i64, String)> = latest
+        .into_iter()
+        .map(|((t, partition, id), p)| {
+            (
+                t,
+                partition,
+                id,
+                p.last_offset,
+                p.updated_at_ms,
+                hex::encode(&p.state),
+            )
+        })
+        .collect();
+    // `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+    execute_over(
+        conn,
+        concat!(
+            "INSERT INTO producer_states (topic, partition_id, ",
+            producer_columns!(),
+            ") SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), CAST(value ->> 2 AS BIGINT), \
+             CAST(value ->> 3 AS BIGINT), CAST(value ->> 4 AS BIGINT), ",
+            bytes_from_hex!("value ->> 5"),
+            " FROM ",
+            json_elements!("$1"),
+            " WHERE true ON CONFLICT (topic, partition_id, producer_id) DO UPDATE SET \
+             last_offset = excluded.last_offset, updated_at = excluded.updated_at, \
+             state = excluded.state"
+        ),
+        &rows,
+    )
+    .await
 }
 
 /// Schedules the deletion of `keys` at `delete_after_ms`, keeping an earlier schedule.
@@ -484,11 +747,11 @@ async fn upsert_leases(
     .collect()
 }
 
-/// Partition keys (`(topic, partition)` or `(topic, partition, epoch)`) as the JSON
-/// [`lease_keys!`] reads.
-fn json_keys<K: serde::Serialize>(keys: &[K]) -> Result<String> {
+/// Rows (tuples of strings and integers) as one JSON array of arrays, the text a set-based
+/// statement binds once and reads with `json_elements!` (partition keys: [`lease_keys!`]).
+fn json_rows<K: serde::Serialize>(keys: &[K]) -> Result<String> {
     // Tuples of strings and integers always serialize; this is only for the type.
-    serde_json::to_string(keys).map_err(|e| MetadataError::Invalid(format!("lease keys: {e}")))
+    serde_json::to_string(keys).map_err(|e| MetadataError::Invalid(format!("JSON rows: {e}")))
 }
 
 /// Leases in a defined order: `RETURNING` rows come in none.
@@ -516,54 +779,6 @@ fn check_tiling(merged: &SegmentInfo, records: i64, segments: &[SegmentInfo]) ->
             merged.topic, merged.partition, merged.base_offset, merged.last_offset
         )))
     }
-}
-
-async fn insert_segment(conn: &mut Conn, segment: &SegmentInfo) -> Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO segments (",
-        segment_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-    ))
-    .bind(&segment.topic)
-    .bind(i64::from(segment.partition))
-    .bind(segment.base_offset)
-    .bind(segment.last_offset)
-    .bind(segment.record_count)
-    .bind(rows::to_sql_int(segment.size_bytes, "segment size")?)
-    .bind(&segment.object_key)
-    .bind(segment.min_timestamp_ms)
-    .bind(segment.max_timestamp_ms)
-    .bind(segment.created_at_ms)
-    .bind(rows::to_sql_int(segment.object_offset, "object offset")?)
-    .bind(rows::to_sql_int(segment.object_size, "object size")?)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_producer(
-    conn: &mut Conn,
-    topic: &str,
-    partition: u32,
-    producer: &ProducerSnapshot,
-) -> Result<()> {
-    sqlx::query(concat!(
-        "INSERT INTO producer_states (topic, partition_id, ",
-        producer_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (topic, partition_id, producer_id) DO UPDATE SET \
-         last_offset = excluded.last_offset, updated_at = excluded.updated_at, \
-         state = excluded.state"
-    ))
-    .bind(topic)
-    .bind(i64::from(partition))
-    .bind(producer.producer_id)
-    .bind(producer.last_offset)
-    .bind(producer.updated_at_ms)
-    .bind(&producer.state)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 async fn segments_where<'e>(
@@ -626,7 +841,7 @@ impl Store {
         .bind(merged.last_offset)
         .execute(&mut *tx)
         .await?;
-        insert_segment(&mut tx, merged).await?;
+        insert_segments(&mut tx, &[merged]).await?;
         schedule_deletions(&mut tx, &keys_of(&replaced), delete_after_ms).await?;
         tx.commit().await?;
         Ok(replaced)
@@ -821,9 +1036,7 @@ impl SegmentLog for Store {
         loop {
             let mut outcomes = vec![CommitOutcome::Fenced; commits.len()];
             let mut tx = self.write_tx().await?;
-            for &i in &order {
-                outcomes[i] = commit_one(&mut tx, &commits[i], lapsed[i]).await?;
-            }
+            commit_set(&mut tx, commits, &order, &lapsed, &mut outcomes).await?;
             for pause in ROW_LOCK_PAUSES_MS {
                 let locked: Vec<usize> = order
                     .iter()
@@ -834,9 +1047,7 @@ impl SegmentLog for Store {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                for i in locked {
-                    outcomes[i] = commit_one(&mut tx, &commits[i], lapsed[i]).await?;
-                }
+                commit_set(&mut tx, commits, &locked, &lapsed, &mut outcomes).await?;
             }
             // Each fence was checked when its commit was applied; a lease may have lapsed
             // since (a stalled agent, a slow transaction). Checked again, by the database's
@@ -1107,7 +1318,7 @@ impl Leases for Store {
         agent_id: &str,
         ttl_ms: i64,
     ) -> Result<Option<PartitionLease>> {
-        let keys = json_keys(&[(topic, partition)])?;
+        let keys = json_rows(&[(topic, partition)])?;
         let mut tx = self.write_tx().await?;
         // Also tells a missing partition from a missing topic.
         partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
@@ -1125,7 +1336,7 @@ impl Leases for Store {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = json_keys(partitions)?;
+        let keys = json_rows(partitions)?;
         let mut tx = self.write_tx().await?;
         // Lock the partition rows as `acquire_lease` does, in sorted order, so two agents'
         // batches (and `delete_topic`) cannot deadlock on them. A row another transaction
@@ -1142,7 +1353,7 @@ impl Leases for Store {
         .bind(keys.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        let keys = json_keys(&locked)?;
+        let keys = json_rows(&locked)?;
         let leases = upsert_leases(&mut tx, agent_id, &keys, ttl_ms).await?;
         tx.commit().await?;
         Ok(sorted(leases))
@@ -1161,7 +1372,7 @@ impl Leases for Store {
             .iter()
             .map(|h| (h.topic.as_str(), h.partition, h.epoch))
             .collect();
-        let keys = json_keys(&keys)?;
+        let keys = json_rows(&keys)?;
         let mut tx = self.write_tx().await?;
         // Only the holder's unexpired lease at the same epoch is extended: the epoch and holder
         // never change here, so a lease taken over, released or expired stays lost. The inner
@@ -1367,7 +1578,7 @@ impl GroupStore for Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = json_keys(held)?;
+        let keys = json_rows(held)?;
         // The inner select locks the rows in sorted order and skips those locked by a
         // transaction in progress (an offset commit of the group), so no row stalls the batch.
         let mut renewed = sqlx::query(concat!(
