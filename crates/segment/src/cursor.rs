@@ -297,6 +297,86 @@ impl Iterator for BatchCursor {
     }
 }
 
+/// Decodes, as a cursor made with [`BatchCursor::with_footer`] at `pos` would, the bytes of a
+/// segment from `pos` given as consecutive `pieces` (an object's cache blocks). Each batch is a
+/// slice of the piece that holds it; only an index block that straddles two pieces is copied,
+/// so a range spanning blocks costs at most one index block's copy per boundary instead of a
+/// copy of the whole range. `check_crcs: false` is [`BatchCursor::trusting_batch_crcs`].
+///
+/// Returns the batches ending at or after `from_offset` and the position after the last whole
+/// index block the pieces hold (where to continue).
+pub fn decode_pieces(
+    pieces: &[Bytes],
+    pos: u64,
+    footer: &SegmentFooter,
+    from_offset: i64,
+    check_crcs: bool,
+) -> Result<(Vec<RecordBatch>, u64), SegmentError> {
+    let end = pos + pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+    let decode = |data: Bytes, at: u64, batches: &mut Vec<RecordBatch>| {
+        let mut cursor = BatchCursor::with_footer(data, at, footer, from_offset);
+        cursor.check_crcs = check_crcs;
+        for batch in cursor.by_ref() {
+            batches.push(batch?);
+        }
+        Ok::<u64, SegmentError>(cursor.position())
+    };
+    let mut batches = Vec::new();
+    let mut at = pos;
+    while at < end {
+        let (piece, start) = piece_at(pieces, pos, at);
+        let piece_end = start + piece.len() as u64;
+        let reached = decode(piece.slice((at - start) as usize..), at, &mut batches)?;
+        if reached > at {
+            at = reached;
+            continue;
+        }
+        // The index block at `at` runs past this piece: copy just that block (as far as the
+        // pieces go) and decode it on its own.
+        if piece_end >= end {
+            break;
+        }
+        let block = footer.block_starting_at(at).ok_or_else(|| {
+            SegmentError::corrupt(at..at, "cursor position is not an index block start")
+        })?;
+        let block_end = footer.block_end(block).min(end);
+        let reached = decode(copy_range(pieces, pos, at..block_end), at, &mut batches)?;
+        if reached == at {
+            break;
+        }
+        at = reached;
+    }
+    Ok((batches, at))
+}
+
+/// The piece of `pieces` (consecutive, the first at `pos`) holding position `at`, with its start.
+fn piece_at(pieces: &[Bytes], pos: u64, at: u64) -> (&Bytes, u64) {
+    let mut start = pos;
+    for piece in pieces {
+        let end = start + piece.len() as u64;
+        if at < end {
+            return (piece, start);
+        }
+        start = end;
+    }
+    unreachable!("position {at} is past the pieces")
+}
+
+/// Positions `range` of `pieces` (consecutive, the first at `pos`), copied into one buffer.
+fn copy_range(pieces: &[Bytes], pos: u64, range: std::ops::Range<u64>) -> Bytes {
+    let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+    let mut start = pos;
+    for piece in pieces {
+        let end = start + piece.len() as u64;
+        let (from, to) = (range.start.max(start), range.end.min(end));
+        if from < to {
+            out.extend_from_slice(&piece[(from - start) as usize..(to - start) as usize]);
+        }
+        start = end;
+    }
+    out.freeze()
+}
+
 /// Decodes and verifies a whole segment object: header, trailer, footer, every batch's CRC,
 /// the index checksums and the summary. For `segment inspect` and tests.
 pub fn decode_segment(object: Bytes) -> Result<(SegmentFooter, Vec<RecordBatch>), SegmentError> {

@@ -59,7 +59,7 @@ mod wire;
 pub use batch::{BatchHeader, Compression, RecordBatch};
 pub use builder::{EncodedSegment, SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 pub use control::ControlMarker;
-pub use cursor::{decode_segment, BatchCursor};
+pub use cursor::{decode_pieces, decode_segment, BatchCursor};
 pub use error::SegmentError;
 pub use footer::{
     read_footer, IndexPoint, SegmentFooter, COMPACTED_VERSION, FORMAT_VERSION, HEADER_LEN,

@@ -93,6 +93,25 @@ pub struct CachedRange {
     pub written: bool,
 }
 
+/// Bytes of an object read through the cache, as the slices of the blocks holding them.
+#[derive(Debug, Clone)]
+pub struct CachedParts {
+    /// Consecutive slices that together are the bytes asked for (none for an empty range).
+    pub parts: Vec<Bytes>,
+    /// As [`CachedRange::written`].
+    pub written: bool,
+}
+
+impl From<CachedParts> for CachedRange {
+    /// The parts in one buffer (copied when there are several).
+    fn from(parts: CachedParts) -> Self {
+        CachedRange {
+            bytes: concat(&parts.parts),
+            written: parts.written,
+        }
+    }
+}
+
 /// A segment: its object key and its position in the object.
 pub(crate) type SegmentKey = (Arc<str>, u64);
 
@@ -162,17 +181,32 @@ impl SegmentCache {
         object_len: u64,
         range: Range<u64>,
     ) -> Result<CachedRange> {
+        Ok(self
+            .read_range_parts(store, key, object_len, range)
+            .await?
+            .into())
+    }
+
+    /// [`Self::read_range_tagged`] as the consecutive slices of the cached blocks holding the
+    /// range, uncopied: for readers that can take bytes in pieces.
+    pub async fn read_range_parts(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        object_len: u64,
+        range: Range<u64>,
+    ) -> Result<CachedParts> {
         let range = clip(range, object_len);
         if range.is_empty() {
-            return Ok(CachedRange {
-                bytes: Bytes::new(),
+            return Ok(CachedParts {
+                parts: Vec::new(),
                 written: true,
             });
         }
         let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
-        Ok(CachedRange {
+        Ok(CachedParts {
             written: blocks.iter().all(|b| b.written),
-            bytes: self.assemble(&blocks, first, range),
+            parts: self.slices(&blocks, first, range),
         })
     }
 
@@ -216,7 +250,7 @@ impl SegmentCache {
         let indexes = self.block_indexes(&range);
         let blocks = self.cached_blocks(&Arc::from(key), indexes.clone()).await;
         let blocks: Vec<Block> = blocks.into_iter().collect::<Option<_>>()?;
-        Some(self.assemble(&blocks, indexes.start, range))
+        Some(concat(&self.slices(&blocks, indexes.start, range)))
     }
 
     /// Indexes of the blocks holding `range`.
@@ -416,21 +450,31 @@ impl SegmentCache {
         }
     }
 
-    /// Cuts `range` out of consecutive `blocks` starting at block index `first`.
-    fn assemble(&self, blocks: &[Block], first: u64, range: Range<u64>) -> Bytes {
-        let start = (range.start - first * self.block_size) as usize;
-        let len = (range.end - range.start) as usize;
-        if let [only] = blocks {
-            return only.bytes.slice(start..start + len);
+    /// The slices of consecutive `blocks` (the first is block `first`) that make up `range`.
+    fn slices(&self, blocks: &[Block], first: u64, range: Range<u64>) -> Vec<Bytes> {
+        let mut at = first * self.block_size;
+        blocks
+            .iter()
+            .filter_map(|Block { bytes, .. }| {
+                let (start, end) = (at, at + bytes.len() as u64);
+                at = end;
+                let (from, to) = (range.start.max(start), range.end.min(end));
+                (from < to).then(|| bytes.slice((from - start) as usize..(to - start) as usize))
+            })
+            .collect()
+    }
+}
+
+/// `parts` as one buffer: the part itself when there is one, else a copy.
+fn concat(parts: &[Bytes]) -> Bytes {
+    match parts {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(Bytes::len).sum());
+            many.iter().for_each(|p| out.extend_from_slice(p));
+            out.freeze()
         }
-        let mut out = BytesMut::with_capacity(len);
-        let mut skip = start;
-        for Block { bytes: block, .. } in blocks {
-            let take = (block.len() - skip).min(len - out.len());
-            out.extend_from_slice(&block[skip..skip + take]);
-            skip = 0;
-        }
-        out.freeze()
     }
 }
 

@@ -40,7 +40,7 @@ mod writer;
 pub mod testing;
 
 pub use budget::Budget;
-pub use cache::{CachedRange, SegmentCache, SegmentCacheConfig, SegmentCacheStats};
+pub use cache::{CachedParts, CachedRange, SegmentCache, SegmentCacheConfig, SegmentCacheStats};
 pub use compactor::{
     CompactionConfig, CompactionPolicy, CompactionReport, CompactionTarget, Compactor,
     COMPACTED_SUFFIX, KEY_MAP_SLOT_BYTES,

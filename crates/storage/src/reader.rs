@@ -17,10 +17,10 @@ use tokio::time::Instant;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use streamhouse_segment::{read_footer, BatchCursor, RecordBatch, SegmentFooter};
+use streamhouse_segment::{decode_pieces, read_footer, RecordBatch, SegmentFooter};
 use tokio::sync::watch;
 
-use crate::cache::CachedRange;
+use crate::cache::{CachedParts, CachedRange};
 use crate::error::{Corruption, Result, StorageError};
 use crate::partition::PartitionStorage;
 use crate::segment_index::IndexedSegment;
@@ -383,19 +383,12 @@ impl PartitionReader {
         let mut len = len.max(MIN_READ_BYTES);
         loop {
             let end = footer.data_end.min(pos.saturating_add(len));
-            let read = self.read_bytes(segment, pos..end).await?;
-            let data = read.bytes;
-            let mut cursor = BatchCursor::with_footer(data.clone(), pos, footer, from_offset);
-            if read.written {
-                cursor = cursor.trusting_batch_crcs();
-            }
-            let batches = cursor
-                .by_ref()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    StorageError::corrupt(&segment.object_key, segment.size_bytes, pos..end, e)
-                })?;
-            let reached = BatchCursor::position(&cursor);
+            let read = self.read_parts(segment, pos..end).await?;
+            // In the cache blocks' own bytes: only an index block straddling two is copied.
+            let (batches, reached) =
+                decode_pieces(&read.parts, pos, footer, from_offset, !read.written).map_err(
+                    |e| StorageError::corrupt(&segment.object_key, segment.size_bytes, pos..end, e),
+                )?;
             if !batches.is_empty() || (end == footer.data_end && reached == end) {
                 return Ok((batches, reached));
             }
@@ -406,6 +399,8 @@ impl PartitionReader {
                     format!("no batch reaching offset {from_offset} in the segment data"),
                 ));
             }
+            // Rare (one batch larger than the read): its length field, from a copy.
+            let data = CachedRange::from(read).bytes;
             len = next_read_len(&data, reached - pos, len);
             if len > most {
                 return Ok((Vec::new(), reached));
@@ -460,7 +455,7 @@ impl PartitionReader {
         let len = segment.size_bytes;
         let mut tail = len.min(self.config.footer_tail_bytes);
         let footer = loop {
-            let bytes = self.read_bytes(segment, len - tail..len).await?.bytes;
+            let bytes = CachedRange::from(self.read_parts(segment, len - tail..len).await?).bytes;
             match read_footer(&bytes, len) {
                 Ok(footer) => break footer,
                 Err(e) => match e.need_tail_bytes() {
@@ -499,13 +494,13 @@ impl PartitionReader {
     /// committed size is reported as corruption (a truncated object); a missing object is
     /// logged as a warning and counted, as it means data loss, not a client error. Tagged with
     /// whether the bytes are this agent's write-through (their batch CRCs need no re-check).
-    async fn read_bytes(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<CachedRange> {
+    async fn read_parts(&self, segment: &IndexedSegment, range: Range<u64>) -> Result<CachedParts> {
         let at = segment.object_offset;
         let absolute = at + range.start..at + range.end.min(segment.size_bytes);
         let read = self
             .storage
             .cache
-            .read_range_tagged(
+            .read_range_parts(
                 &*self.storage.store,
                 &segment.object_key,
                 segment.object_size,
@@ -513,7 +508,7 @@ impl PartitionReader {
             )
             .await;
         let error = match read {
-            Ok(bytes) => return Ok(bytes),
+            Ok(parts) => return Ok(parts),
             Err(error) => check_object_size(&*self.storage.store, segment, absolute)
                 .await
                 .unwrap_or(error),

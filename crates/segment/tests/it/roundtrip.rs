@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use streamhouse_segment::{
-    decode_segment, read_footer, BatchCursor, EncodedSegment, RecordBatch, SegmentBuilder,
-    SegmentError, SegmentFooter, TRAILER_LEN,
+    decode_pieces, decode_segment, read_footer, BatchCursor, EncodedSegment, RecordBatch,
+    SegmentBuilder, SegmentError, SegmentFooter, TRAILER_LEN,
 };
 
 use crate::common::{batch, positions, segment, BatchSpec};
@@ -48,8 +48,49 @@ fn read_from(
         .expect("valid segment reads cleanly")
 }
 
+/// `data` (the bytes from `pos`) cut at `cuts` (fractions of its length) into pieces.
+fn pieces(data: &Bytes, cuts: &[f64]) -> Vec<Bytes> {
+    let mut at: Vec<usize> = cuts
+        .iter()
+        .map(|c| (c * data.len() as f64) as usize)
+        .collect();
+    at.extend([0, data.len()]);
+    at.sort_unstable();
+    at.windows(2).map(|w| data.slice(w[0]..w[1])).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Decoding a range given as pieces (cache blocks) yields the same batches and stops at
+    /// the same position as one cursor over the same range in one buffer, wherever the cuts
+    /// fall and wherever the range ends.
+    #[test]
+    fn pieces_decode_like_one_buffer(
+        specs in specs(),
+        interval in interval(),
+        cuts in prop::collection::vec(0.0f64..1.0, 0..6),
+        from_block in any::<prop::sample::Index>(),
+        end_at in 0.0f64..1.5,
+        from in 0i64..200,
+    ) {
+        let (seg, _) = segment(1_000, &specs, interval);
+        let footer = &seg.footer;
+        prop_assume!(footer.data_end > footer.data_start);
+        let object = seg.to_bytes();
+        // Seeks land on index block starts, where reads begin.
+        let pos = footer.seek(footer.base_offset + from_block.index(200) as i64);
+        prop_assume!(pos < footer.data_end);
+        let len = footer.data_end - pos;
+        let end = pos + ((len as f64 * end_at) as u64).min(len);
+        let data = object.slice(pos as usize..end as usize);
+        let mut whole = BatchCursor::with_footer(data.clone(), pos, footer, 1_000 + from);
+        let expected: Vec<RecordBatch> = whole.by_ref().collect::<Result<_, _>>().expect("valid");
+        let (got, reached) =
+            decode_pieces(&pieces(&data, &cuts), pos, footer, 1_000 + from, true).expect("valid");
+        prop_assert!(same_bytes(&got, &expected));
+        prop_assert_eq!(reached, BatchCursor::position(&whole));
+    }
 
     #[test]
     fn decode_segment_returns_pushed_batches(specs in specs(), interval in interval(), base in 0i64..1 << 40) {
