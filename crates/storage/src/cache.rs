@@ -143,6 +143,11 @@ impl SegmentCache {
     /// An empty cache.
     pub fn new(config: SegmentCacheConfig) -> Self {
         let blocks = Cache::builder()
+            // LRU, not moka's default TinyLFU: its admission turns away a new block whose
+            // access count is below its victims', so once full the cache refused the freshly
+            // written tail (the blocks tailing readers ask for next) in favour of blocks
+            // already read, and tailing reads became GETs.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(config.max_bytes)
             .weigher(|_key: &BlockKey, block: &Block| {
                 u32::try_from(block.bytes.len())
@@ -480,6 +485,8 @@ fn concat(parts: &[Bytes]) -> Bytes {
 
 fn footer_cache(max_bytes: u64) -> moka::sync::Cache<SegmentKey, Arc<SegmentFooter>> {
     moka::sync::Cache::builder()
+        // LRU for the reason the block cache is: new segments' footers are the ones read next.
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
         .max_capacity(max_bytes)
         .weigher(|key: &SegmentKey, footer: &Arc<SegmentFooter>| {
             u32::try_from(key.0.len() + 8 + footer.memory_size()).unwrap_or(u32::MAX)

@@ -239,3 +239,28 @@ async fn invalidated_objects_are_fetched_again() {
     );
     assert_eq!(store.gets().requests(), 1);
 }
+
+/// A full cache whose blocks were each read (as a tailing consumer reads every block once)
+/// still admits freshly written objects: the tail is what readers ask for next, so it must
+/// displace the older blocks, never be turned away by their read counts.
+#[tokio::test]
+async fn fresh_writes_displace_blocks_already_read() {
+    let cache = cache(16 * (BLOCK + 128));
+    let store = FaultyStore::new(7);
+    for i in 0..64 {
+        let key = format!("wal/{i:04}.obj");
+        cache.insert_object(&key, object(BLOCK as usize)).await;
+        // Read twice: a consumer, then another.
+        for _ in 0..2 {
+            let got = cache
+                .read_range(store.as_ref(), &key, BLOCK, 0..BLOCK)
+                .await;
+            assert!(got.is_ok(), "object {i} was not cached when just written");
+        }
+    }
+    assert_eq!(
+        store.gets().requests(),
+        0,
+        "every fresh object was served from the cache"
+    );
+}
