@@ -9,17 +9,20 @@
 # are not counted; an idle phase of the same agent shows what background loops add.
 #
 # Usage: scripts/bench_instructions.sh [--bin PATH] [--records N] [--partitions P]
-#            [--compression none|lz4] [--keep DIR]
+#            [--compression none|lz4] [--batch-size BYTES] [--keep DIR]
+# --batch-size is the producer's batch.size (the bench's default, 1,000,000, makes batches about
+# as large as the agent's 1 MiB cache blocks; Java clients default to 16,384).
 # --keep DIR keeps the callgrind dumps there (read them with `callgrind_annotate DIR/cg.out.2`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/streamhouse records=100000 partitions=6 compression=none keep=""
+bin=target/release/streamhouse records=100000 partitions=6 compression=none keep="" batch=1000000
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) bin="$2"; shift 2 ;;
         --records) records="$2"; shift 2 ;;
         --partitions) partitions="$2"; shift 2 ;;
         --compression) compression="$2"; shift 2 ;;
+        --batch-size) batch="$2"; shift 2 ;;
         --keep) keep="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -58,9 +61,9 @@ phase() {
 }
 idle=$(phase idle sleep 5)
 produced=$(phase produce "${client[@]}" bench produce --topic icount -q --records "$records" \
-    --record-size 1024 --compression "$compression")
+    --record-size 1024 --compression "$compression" --batch-size "$batch")
 fetched=$(phase fetch "${client[@]}" bench consume --topic icount -q)
-echo "records=$records partitions=$partitions record_size=1024 compression=$compression"
+echo "records=$records partitions=$partitions record_size=1024 compression=$compression batch_size=$batch"
 echo "idle_5s_instructions=$idle"
 awk -v p="$produced" -v f="$fetched" -v n="$records" 'BEGIN {
     printf "produce_instructions=%d per_record=%.0f\n", p, p / n

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
-use crate::fetch_frame::{fetch_frame, Chunks};
+use crate::fetch_frame::{fetch_frame, Chunks, FetchReply};
 use crate::frame::{first_byte, read_body, read_length, FrameError};
 use crate::handlers::{self, ConnectionState, Reply};
 use crate::limits::{is_connection_error, AcceptBackoff, ConnectionCounter};
@@ -359,6 +359,12 @@ fn start_request(
             drop(permit);
             encode_response(api, version, correlation_id, response)
         }),
+        Reply::Fetch(fut) => tokio::spawn(async move {
+            let reply = fut.await;
+            record_latency(api, started);
+            drop(permit);
+            encode_fetch(api, version, correlation_id, reply)
+        }),
     })
 }
 
@@ -431,19 +437,27 @@ fn size_hint(body: &ResponseKind, version: i16) -> usize {
     body.max(256) + 64
 }
 
+/// Encodes a Fetch response, the bulk of what an agent sends: its records go out uncopied,
+/// as chunks of one vectored write, unless its layout needs the contiguous encoder.
+fn encode_fetch(api: ApiKey, version: i16, correlation_id: i32, reply: FetchReply) -> Outcome {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    match fetch_frame(&header, header_version, reply, version) {
+        Ok(chunks) => Outcome::SendChunks(chunks),
+        Err(reply) => encode_response(
+            api,
+            version,
+            correlation_id,
+            ResponseKind::Fetch(reply.joined()),
+        ),
+    }
+}
+
 /// Encodes `[size][response header][body]`. An encoding failure would be a bug in a handler: it is
 /// logged and the connection closed rather than sent garbage.
 fn encode_response(api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Outcome {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
-    let body = match body {
-        // The bulk of what an agent sends: its records go out uncopied.
-        ResponseKind::Fetch(fetch) => match fetch_frame(&header, header_version, fetch, version) {
-            Ok(chunks) => return Outcome::SendChunks(chunks),
-            Err(fetch) => ResponseKind::Fetch(fetch),
-        },
-        other => other,
-    };
     let mut buf = BytesMut::with_capacity(size_hint(&body, version));
     buf.extend_from_slice(&[0; 4]);
     let result = header

@@ -78,10 +78,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn records(&mut self, records: Bytes) {
+    fn records(&mut self, records: Vec<Bytes>) {
         let fields = self.buf.split().freeze();
         self.out.push(fields);
-        self.out.push(records);
+        records.into_iter().for_each(|r| self.out.push(r));
     }
 
     fn finish(mut self) -> Chunks {
@@ -96,22 +96,56 @@ impl Writer {
     }
 }
 
+/// A Fetch response whose partitions' records are kept apart as the stored batches' own
+/// buffers, `records[topic][partition]` in the response's order, instead of one joined copy per
+/// partition; such a partition's `records` field is an empty placeholder.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct FetchReply {
+    pub(crate) response: FetchResponse,
+    pub(crate) records: Vec<Vec<Vec<Bytes>>>,
+}
+
+impl FetchReply {
+    /// The response with each partition's records joined into its `records` field (a copy):
+    /// what the contiguous encoder takes.
+    pub(crate) fn joined(mut self) -> FetchResponse {
+        for (topic, records) in self.response.responses.iter_mut().zip(self.records) {
+            for (p, chunks) in topic.partitions.iter_mut().zip(records) {
+                if chunks.iter().any(|c| !c.is_empty()) {
+                    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                    chunks.iter().for_each(|c| joined.extend_from_slice(c));
+                    p.records = Some(joined.freeze());
+                }
+            }
+        }
+        self.response
+    }
+
+    /// The records kept apart for partition `p` of topic `t` (none when not kept apart).
+    fn chunks(&self, t: usize, p: usize) -> &[Bytes] {
+        self.records
+            .get(t)
+            .and_then(|t| t.get(p))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// A response this layout does not cover: left to the contiguous encoder.
 #[derive(Debug)]
 struct Unsupported;
 
-/// The frame (size, `header`, `body`) of a Fetch response at `version`, records uncopied; or
-/// `body` back, unchanged, when its layout is not covered here.
+/// The frame (size, `header`, `reply`) of a Fetch response at `version`, records uncopied; or
+/// `reply` back, unchanged, when its layout is not covered here.
 pub(crate) fn fetch_frame(
     header: &ResponseHeader,
     header_version: i16,
-    mut body: FetchResponse,
+    mut reply: FetchReply,
     version: i16,
-) -> Result<Chunks, FetchResponse> {
+) -> Result<Chunks, FetchReply> {
     let mut w = Writer::default();
-    match write_frame(&mut w, header, header_version, &mut body, version) {
+    match write_frame(&mut w, header, header_version, &mut reply, version) {
         Ok(()) => Ok(w.finish()),
-        Err(Unsupported) => Err(body),
+        Err(Unsupported) => Err(reply),
     }
 }
 
@@ -119,7 +153,21 @@ fn write_frame(
     w: &mut Writer,
     header: &ResponseHeader,
     header_version: i16,
+    reply: &mut FetchReply,
+    version: i16,
+) -> Result<(), Unsupported> {
+    let mut response = std::mem::take(&mut reply.response);
+    let written = write_body(w, header, header_version, &mut response, reply, version);
+    reply.response = response;
+    written
+}
+
+fn write_body(
+    w: &mut Writer,
+    header: &ResponseHeader,
+    header_version: i16,
     body: &mut FetchResponse,
+    reply: &FetchReply,
     version: i16,
 ) -> Result<(), Unsupported> {
     let covered = VERSIONS.contains(&version)
@@ -141,11 +189,11 @@ fn write_frame(
         w.buf.put_i32(body.session_id);
     }
     put_len(&mut w.buf, body.responses.len(), flexible);
-    for topic in &mut body.responses {
+    for (t, topic) in body.responses.iter_mut().enumerate() {
         put_str(&mut w.buf, topic.topic.as_str(), flexible);
         put_len(&mut w.buf, topic.partitions.len(), flexible);
-        for p in &mut topic.partitions {
-            partition(w, p, version)?;
+        for (i, p) in topic.partitions.iter_mut().enumerate() {
+            partition(w, p, reply.chunks(t, i), version)?;
         }
         if flexible {
             w.buf.put_u8(0); // no tagged fields
@@ -158,19 +206,24 @@ fn write_frame(
 }
 
 /// One partition: kafka-protocol writes its fields with empty records, whose encoding (the
-/// last field, then in v12 the tagged fields, none) is replaced by the real length and bytes.
-fn partition(w: &mut Writer, p: &mut PartitionData, version: i16) -> Result<(), Unsupported> {
-    let records = match p.records.take() {
-        Some(r) if !r.is_empty() => r,
-        other => {
-            p.records = other;
-            return p.encode(&mut w.buf, version).map_err(|_| Unsupported);
-        }
+/// last field, then in v12 the tagged fields, none) is replaced by the real length and bytes:
+/// the `chunks` kept apart for it, else its `records` field.
+fn partition(
+    w: &mut Writer,
+    p: &mut PartitionData,
+    chunks: &[Bytes],
+    version: i16,
+) -> Result<(), Unsupported> {
+    let records: Vec<Bytes> = match &p.records {
+        _ if chunks.iter().any(|c| !c.is_empty()) => chunks.to_vec(),
+        Some(r) if !r.is_empty() => vec![r.clone()],
+        _ => return p.encode(&mut w.buf, version).map_err(|_| Unsupported),
     };
-    p.records = Some(Bytes::new());
+    // Given back unchanged if the layout turns out not to be covered.
+    let kept = p.records.replace(Bytes::new());
     let start = w.buf.len();
     let encoded = p.encode(&mut w.buf, version);
-    p.records = Some(records.clone());
+    p.records = kept;
     let empty: &[u8] = if version >= FLEXIBLE {
         &[1, 0] // compact length 0 (+1), then zero tagged fields
     } else {
@@ -181,7 +234,8 @@ fn partition(w: &mut Writer, p: &mut PartitionData, version: i16) -> Result<(), 
     }
     w.buf.truncate(w.buf.len() - empty.len());
     // Bytes are length-prefixed like arrays: i32, or the compact length + 1 from v12.
-    put_len(&mut w.buf, records.len(), version >= FLEXIBLE);
+    let len = records.iter().map(Bytes::len).sum();
+    put_len(&mut w.buf, len, version >= FLEXIBLE);
     w.records(records);
     if version >= FLEXIBLE {
         w.buf.put_u8(0);
@@ -273,6 +327,41 @@ mod tests {
             .with_responses(vec![first, second, FetchableTopicResponse::default()])
     }
 
+    fn whole(response: FetchResponse) -> FetchReply {
+        FetchReply {
+            response,
+            records: Vec::new(),
+        }
+    }
+
+    /// `response` with every partition's records kept apart, cut into up to three chunks.
+    fn apart(mut response: FetchResponse) -> FetchReply {
+        let records = response
+            .responses
+            .iter_mut()
+            .map(|t| {
+                t.partitions
+                    .iter_mut()
+                    .map(|p| match &p.records {
+                        Some(r) if !r.is_empty() => {
+                            let r = p.records.replace(Bytes::new()).unwrap();
+                            let (a, b) = (r.len() / 3, r.len() * 2 / 3);
+                            vec![r.slice(..a), r.slice(a..b), r.slice(b..)]
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        FetchReply { response, records }
+    }
+
+    #[test]
+    fn records_kept_apart_join_back_into_the_response() {
+        assert_eq!(apart(response()).joined(), response());
+        assert_eq!(whole(response()).joined(), response());
+    }
+
     #[test]
     fn chunks_match_the_contiguous_encoding_in_every_served_version() {
         let (_, served) = streamhouse_protocol::versions::all()
@@ -284,15 +373,17 @@ mod tests {
             let hv = ApiKey::Fetch.response_header_version(version);
             let header = ResponseHeader::default().with_correlation_id(41);
             let expected = contiguous(&header, hv, &response(), version);
-            let mut chunks = fetch_frame(&header, hv, response(), version).unwrap();
-            assert_eq!(chunks.remaining(), expected.len(), "v{version}");
-            let records = chunks.chunks.len();
-            let got = chunks.copy_to_bytes(chunks.remaining());
-            assert_eq!(got.as_ref(), expected.as_slice(), "v{version}");
-            assert!(
-                records >= 11,
-                "records are chunks of their own (v{version})"
-            );
+            for (reply, least) in [(whole(response()), 11), (apart(response()), 19)] {
+                let mut chunks = fetch_frame(&header, hv, reply, version).unwrap();
+                assert_eq!(chunks.remaining(), expected.len(), "v{version}");
+                let records = chunks.chunks.len();
+                let got = chunks.copy_to_bytes(chunks.remaining());
+                assert_eq!(got.as_ref(), expected.as_slice(), "v{version}");
+                assert!(
+                    records >= least,
+                    "records are chunks of their own (v{version})"
+                );
+            }
         }
     }
 
@@ -303,11 +394,11 @@ mod tests {
             .unknown_tagged_fields
             .insert(3, Bytes::from_static(b"x"));
         let header = ResponseHeader::default();
-        let back = fetch_frame(&header, 1, body.clone(), 12).unwrap_err();
-        assert_eq!(back, body, "given back unchanged");
+        let back = fetch_frame(&header, 1, apart(body.clone()), 12).unwrap_err();
+        assert_eq!(back, apart(body), "given back unchanged");
         assert_eq!(
-            fetch_frame(&header, 1, response(), 13).unwrap_err(),
-            response()
+            fetch_frame(&header, 1, apart(response()), 13).unwrap_err(),
+            apart(response())
         );
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchPartition;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::CONCURRENT_PARTITIONS;
 use crate::broker::Broker;
 use crate::errors::storage_error_code;
+use crate::fetch_frame::FetchReply;
 use crate::partitions::PartitionLog;
 use crate::security::{Access, Op, Resource};
 
@@ -37,7 +38,7 @@ struct Target {
     log: Result<Arc<PartitionLog>, ResponseError>,
 }
 
-pub(crate) async fn handle(b: &Broker, access: &Access, req: FetchRequest) -> FetchResponse {
+pub(crate) async fn handle(b: &Broker, access: &Access, req: FetchRequest) -> FetchReply {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_bytes = if req.max_bytes > 0 {
@@ -102,8 +103,9 @@ async fn target(b: &Broker, topic: &str, permitted: bool, p: FetchPartition) -> 
     }
 }
 
-/// Reads every target once. Returns the response, the record bytes in it, and whether any
-/// partition carries an error (which ends long polling at once, as in Kafka).
+/// Reads every target once. Returns the response (its records kept apart as the stored
+/// batches' buffers), the record bytes in it, and whether any partition carries an error (which
+/// ends long polling at once, as in Kafka).
 ///
 /// Partitions are read concurrently (a read may wait on the object store) in waves: the next
 /// partitions whose limits together fit in what the request has left, so the bytes read for one
@@ -114,13 +116,15 @@ async fn read_once(
     topics: &[(TopicName, Vec<Target>)],
     max_bytes: usize,
     committed: bool,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchReply, usize, bool) {
     let mut remaining = max_bytes;
     let mut total = 0;
     let mut errors = false;
     let mut responses = Vec::with_capacity(topics.len());
+    let mut records = Vec::with_capacity(topics.len());
     for (name, targets) in topics {
         let mut partitions = Vec::with_capacity(targets.len());
+        let mut chunks = Vec::with_capacity(targets.len());
         let mut at = 0;
         while at < targets.len() {
             let wave = wave_len(&targets[at..], remaining);
@@ -135,12 +139,13 @@ async fn read_once(
                 .collect()
                 .await;
             for read in reads {
-                let data = read.respond(remaining, total == 0, committed);
-                let n = data.records.as_ref().map_or(0, |r| r.len());
+                let (data, batches) = read.respond(remaining, total == 0, committed);
+                let n: usize = batches.iter().map(Bytes::len).sum();
                 total += n;
                 remaining = remaining.saturating_sub(n);
                 errors |= data.error_code != 0;
                 partitions.push(data);
+                chunks.push(batches);
             }
             at += wave;
         }
@@ -149,12 +154,13 @@ async fn read_once(
                 .with_topic(name.clone())
                 .with_partitions(partitions),
         );
+        records.push(chunks);
     }
-    (
-        FetchResponse::default().with_responses(responses),
-        total,
-        errors,
-    )
+    let reply = FetchReply {
+        response: FetchResponse::default().with_responses(responses),
+        records,
+    };
+    (reply, total, errors)
 }
 
 /// How many of `targets` to read at once: those whose limits together fit in `remaining`, at
@@ -248,10 +254,16 @@ fn read_partition(
 }
 
 impl Read {
-    /// The partition's answer with the whole batches that fit in `remaining` and its own limit,
-    /// its first batch whole while any room is left; the `first` partition with data gets one
-    /// batch regardless (KIP-74), so a consumer can always make progress.
-    fn respond(self, remaining: usize, first: bool, committed: bool) -> PartitionData {
+    /// The partition's answer, and the buffers of the whole batches that fit in `remaining` and
+    /// its own limit (its records, kept apart), its first batch whole while any room is left;
+    /// the `first` partition with data gets one batch regardless (KIP-74), so a consumer can
+    /// always make progress.
+    fn respond(
+        self,
+        remaining: usize,
+        first: bool,
+        committed: bool,
+    ) -> (PartitionData, Vec<Bytes>) {
         let Read {
             fetch_offset,
             max_bytes,
@@ -260,7 +272,7 @@ impl Read {
             batches,
         } = self;
         if data.error_code != 0 {
-            return data;
+            return (data, Vec::new());
         }
         let budget = max_bytes.min(remaining);
         let mut taken = 0usize;
@@ -281,8 +293,10 @@ impl Read {
             }
             (true, ..) => Some(Vec::new()),
         };
-        data.with_records(Some(concat(kept.iter().map(|b| b.bytes()))))
-            .with_aborted_transactions(aborted)
+        let data = data
+            .with_records(Some(Bytes::new()))
+            .with_aborted_transactions(aborted);
+        (data, kept.iter().map(|b| b.bytes().clone()).collect())
     }
 }
 
@@ -297,19 +311,4 @@ fn aborted_between(log: &PartitionLog, from: i64, to: i64) -> Vec<AbortedTransac
                 .with_first_offset(a.first_offset)
         })
         .collect()
-}
-
-fn concat<'a>(parts: impl Iterator<Item = &'a Bytes>) -> Bytes {
-    let parts: Vec<&Bytes> = parts.collect();
-    match parts.as_slice() {
-        [] => Bytes::new(),
-        [one] => (*one).clone(),
-        many => {
-            let mut buf = BytesMut::with_capacity(many.iter().map(|p| p.len()).sum());
-            for p in many {
-                buf.extend_from_slice(p);
-            }
-            buf.freeze()
-        }
-    }
 }

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind, TopicName};
+
+use crate::fetch_frame::FetchReply;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
@@ -54,6 +56,8 @@ pub(crate) enum Reply {
     Silent(BoxFuture<'static, ()>),
     /// A response, once the future completes.
     Respond(BoxFuture<'static, ResponseKind>),
+    /// A Fetch response, its records kept apart so they are written without a copy.
+    Fetch(BoxFuture<'static, FetchReply>),
 }
 
 /// Starts handling a request whose version the caller has checked against [`streamhouse_protocol::versions`].
@@ -74,7 +78,7 @@ pub(crate) fn dispatch(
     match request {
         RequestKind::Produce(r) => produce::start(broker, conn, a, r),
         RequestKind::Fetch(r) => {
-            later(async move { ResponseKind::Fetch(fetch::handle(&b, &a, r).await) })
+            Reply::Fetch(Box::pin(async move { fetch::handle(&b, &a, r).await }))
         }
         RequestKind::ListOffsets(r) => {
             later(async move { ResponseKind::ListOffsets(list_offsets::handle(&b, &a, r).await) })
