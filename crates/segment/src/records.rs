@@ -62,7 +62,7 @@ impl RecordBatch {
 pub struct Records<'a> {
     header: BatchHeader,
     batch_len: u64,
-    input: BufReader<Bounded<Box<dyn Read + 'a>>>,
+    input: Input<'a>,
     next: i32,
     /// Offset delta of the previous record (-1 before the first).
     prev_delta: i32,
@@ -75,7 +75,14 @@ impl<'a> Records<'a> {
         let header = *batch.header();
         let payload = &batch.bytes()[BatchHeader::LEN..];
         let stream: Box<dyn Read + 'a> = match header.compression() {
-            Compression::None => Box::new(payload),
+            // Read in place: through a buffer, every byte would be copied once more.
+            Compression::None => {
+                return Ok(Self::over(
+                    batch,
+                    Input::Plain(Bounded::new(payload, max_expanded)),
+                    keep,
+                ));
+            }
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(payload)),
             Compression::Snappy => Box::new(XerialSnappy::new(payload, max_expanded)),
             Compression::Lz4 => Box::new(lz4::Decoder::new(payload).map_err(|e| {
@@ -94,22 +101,21 @@ impl<'a> Records<'a> {
                 Box::new(decoder)
             }
         };
-        Ok(Self {
-            header,
+        let stream = Bounded::new(stream, max_expanded);
+        let input = Input::Stream(BufReader::with_capacity(READ_BUFFER, stream));
+        Ok(Self::over(batch, input, keep))
+    }
+
+    fn over(batch: &RecordBatch, input: Input<'a>, keep: bool) -> Self {
+        Self {
+            header: *batch.header(),
             batch_len: batch.len() as u64,
-            input: BufReader::with_capacity(
-                READ_BUFFER,
-                Bounded {
-                    inner: stream,
-                    limit: max_expanded as u64,
-                    read: 0,
-                },
-            ),
+            input,
             next: 0,
             prev_delta: -1,
             keep,
             failed: false,
-        })
+        }
     }
 
     fn decode_next(&mut self) -> Result<Record, SegmentError> {
@@ -117,7 +123,7 @@ impl<'a> Records<'a> {
         let length = self.varint("record length")?;
         let length = u64::try_from(length)
             .map_err(|_| self.invalid(format!("record {index} has negative length {length}")))?;
-        let start = self.input.get_ref().read - self.input.buffer().len() as u64;
+        let start = self.input.position();
         let _attributes = self.byte()?;
         let timestamp_delta = self.varlong("timestamp delta")?;
         let offset_delta = self.varint("offset delta")?;
@@ -138,7 +144,7 @@ impl<'a> Records<'a> {
                 headers.push((key, value));
             }
         }
-        let consumed = self.input.get_ref().read - self.input.buffer().len() as u64 - start;
+        let consumed = self.input.position() - start;
         if consumed != length {
             return Err(self.invalid(format!(
                 "record {index} declares {length} bytes but its fields take {consumed}"
@@ -252,8 +258,7 @@ impl<'a> Records<'a> {
                 ))
             })?;
         if !self.keep {
-            let skipped = io::copy(&mut (&mut self.input).take(len), &mut io::sink())
-                .map_err(|e| self.io_error(e))?;
+            let skipped = self.input.skip(len).map_err(|e| self.io_error(e))?;
             return match skipped == len {
                 true => Ok(Some(Bytes::new())),
                 false => Err(self.premature_end()),
@@ -284,10 +289,11 @@ impl<'a> Records<'a> {
             return self.premature_end();
         }
         let over = e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>());
-        if over || self.input.get_ref().exceeded() {
+        let bounded = self.input.bounded();
+        if over || bounded.exceeded() {
             return SegmentError::TooLarge {
                 range: self.range(),
-                limit: self.input.get_ref().limit,
+                limit: bounded.limit,
             };
         }
         self.invalid(format!(
@@ -361,8 +367,110 @@ struct Bounded<R> {
 }
 
 impl<R> Bounded<R> {
+    fn new(inner: R, limit: usize) -> Self {
+        Bounded {
+            inner,
+            limit: limit as u64,
+            read: 0,
+        }
+    }
+
     fn exceeded(&self) -> bool {
         self.read > self.limit
+    }
+}
+
+/// An uncompressed payload read in place, within the same limit a decompressing stream has:
+/// the bytes past it are never handed out, and asking for them fails as a stream's read does.
+impl BufRead for Bounded<&[u8]> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let room = self.limit.saturating_sub(self.read);
+        if room == 0 && !self.inner.is_empty() {
+            self.read = self.limit + 1;
+            return Err(io::Error::other(LimitExceeded));
+        }
+        Ok(&self.inner[..room.min(self.inner.len() as u64) as usize])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner = &self.inner[n..];
+        self.read += n as u64;
+    }
+}
+
+/// Where a batch's records are read from: an uncompressed payload in place, or a decompressing
+/// stream through a buffer.
+enum Input<'a> {
+    Plain(Bounded<&'a [u8]>),
+    Stream(BufReader<Bounded<Box<dyn Read + 'a>>>),
+}
+
+impl Input<'_> {
+    /// Record bytes consumed so far.
+    fn position(&self) -> u64 {
+        match self {
+            Input::Plain(plain) => plain.read,
+            Input::Stream(stream) => stream.get_ref().read - stream.buffer().len() as u64,
+        }
+    }
+
+    /// The limit and what was read against it (a stream's read-ahead included).
+    fn bounded(&self) -> Bounded<()> {
+        let (read, limit) = match self {
+            Input::Plain(plain) => (plain.read, plain.limit),
+            Input::Stream(stream) => (stream.get_ref().read, stream.get_ref().limit),
+        };
+        Bounded {
+            inner: (),
+            limit,
+            read,
+        }
+    }
+
+    /// Skips up to `n` bytes without copying them; how many there were.
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        let mut left = n;
+        while left > 0 {
+            let available = self.fill_buf()?.len() as u64;
+            if available == 0 {
+                break;
+            }
+            let step = available.min(left);
+            self.consume(step as usize);
+            left -= step;
+        }
+        Ok(n - left)
+    }
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Plain(plain) => {
+                let available = plain.fill_buf()?;
+                let n = available.len().min(buf.len());
+                buf[..n].copy_from_slice(&available[..n]);
+                plain.consume(n);
+                Ok(n)
+            }
+            Input::Stream(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl BufRead for Input<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match self {
+            Input::Plain(plain) => plain.fill_buf(),
+            Input::Stream(stream) => stream.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match self {
+            Input::Plain(plain) => plain.consume(n),
+            Input::Stream(stream) => stream.consume(n),
+        }
     }
 }
 
