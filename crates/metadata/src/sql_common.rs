@@ -240,54 +240,20 @@ async fn fence_holds(
 
 /// Indexes of the `commits` marked committed in `outcomes`, and not known `lapsed` already,
 /// whose fence no longer holds by the database's clock: the lease lapsed while the transaction
-/// ran. One statement per holder (a group commit has one).
+/// ran. One statement.
 async fn lapsed_fences(
     conn: &mut Conn,
     commits: &[SegmentCommit],
     outcomes: &[CommitOutcome],
     lapsed: &[bool],
 ) -> Result<Vec<usize>> {
-    let mut by_agent: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, commit) in commits.iter().enumerate() {
-        if lapsed[i] {
-            // Found lapsed before: what it still commits is an earlier attempt's record.
-            continue;
-        }
-        if let (Some(fence), CommitOutcome::Committed) = (&commit.fence, outcomes[i]) {
-            by_agent.entry(fence.agent_id.as_str()).or_default().push(i);
-        }
-    }
-    let mut found = Vec::new();
-    for (agent, indexes) in by_agent {
-        let keys: Vec<(&str, u32, i64)> = indexes
-            .iter()
-            .map(|&i| {
-                let (segment, fence) = (&commits[i].segment, commits[i].fence.as_ref());
-                (
-                    segment.topic.as_str(),
-                    segment.partition,
-                    fence.map_or(0, |f| f.epoch),
-                )
-            })
-            .collect();
-        let live: Vec<(String, i64)> = sqlx::query_as(concat!(
-            "SELECT topic, partition_id FROM partition_leases WHERE agent_id = $1 \
-             AND (topic, partition_id, epoch) IN (SELECT topic, partition_id, epoch FROM ",
-            lease_keys!("$2"),
-            ") AND expires_at >= ",
-            db_now_ms!()
-        ))
-        .bind(agent)
-        .bind(json_rows(&keys)?)
-        .fetch_all(&mut *conn)
-        .await?;
-        let live: HashSet<(&str, i64)> = live.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-        found.extend(indexes.into_iter().filter(|&i| {
-            let segment = &commits[i].segment;
-            !live.contains(&(segment.topic.as_str(), i64::from(segment.partition)))
-        }));
-    }
-    Ok(found)
+    // Found lapsed before: what those still commit is an earlier attempt's record.
+    let fenced: Vec<usize> = (0..commits.len())
+        .filter(|&i| !lapsed[i] && outcomes[i] == CommitOutcome::Committed)
+        .filter(|&i| commits[i].fence.is_some())
+        .collect();
+    let held = held_fences(conn, commits, &fenced).await?;
+    Ok(fenced.into_iter().filter(|i| !held.contains(i)).collect())
 }
 
 /// Refuses a change unless `fence` names the live holder of the partition lease at its epoch.
@@ -350,7 +316,7 @@ async fn commit_set(
         let key = (segment.topic.clone(), i64::from(segment.partition));
         outcomes[i] = match high_watermarks.get_mut(&key) {
             None => missing_row(conn, segment).await?,
-            Some(_) if recorded.contains(&recorded_key(segment)?) => CommitOutcome::Committed,
+            Some(_) if recorded.contains(&i) => CommitOutcome::Committed,
             Some(_) if commit.fence.is_some() && (lapsed[i] || !held.contains(&i)) => {
                 CommitOutcome::Fenced
             }
@@ -418,7 +384,7 @@ async fn recorded_segments(
     conn: &mut Conn,
     commits: &[SegmentCommit],
     indexes: &[usize],
-) -> Result<HashSet<RecordedKey>> {
+) -> Result<HashSet<usize>> {
     let keys = indexes
         .iter()
         .map(|&i| recorded_key(&commits[i].segment))
@@ -439,7 +405,13 @@ async fn recorded_segments(
     .bind(json_rows(&keys)?)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(found.into_iter().collect())
+    let found: HashSet<RecordedKey> = found.into_iter().collect();
+    Ok(indexes
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| found.contains(*key))
+        .map(|(&i, _)| i)
+        .collect())
 }
 
 /// A fenced commit's lease as [`held_fences`] looks it up: topic, partition, agent, epoch.

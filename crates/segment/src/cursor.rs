@@ -1,5 +1,7 @@
 //! Reading batches back out of (a range of) a segment object.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::batch::{check_batch_crc, peek_total_len, BatchHeader, RecordBatch, PREFIX_LEN};
@@ -28,7 +30,7 @@ pub struct BatchCursor {
     from_offset: i64,
     /// Base offset the next batch must have, once known.
     next_offset: Option<i64>,
-    footer: Option<SegmentFooter>,
+    footer: Option<Arc<SegmentFooter>>,
     /// Absolute position up to which the footer's block checksums were verified.
     verified_end: u64,
     /// Whether each batch's own CRC is checked (see [`BatchCursor::trusting_batch_crcs`]).
@@ -59,9 +61,21 @@ impl BatchCursor {
     /// [`SegmentFooter::seek_timestamp`] return). Whole blocks are verified before any of their
     /// batches is yielded, so a range that ends inside a block stops at that block's start.
     pub fn with_footer(data: Bytes, pos: u64, footer: &SegmentFooter, from_offset: i64) -> Self {
+        Self::with_shared_footer(data, pos, Arc::new(footer.clone()), from_offset)
+    }
+
+    /// [`BatchCursor::with_footer`] sharing `footer` instead of copying it (its index grows
+    /// with the segment): for readers that make a cursor per read.
+    pub fn with_shared_footer(
+        data: Bytes,
+        pos: u64,
+        footer: Arc<SegmentFooter>,
+        from_offset: i64,
+    ) -> Self {
+        let data_end = footer.data_end;
         BatchCursor {
-            footer: Some(footer.clone()),
-            ..Self::new(data, pos, footer.data_end, from_offset)
+            footer: Some(footer),
+            ..Self::new(data, pos, data_end, from_offset)
         }
     }
 
@@ -129,7 +143,9 @@ impl BatchCursor {
 
     /// Whether the segment is a compacted one, whose offsets may have gaps.
     fn gaps(&self) -> bool {
-        self.footer.as_ref().is_some_and(SegmentFooter::allows_gaps)
+        self.footer
+            .as_deref()
+            .is_some_and(SegmentFooter::allows_gaps)
     }
 
     fn check_continuity(&mut self, batch: &RecordBatch, pos: u64) -> Result<(), SegmentError> {
@@ -308,13 +324,13 @@ impl Iterator for BatchCursor {
 pub fn decode_pieces(
     pieces: &[Bytes],
     pos: u64,
-    footer: &SegmentFooter,
+    footer: &Arc<SegmentFooter>,
     from_offset: i64,
     check_crcs: bool,
 ) -> Result<(Vec<RecordBatch>, u64), SegmentError> {
     let end = pos + pieces.iter().map(|p| p.len() as u64).sum::<u64>();
     let decode = |data: Bytes, at: u64, batches: &mut Vec<RecordBatch>| {
-        let mut cursor = BatchCursor::with_footer(data, at, footer, from_offset);
+        let mut cursor = BatchCursor::with_shared_footer(data, at, footer.clone(), from_offset);
         cursor.check_crcs = check_crcs;
         for batch in cursor.by_ref() {
             batches.push(batch?);

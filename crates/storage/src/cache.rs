@@ -494,14 +494,14 @@ fn footer_cache(max_bytes: u64) -> moka::sync::Cache<SegmentKey, Arc<SegmentFoot
         .build()
 }
 
-/// The block of `bytes` starting at `start`. A block is copied out unless it is the whole buffer,
-/// so evicting it frees its memory instead of pinning a larger buffer (which would also make the
-/// weigher under-count).
 /// `range` cut to an object of `len` bytes.
 fn clip(range: Range<u64>, len: u64) -> Range<u64> {
     range.start.min(len)..range.end.min(len)
 }
 
+/// The block of `bytes` starting at `start`. A block is copied out unless it is the whole buffer,
+/// so evicting it frees its memory instead of pinning a larger buffer (which would also make the
+/// weigher under-count).
 fn cut_block(bytes: &Bytes, start: usize, block_size: usize) -> Bytes {
     let end = (start + block_size).min(bytes.len());
     if start == 0 && end == bytes.len() {

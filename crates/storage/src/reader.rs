@@ -351,7 +351,7 @@ impl PartitionReader {
     async fn find_timestamp(
         &self,
         segment: &IndexedSegment,
-        footer: &SegmentFooter,
+        footer: &Arc<SegmentFooter>,
         mut pos: u64,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>> {
@@ -374,7 +374,7 @@ impl PartitionReader {
     async fn decode_from(
         &self,
         segment: &IndexedSegment,
-        footer: &SegmentFooter,
+        footer: &Arc<SegmentFooter>,
         pos: u64,
         from_offset: i64,
         len: u64,

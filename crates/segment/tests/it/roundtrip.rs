@@ -1,5 +1,7 @@
 //! Builder -> object -> readers: byte-identical batches, correct seeks, partial ranges.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use streamhouse_segment::{
@@ -87,7 +89,8 @@ proptest! {
         let mut whole = BatchCursor::with_footer(data.clone(), pos, footer, 1_000 + from);
         let expected: Vec<RecordBatch> = whole.by_ref().collect::<Result<_, _>>().expect("valid");
         let (got, reached) =
-            decode_pieces(&pieces(&data, &cuts), pos, footer, 1_000 + from, true).expect("valid");
+            decode_pieces(&pieces(&data, &cuts), pos, &Arc::new(footer.clone()), 1_000 + from, true)
+                .expect("valid");
         prop_assert!(same_bytes(&got, &expected));
         prop_assert_eq!(reached, BatchCursor::position(&whole));
     }
