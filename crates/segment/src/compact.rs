@@ -111,7 +111,11 @@ fn compress(codec: Compression, raw: &[u8]) -> io::Result<Vec<u8>> {
             Ok(out)
         }
         Compression::Lz4 => {
-            let mut out = lz4::EncoderBuilder::new().build(Vec::new())?;
+            // Independent blocks: Kafka's reader (KafkaLZ4BlockInputStream) decodes each block
+            // alone, so a frame whose blocks refer back to earlier ones breaks Java consumers.
+            let mut out = lz4::EncoderBuilder::new()
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::new())?;
             out.write_all(raw)?;
             let (out, result) = out.finish();
             result.map(|()| out)

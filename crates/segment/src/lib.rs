@@ -51,6 +51,7 @@ mod compact;
 mod control;
 mod cursor;
 mod error;
+mod expand;
 mod footer;
 mod records;
 mod shared;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::batch::{BatchHeader, Compression, RecordBatch};
 use crate::error::SegmentError;
+use crate::expand::{self, ExpandError, Expanded};
 
 /// Attributes bit 3: the batch's timestamps are the broker's append time, not the producer's.
 const LOG_APPEND_TIME_FLAG: i16 = 0x08;
@@ -74,17 +75,38 @@ impl<'a> Records<'a> {
     fn new(batch: &'a RecordBatch, max_expanded: usize, keep: bool) -> Result<Self, SegmentError> {
         let header = *batch.header();
         let payload = &batch.bytes()[BatchHeader::LEN..];
-        let stream: Box<dyn Read + 'a> = match header.compression() {
+        let expanded = match header.compression() {
             // Read in place: through a buffer, every byte would be copied once more.
-            Compression::None => {
-                return Ok(Self::over(
-                    batch,
-                    Input::Plain(Bounded::new(payload, max_expanded)),
-                    keep,
-                ));
+            Compression::None => Some(Ok(Payload::Borrowed(payload))),
+            Compression::Snappy => {
+                Some(expand::snappy(payload, max_expanded).map(Payload::Expanded))
             }
+            Compression::Lz4 => expand::lz4(payload, max_expanded)
+                .transpose()
+                .map(|r| r.map(Payload::Expanded)),
+            Compression::Gzip | Compression::Zstd => None,
+        };
+        if let Some(expanded) = expanded {
+            let payload = expanded.map_err(|e| match e {
+                ExpandError::TooLarge => SegmentError::TooLarge {
+                    range: 0..batch.len() as u64,
+                    limit: max_expanded as u64,
+                },
+                ExpandError::Invalid(reason) => invalid(
+                    &header,
+                    batch.len(),
+                    format!(
+                        "{:?} payload does not decompress: {reason}",
+                        header.compression()
+                    ),
+                ),
+            })?;
+            let input = Input::InPlace(InPlace::new(payload, max_expanded));
+            return Ok(Self::over(batch, input, keep));
+        }
+        let stream: Box<dyn Read + 'a> = match header.compression() {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(payload)),
-            Compression::Snappy => Box::new(XerialSnappy::new(payload, max_expanded)),
+            // Frames with linked blocks or a dictionary (expand::lz4 takes the rest).
             Compression::Lz4 => Box::new(lz4::Decoder::new(payload).map_err(|e| {
                 invalid(
                     &header,
@@ -92,7 +114,7 @@ impl<'a> Records<'a> {
                     format!("lz4 payload does not decode: {e}"),
                 )
             })?),
-            Compression::Zstd => {
+            _ => {
                 let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
                     .map_err(|e| invalid(&header, batch.len(), format!("zstd: {e}")))?;
                 decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| {
@@ -219,6 +241,11 @@ impl<'a> Records<'a> {
     /// A zig-zag varint of at most `max_bytes` bytes (5 for 32 bits, 10 for 64), as Kafka's
     /// `ByteUtils.readVarint` / `readVarlong`.
     fn unsigned_varint(&mut self, what: &str, max_bytes: u32) -> Result<u64, SegmentError> {
+        match self.buffered_varint(max_bytes) {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => return Err(self.io_error(e)),
+        }
         let mut value = 0u64;
         for i in 0..max_bytes {
             let b = self.byte()?;
@@ -228,6 +255,21 @@ impl<'a> Records<'a> {
             }
         }
         Err(self.invalid(format!("{what} varint is longer than {max_bytes} bytes")))
+    }
+
+    /// The varint when it ends within the bytes already buffered (nearly always: only one
+    /// straddling a stream's buffer boundary, or a malformed one, takes the byte-wise path).
+    fn buffered_varint(&mut self, max_bytes: u32) -> io::Result<Option<u64>> {
+        let buffered = self.input.fill_buf()?;
+        let mut value = 0u64;
+        for (i, &b) in buffered.iter().take(max_bytes as usize).enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.input.consume(i + 1);
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
     }
 
     fn varint(&mut self, what: &str) -> Result<i32, SegmentError> {
@@ -380,28 +422,60 @@ impl<R> Bounded<R> {
     }
 }
 
-/// An uncompressed payload read in place, within the same limit a decompressing stream has:
-/// the bytes past it are never handed out, and asking for them fails as a stream's read does.
-impl BufRead for Bounded<&[u8]> {
+/// Record bytes read in place, within the same limit a decompressing stream has: the bytes past
+/// it are never handed out, and asking for them fails as a stream's read does.
+struct InPlace<'a> {
+    payload: Payload<'a>,
+    at: usize,
+    limit: usize,
+    over: bool,
+}
+
+/// Bytes records are read from in place.
+enum Payload<'a> {
+    /// The batch's own uncompressed payload.
+    Borrowed(&'a [u8]),
+    /// A compressed payload expanded whole (see [`expand`]).
+    Expanded(Expanded),
+}
+
+impl<'a> InPlace<'a> {
+    fn new(payload: Payload<'a>, limit: usize) -> Self {
+        Self {
+            payload,
+            at: 0,
+            limit,
+            over: false,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Borrowed(bytes) => bytes,
+            Payload::Expanded(expanded) => expanded.bytes(),
+        }
+    }
+
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        let room = self.limit.saturating_sub(self.read);
-        if room == 0 && !self.inner.is_empty() {
-            self.read = self.limit + 1;
+        let len = self.bytes().len();
+        if self.at == self.limit && len > self.limit {
+            self.over = true;
             return Err(io::Error::other(LimitExceeded));
         }
-        Ok(&self.inner[..room.min(self.inner.len() as u64) as usize])
+        let end = len.min(self.limit);
+        let at = self.at;
+        Ok(&self.bytes()[at..end])
     }
 
     fn consume(&mut self, n: usize) {
-        self.inner = &self.inner[n..];
-        self.read += n as u64;
+        self.at += n;
     }
 }
 
-/// Where a batch's records are read from: an uncompressed payload in place, or a decompressing
-/// stream through a buffer.
+/// Where a batch's records are read from: bytes in place, or a decompressing stream through a
+/// buffer.
 enum Input<'a> {
-    Plain(Bounded<&'a [u8]>),
+    InPlace(InPlace<'a>),
     Stream(BufReader<Bounded<Box<dyn Read + 'a>>>),
 }
 
@@ -409,7 +483,7 @@ impl Input<'_> {
     /// Record bytes consumed so far.
     fn position(&self) -> u64 {
         match self {
-            Input::Plain(plain) => plain.read,
+            Input::InPlace(bytes) => bytes.at as u64,
             Input::Stream(stream) => stream.get_ref().read - stream.buffer().len() as u64,
         }
     }
@@ -417,7 +491,7 @@ impl Input<'_> {
     /// The limit and what was read against it (a stream's read-ahead included).
     fn bounded(&self) -> Bounded<()> {
         let (read, limit) = match self {
-            Input::Plain(plain) => (plain.read, plain.limit),
+            Input::InPlace(bytes) => (bytes.at as u64 + u64::from(bytes.over), bytes.limit as u64),
             Input::Stream(stream) => (stream.get_ref().read, stream.get_ref().limit),
         };
         Bounded {
@@ -446,11 +520,11 @@ impl Input<'_> {
 impl Read for Input<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Input::Plain(plain) => {
-                let available = plain.fill_buf()?;
+            Input::InPlace(bytes) => {
+                let available = bytes.fill_buf()?;
                 let n = available.len().min(buf.len());
                 buf[..n].copy_from_slice(&available[..n]);
-                plain.consume(n);
+                bytes.consume(n);
                 Ok(n)
             }
             Input::Stream(stream) => stream.read(buf),
@@ -461,14 +535,14 @@ impl Read for Input<'_> {
 impl BufRead for Input<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         match self {
-            Input::Plain(plain) => plain.fill_buf(),
+            Input::InPlace(bytes) => bytes.fill_buf(),
             Input::Stream(stream) => stream.fill_buf(),
         }
     }
 
     fn consume(&mut self, n: usize) {
         match self {
-            Input::Plain(plain) => plain.consume(n),
+            Input::InPlace(bytes) => bytes.consume(n),
             Input::Stream(stream) => stream.consume(n),
         }
     }
@@ -486,82 +560,6 @@ impl<R: Read> Read for Bounded<R> {
         if self.exceeded() {
             return Err(io::Error::other(LimitExceeded));
         }
-        Ok(n)
-    }
-}
-
-/// Kafka's snappy framing (xerial `SnappyOutputStream`): a 16-byte magic header, then blocks of
-/// `[u32 compressed length][raw snappy block]`; without the header, one raw snappy block. Each
-/// block's claimed size is checked against what the limit still allows before it is allocated.
-struct XerialSnappy<'a> {
-    input: &'a [u8],
-    block: Vec<u8>,
-    at: usize,
-    allowance: u64,
-    /// No xerial header: the whole input is one raw block, not yet decompressed.
-    raw: bool,
-}
-
-const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-const XERIAL_HEADER_LEN: usize = 16;
-
-impl<'a> XerialSnappy<'a> {
-    fn new(input: &'a [u8], limit: usize) -> Self {
-        let framed = input.len() >= XERIAL_HEADER_LEN && input.starts_with(XERIAL_MAGIC);
-        Self {
-            input: if framed {
-                &input[XERIAL_HEADER_LEN..]
-            } else {
-                input
-            },
-            block: Vec::new(),
-            at: 0,
-            // One byte more than the limit lets the caller tell "over the limit" apart.
-            allowance: limit as u64 + 1,
-            raw: !framed,
-        }
-    }
-
-    fn decompress(&mut self, compressed: &[u8]) -> io::Result<()> {
-        let len = snap::raw::decompress_len(compressed).map_err(io::Error::other)?;
-        if len as u64 > self.allowance {
-            // Refused from the block's own claim, before allocating it.
-            return Err(io::Error::other(LimitExceeded));
-        }
-        self.allowance -= len as u64;
-        self.block.resize(len, 0);
-        snap::raw::Decoder::new()
-            .decompress(compressed, &mut self.block)
-            .map_err(io::Error::other)?;
-        self.at = 0;
-        Ok(())
-    }
-}
-
-impl Read for XerialSnappy<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if std::mem::take(&mut self.raw) {
-            let whole = std::mem::take(&mut self.input);
-            self.decompress(whole)?;
-        }
-        while self.at >= self.block.len() {
-            if self.input.is_empty() {
-                return Ok(0);
-            }
-            if self.input.len() < 4 {
-                return Err(io::Error::other("snappy block length cut short"));
-            }
-            let len = u32::from_be_bytes(self.input[..4].try_into().expect("4 bytes")) as usize;
-            if self.input.len() - 4 < len {
-                return Err(io::Error::other("snappy block cut short"));
-            }
-            let (block, rest) = self.input[4..].split_at(len);
-            self.input = rest;
-            self.decompress(block)?;
-        }
-        let n = buf.len().min(self.block.len() - self.at);
-        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
-        self.at += n;
         Ok(n)
     }
 }

@@ -25,6 +25,9 @@ const GET_ATTEMPTS: u32 = 4;
 const GET_BACKOFF: Duration = Duration::from_millis(25);
 /// Bytes charged per cached block beyond its data (key, entry and moka bookkeeping).
 const BLOCK_OVERHEAD: u32 = 128;
+/// Slices of a block shorter than a block / `PIN_RATIO` are handed out as copies
+/// ([`SegmentCache::read_range_parts`]).
+const PIN_RATIO: u64 = 16;
 
 /// Settings of a [`SegmentCache`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,10 +212,22 @@ impl SegmentCache {
             });
         }
         let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
+        let parts = self.slices(&blocks, first, range);
         Ok(CachedParts {
             written: blocks.iter().all(|b| b.written),
-            parts: self.slices(&blocks, first, range),
+            parts: parts.into_iter().map(|part| self.unpinned(part)).collect(),
         })
+    }
+
+    /// A slice much smaller than a block, copied out of it: whoever keeps the slice (a Fetch
+    /// response queued for a client that reads slowly) then keeps the few bytes it asked for,
+    /// not the whole block after the cache has evicted it. So a reader holds at most
+    /// [`PIN_RATIO`] times what it read; a copy costs at most a block / [`PIN_RATIO`].
+    fn unpinned(&self, part: Bytes) -> Bytes {
+        match (part.len() as u64) < self.block_size / PIN_RATIO {
+            true => Bytes::copy_from_slice(&part),
+            false => part,
+        }
     }
 
     /// The blocks holding `range` (not empty, within the object), fetching those not cached;

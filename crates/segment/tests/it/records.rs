@@ -171,20 +171,28 @@ fn a_decompression_bomb_stops_at_the_limit() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &huge).unwrap();
     let gzip = gz.finish().unwrap();
-    assert!(zstd.len() < 64 * 1024 && gzip.len() < 1024 * 1024);
+    let lz4 = lz4_frame(&huge, |b| {
+        b.block_mode(lz4::BlockMode::Independent);
+    });
+    assert!(zstd.len() < 64 * 1024 && gzip.len() < 1024 * 1024 && lz4.len() < 1024 * 1024);
     // Uncompressed records read in place are held to the same limit.
-    for (codec, payload) in [(4i16, zstd), (1, gzip), (0, huge.clone())] {
+    for (codec, payload) in [(4i16, zstd), (1, gzip), (3, lz4), (0, huge.clone())] {
         let b = batch(codec, 1, &payload);
         assert!(matches!(
             b.validate_records(MIB),
             Err(SegmentError::TooLarge { limit, .. }) if limit == MIB as u64
         ));
-        let mut records = b.records(MIB).unwrap();
-        assert!(matches!(
-            records.next(),
-            Some(Err(SegmentError::TooLarge { .. }))
-        ));
-        assert!(records.next().is_none());
+        // Streams fail on the read past the limit; payloads expanded whole, before reading.
+        match b.records(MIB) {
+            Err(e) => assert!(matches!(e, SegmentError::TooLarge { .. }), "{e}"),
+            Ok(mut records) => {
+                assert!(matches!(
+                    records.next(),
+                    Some(Err(SegmentError::TooLarge { .. }))
+                ));
+                assert!(records.next().is_none());
+            }
+        }
         // Within a larger limit the same batch is valid.
         b.validate_records(65 * MIB).unwrap();
     }
@@ -201,4 +209,129 @@ fn a_decompression_bomb_stops_at_the_limit() {
         batch(2, 1, &claim).validate_records(MIB),
         Err(SegmentError::TooLarge { .. })
     ));
+}
+
+/// Records over several 64 KiB lz4 blocks, in one uncompressed payload.
+fn many_records(count: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| {
+            let key = format!("key-{i}");
+            let value: Vec<u8> = (0..700).map(|j| (i * 31 + j * 7) as u8 % 61).collect();
+            record(i as i64, Some(key.as_bytes()), &value, 0)
+        })
+        .collect()
+}
+
+fn lz4_frame(raw: &[u8], build: impl Fn(&mut lz4::EncoderBuilder)) -> Vec<u8> {
+    let mut builder = lz4::EncoderBuilder::new();
+    build(&mut builder);
+    let mut encoder = builder.build(Vec::new()).unwrap();
+    std::io::Write::write_all(&mut encoder, raw).unwrap();
+    let (out, result) = encoder.finish();
+    result.unwrap();
+    out
+}
+
+fn assert_records(b: &RecordBatch, count: usize, what: &str) {
+    b.validate_records(MIB)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let decoded: Vec<_> = b.records(MIB).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(decoded.len(), count, "{what}");
+    for (i, record) in decoded.iter().enumerate() {
+        assert_eq!(
+            record.key.as_deref(),
+            Some(format!("key-{i}").as_bytes()),
+            "{what}"
+        );
+        let value: Vec<u8> = (0..700).map(|j| (i * 31 + j * 7) as u8 % 61).collect();
+        assert_eq!(record.value.as_deref(), Some(&value[..]), "{what}");
+    }
+}
+
+#[test]
+fn lz4_frames_of_every_shape_decode() {
+    use lz4::liblz4::BlockChecksum;
+    use lz4::{BlockMode, BlockSize, ContentChecksum};
+    let count = 300; // ~215 KB: four 64 KiB blocks
+    let raw = many_records(count);
+    for mode in [BlockMode::Independent, BlockMode::Linked] {
+        for block_size in [BlockSize::Max64KB, BlockSize::Max256KB, BlockSize::Max4MB] {
+            for checksums in [false, true] {
+                let frame = lz4_frame(&raw, |b| {
+                    b.block_mode(mode.clone()).block_size(block_size.clone());
+                    if checksums {
+                        b.checksum(ContentChecksum::ChecksumEnabled)
+                            .block_checksum(BlockChecksum::BlockChecksumEnabled)
+                            .content_size(raw.len() as u64);
+                    } else {
+                        b.checksum(ContentChecksum::NoChecksum);
+                    }
+                });
+                let what = format!("{mode:?} {block_size:?} checksums {checksums}");
+                assert_records(&batch(3, count as i32, &frame), count, &what);
+            }
+        }
+    }
+    // Incompressible blocks are stored as they are (the high bit of their size): Kafka's Java
+    // producer writes those when compression does not pay.
+    let mut frame = lz4_frame(b"", |b| {
+        b.block_mode(BlockMode::Independent)
+            .block_checksum(BlockChecksum::NoBlockChecksum)
+            .checksum(ContentChecksum::NoChecksum);
+    });
+    let end_mark = frame.split_off(frame.len() - 4);
+    assert_eq!(end_mark, [0; 4]);
+    for chunk in raw.chunks(64 * 1024) {
+        frame.extend_from_slice(&(chunk.len() as u32 | 0x8000_0000).to_le_bytes());
+        frame.extend_from_slice(chunk);
+    }
+    frame.extend_from_slice(&end_mark);
+    assert_records(&batch(3, count as i32, &frame), count, "stored blocks");
+    // A batch read after a larger one on the same thread sees only its own bytes.
+    let small = many_records(5);
+    let frame = lz4_frame(&small, |b| {
+        b.block_mode(BlockMode::Independent);
+    });
+    assert_records(&batch(3, 5, &frame), 5, "after a larger batch");
+}
+
+#[test]
+fn lz4_frames_that_lie_are_refused() {
+    use lz4::liblz4::BlockChecksum;
+    use lz4::{BlockMode, ContentChecksum};
+    let raw = many_records(100);
+    let frame = lz4_frame(&raw, |b| {
+        b.block_mode(BlockMode::Independent)
+            .checksum(ContentChecksum::ChecksumEnabled)
+            .block_checksum(BlockChecksum::BlockChecksumEnabled)
+            .content_size(raw.len() as u64);
+    });
+    let refused = |frame: &[u8], expect: &str| {
+        let why = reason(batch(3, 100, frame).validate_records(MIB).unwrap_err());
+        assert!(why.contains(expect), "{expect}: {why}");
+    };
+    let flipped = |at: usize| {
+        let mut f = frame.clone();
+        f[at] ^= 0x01;
+        f
+    };
+    // Magic 4, FLG, BD, content size 8, HC: the first block's size at 15, its data at 19.
+    refused(&flipped(0), "magic number");
+    refused(&flipped(14), "descriptor checksum");
+    refused(&flipped(25), "block checksum");
+    let mut sizes = flipped(6);
+    sizes[14] = (twox_hash::XxHash32::oneshot(0, &sizes[4..14]) >> 8) as u8;
+    refused(&sizes, "declares");
+    let mut content = frame.clone();
+    let last = content.len() - 1;
+    content[last] ^= 0x01;
+    refused(&content, "content checksum");
+    let mut trailing = frame.clone();
+    trailing.push(0);
+    refused(&trailing, "follow the frame");
+    refused(&frame[..frame.len() / 2], "cut short");
+    // A block that claims more than the frame's block size.
+    let mut oversized = frame.clone();
+    oversized[15..19].copy_from_slice(&(65 * 1024u32).to_le_bytes());
+    refused(&oversized, "exceeds the frame's");
 }

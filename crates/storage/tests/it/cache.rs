@@ -264,3 +264,43 @@ async fn fresh_writes_displace_blocks_already_read() {
         "every fresh object was served from the cache"
     );
 }
+
+/// The parts read for `range` of `data`, checked against it.
+async fn parts(
+    cache: &SegmentCache,
+    store: &FaultyStore,
+    data: &Bytes,
+    range: Range<u64>,
+) -> Vec<Bytes> {
+    let read = cache
+        .read_range_parts(store, KEY, data.len() as u64, range.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        read.parts.concat(),
+        data[range.start as usize..range.end as usize]
+    );
+    read.parts
+}
+
+/// Parts of a block much smaller than it are copies (a queued response keeps only its own
+/// bytes alive, not the evicted block around them); larger parts share the block.
+#[tokio::test]
+async fn small_slices_do_not_pin_their_block() {
+    let data = object(4 * BLOCK as usize);
+    let store = store_with(&data).await;
+    let cache = cache(1 << 20);
+    // Two reads held at once: equal pointers mean both are views of the cached block.
+    let shared = |range: Range<u64>| {
+        let (cache, store, data) = (&cache, &store, &data);
+        async move {
+            let a = parts(cache, store, data, range.clone()).await;
+            let b = parts(cache, store, data, range).await;
+            a[0].as_ptr() == b[0].as_ptr()
+        }
+    };
+    // 3 bytes of a 64-byte block (under 64 / 16): a copy on every read.
+    assert!(!shared(BLOCK + 10..BLOCK + 13).await);
+    // Half a block: the block's own bytes.
+    assert!(shared(BLOCK..BLOCK + BLOCK / 2).await);
+}
