@@ -253,6 +253,13 @@ impl SegmentBuilder {
         if self.packing.len() + bytes.len() > PACKED_PART_BYTES {
             self.seal_packing();
         }
+        if self.packing.is_empty() {
+            // Room for a few batches like this one up front: grown from empty, the part was
+            // reallocated (and copied) at every doubling. Bounded by the part size, and by a
+            // small multiple of what the partition wrote, so idle partitions reserve little.
+            self.packing
+                .reserve((bytes.len() * 4).min(PACKED_PART_BYTES));
+        }
         self.packing.extend_from_slice(&offset);
         self.packing.extend_from_slice(&bytes[8..]);
     }
