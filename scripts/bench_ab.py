@@ -3,13 +3,16 @@
 
     .venv/bin/python scripts/bench_ab.py --variant before=/tmp/sh-before \\
         --variant after=target/release/streamhouse[,ENV=VALUE...] \\
-        [--rounds 3] [--records 200000] [--partitions 6] [--codec none]
+        [--rounds 3] [--records 200000] [--partitions 6] [--codec none] [--after 0]
 
 Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedded defaults,
 `--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
 acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records.
 Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc/PID/stat its
-CPU seconds per GB and minor page faults of each phase. Prints every run, then medians.
+CPU seconds per GB and minor page faults of each phase. With `--after S`, the agent is then left
+alone for S seconds and its CPU in that window is reported per GB produced (`after_cpu_s_gb`):
+the background work the round's data costs, consolidation above all (it rewrites slices 10-60 s
+old, so 75 s covers it). Prints every run, then medians.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -61,11 +65,13 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
             "--bootstrap-server", agent.bootstrap, "--topic", topic,
             "--messages", str(args.records), "--timeout", "60000"])
         cpu2, faults2 = counters(agent.proc.pid)
+        time.sleep(args.after)
+        cpu3, _ = counters(agent.proc.pid)
     finally:
         agent.stop()
     summary = [line for line in produced.splitlines() if "records sent" in line][-1]
     row = [line for line in consumed.splitlines() if line[:1].isdigit()][-1].split(",")
-    return {
+    result = {
         "produce_mb_s": float(summary.split("(")[1].split()[0]),
         "fetch_mb_s": float(row[8]),
         "produce_cpu_s_gb": (cpu1 - cpu0) / gb,
@@ -73,6 +79,9 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         "produce_faults": faults1 - faults0,
         "consume_faults": faults2 - faults1,
     }
+    if args.after > 0:
+        result["after_cpu_s_gb"] = (cpu3 - cpu2) / gb
+    return result
 
 
 def main() -> None:
@@ -83,6 +92,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--codec", default="none")
+    parser.add_argument("--after", type=float, default=0,
+                        help="seconds to stay idle after consuming, measuring background CPU")
     args = parser.parse_args()
     variants = {}
     for spec in args.variant:
