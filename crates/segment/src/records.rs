@@ -114,6 +114,7 @@ impl<'a> Records<'a> {
                     format!("lz4 payload does not decode: {e}"),
                 )
             })?),
+            // Zstd: every other codec was read in place above.
             _ => {
                 let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
                     .map_err(|e| invalid(&header, batch.len(), format!("zstd: {e}")))?;
