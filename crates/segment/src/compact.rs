@@ -12,11 +12,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::batch::{BatchHeader, Compression, RecordBatch, PREFIX_LEN};
 use crate::error::SegmentError;
+use crate::expand::XERIAL_HEADER;
 use crate::records::Record;
 
-/// Xerial snappy framing, as Kafka's Java producer writes it: magic, version 1, compatible
-/// version 1, then blocks of at most 32 KiB input, each a length-prefixed raw snappy block.
-const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+/// Input per xerial snappy block, as Kafka's Java producer writes them.
 const XERIAL_BLOCK: usize = 32 * 1024;
 
 impl RecordBatch {

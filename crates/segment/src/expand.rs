@@ -21,8 +21,10 @@ const ROOM_PAST_LIMIT: usize = 4 << 20;
 const LZ4_MAGIC: u32 = 0x184D_2204;
 /// A block whose size field has this bit set is stored uncompressed.
 const LZ4_UNCOMPRESSED: u32 = 0x8000_0000;
-const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-const XERIAL_HEADER_LEN: usize = 16;
+/// Xerial snappy framing, as Kafka's Java producer writes it: magic, version 1, compatible
+/// version 1, then length-prefixed raw snappy blocks. Readers check only the magic.
+pub(crate) const XERIAL_HEADER: &[u8] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+const XERIAL_MAGIC: &[u8] = XERIAL_HEADER.split_at(8).0;
 
 thread_local! {
     static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
@@ -226,11 +228,11 @@ pub(crate) fn lz4(payload: &[u8], limit: usize) -> Result<Option<Expanded>, Expa
 /// snappy block. Each block's claimed size is checked against the limit before room is made.
 pub(crate) fn snappy(payload: &[u8], limit: usize) -> Result<Expanded, ExpandError> {
     let mut out = Expanded::new(limit);
-    if !(payload.len() >= XERIAL_HEADER_LEN && payload.starts_with(XERIAL_MAGIC)) {
+    if !(payload.len() >= XERIAL_HEADER.len() && payload.starts_with(XERIAL_MAGIC)) {
         snappy_block(&mut out, payload)?;
         return Ok(out);
     }
-    let mut input = &payload[XERIAL_HEADER_LEN..];
+    let mut input = &payload[XERIAL_HEADER.len()..];
     while !input.is_empty() {
         let Some((len, rest)) = input.split_first_chunk::<4>() else {
             return Err(invalid("block length cut short"));

@@ -1,9 +1,11 @@
 //! The records inside a batch: decompression with a bounded output and record decoding, the
 //! one place every caller (produce validation, ListOffsets, HTTP consume) reads records from.
 //!
-//! Everything streams: compressed payloads are decompressed through a reader that fails once
-//! more than the caller's limit came out, so a batch that claims (or expands to) gigabytes costs
-//! at most the limit in CPU and a small fixed buffer in memory, never its expanded size.
+//! Decompression stops once more than the caller's limit came out, so a batch that claims (or
+//! expands to) gigabytes costs at most the limit in CPU, never its expanded size. lz4 frames of
+//! independent blocks and xerial snappy are expanded whole into a buffer the thread reuses (at
+//! most the limit plus one lz4 block, see [`expand`]) and read in place, as uncompressed payloads
+//! are; gzip, zstd and other lz4 frames stream through a small fixed buffer.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -73,60 +75,69 @@ pub struct Records<'a> {
 
 impl<'a> Records<'a> {
     fn new(batch: &'a RecordBatch, max_expanded: usize, keep: bool) -> Result<Self, SegmentError> {
-        let header = *batch.header();
         let payload = &batch.bytes()[BatchHeader::LEN..];
-        let expanded = match header.compression() {
-            // Read in place: through a buffer, every byte would be copied once more.
-            Compression::None => Some(Ok(Payload::Borrowed(payload))),
-            Compression::Snappy => {
-                Some(expand::snappy(payload, max_expanded).map(Payload::Expanded))
+        let input = match Self::in_place(batch, payload, max_expanded)? {
+            Some(bytes) => Input::InPlace(InPlace::new(bytes, max_expanded)),
+            None => {
+                let stream = Bounded::new(Self::stream(batch, payload)?, max_expanded);
+                Input::Stream(BufReader::with_capacity(READ_BUFFER, stream))
             }
-            Compression::Lz4 => expand::lz4(payload, max_expanded)
-                .transpose()
-                .map(|r| r.map(Payload::Expanded)),
-            Compression::Gzip | Compression::Zstd => None,
         };
-        if let Some(expanded) = expanded {
-            let payload = expanded.map_err(|e| match e {
-                ExpandError::TooLarge => SegmentError::TooLarge {
-                    range: 0..batch.len() as u64,
-                    limit: max_expanded as u64,
-                },
-                ExpandError::Invalid(reason) => invalid(
-                    &header,
-                    batch.len(),
-                    format!(
-                        "{:?} payload does not decompress: {reason}",
-                        header.compression()
-                    ),
+        Ok(Self::over(batch, input, keep))
+    }
+
+    /// The record bytes to read in place: an uncompressed payload itself (through a buffer,
+    /// every byte would be copied once more), or one [`expand`] takes, expanded; `None` for a
+    /// payload read as a stream.
+    fn in_place(
+        batch: &RecordBatch,
+        payload: &'a [u8],
+        max_expanded: usize,
+    ) -> Result<Option<Payload<'a>>, SegmentError> {
+        let expanded = match batch.header().compression() {
+            Compression::None => return Ok(Some(Payload::Borrowed(payload))),
+            Compression::Snappy => expand::snappy(payload, max_expanded).map(Some),
+            Compression::Lz4 => expand::lz4(payload, max_expanded),
+            Compression::Gzip | Compression::Zstd => Ok(None),
+        };
+        let expanded = expanded.map_err(|e| match e {
+            ExpandError::TooLarge => SegmentError::TooLarge {
+                range: 0..batch.len() as u64,
+                limit: max_expanded as u64,
+            },
+            ExpandError::Invalid(reason) => invalid(
+                batch.header(),
+                batch.len(),
+                format!(
+                    "{:?} payload does not decompress: {reason}",
+                    batch.header().compression()
                 ),
-            })?;
-            let input = Input::InPlace(InPlace::new(payload, max_expanded));
-            return Ok(Self::over(batch, input, keep));
-        }
-        let stream: Box<dyn Read + 'a> = match header.compression() {
+            ),
+        })?;
+        Ok(expanded.map(Payload::Expanded))
+    }
+
+    /// The decompressing stream for a payload [`Self::in_place`] leaves: gzip, zstd, and lz4
+    /// frames with linked blocks or a dictionary.
+    fn stream(batch: &RecordBatch, payload: &'a [u8]) -> Result<Box<dyn Read + 'a>, SegmentError> {
+        let header = batch.header();
+        let invalid = |reason: String| invalid(header, batch.len(), reason);
+        Ok(match header.compression() {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(payload)),
-            // Frames with linked blocks or a dictionary (expand::lz4 takes the rest).
-            Compression::Lz4 => Box::new(lz4::Decoder::new(payload).map_err(|e| {
-                invalid(
-                    &header,
-                    batch.len(),
-                    format!("lz4 payload does not decode: {e}"),
-                )
-            })?),
-            // Zstd: every other codec was read in place above.
+            Compression::Lz4 => Box::new(
+                lz4::Decoder::new(payload)
+                    .map_err(|e| invalid(format!("lz4 payload does not decode: {e}")))?,
+            ),
+            // Zstd: the others were read in place.
             _ => {
                 let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)
-                    .map_err(|e| invalid(&header, batch.len(), format!("zstd: {e}")))?;
-                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| {
-                    invalid(&header, batch.len(), format!("zstd window limit: {e}"))
-                })?;
+                    .map_err(|e| invalid(format!("zstd: {e}")))?;
+                decoder
+                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(|e| invalid(format!("zstd window limit: {e}")))?;
                 Box::new(decoder)
             }
-        };
-        let stream = Bounded::new(stream, max_expanded);
-        let input = Input::Stream(BufReader::with_capacity(READ_BUFFER, stream));
-        Ok(Self::over(batch, input, keep))
+        })
     }
 
     fn over(batch: &RecordBatch, input: Input<'a>, keep: bool) -> Self {
