@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 CLIENT_TIMEOUT_S = 30.0
+
+
+def client_trail(path: Path, contexts: str) -> dict:
+    """Client settings that write librdkafka's debug lines for `contexts` (its `debug`
+    setting, e.g. "eos,msg") to `path`, so that a rare failure can show what the client saw and
+    did. librdkafka hands log lines over in `poll`/`consume`, which the caller runs anyway."""
+    logger = logging.getLogger(f"rdkafka:{path}")
+    if not logger.handlers:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return {"logger": logger, "debug": contexts}
+
+
+def trail_lines(path: Path, pattern: str, keep: int = 12) -> list[str]:
+    """The last `keep` lines of the log at `path` matching the regular expression `pattern`:
+    a failure's evidence, short enough for a CI report."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return [f"(no log at {path})"]
+    hits = [line for line in lines if re.search(pattern, line)]
+    return [line[:300] for line in hits[-keep:]]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,8 +19,8 @@ import pytest
 from confluent_kafka import KafkaException
 
 from harness import free_port
-from kafka_util import admin, assert_offsets_dense, consume_until, create_topic, high_watermarks, \
-    producer
+from kafka_util import admin, assert_offsets_dense, client_trail, consume_until, create_topic, \
+    high_watermarks, producer, trail_lines
 
 PARTITIONS = 12
 # Short, so the test is quick; failover takes about one TTL. STREAMHOUSE_E2E_LEASE_TTL_MS=10000
@@ -29,6 +30,11 @@ HEARTBEAT_INTERVAL_MS = LEASE_TTL_MS // 6
 # Delivery reports this soon after the kill answer requests the dead agent had already served.
 IN_FLIGHT_GRACE_S = 0.25
 SETTLE_TIMEOUT_S = 30.0
+# The agents' log filter: besides the default, each partition's lease, writer, refused produce
+# and fetch, and idempotent retry, so that a rare failure leaves the trail that explains it.
+AGENT_LOG = ("info,streamhouse_kafka::handlers::produce=debug,"
+             "streamhouse_kafka::handlers::fetch=debug,streamhouse_kafka::cluster=debug,"
+             "streamhouse_kafka::handlers::metadata=debug,streamhouse_storage::writer=debug")
 
 
 class TempPostgres:
@@ -109,10 +115,11 @@ def postgres():
 
 
 @pytest.fixture
-def cluster(postgres, server_factory, tmp_path):
+def cluster(postgres, server_factory, tmp_path, monkeypatch):
     """`cluster(node_id)` starts an agent of one cluster: shared PostgreSQL metadata and a
     shared object-store directory (standing in for a bucket). PostgreSQL is set up first so
     it is torn down last: the agents deregister from it when stopped."""
+    monkeypatch.setenv("RUST_LOG", AGENT_LOG)
     shared_objects = tmp_path / "shared-objects"
     shared_objects.mkdir()
 
@@ -152,10 +159,12 @@ class ContinuousProducer(threading.Thread):
     """Produces numbered records round-robin over the partitions until stopped; keeps every
     delivery report with the time it arrived."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, trail: Path | None = None):
         super().__init__(daemon=True)
         self.topic = topic
-        self.producer = producer(bootstrap, **{"enable.idempotence": True})
+        # The client's own account of errors, retries, sequences and epochs goes to `trail`.
+        debug = client_trail(trail, "eos,msg,metadata") if trail else {}
+        self.producer = producer(bootstrap, **{"enable.idempotence": True}, **debug)
         self.acked: list[tuple[int, int, int, float]] = []  # partition, offset, seq, time
         self.errors: list[str] = []
         self.stopping = threading.Event()
@@ -185,7 +194,7 @@ class ContinuousProducer(threading.Thread):
         assert not self.errors, f"{len(self.errors)} delivery errors, first: {self.errors[:5]}"
 
 
-def test_sigkilled_agent_loses_no_acknowledged_record(cluster, topic, measurements):
+def test_sigkilled_agent_loses_no_acknowledged_record(cluster, topic, measurements, tmp_path):
     """Kill one of three agents mid-stream, then bring it back and add a fourth, all while an
     idempotent producer writes: every acknowledged record ends up stored exactly once."""
     agents = [cluster(n) for n in range(3)]
@@ -193,7 +202,8 @@ def test_sigkilled_agent_loses_no_acknowledged_record(cluster, topic, measuremen
     create_topic(agents[0].bootstrap, topic, PARTITIONS)
     before = wait_for_leaders(bootstrap, topic, {0, 1, 2})
 
-    writer = ContinuousProducer(bootstrap, topic)
+    client_log = tmp_path / "producer.log"
+    writer = ContinuousProducer(bootstrap, topic, trail=client_log)
     writer.start()
     time.sleep(3)
     victim = 2
@@ -216,7 +226,25 @@ def test_sigkilled_agent_loses_no_acknowledged_record(cluster, topic, measuremen
     writer.finish()
     spread = wait_for_leaders(everyone, topic, {0, 1, 2, 3})
     assert max(Counter(spread.values()).values()) <= math.ceil(PARTITIONS / 4) + 1, spread
-    assert_exactly_once_in_order(everyone, topic, writer.acked)
+    producer_events = r"error|ERRSEQ|DUPSEQ|UNKPID|bump|drain|[Rr]etr"
+    assert_exactly_once_in_order(
+        everyone, topic, writer.acked,
+        explain=lambda ps: print(trail(agents, client_log, producer_events, ps)))
+
+
+def trail(agents, client_log: Path, client_events: str, partitions: set[int]) -> str:
+    """What the client (its lines matching `client_events`) and each agent (lease, writer,
+    refusals, retries) logged about `partitions` (the first three): why records went missing,
+    were stored twice, or could not be read."""
+    out = []
+    for p in sorted(partitions)[:3]:
+        out.append(f"--- client, partition {p}")
+        out += [line for line in trail_lines(client_log, rf"\[{p}\]", keep=10_000)
+                if re.search(client_events, line)][-12:]
+        for i, agent in enumerate(agents):
+            out.append(f"--- agent {i}, partition {p}")
+            out += trail_lines(agent.log_path, rf"partition[= ]{p}\b", keep=8)
+    return "\n".join(out)
 
 
 def wait_for_takeover(writer: ContinuousProducer, orphaned: set[int], killed_at: float) -> float:
@@ -247,20 +275,28 @@ def read_everything(bootstrap: str, topic: str, attempts: int = 3):
 
 
 def assert_exactly_once_in_order(bootstrap: str, topic: str,
-                                 acked: list[tuple[int, int, int, float]]) -> None:
+                                 acked: list[tuple[int, int, int, float]],
+                                 explain=lambda partitions: None) -> None:
     """Every acknowledged record is stored once, at its acknowledged offset, partitions are
     gap-free and hold their records in production order. librdkafka acknowledges a batch
     without an offset when a later batch's success proves it stored (its own answer was lost
-    with a timed-out request); such a record must be in its partition all the same."""
+    with a timed-out request); such a record must be in its partition all the same. On a
+    failure, `explain` is called with the partitions concerned."""
     got = read_everything(bootstrap, topic)
     assert_offsets_dense(got)
     stored = {(r.partition, r.offset): int(r.value) for recs in got.values() for r in recs}
     seqs = Counter(stored.values())
     duplicated = [s for s, n in seqs.items() if n > 1]
-    assert not duplicated, f"{len(duplicated)} records stored twice, e.g. {duplicated[:5]}"
+    if duplicated:
+        twice = {key: s for key, s in stored.items() if s in set(duplicated[:5])}
+        explain({p for p, _ in twice})
+        raise AssertionError(f"{len(duplicated)} records stored twice, e.g. (partition, offset) "
+                             f"-> record {sorted(twice.items())}")
     where = {s: key for key, s in stored.items()}
     missing = [(p, o, s) for p, o, s, _ in acked
                if (stored.get((p, o)) != s if o is not None else where.get(s, (None,))[0] != p)]
+    if missing:
+        explain({p for p, _, _ in missing})
     assert not missing, f"{len(missing)} acknowledged records not stored as acknowledged, " \
                         f"e.g. {missing[:5]} (partition, offset, record); stored at " \
                         f"{[where.get(s) for _, _, s in missing[:5]]}"
@@ -292,7 +328,7 @@ def commit_across(prod, topic: str, partitions: tuple[int, int], values: list[by
     return False
 
 
-def test_a_transaction_over_two_agents_survives_either_sigkill(cluster, topic):
+def test_a_transaction_over_two_agents_survives_either_sigkill(cluster, topic, tmp_path):
     """A transaction over partitions led by two agents commits (or aborts) on both, whichever
     of them is SIGKILLed right after the commit, before or while it writes its markers; a
     read_committed consumer sees every committed record once and nothing else."""
@@ -320,6 +356,8 @@ def test_a_transaction_over_two_agents_survives_either_sigkill(cluster, topic):
             expected += batch
         agents[victim].start()
         wait_for_leaders(bootstrap, topic, {0, 1, 2})
-    got = read_values(bootstrap, topic, partitions=PARTITIONS, deadline=90)
+    reader_log = tmp_path / "reader.log"
+    got = read_values(bootstrap, topic, partitions=PARTITIONS, deadline=90, trail=reader_log,
+                      explain=lambda ps: print(trail(agents, reader_log, ".", ps)))
     assert sorted(got) == sorted(expected), (
         f"{len(got)} read, {len(expected)} committed, {len(set(got))} distinct")

@@ -14,7 +14,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from kafka_util import create_topic
+from kafka_util import client_trail, create_topic
 
 PARTITIONS = 3
 
@@ -48,10 +48,14 @@ def committed_reader(bootstrap: str, **overrides) -> Consumer:
 
 def read_values(bootstrap: str, topic: str, partitions: int = PARTITIONS,
                 isolation: str = "read_committed", settle: float = 3.0,
-                deadline: float = 60.0) -> list[bytes]:
+                deadline: float = 60.0, trail=None, explain=lambda partitions: None
+                ) -> list[bytes]:
     """Every value a consumer at `isolation` reads, once it reached the end of every
-    partition and nothing more arrived for `settle` seconds."""
-    c = committed_reader(bootstrap, **{"isolation.level": isolation})
+    partition and nothing more arrived for `settle` seconds. With a `trail` path the
+    consumer's fetch debug lines go there; `explain` is called with the partitions whose end
+    was never seen, before the failure is raised."""
+    debug = client_trail(trail, "fetch,topic") if trail else {}
+    c = committed_reader(bootstrap, **{"isolation.level": isolation}, **debug)
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     values: list[bytes] = []
     at_end: set[int] = set()
@@ -72,6 +76,7 @@ def read_values(bootstrap: str, topic: str, partitions: int = PARTITIONS,
             at_end.discard(msg.partition())
             quiet_since = time.monotonic()
             values.append(msg.value())
+        explain(set(range(partitions)) - at_end)
         raise AssertionError(f"no quiet end of {topic} within {deadline}s: {len(values)} read; "
                              f"{not_at_end(c, topic, partitions, at_end)}")
     finally:

@@ -24,6 +24,11 @@ use crate::security::{Authorizer, SaslAuthenticator};
 use crate::supervisor::{Supervisor, TaskFailure};
 use crate::txn::Transactions;
 
+/// How old the cluster view a Metadata answer is built from may be (see
+/// [`Broker::metadata_view`]): an agent that just joined is named within this long by every
+/// other, while the controller's own reads are up to a round apart.
+const METADATA_VIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A Kafka-speaking agent: its services and its background loops.
 pub struct Broker {
     pub(crate) config: BrokerConfig,
@@ -180,11 +185,23 @@ impl Broker {
         self.groups.lag(group).await
     }
 
-    /// The cluster (live agents, leases) as the controller last read it, at most a round
-    /// ago: Metadata requests are answered from it without touching the metadata store, so a
-    /// failover storm of them adds no load to it.
+    /// The cluster (live agents, leases) as the controller last read it, at most a round ago
+    /// (no I/O).
     pub(crate) fn cluster_view(&self) -> ClusterView {
         self.membership.view()
+    }
+
+    /// The cluster as read at most [`METADATA_VIEW_MAX_AGE`] ago, for Metadata answers: they
+    /// must name every live agent (see [`Membership::fresh_view`]). A failover storm of
+    /// requests reads the store at most once per that interval.
+    pub(crate) async fn metadata_view(&self) -> ClusterView {
+        self.membership
+            .fresh_view(
+                self.metadata.as_ref(),
+                self.config.lease_ttl,
+                METADATA_VIEW_MAX_AGE,
+            )
+            .await
     }
 
     /// Whether this agent coordinates consumer group `group`: it holds the group's lease, or

@@ -221,6 +221,11 @@ async fn reconcile(b: &Controller) -> Result<(), MetadataError> {
             }
         }
     }
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        agents = view.assignment.agents().len(),
+        "partition controller round done"
+    );
     Ok(())
 }
 

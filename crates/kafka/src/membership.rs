@@ -11,6 +11,7 @@ use streamhouse_metadata::{
     now_ms, AgentInfo, MetadataError, MetadataStore, PartitionLease, Topic,
 };
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::warn;
 
 /// Where partitions and group coordinators should live, given the live agents.
@@ -130,9 +131,33 @@ fn mix(mut h: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterView {
     pub(crate) assignment: Arc<Assignment>,
+    /// The agents Metadata names as brokers, one per node id: those of the assignment and
+    /// those whose heartbeat is late by less than [`BROKER_LISTING_TTLS`] lease TTLs. Clients
+    /// drop their connections to a broker an answer leaves out (failing what they had in
+    /// flight there as not stored), so an agent stays listed through a slow heartbeat.
+    pub(crate) brokers: Arc<Vec<AgentInfo>>,
     leases: Arc<HashMap<(String, u32), PartitionLease>>,
     /// Group id -> agent id of its coordinator lease's holder.
     group_holders: Arc<HashMap<String, String>>,
+    /// When the refresh that built it started reading (`None`: not read yet, this agent alone).
+    read_at: Option<Instant>,
+}
+
+/// How many lease TTLs an agent's heartbeat may be late before Metadata stops naming it as a
+/// broker (it stops owning partitions after one).
+const BROKER_LISTING_TTLS: i64 = 3;
+
+/// A partition's leader as Metadata reports it: node id and leader epoch (KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leader {
+    /// The node clients send the partition's requests to; -1 without agents.
+    pub(crate) node: i32,
+    /// The epoch of the lease that node holds (-1 when none is held). Lease epochs only grow,
+    /// so a client that meets an answer with a lower epoch than it knows (from an agent whose
+    /// view lags) keeps what it knows instead of following a leader that moved on: without
+    /// epochs, answers from agents whose views differ by a refresh sent clients back and forth,
+    /// and librdkafka can then stay on the wrong agent for good.
+    pub(crate) epoch: i32,
 }
 
 impl ClusterView {
@@ -146,9 +171,11 @@ impl ClusterView {
         holder.or_else(|| self.assignment.coordinator(group))
     }
 
-    /// Per partition of `topic`, the node id of the agent clients should send it to: the live
-    /// holder of an unexpired lease, else the desired owner (-1 without agents).
-    pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<i32> {
+    /// Per partition of `topic`, where clients should send it: the live holder of an unexpired
+    /// lease, at that lease's epoch; else the desired owner (-1 without agents) at no epoch
+    /// (-1: clients take it whatever epoch they knew, so a partition never waits on a lease
+    /// whose epoch a client was told ahead of time).
+    pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<Leader> {
         let owners = self.assignment.topic_owners(&topic.name, topic.partitions);
         (0..topic.partitions)
             .map(|p| {
@@ -156,9 +183,17 @@ impl ClusterView {
                     .leases
                     .get(&(topic.name.clone(), p))
                     .filter(|l| l.expires_at_ms >= now_ms)
-                    .and_then(|l| self.assignment.node_of(&l.agent_id));
-                let owner = owners.get(p as usize).map(|a| a.node_id);
-                holder.or(owner).unwrap_or(-1)
+                    .and_then(|l| Some((self.assignment.node_of(&l.agent_id)?, l.epoch)));
+                match holder {
+                    Some((node, epoch)) => Leader {
+                        node,
+                        epoch: i32::try_from(epoch).unwrap_or(i32::MAX),
+                    },
+                    None => Leader {
+                        node: owners.get(p as usize).map_or(-1, |a| a.node_id),
+                        epoch: -1,
+                    },
+                }
             })
             .collect()
     }
@@ -172,6 +207,8 @@ pub(crate) struct Membership {
     wake: Arc<Notify>,
     /// Set by shutdown: the controller stops and nothing new is leased.
     stopping: std::sync::atomic::AtomicBool,
+    /// Held by a [`Membership::fresh_view`] refresh, so a burst of requests reads the store once.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Membership {
@@ -180,14 +217,17 @@ impl Membership {
     pub(crate) fn new(me: AgentInfo) -> Self {
         let view = ClusterView {
             assignment: Arc::new(Assignment::new([me.clone()])),
+            brokers: Arc::new(vec![me.clone()]),
             leases: Arc::default(),
             group_holders: Arc::default(),
+            read_at: None,
         };
         Self {
             me,
             view: RwLock::new(view),
             wake: Arc::default(),
             stopping: Default::default(),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -225,11 +265,20 @@ impl Membership {
         metadata: &dyn MetadataStore,
         lease_ttl: Duration,
     ) -> Result<ClusterView, MetadataError> {
-        let alive_since = now_ms() - lease_ttl.as_millis() as i64;
-        let mut agents = metadata.list_agents(alive_since).await?;
-        if !agents.iter().any(|a| a.agent_id == self.me.agent_id) {
-            agents.push(self.me.clone());
+        let read_at = Instant::now();
+        let ttl_ms = lease_ttl.as_millis() as i64;
+        let alive_since = now_ms() - ttl_ms;
+        let mut listed = metadata
+            .list_agents(alive_since - ttl_ms * (BROKER_LISTING_TTLS - 1))
+            .await?;
+        if !listed.iter().any(|a| a.agent_id == self.me.agent_id) {
+            listed.push(self.me.clone());
         }
+        let agents: Vec<AgentInfo> = listed
+            .iter()
+            .filter(|a| a.last_heartbeat_ms >= alive_since || a.agent_id == self.me.agent_id)
+            .cloned()
+            .collect();
         let leases = metadata.list_leases().await?;
         let group_leases = metadata.list_group_leases().await?;
         let assignment = Assignment::new(agents);
@@ -245,6 +294,7 @@ impl Membership {
         }
         let view = ClusterView {
             assignment: Arc::new(assignment),
+            brokers: Arc::new(Assignment::new(listed).agents),
             leases: Arc::new(
                 leases
                     .into_iter()
@@ -257,9 +307,41 @@ impl Membership {
                     .map(|l| (l.group_id, l.agent_id))
                     .collect(),
             ),
+            read_at: Some(read_at),
         };
-        *self.view.write() = view.clone();
+        let mut current = self.view.write();
+        // Refreshes run concurrently (the controller's, a Metadata request's): one that began
+        // reading earlier never replaces what a later one read.
+        if current.read_at.is_none_or(|at| at <= read_at) {
+            *current = view.clone();
+        }
         Ok(view)
+    }
+
+    /// The view, re-read first when older than `max_age` (or never read), one refresh at a time;
+    /// on a metadata error the view as it is. For Metadata answers: every live agent must be in
+    /// them, since clients drop the connections to brokers an answer leaves out (failing what
+    /// they had in flight there as not stored, which an idempotent producer may then send
+    /// again under a new epoch), and an agent that joined since the controller's last read
+    /// would be left out. The store is read at most once per `max_age` however many requests
+    /// come.
+    pub(crate) async fn fresh_view(
+        &self,
+        metadata: &dyn MetadataStore,
+        lease_ttl: Duration,
+        max_age: Duration,
+    ) -> ClusterView {
+        let stale = |view: &ClusterView| view.read_at.is_none_or(|at| at.elapsed() > max_age);
+        if !stale(&self.view.read()) {
+            return self.view();
+        }
+        let _turn = self.refreshing.lock().await;
+        if stale(&self.view.read()) {
+            if let Err(e) = self.refresh(metadata, lease_ttl).await {
+                tracing::debug!("membership refresh for a metadata answer failed: {e}");
+            }
+        }
+        self.view()
     }
 
     /// What wakes the controller early (see [`Membership::wake`]).
@@ -348,6 +430,112 @@ mod tests {
             moved_needlessly <= 8,
             "{moved_needlessly}: {before:?} -> {after:?}"
         );
+    }
+
+    fn lease(partition: u32, agent: &AgentInfo, epoch: i64, expires_at_ms: i64) -> PartitionLease {
+        PartitionLease {
+            topic: "t".into(),
+            partition,
+            agent_id: agent.agent_id.clone(),
+            epoch,
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_leader_carries_its_live_lease_epoch_and_an_owner_none() {
+        let (a, b) = (agent(0, 0), agent(1, 0));
+        let gone = agent(7, 0);
+        let leases = [
+            lease(0, &b, 7, 2_000),
+            lease(1, &b, 3, 999),
+            lease(2, &gone, 5, 2_000),
+        ];
+        let view = ClusterView {
+            assignment: Arc::new(Assignment::new([a.clone(), b.clone()])),
+            brokers: Arc::new(vec![a, b]),
+            leases: Arc::new(
+                leases
+                    .into_iter()
+                    .map(|l| ((l.topic.clone(), l.partition), l))
+                    .collect(),
+            ),
+            group_holders: Arc::default(),
+            read_at: None,
+        };
+        let topic = Topic {
+            id: uuid::Uuid::nil(),
+            name: "t".into(),
+            partitions: 4,
+            config: Default::default(),
+            created_at_ms: 0,
+        };
+        let owners = owner_nodes(&view.assignment, "t", 4);
+        let leaders = view.leaders(&topic, 1_000);
+        // Held and live: its holder at its epoch.
+        assert_eq!(leaders[0], Leader { node: 1, epoch: 7 });
+        // Expired, held by an agent not in the assignment, or never leased: the owner, and no
+        // epoch, so no client waits for an epoch no lease has yet.
+        for p in 1..4 {
+            assert_eq!(
+                leaders[p],
+                Leader {
+                    node: owners[p],
+                    epoch: -1
+                },
+                "partition {p}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_views_name_every_agent_and_never_go_back() {
+        use streamhouse_metadata::prelude::*;
+        use streamhouse_metadata::SqliteMetadataStore;
+        let store = SqliteMetadataStore::in_memory().await.unwrap();
+        let ttl = Duration::from_secs(3);
+        let now = now_ms();
+        let heartbeat_at = |node: i32, at: i64| AgentInfo {
+            last_heartbeat_ms: at,
+            started_at_ms: at,
+            ..agent(node, 0)
+        };
+        let me = heartbeat_at(0, now);
+        for agent in [
+            me.clone(),
+            heartbeat_at(1, now),
+            heartbeat_at(2, now - 5_000),
+        ] {
+            store.register_agent(&agent).await.unwrap();
+        }
+        let membership = Membership::new(me);
+        let nodes = |agents: &[AgentInfo]| agents.iter().map(|a| a.node_id).collect::<Vec<_>>();
+        // Never read: read now. Node 2's heartbeat is late (by more than a TTL, less than the
+        // listing's three): named as a broker, owning nothing.
+        let view = membership
+            .fresh_view(&store, ttl, Duration::from_secs(60))
+            .await;
+        assert_eq!(nodes(&view.brokers), [0, 1, 2]);
+        assert_eq!(nodes(view.assignment.agents()), [0, 1]);
+        // A joiner shows up once the view is older than asked for, not before.
+        store.register_agent(&heartbeat_at(3, now)).await.unwrap();
+        let cached = membership
+            .fresh_view(&store, ttl, Duration::from_secs(60))
+            .await;
+        assert_eq!(nodes(&cached.brokers), [0, 1, 2]);
+        let fresh = membership.fresh_view(&store, ttl, Duration::ZERO).await;
+        assert_eq!(nodes(&fresh.brokers), [0, 1, 2, 3]);
+        // A read that began before the installed one never replaces it.
+        let later = membership
+            .view()
+            .read_at
+            .map(|at| at + Duration::from_secs(3600));
+        *membership.view.write() = ClusterView {
+            read_at: later,
+            ..membership.view()
+        };
+        membership.refresh(&store, ttl).await.unwrap();
+        assert_eq!(membership.view().read_at, later);
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub(crate) async fn describe_log_dirs(
         // replicas: a tool adding up all brokers counts every partition once.
         for (index, leader) in (0_i32..).zip(view.leaders(topic, now)) {
             let asked = wanted.as_ref().is_none_or(|w| w.contains(&index));
-            if leader != me || !asked {
+            if leader.node != me || !asked {
                 continue;
             }
             match partition_size(b, topic, index as u32).await {

@@ -88,11 +88,10 @@ async fn resolve(b: &Broker, access: &Access, req: FetchRequest) -> Vec<(TopicNa
 async fn target(b: &Broker, topic: &str, permitted: bool, p: FetchPartition) -> Target {
     let log = match u32::try_from(p.partition) {
         _ if !permitted => Err(ResponseError::TopicAuthorizationFailed),
-        Ok(partition) => b
-            .partitions
-            .partition(topic, partition)
-            .await
-            .map_err(|e| storage_error_code(&e)),
+        Ok(partition) => b.partitions.partition(topic, partition).await.map_err(|e| {
+            tracing::debug!(topic, partition, "fetch: partition not served here: {e}");
+            storage_error_code(&e)
+        }),
         Err(_) => Err(ResponseError::UnknownTopicOrPartition),
     };
     Target {

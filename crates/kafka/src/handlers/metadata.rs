@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::errors::metadata_error_code;
-use crate::membership::ClusterView;
+use crate::membership::{ClusterView, Leader};
 use crate::security::{Access, Op, Resource};
 
 pub(crate) async fn handle(
@@ -32,7 +32,7 @@ pub(crate) async fn handle(
 ) -> MetadataResponse {
     let config = b.config();
     let node = BrokerId(config.node_id);
-    let view = b.cluster_view();
+    let view = b.metadata_view().await;
     let brokers = brokers(&view)
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()
@@ -134,9 +134,9 @@ async fn describe_by_id(
         .with_error_code(error.code())
 }
 
-/// The live agents as Kafka brokers: `(node id, host, port)`, for Metadata and DescribeCluster.
+/// The agents as Kafka brokers: `(node id, host, port)`, for Metadata and DescribeCluster.
 pub(crate) fn brokers(view: &ClusterView) -> impl Iterator<Item = (BrokerId, StrBytes, i32)> + '_ {
-    view.assignment.agents().iter().map(|a| {
+    view.brokers.iter().map(|a| {
         (
             BrokerId(a.node_id),
             str_bytes(&a.kafka_host),
@@ -146,29 +146,32 @@ pub(crate) fn brokers(view: &ClusterView) -> impl Iterator<Item = (BrokerId, Str
 }
 
 /// Each partition's index and leader. Without agents there is no leader: -1, which makes
-/// clients retry. Every replica list is the leader alone: the data's redundancy is the object
-/// store's.
-fn leaders(view: &ClusterView, topic: &Topic) -> impl Iterator<Item = (i32, BrokerId)> {
-    (0_i32..)
-        .zip(view.leaders(topic, now_ms()))
-        .map(|(p, leader)| (p, BrokerId(leader)))
+/// clients retry.
+fn leaders(view: &ClusterView, topic: &Topic) -> impl Iterator<Item = (i32, Leader)> {
+    (0_i32..).zip(view.leaders(topic, now_ms()))
 }
 
 fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
-    let partitions = leaders(view, topic)
-        .map(|(p, leader)| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(leader)
-                .with_leader_epoch(-1)
-                .with_replica_nodes(vec![leader])
-                .with_isr_nodes(vec![leader])
-        })
+    let partitions: Vec<_> = leaders(view, topic)
+        .map(|(p, leader)| partition_metadata(p, leader))
         .collect();
+    tracing::debug!(topic = %topic.name, leaders = ?partitions.iter().map(|p| (p.leader_id.0, p.leader_epoch)).collect::<Vec<_>>(), "metadata: partition leaders and epochs");
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
         .with_partitions(partitions)
+}
+
+/// One partition's answer: every replica list is the leader alone (the data's redundancy is
+/// the object store's).
+fn partition_metadata(index: i32, leader: Leader) -> MetadataResponsePartition {
+    let node = BrokerId(leader.node);
+    MetadataResponsePartition::default()
+        .with_partition_index(index)
+        .with_leader_id(node)
+        .with_leader_epoch(leader.epoch)
+        .with_replica_nodes(vec![node])
+        .with_isr_nodes(vec![node])
 }
 
 fn topic_error(name: &str, error: ResponseError) -> MetadataResponseTopic {
@@ -186,7 +189,7 @@ pub(crate) async fn describe_topic_partitions(
     access: &Access,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let view = b.cluster_view();
+    let view = b.metadata_view().await;
     let all = match b.catalog().list_topics().await {
         Ok(all) => all,
         Err(e) => {
@@ -254,13 +257,14 @@ pub(crate) async fn describe_topic_partitions(
                 break;
             }
             budget -= 1;
+            let node = BrokerId(leader.node);
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p)
-                    .with_leader_id(leader)
-                    .with_leader_epoch(-1)
-                    .with_replica_nodes(vec![leader])
-                    .with_isr_nodes(vec![leader])
+                    .with_leader_id(node)
+                    .with_leader_epoch(leader.epoch)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
                     // Empty, not null: Kafka's brokers send lists (KIP-966 ELR), and the Java
                     // client reads them without a null check.
                     .with_eligible_leader_replicas(Some(Vec::new()))

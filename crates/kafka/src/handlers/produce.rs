@@ -137,9 +137,6 @@ async fn append_partition(
         },
         Err(refused) => Err(refused),
     };
-    if let Err((code, message)) = &outcome.result {
-        tracing::debug!(topic, partition = index, ?code, message, "produce refused");
-    }
     outcome
 }
 
@@ -299,6 +296,14 @@ async fn partition_response(
     let durable = match p.result {
         Ok(appended) => {
             let base = appended.base_offset;
+            if appended.duplicate {
+                // What a client's retry met: the trail of an idempotence question.
+                tracing::debug!(
+                    partition = p.index,
+                    base,
+                    "retried batch answered with its original offsets"
+                );
+            }
             match tokio::time::timeout_at(deadline, appended.durable.wait()).await {
                 Ok(Ok(())) => Ok(base),
                 Ok(Err(e)) => Err(storage_failure(e)),
