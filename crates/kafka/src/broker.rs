@@ -29,6 +29,10 @@ use crate::txn::Transactions;
 /// other, while the controller's own reads are up to a round apart.
 const METADATA_VIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How long a Metadata answer waits for that view to be read before it is built from the one
+/// at hand (a metadata store that does not answer must not hold every client's metadata up).
+const METADATA_VIEW_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A Kafka-speaking agent: its services and its background loops.
 pub struct Broker {
     pub(crate) config: BrokerConfig,
@@ -200,6 +204,7 @@ impl Broker {
                 self.metadata.as_ref(),
                 self.config.lease_ttl,
                 METADATA_VIEW_MAX_AGE,
+                METADATA_VIEW_MAX_WAIT,
             )
             .await
     }

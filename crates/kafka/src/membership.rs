@@ -207,8 +207,9 @@ pub(crate) struct Membership {
     wake: Arc<Notify>,
     /// Set by shutdown: the controller stops and nothing new is leased.
     stopping: std::sync::atomic::AtomicBool,
-    /// Held by a [`Membership::fresh_view`] refresh, so a burst of requests reads the store once.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held by a [`Membership::fresh_view`] refresh, so a burst of requests reads the store
+    /// once: when the last one started.
+    refreshing: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Membership {
@@ -227,7 +228,7 @@ impl Membership {
             view: RwLock::new(view),
             wake: Arc::default(),
             stopping: Default::default(),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -318,8 +319,10 @@ impl Membership {
         Ok(view)
     }
 
-    /// The view, re-read first when older than `max_age` (or never read), one refresh at a time;
-    /// on a metadata error the view as it is. For Metadata answers: every live agent must be in
+    /// The view, re-read first when older than `max_age` (or never read), one refresh at a time
+    /// and for at most `max_wait`; when the store does not answer in time, the view as it is
+    /// (and no new attempt for `max_age`, so a metadata-store outage slows Metadata answers by
+    /// at most `max_wait` per `max_age`). For Metadata answers: every live agent must be in
     /// them, since clients drop the connections to brokers an answer leaves out (failing what
     /// they had in flight there as not stored, which an idempotent producer may then send
     /// again under a new epoch), and an agent that joined since the controller's last read
@@ -330,15 +333,22 @@ impl Membership {
         metadata: &dyn MetadataStore,
         lease_ttl: Duration,
         max_age: Duration,
+        max_wait: Duration,
     ) -> ClusterView {
-        let stale = |view: &ClusterView| view.read_at.is_none_or(|at| at.elapsed() > max_age);
-        if !stale(&self.view.read()) {
+        let stale = |tried: &Option<Instant>| {
+            let newest = self.view.read().read_at.max(*tried);
+            newest.is_none_or(|at| at.elapsed() > max_age)
+        };
+        if !stale(&None) {
             return self.view();
         }
-        let _turn = self.refreshing.lock().await;
-        if stale(&self.view.read()) {
-            if let Err(e) = self.refresh(metadata, lease_ttl).await {
-                tracing::debug!("membership refresh for a metadata answer failed: {e}");
+        let mut tried = self.refreshing.lock().await;
+        if stale(&tried) {
+            *tried = Some(Instant::now());
+            match tokio::time::timeout(max_wait, self.refresh(metadata, lease_ttl)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!("membership refresh for a metadata answer: {e}"),
+                Err(_) => tracing::debug!("membership refresh for a metadata answer timed out"),
             }
         }
         self.view()
@@ -494,6 +504,7 @@ mod tests {
         use streamhouse_metadata::SqliteMetadataStore;
         let store = SqliteMetadataStore::in_memory().await.unwrap();
         let ttl = Duration::from_secs(3);
+        const WAIT: Duration = Duration::from_secs(5);
         let now = now_ms();
         let heartbeat_at = |node: i32, at: i64| AgentInfo {
             last_heartbeat_ms: at,
@@ -513,17 +524,19 @@ mod tests {
         // Never read: read now. Node 2's heartbeat is late (by more than a TTL, less than the
         // listing's three): named as a broker, owning nothing.
         let view = membership
-            .fresh_view(&store, ttl, Duration::from_secs(60))
+            .fresh_view(&store, ttl, Duration::from_secs(60), WAIT)
             .await;
         assert_eq!(nodes(&view.brokers), [0, 1, 2]);
         assert_eq!(nodes(view.assignment.agents()), [0, 1]);
         // A joiner shows up once the view is older than asked for, not before.
         store.register_agent(&heartbeat_at(3, now)).await.unwrap();
         let cached = membership
-            .fresh_view(&store, ttl, Duration::from_secs(60))
+            .fresh_view(&store, ttl, Duration::from_secs(60), WAIT)
             .await;
         assert_eq!(nodes(&cached.brokers), [0, 1, 2]);
-        let fresh = membership.fresh_view(&store, ttl, Duration::ZERO).await;
+        let fresh = membership
+            .fresh_view(&store, ttl, Duration::ZERO, WAIT)
+            .await;
         assert_eq!(nodes(&fresh.brokers), [0, 1, 2, 3]);
         // A read that began before the installed one never replaces it.
         let later = membership
@@ -536,6 +549,68 @@ mod tests {
         };
         membership.refresh(&store, ttl).await.unwrap();
         assert_eq!(membership.view().read_at, later);
+    }
+
+    /// A store that stops answering once `hung` is set (a metadata-store outage); counts the
+    /// calls made of it.
+    #[derive(Default)]
+    struct OutageState {
+        hung: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Clone, Default)]
+    struct Outage(Arc<OutageState>);
+
+    impl std::ops::Deref for Outage {
+        type Target = OutageState;
+        fn deref(&self) -> &OutageState {
+            &self.0
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl streamhouse_metadata::CallHook for Outage {
+        async fn before(&self, _method: &'static str) -> streamhouse_metadata::Result<()> {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.calls.fetch_add(1, Relaxed);
+            if self.hung.load(Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_does_not_answer_holds_metadata_views_up_once_per_interval() {
+        use std::sync::atomic::Ordering::Relaxed;
+        use streamhouse_metadata::prelude::*;
+        use streamhouse_metadata::{HookedMetadataStore, SqliteMetadataStore};
+        let outage = Outage::default();
+        let inner = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+        let store = HookedMetadataStore::new(inner, outage.clone());
+        let me = AgentInfo {
+            last_heartbeat_ms: now_ms(),
+            ..agent(0, 0)
+        };
+        store.register_agent(&me).await.unwrap();
+        let membership = Membership::new(me);
+        let (ttl, age, wait) = (
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+        );
+        let read = membership.fresh_view(&store, ttl, age, wait).await.read_at;
+        assert!(read.is_some());
+        outage.hung.store(true, Relaxed);
+        tokio::time::sleep(age * 2).await;
+        // The refresh hangs: given up after `wait`, the view at hand answers.
+        let view = membership.fresh_view(&store, ttl, age, wait).await;
+        assert_eq!(view.read_at, read);
+        // Right after a failed attempt the view at hand answers without asking the store again.
+        let calls = outage.calls.load(Relaxed);
+        membership.fresh_view(&store, ttl, age, wait).await;
+        assert_eq!(outage.calls.load(Relaxed), calls);
     }
 
     #[test]
