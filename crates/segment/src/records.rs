@@ -45,11 +45,17 @@ impl RecordBatch {
     /// not past the batch's max timestamp. At most `max_expanded` bytes are decompressed;
     /// record contents are skipped, not copied.
     pub fn validate_records(&self, max_expanded: usize) -> Result<(), SegmentError> {
-        let mut records = Records::new(self, max_expanded, false)?;
-        for record in records.by_ref() {
-            record?;
+        self.validate_counting_null_keys(max_expanded).map(|_| ())
+    }
+
+    /// [`Self::validate_records`], counting on the way the records whose key is null (a
+    /// compacted topic refuses them), so that one pass does both.
+    pub fn validate_counting_null_keys(&self, max_expanded: usize) -> Result<u32, SegmentError> {
+        let mut null_keys = 0;
+        for record in Records::new(self, max_expanded, false)? {
+            null_keys += u32::from(record?.key.is_none());
         }
-        Ok(())
+        Ok(null_keys)
     }
 
     /// The batch's records, decoded as they are read; at most `max_expanded` bytes of

@@ -237,30 +237,22 @@ fn parse_batches(
         // batch that lies about its records is refused whole and never reaches a segment.
         // Inline on this task: the work is bounded by `limit` and streams, and running it on
         // the runtime's few workers bounds how many decompressions run at once.
-        batch.validate_records(limit).map_err(|e| match e {
-            SegmentError::TooLarge { .. } => (ResponseError::MessageTooLarge, e.to_string()),
-            _ => (ResponseError::CorruptMessage, e.to_string()),
-        })?;
-        if compacted {
-            require_keys(batch, limit)?;
-        }
-    }
-    Ok(batches)
-}
-
-/// As Kafka: a compacted topic refuses records without a key (compaction keeps one record per
-/// key, so a keyless record could never be superseded nor removed).
-fn require_keys(batch: &RecordBatch, limit: usize) -> Result<(), (ResponseError, String)> {
-    let invalid = |e: SegmentError| (ResponseError::CorruptMessage, e.to_string());
-    for record in batch.records(limit).map_err(invalid)? {
-        if record.map_err(invalid)?.key.is_none() {
+        let null_keys = batch
+            .validate_counting_null_keys(limit)
+            .map_err(|e| match e {
+                SegmentError::TooLarge { .. } => (ResponseError::MessageTooLarge, e.to_string()),
+                _ => (ResponseError::CorruptMessage, e.to_string()),
+            })?;
+        // As Kafka: a compacted topic refuses records without a key (compaction keeps one
+        // record per key, so a keyless record could never be superseded nor removed).
+        if compacted && null_keys > 0 {
             return Err((
                 ResponseError::InvalidRecord,
-                "compacted topic cannot accept a record without a key".into(),
+                format!("compacted topic cannot accept a record without a key ({null_keys} in the batch)"),
             ));
         }
     }
-    Ok(())
+    Ok(batches)
 }
 
 fn storage_failure(e: StorageError) -> (ResponseError, String) {

@@ -69,6 +69,28 @@ fn batch(codec: i16, count: i32, payload: &[u8]) -> RecordBatch {
     one(Bytes::from(buf))
 }
 
+#[test]
+fn validation_counts_null_keys_in_the_same_pass() {
+    let mut payload = record(0, Some(b"k"), b"v", 0);
+    payload.extend(record(1, None, b"v", 0));
+    payload.extend(record(2, Some(b""), b"v", 0));
+    payload.extend(record(3, None, b"", 0));
+    // An empty key is a key; only null ones count.
+    assert_eq!(
+        batch(0, 4, &payload)
+            .validate_counting_null_keys(MIB)
+            .unwrap(),
+        2
+    );
+    let keyed = record(0, Some(b"k"), b"v", 0);
+    assert_eq!(
+        batch(0, 1, &keyed)
+            .validate_counting_null_keys(MIB)
+            .unwrap(),
+        0
+    );
+}
+
 fn reason(e: SegmentError) -> String {
     match e {
         SegmentError::InvalidBatch { reason, .. } => reason,
