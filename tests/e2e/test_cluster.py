@@ -167,12 +167,14 @@ class ContinuousProducer(threading.Thread):
         self.producer = producer(bootstrap, **{"enable.idempotence": True}, **debug)
         self.acked: list[tuple[int, int, int, float]] = []  # partition, offset, seq, time
         self.errors: list[str] = []
+        self.error_partitions: set[int] = set()
         self.stopping = threading.Event()
         self.unflushed = 0
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self.errors.append(f"{err} (partition {msg.partition()})")
+            self.error_partitions.add(msg.partition())
         else:
             self.acked.append((msg.partition(), msg.offset(), int(msg.value()), time.monotonic()))
 
@@ -186,11 +188,15 @@ class ContinuousProducer(threading.Thread):
             self.producer.poll(0.01)
         self.unflushed = self.producer.flush(60)
 
-    def finish(self) -> None:
+    def finish(self, explain=lambda partitions: None) -> None:
+        """Stops producing and waits for every delivery report; fails on any error, calling
+        `explain` with the partitions concerned first."""
         self.stopping.set()
         self.join(timeout=90)
         assert not self.is_alive(), "producer did not finish"
         assert self.unflushed == 0, f"{self.unflushed} records never delivered"
+        if self.errors:
+            explain(self.error_partitions)
         assert not self.errors, f"{len(self.errors)} delivery errors, first: {self.errors[:5]}"
 
 

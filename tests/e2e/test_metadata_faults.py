@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from test_cluster import (HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS, SETTLE_TIMEOUT_S,
-                          ContinuousProducer, TempPostgres, assert_exactly_once_in_order,
-                          required_postgres_bin_dir, wait_for_leaders)
+from test_cluster import (AGENT_LOG, HEARTBEAT_INTERVAL_MS, LEASE_TTL_MS, PARTITIONS,
+                          SETTLE_TIMEOUT_S, ContinuousProducer, TempPostgres,
+                          assert_exactly_once_in_order, required_postgres_bin_dir, trail,
+                          wait_for_leaders)
 from kafka_util import create_topic
 
 # How long after a fault ends every partition must take records again.
@@ -70,8 +71,10 @@ def pg():
 
 
 @pytest.fixture
-def two_agents(pg, server_factory, tmp_path, topic):
-    """Two agents on `pg` sharing an object-store directory, `topic` created and spread."""
+def two_agents(pg, server_factory, tmp_path, topic, monkeypatch):
+    """Two agents on `pg` sharing an object-store directory, `topic` created and spread:
+    (bootstrap, leaders, agents)."""
+    monkeypatch.setenv("RUST_LOG", AGENT_LOG)
     shared = tmp_path / "shared-objects"
     shared.mkdir()
     agents = [server_factory(extra_args=[
@@ -82,7 +85,7 @@ def two_agents(pg, server_factory, tmp_path, topic):
     bootstrap = ",".join(a.bootstrap for a in agents)
     create_topic(agents[0].bootstrap, topic, PARTITIONS)
     leaders = wait_for_leaders(bootstrap, topic, {0, 1})
-    return bootstrap, leaders
+    return bootstrap, leaders, agents
 
 
 def lease_epochs(pg: ControlledPostgres, topic: str) -> dict[int, tuple[str, int]]:
@@ -108,6 +111,18 @@ def longest_silence(writer: ContinuousProducer, partitions: set[int], start: flo
     return longest
 
 
+# librdkafka's lines worth keeping when a record goes missing, is stored twice or times out.
+CLIENT_EVENTS = r"[Ee]rr|timed out|[Ll]eader|[Rr]etr|migrat|bump|epoch|[Dd]rain|ERRSEQ|DUPSEQ"
+
+
+def traced_producer(bootstrap: str, topic: str, agents, tmp_path):
+    """A continuous producer keeping its client's trail, and what prints that trail and the
+    agents' for the partitions a failure concerns."""
+    client_log = tmp_path / "producer.log"
+    writer = ContinuousProducer(bootstrap, topic, trail=client_log)
+    return writer, lambda ps: print(trail(agents, client_log, CLIENT_EVENTS, ps))
+
+
 def wait_until_all_take_records(writer: ContinuousProducer, since: float) -> float:
     """Seconds from `since` until every partition had a record acknowledged after it."""
     deadline = since + SETTLE_TIMEOUT_S + RECOVERY_LIMIT_S
@@ -123,7 +138,7 @@ def wait_until_all_take_records(writer: ContinuousProducer, since: float) -> flo
 def test_a_held_row_lock_stalls_only_what_it_holds(pg, two_agents, topic, measurements):
     """A foreign session holds partition 0's row for two lease TTLs: the agent not owning it
     keeps acknowledging, no lease changes hands or epoch, and afterwards all is stored."""
-    bootstrap, leaders = two_agents
+    bootstrap, leaders, _ = two_agents
     writer = ContinuousProducer(bootstrap, topic)
     writer.start()
     time.sleep(2)
@@ -162,11 +177,11 @@ def test_a_held_row_lock_stalls_only_what_it_holds(pg, two_agents, topic, measur
     assert_exactly_once_in_order(bootstrap, topic, writer.acked)
 
 
-def test_postgres_paused_for_20_s(pg, two_agents, topic, measurements):
+def test_postgres_paused_for_20_s(pg, two_agents, topic, measurements, tmp_path):
     """SIGSTOP every PostgreSQL process for 20 s: the agents stay up, take records again
     once it resumes, and lose none acknowledged."""
-    bootstrap, _ = two_agents
-    writer = ContinuousProducer(bootstrap, topic)
+    bootstrap, _, agents = two_agents
+    writer, explain = traced_producer(bootstrap, topic, agents, tmp_path)
     writer.start()
     time.sleep(2)
     pg.signal_all(signal.SIGSTOP)
@@ -174,25 +189,25 @@ def test_postgres_paused_for_20_s(pg, two_agents, topic, measurements):
     pg.signal_all(signal.SIGCONT)
     resumed_at = time.monotonic()
     recovery_s = wait_until_all_take_records(writer, resumed_at)
-    writer.finish()
+    writer.finish(explain=explain)
     measurements["PostgreSQL paused 20 s: every partition acknowledging again after it "
                   f"resumed (lease TTL {LEASE_TTL_MS} ms)"] = f"{recovery_s:.2f} s"
     assert recovery_s < RECOVERY_LIMIT_S
-    assert_exactly_once_in_order(bootstrap, topic, writer.acked)
+    assert_exactly_once_in_order(bootstrap, topic, writer.acked, explain=explain)
 
 
-def test_postgres_killed_and_restarted(pg, two_agents, topic, measurements):
+def test_postgres_killed_and_restarted(pg, two_agents, topic, measurements, tmp_path):
     """PostgreSQL killed (immediate shutdown) and started again 3 s later: the agents
     reconnect, take records again, and lose none acknowledged."""
-    bootstrap, _ = two_agents
-    writer = ContinuousProducer(bootstrap, topic)
+    bootstrap, _, agents = two_agents
+    writer, explain = traced_producer(bootstrap, topic, agents, tmp_path)
     writer.start()
     time.sleep(2)
     pg.restart_after_kill(3)
     restarted_at = time.monotonic()
     recovery_s = wait_until_all_take_records(writer, restarted_at)
-    writer.finish()
+    writer.finish(explain=explain)
     measurements["PostgreSQL killed, back after 3 s: every partition acknowledging again "
                   f"after the restart (lease TTL {LEASE_TTL_MS} ms)"] = f"{recovery_s:.2f} s"
     assert recovery_s < RECOVERY_LIMIT_S
-    assert_exactly_once_in_order(bootstrap, topic, writer.acked)
+    assert_exactly_once_in_order(bootstrap, topic, writer.acked, explain=explain)

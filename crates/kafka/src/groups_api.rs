@@ -230,10 +230,13 @@ impl Admin<'_> {
     }
 
     async fn check_offset(&self, o: &OffsetReset) -> Result<(), ApiError> {
+        // Uncached: the partition's leader may be another agent, whose commits this agent's
+        // cache does not see (a reset to the latest offset was refused against a cached high
+        // watermark of 0 while the leader had 15).
         let state = self
             .broker()
             .metadata
-            .get_partition(&o.topic, o.partition)
+            .get_partition_uncached(&o.topic, o.partition)
             .await?;
         if o.offset < 0 || o.offset > state.high_watermark {
             return Err(ApiError::Invalid(format!(

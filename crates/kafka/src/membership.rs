@@ -97,13 +97,6 @@ impl Assignment {
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.into_iter().map(|(_, i)| i)
     }
-
-    fn node_of(&self, agent_id: &str) -> Option<i32> {
-        self.agents
-            .iter()
-            .find(|a| a.agent_id == agent_id)
-            .map(|a| a.node_id)
-    }
 }
 
 /// Keeps node 0's score from being a plain function of the key.
@@ -171,19 +164,27 @@ impl ClusterView {
         holder.or_else(|| self.assignment.coordinator(group))
     }
 
-    /// Per partition of `topic`, where clients should send it: the live holder of an unexpired
-    /// lease, at that lease's epoch; else the desired owner (-1 without agents) at no epoch
-    /// (-1: clients take it whatever epoch they knew, so a partition never waits on a lease
-    /// whose epoch a client was told ahead of time).
-    pub(crate) fn leaders(&self, topic: &Topic, now_ms: i64) -> Vec<Leader> {
+    /// Per partition of `topic`, where clients should send it: the agent its lease names, at
+    /// that lease's epoch, while that agent is listed as a broker, whether the lease is live or
+    /// lapsed (released in a hand-off, or expired while the metadata store was away); else,
+    /// for a partition never leased or whose holder is gone, the desired owner (-1 without
+    /// agents) at no epoch.
+    ///
+    /// A lapsed lease still names its last holder rather than the next owner because only
+    /// then do the epochs clients see never go down: a lease row keeps its holder and epoch
+    /// until a new holder takes it at the next epoch. Naming the owner at epoch -1 instead
+    /// reset what clients knew (librdkafka takes -1 whatever it knew), so an answer from an
+    /// agent whose view lagged could send them back to the former holder; and a leader that
+    /// goes A, B, A within a few milliseconds can leave librdkafka sending to B for good
+    /// ("not migrating away from preferred replica").
+    pub(crate) fn leaders(&self, topic: &Topic) -> Vec<Leader> {
         let owners = self.assignment.topic_owners(&topic.name, topic.partitions);
         (0..topic.partitions)
             .map(|p| {
                 let holder = self
                     .leases
                     .get(&(topic.name.clone(), p))
-                    .filter(|l| l.expires_at_ms >= now_ms)
-                    .and_then(|l| Some((self.assignment.node_of(&l.agent_id)?, l.epoch)));
+                    .and_then(|l| Some((self.broker_node(&l.agent_id)?, l.epoch)));
                 match holder {
                     Some((node, epoch)) => Leader {
                         node,
@@ -196,6 +197,12 @@ impl ClusterView {
                 }
             })
             .collect()
+    }
+
+    /// The node id of `agent_id` if Metadata lists it as a broker.
+    fn broker_node(&self, agent_id: &str) -> Option<i32> {
+        let agent = self.brokers.iter().find(|a| a.agent_id == agent_id)?;
+        Some(agent.node_id)
     }
 }
 
@@ -210,6 +217,46 @@ pub(crate) struct Membership {
     /// Held by a [`Membership::fresh_view`] refresh, so a burst of requests reads the store
     /// once: when the last one started.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
+    /// When this agent's reads of the store last failed and came back (see [`StoreReach`]).
+    reach: parking_lot::Mutex<StoreReach>,
+}
+
+/// What this agent saw of the metadata store's availability, so that an outage does not count
+/// against other agents' heartbeats: while the store is away nobody can heartbeat, and once
+/// it is back an agent whose heartbeat predates the outage is judged on the time the store
+/// was up since, not on the outage. Otherwise, after an outage of over three lease TTLs, the
+/// first Metadata answers would leave every other agent out, and clients would drop their
+/// connections to them, failing what they had in flight there as not stored although it was
+/// (an idempotent producer then sends it again under a new epoch: stored twice).
+#[derive(Debug, Default, Clone, Copy)]
+struct StoreReach {
+    /// Wall-clock ms of the last successful read.
+    last_ok_ms: Option<i64>,
+    /// A read failed since `last_ok_ms`.
+    failing: bool,
+    /// The latest outage as (last read before it, first read after it), in wall-clock ms.
+    outage: Option<(i64, i64)>,
+}
+
+impl StoreReach {
+    /// Records a read that succeeded at `now_ms`.
+    fn ok(&mut self, now_ms: i64) {
+        if let (true, Some(before)) = (self.failing, self.last_ok_ms) {
+            self.outage = Some((before, now_ms));
+        }
+        self.failing = false;
+        self.last_ok_ms = Some(now_ms);
+    }
+
+    /// How long before `now_ms` a heartbeat may be and still count as within `window` of
+    /// store time: `window`, plus the latest outage while the store has been back for less
+    /// than `window`.
+    fn lateness_allowed(&self, now_ms: i64, window: i64) -> i64 {
+        match self.outage {
+            Some((down, back)) if now_ms - back < window => window + (back - down),
+            _ => window,
+        }
+    }
 }
 
 impl Membership {
@@ -229,6 +276,7 @@ impl Membership {
             wake: Arc::default(),
             stopping: Default::default(),
             refreshing: tokio::sync::Mutex::new(None),
+            reach: Default::default(),
         }
     }
 
@@ -266,12 +314,26 @@ impl Membership {
         metadata: &dyn MetadataStore,
         lease_ttl: Duration,
     ) -> Result<ClusterView, MetadataError> {
+        let view = self.read_view(metadata, lease_ttl).await;
+        match &view {
+            Ok(_) => self.reach.lock().ok(now_ms()),
+            Err(_) => self.reach.lock().failing = true,
+        }
+        view
+    }
+
+    async fn read_view(
+        &self,
+        metadata: &dyn MetadataStore,
+        lease_ttl: Duration,
+    ) -> Result<ClusterView, MetadataError> {
         let read_at = Instant::now();
         let ttl_ms = lease_ttl.as_millis() as i64;
-        let alive_since = now_ms() - ttl_ms;
-        let mut listed = metadata
-            .list_agents(alive_since - ttl_ms * (BROKER_LISTING_TTLS - 1))
-            .await?;
+        let now = now_ms();
+        let alive_since = now - ttl_ms;
+        let listing_window = ttl_ms * BROKER_LISTING_TTLS;
+        let listed_since = now - self.reach.lock().lateness_allowed(now, listing_window);
+        let mut listed = metadata.list_agents(listed_since).await?;
         if !listed.iter().any(|a| a.agent_id == self.me.agent_id) {
             listed.push(self.me.clone());
         }
@@ -348,7 +410,10 @@ impl Membership {
             match tokio::time::timeout(max_wait, self.refresh(metadata, lease_ttl)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::debug!("membership refresh for a metadata answer: {e}"),
-                Err(_) => tracing::debug!("membership refresh for a metadata answer timed out"),
+                Err(_) => {
+                    self.reach.lock().failing = true;
+                    tracing::debug!("membership refresh for a metadata answer timed out");
+                }
             }
         }
         self.view()
@@ -398,6 +463,24 @@ mod tests {
             last_heartbeat_ms: started,
             started_at_ms: started,
         }
+    }
+
+    #[test]
+    fn a_store_outage_does_not_count_against_heartbeats() {
+        let window = 9_000;
+        let mut reach = StoreReach::default();
+        reach.ok(1_000);
+        reach.ok(1_250);
+        assert_eq!(reach.lateness_allowed(1_500, window), window, "no outage");
+        // The store stops answering after 1_250 and answers again at 21_250.
+        reach.failing = true;
+        reach.ok(21_250);
+        // A heartbeat from just before the outage is late by no store time: still listed.
+        assert!(21_250 - reach.lateness_allowed(21_250, window) <= 1_000);
+        assert_eq!(reach.lateness_allowed(30_249, window), window + 20_000);
+        // Once the store has been back for a window, the outage no longer counts: an agent
+        // that did not heartbeat since is gone.
+        assert_eq!(reach.lateness_allowed(30_250, window), window);
     }
 
     #[test]
@@ -453,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_carries_its_live_lease_epoch_and_an_owner_none() {
+    fn a_leader_is_its_leases_listed_holder_at_its_epoch_else_an_owner_at_none() {
         let (a, b) = (agent(0, 0), agent(1, 0));
         let gone = agent(7, 0);
         let leases = [
@@ -481,12 +564,14 @@ mod tests {
             created_at_ms: 0,
         };
         let owners = owner_nodes(&view.assignment, "t", 4);
-        let leaders = view.leaders(&topic, 1_000);
-        // Held and live: its holder at its epoch.
+        let leaders = view.leaders(&topic);
+        // Held, live or lapsed, by a listed agent: its holder at its epoch (epochs clients
+        // see never go down).
         assert_eq!(leaders[0], Leader { node: 1, epoch: 7 });
-        // Expired, held by an agent not in the assignment, or never leased: the owner, and no
-        // epoch, so no client waits for an epoch no lease has yet.
-        for p in 1..4 {
+        assert_eq!(leaders[1], Leader { node: 1, epoch: 3 });
+        // Held by an agent no longer listed, or never leased: the owner, and no epoch, so no
+        // client waits for an epoch no lease has yet.
+        for p in 2..4 {
             assert_eq!(
                 leaders[p],
                 Leader {

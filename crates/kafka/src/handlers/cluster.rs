@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse,
 };
-use streamhouse_metadata::{now_ms, Topic};
+use streamhouse_metadata::Topic;
 
 use super::{str_bytes, topic_name};
 use crate::api_error::ApiError;
@@ -86,7 +86,6 @@ pub(crate) async fn describe_log_dirs(
         }
     };
     let view = b.cluster_view();
-    let now = now_ms();
     let me = b.config().node_id;
     let mut out = Vec::new();
     for topic in &topics {
@@ -101,7 +100,7 @@ pub(crate) async fn describe_log_dirs(
         let mut partitions = Vec::new();
         // Each agent reports the partitions it leads, as each Kafka broker reports its own
         // replicas: a tool adding up all brokers counts every partition once.
-        for (index, leader) in (0_i32..).zip(view.leaders(topic, now)) {
+        for (index, leader) in (0_i32..).zip(view.leaders(topic)) {
             let asked = wanted.as_ref().is_none_or(|w| w.contains(&index));
             if leader.node != me || !asked {
                 continue;

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use streamhouse_metadata::{now_ms, Topic};
+use streamhouse_metadata::Topic;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -148,7 +148,7 @@ pub(crate) fn brokers(view: &ClusterView) -> impl Iterator<Item = (BrokerId, Str
 /// Each partition's index and leader. Without agents there is no leader: -1, which makes
 /// clients retry.
 fn leaders(view: &ClusterView, topic: &Topic) -> impl Iterator<Item = (i32, Leader)> {
-    (0_i32..).zip(view.leaders(topic, now_ms()))
+    (0_i32..).zip(view.leaders(topic))
 }
 
 fn describe_topic(view: &ClusterView, topic: &Topic) -> MetadataResponseTopic {
