@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,12 +83,28 @@ def java(classpath: str, main: str, args: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (the `cpu` line of /proc/stat)."""
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: int,
                 props: list[str]) -> dict:
+    # The producer's own CPU and the machine's busy share while it runs: on a small machine
+    # the load generator shares the cores with the server, which caps what either server can
+    # show (a produce phase near 100 % busy is bound by the machine, not by the server).
+    children, (busy0, total0) = os.times(), machine_cpu()
     produce = java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
         "--topic", topic, "--num-records", str(records), "--record-size", str(size),
         "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}",
         "acks=all", *props])
+    after, (busy1, total1) = os.times(), machine_cpu()
+    client_cpu = (after.children_user + after.children_system
+                  - children.children_user - children.children_system)
     # The summary line: "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max
     # latency, p50 ms 50th, p95 ms 95th, p99 ms 99th, p999 ms 99.9th."
     last = [line for line in produce.splitlines() if "records sent" in line][-1]
@@ -101,7 +118,8 @@ def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: 
     row = [line for line in consume.splitlines() if line[:1].isdigit()][-1].split(",")
     return {
         "produce": {"records_per_s": nums[1], "mb_per_s": nums[2], "p50_ms": nums[5],
-                    "p99_ms": nums[7]},
+                    "p99_ms": nums[7], "client_cpu_s_per_gb": client_cpu / (records * size / 1e9),
+                    "machine_busy": (busy1 - busy0) / max(total1 - total0, 1e-9)},
         "consume": {"mb_per_s": float(row[3]), "records_per_s": float(row[5]),
                     "rebalance_ms": float(row[6]), "fetch_mb_per_s": float(row[8])},
     }

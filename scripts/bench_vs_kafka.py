@@ -15,10 +15,16 @@ local store). Every target gets the same tools in each round, the target order r
 - `kafka-consumer-perf-test`: the same N records from the start (MB/s over the whole run, group
   join included, and over the fetch phase after it; both servers wait 0 ms for more members
   before a new group's first rebalance, `group.initial.rebalance.delay.ms=0`);
+- `streamhouse bench produce` / `bench consume` (our own Rust client, far lighter than the Java
+  producer, so the server shows more of what it can do on a shared machine): the same N records,
+  batches and linger as the Java producer's, up to 128 requests in flight per connection;
 - end to end: `streamhouse bench e2e` at 1,000 records/s for 10 s (linger 0), p50/p99/p999 from
   each record's due time to its consumption.
-Per run: MB/s, the server's CPU seconds per GB (utime + stime from /proc), and the server's peak
-RSS at the end. Prints medians per target and the paired ratios StreamHouse / Kafka.
+Per run: MB/s, the server's CPU seconds per GB (utime + stime from /proc), the Java producer's
+own CPU seconds per GB and the machine's busy share while it produces (/proc/stat: near 100 %,
+the produce figure is the machine's ceiling with this load generator, not the server's), and
+the server's peak RSS at the end. Prints medians per target and the paired ratios
+StreamHouse / Kafka.
 """
 
 from __future__ import annotations
@@ -111,7 +117,37 @@ def run_round(classpath, binary, target: Target, partitions, codec, records) -> 
             "consume_mb_s": perf["consume"]["mb_per_s"],
             "fetch_mb_s": perf["consume"]["fetch_mb_per_s"],
             "rebalance_ms": perf["consume"]["rebalance_ms"],
-            "cpu_s_per_gb": (cpu1 - cpu0) / gb}
+            "cpu_s_per_gb": (cpu1 - cpu0) / gb,
+            "client_cpu_s_per_gb": perf["produce"]["client_cpu_s_per_gb"],
+            "busy_pct": 100 * perf["produce"]["machine_busy"]}
+
+
+def bench_round(classpath, binary, target: Target, partitions, codec, records) -> dict:
+    """The same load as `run_round`, driven by `streamhouse bench`."""
+    topic = f"vs-bench-{target.name}-{partitions}-{codec}-{uuid.uuid4().hex[:6]}"
+    configs = [x for c in target.configs for x in ("--config", c)]
+    topic_command(classpath, target.bootstrap, "--create", "--topic", topic, "--partitions",
+                  str(partitions), "--replication-factor", "1", *configs)
+    time.sleep(3)  # Kafka elects the new partitions' leader; the bench does not retry that
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    base = [binary, "bench", "--bootstrap", target.bootstrap]
+    children, cpu0 = os.times(), cpu_seconds(target.pid)
+    subprocess.run(base + ["produce", "--topic", topic, "-q", "--json", str(out),
+                           "--records", str(records), "--record-size", "1024",
+                           "--batch-size", "262144", "--linger", "5ms",
+                           "--compression", codec], check=True, stdout=subprocess.DEVNULL)
+    after = os.times()
+    produced = json.loads(out.read_text())["produce"]
+    subprocess.run(base + ["consume", "--topic", topic, "-q", "--json", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    consumed = json.loads(out.read_text())["consume"]
+    cpu1 = cpu_seconds(target.pid)
+    gb = records * 1024 / 1e9
+    topic_command(classpath, target.bootstrap, "--delete", "--topic", topic)
+    client = (after.children_user + after.children_system
+              - children.children_user - children.children_system)
+    return {"produce_mb_s": produced["mb_per_s"], "consume_mb_s": consumed["mb_per_s"],
+            "cpu_s_per_gb": (cpu1 - cpu0) / gb, "client_cpu_s_per_gb": client / gb}
 
 
 def e2e(classpath: str, binary: str, target: Target) -> dict:
@@ -157,6 +193,11 @@ def main() -> None:
                         row = run_round(classpath, args.binary, t, partitions, codec, args.records)
                         results.setdefault((t.name, partitions, codec), []).append(row)
                         print(t.name, partitions, codec, row, flush=True)
+                    for t in order:
+                        row = bench_round(classpath, args.binary, t, partitions, codec,
+                                          args.records)
+                        results.setdefault((t.name, partitions, codec, "bench"), []).append(row)
+                        print(t.name, partitions, codec, "bench", row, flush=True)
             for t in order:
                 row = e2e(classpath, args.binary, t)
                 results.setdefault((t.name, "e2e"), []).append(row)
@@ -173,24 +214,39 @@ def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def report(results: dict, rss: dict) -> None:
-    print("\n| partitions | codec | target | produce MB/s | consume MB/s | fetch-phase MB/s "
-          "| group join ms | server CPU s/GB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (name, *rest), rows in results.items():
-        if rest == ["e2e"]:
-            continue
-        partitions, codec = rest
-        sh = results[("streamhouse", partitions, codec)]
+# Columns of the two throughput tables: (header, row key, shown as a ratio to StreamHouse's).
+TOOLS_COLUMNS = [("produce MB/s", "produce_mb_s", True), ("consume MB/s", "consume_mb_s", True),
+                 ("fetch-phase MB/s", "fetch_mb_s", True), ("group join ms", "rebalance_ms", False),
+                 ("server CPU s/GB", "cpu_s_per_gb", True),
+                 ("producer CPU s/GB", "client_cpu_s_per_gb", False),
+                 ("machine busy while producing %", "busy_pct", False)]
+BENCH_COLUMNS = [("produce MB/s", "produce_mb_s", True), ("consume MB/s", "consume_mb_s", True),
+                 ("server CPU s/GB", "cpu_s_per_gb", True),
+                 ("bench CPU s/GB", "client_cpu_s_per_gb", False)]
 
-        def cell(key: str, ratio: bool = True) -> str:
+
+def throughput_table(results: dict, tool: tuple, columns: list) -> None:
+    """One row per target and load of `tool` (() for Kafka's tools, ("bench",) for ours)."""
+    print("| partitions | codec | target | " + " | ".join(c[0] for c in columns) + " |")
+    print("| --- " * (3 + len(columns)) + "|")
+    for (name, *rest), rows in results.items():
+        if len(rest) != 2 + len(tool) or tuple(rest[2:]) != tool:
+            continue
+        partitions, codec = rest[:2]
+        sh = results[("streamhouse", partitions, codec, *tool)]
+        cells = []
+        for _, key, ratio in columns:
             own = median(rows, key)
-            if name == "streamhouse" or not ratio:
-                return f"{own:.1f}"
-            return f"{own:.1f} (SH {median(sh, key) / own:.2f}x)"
-        print(f"| {partitions} | {codec} | {name} | {cell('produce_mb_s')} | "
-              f"{cell('consume_mb_s')} | {cell('fetch_mb_s')} | {cell('rebalance_ms', False)} | "
-              f"{cell('cpu_s_per_gb')} |")
+            cells.append(f"{own:.1f}" if name == "streamhouse" or not ratio
+                         else f"{own:.1f} (SH {median(sh, key) / own:.2f}x)")
+        print(f"| {partitions} | {codec} | {name} | " + " | ".join(cells) + " |")
+
+
+def report(results: dict, rss: dict) -> None:
+    print()
+    throughput_table(results, (), TOOLS_COLUMNS)
+    print("\nThe same load from `streamhouse bench` (produce, then consume from the start):\n")
+    throughput_table(results, ("bench",), BENCH_COLUMNS)
     print("\n| target | e2e p50 / p99 / p999 ms at 1,000 records/s |")
     print("| --- | --- |")
     for (name, *rest), rows in results.items():
