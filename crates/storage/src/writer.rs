@@ -367,7 +367,14 @@ impl PartitionWriter {
                 },
             )?;
         fit_budget(&mut producers, &storage.producer_budget);
-        tracing::debug!(topic = %storage.topic.name, partition = storage.partition, high_watermark = hw, producers = producers.len(), epoch = fence.as_ref().map(|f| f.epoch), "partition writer opened");
+        tracing::debug!(
+            topic = %storage.topic.name,
+            partition = storage.partition,
+            high_watermark = hw,
+            producers = producers.len(),
+            epoch = fence.as_ref().map(|f| f.epoch),
+            "partition writer opened"
+        );
         let (high_watermark, _) = watch::channel(hw);
         let state = State {
             open: OpenSegment::new(hw),
