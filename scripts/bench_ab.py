@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,9 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         cpu3, _ = counters(agent.proc.pid)
     finally:
         agent.stop()
+        # Each run writes its records to a fresh data dir: hundreds of MB a run otherwise left
+        # behind in /tmp (and its page cache) for the next runs to compete with.
+        shutil.rmtree(agent.data_dir, ignore_errors=True)
     summary = [line for line in produced.splitlines() if "records sent" in line][-1]
     row = [line for line in consumed.splitlines() if line[:1].isdigit()][-1].split(",")
     result = {

@@ -46,6 +46,7 @@ class Agent:
     """`streamhouse serve` on its embedded defaults in `data_dir`."""
 
     def __init__(self, binary: str, data_dir: Path, extra: list[str] | None = None):
+        self.data_dir = data_dir
         self.port = common.free_port()
         self.http = f"127.0.0.1:{common.free_port()}"
         args = [binary, "serve", "--data-dir", str(data_dir),

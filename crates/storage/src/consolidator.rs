@@ -205,10 +205,17 @@ impl Consolidator {
             if storage.index.shared_since_ms().is_none_or(|t| t > newest) {
                 continue;
             }
+            // From where the shared slices begin, not from the start of a history that only
+            // grows: the rounds of a busy partition come every few seconds.
             let segments = self
                 .metadata
-                .list_segments(&storage.topic.name, storage.partition, 0)
+                .list_segments(
+                    &storage.topic.name,
+                    storage.partition,
+                    storage.index.shared_from_offset(),
+                )
                 .await?;
+            let end = segments.last().map(|s| s.last_offset + 1);
             let shared: Vec<SegmentInfo> = segments
                 .into_iter()
                 .skip_while(|s| !s.object_key.starts_with(&prefix))
@@ -218,6 +225,9 @@ impl Consolidator {
             storage
                 .index
                 .set_shared_since_ms(shared_times.first().copied());
+            if let Some(from) = shared.first().map(|s| s.base_offset).or(end) {
+                storage.index.set_shared_from_offset(from);
+            }
             // `segment.ms`: a merged segment spans at most that much append time, so retention
             // by time can drop it on time; the rest waits for the next round.
             let span_ms = i64::try_from(storage.topic.config.segment_ms).unwrap_or(i64::MAX);
@@ -352,6 +362,7 @@ impl Consolidator {
                 storage.index.replace(merged);
                 let rest = pick.shared_times.get(pick.slices.len()).copied();
                 storage.index.set_shared_since_ms(rest);
+                storage.index.set_shared_from_offset(merged.last_offset + 1);
                 true
             }
             Err(error) => {

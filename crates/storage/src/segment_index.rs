@@ -259,6 +259,10 @@ pub struct SegmentIndex {
     /// `i64::MAX` when it has none, 0 when unknown: lets consolidation skip, without a metadata
     /// query, the partitions with nothing to consolidate.
     shared_since_ms: AtomicI64,
+    /// An offset at or below the base of the partition's oldest segment still in a flush's
+    /// shared object (0 until consolidation first looked): consolidation lists segments from
+    /// here, not the partition's whole history, every time it looks.
+    shared_from_offset: AtomicI64,
 }
 
 impl Drop for SegmentIndex {
@@ -303,6 +307,7 @@ impl SegmentIndex {
             refreshes_started: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             shared_since_ms: AtomicI64::new(0),
+            shared_from_offset: AtomicI64::new(0),
             budget: None,
         }
     }
@@ -326,6 +331,20 @@ impl SegmentIndex {
     pub fn set_shared_since_ms(&self, since: Option<i64>) {
         self.shared_since_ms
             .store(since.unwrap_or(i64::MAX), Ordering::Release);
+    }
+
+    /// An offset no later than the base of the oldest segment still in a flush's shared object
+    /// (0 when unknown): where consolidation's listing of the partition can start.
+    pub fn shared_from_offset(&self) -> i64 {
+        self.shared_from_offset.load(Ordering::Acquire)
+    }
+
+    /// Records where the segments still in shared objects begin, as consolidation found or
+    /// left them: the oldest one's base offset, or past the last segment when there is none
+    /// (later commits start there or after). Never below what it was: data below it is in
+    /// consolidated segments for good.
+    pub fn set_shared_from_offset(&self, offset: i64) {
+        self.shared_from_offset.fetch_max(offset, Ordering::AcqRel);
     }
 
     /// The segment holding `offset`, refreshing from the metadata store first when the offset is

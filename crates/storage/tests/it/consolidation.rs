@@ -319,3 +319,77 @@ async fn slices_not_in_the_cache_are_read_from_the_store() {
         "consolidation caches nothing"
     );
 }
+
+/// A metadata store that records where each `list_segments` call starts.
+struct ListingRecorder {
+    inner: Arc<dyn MetadataStore>,
+    from_offsets: parking_lot::Mutex<Vec<i64>>,
+}
+
+impl streamhouse_metadata::Layer for ListingRecorder {
+    fn inner(&self) -> &dyn MetadataStore {
+        self.inner.as_ref()
+    }
+}
+
+#[async_trait::async_trait]
+impl streamhouse_metadata::SegmentLogLayer for ListingRecorder {
+    async fn list_segments(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+    ) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::SegmentInfo>> {
+        self.from_offsets.lock().push(from_offset);
+        self.inner
+            .list_segments(topic, partition, from_offset)
+            .await
+    }
+}
+
+impl streamhouse_metadata::CatalogLayer for ListingRecorder {}
+impl streamhouse_metadata::LeasesLayer for ListingRecorder {}
+impl streamhouse_metadata::GroupStoreLayer for ListingRecorder {}
+impl streamhouse_metadata::CredentialsLayer for ListingRecorder {}
+impl streamhouse_metadata::AclStoreLayer for ListingRecorder {}
+impl streamhouse_metadata::TxnStoreLayer for ListingRecorder {}
+
+#[tokio::test]
+async fn later_rounds_list_only_the_segments_after_the_merged_ones() {
+    let s = setup(1).await;
+    let recorder = Arc::new(ListingRecorder {
+        inner: s.metadata.clone(),
+        from_offsets: Default::default(),
+    });
+    let consolidator = Consolidator::new(
+        s.store.clone(),
+        recorder.clone(),
+        merge_everything(),
+        Duration::ZERO,
+    );
+    // Rounds of 2 records: offsets 0..=5, then 6..=11, then 12..=17.
+    for round in 0..3 {
+        flush_rounds(&s, 3).await;
+        let report = consolidator.run_once(&targets(&s), true).await.unwrap();
+        assert_eq!(
+            (report.partitions, report.slices_replaced),
+            (1, 3),
+            "round {round}"
+        );
+    }
+    let again = consolidator.run_once(&targets(&s), true).await.unwrap();
+    assert_eq!(again.backlog_slices, 0);
+    assert_eq!(
+        *recorder.from_offsets.lock(),
+        [0, 6, 12],
+        "the first look lists the whole partition, later ones from the end of the merged data \
+         (and one with nothing left to merge none)"
+    );
+    let merged = s.metadata.list_segments(TOPIC, 0, 0).await.unwrap();
+    let ranges: Vec<(i64, i64)> = merged
+        .iter()
+        .map(|m| (m.base_offset, m.last_offset))
+        .collect();
+    assert_eq!(ranges, [(0, 5), (6, 11), (12, 17)]);
+    assert_eq!(read_all(&s).await[0].len(), 9);
+}
