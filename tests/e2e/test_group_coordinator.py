@@ -1,7 +1,9 @@
 """A consumer group of librdkafka consumers on three agents sharing PostgreSQL: the agent
 coordinating the group is SIGKILLed mid-stream. The group's coordinator lease moves to another
-agent (after one lease TTL), the consumers find it, rejoin and go on; every record is consumed,
-the group's committed offsets reach the end of the log and never move backwards."""
+agent (after one lease TTL), which restores the stable group's stored membership; the consumers
+find it and go on in their generation (their commits deferred meanwhile are applied in the order
+sent); every record is consumed, the group's committed offsets reach the end of the log and
+never move backwards."""
 
 from __future__ import annotations
 
@@ -57,6 +59,14 @@ class OffsetWatcher(threading.Thread):
         self.join(timeout=30)
 
 
+def stored_offsets(postgres_url: str, group: str) -> dict[int, int]:
+    """The group's committed offsets as the metadata store holds them."""
+    sql = f"SELECT partition_id, committed_offset FROM consumer_offsets WHERE group_id = '{group}'"
+    out = subprocess.run(["psql", postgres_url, "-X", "-At", "-F", " ", "-c", sql],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    return {int(p): int(o) for p, o in zip(out[::2], out[1::2])}
+
+
 def coordinator_of(postgres_url: str, group: str) -> int | None:
     """Node id of the agent holding the group's coordinator lease, by the database's clock."""
     sql = ("SELECT a.node_id FROM group_leases g JOIN agents a ON a.agent_id = g.agent_id "
@@ -93,12 +103,21 @@ def test_consumers_follow_a_killed_coordinator(postgres, cluster, topic, workers
     assert all(ends[p] >= first.get(p, 0) for p in first)
     wait_until(lambda: wanted <= union(workers), "every record consumed after the move")
     consumed_s = time.monotonic() - killed_at
-    # Membership is not stored: the new coordinator knows no member of the old generation, so
-    # each consumer's commits count again only once it has rejoined (its partitions were lost
-    # meanwhile, and are read again from the last commit). Closing before that would keep the
-    # commits from before the kill, so the run waits for the commits to reach the end.
+    # The group was stable when its coordinator died, so its membership was stored under the
+    # lease and the next coordinator restored it: the consumers' heartbeats and commits of
+    # their generation went on there without a rejoin.
+    coordinator = coordinator_of(postgres, group)
+    restored = [line for line in agents[coordinator].log_path.read_text().splitlines()
+                if "stable group restored" in line and group in line]
+    assert restored, f"agent {coordinator} did not restore {group}"
     end = {p: ends[p] for p in range(PARTITIONS)}
-    wait_until(lambda: dict(watcher.highest) == end, "the group's commits at the end of the log")
+    try:
+        wait_until(lambda: dict(watcher.highest) == end,
+                   "the group's commits at the end of the log")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: the watcher saw {dict(watcher.highest)} ({watcher.reads} "
+                             f"reads), the store holds {stored_offsets(postgres, group)}, "
+                             f"the end is {end}") from None
     for w in workers:
         w.stop()
     watcher.finish()

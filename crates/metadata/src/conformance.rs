@@ -1383,6 +1383,61 @@ pub async fn group_leases(store: &dyn MetadataStore) {
     );
 }
 
+/// Membership snapshots: stored under the lease, read by the next holder, never replaced by
+/// one of an earlier generation, cleared with `None`.
+pub async fn group_member_snapshots(store: &dyn MetadataStore) {
+    let group = unique("group");
+    assert_eq!(store.group_members(&group).await.unwrap(), None, "no row");
+    let first = take_group(store, &group, "a", SHORT_TTL_MS).await;
+    assert_eq!(store.group_members(&group).await.unwrap(), None, "none yet");
+    let record = |fence: LeaseFence, generation, members: Option<&'static str>| {
+        let group = group.clone();
+        async move {
+            store
+                .record_group_members(&group, &fence, generation, members)
+                .await
+        }
+    };
+    record(first.fence(), 2, Some("two")).await.unwrap();
+    record(first.fence(), 1, Some("one")).await.unwrap();
+    assert_eq!(
+        store.group_members(&group).await.unwrap(),
+        Some((2, "two".to_owned())),
+        "an earlier generation does not replace a later one"
+    );
+    record(first.fence(), 2, Some("two again")).await.unwrap();
+    assert_eq!(
+        store.group_members(&group).await.unwrap(),
+        Some((2, "two again".to_owned())),
+        "the same generation does"
+    );
+    assert_group_fenced(
+        record(
+            LeaseFence {
+                epoch: 9,
+                ..first.fence()
+            },
+            3,
+            Some("x"),
+        )
+        .await,
+        "a snapshot at the wrong epoch",
+    );
+    let_expire().await;
+    assert_group_fenced(
+        record(first.fence(), 3, Some("x")).await,
+        "an expired lease records nothing",
+    );
+    let second = take_group(store, &group, "b", 60_000).await;
+    assert_eq!(
+        store.group_members(&group).await.unwrap(),
+        Some((2, "two again".to_owned())),
+        "the next holder reads it"
+    );
+    record(second.fence(), 3, None).await.unwrap();
+    assert_eq!(store.group_members(&group).await.unwrap(), None, "cleared");
+}
+
 /// Renewal extends only leases still held at the given epoch, never revives a lost one, and
 /// leaves out groups it does not know.
 pub async fn group_lease_renewal(store: &dyn MetadataStore) {
@@ -1783,6 +1838,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     lease_release(store).await;
     group_leases(store).await;
     group_lease_renewal(store).await;
+    group_member_snapshots(store).await;
     fenced_offset_commits(store).await;
     credentials(store).await;
     acls(store).await;

@@ -262,6 +262,11 @@ pub(crate) fn group_lease(row: &impl RowExt) -> Result<GroupLease> {
     })
 }
 
+/// A group's stored membership snapshot and its generation (`group_members`).
+pub(crate) fn group_members(row: &impl RowExt) -> Result<(i32, String)> {
+    Ok((int32(row, "members_generation")?, row.text("members")?))
+}
+
 pub(crate) fn lease(row: &impl RowExt) -> Result<PartitionLease> {
     Ok(PartitionLease {
         topic: row.text("topic")?,

@@ -1616,6 +1616,39 @@ impl GroupStore for Store {
         Ok(())
     }
 
+    async fn record_group_members(
+        &self,
+        group: &str,
+        fence: &LeaseFence,
+        generation: i32,
+        members: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        check_group_fence(&mut tx, group, fence).await?;
+        sqlx::query(
+            "UPDATE group_leases SET members = $2, members_generation = $3 \
+             WHERE group_id = $1 AND members_generation <= $3",
+        )
+        .bind(group)
+        .bind(members)
+        .bind(i64::from(generation))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Option<(i32, String)>> {
+        let row = sqlx::query(
+            "SELECT members_generation, members FROM group_leases \
+             WHERE group_id = $1 AND members IS NOT NULL",
+        )
+        .bind(group)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| rows::group_members(&row)).transpose()
+    }
+
     async fn list_group_leases(&self) -> Result<Vec<GroupLease>> {
         sqlx::query(concat!(
             "SELECT ",

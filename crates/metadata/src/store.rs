@@ -480,6 +480,23 @@ store_trait! {
 
         /// The unexpired coordinator leases (by the database's clock), ordered by group id.
         async fn list_group_leases(&self) -> Result<Vec<GroupLease>>;
+
+        /// Stores the holder of `fence`'s snapshot of `group`'s membership at `generation`
+        /// (opaque to the store; `None` clears it), so a later coordinator can serve the group
+        /// as it stood. A stored snapshot of a later generation is kept (the call succeeds
+        /// without effect). Fails with `GroupFenced` unless the lease is held at `fence`,
+        /// unexpired by the database's clock.
+        async fn record_group_members(
+            &self,
+            group: &str,
+            fence: &LeaseFence,
+            generation: i32,
+            members: Option<&str>,
+        ) -> Result<()>;
+
+        /// The membership snapshot stored for `group` and the generation it is of; `None` when
+        /// there is none (never stored, or cleared).
+        async fn group_members(&self, group: &str) -> Result<Option<(i32, String)>>;
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::member::{select_protocol, subscribed_topics, Member};
+use super::snapshot::{StoredMember, StoredMembership};
 use super::types::{
     GroupDescription, GroupState, JoinRequest, JoinResponse, JoinedMember, MemberDescription,
     Pending, SyncRequest, SyncResponse,
@@ -35,6 +36,9 @@ pub(super) struct Group {
     initial_delay_until: Option<Instant>,
     initial_delay: Duration,
     next_seq: u64,
+    /// Bumped whenever what [`Group::membership`] returns changes, so the coordinator stores
+    /// the membership only when it changed (`snapshot.rs`).
+    membership_version: u64,
 }
 
 impl Group {
@@ -55,7 +59,78 @@ impl Group {
             initial_delay_until: None,
             initial_delay,
             next_seq: 0,
+            membership_version: 0,
         }
+    }
+
+    /// A stable group as a stored snapshot describes it (an earlier coordinator's, of
+    /// `generation`): the same members, ids, leader and assignments, their sessions starting
+    /// now. Fails on a snapshot that cannot be a stable group (no members, bad encoding).
+    pub(super) fn restore(
+        id: &str,
+        initial_delay: Duration,
+        generation: i32,
+        stored: StoredMembership,
+        now: Instant,
+    ) -> Result<Self, String> {
+        if stored.members.is_empty() {
+            return Err("a stable group without members".into());
+        }
+        let mut group = Self::new(id, initial_delay, generation);
+        for stored_member in stored.members {
+            let (member_id, info, assignment) = stored_member.decode()?;
+            group.next_seq += 1;
+            let mut member = Member::new(member_id.clone(), info, group.next_seq, now);
+            member.assignment = assignment;
+            if let Some(instance) = &member.info.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), member_id.clone());
+            }
+            group.members.insert(member_id, member);
+        }
+        let first = group.ordered_members()[0].id.clone();
+        group.leader = Some(
+            stored
+                .leader
+                .filter(|l| group.members.contains_key(l))
+                .unwrap_or(first),
+        );
+        group.protocol_type = stored.protocol_type;
+        group.protocol_name = stored.protocol_name;
+        group.state = GroupState::Stable;
+        Ok(group)
+    }
+
+    /// What to store of the membership now, with the generation it is of: a stable group's
+    /// members, or `None` in any other state (a rebalance or an empty group: the next
+    /// coordinator then starts afresh and members rejoin, as without a snapshot).
+    pub(super) fn membership(&self) -> (i32, Option<StoredMembership>) {
+        if self.state != GroupState::Stable {
+            return (self.generation, None);
+        }
+        let members = self
+            .ordered_members()
+            .into_iter()
+            .map(|m| StoredMember::encode(&m.id, &m.info, &m.assignment));
+        let stored = StoredMembership {
+            version: StoredMembership::VERSION,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            members: members.collect(),
+        };
+        (self.generation, Some(stored))
+    }
+
+    /// How many members the group has.
+    pub(super) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Changes whenever [`Group::membership`] does.
+    pub(super) fn membership_version(&self) -> u64 {
+        self.membership_version
     }
 
     pub(super) fn state(&self) -> GroupState {
@@ -91,6 +166,7 @@ impl Group {
     }
 
     pub(super) fn mark_dead(&mut self) {
+        self.membership_version += u64::from(self.state == GroupState::Stable);
         self.state = GroupState::Dead;
     }
 
@@ -226,6 +302,7 @@ impl Group {
         if self.leader.as_deref() == Some(old) {
             self.leader = Some(new.clone());
         }
+        self.membership_version += 1;
         info!(group = %self.id, old, new = %new, "static member rejoined");
         if self.state == GroupState::Stable && unchanged {
             return Pending::Ready(Ok(self.join_response(&new, true)));
@@ -300,6 +377,7 @@ impl Group {
             return;
         }
         let from_empty = self.state == GroupState::Empty;
+        self.membership_version += u64::from(self.state == GroupState::Stable);
         let deadline = now + self.max_rebalance_timeout();
         self.state = GroupState::PreparingRebalance;
         self.deadline = Some(deadline);
@@ -441,6 +519,7 @@ impl Group {
         }
         self.state = GroupState::Stable;
         self.deadline = None;
+        self.membership_version += 1;
         info!(group = %self.id, generation = self.generation, "group is stable");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{
     not_coordinator, validate_group_id, ConsumerGroup, Coordinated, Group, GroupCoordinator,
-    GroupError,
+    GroupError, MembershipStore,
 };
 
 impl GroupCoordinator {
@@ -34,7 +34,12 @@ impl GroupCoordinator {
             .acquire_group_lease(group_id, &self.agent_id, ttl_ms)
             .await?
             .ok_or_else(|| not_coordinator(group_id))?;
-        self.install(lease, sent + self.lease_ttl);
+        let serving = self.with_coordinated(group_id, |c| c.fence == lease.fence());
+        let restored = match serving {
+            Some(true) => None,
+            _ => self.restore_membership(&lease).await,
+        };
+        self.install(lease, sent + self.lease_ttl, restored);
         Ok(())
     }
 
@@ -45,20 +50,32 @@ impl GroupCoordinator {
     }
 
     /// Serves `lease`, valid until `valid_until`: the group's state under an earlier epoch (a
-    /// lease lost and taken again) is stale and replaced by an empty group that continues
+    /// lease lost and taken again) is stale and replaced by the `restored` stable group (the
+    /// membership stored at the recorded generation) or else by an empty group that continues
     /// after the recorded generation.
-    fn install(&self, lease: GroupLease, valid_until: Instant) {
+    fn install(&self, lease: GroupLease, valid_until: Instant, restored: Option<Group>) {
         let delay = self.initial_rebalance_delay;
         self.with_groups(|groups| match groups.get_mut(&lease.group_id) {
             Some(c) if c.fence == lease.fence() => c.valid_until = c.valid_until.max(valid_until),
             _ => {
-                info!(group = %lease.group_id, epoch = lease.epoch, generation = lease.generation,
-                      "coordinating group");
+                let (id, epoch, generation) = (&lease.group_id, lease.epoch, lease.generation);
+                let group = match restored {
+                    Some(group) => {
+                        let members = group.member_count();
+                        info!(group = %id, epoch, generation, members, "stable group restored");
+                        group
+                    }
+                    None => {
+                        info!(group = %id, epoch, generation, "coordinating group");
+                        Group::new(id, delay, generation)
+                    }
+                };
                 let coordinated = Coordinated {
                     fence: lease.fence(),
                     valid_until,
                     recorded_generation: lease.generation,
-                    group: Group::new(&lease.group_id, delay, lease.generation),
+                    membership: MembershipStore::stored(&group),
+                    group,
                     consumer: ConsumerGroup::new(
                         &lease.group_id,
                         lease.generation,

@@ -7,11 +7,12 @@
 //! metadata store (`lease.rs`), taken on demand by the agent the shared assignment names and
 //! fenced like a partition's: offset commits and new generations are written only under the
 //! lease's epoch, so a former coordinator can neither commit nor hand out a generation a later
-//! one also hands out. Membership lives in memory with the lease and is dropped with it (members
-//! rejoin at the new coordinator, whose generations continue after the recorded one); offsets
-//! live in the metadata store. The per-group state machine is in `group.rs` and knows nothing
-//! of the wire format; `handlers/groups.rs` and `handlers/offsets.rs` translate requests into
-//! calls on the coordinator. A background sweeper applies session and rebalance timeouts and
+//! one also hands out. Membership lives in memory with the lease; a stable classic group's is
+//! also stored under it (`snapshot.rs`), so the next coordinator serves the group as it stood.
+//! Otherwise members rejoin at the new coordinator, whose generations continue after the
+//! recorded one. Offsets live in the metadata store. The per-group state machine is in
+//! `group.rs` and knows nothing of the wire format; `handlers/groups.rs` and
+//! `handlers/offsets.rs` translate requests into calls on the coordinator. A background sweeper applies session and rebalance timeouts and
 //! drops groups whose lease may have lapsed.
 
 mod admin;
@@ -23,6 +24,7 @@ mod group;
 mod lease;
 mod member;
 mod offsets;
+mod snapshot;
 mod types;
 
 use parking_lot::Mutex;
@@ -40,6 +42,7 @@ pub(crate) use error::GroupError;
 use group::Group;
 pub(crate) use member::{MemberInfo, Protocol};
 pub(crate) use offsets::{Committer, OffsetCommit, PartitionOffset, TopicPartitions};
+use snapshot::MembershipStore;
 pub(crate) use types::{
     GroupDescription, GroupState, JoinRequest, JoinResponse, Pending, SyncRequest, SyncResponse,
 };
@@ -65,6 +68,8 @@ struct Coordinated {
     group: Group,
     /// The consumer-protocol (KIP-848) membership.
     consumer: ConsumerGroup,
+    /// Where storing the classic membership stands (`snapshot.rs`).
+    membership: MembershipStore,
 }
 
 impl Coordinated {
@@ -82,6 +87,8 @@ impl Coordinated {
 
 /// Coordinates the groups whose leases this agent holds.
 pub(crate) struct GroupCoordinator {
+    /// This coordinator, for the background writes it starts.
+    me: Weak<GroupCoordinator>,
     groups: Mutex<HashMap<String, Coordinated>>,
     metadata: Arc<dyn MetadataStore>,
     /// The holder named in this agent's group leases.
@@ -101,7 +108,8 @@ impl GroupCoordinator {
         initial_rebalance_delay: Duration,
         consumer_timeouts: ConsumerTimeouts,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             groups: Mutex::new(HashMap::new()),
             metadata,
             agent_id: agent_id.to_string(),
@@ -125,6 +133,7 @@ impl GroupCoordinator {
             return Err(GroupError::NotCoordinator(group_id.to_string()));
         };
         let (fence, pending) = joining?;
+        self.store_memberships([group_id]);
         let joined = resolve(group_id, pending).await?;
         self.record_generation(group_id, &fence, joined.generation_id)
             .await?;
@@ -137,6 +146,7 @@ impl GroupCoordinator {
         let pending = self
             .with_group(group_id, |g| g.sync(req, Instant::now()))
             .unwrap_or_else(|| Pending::Ready(Err(not_coordinator(group_id))));
+        self.store_memberships([group_id]);
         resolve(group_id, pending).await
     }
 
@@ -163,13 +173,16 @@ impl GroupCoordinator {
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         validate_group_id(group_id)?;
         let now = Instant::now();
-        self.with_group(group_id, |g| {
-            members
-                .iter()
-                .map(|(id, instance)| g.leave(id, instance.as_deref(), now))
-                .collect()
-        })
-        .ok_or_else(|| not_coordinator(group_id))
+        let left = self
+            .with_group(group_id, |g| {
+                members
+                    .iter()
+                    .map(|(id, instance)| g.leave(id, instance.as_deref(), now))
+                    .collect()
+            })
+            .ok_or_else(|| not_coordinator(group_id));
+        self.store_memberships([group_id]);
+        left
     }
 
     fn with_groups<T>(&self, f: impl FnOnce(&mut HashMap<String, Coordinated>) -> T) -> T {
@@ -204,6 +217,7 @@ impl GroupCoordinator {
                 valid
             });
         });
+        self.store_all_memberships();
     }
 }
 

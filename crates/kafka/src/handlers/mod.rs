@@ -38,6 +38,9 @@ use crate::security::{Access, SaslSession};
 pub(crate) struct ConnectionState {
     /// Completes when the previous Produce on this connection has appended its batches.
     pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Completes when the previous offset commit (OffsetCommit, TxnOffsetCommit) on this
+    /// connection has finished.
+    pub(crate) commit_order: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The client's address (DescribeGroups reports each member's host).
     pub(crate) peer: Option<SocketAddr>,
     /// SASL progress; `None` when the listener does not require authentication.
@@ -142,9 +145,9 @@ pub(crate) fn dispatch(
         RequestKind::EndTxn(r) => {
             later(async move { ResponseKind::EndTxn(transactions::end_txn(&b, &a, r).await) })
         }
-        RequestKind::TxnOffsetCommit(r) => later(async move {
+        RequestKind::TxnOffsetCommit(r) => later(in_order(&mut conn.commit_order, async move {
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(&b, &a, r).await)
-        }),
+        })),
         RequestKind::InitProducerId(r) => {
             later(
                 async move { ResponseKind::InitProducerId(init_producer_id::handle(&b, &a, r).await) },
@@ -190,11 +193,9 @@ pub(crate) fn dispatch(
         RequestKind::DeleteGroups(r) => {
             later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, &a, r).await) })
         }
-        RequestKind::OffsetCommit(r) => {
-            later(
-                async move { ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await) },
-            )
-        }
+        RequestKind::OffsetCommit(r) => later(in_order(&mut conn.commit_order, async move {
+            ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await)
+        })),
         RequestKind::OffsetFetch(r) => {
             later(
                 async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, &a, r, v).await) },
@@ -233,6 +234,31 @@ pub(crate) fn dispatch(
 
 fn later(fut: impl std::future::Future<Output = ResponseKind> + Send + 'static) -> Reply {
     Reply::Respond(fut.boxed())
+}
+
+/// `work`, started only once the previous request chained on `slot` (this connection's last
+/// one of its kind) has finished, so such requests take effect in the order they were sent.
+///
+/// Requests of a connection are otherwise served concurrently, while Kafka serves them one at
+/// a time; clients count on that order for offset commits: librdkafka sends the commits it held
+/// back while the coordinator was away all at once, oldest first, and takes the last one as
+/// the committed offset. Applied out of order, an older commit would overwrite a newer one
+/// whose success the client had already seen.
+fn in_order<T>(
+    slot: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    work: impl std::future::Future<Output = T>,
+) -> impl std::future::Future<Output = T> {
+    let previous = slot.take();
+    let (done, next) = tokio::sync::oneshot::channel::<()>();
+    *slot = Some(next);
+    async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let out = work.await;
+        drop(done);
+        out
+    }
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {

@@ -50,13 +50,28 @@ async fn start_agent(cluster: &Cluster, node_id: i32) -> Agent {
     Agent { broker, addr }
 }
 
+/// Agents 0..`N` with [`TOPIC`] created.
+async fn agents_with_topic<const N: usize>(cluster: &Cluster) -> [Agent; N] {
+    let mut agents = Vec::with_capacity(N);
+    for node_id in 0..N {
+        agents.push(start_agent(cluster, node_id as i32).await);
+    }
+    agents[0]
+        .broker
+        .admin()
+        .create_topic(TOPIC, Some(PARTITIONS), &BTreeMap::new())
+        .await
+        .unwrap();
+    agents.try_into().ok().expect("N agents")
+}
+
 /// What the members saw, for the checks at the end.
 #[derive(Default)]
 struct Log {
     /// (generation, member id, partitions) of every assignment a SyncGroup delivered.
     assignments: Vec<(i32, String, Vec<u32>)>,
-    /// (coordinator node, generation) of every successful JoinGroup, in order.
-    generations: Vec<(i32, i32)>,
+    /// (coordinator node, generation, member id) of every successful JoinGroup, in order.
+    generations: Vec<(i32, i32, String)>,
     /// Commits acknowledged, per partition.
     commits: u64,
 }
@@ -75,6 +90,7 @@ struct Member {
 }
 
 /// Where a member goes next after an error.
+#[derive(Debug, PartialEq, Eq)]
 enum Next {
     Rediscover,
     Rejoin,
@@ -90,6 +106,32 @@ fn next_after(code: i16) -> Next {
 }
 
 impl Member {
+    /// A member of `group` not joined yet, finding its coordinator through `bootstrap`.
+    fn new(group: &str, bootstrap: Vec<SocketAddr>, log: Arc<Mutex<Log>>) -> Self {
+        Self {
+            group: group.to_owned(),
+            bootstrap,
+            clients: HashMap::new(),
+            coordinator: None,
+            id: String::new(),
+            generation: -1,
+            log,
+        }
+    }
+
+    /// Finds the coordinator and joins until assigned (a fresh group: alone, so everything).
+    async fn join_until_assigned(&mut self) -> Vec<u32> {
+        for turn in 0..50 {
+            if self.coordinator.is_none() {
+                self.discover(turn).await;
+            }
+            if let Some(partitions) = self.join_and_sync().await {
+                return partitions;
+            }
+        }
+        panic!("{} not assigned after 50 tries", self.group)
+    }
+
     async fn client(&mut self, addr: SocketAddr) -> &mut Client {
         if let std::collections::hash_map::Entry::Vacant(e) = self.clients.entry(addr) {
             e.insert(Client::connect(addr).await);
@@ -173,7 +215,7 @@ impl Member {
             .lock()
             .unwrap()
             .generations
-            .push((node, r.generation_id));
+            .push((node, r.generation_id, self.id.clone()));
         let members: Vec<String> = r.members.iter().map(|m| m.member_id.to_string()).collect();
         let assignments = round_robin(&members);
         let sync = SyncGroupRequest::default()
@@ -341,30 +383,13 @@ async fn watch_offsets(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_coordinator_moves_mid_rebalance_while_members_commit() {
     let cluster = Arc::new(Cluster::new(LEASE_TTL).await);
-    let first = [
-        start_agent(&cluster, 0).await,
-        start_agent(&cluster, 1).await,
-    ];
-    first[0]
-        .broker
-        .admin()
-        .create_topic(TOPIC, Some(PARTITIONS), &BTreeMap::new())
-        .await
-        .unwrap();
+    let first: [Agent; 2] = agents_with_topic(&cluster).await;
     let group = group_coordinated_by_node_2();
     let log = Arc::new(Mutex::new(Log::default()));
     let (stop_tx, stop) = watch::channel(false);
     let watcher = tokio::spawn(watch_offsets(cluster.clone(), group.clone(), stop.clone()));
     let bootstrap: Vec<SocketAddr> = first.iter().map(|a| a.addr).collect();
-    let member = |bootstrap: Vec<SocketAddr>| Member {
-        group: group.clone(),
-        bootstrap,
-        clients: HashMap::new(),
-        coordinator: None,
-        id: String::new(),
-        generation: -1,
-        log: log.clone(),
-    };
+    let member = |bootstrap: Vec<SocketAddr>| Member::new(&group, bootstrap, log.clone());
     let mut members: Vec<_> = (0..3)
         .map(|_| tokio::spawn(member(bootstrap.clone()).run(stop.clone())))
         .collect();
@@ -426,34 +451,11 @@ fn check_assignments(assignments: &[(i32, String, Vec<u32>)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_whose_lease_was_taken_drops_the_group() {
     let cluster = Arc::new(Cluster::new(LEASE_TTL).await);
-    let agent = start_agent(&cluster, 0).await;
-    let admin = agent.broker.admin();
-    let no_configs = BTreeMap::new();
-    admin
-        .create_topic(TOPIC, Some(PARTITIONS), &no_configs)
-        .await
-        .unwrap();
+    let [agent]: [Agent; 1] = agents_with_topic(&cluster).await;
     let log = Arc::new(Mutex::new(Log::default()));
-    let mut member = Member {
-        group: "taken".into(),
-        bootstrap: vec![agent.addr],
-        clients: HashMap::new(),
-        coordinator: None,
-        id: String::new(),
-        generation: -1,
-        log: log.clone(),
-    };
-    let mut partitions = None;
-    for turn in 0..50 {
-        if member.coordinator.is_none() {
-            member.discover(turn).await;
-        }
-        partitions = member.join_and_sync().await;
-        if partitions.is_some() {
-            break;
-        }
-    }
-    assert_eq!(partitions.map(|p| p.len()), Some(PARTITIONS as usize));
+    let mut member = Member::new("taken", vec![agent.addr], log.clone());
+    let partitions = member.join_until_assigned().await;
+    assert_eq!(partitions.len(), PARTITIONS as usize);
     let first_generation = member.generation;
     member.commit(&BTreeMap::from([(0, 5)])).await.unwrap();
 
@@ -501,32 +503,89 @@ async fn a_coordinator_whose_lease_was_taken_drops_the_group() {
     member.commit(&BTreeMap::from([(0, 9)])).await.unwrap();
 }
 
-/// Every generation is handed out by one coordinator only, and a coordinator taking over
-/// continues after the generations before it (none starts again at 1); returns the
-/// coordinators that handed out generations.
-fn check_generations(generations: &[(i32, i32)]) -> BTreeSet<i32> {
-    let mut by_generation: BTreeMap<i32, BTreeSet<i32>> = BTreeMap::new();
-    for &(node, generation) in generations {
-        by_generation.entry(generation).or_default().insert(node);
+/// A stable group outlives its coordinator: the next one restores the membership stored
+/// under the lease, so the member's heartbeats and commits of its generation go on at the new
+/// coordinator without a rejoin (as Kafka's coordinator loads a group from __consumer_offsets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stable_group_keeps_its_members_when_its_coordinator_moves() {
+    let cluster = Arc::new(Cluster::new(LEASE_TTL).await);
+    let [first, second]: [Agent; 2] = agents_with_topic(&cluster).await;
+    let two = Assignment::new((0..2).map(agent_info));
+    let group = (0..)
+        .map(|i| format!("stays-{i}"))
+        .find(|g| two.coordinator(g).is_some_and(|a| a.node_id == 1))
+        .unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut member = Member::new(&group, vec![first.addr], log);
+    let partitions = member.join_until_assigned().await;
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    assert_eq!(member.coordinator.map(|(node, _)| node), Some(1));
+    let (id, generation) = (member.id.clone(), member.generation);
+    member.commit(&BTreeMap::from([(0, 5)])).await.unwrap();
+
+    second.broker.shutdown().await;
+    let mut beat = None;
+    for turn in 0..100 {
+        member.coordinator = None;
+        member.discover(turn).await;
+        if member.coordinator.map(|(node, _)| node) != Some(0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(&group)))
+            .with_generation_id(generation)
+            .with_member_id(s(&id));
+        let Some(ResponseKind::Heartbeat(r)) =
+            member.send(RequestKind::Heartbeat(heartbeat), 3).await
+        else {
+            panic!("not a Heartbeat response")
+        };
+        beat = Some(r.error_code);
+        if next_after(r.error_code) == Next::Rejoin {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (generation, nodes) in &by_generation {
-        assert_eq!(
-            nodes.len(),
-            1,
-            "generation {generation} handed out by {nodes:?}"
-        );
-    }
-    let firsts: BTreeMap<i32, i32> = by_generation
-        .iter()
-        .rev()
-        .map(|(generation, nodes)| (*nodes.first().unwrap(), *generation))
-        .collect();
+    assert_eq!(beat, Some(0), "the member's session goes on at node 0");
     assert_eq!(
-        firsts.values().filter(|&&g| g == 1).count(),
-        usize::from(by_generation.contains_key(&1)),
-        "only the first coordinator starts at generation 1: {by_generation:?}"
+        (member.id.as_str(), member.generation),
+        (id.as_str(), generation)
     );
-    firsts.into_keys().collect()
+    member.commit(&BTreeMap::from([(0, 9)])).await.unwrap();
+    let stored = cluster.metadata.fetch_offsets(&group, None).await.unwrap();
+    assert_eq!(stored[0].offset, 9, "committed under the same generation");
+    drop(first);
+}
+
+/// Every generation is handed out by one coordinator, and a coordinator taking over continues
+/// after the generations before it: either the stable group it restored (the same generation,
+/// answered only to members that generation's first coordinator had) or a later generation
+/// (none starts again at 1 with new members). Returns the coordinators that answered joins.
+fn check_generations(generations: &[(i32, i32, String)]) -> BTreeSet<i32> {
+    let mut first_node: BTreeMap<i32, i32> = BTreeMap::new();
+    let mut members: BTreeMap<i32, BTreeSet<&str>> = BTreeMap::new();
+    for (node, generation, member) in generations {
+        let first = *first_node.entry(*generation).or_insert(*node);
+        let known = members.entry(*generation).or_default();
+        if first == *node {
+            known.insert(member);
+        } else {
+            assert!(
+                known.contains(member.as_str()),
+                "generation {generation} started by node {first} was answered by node {node} \
+                 to {member}, not a member of it: {generations:?}"
+            );
+        }
+    }
+    let mut seen_max = 0;
+    for (node, generation, _) in generations {
+        if first_node[generation] == *node && *generation < seen_max {
+            panic!("node {node} started generation {generation} after {seen_max}: {generations:?}");
+        }
+        seen_max = seen_max.max(*generation);
+    }
+    generations.iter().map(|(node, _, _)| *node).collect()
 }
 
 /// Operator changes to a group (the admin API's offset reset and deletion; Kafka's DeleteGroups,

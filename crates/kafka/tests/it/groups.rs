@@ -20,8 +20,13 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use std::sync::Arc;
 use streamhouse_kafka::{BrokerConfig, PartitionLag};
-use streamhouse_metadata::{NewTopic, TopicConfig};
+
+use object_store::memory::InMemory;
+use streamhouse_metadata::{
+    HookedMetadataStore, MetadataStore, NewTopic, SqliteMetadataStore, TopicConfig,
+};
 
 use crate::harness::{record_batch, Client, TestServer};
 
@@ -944,4 +949,80 @@ async fn commit_version(client: &mut Client, group: &str, m: &Member, version: i
         panic!()
     };
     r.topics[0].partitions[0].error_code
+}
+
+/// Delays each `commit_offsets` call less than the one before, so commits that ran at once
+/// would finish in the reverse of the order they were sent.
+struct EarlierCommitsSlower {
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl streamhouse_metadata::CallHook for EarlierCommitsSlower {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == "commit_offsets" {
+            let n = self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(40u64.saturating_sub(2 * n))).await;
+        }
+        Ok(())
+    }
+}
+
+/// Offset commits pipelined on one connection take effect in the order they were sent, as on
+/// Kafka (which serves a connection's requests one at a time): the last one is what stays
+/// committed, whatever the store's latency for each. librdkafka sends the commits it deferred
+/// while its coordinator was away this way, and takes the last as committed.
+#[tokio::test]
+async fn pipelined_offset_commits_take_effect_in_the_order_sent() {
+    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let hook = EarlierCommitsSlower {
+        calls: Default::default(),
+    };
+    let metadata: Arc<dyn MetadataStore> = Arc::new(HookedMetadataStore::new(sqlite, hook));
+    let server = TestServer::start_on(Arc::new(InMemory::new()), metadata.clone()).await;
+    metadata
+        .create_topic(NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            config: TopicConfig::default(),
+        })
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let commit = |offset: i64| {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(gid("ordered"))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])]);
+        (RequestKind::OffsetCommit(request), 8)
+    };
+    // The first commit takes the coordinator lease; then twenty at once.
+    assert_eq!(client.send(commit(0).0, 8).await.into_ok_commit(), 0);
+    let responses = client.send_pipelined((1..=20).map(commit).collect()).await;
+    assert!(responses.into_iter().all(|r| r.into_ok_commit() == 0));
+    assert_eq!(
+        fetch_offsets(&mut client, "ordered", "t", &[0]).await[0].0,
+        20,
+        "the last commit sent is the one that stays"
+    );
+}
+
+trait CommitResponse {
+    /// The first partition's error code of an OffsetCommit response.
+    fn into_ok_commit(self) -> i16;
+}
+
+impl CommitResponse for ResponseKind {
+    fn into_ok_commit(self) -> i16 {
+        let ResponseKind::OffsetCommit(r) = self else {
+            panic!("not an OffsetCommit response")
+        };
+        r.topics[0].partitions[0].error_code
+    }
 }

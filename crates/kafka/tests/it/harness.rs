@@ -125,29 +125,49 @@ impl Client {
 
     /// Sends `request` at `version` and decodes the response.
     pub async fn send(&mut self, request: RequestKind, version: i16) -> ResponseKind {
-        let api = api_key_of(&request);
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("it")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api.request_header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        self.write_frame(&body).await;
-        let mut frame = self.read_frame().await.unwrap_or_else(|| {
-            panic!("{api:?} v{version}: connection closed instead of a response")
-        });
-        let response_header =
-            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-        assert_eq!(response_header.correlation_id, self.correlation_id);
-        let response = ResponseKind::decode(api, &mut frame, version)
-            .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
-        assert!(!frame.has_remaining(), "{api:?} v{version}: trailing bytes");
-        response
+        self.send_pipelined(vec![(request, version)])
+            .await
+            .pop()
+            .unwrap()
+    }
+
+    /// Writes every request before reading any response (as clients with several requests in
+    /// flight do), then decodes the responses, which must come in the same order.
+    pub async fn send_pipelined(&mut self, requests: Vec<(RequestKind, i16)>) -> Vec<ResponseKind> {
+        let mut sent = Vec::with_capacity(requests.len());
+        let mut frames = BytesMut::new();
+        for (request, version) in requests {
+            let api = api_key_of(&request);
+            self.correlation_id += 1;
+            let header = RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(self.correlation_id)
+                .with_client_id(Some(StrBytes::from_static_str("it")));
+            let mut body = BytesMut::new();
+            header
+                .encode(&mut body, api.request_header_version(version))
+                .unwrap();
+            request.encode(&mut body, version).unwrap();
+            frames.put_i32(body.len() as i32);
+            frames.extend_from_slice(&body);
+            sent.push((api, version, self.correlation_id));
+        }
+        self.write_raw(&frames).await;
+        let mut responses = Vec::with_capacity(sent.len());
+        for (api, version, correlation_id) in sent {
+            let mut frame = self.read_frame().await.unwrap_or_else(|| {
+                panic!("{api:?} v{version}: connection closed instead of a response")
+            });
+            let response_header =
+                ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+            assert_eq!(response_header.correlation_id, correlation_id);
+            let response = ResponseKind::decode(api, &mut frame, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
+            assert!(!frame.has_remaining(), "{api:?} v{version}: trailing bytes");
+            responses.push(response);
+        }
+        responses
     }
 
     /// Authenticates with SASL PLAIN as `user` (password `<user>-secret`).
