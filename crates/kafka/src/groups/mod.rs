@@ -12,8 +12,8 @@
 //! Otherwise members rejoin at the new coordinator, whose generations continue after the
 //! recorded one. Offsets live in the metadata store. The per-group state machine is in
 //! `group.rs` and knows nothing of the wire format; `handlers/groups.rs` and
-//! `handlers/offsets.rs` translate requests into calls on the coordinator. A background sweeper applies session and rebalance timeouts and
-//! drops groups whose lease may have lapsed.
+//! `handlers/offsets.rs` translate requests into calls on the coordinator. A background
+//! sweeper applies session and rebalance timeouts and drops groups whose lease may have lapsed.
 
 mod admin;
 mod assignor;

@@ -236,15 +236,16 @@ fn later(fut: impl std::future::Future<Output = ResponseKind> + Send + 'static) 
     Reply::Respond(fut.boxed())
 }
 
-/// `work`, started only once the previous request chained on `slot` (this connection's last
-/// one of its kind) has finished, so such requests take effect in the order they were sent.
+/// `work`, started only once the previous work chained on `slot` (this connection's last
+/// request of its kind) has finished, so such requests take effect in the order they were sent.
 ///
 /// Requests of a connection are otherwise served concurrently, while Kafka serves them one at
-/// a time; clients count on that order for offset commits: librdkafka sends the commits it held
+/// a time, and clients count on that order for appends (an idempotent producer pipelines
+/// consecutive sequence numbers) and for offset commits (librdkafka sends the commits it held
 /// back while the coordinator was away all at once, oldest first, and takes the last one as
-/// the committed offset. Applied out of order, an older commit would overwrite a newer one
-/// whose success the client had already seen.
-fn in_order<T>(
+/// the committed offset: applied out of order, an older commit would overwrite a newer one
+/// whose success the client had already seen).
+pub(super) fn in_order<T>(
     slot: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     work: impl std::future::Future<Output = T>,
 ) -> impl std::future::Future<Output = T> {

@@ -11,9 +11,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use streamhouse_metadata::TxnState;
 use streamhouse_segment::{RecordBatch, SegmentError};
 use streamhouse_storage::{Appended, CompactionPolicy, StorageError, TxnVerification};
-use tokio::sync::oneshot;
 
-use super::{str_bytes, Reply};
+use super::{in_order, str_bytes, Reply};
 use crate::broker::Broker;
 use crate::errors::{metadata_error_code, storage_error_code};
 use crate::handlers::ConnectionState;
@@ -29,19 +28,13 @@ pub(crate) fn start(
     access: Access,
     req: ProduceRequest,
 ) -> Reply {
-    let previous = conn.produce_order.take();
-    let (appended_tx, appended_rx) = oneshot::channel();
-    conn.produce_order = Some(appended_rx);
     let b = broker.clone();
     let acks = req.acks;
-    let work = async move {
-        if let Some(previous) = previous {
-            let _ = previous.await;
-        }
-        let appended = append_all(&b, &access, req).await;
-        let _ = appended_tx.send(());
-        appended
-    };
+    // Only the appends are chained: the next Produce may append while this one waits to be
+    // durable.
+    let work = in_order(&mut conn.produce_order, async move {
+        append_all(&b, &access, req).await
+    });
     if acks == 0 {
         return Reply::Silent(work.map(|_| ()).boxed());
     }
