@@ -1004,12 +1004,14 @@ pub async fn leases(store: &dyn MetadataStore) {
         .is_err());
 }
 
-/// A TTL the checks let lapse: shorter than [`let_expire`] waits.
-const SHORT_TTL_MS: i64 = 50;
+/// A TTL the checks let lapse: shorter than [`let_expire`] waits, yet long enough that the
+/// calls some checks make under it before it lapses finish in time on a loaded CI machine
+/// (50 ms was not: a file-backed SQLite commit took longer once).
+const SHORT_TTL_MS: i64 = 500;
 
 /// Waits longer than [`SHORT_TTL_MS`], by any clock (the database's judges expiry).
 async fn let_expire() {
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
 }
 
 /// Checks that `lease` expires `ttl_ms` after a moment between `before` and now (the
