@@ -332,15 +332,12 @@ impl Admin<'_> {
         topic: &str,
         state: &PartitionState,
     ) -> Result<(u64, u64), ApiError> {
-        let segments = self
+        let totals = self
             .broker
             .metadata
-            .list_segments(topic, state.partition, state.log_start_offset)
+            .segment_totals(topic, state.partition)
             .await?;
-        Ok((
-            segments.len() as u64,
-            segments.iter().map(|s| s.size_bytes).sum(),
-        ))
+        Ok((totals.segments, totals.bytes))
     }
 
     async fn partition(

@@ -16,8 +16,8 @@ use crate::{
     now_ms, AclBinding, AclBindingFilter, AclOperation, AclPatternFilter, AclPatternType,
     AclPermission, AclResourceType, AgentInfo, CommitOutcome, CommittedOffset, GroupLease,
     HeldLease, LeaseFence, MetadataError, MetadataStore, NewTopic, PartitionLease,
-    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig, Transaction,
-    TxnState, TxnUpdate, UserCredential, WrittenMarker,
+    ProducerSnapshot, Result, SegmentCommit, SegmentInfo, SegmentTotals, Topic, TopicConfig,
+    Transaction, TxnState, TxnUpdate, UserCredential, WrittenMarker,
 };
 
 /// A name no other check (or earlier run against the same database) uses.
@@ -578,6 +578,62 @@ pub async fn list_segments_ranges(store: &dyn MetadataStore) {
         matches!(error, MetadataError::UnknownPartition { .. }),
         "got {error:?}"
     );
+}
+
+/// `list_segments_page` is the start of `list_segments`; `segment_totals` adds up what it
+/// would list; `first_segment_reaching` is the first segment, in offset order, whose newest
+/// timestamp reaches the time (not the one with the nearest timestamp).
+pub async fn segment_pages_and_totals(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 3).await;
+    let name = topic.name.as_str();
+    let segs = commit_run(store, name, 0, 4, 10).await;
+    for (from, limit) in [(0, 1), (0, 3), (0, 9), (15, 2), (40, 5)] {
+        let all = store.list_segments(name, 0, from).await.unwrap();
+        let expected: Vec<_> = all.into_iter().take(limit as usize).collect();
+        let page = store.list_segments_page(name, 0, from, limit).await;
+        assert_eq!(page.unwrap(), expected, "page of {limit} from {from}");
+    }
+    let totals = store.segment_totals(name, 0).await.unwrap();
+    let expected = SegmentTotals {
+        segments: 4,
+        bytes: segs.iter().map(|s| s.size_bytes).sum(),
+        max_timestamp_ms: Some(1_039),
+    };
+    assert_eq!(totals, expected);
+    let empty = store.segment_totals(name, 1).await.unwrap();
+    assert_eq!(empty, SegmentTotals::default(), "no segments yet");
+
+    // Out of order: the second segment's records are older than the first's.
+    let mut late = segment(name, 2, 0, 9);
+    late.max_timestamp_ms = 5_000;
+    let mut early = segment(name, 2, 10, 19);
+    early.max_timestamp_ms = 2_000;
+    let last = segment(name, 2, 20, 29);
+    for s in [&late, &early, &last] {
+        store.commit_segment(s, None).await.unwrap();
+    }
+    for (ts, expected) in [(0, Some(&late)), (3_000, Some(&late)), (5_001, None)] {
+        let found = store.first_segment_reaching(name, 2, ts).await.unwrap();
+        assert_eq!(found.as_ref(), expected, "first reaching {ts}");
+    }
+    let found = store.first_segment_reaching(name, 0, 1_015).await.unwrap();
+    assert_eq!(
+        found.as_ref(),
+        Some(&segs[1]),
+        "the first reaching 1015 in order"
+    );
+    let found = store.first_segment_reaching(name, 1, 0).await.unwrap();
+    assert_eq!(found, None, "no segments yet");
+    for (what, error) in [
+        ("page", store.list_segments_page(name, 3, 0, 1).await.err()),
+        ("totals", store.segment_totals(name, 3).await.err()),
+        ("time", store.first_segment_reaching(name, 3, 0).await.err()),
+    ] {
+        assert!(
+            matches!(error, Some(MetadataError::UnknownPartition { .. })),
+            "{what} of a missing partition: {error:?}"
+        );
+    }
 }
 
 /// Truncation deletes whole segments below the new start and never moves the start backwards
@@ -1824,6 +1880,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     producer_snapshots(store).await;
     concurrent_commits_one_wins(store).await;
     list_segments_ranges(store).await;
+    segment_pages_and_totals(store).await;
     truncate_before(store).await;
     replace_segments(store).await;
     compact_segments(store).await;

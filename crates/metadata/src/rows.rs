@@ -287,6 +287,12 @@ fn decode_config(json: &str) -> Result<TopicConfig> {
         .map_err(|e| MetadataError::Corrupt(format!("topic config '{json}': {e}")))
 }
 
+/// A stored count or size as the `u64` it stands for, reporting a negative one as corruption.
+pub(crate) fn from_sql_int(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| MetadataError::Corrupt(format!("{what} = {value} is negative")))
+}
+
 /// A `u64` field as the signed integer SQL stores.
 pub(crate) fn to_sql_int(value: u64, what: &str) -> Result<i64> {
     i64::try_from(value).map_err(|_| MetadataError::Invalid(format!("{what} {value} exceeds i64")))

@@ -53,7 +53,8 @@ use crate::{
     now_ms, AclBinding, AclBindingFilter, AclStore, AgentInfo, Catalog, CommitOutcome,
     CommittedOffset, Credentials, GroupLease, GroupStore, HeldLease, LeaseFence, Leases,
     MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, ProducerSnapshots,
-    Result, SegmentCommit, SegmentInfo, SegmentLog, Topic, TopicConfig, UserCredential,
+    Result, SegmentCommit, SegmentInfo, SegmentLog, SegmentTotals, Topic, TopicConfig,
+    UserCredential,
 };
 
 type Conn = <Db as Database>::Connection;
@@ -753,17 +754,16 @@ fn check_tiling(merged: &SegmentInfo, records: i64, segments: &[SegmentInfo]) ->
     }
 }
 
+/// The segments `sql` selects with `(topic, partition, value)` bound as `$1..$3`.
 async fn segments_where<'e>(
     executor: impl Executor<'e, Database = Db>,
     sql: &'static str,
-    topic: &str,
-    partition: u32,
-    offset: i64,
+    (topic, partition, value): (&str, u32, i64),
 ) -> Result<Vec<SegmentInfo>> {
     sqlx::query(sql)
         .bind(topic)
         .bind(i64::from(partition))
-        .bind(offset)
+        .bind(value)
         .fetch_all(executor)
         .await?
         .iter()
@@ -772,6 +772,38 @@ async fn segments_where<'e>(
 }
 
 impl Store {
+    /// At most `limit` segments of a partition whose `last_offset >= from_offset`, in offset
+    /// order; an unknown partition is an error, not an empty list.
+    async fn segments_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+        limit: i64,
+    ) -> Result<Vec<SegmentInfo>> {
+        let mut conn = self.pool.acquire().await?;
+        let segments: Vec<SegmentInfo> = sqlx::query(concat!(
+            "SELECT ",
+            segment_columns!(),
+            " FROM segments WHERE topic = $1 AND partition_id = $2 AND last_offset >= $3 \
+             ORDER BY base_offset LIMIT $4"
+        ))
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(from_offset)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rows::segment)
+        .collect::<Result<_>>()?;
+        if segments.is_empty() {
+            // Distinguish "nothing there yet" from "no such partition".
+            partition_state(&mut conn, SELECT_PARTITION, topic, partition).await?;
+        }
+        Ok(segments)
+    }
+
     /// Replaces the segments tiling `merged`'s offsets (holding `replaced_records` records)
     /// by `merged`, fenced, scheduling their objects' deletion: consolidation and compaction.
     async fn swap_segments(
@@ -1105,25 +1137,67 @@ impl SegmentLog for Store {
         partition: u32,
         from_offset: i64,
     ) -> Result<Vec<SegmentInfo>> {
+        self.segments_from(topic, partition, from_offset, i64::MAX)
+            .await
+    }
+
+    async fn list_segments_page(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+        limit: u32,
+    ) -> Result<Vec<SegmentInfo>> {
+        self.segments_from(topic, partition, from_offset, i64::from(limit))
+            .await
+    }
+
+    async fn segment_totals(&self, topic: &str, partition: u32) -> Result<SegmentTotals> {
         let mut conn = self.pool.acquire().await?;
-        let segments = segments_where(
+        // PostgreSQL sums BIGINTs as NUMERIC; the cast brings it back.
+        let (segments, bytes, max_timestamp_ms): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT), MAX(max_timestamp) \
+             FROM segments WHERE topic = $1 AND partition_id = $2",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_one(&mut *conn)
+        .await?;
+        if segments == 0 {
+            // Distinguish "nothing there yet" from "no such partition".
+            partition_state(&mut conn, SELECT_PARTITION, topic, partition).await?;
+        }
+        Ok(SegmentTotals {
+            segments: rows::from_sql_int(segments, "segment count")?,
+            bytes: rows::from_sql_int(bytes, "segment bytes")?,
+            max_timestamp_ms,
+        })
+    }
+
+    async fn first_segment_reaching(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<SegmentInfo>> {
+        let mut conn = self.pool.acquire().await?;
+        // Walks the partition in offset order (its primary key) and stops at the first match:
+        // timestamps are not monotonic across segments, so no index on them could answer this.
+        let mut found = segments_where(
             &mut *conn,
             concat!(
                 "SELECT ",
                 segment_columns!(),
-                " FROM segments WHERE topic = $1 AND partition_id = $2 AND last_offset >= $3 \
-                 ORDER BY base_offset"
+                " FROM segments WHERE topic = $1 AND partition_id = $2 AND max_timestamp >= $3 \
+                 ORDER BY base_offset LIMIT 1"
             ),
-            topic,
-            partition,
-            from_offset,
+            (topic, partition, timestamp_ms),
         )
         .await?;
-        if segments.is_empty() {
-            // Distinguish "nothing there yet" from "no such partition".
+        if found.is_empty() {
             partition_state(&mut conn, SELECT_PARTITION, topic, partition).await?;
         }
-        Ok(segments)
+        Ok(found.pop())
     }
 
     async fn truncate_before(
@@ -1143,9 +1217,7 @@ impl SegmentLog for Store {
                  RETURNING ",
                 segment_columns!()
             ),
-            topic,
-            partition,
-            log_start,
+            (topic, partition, log_start),
         )
         .await?;
         sqlx::query(

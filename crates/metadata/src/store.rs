@@ -22,8 +22,8 @@ use futures::future::BoxFuture;
 use crate::{
     AbortedTxn, AclBinding, AclBindingFilter, AgentInfo, CommitOutcome, CommittedOffset,
     GroupLease, HeldLease, LeaseFence, MetadataError, NewTopic, PartitionLease, PartitionState,
-    ProducerSnapshot, ProducerSnapshots, Result, SegmentCommit, SegmentInfo, Topic, TopicConfig,
-    Transaction, TxnMarker, TxnUpdate, UserCredential,
+    ProducerSnapshot, ProducerSnapshots, Result, SegmentCommit, SegmentInfo, SegmentTotals, Topic,
+    TopicConfig, Transaction, TxnMarker, TxnUpdate, UserCredential,
 };
 
 /// Everything StreamHouse keeps outside object storage: every narrow store trait.
@@ -201,6 +201,29 @@ store_trait! {
             partition: u32,
             from_offset: i64,
         ) -> Result<Vec<SegmentInfo>>;
+
+        /// The first `limit` of [`SegmentLog::list_segments`]: a page of a partition's segments,
+        /// for callers that need only the start of a log whose rows grow with its retention.
+        async fn list_segments_page(
+            &self,
+            topic: &str,
+            partition: u32,
+            from_offset: i64,
+            limit: u32,
+        ) -> Result<Vec<SegmentInfo>>;
+
+        /// Count, bytes and newest timestamp of a partition's segments, added up by the store
+        /// rather than listed.
+        async fn segment_totals(&self, topic: &str, partition: u32) -> Result<SegmentTotals>;
+
+        /// The first segment of a partition, in offset order, holding a record timestamped
+        /// `timestamp_ms` or later (Kafka ListOffsets by time); `None` when none does.
+        async fn first_segment_reaching(
+            &self,
+            topic: &str,
+            partition: u32,
+            timestamp_ms: i64,
+        ) -> Result<Option<SegmentInfo>>;
 
         /// Deletes segments lying wholly below `new_log_start`, raises the log start offset to
         /// `new_log_start` (never lowers it, never past the high watermark), schedules their

@@ -121,6 +121,18 @@ pub struct SegmentInfo {
     pub created_at_ms: i64,
 }
 
+/// What a partition's segments add up to ([`crate::SegmentLog::segment_totals`]), computed by
+/// the store without listing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentTotals {
+    /// How many segments the partition holds.
+    pub segments: u64,
+    /// Their bytes in all.
+    pub bytes: u64,
+    /// The largest record timestamp among them (ms); `None` without segments.
+    pub max_timestamp_ms: Option<i64>,
+}
+
 /// One partition's part of a group commit ([`crate::SegmentLog::commit_segments`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentCommit {

@@ -20,6 +20,10 @@ use crate::error::Result;
 use crate::segment_index::SegmentIndex;
 use crate::writer::PartitionWriter;
 
+/// How many segments retention reads from the metadata store at a time while it looks for
+/// the first one to keep.
+const RETENTION_PAGE: u32 = 256;
+
 /// How long deleted segment objects stay readable by default after their truncation.
 pub const DEFAULT_DELETE_GRACE: Duration = Duration::from_secs(60);
 
@@ -59,27 +63,60 @@ impl RetentionPolicy {
     /// Only a prefix of the log is ever deleted: a segment is kept, with everything after it,
     /// as soon as neither limit applies to it.
     pub fn new_log_start(&self, segments: &[SegmentInfo], now_ms: i64) -> Option<i64> {
-        let mut excess = self.excess_bytes(segments);
-        let mut new_start = None;
-        for segment in segments {
-            let expired = self
-                .retention_ms
-                .is_some_and(|ms| segment.max_timestamp_ms < now_ms.saturating_sub(ms));
-            let oversize = excess >= segment.size_bytes as i64 && self.retention_bytes.is_some();
-            if !expired && !oversize {
-                break;
-            }
-            excess -= segment.size_bytes as i64;
-            new_start = Some(segment.last_offset + 1);
-        }
-        new_start
+        let total = segments.iter().map(|s| s.size_bytes).sum();
+        let mut scan = self.scan(total, now_ms);
+        scan.feed(segments);
+        scan.new_start
     }
 
-    /// Bytes above `retention.bytes` (0 without a size limit or when under it).
-    fn excess_bytes(&self, segments: &[SegmentInfo]) -> i64 {
-        let total: i64 = segments.iter().map(|s| s.size_bytes as i64).sum();
-        self.retention_bytes
-            .map_or(0, |limit| total.saturating_sub(limit).max(0))
+    /// A scan of a partition holding `total_bytes`, fed its segments from the oldest on.
+    fn scan(&self, total_bytes: u64, now_ms: i64) -> PrefixScan {
+        let excess = self
+            .retention_bytes
+            .map(|limit| (total_bytes as i64).saturating_sub(limit).max(0));
+        PrefixScan {
+            expired_before: self.retention_ms.map(|ms| now_ms.saturating_sub(ms)),
+            excess,
+            new_start: None,
+            done: false,
+        }
+    }
+}
+
+/// The deletable prefix of a partition's log, found by feeding its segments in offset order,
+/// so that only that prefix need be read from the metadata store, a page at a time.
+#[derive(Debug)]
+struct PrefixScan {
+    /// Records older than this (ms) are past `retention.ms`.
+    expired_before: Option<i64>,
+    /// Bytes still above `retention.bytes`, if it is set.
+    excess: Option<i64>,
+    /// Just past the last segment to delete so far.
+    new_start: Option<i64>,
+    /// A segment to keep was found: nothing after it is deleted.
+    done: bool,
+}
+
+impl PrefixScan {
+    /// Takes the next segments in offset order; returns whether the prefix has ended.
+    fn feed(&mut self, segments: &[SegmentInfo]) -> bool {
+        for segment in segments {
+            if self.done {
+                break;
+            }
+            let size = segment.size_bytes as i64;
+            let expired = self
+                .expired_before
+                .is_some_and(|before| segment.max_timestamp_ms < before);
+            let oversize = self.excess.is_some_and(|excess| excess >= size);
+            if !expired && !oversize {
+                self.done = true;
+                break;
+            }
+            self.excess = self.excess.map(|excess| excess - size);
+            self.new_start = Some(segment.last_offset + 1);
+        }
+        self.done
     }
 }
 
@@ -180,13 +217,40 @@ impl LogTruncator {
         if policy == RetentionPolicy::default() {
             return Ok(None);
         }
-        let segments = self
-            .metadata
-            .list_segments(target.topic, target.partition, i64::MIN)
-            .await?;
-        match policy.new_log_start(&segments, now_ms) {
+        match self.deletable_prefix(&target, policy, now_ms).await? {
             Some(log_start) => self.truncate(target, log_start).await.map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// [`RetentionPolicy::new_log_start`] of a partition, reading from the metadata store only
+    /// its byte total and the segments up to the first one kept (a page at a time), not its
+    /// whole history: that grows with retention, and this runs for every partition.
+    async fn deletable_prefix(
+        &self,
+        target: &TruncationTarget<'_>,
+        policy: RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        let total = match policy.retention_bytes {
+            Some(_) => {
+                let totals = self.metadata.segment_totals(target.topic, target.partition);
+                totals.await?.bytes
+            }
+            None => 0,
+        };
+        let mut scan = policy.scan(total, now_ms);
+        let mut from = i64::MIN;
+        loop {
+            let page = self
+                .metadata
+                .list_segments_page(target.topic, target.partition, from, RETENTION_PAGE)
+                .await?;
+            let ended = scan.feed(&page) || page.len() < RETENTION_PAGE as usize;
+            match page.last() {
+                Some(last) if !ended => from = last.last_offset + 1,
+                _ => return Ok(scan.new_start),
+            }
         }
     }
 

@@ -366,13 +366,15 @@ impl SegmentIndex {
 
     /// The first segment whose newest record has a timestamp `>= timestamp_ms` (Kafka
     /// ListOffsets by time). Always asks the metadata store: the index may hold only part of the
-    /// partition, and a segment it lacks could be the answer.
+    /// partition, and a segment it lacks could be the answer. The store finds it, rather than
+    /// listing the partition's whole history here.
     pub async fn lookup_timestamp(&self, timestamp_ms: i64) -> Result<Option<IndexedSegment>> {
-        let segments = self.query(i64::MIN).await?;
-        Ok(segments
-            .iter()
-            .find(|s| s.max_timestamp_ms >= timestamp_ms)
-            .map(IndexedSegment::from))
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let found = self
+            .metadata
+            .first_segment_reaching(&self.topic, self.partition, timestamp_ms)
+            .await?;
+        Ok(found.as_ref().map(IndexedSegment::from))
     }
 
     /// Adds a segment just committed by this agent's writer.

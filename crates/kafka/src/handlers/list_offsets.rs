@@ -158,15 +158,11 @@ fn watermark_offset(timestamp: i64, start: i64, end: i64) -> Option<i64> {
 /// record, not its batch). The segments' timestamp ranges in the metadata store give the
 /// largest timestamp; the timestamp search then finds its record.
 async fn max_timestamp_record(b: &Broker, log: &PartitionLog) -> Result<(i64, i64), StorageError> {
-    let segments = b
+    let totals = b
         .segment_log()
-        .list_segments(
-            &log.topic.name,
-            log.partition,
-            log.writer.log_start_offset(),
-        )
+        .segment_totals(&log.topic.name, log.partition)
         .await?;
-    match segments.iter().map(|s| s.max_timestamp_ms).max() {
+    match totals.max_timestamp_ms {
         Some(max) => first_record_at_or_after(b, log, max).await,
         None => Ok((-1, -1)),
     }

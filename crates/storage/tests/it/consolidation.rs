@@ -320,47 +320,10 @@ async fn slices_not_in_the_cache_are_read_from_the_store() {
     );
 }
 
-/// A metadata store that records where each `list_segments` call starts.
-struct ListingRecorder {
-    inner: Arc<dyn MetadataStore>,
-    from_offsets: parking_lot::Mutex<Vec<i64>>,
-}
-
-impl streamhouse_metadata::Layer for ListingRecorder {
-    fn inner(&self) -> &dyn MetadataStore {
-        self.inner.as_ref()
-    }
-}
-
-#[async_trait::async_trait]
-impl streamhouse_metadata::SegmentLogLayer for ListingRecorder {
-    async fn list_segments(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: i64,
-    ) -> streamhouse_metadata::Result<Vec<streamhouse_metadata::SegmentInfo>> {
-        self.from_offsets.lock().push(from_offset);
-        self.inner
-            .list_segments(topic, partition, from_offset)
-            .await
-    }
-}
-
-impl streamhouse_metadata::CatalogLayer for ListingRecorder {}
-impl streamhouse_metadata::LeasesLayer for ListingRecorder {}
-impl streamhouse_metadata::GroupStoreLayer for ListingRecorder {}
-impl streamhouse_metadata::CredentialsLayer for ListingRecorder {}
-impl streamhouse_metadata::AclStoreLayer for ListingRecorder {}
-impl streamhouse_metadata::TxnStoreLayer for ListingRecorder {}
-
 #[tokio::test]
 async fn later_rounds_list_only_the_segments_after_the_merged_ones() {
     let s = setup(1).await;
-    let recorder = Arc::new(ListingRecorder {
-        inner: s.metadata.clone(),
-        from_offsets: Default::default(),
-    });
+    let recorder = crate::support::ListingRecorder::over(s.metadata.clone());
     let consolidator = Consolidator::new(
         s.store.clone(),
         recorder.clone(),
@@ -380,7 +343,7 @@ async fn later_rounds_list_only_the_segments_after_the_merged_ones() {
     let again = consolidator.run_once(&targets(&s), true).await.unwrap();
     assert_eq!(again.backlog_slices, 0);
     assert_eq!(
-        *recorder.from_offsets.lock(),
+        recorder.listing_starts(),
         [0, 6, 12],
         "the first look lists the whole partition, later ones from the end of the merged data \
          (and one with nothing left to merge none)"

@@ -32,7 +32,7 @@ mod support {
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
     use streamhouse_metadata::prelude::*;
     use streamhouse_metadata::{
-        LeaseFence, MetadataStore, NewTopic, SqliteMetadataStore, Topic, TopicConfig,
+        LeaseFence, MetadataStore, NewTopic, SegmentInfo, SqliteMetadataStore, Topic, TopicConfig,
     };
     use streamhouse_segment::RecordBatch;
     use streamhouse_storage::testing::{FaultPlan, FaultyStore};
@@ -314,4 +314,84 @@ mod support {
             context,
         }
     }
+
+    /// A metadata store that records each listing of segments: where it starts and how many
+    /// rows it returns.
+    pub struct ListingRecorder {
+        inner: Arc<dyn MetadataStore>,
+        listings: parking_lot::Mutex<Vec<(i64, usize)>>,
+    }
+
+    impl ListingRecorder {
+        /// A recorder in front of `inner`.
+        pub fn over(inner: Arc<dyn MetadataStore>) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                listings: Default::default(),
+            })
+        }
+
+        /// Where each listing started, in order.
+        pub fn listing_starts(&self) -> Vec<i64> {
+            self.listings.lock().iter().map(|(from, _)| *from).collect()
+        }
+
+        /// How many segment rows the listings returned in all.
+        pub fn rows_listed(&self) -> usize {
+            self.listings.lock().iter().map(|(_, rows)| rows).sum()
+        }
+
+        fn record(
+            &self,
+            from: i64,
+            listed: streamhouse_metadata::Result<Vec<SegmentInfo>>,
+        ) -> streamhouse_metadata::Result<Vec<SegmentInfo>> {
+            let rows = listed.as_ref().map_or(0, Vec::len);
+            self.listings.lock().push((from, rows));
+            listed
+        }
+    }
+
+    impl streamhouse_metadata::Layer for ListingRecorder {
+        fn inner(&self) -> &dyn MetadataStore {
+            self.inner.as_ref()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl streamhouse_metadata::SegmentLogLayer for ListingRecorder {
+        async fn list_segments(
+            &self,
+            topic: &str,
+            partition: u32,
+            from_offset: i64,
+        ) -> streamhouse_metadata::Result<Vec<SegmentInfo>> {
+            let listed = self
+                .inner
+                .list_segments(topic, partition, from_offset)
+                .await;
+            self.record(from_offset, listed)
+        }
+
+        async fn list_segments_page(
+            &self,
+            topic: &str,
+            partition: u32,
+            from_offset: i64,
+            limit: u32,
+        ) -> streamhouse_metadata::Result<Vec<SegmentInfo>> {
+            let listed = self
+                .inner
+                .list_segments_page(topic, partition, from_offset, limit)
+                .await;
+            self.record(from_offset, listed)
+        }
+    }
+
+    impl streamhouse_metadata::CatalogLayer for ListingRecorder {}
+    impl streamhouse_metadata::LeasesLayer for ListingRecorder {}
+    impl streamhouse_metadata::GroupStoreLayer for ListingRecorder {}
+    impl streamhouse_metadata::CredentialsLayer for ListingRecorder {}
+    impl streamhouse_metadata::AclStoreLayer for ListingRecorder {}
+    impl streamhouse_metadata::TxnStoreLayer for ListingRecorder {}
 }

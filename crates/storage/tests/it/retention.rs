@@ -338,3 +338,52 @@ fn check_consecutive(batches: &[streamhouse_segment::RecordBatch], from: i64) {
         assert_eq!(pair[1].base_offset(), pair[0].last_offset() + 1);
     }
 }
+
+/// Retention reads a partition's segments from the metadata store only up to the first one it
+/// keeps, a page at a time, not its whole history (which grows with retention): two expired
+/// segments of 600 cost one page; a deletable prefix longer than a page is still found whole.
+/// (Segments 10..300 are expired too, but a fresh one before them keeps them.)
+#[tokio::test]
+async fn retention_reads_only_the_deletable_prefix() {
+    let env = Env::in_memory().await;
+    let now = now_ms();
+    let old = now - 3 * HOUR_MS;
+    for i in 0..600 {
+        let ts = if i < 2 || (10..300).contains(&i) {
+            old
+        } else {
+            now
+        };
+        let seg = segment(i * 10, i * 10 + 9, 1_000, ts);
+        env.metadata.commit_segment(&seg, None).await.unwrap();
+    }
+    let recorder = crate::support::ListingRecorder::over(env.metadata());
+    let truncator = LogTruncator::new(env.store.clone(), recorder.clone(), Duration::ZERO);
+    let target = TruncationTarget {
+        topic: TOPIC,
+        partition: 0,
+        index: &env.index,
+        writer: None,
+    };
+    let by_time = RetentionPolicy {
+        retention_ms: Some(HOUR_MS),
+        retention_bytes: None,
+    };
+    let truncated = truncator.enforce(target, by_time, now).await.unwrap();
+    assert_eq!(truncated.map(|t| t.log_start), Some(20));
+    assert!(
+        recorder.rows_listed() <= 256,
+        "listed {} rows for a 2-segment prefix",
+        recorder.rows_listed()
+    );
+
+    // A prefix longer than a page: the newest 300 of the 598 segments left are kept.
+    let by_size = RetentionPolicy {
+        retention_ms: None,
+        retention_bytes: Some(300_000),
+    };
+    let truncated = truncator.enforce(target, by_size, now).await.unwrap();
+    assert_eq!(truncated.map(|t| t.log_start), Some(3_000));
+    let left = env.metadata.segment_totals(TOPIC, 0).await.unwrap();
+    assert_eq!((left.segments, left.bytes), (300, 300_000));
+}
