@@ -38,9 +38,13 @@ use crate::security::{Access, SaslSession};
 pub(crate) struct ConnectionState {
     /// Completes when the previous Produce on this connection has appended its batches.
     pub(crate) produce_order: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Completes when the previous offset commit (OffsetCommit, TxnOffsetCommit) on this
-    /// connection has finished.
+    /// Completes when the previous offset change (OffsetCommit, TxnOffsetCommit, OffsetDelete,
+    /// DeleteGroups) on this connection has finished.
     pub(crate) commit_order: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Completes when the previous administrative request (topics, partitions, configs, ACLs,
+    /// SCRAM users, DeleteRecords, and the describes of what they change) on this connection
+    /// has finished.
+    pub(crate) admin_order: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The client's address (DescribeGroups reports each member's host).
     pub(crate) peer: Option<SocketAddr>,
     /// SASL progress; `None` when the listener does not require authentication.
@@ -92,30 +96,28 @@ pub(crate) fn dispatch(
         RequestKind::ApiVersions(_) => {
             later(async move { ResponseKind::ApiVersions(api_versions::handle()) })
         }
-        RequestKind::CreateTopics(r) => {
-            later(async move { ResponseKind::CreateTopics(admin::create_topics(&b, &a, r).await) })
-        }
-        RequestKind::DeleteTopics(r) => {
-            later(async move { ResponseKind::DeleteTopics(admin::delete_topics(&b, &a, r).await) })
-        }
-        RequestKind::CreatePartitions(r) => later(async move {
+        RequestKind::CreateTopics(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::CreateTopics(admin::create_topics(&b, &a, r).await)
+        })),
+        RequestKind::DeleteTopics(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::DeleteTopics(admin::delete_topics(&b, &a, r).await)
+        })),
+        RequestKind::CreatePartitions(r) => later(in_order(&mut conn.admin_order, async move {
             ResponseKind::CreatePartitions(admin::create_partitions(&b, &a, r).await)
-        }),
-        RequestKind::DescribeConfigs(r) => {
-            later(
-                async move { ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await) },
-            )
+        })),
+        RequestKind::DescribeConfigs(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::DescribeConfigs(admin::describe_configs(&b, &a, r).await)
+        })),
+        RequestKind::AlterConfigs(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::AlterConfigs(configs::alter_configs(&b, &a, r).await)
+        })),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            later(in_order(&mut conn.admin_order, async move {
+                ResponseKind::IncrementalAlterConfigs(
+                    configs::incremental_alter_configs(&b, &a, r).await,
+                )
+            }))
         }
-        RequestKind::AlterConfigs(r) => {
-            later(
-                async move { ResponseKind::AlterConfigs(configs::alter_configs(&b, &a, r).await) },
-            )
-        }
-        RequestKind::IncrementalAlterConfigs(r) => later(async move {
-            ResponseKind::IncrementalAlterConfigs(
-                configs::incremental_alter_configs(&b, &a, r).await,
-            )
-        }),
         RequestKind::DescribeCluster(r) => later(async move {
             ResponseKind::DescribeCluster(cluster::describe_cluster(&b, &a, r).await)
         }),
@@ -190,9 +192,9 @@ pub(crate) fn dispatch(
         RequestKind::DescribeGroups(r) => later(async move {
             ResponseKind::DescribeGroups(groups::describe_groups(&b, &a, r, v).await)
         }),
-        RequestKind::DeleteGroups(r) => {
-            later(async move { ResponseKind::DeleteGroups(groups::delete_groups(&b, &a, r).await) })
-        }
+        RequestKind::DeleteGroups(r) => later(in_order(&mut conn.commit_order, async move {
+            ResponseKind::DeleteGroups(groups::delete_groups(&b, &a, r).await)
+        })),
         RequestKind::OffsetCommit(r) => later(in_order(&mut conn.commit_order, async move {
             ResponseKind::OffsetCommit(offsets::offset_commit(&b, &a, r).await)
         })),
@@ -201,31 +203,31 @@ pub(crate) fn dispatch(
                 async move { ResponseKind::OffsetFetch(offsets::offset_fetch(&b, &a, r, v).await) },
             )
         }
-        RequestKind::OffsetDelete(r) => {
-            later(
-                async move { ResponseKind::OffsetDelete(offsets::offset_delete(&b, &a, r).await) },
-            )
+        RequestKind::OffsetDelete(r) => later(in_order(&mut conn.commit_order, async move {
+            ResponseKind::OffsetDelete(offsets::offset_delete(&b, &a, r).await)
+        })),
+        RequestKind::DeleteRecords(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::DeleteRecords(delete_records::handle(&b, &a, r).await)
+        })),
+        RequestKind::CreateAcls(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::CreateAcls(acls::create_acls(&b, &a, r).await)
+        })),
+        RequestKind::DescribeAcls(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::DescribeAcls(acls::describe_acls(&b, &a, r).await)
+        })),
+        RequestKind::DeleteAcls(r) => later(in_order(&mut conn.admin_order, async move {
+            ResponseKind::DeleteAcls(acls::delete_acls(&b, &a, r).await)
+        })),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            later(in_order(&mut conn.admin_order, async move {
+                ResponseKind::DescribeUserScramCredentials(scram_users::describe(&b, &a, r).await)
+            }))
         }
-        RequestKind::DeleteRecords(r) => {
-            later(
-                async move { ResponseKind::DeleteRecords(delete_records::handle(&b, &a, r).await) },
-            )
+        RequestKind::AlterUserScramCredentials(r) => {
+            later(in_order(&mut conn.admin_order, async move {
+                ResponseKind::AlterUserScramCredentials(scram_users::alter(&b, &a, r).await)
+            }))
         }
-        RequestKind::CreateAcls(r) => {
-            later(async move { ResponseKind::CreateAcls(acls::create_acls(&b, &a, r).await) })
-        }
-        RequestKind::DescribeAcls(r) => {
-            later(async move { ResponseKind::DescribeAcls(acls::describe_acls(&b, &a, r).await) })
-        }
-        RequestKind::DeleteAcls(r) => {
-            later(async move { ResponseKind::DeleteAcls(acls::delete_acls(&b, &a, r).await) })
-        }
-        RequestKind::DescribeUserScramCredentials(r) => later(async move {
-            ResponseKind::DescribeUserScramCredentials(scram_users::describe(&b, &a, r).await)
-        }),
-        RequestKind::AlterUserScramCredentials(r) => later(async move {
-            ResponseKind::AlterUserScramCredentials(scram_users::alter(&b, &a, r).await)
-        }),
         RequestKind::SaslHandshake(_) => later(async { sasl::handshake_disabled() }),
         RequestKind::SaslAuthenticate(_) => later(async { sasl::authenticate_disabled() }),
         other => unreachable!("version table admits {other:?} but no handler exists"),
@@ -241,10 +243,14 @@ fn later(fut: impl std::future::Future<Output = ResponseKind> + Send + 'static) 
 ///
 /// Requests of a connection are otherwise served concurrently, while Kafka serves them one at
 /// a time, and clients count on that order for appends (an idempotent producer pipelines
-/// consecutive sequence numbers) and for offset commits (librdkafka sends the commits it held
+/// consecutive sequence numbers), for offset commits (librdkafka sends the commits it held
 /// back while the coordinator was away all at once, oldest first, and takes the last one as
 /// the committed offset: applied out of order, an older commit would overwrite a newer one
-/// whose success the client had already seen).
+/// whose success the client had already seen) and for administration (Java's admin client
+/// keeps many requests in flight on one connection: an alteration and the describe after it,
+/// or a topic's creation and its deletion, must not pass each other). Fetch, Metadata and the
+/// group protocol's own requests stay concurrent: they change nothing a later request of the
+/// same connection reads, or wait on purpose (a JoinGroup parks until the rebalance ends).
 pub(super) fn in_order<T>(
     slot: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     work: impl std::future::Future<Output = T>,

@@ -694,3 +694,82 @@ async fn describe_producers_reports_committed_producer_state() {
         code(ResponseError::UnknownTopicOrPartition)
     );
 }
+
+/// Delays each `update_topic_config` call less than the one before, so alterations that ran at
+/// once would finish in the reverse of the order they were sent.
+struct EarlierAlterationsSlower {
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl streamhouse_metadata::CallHook for EarlierAlterationsSlower {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == "update_topic_config" {
+            let n = self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let delay = 40u64.saturating_sub(4 * n);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Administrative requests pipelined on one connection take effect in the order they were
+/// sent, as on Kafka (one request at a time per connection; Java's admin client keeps many in
+/// flight): ten alterations of one setting leave the last value, and a describe sent after
+/// them sees it.
+#[tokio::test]
+async fn pipelined_admin_requests_take_effect_in_the_order_sent() {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use std::sync::Arc;
+    use streamhouse_metadata::{HookedMetadataStore, MetadataStore, SqliteMetadataStore};
+
+    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let hook = EarlierAlterationsSlower {
+        calls: Default::default(),
+    };
+    let metadata: Arc<dyn MetadataStore> = Arc::new(HookedMetadataStore::new(sqlite, hook));
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let server = TestServer::start_on(store, metadata).await;
+    let mut c = server.client().await;
+    assert_eq!(create(&mut c, "ordered", 1, &[]).await, 0);
+    let set = |ms: u32| {
+        let config = AlterableConfig::default()
+            .with_name(s("retention.ms"))
+            .with_config_operation(SET)
+            .with_value(Some(s(&ms.to_string())));
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(TOPIC)
+                .with_resource_name(s("ordered"))
+                .with_configs(vec![config]),
+        ]);
+        (RequestKind::IncrementalAlterConfigs(request), 1)
+    };
+    let mut requests: Vec<_> = (1..=10).map(|i| set(60_000 * i)).collect();
+    let describe =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(s("ordered"))
+            .with_configuration_keys(Some(vec![s("retention.ms")]))]);
+    requests.push((RequestKind::DescribeConfigs(describe), 4));
+    let mut responses = c.send_pipelined(requests).await;
+    let Some(ResponseKind::DescribeConfigs(described)) = responses.pop() else {
+        panic!("not a DescribeConfigs response")
+    };
+    for response in responses {
+        let ResponseKind::IncrementalAlterConfigs(r) = response else {
+            panic!("not an IncrementalAlterConfigs response")
+        };
+        assert_eq!(r.responses[0].error_code, 0);
+    }
+    let value = described.results[0].configs[0].value.as_ref().unwrap();
+    assert_eq!(
+        value.as_str(),
+        "600000",
+        "the describe sent last sees the last alteration"
+    );
+    let stored = config(&mut c, "ordered", "retention.ms").await;
+    assert_eq!(stored.map(|(v, _)| v).as_deref(), Some("600000"));
+}
