@@ -8,8 +8,8 @@
 Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedded defaults,
 `--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
 acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records.
-Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc/PID/stat its
-CPU seconds per GB and minor page faults of each phase. With `--after S`, the agent is then left
+Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc its CPU
+seconds per GB, minor page faults and context switches per MB of each phase. With `--after S`, the agent is then left
 alone for S seconds and its CPU in that window is reported per GB produced (`after_cpu_s_gb`):
 the background work the round's data costs, consolidation above all (it rewrites slices 10-60 s
 old, so 75 s covers it). Prints every run, then medians.
@@ -33,10 +33,22 @@ import bench_kafka_tools as tools  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def counters(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and minor page faults of `pid` so far."""
+def counters(pid: int) -> tuple[float, int, int]:
+    """CPU seconds (user + system), minor page faults and context switches of `pid` so far.
+
+    Context switches are summed over the threads alive now (a blocking-pool thread that exited
+    takes its count with it), so they are a close lower bound; they count wakeups, a figure
+    that holds on a noisy machine where CPU seconds do not."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS, int(fields[7])
+    switches = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    switches += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread exited while being read
+    return (int(fields[11]) + int(fields[12])) / TICKS, int(fields[7]), switches
 
 
 def start_agent(binary: str, env: dict[str, str]) -> tools.Agent:
@@ -56,18 +68,18 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         topic = "ab-" + uuid.uuid4().hex[:8]
         agent.create_topic(binary, topic, args.partitions)
         gb = args.records * 1024 / 1e9
-        cpu0, faults0 = counters(agent.proc.pid)
+        cpu0, faults0, switches0 = counters(agent.proc.pid)
         produced = tools.java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
             "--topic", topic, "--num-records", str(args.records), "--record-size", "1024",
             "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
             "acks=all", "batch.size=262144", "linger.ms=5", f"compression.type={args.codec}"])
-        cpu1, faults1 = counters(agent.proc.pid)
+        cpu1, faults1, switches1 = counters(agent.proc.pid)
         consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
             "--bootstrap-server", agent.bootstrap, "--topic", topic,
             "--messages", str(args.records), "--timeout", "60000"])
-        cpu2, faults2 = counters(agent.proc.pid)
+        cpu2, faults2, switches2 = counters(agent.proc.pid)
         time.sleep(args.after)
-        cpu3, _ = counters(agent.proc.pid)
+        cpu3, _, _ = counters(agent.proc.pid)
     finally:
         agent.stop()
         # Each run writes its records to a fresh data dir: hundreds of MB a run otherwise left
@@ -82,6 +94,8 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         "consume_cpu_s_gb": (cpu2 - cpu1) / gb,
         "produce_faults": faults1 - faults0,
         "consume_faults": faults2 - faults1,
+        "produce_switches_per_mb": (switches1 - switches0) / (gb * 1000),
+        "consume_switches_per_mb": (switches2 - switches1) / (gb * 1000),
     }
     if args.after > 0:
         result["after_cpu_s_gb"] = (cpu3 - cpu2) / gb

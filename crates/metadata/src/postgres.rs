@@ -105,6 +105,26 @@ macro_rules! json_elements {
     };
 }
 
+/// Transactions lock only the rows they change: another agent can take a lapsed lease while a
+/// group commit runs, so fences are checked again right before it commits.
+const WRITERS_EXCLUDE_EACH_OTHER: bool = false;
+
+/// One statement doing `$first`, `$second` and `$last` (each binding its own parameters):
+/// PostgreSQL runs data-modifying `WITH` queries with the statement, on the same snapshot.
+/// None of the three reads what another writes.
+macro_rules! all_of {
+    ($first:expr, $second:expr, $last:expr) => {
+        concat!(
+            "WITH first_done AS (",
+            $first,
+            "), second_done AS (",
+            $second,
+            ") ",
+            $last
+        )
+    };
+}
+
 type Db = Postgres;
 type Store = PostgresMetadataStore;
 

@@ -55,6 +55,20 @@ macro_rules! json_elements {
     };
 }
 
+/// Every write transaction holds SQLite's one write lock from its first statement (`BEGIN
+/// IMMEDIATE`, across processes too), so nothing another writer does (taking a lapsed lease)
+/// can happen between a transaction's checks and its commit.
+const WRITERS_EXCLUDE_EACH_OTHER: bool = true;
+
+/// One statement doing `$first`, then `$second`, then `$last` (each binding its own
+/// parameters): SQLite runs a text of several statements as one call, one round trip to the
+/// connection's worker thread.
+macro_rules! all_of {
+    ($first:expr, $second:expr, $last:expr) => {
+        concat!($first, "; ", $second, "; ", $last)
+    };
+}
+
 type Db = Sqlite;
 type Store = SqliteMetadataStore;
 
