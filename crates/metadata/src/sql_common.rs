@@ -253,7 +253,7 @@ async fn lapsed_fences(
         .filter(|&i| !lapsed[i] && outcomes[i] == CommitOutcome::Committed)
         .filter(|&i| commits[i].fence.is_some())
         .collect();
-    let held = held_fences(conn, commits, &fenced).await?;
+    let (_, held) = recorded_and_held(conn, commits, &fenced).await?;
     Ok(fenced.into_iter().filter(|i| !held.contains(i)).collect())
 }
 
@@ -293,8 +293,8 @@ fn recorded_key(segment: &SegmentInfo) -> Result<RecordedKey> {
 
 /// Decides and applies the `commits` at `indexes` (in the global lock order) inside one group
 /// commit's transaction, in a number of statements that does not grow with the partitions they
-/// span: the row locks, the already-recorded checks and the fences in one statement, then the
-/// accepted commits' segments, high watermarks and producer snapshots in another. Only
+/// span: the row locks, then the already-recorded checks and the fences, then the accepted
+/// commits' segments, high watermarks and producer snapshots, one statement each. Only
 /// transaction markers and rows found missing take statements of their own.
 ///
 /// Each commit is decided as if alone, in order: recorded already (an earlier attempt whose
@@ -358,23 +358,75 @@ struct CommitInputs {
     held: HashSet<usize>,
 }
 
-/// One commit as [`commit_inputs`] looks it up: its index, its exact segment and its fence's
-/// agent and epoch, if it has one.
-type InputKey<'a> = (usize, RecordedKey, Option<&'a str>, Option<i64>);
-
-/// A row of [`commit_inputs`]: index, topic, partition, locked high watermark, recorded,
-/// fence held.
-type InputRow = (i64, String, i64, Option<i64>, bool, bool);
-
-/// Reads the [`CommitInputs`] of the `commits` at `indexes` in ONE statement, whatever the
+/// Reads the [`CommitInputs`] of the `commits` at `indexes` in two statements, whatever the
 /// partitions they span (each statement is a round trip to the database, to SQLite's worker
-/// thread, paid on every flush): it locks their partition rows, never waiting and in one
-/// global order, so no two group commits can deadlock, and looks up their segments and leases.
+/// thread, paid on every flush): the row locks, then the segment and lease lookups.
+///
+/// Two, not one: under PostgreSQL's READ COMMITTED a statement reads from a snapshot taken when
+/// it starts, while a row lock it takes waits for (or here, skips) the transaction holding it
+/// and then locks the row's newest version. A lookup in the locking statement could miss what
+/// that transaction did just before committing (say, an earlier attempt of this very commit,
+/// whose answer was lost), and the commit would be refused though it is recorded. A lookup in
+/// a statement of its own, after the locks are held, sees everything committed before them.
 async fn commit_inputs(
     conn: &mut Conn,
     commits: &[SegmentCommit],
     indexes: &[usize],
 ) -> Result<CommitInputs> {
+    let high_watermarks = lock_partitions(conn, commits, indexes).await?;
+    let (recorded, held) = recorded_and_held(conn, commits, indexes).await?;
+    Ok(CommitInputs {
+        high_watermarks,
+        recorded,
+        held,
+    })
+}
+
+/// Locks the partition rows of the `commits` at `indexes`, leaving out those another
+/// transaction holds (never waiting, so no two group commits can deadlock): their high
+/// watermarks by partition.
+async fn lock_partitions(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<std::collections::HashMap<PartitionKey, i64>> {
+    let keys: Vec<(&str, u32)> = indexes
+        .iter()
+        .map(|&i| {
+            let segment = &commits[i].segment;
+            (segment.topic.as_str(), segment.partition)
+        })
+        .collect();
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
+        "SELECT topic, partition_id, high_watermark FROM partitions \
+         WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM ",
+        lease_keys!("$1"),
+        ") ORDER BY topic, partition_id",
+        skip_locked!()
+    ))
+    .bind(json_rows(&keys)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, hw)| ((topic, partition), hw))
+        .collect())
+}
+
+/// One commit as [`recorded_and_held`] looks it up: its index, its exact segment and its
+/// fence's agent and epoch, if it has one.
+type LookupKey<'a> = (usize, RecordedKey, Option<&'a str>, Option<i64>);
+
+/// Which of the `commits` at `indexes` are recorded exactly already, and which fenced ones
+/// name the live holder of their partition's lease, in one statement.
+async fn recorded_and_held(
+    conn: &mut Conn,
+    commits: &[SegmentCommit],
+    indexes: &[usize],
+) -> Result<(HashSet<usize>, HashSet<usize>)> {
+    if indexes.is_empty() {
+        return Ok(Default::default());
+    }
     let keys = indexes
         .iter()
         .map(|&i| {
@@ -382,22 +434,9 @@ async fn commit_inputs(
             let (agent, epoch) = (fence.map(|f| f.agent_id.as_str()), fence.map(|f| f.epoch));
             Ok((i, recorded_key(&commits[i].segment)?, agent, epoch))
         })
-        .collect::<Result<Vec<InputKey>>>()?;
-    let rows: Vec<InputRow> = sqlx::query_as(concat!(
-        "WITH k AS MATERIALIZED (SELECT CAST(value ->> 0 AS BIGINT) AS idx, \
-         value -> 1 ->> 0 AS topic, CAST(value -> 1 ->> 1 AS BIGINT) AS partition_id, \
-         CAST(value -> 1 ->> 2 AS BIGINT) AS base_offset, \
-         CAST(value -> 1 ->> 3 AS BIGINT) AS last_offset, value -> 1 ->> 4 AS object_key, \
-         CAST(value -> 1 ->> 5 AS BIGINT) AS object_offset, \
-         CAST(value -> 1 ->> 6 AS BIGINT) AS size_bytes, value ->> 2 AS agent_id, \
-         CAST(value ->> 3 AS BIGINT) AS epoch FROM ",
-        json_elements!("$1"),
-        "), locked AS MATERIALIZED (SELECT topic, partition_id, high_watermark FROM partitions \
-         WHERE (topic, partition_id) IN (SELECT topic, partition_id FROM k) \
-         ORDER BY topic, partition_id",
-        skip_locked!(),
-        ") SELECT k.idx, k.topic, k.partition_id, locked.high_watermark, \
-         EXISTS (SELECT 1 FROM segments AS s WHERE s.topic = k.topic \
+        .collect::<Result<Vec<LookupKey>>>()?;
+    let rows: Vec<(i64, bool, bool)> = sqlx::query_as(concat!(
+        "SELECT k.idx, EXISTS (SELECT 1 FROM segments AS s WHERE s.topic = k.topic \
          AND s.partition_id = k.partition_id AND s.base_offset = k.base_offset \
          AND s.last_offset = k.last_offset AND s.object_key = k.object_key \
          AND s.object_offset = k.object_offset AND s.size_bytes = k.size_bytes), \
@@ -405,85 +444,34 @@ async fn commit_inputs(
          AND l.partition_id = k.partition_id AND l.agent_id = k.agent_id \
          AND l.epoch = k.epoch AND l.expires_at >= ",
         db_now_ms!(),
-        ") FROM k LEFT JOIN locked ON locked.topic = k.topic \
-         AND locked.partition_id = k.partition_id"
-    ))
-    .bind(json_rows(&keys)?)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut inputs = CommitInputs {
-        high_watermarks: Default::default(),
-        recorded: HashSet::new(),
-        held: HashSet::new(),
-    };
-    for (idx, topic, partition, high_watermark, recorded, held) in rows {
-        let idx = usize::try_from(idx)
-            .map_err(|_| MetadataError::Corrupt(format!("commit index {idx}")))?;
-        if let Some(hw) = high_watermark {
-            inputs.high_watermarks.insert((topic, partition), hw);
-        }
-        if recorded {
-            inputs.recorded.insert(idx);
-        }
-        if held {
-            inputs.held.insert(idx);
-        }
-    }
-    Ok(inputs)
-}
-
-/// A fenced commit's lease as [`held_fences`] looks it up: topic, partition, agent, epoch.
-type FenceKey<'a> = (&'a str, u32, &'a str, i64);
-
-/// Which of the fenced `commits` at `indexes` name the live holder of their partition's lease
-/// at its epoch, unexpired by the database's clock.
-async fn held_fences(
-    conn: &mut Conn,
-    commits: &[SegmentCommit],
-    indexes: &[usize],
-) -> Result<HashSet<usize>> {
-    let fenced: Vec<(usize, FenceKey)> = indexes
-        .iter()
-        .filter_map(|&i| {
-            let (segment, fence) = (&commits[i].segment, commits[i].fence.as_ref()?);
-            let key = (
-                segment.topic.as_str(),
-                segment.partition,
-                fence.agent_id.as_str(),
-                fence.epoch,
-            );
-            Some((i, key))
-        })
-        .collect();
-    if fenced.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let keys: Vec<_> = fenced.iter().map(|(_, key)| *key).collect();
-    let live: Vec<(String, i64, String, i64)> = sqlx::query_as(concat!(
-        "SELECT l.topic, l.partition_id, l.agent_id, l.epoch FROM (SELECT value ->> 0 AS topic, \
-         CAST(value ->> 1 AS BIGINT) AS partition_id, value ->> 2 AS agent_id, \
+        ") FROM (SELECT CAST(value ->> 0 AS BIGINT) AS idx, value -> 1 ->> 0 AS topic, \
+         CAST(value -> 1 ->> 1 AS BIGINT) AS partition_id, \
+         CAST(value -> 1 ->> 2 AS BIGINT) AS base_offset, \
+         CAST(value -> 1 ->> 3 AS BIGINT) AS last_offset, value -> 1 ->> 4 AS object_key, \
+         CAST(value -> 1 ->> 5 AS BIGINT) AS object_offset, \
+         CAST(value -> 1 ->> 6 AS BIGINT) AS size_bytes, value ->> 2 AS agent_id, \
          CAST(value ->> 3 AS BIGINT) AS epoch FROM ",
         json_elements!("$1"),
-        ") AS k JOIN partition_leases AS l ON l.topic = k.topic \
-         AND l.partition_id = k.partition_id AND l.agent_id = k.agent_id AND l.epoch = k.epoch \
-         WHERE l.expires_at >= ",
-        db_now_ms!()
+        ") AS k"
     ))
     .bind(json_rows(&keys)?)
     .fetch_all(&mut *conn)
     .await?;
-    let live: HashSet<(&str, i64, &str, i64)> = live
-        .iter()
-        .map(|(t, p, a, e)| (t.as_str(), *p, a.as_str(), *e))
-        .collect();
-    Ok(fenced
-        .into_iter()
-        .filter(|(_, (t, p, a, e))| live.contains(&(*t, i64::from(*p), *a, *e)))
-        .map(|(i, _)| i)
-        .collect())
+    let (mut recorded, mut held) = (HashSet::new(), HashSet::new());
+    for (idx, is_recorded, is_held) in rows {
+        let idx = usize::try_from(idx)
+            .map_err(|_| MetadataError::Corrupt(format!("commit index {idx}")))?;
+        if is_recorded {
+            recorded.insert(idx);
+        }
+        if is_held {
+            held.insert(idx);
+        }
+    }
+    Ok((recorded, held))
 }
 
-/// The outcome for a commit whose partition row [`commit_inputs`] did not lock: held by
+/// The outcome for a commit whose partition row [`lock_partitions`] did not lock: held by
 /// another transaction, or not there (deleted meanwhile; refused without failing the others).
 async fn missing_row(conn: &mut Conn, segment: &SegmentInfo) -> Result<CommitOutcome> {
     match partition_state(conn, SELECT_PARTITION, &segment.topic, segment.partition).await {
