@@ -251,6 +251,7 @@ async fn handle_connection<S>(
         Ok(())
     }
     .await;
+    state.gone.store(true, std::sync::atomic::Ordering::Release);
     drop(tx);
     match outcome {
         Ok(()) => debug!(%peer, "connection closed by client"),

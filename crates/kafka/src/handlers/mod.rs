@@ -45,6 +45,10 @@ pub(crate) struct ConnectionState {
     /// SCRAM users, DeleteRecords, and the describes of what they change) on this connection
     /// has finished.
     pub(crate) admin_order: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Set once the connection stops reading (the client went away, or it is being closed):
+    /// work of its requests that has not taken effect by then is abandoned (see
+    /// `produce::append_partition`).
+    pub(crate) gone: Arc<std::sync::atomic::AtomicBool>,
     /// The client's address (DescribeGroups reports each member's host).
     pub(crate) peer: Option<SocketAddr>,
     /// SASL progress; `None` when the listener does not require authentication.

@@ -1,5 +1,6 @@
 //! Produce: validate batches, append them in request order, answer once they are durable.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +31,11 @@ pub(crate) fn start(
 ) -> Reply {
     let b = broker.clone();
     let acks = req.acks;
+    let gone = conn.gone.clone();
     // Only the appends are chained: the next Produce may append while this one waits to be
     // durable.
     let work = in_order(&mut conn.produce_order, async move {
-        append_all(&b, &access, req).await
+        append_all(&b, &access, req, &gone).await
     });
     if acks == 0 {
         return Reply::Silent(work.map(|_| ()).boxed());
@@ -56,7 +58,12 @@ struct PartitionOutcome {
 
 type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, Vec<PartitionOutcome>)>;
 
-async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Duration, TopicOutcomes) {
+async fn append_all(
+    b: &Broker,
+    access: &Access,
+    req: ProduceRequest,
+    gone: &AtomicBool,
+) -> (Duration, TopicOutcomes) {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -73,7 +80,7 @@ async fn append_all(b: &Broker, access: &Access, req: ProduceRequest) -> (Durati
             partitions.push(if !txn_permitted {
                 PartitionOutcome::failed(p.index, ResponseError::TransactionalIdAuthorizationFailed)
             } else if permitted {
-                append_partition(b, topic, p.index, p.records, deadline).await
+                append_partition(b, topic, p.index, p.records, deadline, gone).await
             } else {
                 PartitionOutcome::failed(p.index, ResponseError::TopicAuthorizationFailed)
             });
@@ -98,12 +105,20 @@ impl PartitionOutcome {
     }
 }
 
+/// Appends one partition's batches, unless the client's connection is `gone` by the time the
+/// partition is ready to take them: a client that gave up on a request may have judged its
+/// records not persisted (librdkafka does when it drops a broker from its metadata, and then
+/// resends them under a bumped producer epoch, which no sequence check can tell from new
+/// records), so a request still waiting (for a partition being opened or taken over) when its
+/// connection closed must not append them afterwards. Kafka likewise
+/// drops the requests of a closed connection it has not processed yet.
 async fn append_partition(
     b: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
     deadline: tokio::time::Instant,
+    gone: &AtomicBool,
 ) -> PartitionOutcome {
     let mut outcome = PartitionOutcome::failed(index, ResponseError::UnknownTopicOrPartition);
     let Ok(partition) = u32::try_from(index) else {
@@ -121,6 +136,9 @@ async fn append_partition(
     let compacted = CompactionPolicy::of(&log.topic.config).is_some();
     outcome.result = match parse_batches(records, limit, compacted) {
         Ok(batches) => match verify_txn(b, &log, &batches).await {
+            Ok(_) if gone.load(Ordering::Acquire) => {
+                Err((ResponseError::NetworkException, "connection closed".into()))
+            }
             Ok(verified) => b
                 .partitions
                 .append(&log, batches, deadline, verified)

@@ -131,9 +131,40 @@ impl Client {
             .unwrap()
     }
 
+    /// Writes `request` and closes the connection without waiting for its response, as a
+    /// client that gives up on a broker does.
+    pub async fn send_and_hang_up(mut self, request: RequestKind, version: i16) {
+        let (frames, _) = self.encode_requests(vec![(request, version)]);
+        self.write_raw(&frames).await;
+        self.stream.shutdown().await.unwrap();
+    }
+
     /// Writes every request before reading any response (as clients with several requests in
     /// flight do), then decodes the responses, which must come in the same order.
     pub async fn send_pipelined(&mut self, requests: Vec<(RequestKind, i16)>) -> Vec<ResponseKind> {
+        let (frames, sent) = self.encode_requests(requests);
+        self.write_raw(&frames).await;
+        let mut responses = Vec::with_capacity(sent.len());
+        for (api, version, correlation_id) in sent {
+            let mut frame = self.read_frame().await.unwrap_or_else(|| {
+                panic!("{api:?} v{version}: connection closed instead of a response")
+            });
+            let response_header =
+                ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+            assert_eq!(response_header.correlation_id, correlation_id);
+            let response = ResponseKind::decode(api, &mut frame, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
+            assert!(!frame.has_remaining(), "{api:?} v{version}: trailing bytes");
+            responses.push(response);
+        }
+        responses
+    }
+
+    /// The frames of `requests` and, per request, what its response is decoded by.
+    fn encode_requests(
+        &mut self,
+        requests: Vec<(RequestKind, i16)>,
+    ) -> (BytesMut, Vec<(ApiKey, i16, i32)>) {
         let mut sent = Vec::with_capacity(requests.len());
         let mut frames = BytesMut::new();
         for (request, version) in requests {
@@ -153,21 +184,7 @@ impl Client {
             frames.extend_from_slice(&body);
             sent.push((api, version, self.correlation_id));
         }
-        self.write_raw(&frames).await;
-        let mut responses = Vec::with_capacity(sent.len());
-        for (api, version, correlation_id) in sent {
-            let mut frame = self.read_frame().await.unwrap_or_else(|| {
-                panic!("{api:?} v{version}: connection closed instead of a response")
-            });
-            let response_header =
-                ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
-            assert_eq!(response_header.correlation_id, correlation_id);
-            let response = ResponseKind::decode(api, &mut frame, version)
-                .unwrap_or_else(|e| panic!("{api:?} v{version}: undecodable response: {e}"));
-            assert!(!frame.has_remaining(), "{api:?} v{version}: trailing bytes");
-            responses.push(response);
-        }
-        responses
+        (frames, sent)
     }
 
     /// Authenticates with SASL PLAIN as `user` (password `<user>-secret`).

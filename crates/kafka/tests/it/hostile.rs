@@ -513,3 +513,50 @@ async fn auto_created_topics_count_against_the_partition_cap() {
         .unwrap_err();
     assert!(err.to_string().contains("cap of 4"), "{err}");
 }
+
+/// Holds up the opening of a partition's log (its producer snapshots are read then).
+struct SlowPartitionOpen;
+
+#[async_trait::async_trait]
+impl streamhouse_metadata::CallHook for SlowPartitionOpen {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == "list_producer_snapshots" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A Produce whose client hung up while it waited for its partition (being opened, or taken
+/// over after a failover) appends nothing: the client may have judged those records not
+/// persisted and will send them again, possibly under a new producer epoch that no sequence
+/// check can tell from new records (librdkafka does, when it drops a broker it no longer sees
+/// in the metadata). A Produce whose client stays is appended as usual.
+#[tokio::test]
+async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
+    use std::sync::Arc;
+    use streamhouse_metadata::{HookedMetadataStore, MetadataStore};
+
+    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+    let metadata: Arc<dyn MetadataStore> =
+        Arc::new(HookedMetadataStore::new(sqlite, SlowPartitionOpen));
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let server = TestServer::start_on(store, metadata).await;
+    create_topic(&server, "t", 1).await;
+    let batch = record_batch(&[("k", "v")], 1_000, None);
+    let gone = server.client().await;
+    gone.send_and_hang_up(produce("t", 0, batch.clone(), -1), 9)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut client = server.client().await;
+    let end = |r: ResponseKind| {
+        let ResponseKind::ListOffsets(r) = r else {
+            panic!("not a ListOffsets response")
+        };
+        r.topics[0].partitions[0].offset
+    };
+    assert_eq!(end(client.send(list_offsets("t", -1), 6).await), 0);
+    let (code, _) = produce_result(client.send(produce("t", 0, batch, -1), 9).await);
+    assert_eq!(code, 0);
+    assert_eq!(end(client.send(list_offsets("t", -1), 6).await), 1);
+}
