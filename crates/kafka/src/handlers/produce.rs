@@ -31,7 +31,12 @@ pub(crate) fn start(
 ) -> Reply {
     let b = broker.clone();
     let acks = req.acks;
-    let gone = conn.gone.clone();
+    // acks=0 is answered by nothing, so never resent on a missing answer: such records are
+    // appended whatever becomes of the connection (Kafka appends the requests it has read).
+    let gone = match acks {
+        0 => Arc::default(),
+        _ => conn.gone.clone(),
+    };
     // Only the appends are chained: the next Produce may append while this one waits to be
     // durable.
     let work = in_order(&mut conn.produce_order, async move {

@@ -531,7 +531,8 @@ impl streamhouse_metadata::CallHook for SlowPartitionOpen {
 /// over after a failover) appends nothing: the client may have judged those records not
 /// persisted and will send them again, possibly under a new producer epoch that no sequence
 /// check can tell from new records (librdkafka does, when it drops a broker it no longer sees
-/// in the metadata). A Produce whose client stays is appended as usual.
+/// in the metadata). A Produce whose client stays is appended as usual, and so is one with
+/// acks=0, which no client resends for want of an answer.
 #[tokio::test]
 async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
     use std::sync::Arc;
@@ -541,22 +542,26 @@ async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
     let metadata: Arc<dyn MetadataStore> =
         Arc::new(HookedMetadataStore::new(sqlite, SlowPartitionOpen));
     let store = Arc::new(object_store::memory::InMemory::new());
-    let server = TestServer::start_on(store, metadata).await;
-    create_topic(&server, "t", 1).await;
+    let server = TestServer::start_on(store, metadata.clone()).await;
+    create_topic(&server, "t", 2).await;
     let batch = record_batch(&[("k", "v")], 1_000, None);
-    let gone = server.client().await;
-    gone.send_and_hang_up(produce("t", 0, batch.clone(), -1), 9)
-        .await;
+    for (partition, acks) in [(0, -1), (1, 0)] {
+        let gone = server.client().await;
+        gone.send_and_hang_up(produce("t", partition, batch.clone(), acks), 9)
+            .await;
+    }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let mut client = server.client().await;
-    let end = |r: ResponseKind| {
-        let ResponseKind::ListOffsets(r) = r else {
-            panic!("not a ListOffsets response")
-        };
-        r.topics[0].partitions[0].offset
+    let end = |partition| {
+        let metadata = metadata.clone();
+        async move {
+            let state = metadata.get_partition("t", partition).await.unwrap();
+            state.high_watermark
+        }
     };
-    assert_eq!(end(client.send(list_offsets("t", -1), 6).await), 0);
+    assert_eq!(end(0).await, 0, "acks=-1, hung up: nothing appended");
+    assert_eq!(end(1).await, 1, "acks=0, hung up: appended");
+    let mut client = server.client().await;
     let (code, _) = produce_result(client.send(produce("t", 0, batch, -1), 9).await);
     assert_eq!(code, 0);
-    assert_eq!(end(client.send(list_offsets("t", -1), 6).await), 1);
+    assert_eq!(end(0).await, 1);
 }
