@@ -308,11 +308,8 @@ async fn commit_set(
     lapsed: &[bool],
     outcomes: &mut [CommitOutcome],
 ) -> Result<()> {
-    let CommitInputs {
-        mut high_watermarks,
-        recorded,
-        held,
-    } = commit_inputs(conn, commits, indexes).await?;
+    let mut high_watermarks = lock_partitions(conn, commits, indexes).await?;
+    let (recorded, held) = recorded_and_held(conn, commits, indexes).await?;
     let mut accepted = Vec::new();
     for &i in indexes {
         let (commit, segment) = (&commits[i], &commits[i].segment);
@@ -343,43 +340,6 @@ async fn commit_set(
             .await?;
     }
     Ok(())
-}
-
-/// What a group commit decides its commits on, read by [`commit_inputs`].
-struct CommitInputs {
-    /// High watermarks of the partitions whose rows this transaction now holds (those another
-    /// transaction holds, or that are gone, are left out).
-    high_watermarks: std::collections::HashMap<PartitionKey, i64>,
-    /// Commits recorded exactly (offsets, object and byte range) already: traces of an
-    /// earlier attempt of the same commits.
-    recorded: HashSet<usize>,
-    /// Fenced commits whose fence names the live holder of their partition's lease at its
-    /// epoch, unexpired by the database's clock.
-    held: HashSet<usize>,
-}
-
-/// Reads the [`CommitInputs`] of the `commits` at `indexes` in two statements, whatever the
-/// partitions they span (each statement is a round trip to the database, to SQLite's worker
-/// thread, paid on every flush): the row locks, then the segment and lease lookups.
-///
-/// Two, not one: under PostgreSQL's READ COMMITTED a statement reads from a snapshot taken when
-/// it starts, while a row lock it takes waits for (or here, skips) the transaction holding it
-/// and then locks the row's newest version. A lookup in the locking statement could miss what
-/// that transaction did just before committing (say, an earlier attempt of this very commit,
-/// whose answer was lost), and the commit would be refused though it is recorded. A lookup in
-/// a statement of its own, after the locks are held, sees everything committed before them.
-async fn commit_inputs(
-    conn: &mut Conn,
-    commits: &[SegmentCommit],
-    indexes: &[usize],
-) -> Result<CommitInputs> {
-    let high_watermarks = lock_partitions(conn, commits, indexes).await?;
-    let (recorded, held) = recorded_and_held(conn, commits, indexes).await?;
-    Ok(CommitInputs {
-        high_watermarks,
-        recorded,
-        held,
-    })
 }
 
 /// Locks the partition rows of the `commits` at `indexes`, leaving out those another
@@ -417,8 +377,16 @@ async fn lock_partitions(
 /// fence's agent and epoch, if it has one.
 type LookupKey<'a> = (usize, RecordedKey, Option<&'a str>, Option<i64>);
 
-/// Which of the `commits` at `indexes` are recorded exactly already, and which fenced ones
-/// name the live holder of their partition's lease, in one statement.
+/// Which of the `commits` at `indexes` are recorded exactly already (traces of an earlier
+/// attempt whose answer was lost), and which fenced ones name the live holder of their
+/// partition's lease, unexpired by the database's clock, in one statement.
+///
+/// Run after [`lock_partitions`], never merged into it: under PostgreSQL's READ COMMITTED a
+/// statement reads from a snapshot taken when it starts, while a row lock it takes skips (or
+/// waits for) the transaction holding it and then locks the row's newest version. A lookup in
+/// the locking statement could miss what that transaction did just before committing (an
+/// earlier attempt of this very commit), and the commit would be refused though recorded. In a
+/// statement of its own, after the locks are held, it sees everything committed before them.
 async fn recorded_and_held(
     conn: &mut Conn,
     commits: &[SegmentCommit],

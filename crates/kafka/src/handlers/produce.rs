@@ -33,14 +33,11 @@ pub(crate) fn start(
     let acks = req.acks;
     // acks=0 is answered by nothing, so never resent on a missing answer: such records are
     // appended whatever becomes of the connection (Kafka appends the requests it has read).
-    let gone = match acks {
-        0 => Arc::default(),
-        _ => conn.gone.clone(),
-    };
+    let gone = (acks != 0).then(|| conn.gone.clone());
     // Only the appends are chained: the next Produce may append while this one waits to be
     // durable.
     let work = in_order(&mut conn.produce_order, async move {
-        append_all(&b, &access, req, &gone).await
+        append_all(&b, &access, req, gone.as_deref()).await
     });
     if acks == 0 {
         return Reply::Silent(work.map(|_| ()).boxed());
@@ -67,7 +64,7 @@ async fn append_all(
     b: &Broker,
     access: &Access,
     req: ProduceRequest,
-    gone: &AtomicBool,
+    gone: Option<&AtomicBool>,
 ) -> (Duration, TopicOutcomes) {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + timeout;
@@ -110,20 +107,20 @@ impl PartitionOutcome {
     }
 }
 
-/// Appends one partition's batches, unless the client's connection is `gone` by the time the
-/// partition is ready to take them: a client that gave up on a request may have judged its
-/// records not persisted (librdkafka does when it drops a broker from its metadata, and then
-/// resends them under a bumped producer epoch, which no sequence check can tell from new
-/// records), so a request still waiting (for a partition being opened or taken over) when its
-/// connection closed must not append them afterwards. Kafka likewise
-/// drops the requests of a closed connection it has not processed yet.
+/// Appends one partition's batches, unless the client's connection is `gone` (watched for
+/// acknowledged produces only) by the time the partition is ready to take them: a client that
+/// gave up on a request may have judged its records not persisted (librdkafka does when it
+/// drops a broker from its metadata, and then resends them under a bumped producer epoch, which
+/// no sequence check can tell from new records), so a request still waiting (for a partition
+/// being opened or taken over) when its connection closed must not append them afterwards.
+/// Kafka likewise drops the requests of a closed connection it has not processed yet.
 async fn append_partition(
     b: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
     deadline: tokio::time::Instant,
-    gone: &AtomicBool,
+    gone: Option<&AtomicBool>,
 ) -> PartitionOutcome {
     let mut outcome = PartitionOutcome::failed(index, ResponseError::UnknownTopicOrPartition);
     let Ok(partition) = u32::try_from(index) else {
@@ -141,7 +138,7 @@ async fn append_partition(
     let compacted = CompactionPolicy::of(&log.topic.config).is_some();
     outcome.result = match parse_batches(records, limit, compacted) {
         Ok(batches) => match verify_txn(b, &log, &batches).await {
-            Ok(_) if gone.load(Ordering::Acquire) => {
+            Ok(_) if gone.is_some_and(|gone| gone.load(Ordering::Acquire)) => {
                 Err((ResponseError::NetworkException, "connection closed".into()))
             }
             Ok(verified) => b
