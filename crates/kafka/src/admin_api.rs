@@ -175,22 +175,26 @@ impl Admin<'_> {
     }
 
     /// Stores `change(current settings)` as the topic's settings, unless `validate_only`;
-    /// the one way every API (HTTP, AlterConfigs, IncrementalAlterConfigs) changes them.
+    /// the one way every API (HTTP, AlterConfigs, IncrementalAlterConfigs) changes them. The
+    /// store applies `change` to the settings it holds, in one transaction, so alterations from
+    /// other connections or agents are never overwritten by one that read the settings before
+    /// them (Kafka serialises them on its controller).
     pub(crate) async fn change_config(
         &self,
         name: &str,
-        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, topic_config::ConfigError>,
+        change: impl Fn(&TopicConfig) -> Result<TopicConfig, topic_config::ConfigError> + Send + Sync,
         validate_only: bool,
     ) -> Result<Topic, ApiError> {
-        let topic = self.topic(name).await?;
-        let config = change(&topic.config).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let change = move |c: &TopicConfig| change(c).map_err(|e| e.to_string());
         if validate_only {
+            let topic = self.topic(name).await?;
+            let config = change(&topic.config).map_err(ApiError::Invalid)?;
             return Ok(Topic { config, ..topic });
         }
         Ok(self
             .broker
             .metadata
-            .update_topic_config(name, config)
+            .alter_topic_config(name, &change)
             .await?)
     }
 

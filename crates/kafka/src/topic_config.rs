@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use streamhouse_metadata::TopicConfig;
 
 /// Why a topic setting was refused (Kafka's INVALID_CONFIG).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid value {value:?} for config '{name}': {reason}")]
 pub(crate) struct ConfigError {
     name: String,

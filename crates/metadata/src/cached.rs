@@ -23,7 +23,7 @@ use moka::sync::Cache;
 use crate::{
     AclStoreLayer, CatalogLayer, CommitOutcome, CredentialsLayer, GroupStoreLayer, Layer,
     LeasesLayer, MetadataStore, NewTopic, PartitionState, Result, SegmentCommit, SegmentInfo,
-    SegmentLogLayer, Topic, TopicConfig, TxnStoreLayer,
+    SegmentLogLayer, Topic, TopicConfigChange, TxnStoreLayer,
 };
 
 /// Sizes and lifetime of a [`CachedMetadataStore`]'s caches.
@@ -250,8 +250,12 @@ impl CatalogLayer for CachedMetadataStore {
         Ok(topic)
     }
 
-    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic> {
-        let topic = self.inner.update_topic_config(name, config).await?;
+    async fn alter_topic_config(
+        &self,
+        name: &str,
+        change: &TopicConfigChange<'_>,
+    ) -> Result<Topic> {
+        let topic = self.inner.alter_topic_config(name, change).await?;
         self.topic_changed(&topic);
         Ok(topic)
     }

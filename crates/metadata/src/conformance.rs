@@ -179,8 +179,9 @@ pub async fn topics_crud(store: &dyn MetadataStore) {
         extra: BTreeMap::from([("min.insync.replicas".into(), "1".into())]),
         ..TopicConfig::default()
     };
+    let set = new_config.clone();
     let updated = store
-        .update_topic_config(&name_b, new_config.clone())
+        .alter_topic_config(&name_b, &move |_| Ok(set.clone()))
         .await
         .unwrap();
     assert_eq!(updated.config, new_config);
@@ -259,9 +260,7 @@ pub async fn topic_errors(store: &dyn MetadataStore) {
         "add partitions",
     );
     assert_unknown_topic(
-        store
-            .update_topic_config(&missing, TopicConfig::default())
-            .await,
+        store.alter_topic_config(&missing, &|c| Ok(c.clone())).await,
         &missing,
         "update config",
     );
@@ -1871,6 +1870,7 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     let store = store.as_ref();
     topics_crud(store).await;
     topic_errors(store).await;
+    concurrent_config_alterations(store).await;
     partitions_and_high_watermark(store).await;
     commit_segment_happy_path(store).await;
     commit_segment_offset_conflict(store).await;
@@ -1904,6 +1904,40 @@ pub async fn run_all(store: Arc<dyn MetadataStore>) {
     transactions(store).await;
     transaction_decisions(store).await;
     transaction_offsets(store).await;
+}
+
+/// Alterations of one topic's settings running at once each apply their change to the
+/// settings the others left: none is lost. A refused change stores nothing and says why.
+pub async fn concurrent_config_alterations(store: &dyn MetadataStore) {
+    let topic = fresh_topic(store, 1).await;
+    let alterations = (0..8).map(|i| {
+        let name = &topic.name;
+        async move {
+            let change = move |c: &TopicConfig| {
+                let mut next = c.clone();
+                next.extra.insert(format!("key.{i}"), i.to_string());
+                Ok(next)
+            };
+            store.alter_topic_config(name, &change).await.unwrap()
+        }
+    });
+    join_all(alterations).await;
+    let stored = store.get_topic(&topic.name).await.unwrap().unwrap().config;
+    let keys: Vec<&String> = stored.extra.keys().collect();
+    assert_eq!(keys.len(), 8, "every alteration kept: {keys:?}");
+
+    let refused = store
+        .alter_topic_config(
+            &topic.name,
+            &|_| Err("retention.ms must be a number".into()),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(MetadataError::Invalid(m)) if m.contains("retention.ms")),
+        "got {refused:?}"
+    );
+    let after = store.get_topic(&topic.name).await.unwrap().unwrap().config;
+    assert_eq!(after, stored, "a refused change stores nothing");
 }
 
 /// `agent`'s claim on `id` for a minute.

@@ -40,7 +40,7 @@ pub use sqlx::Error as SqlxError;
 pub use store::{
     AclStore, AclStoreLayer, Catalog, CatalogLayer, Credentials, CredentialsLayer, GroupStore,
     GroupStoreLayer, Layer, Leases, LeasesLayer, MetadataStore, SegmentLog, SegmentLogLayer,
-    TxnStore, TxnStoreLayer,
+    TopicConfigChange, TxnStore, TxnStoreLayer,
 };
 pub use txn::*;
 pub use types::*;

@@ -53,7 +53,7 @@ use crate::{
     now_ms, AclBinding, AclBindingFilter, AclStore, AgentInfo, Catalog, CommitOutcome,
     CommittedOffset, Credentials, GroupLease, GroupStore, HeldLease, LeaseFence, Leases,
     MetadataError, NewTopic, PartitionLease, PartitionState, ProducerSnapshot, ProducerSnapshots,
-    Result, SegmentCommit, SegmentInfo, SegmentLog, SegmentTotals, Topic, TopicConfig,
+    Result, SegmentCommit, SegmentInfo, SegmentLog, SegmentTotals, Topic, TopicConfigChange,
     UserCredential,
 };
 
@@ -992,18 +992,23 @@ impl Catalog for Store {
         Ok(topic)
     }
 
-    async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic> {
-        sqlx::query(concat!(
-            "UPDATE topics SET config = $2 WHERE name = $1 RETURNING ",
-            topic_columns!()
-        ))
-        .bind(name)
-        .bind(rows::encode_config(&config)?)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|row| rows::topic(&row))
-        .transpose()?
-        .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))
+    async fn alter_topic_config(
+        &self,
+        name: &str,
+        change: &TopicConfigChange<'_>,
+    ) -> Result<Topic> {
+        let mut tx = self.write_tx().await?;
+        let mut topic = fetch_topic(&mut *tx, LOCK_TOPIC, name)
+            .await?
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        topic.config = change(&topic.config).map_err(MetadataError::Invalid)?;
+        sqlx::query("UPDATE topics SET config = $2 WHERE name = $1")
+            .bind(name)
+            .bind(rows::encode_config(&topic.config)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(topic)
     }
 
     async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState> {

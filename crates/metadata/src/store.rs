@@ -26,6 +26,11 @@ use crate::{
     TopicConfig, Transaction, TxnMarker, TxnUpdate, UserCredential,
 };
 
+/// A change of a topic's settings, as [`Catalog::alter_topic_config`] applies it: the new
+/// settings from the current ones, or why the change is refused.
+pub type TopicConfigChange<'a> =
+    dyn Fn(&TopicConfig) -> std::result::Result<TopicConfig, String> + Send + Sync + 'a;
+
 /// Everything StreamHouse keeps outside object storage: every narrow store trait.
 ///
 /// Implementations must be safe to share between tasks and, for the PostgreSQL backend, between
@@ -138,8 +143,11 @@ store_trait! {
         /// Grows a topic to `new_count` partitions. Shrinking or keeping the count is `Invalid`.
         async fn add_partitions(&self, name: &str, new_count: u32) -> Result<Topic>;
 
-        /// Replaces a topic's settings.
-        async fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<Topic>;
+        /// Changes a topic's settings to `change(current settings)`, reading and writing them in
+        /// one transaction with the topic's row locked, so alterations running at once (two
+        /// connections, two agents) each see the other's result instead of overwriting it. An
+        /// error of `change` is returned as `Invalid`, with nothing stored.
+        async fn alter_topic_config(&self, name: &str, change: &TopicConfigChange<'_>) -> Result<Topic>;
 
         /// One partition's durable progress.
         async fn get_partition(&self, topic: &str, partition: u32) -> Result<PartitionState>;

@@ -55,7 +55,13 @@ pub(crate) async fn alter_configs(
                 alter(access, r.resource_type, &r.resource_name, names, async {
                     let entries = settings.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())));
                     let parsed = topic_config::parse(entries);
-                    change(b, &r.resource_name, |_| parsed, req.validate_only).await
+                    change(
+                        b,
+                        &r.resource_name,
+                        move |_| parsed.clone(),
+                        req.validate_only,
+                    )
+                    .await
                 })
                 .await
             }
@@ -178,9 +184,11 @@ async fn alter<'a>(
 async fn change(
     b: &Broker,
     topic: &StrBytes,
-    apply: impl FnOnce(
-        &streamhouse_metadata::TopicConfig,
-    ) -> Result<streamhouse_metadata::TopicConfig, topic_config::ConfigError>,
+    apply: impl Fn(
+            &streamhouse_metadata::TopicConfig,
+        ) -> Result<streamhouse_metadata::TopicConfig, topic_config::ConfigError>
+        + Send
+        + Sync,
     validate_only: bool,
 ) -> Outcome {
     b.admin()

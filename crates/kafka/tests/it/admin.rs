@@ -3,6 +3,8 @@
 //! DescribeLogDirs, DescribeTopicPartitions, and the Produce / InitProducerId rules clients
 //! depend on.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -695,26 +697,6 @@ async fn describe_producers_reports_committed_producer_state() {
     );
 }
 
-/// Delays each `update_topic_config` call less than the one before, so alterations that ran at
-/// once would finish in the reverse of the order they were sent.
-struct EarlierAlterationsSlower {
-    calls: std::sync::atomic::AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl streamhouse_metadata::CallHook for EarlierAlterationsSlower {
-    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
-        if method == "update_topic_config" {
-            let n = self
-                .calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let delay = 40u64.saturating_sub(4 * n);
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        }
-        Ok(())
-    }
-}
-
 /// Administrative requests pipelined on one connection take effect in the order they were
 /// sent, as on Kafka (one request at a time per connection; Java's admin client keeps many in
 /// flight): ten alterations of one setting leave the last value, and a describe sent after
@@ -722,16 +704,11 @@ impl streamhouse_metadata::CallHook for EarlierAlterationsSlower {
 #[tokio::test]
 async fn pipelined_admin_requests_take_effect_in_the_order_sent() {
     use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-    use std::sync::Arc;
-    use streamhouse_metadata::{HookedMetadataStore, MetadataStore, SqliteMetadataStore};
 
-    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
-    let hook = EarlierAlterationsSlower {
-        calls: Default::default(),
-    };
-    let metadata: Arc<dyn MetadataStore> = Arc::new(HookedMetadataStore::new(sqlite, hook));
-    let store = Arc::new(object_store::memory::InMemory::new());
-    let server = TestServer::start_on(store, metadata).await;
+    // Each alteration is delayed less than the one before, so alterations that ran at once
+    // would finish in the reverse of the order they were sent.
+    let slower_first = |n: u64| Duration::from_millis(40u64.saturating_sub(4 * n));
+    let (server, _) = TestServer::start_delaying("alter_topic_config", slower_first).await;
     let mut c = server.client().await;
     assert_eq!(create(&mut c, "ordered", 1, &[]).await, 0);
     let set = |ms: u32| {
@@ -772,4 +749,46 @@ async fn pipelined_admin_requests_take_effect_in_the_order_sent() {
     );
     let stored = config(&mut c, "ordered", "retention.ms").await;
     assert_eq!(stored.map(|(v, _)| v).as_deref(), Some("600000"));
+}
+
+/// Two connections altering different settings of one topic at once both take effect: the
+/// later-finishing alteration applies its change to the settings the other one stored, not
+/// to the settings it saw when it began (which would undo the other).
+#[tokio::test]
+async fn concurrent_alterations_from_two_connections_both_take_effect() {
+    // The first alteration is held back 150 ms before its store call, so the second one,
+    // sent 30 ms later from another connection, overtakes it.
+    let first_held = |n: u64| Duration::from_millis(if n == 0 { 150 } else { 0 });
+    let (server, _) = TestServer::start_delaying("alter_topic_config", first_held).await;
+    let (mut a, mut b) = (server.client().await, server.client().await);
+    assert_eq!(create(&mut a, "shared", 1, &[]).await, 0);
+    let first = incremental(
+        &mut a,
+        TOPIC,
+        "shared",
+        &[("retention.ms", SET, Some("120000"))],
+        false,
+    );
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        incremental(
+            &mut b,
+            TOPIC,
+            "shared",
+            &[("segment.ms", SET, Some("90000"))],
+            false,
+        )
+        .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!((first.0, second.0), (0, 0));
+    let mut c = server.client().await;
+    let retention = config(&mut c, "shared", "retention.ms").await;
+    let segment = config(&mut c, "shared", "segment.ms").await;
+    assert_eq!(retention.map(|(v, _)| v).as_deref(), Some("120000"));
+    assert_eq!(
+        segment.map(|(v, _)| v).as_deref(),
+        Some("90000"),
+        "the earlier-sent alteration overwrote the later one"
+    );
 }

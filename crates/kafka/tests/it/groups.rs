@@ -20,13 +20,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use std::sync::Arc;
 use streamhouse_kafka::{BrokerConfig, PartitionLag};
-
-use object_store::memory::InMemory;
-use streamhouse_metadata::{
-    HookedMetadataStore, MetadataStore, NewTopic, SqliteMetadataStore, TopicConfig,
-};
+use streamhouse_metadata::{NewTopic, TopicConfig};
 
 use crate::harness::{record_batch, Client, TestServer};
 
@@ -951,37 +946,16 @@ async fn commit_version(client: &mut Client, group: &str, m: &Member, version: i
     r.topics[0].partitions[0].error_code
 }
 
-/// Delays each `commit_offsets` call less than the one before, so commits that ran at once
-/// would finish in the reverse of the order they were sent.
-struct EarlierCommitsSlower {
-    calls: std::sync::atomic::AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl streamhouse_metadata::CallHook for EarlierCommitsSlower {
-    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
-        if method == "commit_offsets" {
-            let n = self
-                .calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(40u64.saturating_sub(2 * n))).await;
-        }
-        Ok(())
-    }
-}
-
 /// Offset commits pipelined on one connection take effect in the order they were sent, as on
 /// Kafka (which serves a connection's requests one at a time): the last one is what stays
 /// committed, whatever the store's latency for each. librdkafka sends the commits it deferred
 /// while its coordinator was away this way, and takes the last as committed.
 #[tokio::test]
 async fn pipelined_offset_commits_take_effect_in_the_order_sent() {
-    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
-    let hook = EarlierCommitsSlower {
-        calls: Default::default(),
-    };
-    let metadata: Arc<dyn MetadataStore> = Arc::new(HookedMetadataStore::new(sqlite, hook));
-    let server = TestServer::start_on(Arc::new(InMemory::new()), metadata.clone()).await;
+    // Each commit is delayed less than the one before, so commits that ran at once would
+    // finish in the reverse of the order they were sent.
+    let slower_first = |n: u64| Duration::from_millis(40u64.saturating_sub(2 * n));
+    let (server, metadata) = TestServer::start_delaying("commit_offsets", slower_first).await;
     metadata
         .create_topic(NewTopic {
             name: "t".into(),

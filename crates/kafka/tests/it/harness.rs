@@ -48,6 +48,33 @@ impl TestServer {
         Self::launch(BrokerConfig::default(), store, metadata, None).await
     }
 
+    /// [`Self::start_hooked`] with calls of `method` delayed by `delay(n)`, for the `n`th call
+    /// (from 0): to make concurrent calls finish in an order a test chooses.
+    pub async fn start_delaying(
+        method: &'static str,
+        delay: fn(u64) -> Duration,
+    ) -> (Self, Arc<dyn MetadataStore>) {
+        let hook = DelayCalls {
+            method,
+            delay,
+            calls: Default::default(),
+        };
+        Self::start_hooked(hook).await
+    }
+
+    /// An agent over an in-memory object store and an in-memory SQLite store behind `hook`
+    /// (which sees every metadata call); with that hooked store, for the test's own calls.
+    pub async fn start_hooked(
+        hook: impl streamhouse_metadata::CallHook,
+    ) -> (Self, Arc<dyn MetadataStore>) {
+        let sqlite: Arc<dyn MetadataStore> =
+            Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
+        let hooked: Arc<dyn MetadataStore> =
+            Arc::new(streamhouse_metadata::HookedMetadataStore::new(sqlite, hook));
+        let server = Self::start_on(Arc::new(InMemory::new()), hooked.clone()).await;
+        (server, hooked)
+    }
+
     /// An agent whose listener requires SASL PLAIN, with `users` created (password
     /// `<name>-secret`), over `metadata` (which other agents may share).
     pub async fn start_with_sasl(
@@ -348,4 +375,25 @@ fn encode_records(
     };
     RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
     buf.freeze()
+}
+
+/// Delays each call of `method` by `delay(n)` for the `n`th call (see
+/// [`TestServer::start_delaying`]).
+struct DelayCalls {
+    method: &'static str,
+    delay: fn(u64) -> Duration,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl streamhouse_metadata::CallHook for DelayCalls {
+    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
+        if method == self.method {
+            let n = self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep((self.delay)(n)).await;
+        }
+        Ok(())
+    }
 }

@@ -535,14 +535,7 @@ impl streamhouse_metadata::CallHook for SlowPartitionOpen {
 /// acks=0, which no client resends for want of an answer.
 #[tokio::test]
 async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
-    use std::sync::Arc;
-    use streamhouse_metadata::{HookedMetadataStore, MetadataStore};
-
-    let sqlite: Arc<dyn MetadataStore> = Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
-    let metadata: Arc<dyn MetadataStore> =
-        Arc::new(HookedMetadataStore::new(sqlite, SlowPartitionOpen));
-    let store = Arc::new(object_store::memory::InMemory::new());
-    let server = TestServer::start_on(store, metadata.clone()).await;
+    let (server, metadata) = TestServer::start_hooked(SlowPartitionOpen).await;
     create_topic(&server, "t", 2).await;
     let batch = record_batch(&[("k", "v")], 1_000, None);
     for (partition, acks) in [(0, -1), (1, 0)] {

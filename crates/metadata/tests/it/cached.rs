@@ -176,8 +176,9 @@ async fn topic_writes_are_visible_through_the_cache() {
         retention_ms: Some(1),
         ..TopicConfig::default()
     };
+    let set = config.clone();
     cached
-        .update_topic_config("t", config.clone())
+        .alter_topic_config("t", &move |_| Ok(set.clone()))
         .await
         .unwrap();
     assert_eq!(cached.get_topic("t").await.unwrap().unwrap().config, config);
