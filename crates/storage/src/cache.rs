@@ -254,23 +254,24 @@ impl SegmentCache {
         Ok((indexes.start, blocks.into_iter().flatten().collect()))
     }
 
-    /// `range` of object `key` (of `object_len` bytes) if every block of it is cached; never
-    /// fetches, and counts neither hits nor misses (for background work that would otherwise
-    /// GET it, not for readers).
-    pub async fn cached_range(
+    /// `range` of object `key` (of `object_len` bytes) if every block of it is cached, as the
+    /// consecutive slices of those blocks (uncopied: a caller that needs a piece contiguous
+    /// copies only that piece); never fetches, and counts neither hits nor misses (for
+    /// background work that would otherwise GET it, not for readers).
+    pub async fn cached_parts(
         &self,
         key: &str,
         object_len: u64,
         range: Range<u64>,
-    ) -> Option<Bytes> {
+    ) -> Option<Vec<Bytes>> {
         let range = clip(range, object_len);
         if range.is_empty() {
-            return Some(Bytes::new());
+            return Some(Vec::new());
         }
         let indexes = self.block_indexes(&range);
         let blocks = self.cached_blocks(&Arc::from(key), indexes.clone()).await;
         let blocks: Vec<Block> = blocks.into_iter().collect::<Option<_>>()?;
-        Some(concat(&self.slices(&blocks, indexes.start, range)))
+        Some(self.slices(&blocks, indexes.start, range))
     }
 
     /// Indexes of the blocks holding `range`.

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -121,8 +121,39 @@ impl std::fmt::Debug for Consolidator {
 /// The bytes read of one shared object: from `start` on.
 struct SourceObject {
     start: u64,
-    bytes: Bytes,
+    /// The bytes read from `start` on, as consecutive pieces: the cached blocks' own slices
+    /// (copying a round's hundred megabytes out of the cache cost more CPU than the rest of
+    /// consolidation, most of it faulting in fresh pages), or one GET's body.
+    parts: Vec<Bytes>,
     from_cache: bool,
+}
+
+impl SourceObject {
+    /// The `len` bytes at object offset `offset`: a slice of the piece holding them, or a
+    /// copy when they straddle pieces (a slice crossing a cache block boundary).
+    fn range(&self, offset: u64, len: usize) -> Bytes {
+        let mut at = (offset - self.start) as usize;
+        let mut pieces = self.parts.iter();
+        for part in pieces.by_ref() {
+            if at + len <= part.len() {
+                return part.slice(at..at + len);
+            }
+            if at < part.len() {
+                let mut joined = BytesMut::with_capacity(len);
+                joined.extend_from_slice(&part[at..]);
+                for next in pieces.by_ref() {
+                    let take = (len - joined.len()).min(next.len());
+                    joined.extend_from_slice(&next[..take]);
+                    if joined.len() == len {
+                        break;
+                    }
+                }
+                return joined.freeze();
+            }
+            at -= part.len();
+        }
+        Bytes::new()
+    }
 }
 
 /// One partition's slices picked for a round.
@@ -273,20 +304,20 @@ impl Consolidator {
                 let (store, cache) = (self.store.clone(), cache.clone());
                 async move {
                     let cached = match &cache {
-                        Some(cache) => cache.cached_range(&key, object_len, start..end).await,
+                        Some(cache) => cache.cached_parts(&key, object_len, start..end).await,
                         None => None,
                     };
                     let from_cache = cached.is_some();
-                    let bytes = match cached {
-                        Some(bytes) => bytes,
-                        None => store
+                    let parts = match cached {
+                        Some(parts) => parts,
+                        None => vec![store
                             .get_range(&ObjectPath::from(key.as_str()), start..end)
                             .await
-                            .map_err(|e| StorageError::object_store(&key, e))?,
+                            .map_err(|e| StorageError::object_store(&key, e))?],
                     };
                     let object = SourceObject {
                         start,
-                        bytes,
+                        parts,
                         from_cache,
                     };
                     Ok::<_, StorageError>((key, object))
@@ -428,8 +459,7 @@ fn merge(pick: &Pick<'_>, objects: &HashMap<String, SourceObject>) -> Result<Enc
     let mut builder = SegmentBuilder::new(pick.slices[0].base_offset);
     for slice in &pick.slices {
         let source = &objects[&slice.object_key];
-        let at = (slice.object_offset - source.start) as usize;
-        let data = source.bytes.slice(at..at + slice.size_bytes as usize);
+        let data = source.range(slice.object_offset, slice.size_bytes as usize);
         let range = slice.object_offset..slice.object_offset + slice.size_bytes;
         let corrupt =
             |e| StorageError::corrupt(&slice.object_key, slice.object_size, range.clone(), e);
@@ -484,5 +514,44 @@ fn merged_info(pick: &Pick<'_>, encoded: &EncodedSegment) -> SegmentInfo {
             .map(|s| s.created_at_ms)
             .max()
             .unwrap_or_else(now_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range is one piece's slice when a piece holds it, else the pieces it spans joined,
+    /// wherever the object's read began.
+    #[test]
+    fn source_ranges_within_and_across_pieces() {
+        let object: Vec<u8> = (0..=255).collect();
+        let parts = vec![
+            Bytes::copy_from_slice(&object[100..140]),
+            Bytes::copy_from_slice(&object[140..150]),
+            Bytes::copy_from_slice(&object[150..200]),
+        ];
+        let source = SourceObject {
+            start: 100,
+            parts,
+            from_cache: true,
+        };
+        for (offset, len) in [
+            (100, 40),
+            (105, 10),
+            (140, 10),
+            (120, 50),
+            (139, 61),
+            (150, 50),
+        ] {
+            let got = source.range(offset, len);
+            assert_eq!(&got[..], &object[offset as usize..offset as usize + len]);
+        }
+        let within = source.range(150, 20);
+        assert_eq!(
+            within.as_ptr(),
+            source.parts[2].as_ptr(),
+            "no copy within a piece"
+        );
     }
 }
