@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/bench_ab.py --variant before=/tmp/sh-before \\
         --variant after=target/release/streamhouse[,ENV=VALUE...] \\
-        [--rounds 3] [--records 200000] [--partitions 6] [--codec none] [--after 0]
+        [--rounds 3] [--records 200000] [--partitions 6] [--codec none] [--after 0] [--warmup]
 
 Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedded defaults,
 `--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
@@ -12,7 +12,10 @@ Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /pro
 seconds per GB, minor page faults and context switches per MB of each phase. With `--after S`, the agent is then left
 alone for S seconds and its CPU in that window is reported per GB produced (`after_cpu_s_gb`):
 the background work the round's data costs, consolidation above all (it rewrites slices 10-60 s
-old, so 75 s covers it). Prints every run, then medians.
+old, so 75 s covers it), with the minor page faults of that window (`after_faults`). With
+`--warmup`, each agent first takes 300,000 records on another topic, unmeasured, so the round
+measures an agent whose block cache (256 MiB) is already full: a fresh agent's first 256 MiB
+produced also fault in the cache's memory. Prints every run, then medians.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_kafka_tools as tools  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+# Records of 1 KiB `--warmup` produces: more than the agent's default block cache (256 MiB).
+WARMUP_RECORDS = 300_000
 
 
 def counters(pid: int) -> tuple[float, int, int]:
@@ -65,21 +70,25 @@ def start_agent(binary: str, env: dict[str, str]) -> tools.Agent:
 def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
     agent = start_agent(binary, env)
     try:
-        topic = "ab-" + uuid.uuid4().hex[:8]
-        agent.create_topic(binary, topic, args.partitions)
+        def produce(records: int) -> tuple[str, str]:
+            topic = "ab-" + uuid.uuid4().hex[:8]
+            agent.create_topic(binary, topic, args.partitions)
+            return topic, tools.java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
+                "--topic", topic, "--num-records", str(records), "--record-size", "1024",
+                "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
+                "acks=all", "batch.size=262144", "linger.ms=5", f"compression.type={args.codec}"])
+        if args.warmup:
+            produce(WARMUP_RECORDS)
         gb = args.records * 1024 / 1e9
         cpu0, faults0, switches0 = counters(agent.proc.pid)
-        produced = tools.java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
-            "--topic", topic, "--num-records", str(args.records), "--record-size", "1024",
-            "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
-            "acks=all", "batch.size=262144", "linger.ms=5", f"compression.type={args.codec}"])
+        topic, produced = produce(args.records)
         cpu1, faults1, switches1 = counters(agent.proc.pid)
         consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
             "--bootstrap-server", agent.bootstrap, "--topic", topic,
             "--messages", str(args.records), "--timeout", "60000"])
         cpu2, faults2, switches2 = counters(agent.proc.pid)
         time.sleep(args.after)
-        cpu3, _, _ = counters(agent.proc.pid)
+        cpu3, faults3, _ = counters(agent.proc.pid)
     finally:
         agent.stop()
         # Each run writes its records to a fresh data dir: hundreds of MB a run otherwise left
@@ -99,6 +108,7 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
     }
     if args.after > 0:
         result["after_cpu_s_gb"] = (cpu3 - cpu2) / gb
+        result["after_faults"] = faults3 - faults2
     return result
 
 
@@ -112,6 +122,8 @@ def main() -> None:
     parser.add_argument("--codec", default="none")
     parser.add_argument("--after", type=float, default=0,
                         help="seconds to stay idle after consuming, measuring background CPU")
+    parser.add_argument("--warmup", action="store_true",
+                        help="produce the same load to another topic first, unmeasured")
     args = parser.parse_args()
     variants = {}
     for spec in args.variant:
