@@ -473,21 +473,32 @@ impl SegmentCache {
 
     /// The slices of consecutive `blocks` (the first is block `first`) that make up `range`.
     fn slices(&self, blocks: &[Block], first: u64, range: Range<u64>) -> Vec<Bytes> {
-        let mut at = first * self.block_size;
-        blocks
-            .iter()
-            .filter_map(|Block { bytes, .. }| {
-                let (start, end) = (at, at + bytes.len() as u64);
-                at = end;
-                let (from, to) = (range.start.max(start), range.end.min(end));
-                (from < to).then(|| bytes.slice((from - start) as usize..(to - start) as usize))
-            })
-            .collect()
+        let pieces = blocks.iter().map(|block| &block.bytes);
+        slices_of(pieces, first * self.block_size, range)
     }
 }
 
+/// The slices of consecutive `pieces` (the first starting at offset `start`) that make up
+/// `range`, uncopied.
+pub(crate) fn slices_of<'a>(
+    pieces: impl IntoIterator<Item = &'a Bytes>,
+    start: u64,
+    range: Range<u64>,
+) -> Vec<Bytes> {
+    let mut at = start;
+    pieces
+        .into_iter()
+        .filter_map(|bytes| {
+            let (start, end) = (at, at + bytes.len() as u64);
+            at = end;
+            let (from, to) = (range.start.max(start), range.end.min(end));
+            (from < to).then(|| bytes.slice((from - start) as usize..(to - start) as usize))
+        })
+        .collect()
+}
+
 /// `parts` as one buffer: the part itself when there is one, else a copy.
-fn concat(parts: &[Bytes]) -> Bytes {
+pub(crate) fn concat(parts: &[Bytes]) -> Bytes {
     match parts {
         [] => Bytes::new(),
         [one] => one.clone(),

@@ -25,13 +25,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore, SegmentInfo};
 use streamhouse_segment::{decode_segment, EncodedSegment, SegmentBuilder, SharedObjectBuilder};
 
+use crate::cache::{concat, slices_of};
 use crate::error::{Corruption, Result, StorageError};
 use crate::group_commit::SHARED_PREFIX;
 use crate::partition::PartitionStorage;
@@ -132,27 +133,11 @@ impl SourceObject {
     /// The `len` bytes at object offset `offset`: a slice of the piece holding them, or a
     /// copy when they straddle pieces (a slice crossing a cache block boundary).
     fn range(&self, offset: u64, len: usize) -> Bytes {
-        let mut at = (offset - self.start) as usize;
-        let mut pieces = self.parts.iter();
-        for part in pieces.by_ref() {
-            if at + len <= part.len() {
-                return part.slice(at..at + len);
-            }
-            if at < part.len() {
-                let mut joined = BytesMut::with_capacity(len);
-                joined.extend_from_slice(&part[at..]);
-                for next in pieces.by_ref() {
-                    let take = (len - joined.len()).min(next.len());
-                    joined.extend_from_slice(&next[..take]);
-                    if joined.len() == len {
-                        break;
-                    }
-                }
-                return joined.freeze();
-            }
-            at -= part.len();
-        }
-        Bytes::new()
+        concat(&slices_of(
+            &self.parts,
+            self.start,
+            offset..offset + len as u64,
+        ))
     }
 }
 

@@ -48,8 +48,9 @@ impl TestServer {
         Self::launch(BrokerConfig::default(), store, metadata, None).await
     }
 
-    /// [`Self::start_hooked`] with calls of `method` delayed by `delay(n)`, for the `n`th call
-    /// (from 0): to make concurrent calls finish in an order a test chooses.
+    /// An agent over an in-memory object store and an in-memory SQLite store whose calls of
+    /// `method` are delayed by `delay(n)` for the `n`th call (from 0), to make concurrent calls
+    /// finish in an order a test chooses; with that store, for the test's own calls.
     pub async fn start_delaying(
         method: &'static str,
         delay: fn(u64) -> Duration,
@@ -59,14 +60,6 @@ impl TestServer {
             delay,
             calls: Default::default(),
         };
-        Self::start_hooked(hook).await
-    }
-
-    /// An agent over an in-memory object store and an in-memory SQLite store behind `hook`
-    /// (which sees every metadata call); with that hooked store, for the test's own calls.
-    pub async fn start_hooked(
-        hook: impl streamhouse_metadata::CallHook,
-    ) -> (Self, Arc<dyn MetadataStore>) {
         let sqlite: Arc<dyn MetadataStore> =
             Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
         let hooked: Arc<dyn MetadataStore> =

@@ -514,19 +514,6 @@ async fn auto_created_topics_count_against_the_partition_cap() {
     assert!(err.to_string().contains("cap of 4"), "{err}");
 }
 
-/// Holds up the opening of a partition's log (its producer snapshots are read then).
-struct SlowPartitionOpen;
-
-#[async_trait::async_trait]
-impl streamhouse_metadata::CallHook for SlowPartitionOpen {
-    async fn before(&self, method: &'static str) -> streamhouse_metadata::Result<()> {
-        if method == "list_producer_snapshots" {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Ok(())
-    }
-}
-
 /// A Produce whose client hung up while it waited for its partition (being opened, or taken
 /// over after a failover) appends nothing: the client may have judged those records not
 /// persisted and will send them again, possibly under a new producer epoch that no sequence
@@ -535,7 +522,9 @@ impl streamhouse_metadata::CallHook for SlowPartitionOpen {
 /// acks=0, which no client resends for want of an answer.
 #[tokio::test]
 async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
-    let (server, metadata) = TestServer::start_hooked(SlowPartitionOpen).await;
+    // Holds up the opening of a partition's log (its producer snapshots are read then).
+    let slow_open = |_| Duration::from_millis(500);
+    let (server, metadata) = TestServer::start_delaying("list_producer_snapshots", slow_open).await;
     create_topic(&server, "t", 2).await;
     let batch = record_batch(&[("k", "v")], 1_000, None);
     for (partition, acks) in [(0, -1), (1, 0)] {
