@@ -347,7 +347,7 @@ pub(crate) fn check_batch_crc(
     batch: &[u8],
     pos: u64,
 ) -> Result<(), SegmentError> {
-    let found = crc32c::crc32c(&batch[PREFIX_LEN..]);
+    let found = crate::crc32c(&batch[PREFIX_LEN..]);
     if found == header.crc {
         return Ok(());
     }

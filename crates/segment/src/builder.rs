@@ -152,8 +152,8 @@ impl SegmentBuilder {
             .last_mut()
             .expect("an index entry exists after the first batch");
         entry.max_timestamp = max_ts;
-        let crc = crc32c::crc32c_append(entry.prefix_crc, &offset);
-        entry.prefix_crc = crc32c::crc32c_append(crc, &batch.bytes()[8..PREFIX_LEN]);
+        let crc = crate::crc32c_append(entry.prefix_crc, &offset);
+        entry.prefix_crc = crate::crc32c_append(crc, &batch.bytes()[8..PREFIX_LEN]);
         self.append_rebased(offset, batch.bytes());
         self.batch_count += 1;
         self.records += i64::from(batch.record_count());
@@ -338,7 +338,7 @@ mod tests {
             .flat_map(|b| b.bytes()[..PREFIX_LEN].to_vec())
             .collect();
         assert_eq!(footer.index.len(), 1);
-        assert_eq!(footer.index[0].prefix_crc, crc32c::crc32c(&prefixes));
+        assert_eq!(footer.index[0].prefix_crc, crate::crc32c(&prefixes));
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl RecordBatch {
         bytes.put_i32(header.base_sequence);
         bytes.put_i32(header.record_count);
         bytes.extend_from_slice(&body);
-        let crc = crc32c::crc32c(&bytes[PREFIX_LEN..]);
+        let crc = crate::crc32c(&bytes[PREFIX_LEN..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         Ok(RecordBatch::from_parts(
             BatchHeader { crc, ..header },

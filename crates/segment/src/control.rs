@@ -50,7 +50,7 @@ impl RecordBatch {
         buf.extend_from_slice(&[0, 0]);
         buf.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
         buf.push(0);
-        let crc = crc32c::crc32c(&buf[21..]);
+        let crc = crate::crc32c(&buf[21..]);
         buf[17..21].copy_from_slice(&crc.to_be_bytes());
         RecordBatch::parse_all(Bytes::from(buf))
             .expect("a control batch is a valid batch")

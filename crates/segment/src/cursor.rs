@@ -281,7 +281,7 @@ fn walk_block(
         if check_crcs {
             check_batch_crc(&header, &block[at..batch_end], batch_pos)?;
         }
-        walk.prefix_crc = crc32c::crc32c_append(walk.prefix_crc, &block[at..at + PREFIX_LEN]);
+        walk.prefix_crc = crate::crc32c_append(walk.prefix_crc, &block[at..at + PREFIX_LEN]);
         walk.next_offset = header.last_offset() + 1;
         at = batch_end;
     }

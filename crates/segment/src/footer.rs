@@ -199,7 +199,7 @@ impl SegmentFooter {
         }
         let footer = &buf[footer_start..];
         let footer_len = footer.len() as u32;
-        let footer_crc = crc32c::crc32c(footer);
+        let footer_crc = crate::crc32c(footer);
         buf.extend_from_slice(&footer_len.to_be_bytes());
         buf.extend_from_slice(&footer_crc.to_be_bytes());
         buf.extend_from_slice(&self.version.to_be_bytes());
@@ -343,7 +343,7 @@ pub fn read_footer(tail: &[u8], object_len: u64) -> Result<SegmentFooter, Segmen
     let footer = &tail[tail.len() - needed..tail.len() - TRAILER_LEN];
     let footer_pos = object_len - needed as u64;
     let range = footer_pos..footer_pos + footer.len() as u64;
-    let found = crc32c::crc32c(footer);
+    let found = crate::crc32c(footer);
     if found != trailer.footer_crc {
         return Err(SegmentError::ChecksumMismatch {
             what: "footer",
@@ -392,7 +392,7 @@ pub(crate) fn encode_header(base_offset: i64, version: u16) -> [u8; HEADER_LEN] 
     header[0..4].copy_from_slice(&SEGMENT_MAGIC);
     header[4..6].copy_from_slice(&version.to_be_bytes());
     header[8..16].copy_from_slice(&base_offset.to_be_bytes());
-    let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
+    let crc = crate::crc32c(&header[..HEADER_CRC_START]);
     header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
     header
 }
@@ -408,7 +408,7 @@ pub(crate) fn decode_header(object: &[u8]) -> Result<(i64, u16), SegmentError> {
     let header = &object[..HEADER_LEN];
     check_magic("segment", &header[0..4], SEGMENT_MAGIC, 0..4)?;
     let stored = be_u32(header, HEADER_CRC_START);
-    let found = crc32c::crc32c(&header[..HEADER_CRC_START]);
+    let found = crate::crc32c(&header[..HEADER_CRC_START]);
     if stored != found {
         return Err(SegmentError::ChecksumMismatch {
             what: "header",
@@ -491,7 +491,7 @@ mod tests {
         let mut header = encode_header(-42, FORMAT_VERSION);
         assert_eq!(decode_header(&header).expect("valid header"), (-42, 1));
         header[19] = 1;
-        let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
+        let crc = crate::crc32c(&header[..HEADER_CRC_START]);
         header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
         let err = decode_header(&header).expect_err("reserved bytes set");
         assert_eq!(err.byte_range(), Some(16..20));
@@ -501,7 +501,7 @@ mod tests {
     fn newer_version_is_unsupported_not_corrupt() {
         let mut header = encode_header(0, FORMAT_VERSION);
         header[5] = 3;
-        let crc = crc32c::crc32c(&header[..HEADER_CRC_START]);
+        let crc = crate::crc32c(&header[..HEADER_CRC_START]);
         header[HEADER_CRC_START..].copy_from_slice(&crc.to_be_bytes());
         let err = decode_header(&header).expect_err("version 3");
         assert!(

@@ -49,6 +49,7 @@ mod batch;
 mod builder;
 mod compact;
 mod control;
+mod crc;
 mod cursor;
 mod error;
 mod expand;
@@ -60,6 +61,7 @@ mod wire;
 pub use batch::{BatchHeader, Compression, RecordBatch};
 pub use builder::{EncodedSegment, SegmentBuilder, DEFAULT_INDEX_INTERVAL};
 pub use control::ControlMarker;
+pub use crc::{crc32c, crc32c_append};
 pub use cursor::{decode_pieces, decode_segment, BatchCursor};
 pub use error::SegmentError;
 pub use footer::{

@@ -80,7 +80,7 @@ impl SharedObjectBuilder {
         }
         let mut trailer = BytesMut::with_capacity(SHARED_TRAILER_LEN);
         trailer.put_u32(index.len() as u32);
-        trailer.put_u32(crc32c::crc32c(&index));
+        trailer.put_u32(crate::crc32c(&index));
         trailer.put_u16(SHARED_VERSION);
         trailer.put_u16(0);
         trailer.put_slice(&SHARED_MAGIC);
@@ -124,7 +124,7 @@ pub fn read_shared_index(tail: &[u8], object_len: u64) -> Result<Vec<SharedEntry
         .map(|at| &tail[at..index_end])
         .ok_or_else(|| truncated(start, object_len, "shared object index"))?;
     let expected = u32::from_be_bytes(trailer[4..8].try_into().expect("4 bytes"));
-    let found = crc32c::crc32c(index);
+    let found = crate::crc32c(index);
     let index_start = object_len - (SHARED_TRAILER_LEN + index_len) as u64;
     if expected != found {
         return Err(SegmentError::ChecksumMismatch {

@@ -26,7 +26,7 @@ pub(crate) fn batch(
     buf.extend_from_slice(&(-1i32).to_be_bytes());
     buf.extend_from_slice(&records.to_be_bytes());
     buf.resize(61 + payload, 0xab);
-    let crc = crc32c::crc32c(&buf[21..]);
+    let crc = crate::crc32c(&buf[21..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
     RecordBatch::parse_all(Bytes::from(buf))
         .expect("synthetic batch is valid")

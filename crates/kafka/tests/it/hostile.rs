@@ -272,7 +272,7 @@ pub(crate) fn encode_frame(request: RequestKind, version: i16) -> Bytes {
 fn rewritten(batch: &Bytes, edit: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut bytes = batch.to_vec();
     edit(&mut bytes);
-    let crc = crc32c::crc32c(&bytes[21..]);
+    let crc = streamhouse_segment::crc32c(&bytes[21..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     bytes.into()
 }

@@ -116,7 +116,7 @@ fn parse_all_splits_concatenated_batches() {
 fn edited(edit: impl Fn(&mut [u8])) -> Bytes {
     let mut bytes = batch(3, 20, 0).bytes().to_vec();
     edit(&mut bytes);
-    let crc = crc32c::crc32c(&bytes[21..]);
+    let crc = streamhouse_segment::crc32c(&bytes[21..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(bytes)
 }

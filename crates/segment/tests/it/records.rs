@@ -64,7 +64,7 @@ fn batch(codec: i16, count: i32, payload: &[u8]) -> RecordBatch {
     buf.extend_from_slice(&(-1i32).to_be_bytes());
     buf.extend_from_slice(&count.to_be_bytes());
     buf.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&buf[21..]);
+    let crc = streamhouse_segment::crc32c(&buf[21..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
     one(Bytes::from(buf))
 }
