@@ -2,7 +2,8 @@
 """StreamHouse side by side with Apache Kafka on this machine, in alternating rounds.
 
     cargo build --release -p streamhouse
-    .venv/bin/python scripts/bench_vs_kafka.py [--rounds 2] [--records 300000]
+    .venv/bin/python scripts/bench_vs_kafka.py [--rounds 2] [--records 300000] \
+        [--partitions 6 120] [--codecs none lz4] [--java-only]
 
 Kafka 4.3.1 (`org.apache.kafka:kafka_2.13`, with kafka-tools) comes from Maven Central into
 .cache/m2 through tests/java's pom.xml; one single-node KRaft broker (broker + controller, local
@@ -171,6 +172,10 @@ def main() -> None:
     parser.add_argument("--binary", default=str(REPO / "target/release/streamhouse"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--partitions", type=int, nargs="+", default=[6, 120])
+    parser.add_argument("--codecs", nargs="+", default=["none", "lz4"])
+    parser.add_argument("--java-only", action="store_true",
+                        help="only Kafka's Java tools (no `streamhouse bench`, no e2e run)")
     args = parser.parse_args()
     classpath = tools.kafka_classpath()
     work = Path(tempfile.mkdtemp(prefix="sh-vs-kafka-"))
@@ -187,18 +192,18 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             order = targets[r % 3:] + targets[:r % 3]
-            for partitions in (6, 120):
-                for codec in ("none", "lz4"):
+            for partitions in args.partitions:
+                for codec in args.codecs:
                     for t in order:
                         row = run_round(classpath, args.binary, t, partitions, codec, args.records)
                         results.setdefault((t.name, partitions, codec), []).append(row)
                         print(t.name, partitions, codec, row, flush=True)
-                    for t in order:
+                    for t in [] if args.java_only else order:
                         row = bench_round(classpath, args.binary, t, partitions, codec,
                                           args.records)
                         results.setdefault((t.name, partitions, codec, "bench"), []).append(row)
                         print(t.name, partitions, codec, "bench", row, flush=True)
-            for t in order:
+            for t in [] if args.java_only else order:
                 row = e2e(classpath, args.binary, t)
                 results.setdefault((t.name, "e2e"), []).append(row)
                 print(t.name, "e2e", row, flush=True)

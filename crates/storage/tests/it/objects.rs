@@ -111,3 +111,36 @@ fn s3_store_builds_from_explicit_settings() {
     let store = build_object_store(&config).unwrap();
     assert!(store.to_string().contains("events"), "{store}");
 }
+
+/// `object_store`'s own conformance suite (the one its backends run upon themselves), run on a
+/// store as the agent builds it from configuration: the suite's create-only, overwrite,
+/// conditional, ranged, listing, copy and rename checks then hold for the store the agent uses,
+/// wrappers and settings (fsync) included. `supports_update`: the store takes conditional
+/// overwrites (`PutMode::Update`; memory and S3 do, the local filesystem does not).
+async fn conformance(config: ObjectStoreConfig, supports_update: bool) {
+    use object_store::integration::*;
+    let store = build_object_store(&config).unwrap();
+    let store = store.as_ref();
+    put_get_delete_list(store).await;
+    list_with_offset_exclusivity(store).await;
+    get_opts(store).await;
+    list_uses_directories_correctly(store).await;
+    list_with_delimiter(store).await;
+    rename_and_copy(store).await;
+    copy_if_not_exists(store).await;
+    copy_rename_nonexistent_object(store).await;
+    stream_get(store).await;
+    put_opts(store, supports_update).await;
+}
+
+#[tokio::test]
+async fn local_store_passes_object_store_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    conformance(ObjectStoreConfig::Local { root }, false).await;
+}
+
+#[tokio::test]
+async fn memory_store_passes_object_store_conformance_suite() {
+    conformance(ObjectStoreConfig::Memory, true).await;
+}
