@@ -115,7 +115,7 @@ fn s3_store_builds_from_explicit_settings() {
 /// `object_store`'s own conformance suite (the one its backends run upon themselves), run on a
 /// store as the agent builds it from configuration: the suite's create-only, overwrite,
 /// conditional, ranged, listing, copy and rename checks then hold for the store the agent uses,
-/// wrappers and settings (fsync) included. `supports_update`: the store takes conditional
+/// its settings (fsync) included. `supports_update`: the store takes conditional
 /// overwrites (`PutMode::Update`; memory and S3 do, the local filesystem does not).
 async fn conformance(config: ObjectStoreConfig, supports_update: bool) {
     use object_store::integration::*;

@@ -109,6 +109,12 @@ class CompactionTest {
                 lines = appendLines(file, lines, 40);
                 int want = lines;
                 waitFor("round " + round + " in the topic", () -> readValues(topic).size() == want, 60);
+                // Connect's delivery is at least once: a reconfiguration restarts the task from
+                // the last committed source offset, so the next round waits for this round's
+                // offset to be committed (every 200 ms) before it reconfigures.
+                long size = Files.size(file);
+                waitFor("round " + round + "'s source offset committed",
+                        () -> committedPosition(prefix + "-offsets", prefix) == size, 30);
             }
             for (String internal : List.of(prefix + "-configs", prefix + "-offsets")) {
                 waitFor(internal + " compacted", () -> hasGaps(internal), 90);
@@ -179,6 +185,23 @@ class CompactionTest {
         return values;
     }
 
+    /**
+     * The file position the offsets topic last records for `connector` (FileStreamSource stores
+     * `{"position":N}`), or -1 before the first commit.
+     */
+    private static long committedPosition(String offsetsTopic, String connector) {
+        long position = -1;
+        for (ConsumerRecord<String, String> r : readChangelog(offsetsTopic)) {
+            if (r.key() != null && r.key().contains("\"" + connector + "\"") && r.value() != null) {
+                var m = java.util.regex.Pattern.compile("\"position\":(\\d+)").matcher(r.value());
+                if (m.find()) {
+                    position = Long.parseLong(m.group(1));
+                }
+            }
+        }
+        return position;
+    }
+
     /** Whether partition 0 of `topic` holds fewer records than offsets: compaction removed some. */
     private static boolean hasGaps(String topic) {
         TopicPartition tp = new TopicPartition(topic, 0);
@@ -245,7 +268,10 @@ class CompactionTest {
         return out;
     }
 
-    /** Partition 0 of `topic`, read from the beginning to the end; offsets only increase. */
+    /**
+     * Partition 0 of `topic`, read from the beginning to its end offset as of the call (records
+     * appended meanwhile are left out); offsets only increase.
+     */
     private static List<ConsumerRecord<String, String>> readChangelog(String topic) {
         TopicPartition tp = new TopicPartition(topic, 0);
         List<ConsumerRecord<String, String>> log = new ArrayList<>();
@@ -261,10 +287,12 @@ class CompactionTest {
                 for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
                     long previous = log.isEmpty() ? -1 : log.get(log.size() - 1).offset();
                     assertTrue(r.offset() > previous, "offset " + r.offset() + " after " + previous);
-                    log.add(r);
+                    if (r.offset() < end) {
+                        log.add(r);
+                    }
                 }
             }
-            assertEquals(end, consumer.position(tp), "the changelog is read to its end");
+            assertTrue(consumer.position(tp) >= end, "the changelog is read to its end");
         }
         return log;
     }
