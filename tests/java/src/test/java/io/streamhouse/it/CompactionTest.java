@@ -185,6 +185,10 @@ class CompactionTest {
         return values;
     }
 
+    /** FileStreamSource's committed source offset, as the worker's JSON converter writes it. */
+    private static final java.util.regex.Pattern POSITION =
+            java.util.regex.Pattern.compile("\"position\":(\\d+)");
+
     /**
      * The file position the offsets topic last records for `connector` (FileStreamSource stores
      * `{"position":N}`), or -1 before the first commit.
@@ -193,7 +197,7 @@ class CompactionTest {
         long position = -1;
         for (ConsumerRecord<String, String> r : readChangelog(offsetsTopic)) {
             if (r.key() != null && r.key().contains("\"" + connector + "\"") && r.value() != null) {
-                var m = java.util.regex.Pattern.compile("\"position\":(\\d+)").matcher(r.value());
+                var m = POSITION.matcher(r.value());
                 if (m.find()) {
                     position = Long.parseLong(m.group(1));
                 }
