@@ -37,6 +37,9 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        // Retriable and "not stored": the client resends the missing batches first, where an
+        // out-of-order answer makes librdkafka bump its epoch (see SEQUENCE_GAP_GRACE).
+        StorageError::EarlierBatchesInFlight { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::TxnNotVerified { .. } => ResponseError::InvalidTxnState,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
         StorageError::Corrupt { .. } => ResponseError::CorruptMessage,

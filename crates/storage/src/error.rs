@@ -158,6 +158,27 @@ pub enum StorageError {
         found: i32,
     },
 
+    /// A sequence gap at a writer opened moments ago, from a producer that has appended
+    /// nothing through it yet: the batches in the gap were most likely refused by the
+    /// partition's previous owner and are being resent, so the client is told to retry (as
+    /// `NOT_LEADER_OR_FOLLOWER`) rather than that its sequence is broken. Past
+    /// [`crate::SEQUENCE_GAP_GRACE`] the same gap is [`Self::OutOfOrderSequence`].
+    #[error(
+        "producer {producer_id} epoch {epoch}: sequence {found} is ahead of {expected} at a \
+         partition that changed hands moments ago; its earlier batches may still be on their \
+         way, retry"
+    )]
+    EarlierBatchesInFlight {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch in the batch.
+        epoch: i16,
+        /// First sequence the partition would accept.
+        expected: i32,
+        /// First sequence of the batch.
+        found: i32,
+    },
+
     /// A flush did not get its records committed before the earliest deadline among them (the
     /// producers' request timeout), so it was abandoned: nothing of it will ever be visible.
     #[error("flush abandoned at its deadline during {stage} of object {key}")]

@@ -66,5 +66,5 @@ pub use retention::{
 pub use segment_index::{IndexedSegment, SegmentIndex, SegmentIndexConfig, MIN_RETAINED};
 pub use writer::{
     AppendOptions, Appended, DurableTicket, PartitionWriter, SealedChunk, TxnVerification,
-    WriterConfig,
+    WriterConfig, SEQUENCE_GAP_GRACE,
 };

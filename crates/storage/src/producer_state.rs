@@ -107,6 +107,15 @@ fn increment_sequence(seq: i32, by: i32) -> i32 {
     }
 }
 
+/// Whether `found` lies ahead of `expected` in sequence order (sequences wrap past
+/// `i32::MAX` to 0): some batches between them are missing, rather than `found` being an old
+/// one.
+pub(crate) fn is_ahead(found: i32, expected: i32) -> bool {
+    let span = i64::from(i32::MAX) + 1;
+    let distance = (i64::from(found) - i64::from(expected)).rem_euclid(span);
+    distance > 0 && distance < span / 2
+}
+
 /// What the partition knows about one producer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ProducerEntry {
@@ -147,8 +156,9 @@ impl ProducerStateTable {
     /// batch's success as proof that the earlier ones were stored (librdkafka acknowledges them
     /// without an offset), so accepting a later batch first would acknowledge records never
     /// stored: that happens when an earlier batch was refused by an agent that lost the
-    /// partition while the next one already reached its new owner. Answered out of order, the
-    /// client resends the earlier batch first. Only a producer whose state may have been
+    /// partition while the next one already reached its new owner. Refused, the client resends
+    /// the earlier batch first (the writer answers such a gap "retry" for a while after it
+    /// opens: see [`crate::SEQUENCE_GAP_GRACE`]). Only a producer whose state may have been
     /// forgotten (`forgotten_below`) is accepted at any sequence, as Kafka does since KIP-360:
     /// refusing it would wedge a producer idle past the expiry.
     pub fn check(&self, batch: &ProducerBatch) -> Result<Check> {
@@ -307,6 +317,12 @@ impl ProducerStateTable {
     fn forget(&mut self, producer_id: i64) {
         self.producers.remove(&producer_id);
         self.forgotten_below = self.forgotten_below.max(producer_id.saturating_add(1));
+    }
+
+    /// Offset of the newest batch or marker of `producer_id` stored or appended here, if the
+    /// partition knows the producer.
+    pub fn last_offset_of(&self, producer_id: i64) -> Option<i64> {
+        self.producers.get(&producer_id).map(|e| e.last_offset)
     }
 
     /// First offset of `producer_id`'s open transaction on this partition, if one is open at
@@ -668,6 +684,18 @@ mod tests {
         // The retry arrives with different (unassigned) offsets.
         let retry = batch(7, 2, 0, 10, -1);
         assert_eq!(t.check(&retry).unwrap(), Check::Duplicate(first));
+    }
+
+    #[test]
+    fn ahead_counts_across_the_wrap_of_sequences() {
+        assert!(is_ahead(7, 5));
+        assert!(!is_ahead(5, 5));
+        assert!(!is_ahead(3, 5), "an old batch is behind, not a gap");
+        assert!(
+            is_ahead(2, i32::MAX - 1),
+            "past i32::MAX sequences restart at 0"
+        );
+        assert!(!is_ahead(i32::MAX - 1, 2));
     }
 
     #[test]

@@ -31,8 +31,22 @@ use crate::budget::Budget;
 use crate::error::{Result, StorageError};
 use crate::partition::PartitionStorage;
 use crate::producer_state::{
-    BatchKind, Check, ProducerBatch, ProducerStateTable, MIN_PRODUCERS_RETAINED,
+    is_ahead, BatchKind, Check, ProducerBatch, ProducerStateTable, MIN_PRODUCERS_RETAINED,
 };
+
+/// How long after a writer opens a sequence gap from a producer that has appended nothing
+/// through it is answered "retry" ([`StorageError::EarlierBatchesInFlight`]) instead of
+/// out of order.
+///
+/// Why: right after a partition changes hands, a producer's batch refused by the previous
+/// owner is resent while its next batch may already have reached the new one. Kafka answers
+/// that next batch `OUT_OF_ORDER_SEQUENCE_NUMBER`, which Java clients retry, but librdkafka
+/// (and every client built on it) then bumps its producer epoch and renumbers every queued
+/// record, so a record on any other partition whose earlier send timed out but was stored is
+/// stored a second time under the new epoch (librdkafka issue 4953). A retriable answer lets
+/// the client resend in order instead. Clients resend a refused batch within a second or two
+/// of a metadata refresh; a gap still open after this long is a real one.
+pub const SEQUENCE_GAP_GRACE: Duration = Duration::from_secs(30);
 
 /// Settings of a [`PartitionWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +166,9 @@ struct Inner {
     topic: Arc<str>,
     config: WriterConfig,
     fence: Option<LeaseFence>,
+    /// High watermark and time at opening: a producer whose newest batch lies below it has
+    /// appended nothing through this writer (see [`SEQUENCE_GAP_GRACE`]).
+    opened: (i64, tokio::time::Instant),
     state: Mutex<State>,
     /// Sequence number of the last sealed chunk resolved (published or discarded); a chunk is
     /// resolved only once its predecessor is.
@@ -397,6 +414,7 @@ impl PartitionWriter {
                 storage,
                 config,
                 fence,
+                opened: (hw, tokio::time::Instant::now()),
                 state: Mutex::new(state),
                 resolved: watch::channel(0).0,
                 high_watermark,
@@ -703,7 +721,7 @@ impl Inner {
         for batch in batches {
             let entry = producer_batch(batch, -1);
             let table = staged.as_ref().unwrap_or(&state.producers);
-            match table.check(&entry)? {
+            match table.check(&entry).map_err(|e| self.soften_gap(table, e))? {
                 Check::Duplicate(original) => return Ok(Some(original)),
                 Check::Append if batches.len() > 1 => {
                     // Only the request's producers: a copy of the whole table (up to
@@ -719,6 +737,34 @@ impl Inner {
             }
         }
         Ok(None)
+    }
+
+    /// A sequence gap from a producer that has appended nothing through this writer, within
+    /// [`SEQUENCE_GAP_GRACE`] of its opening, becomes [`StorageError::EarlierBatchesInFlight`].
+    fn soften_gap(&self, table: &ProducerStateTable, error: StorageError) -> StorageError {
+        let StorageError::OutOfOrderSequence {
+            producer_id,
+            epoch,
+            expected,
+            found,
+        } = error
+        else {
+            return error;
+        };
+        let (opened_hw, opened_at) = self.opened;
+        let new_here = table
+            .last_offset_of(producer_id)
+            .is_none_or(|last| last < opened_hw);
+        if new_here && is_ahead(found, expected) && opened_at.elapsed() < SEQUENCE_GAP_GRACE {
+            StorageError::EarlierBatchesInFlight {
+                producer_id,
+                epoch,
+                expected,
+                found,
+            }
+        } else {
+            error
+        }
     }
 
     fn duplicate(&self, state: &mut State, original: ProducerBatch) -> Appended {

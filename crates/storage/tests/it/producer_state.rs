@@ -118,10 +118,11 @@ async fn dedupe_survives_a_restart() {
         (last.base_offset, last.last_offset)
     );
     assert!(retry.durable.is_ready());
-    // And the sequence continues where it was.
+    // And the sequence continues where it was (a gap right after the reopening is answered
+    // "retry": see `a_gap_right_after_a_takeover_is_retriable_until_the_grace_ends`).
     assert!(matches!(
         reopened.append(vec![idempotent(0, 7, 1)]),
-        Err(StorageError::OutOfOrderSequence { expected: 6, .. })
+        Err(StorageError::EarlierBatchesInFlight { expected: 6, .. })
     ));
     let next = reopened.append(vec![idempotent(0, 6, 1)]).unwrap();
     assert_eq!(next.base_offset, 10);
@@ -152,7 +153,65 @@ async fn dedupe_survives_a_restart_however_many_segments_other_writes_made_since
     );
     assert!(matches!(
         reopened.append(vec![idempotent(0, 5, 1)]),
-        Err(StorageError::OutOfOrderSequence { expected: 2, .. })
+        Err(StorageError::EarlierBatchesInFlight { expected: 2, .. })
+    ));
+}
+
+/// After a takeover, a producer's batch refused by the previous owner is resent while its next
+/// one may arrive first: within the grace that gap is "retry" (librdkafka would bump its epoch
+/// on an out-of-order answer and store records twice), never appended, and the batch is taken
+/// once the missing one arrived. A producer that already appended through the new writer, an
+/// old batch, and any gap once the grace is over are out of order, as in Kafka.
+#[tokio::test]
+async fn a_gap_right_after_a_takeover_is_retriable_until_the_grace_ends() {
+    let env = Env::in_memory().await;
+    let writer = env.writer(test_config(), None).await.unwrap();
+    for seq in [0, 2, 4] {
+        let _ = writer.append(vec![idempotent(0, seq, 2)]).unwrap();
+        writer.flush().await.unwrap();
+    }
+    drop(writer);
+
+    let taken_over = env.reopened_writer(test_config()).await;
+    tokio::time::pause();
+    let gap = |w: &streamhouse_storage::PartitionWriter, epoch, seq| {
+        w.append(vec![idempotent(epoch, seq, 2)])
+            .map(|a| a.base_offset)
+    };
+    assert!(matches!(
+        gap(&taken_over, 0, 8),
+        Err(StorageError::EarlierBatchesInFlight {
+            expected: 6,
+            found: 8,
+            ..
+        })
+    ));
+    // A bumped epoch must start at 0: the same answer.
+    assert!(matches!(
+        gap(&taken_over, 1, 3),
+        Err(StorageError::EarlierBatchesInFlight { expected: 0, .. })
+    ));
+    // A producer the partition never saw, starting past 0.
+    let stranger = || batch(1, 8, 1_000, Some((PID + 1, 0, 4)));
+    assert!(matches!(
+        taken_over.append(vec![stranger()]),
+        Err(StorageError::EarlierBatchesInFlight { expected: 0, .. })
+    ));
+    assert_eq!(taken_over.next_offset(), 6, "nothing of the gaps appended");
+
+    // The missing batch arrives, then the one that came early.
+    assert_eq!(gap(&taken_over, 0, 6).unwrap(), 6);
+    assert_eq!(gap(&taken_over, 0, 8).unwrap(), 8);
+    // Having appended through this writer, the producer's next gap is out of order at once.
+    assert!(matches!(
+        gap(&taken_over, 0, 13),
+        Err(StorageError::OutOfOrderSequence { expected: 10, .. })
+    ));
+    // Once the grace is over, any gap is.
+    tokio::time::advance(streamhouse_storage::SEQUENCE_GAP_GRACE).await;
+    assert!(matches!(
+        taken_over.append(vec![stranger()]),
+        Err(StorageError::OutOfOrderSequence { expected: 0, .. })
     ));
 }
 
