@@ -163,12 +163,9 @@ impl Partitions {
     }
 
     /// Appends batches to an open partition, counts the bytes in, and asks for an early flush once
-    /// the partition has `flush_max_bytes` buffered. Shared by Produce and the HTTP produce API.
-    ///
-    /// The bytes are first reserved from the agent's buffer budget, waiting until `deadline` (the
-    /// request's timeout) when it is full: a slow object store throttles producers instead of
-    /// growing memory. A flush still pending at `deadline` is abandoned, so records answered with an
-    /// error are never stored later.
+    /// the partition has `flush_max_bytes` buffered: [`Self::reserve_for`], then
+    /// [`Self::append_reserved`]. Shared by Produce (which checks its client is still there
+    /// between the two) and the HTTP produce API.
     pub(crate) async fn append(
         &self,
         log: &PartitionLog,
@@ -176,8 +173,34 @@ impl Partitions {
         deadline: tokio::time::Instant,
         txn_verified: Option<TxnVerification>,
     ) -> Result<Appended, StorageError> {
+        let reservation = self.reserve_for(&batches, deadline).await?;
+        self.append_reserved(log, batches, deadline, txn_verified, reservation)
+    }
+
+    /// Reserves the bytes of `batches` from the agent's buffer budget, waiting until `deadline`
+    /// (the request's timeout) when it is full: a slow object store throttles producers instead
+    /// of growing memory.
+    pub(crate) async fn reserve_for(
+        &self,
+        batches: &[RecordBatch],
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, StorageError> {
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        let reservation = self.reserve_buffer(bytes, deadline).await?;
+        self.reserve_buffer(bytes, deadline).await
+    }
+
+    /// Appends `batches` with their `reservation` (from [`Self::reserve_for`]). A flush still
+    /// pending at `deadline` is abandoned, so records answered with an error are never stored
+    /// later.
+    pub(crate) fn append_reserved(
+        &self,
+        log: &PartitionLog,
+        batches: Vec<RecordBatch>,
+        deadline: tokio::time::Instant,
+        txn_verified: Option<TxnVerification>,
+        reservation: OwnedSemaphorePermit,
+    ) -> Result<Appended, StorageError> {
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let options = AppendOptions {
             deadline: Some(deadline),
             reservation: Some(reservation),

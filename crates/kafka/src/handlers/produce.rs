@@ -112,8 +112,9 @@ impl PartitionOutcome {
 /// gave up on a request may have judged its records not persisted (librdkafka does when it
 /// drops a broker from its metadata, and then resends them under a bumped producer epoch, which
 /// no sequence check can tell from new records), so a request still waiting (for a partition
-/// being opened or taken over) when its connection closed must not append them afterwards.
-/// Kafka likewise drops the requests of a closed connection it has not processed yet.
+/// being opened or taken over, or for room in the agent's buffer) when its connection closed
+/// must not append them afterwards. Kafka likewise drops the requests of a closed connection it
+/// has not processed yet.
 async fn append_partition(
     b: &Broker,
     topic: &str,
@@ -138,19 +139,35 @@ async fn append_partition(
     let compacted = CompactionPolicy::of(&log.topic.config).is_some();
     outcome.result = match parse_batches(records, limit, compacted) {
         Ok(batches) => match verify_txn(b, &log, &batches).await {
-            Ok(_) if gone.is_some_and(|gone| gone.load(Ordering::Acquire)) => {
-                Err((ResponseError::NetworkException, "connection closed".into()))
-            }
-            Ok(verified) => b
-                .partitions
-                .append(&log, batches, deadline, verified)
-                .await
-                .map_err(storage_failure),
+            Ok(verified) => append_unless_gone(b, &log, batches, deadline, verified, gone).await,
             Err(refused) => Err(refused),
         },
         Err(refused) => Err(refused),
     };
     outcome
+}
+
+/// The last wait (room in the buffer), then the `gone` check, then the append, which does not
+/// wait: nothing is appended for a client that left while its request waited.
+async fn append_unless_gone(
+    b: &Broker,
+    log: &PartitionLog,
+    batches: Vec<RecordBatch>,
+    deadline: tokio::time::Instant,
+    verified: Option<TxnVerification>,
+    gone: Option<&AtomicBool>,
+) -> Result<Appended, (ResponseError, String)> {
+    let reservation = b
+        .partitions
+        .reserve_for(&batches, deadline)
+        .await
+        .map_err(storage_failure)?;
+    if gone.is_some_and(|gone| gone.load(Ordering::Acquire)) {
+        return Err((ResponseError::NetworkException, "connection closed".into()));
+    }
+    b.partitions
+        .append_reserved(log, batches, deadline, verified, reservation)
+        .map_err(storage_failure)
 }
 
 /// KIP-890: a transactional write that would open its producer's transaction on this

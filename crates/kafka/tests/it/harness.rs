@@ -55,6 +55,15 @@ impl TestServer {
         method: &'static str,
         delay: fn(u64) -> Duration,
     ) -> (Self, Arc<dyn MetadataStore>) {
+        Self::start_delaying_with(BrokerConfig::default(), method, delay).await
+    }
+
+    /// [`Self::start_delaying`] with `config`.
+    pub async fn start_delaying_with(
+        config: BrokerConfig,
+        method: &'static str,
+        delay: fn(u64) -> Duration,
+    ) -> (Self, Arc<dyn MetadataStore>) {
         let hook = DelayCalls {
             method,
             delay,
@@ -64,7 +73,7 @@ impl TestServer {
             Arc::new(SqliteMetadataStore::in_memory().await.unwrap());
         let hooked: Arc<dyn MetadataStore> =
             Arc::new(streamhouse_metadata::HookedMetadataStore::new(sqlite, hook));
-        let server = Self::start_on(Arc::new(InMemory::new()), hooked.clone()).await;
+        let server = Self::launch(config, Arc::new(InMemory::new()), hooked.clone(), None).await;
         (server, hooked)
     }
 
@@ -156,6 +165,15 @@ impl Client {
     pub async fn send_and_hang_up(mut self, request: RequestKind, version: i16) {
         let (frames, _) = self.encode_requests(vec![(request, version)]);
         self.write_raw(&frames).await;
+        self.stream.shutdown().await.unwrap();
+    }
+
+    /// Writes `request` and closes the connection `after` that long without reading its
+    /// response: a client that gives up on a request the agent is still working on.
+    pub async fn send_then_hang_up(mut self, request: RequestKind, version: i16, after: Duration) {
+        let (frames, _) = self.encode_requests(vec![(request, version)]);
+        self.write_raw(&frames).await;
+        tokio::time::sleep(after).await;
         self.stream.shutdown().await.unwrap();
     }
 

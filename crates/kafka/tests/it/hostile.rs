@@ -547,3 +547,57 @@ async fn a_produce_whose_client_hung_up_before_its_append_appends_nothing() {
     assert_eq!(code, 0);
     assert_eq!(end(0).await, 1);
 }
+
+/// The same for a Produce whose client hung up while it waited for room in the agent's buffer
+/// (full because a flush's commit is held up): once room is made, it appends nothing.
+#[tokio::test]
+async fn a_produce_whose_client_hung_up_while_waiting_for_buffer_room_appends_nothing() {
+    let held_first = |n| Duration::from_millis(if n == 0 { 1_500 } else { 0 });
+    let config = BrokerConfig {
+        max_buffered_bytes: 4 * 1024,
+        ..BrokerConfig::default()
+    };
+    let (server, metadata) =
+        TestServer::start_delaying_with(config, "commit_segments", held_first).await;
+    create_topic(&server, "t", 2).await;
+    let value = "v".repeat(3_000);
+    let big = record_batch(&[("k", value.as_str())], 1_000, None);
+    // Fills the buffer until its flush is committed, 1.5 s on.
+    let mut filler = server.client().await;
+    let first = big.clone();
+    let filling =
+        tokio::spawn(
+            async move { produce_result(filler.send(produce("t", 0, first, -1), 9).await) },
+        );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Waits for room, and its client leaves meanwhile.
+    let leaving = server.client().await;
+    leaving
+        .send_then_hang_up(
+            produce("t", 1, big.clone(), -1),
+            9,
+            Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(filling.await.unwrap().0, 0, "the filler is acknowledged");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let end = |partition| {
+        let metadata = metadata.clone();
+        async move {
+            metadata
+                .get_partition("t", partition)
+                .await
+                .unwrap()
+                .high_watermark
+        }
+    };
+    assert_eq!(
+        end(1).await,
+        0,
+        "hung up while waiting for room: nothing appended"
+    );
+    let mut client = server.client().await;
+    let (code, _) = produce_result(client.send(produce("t", 1, big, -1), 9).await);
+    assert_eq!(code, 0);
+    assert_eq!(end(1).await, 1);
+}
