@@ -2,7 +2,7 @@
 //! the write path's service.
 //!
 //! A Produce reserves its bytes from the agent's buffer budget
-//! ([`Partitions::reserve_buffer`]), appends to the partition's [`PartitionWriter`] (in
+//! ([`Partitions::reserve_for`]), appends to the partition's [`PartitionWriter`] (in
 //! memory, offsets assigned) and waits for durability. The flusher wakes every
 //! `flush_interval` (or sooner when a partition has `flush_max_bytes` buffered), seals every
 //! partition with buffered data into one [`FlushCycle`] and starts it: the cycle uploads ONE
@@ -179,14 +179,23 @@ impl Partitions {
 
     /// Reserves the bytes of `batches` from the agent's buffer budget, waiting until `deadline`
     /// (the request's timeout) when it is full: a slow object store throttles producers instead
-    /// of growing memory.
+    /// of growing memory. A request larger than the whole budget reserves all of it.
     pub(crate) async fn reserve_for(
         &self,
         batches: &[RecordBatch],
         deadline: tokio::time::Instant,
     ) -> Result<OwnedSemaphorePermit, StorageError> {
-        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        self.reserve_buffer(bytes, deadline).await
+        let bytes: usize = batches.iter().map(RecordBatch::len).sum();
+        let budget = u32::try_from(config_budget(&self.config)).unwrap_or(u32::MAX);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, budget);
+        let acquire = self.buffer_budget.clone().acquire_many_owned(permits);
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics::counter!("streamhouse_produce_buffer_full_total").increment(1);
+                Err(StorageError::BufferFull)
+            }
+        }
     }
 
     /// Appends `batches` with their `reservation` (from [`Self::reserve_for`]). A flush still
@@ -647,25 +656,6 @@ impl Partitions {
             .values()
             .filter_map(|cell| cell.get().and_then(|held| held.log().cloned()))
             .collect()
-    }
-
-    /// Reserves `bytes` of the buffer budget for records about to be appended, waiting until
-    /// `deadline` while it is full. A request larger than the whole budget reserves all of it.
-    pub(crate) async fn reserve_buffer(
-        &self,
-        bytes: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, StorageError> {
-        let budget = u32::try_from(config_budget(&self.config)).unwrap_or(u32::MAX);
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, budget);
-        let acquire = self.buffer_budget.clone().acquire_many_owned(permits);
-        match tokio::time::timeout_at(deadline, acquire).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => {
-                metrics::counter!("streamhouse_produce_buffer_full_total").increment(1);
-                Err(StorageError::BufferFull)
-            }
-        }
     }
 
     /// What a flush cycle of this agent needs.

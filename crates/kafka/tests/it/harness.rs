@@ -162,10 +162,9 @@ impl Client {
 
     /// Writes `request` and closes the connection without waiting for its response, as a
     /// client that gives up on a broker does.
-    pub async fn send_and_hang_up(mut self, request: RequestKind, version: i16) {
-        let (frames, _) = self.encode_requests(vec![(request, version)]);
-        self.write_raw(&frames).await;
-        self.stream.shutdown().await.unwrap();
+    pub async fn send_and_hang_up(self, request: RequestKind, version: i16) {
+        self.send_then_hang_up(request, version, Duration::ZERO)
+            .await;
     }
 
     /// Writes `request` and closes the connection `after` that long without reading its
