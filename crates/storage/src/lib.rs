@@ -27,6 +27,7 @@ mod deleter;
 mod error;
 mod group_commit;
 mod janitor;
+mod local;
 mod metered;
 mod objects;
 mod partition;

@@ -11,6 +11,8 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::local::LocalStore;
+
 /// Where segment objects are stored.
 ///
 /// Deserializes from an externally tagged form with a `type` field, e.g.
@@ -88,7 +90,9 @@ pub fn build_object_store(
     config: &ObjectStoreConfig,
 ) -> Result<Arc<dyn ObjectStore>, ObjectStoreBuildError> {
     match config {
-        ObjectStoreConfig::Local { root } => Ok(Arc::new(durable_local_store(root)?)),
+        ObjectStoreConfig::Local { root } => {
+            Ok(Arc::new(LocalStore::new(durable_local_store(root)?)))
+        }
         ObjectStoreConfig::Memory => Ok(Arc::new(InMemory::new())),
         ObjectStoreConfig::S3 {
             bucket,
@@ -133,7 +137,7 @@ pub fn build_object_store(
 /// default; `with_fsync(true)` (object_store 0.14) makes `put`, multipart completion, copy and
 /// rename `sync_all` the file before publishing it by rename and fsync every directory whose
 /// entries changed (new parent directories included) before returning, which is exactly the
-/// guarantee needed, so no wrapper store is required.
+/// guarantee needed: [`LocalStore`] around it changes reads only.
 fn durable_local_store(root: &std::path::Path) -> Result<LocalFileSystem, ObjectStoreBuildError> {
     std::fs::create_dir_all(root).map_err(|source| ObjectStoreBuildError::CreateRoot {
         root: root.to_path_buf(),
