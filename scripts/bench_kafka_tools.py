@@ -112,7 +112,7 @@ def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: 
     nums = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", last)]
     consume = java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
         "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(records),
-        "--timeout", "60000"])
+        "--timeout", "60000", "--print-metrics"])
     # CSV: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec,
     # rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec. MB.sec counts the group
     # join too; fetch.MB.sec only the time after it.
@@ -122,8 +122,18 @@ def kafka_tools(classpath: str, bootstrap: str, topic: str, records: int, size: 
                     "p99_ms": nums[7], "client_cpu_s_per_gb": client_cpu / (records * size / 1e9),
                     "machine_busy": (busy1 - busy0) / max(total1 - total0, 1e-9)},
         "consume": {"mb_per_s": float(row[3]), "records_per_s": float(row[5]),
-                    "rebalance_ms": float(row[6]), "fetch_mb_per_s": float(row[8])},
+                    "rebalance_ms": float(row[6]), "fetch_mb_per_s": float(row[8]),
+                    "fetch_latency_ms": consumer_metric(consume, "fetch-latency-avg"),
+                    "fetches": consumer_metric(consume, "fetch-total")},
     }
+
+
+def consumer_metric(output: str, name: str) -> float:
+    """A fetch-manager metric of the consumer from `--print-metrics` (the consumer's own view of
+    the server: `fetch-latency-avg` is the time from sending a Fetch to having its response)."""
+    found = re.search(rf"^consumer-fetch-manager-metrics:{name}:\{{client-id=[^}}]*\}}\s*:\s*"
+                      r"([\d.]+)", output, re.MULTILINE)
+    return float(found.group(1)) if found else float("nan")
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 """StreamHouse side by side with Apache Kafka on this machine, in alternating rounds.
 
     cargo build --release -p streamhouse
-    .venv/bin/python scripts/bench_vs_kafka.py [--rounds 2] [--records 300000] \
-        [--partitions 6 120] [--codecs none lz4] [--java-only]
+    .venv/bin/python scripts/bench_vs_kafka.py [--rounds 2] [--warmup-rounds 1] \
+        [--records 300000] [--partitions 6 120] [--codecs none lz4] [--java-only]
 
 Kafka 4.3.1 (`org.apache.kafka:kafka_2.13`, with kafka-tools) comes from Maven Central into
 .cache/m2 through tests/java's pom.xml; one single-node KRaft broker (broker + controller, local
@@ -21,11 +21,14 @@ local store). Every target gets the same tools in each round, the target order r
   batches and linger as the Java producer's, up to 128 requests in flight per connection;
 - end to end: `streamhouse bench e2e` at 1,000 records/s for 10 s (linger 0), p50/p99/p999 from
   each record's due time to its consumption.
-Per run: MB/s, the server's CPU seconds per GB (utime + stime from /proc), the Java producer's
-own CPU seconds per GB and the machine's busy share while it produces (/proc/stat: near 100 %,
-the produce figure is the machine's ceiling with this load generator, not the server's), and
-the server's peak RSS at the end. Prints medians per target and the paired ratios
-StreamHouse / Kafka.
+The first rounds (`--warmup-rounds`, the same loads) are not recorded: Kafka's JVM compiles its
+hot paths during the first runs (its consume rate rose by a quarter or more over one run's
+rounds), and a broker in service is warm. Per run: MB/s, the consumer's own average Fetch
+latency (request sent to response read, `fetch-latency-avg`) and Fetch count, the server's CPU
+seconds per GB (utime + stime from /proc), the Java producer's own CPU seconds per GB and the
+machine's busy share while it produces (/proc/stat: near 100 %, the produce figure is the
+machine's ceiling with this load generator, not the server's), and the server's peak RSS at the
+end. Prints medians per target and, per Kafka target, StreamHouse's median over its median.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ def run_round(classpath, binary, target: Target, partitions, codec, records) -> 
             "consume_mb_s": perf["consume"]["mb_per_s"],
             "fetch_mb_s": perf["consume"]["fetch_mb_per_s"],
             "rebalance_ms": perf["consume"]["rebalance_ms"],
+            "fetch_latency_ms": perf["consume"]["fetch_latency_ms"],
+            "fetches": perf["consume"]["fetches"],
             "cpu_s_per_gb": (cpu1 - cpu0) / gb,
             "client_cpu_s_per_gb": perf["produce"]["client_cpu_s_per_gb"],
             "busy_pct": 100 * perf["produce"]["machine_busy"]}
@@ -171,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=str(REPO / "target/release/streamhouse"))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup-rounds", type=int, default=1,
+                        help="rounds run first and not recorded (the JVM's warm-up)")
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, nargs="+", default=[6, 120])
     parser.add_argument("--codecs", nargs="+", default=["none", "lz4"])
@@ -190,23 +197,20 @@ def main() -> None:
                Target("kafka-fsync", kafka.bootstrap, kafka.proc.pid, ["flush.messages=1"])]
     results: dict[tuple, list[dict]] = {}
     try:
-        for r in range(args.rounds):
+        for r in range(-args.warmup_rounds, args.rounds):
             order = targets[r % 3:] + targets[:r % 3]
+            warmup = r < 0
             for partitions in args.partitions:
                 for codec in args.codecs:
                     for t in order:
                         row = run_round(classpath, args.binary, t, partitions, codec, args.records)
-                        results.setdefault((t.name, partitions, codec), []).append(row)
-                        print(t.name, partitions, codec, row, flush=True)
+                        record(results, warmup, (t.name, partitions, codec), row)
                     for t in [] if args.java_only else order:
                         row = bench_round(classpath, args.binary, t, partitions, codec,
                                           args.records)
-                        results.setdefault((t.name, partitions, codec, "bench"), []).append(row)
-                        print(t.name, partitions, codec, "bench", row, flush=True)
+                        record(results, warmup, (t.name, partitions, codec, "bench"), row)
             for t in [] if args.java_only else order:
-                row = e2e(classpath, args.binary, t)
-                results.setdefault((t.name, "e2e"), []).append(row)
-                print(t.name, "e2e", row, flush=True)
+                record(results, warmup, (t.name, "e2e"), e2e(classpath, args.binary, t))
         rss = {"streamhouse": peak_rss_mib(agent.proc.pid), "kafka": peak_rss_mib(kafka.proc.pid)}
     finally:
         agent.stop()
@@ -215,13 +219,22 @@ def main() -> None:
     report(results, rss)
 
 
+def record(results: dict, warmup: bool, key: tuple, row: dict) -> None:
+    """Prints a run's row; keeps it unless it is a warm-up round's."""
+    print(*key, "(warm-up, not recorded)" if warmup else "", row, flush=True)
+    if not warmup:
+        results.setdefault(key, []).append(row)
+
+
 def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
 # Columns of the two throughput tables: (header, row key, shown as a ratio to StreamHouse's).
 TOOLS_COLUMNS = [("produce MB/s", "produce_mb_s", True), ("consume MB/s", "consume_mb_s", True),
-                 ("fetch-phase MB/s", "fetch_mb_s", True), ("group join ms", "rebalance_ms", False),
+                 ("fetch-phase MB/s", "fetch_mb_s", True),
+                 ("consumer's Fetch latency ms", "fetch_latency_ms", False),
+                 ("Fetches", "fetches", False), ("group join ms", "rebalance_ms", False),
                  ("server CPU s/GB", "cpu_s_per_gb", True),
                  ("producer CPU s/GB", "client_cpu_s_per_gb", False),
                  ("machine busy while producing %", "busy_pct", False)]
