@@ -9,10 +9,13 @@ Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedd
 `--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
 acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records.
 Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc its CPU
-seconds per GB, minor page faults and context switches per MB of each phase. With `--after S`, the agent is then left
-alone for S seconds and its CPU in that window is reported per GB produced (`after_cpu_s_gb`):
-the background work the round's data costs, consolidation above all (it rewrites slices 10-60 s
-old, so 75 s covers it), with the minor page faults of that window (`after_faults`). With
+seconds per GB, minor page faults and context switches per MB of each phase, and from its
+/metrics the object store's PUTs per MB produced, GETs per MB consumed and the bytes those GETs
+read per byte consumed (above 1: the block cache read more than the consumer took). With
+`--after S`, the agent is then left alone for S seconds and its CPU in that window is reported
+per GB produced (`after_cpu_s_gb`): the background work the round's data costs, consolidation
+above all (it rewrites slices 10-60 s old, so 75 s covers it), with the minor page faults of
+that window (`after_faults`). With
 `--warmup`, each agent first takes 300,000 records on another topic, unmeasured, so the round
 measures an agent whose block cache (256 MiB) is already full: a fresh agent's first 256 MiB
 produced also fault in the cache's memory. Prints every run, then medians.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -56,6 +61,18 @@ def counters(pid: int) -> tuple[float, int, int]:
     return (int(fields[11]) + int(fields[12])) / TICKS, int(fields[7]), switches
 
 
+def store_counters(agent: tools.Agent) -> dict[str, float]:
+    """The agent's object-store counters so far, from its /metrics: requests per operation
+    (`get`, `put`, ...) and the payload bytes of GETs (`get_bytes`)."""
+    text = urllib.request.urlopen(f"http://{agent.http}/metrics", timeout=10).read().decode()
+    found: dict[str, float] = {}
+    for name, op, value in re.findall(
+            r'^streamhouse_object_store_(requests|bytes)_total\{op="(\w+)"\} (\S+)$', text,
+            re.MULTILINE):
+        found[op if name == "requests" else f"{op}_bytes"] = float(value)
+    return found
+
+
 def start_agent(binary: str, env: dict[str, str]) -> tools.Agent:
     saved = dict(os.environ)
     os.environ.update(env)
@@ -81,12 +98,15 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
             produce(WARMUP_RECORDS)
         gb = args.records * 1024 / 1e9
         cpu0, faults0, switches0 = counters(agent.proc.pid)
+        store0 = store_counters(agent)
         topic, produced = produce(args.records)
         cpu1, faults1, switches1 = counters(agent.proc.pid)
+        store1 = store_counters(agent)
         consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
             "--bootstrap-server", agent.bootstrap, "--topic", topic,
             "--messages", str(args.records), "--timeout", "60000"])
         cpu2, faults2, switches2 = counters(agent.proc.pid)
+        store2 = store_counters(agent)
         time.sleep(args.after)
         cpu3, faults3, _ = counters(agent.proc.pid)
     finally:
@@ -105,11 +125,20 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         "consume_faults": faults2 - faults1,
         "produce_switches_per_mb": (switches1 - switches0) / (gb * 1000),
         "consume_switches_per_mb": (switches2 - switches1) / (gb * 1000),
+        # Requests to the store: PUTs per MB produced; while consuming, GETs per MB and the
+        # bytes they read per byte consumed (the block cache's read amplification).
+        "produce_puts_per_mb": delta(store0, store1, "put") / (gb * 1000),
+        "consume_gets_per_mb": delta(store1, store2, "get") / (gb * 1000),
+        "consume_read_ratio": delta(store1, store2, "get_bytes") / (gb * 1e9),
     }
     if args.after > 0:
         result["after_cpu_s_gb"] = (cpu3 - cpu2) / gb
         result["after_faults"] = faults3 - faults2
     return result
+
+
+def delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 use streamhouse_metadata::SessionTimeouts;
-use streamhouse_storage::ObjectStoreConfig;
+use streamhouse_storage::{ObjectStoreConfig, SegmentCacheConfig};
 
 /// Flags of `streamhouse serve`. Each also reads the environment variable shown in `--help`.
 #[derive(Debug, Default, Args)]
@@ -126,6 +126,13 @@ pub struct ServeArgs {
     /// Memory for cached segment bytes [default: 268435456].
     #[arg(long, env = "STREAMHOUSE_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Size of the aligned blocks the segment cache reads objects in and keeps, from 4096 up
+    /// to the cache's size: what one cache miss reads. Smaller blocks read less beside what
+    /// a consumer asked for when many partitions share each flushed object, at more requests
+    /// per MB (a billed GET each on S3); BENCHMARKS.md has the trade-off measured
+    /// [default: 1048576].
+    #[arg(long, env = "STREAMHOUSE_CACHE_BLOCK_BYTES")]
+    pub cache_block_bytes: Option<u64>,
     /// How long a replaced or truncated object stays readable before it is deleted, for
     /// readers that already found it (Kafka's file.delete.delay.ms) [default: 60000].
     #[arg(long, env = "STREAMHOUSE_FILE_DELETE_DELAY_MS")]
@@ -253,6 +260,7 @@ struct FileConfig {
     max_partitions_per_agent: Option<u64>,
     max_producers_per_agent: Option<usize>,
     cache_max_bytes: Option<u64>,
+    cache_block_bytes: Option<u64>,
     file_delete_delay_ms: Option<u64>,
     janitor_interval_ms: Option<u64>,
     janitor_min_age_ms: Option<u64>,
@@ -299,6 +307,8 @@ pub struct Settings {
     /// Connection, memory and partition limits.
     pub limits: streamhouse_kafka::Limits,
     pub cache_max_bytes: u64,
+    /// Size of the segment cache's blocks.
+    pub cache_block_bytes: u64,
     /// Deletion delays, janitor and consolidation timing.
     pub maintenance: streamhouse_kafka::MaintenanceConfig,
     pub object_store: ObjectStoreConfig,
@@ -444,6 +454,20 @@ impl ServeArgs {
         if let ObjectStoreConfig::Local { root } = &object_store {
             maintenance.janitor.local_root = Some(root.clone());
         }
+        let cache_max_bytes = self
+            .cache_max_bytes
+            .or(file.cache_max_bytes)
+            .unwrap_or(256 << 20);
+        let cache_block_bytes = self
+            .cache_block_bytes
+            .or(file.cache_block_bytes)
+            .unwrap_or(SegmentCacheConfig::default().block_size);
+        if !(4096..=cache_max_bytes.max(4096)).contains(&cache_block_bytes) {
+            bail!(
+                "cache_block_bytes ({cache_block_bytes}) must be from 4096 up to \
+                 cache_max_bytes ({cache_max_bytes})"
+            );
+        }
         Ok(Settings {
             limits,
             maintenance,
@@ -492,10 +516,8 @@ impl ServeArgs {
                 .max_request_bytes
                 .or(file.max_request_bytes)
                 .unwrap_or(100 << 20),
-            cache_max_bytes: self
-                .cache_max_bytes
-                .or(file.cache_max_bytes)
-                .unwrap_or(256 << 20),
+            cache_max_bytes,
+            cache_block_bytes,
             object_store,
             data_dir,
         })
@@ -658,6 +680,24 @@ mod tests {
         );
         assert!(matches!(s.object_store, ObjectStoreConfig::Local { .. }));
         assert!(!s.auto_create_topics);
+        assert_eq!(s.cache_block_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn cache_block_size_is_checked() {
+        let with = |block: u64| {
+            ServeArgs {
+                cache_max_bytes: Some(1 << 20),
+                cache_block_bytes: Some(block),
+                ..Default::default()
+            }
+            .resolve()
+            .map(|s| s.cache_block_bytes)
+        };
+        assert_eq!(with(64 << 10).unwrap(), 64 << 10);
+        assert_eq!(with(1 << 20).unwrap(), 1 << 20);
+        assert!(with(0).is_err());
+        assert!(with(2 << 20).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(streamhouse_http::Metrics::new(metrics_handle).with_metadata_cache(cached));
     let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
         max_bytes: settings.cache_max_bytes,
+        block_size: settings.cache_block_bytes,
         ..SegmentCacheConfig::default()
     }));
 
