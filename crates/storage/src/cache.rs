@@ -18,6 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use streamhouse_segment::SegmentFooter;
 
 use crate::error::{Result, StorageError};
+use crate::layout::is_shared_object;
 
 /// GET attempts for one run of blocks before a transient error is returned.
 const GET_ATTEMPTS: u32 = 4;
@@ -39,6 +40,14 @@ pub struct SegmentCacheConfig {
     /// Upper bound on the memory of verified segment footers, shared by every partition of the
     /// agent (a per-partition bound would let memory grow with the partition count).
     pub footer_max_bytes: u64,
+    /// A read of a shared flush object (`wal/`) that misses a block reads exactly the range
+    /// asked for, caches nothing and starts no read-ahead. For a store whose reads are cheap
+    /// and cached by the OS (the local filesystem): a flush object holds batches of a few
+    /// partitions each (producers fill one partition's batch at a time), consumers catching
+    /// up read those partitions far apart in time, and whole blocks were evicted before the
+    /// neighbouring batches in them were read, so each block was read about three times
+    /// (BENCHMARKS.md). On S3 each read is a billed GET, so whole blocks stay the rule there.
+    pub exact_shared_reads: bool,
 }
 
 impl Default for SegmentCacheConfig {
@@ -47,6 +56,7 @@ impl Default for SegmentCacheConfig {
             max_bytes: 256 * 1024 * 1024,
             block_size: 1024 * 1024,
             footer_max_bytes: 32 * 1024 * 1024,
+            exact_shared_reads: false,
         }
     }
 }
@@ -129,6 +139,8 @@ pub struct SegmentCache {
     /// a cache costs tens of kilobytes before it holds anything.
     footers: moka::sync::Cache<SegmentKey, Arc<SegmentFooter>>,
     block_size: u64,
+    /// [`SegmentCacheConfig::exact_shared_reads`].
+    exact_shared_reads: bool,
     counters: Arc<Counters>,
 }
 
@@ -162,6 +174,7 @@ impl SegmentCache {
             blocks,
             footers: footer_cache(config.footer_max_bytes),
             block_size: config.block_size.max(1),
+            exact_shared_reads: config.exact_shared_reads,
             counters: Arc::default(),
         }
     }
@@ -211,12 +224,50 @@ impl SegmentCache {
                 written: true,
             });
         }
+        if self.reads_exactly(key) {
+            if let Some(bytes) = self.exact_if_missing(store, key, &range).await? {
+                return Ok(CachedParts {
+                    parts: vec![bytes],
+                    written: false,
+                });
+            }
+        }
         let (first, blocks) = self.blocks_of(store, key, object_len, &range).await?;
         let parts = self.slices(&blocks, first, range);
         Ok(CachedParts {
             written: blocks.iter().all(|b| b.written),
             parts: parts.into_iter().map(|part| self.unpinned(part)).collect(),
         })
+    }
+
+    /// Whether misses in object `key` are read exactly ([`SegmentCacheConfig::exact_shared_reads`]).
+    fn reads_exactly(&self, key: &str) -> bool {
+        self.exact_shared_reads && is_shared_object(key)
+    }
+
+    /// `range` (not empty, within the object) read from the store as asked, if any block of it
+    /// is not cached; `None` when every block is (the tail written through: read from memory).
+    async fn exact_if_missing(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        range: &Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        let object: Arc<str> = Arc::from(key);
+        let indexes = self.block_indexes(range);
+        let blocks = indexes.end - indexes.start;
+        let missing = indexes
+            .filter(|&index| !self.blocks.contains_key(&(object.clone(), index)))
+            .count() as u64;
+        if missing == 0 {
+            return Ok(None);
+        }
+        self.counters
+            .hits
+            .fetch_add(blocks - missing, Ordering::Relaxed);
+        self.counters.misses.fetch_add(missing, Ordering::Relaxed);
+        let bytes = self.fetch_with_retry(store, key, range.clone()).await;
+        bytes.map(Some).map_err(|error| shared_error(key, error))
     }
 
     /// A slice much smaller than a block, copied out of it: whoever keeps the slice (a Fetch
@@ -371,6 +422,9 @@ impl SegmentCache {
         let range = clip(range, object_len);
         if range.is_empty() {
             return;
+        }
+        if self.reads_exactly(&key) {
+            return; // nothing read ahead would be kept
         }
         // Only the blocks: assembling the range would copy bytes nobody reads now.
         tokio::spawn(async move {

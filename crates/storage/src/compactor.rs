@@ -41,7 +41,7 @@ use streamhouse_metadata::{now_ms, LeaseFence, MetadataStore, SegmentInfo, Topic
 use streamhouse_segment::{decode_segment, EncodedSegment, Record, RecordBatch, SegmentBuilder};
 
 use crate::error::{Corruption, Result, StorageError};
-use crate::group_commit::SHARED_PREFIX;
+use crate::layout::{is_shared_object, SEGMENT_PREFIX};
 use crate::partition::PartitionStorage;
 use crate::writer::{upload_with_retries, WriterConfig};
 
@@ -302,11 +302,10 @@ impl Plan {
 /// Splits `segments` (a partition's, oldest first) into the compactable prefix and the rest.
 fn plan(segments: Vec<SegmentInfo>, policy: &CompactionPolicy, now: i64) -> Plan {
     let newest_allowed = now.saturating_sub(policy.min_lag_ms);
-    let wal = format!("{SHARED_PREFIX}/");
     let total = segments.len();
     let compactable: Vec<SegmentInfo> = segments
         .into_iter()
-        .take_while(|s| !s.object_key.starts_with(&wal) && s.max_timestamp_ms <= newest_allowed)
+        .take_while(|s| !is_shared_object(&s.object_key) && s.max_timestamp_ms <= newest_allowed)
         .collect();
     let ends_log = compactable.len() == total;
     let dirty_from = compactable
@@ -757,7 +756,7 @@ fn output_key(
         (true, Some(at)) => format!(".t{at}{COMPACTED_SUFFIX}"),
     };
     format!(
-        "topics/{}/{}/{base_offset:020}-{}{suffix}",
+        "{SEGMENT_PREFIX}/{}/{}/{base_offset:020}-{}{suffix}",
         storage.topic.id,
         storage.partition,
         uuid::Uuid::new_v4().simple()

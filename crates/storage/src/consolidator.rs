@@ -34,12 +34,9 @@ use streamhouse_segment::{decode_segment, EncodedSegment, SegmentBuilder, Shared
 
 use crate::cache::{concat, slices_of};
 use crate::error::{Corruption, Result, StorageError};
-use crate::group_commit::SHARED_PREFIX;
+use crate::layout::{is_shared_object, CONSOLIDATED_PREFIX};
 use crate::partition::PartitionStorage;
 use crate::writer::{segment_key, upload_with_retries, WriterConfig};
-
-/// Prefix of the objects consolidation writes holding several partitions' segments.
-pub const CONSOLIDATED_PREFIX: &str = "data";
 
 /// When and how much to consolidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +210,6 @@ impl Consolidator {
         now: i64,
     ) -> Result<Vec<Pick<'a>>> {
         let newest = now - self.config.min_age.as_millis() as i64;
-        let prefix = format!("{SHARED_PREFIX}/");
         let mut picks = Vec::new();
         for target in targets {
             let storage = &target.storage;
@@ -234,8 +230,8 @@ impl Consolidator {
             let end = segments.last().map(|s| s.last_offset + 1);
             let shared: Vec<SegmentInfo> = segments
                 .into_iter()
-                .skip_while(|s| !s.object_key.starts_with(&prefix))
-                .take_while(|s| s.object_key.starts_with(&prefix))
+                .skip_while(|s| !is_shared_object(&s.object_key))
+                .take_while(|s| is_shared_object(&s.object_key))
                 .collect();
             let shared_times: Vec<i64> = shared.iter().map(|s| s.created_at_ms).collect();
             storage

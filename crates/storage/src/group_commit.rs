@@ -30,11 +30,9 @@ use tokio::time::Instant;
 
 use crate::cache::SegmentCache;
 use crate::error::{Result, StorageError};
+use crate::layout::SHARED_PREFIX;
 use crate::partition::PartitionStorage;
 use crate::writer::{upload_with_retries, PartitionWriter, SealedChunk, WriterConfig};
-
-/// Prefix of the shared objects flush cycles write.
-pub const SHARED_PREFIX: &str = "wal";
 
 /// Longest pause between attempts to learn the outcome of an ambiguous commit.
 const COMMIT_RETRY_MAX: Duration = Duration::from_secs(1);

@@ -22,11 +22,8 @@ use streamhouse_metadata::{now_ms, MetadataStore};
 
 use crate::deleter::{list_objects, ObjectDeleter};
 use crate::error::Result;
+use crate::layout::OBJECT_PREFIXES;
 use crate::retention::DEFAULT_DELETE_GRACE;
-
-/// Prefixes objects are written under: per-partition segments, flush cycles' shared objects,
-/// consolidated objects.
-pub const OBJECT_PREFIXES: [&str; 3] = ["topics", crate::SHARED_PREFIX, crate::CONSOLIDATED_PREFIX];
 
 /// Settings of an [`OrphanJanitor`].
 #[derive(Debug, Clone, PartialEq, Eq)]

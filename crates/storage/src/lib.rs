@@ -27,6 +27,7 @@ mod deleter;
 mod error;
 mod group_commit;
 mod janitor;
+mod layout;
 mod local;
 mod metered;
 mod objects;
@@ -48,12 +49,12 @@ pub use compactor::{
 };
 pub use consolidator::{
     ConsolidationConfig, ConsolidationReport, ConsolidationTarget, Consolidator,
-    CONSOLIDATED_PREFIX,
 };
 pub use deleter::ObjectDeleter;
 pub use error::{Corruption, Result, StorageError};
-pub use group_commit::{FlushContext, FlushCycle, FlushReport, SHARED_PREFIX};
-pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport, OBJECT_PREFIXES};
+pub use group_commit::{FlushContext, FlushCycle, FlushReport};
+pub use janitor::{JanitorConfig, OrphanJanitor, SweepReport};
+pub use layout::{CONSOLIDATED_PREFIX, OBJECT_PREFIXES, SEGMENT_PREFIX, SHARED_PREFIX};
 pub use metered::MeteredObjectStore;
 pub use objects::{build_object_store, ObjectStoreBuildError, ObjectStoreConfig};
 pub use partition::PartitionStorage;

@@ -379,7 +379,7 @@ impl SegmentIndex {
 
     /// Adds a segment just committed by this agent's writer.
     pub fn insert(&self, segment: &SegmentInfo) {
-        if segment.object_key.starts_with(crate::SHARED_PREFIX) {
+        if crate::layout::is_shared_object(&segment.object_key) {
             self.shared_since_ms
                 .fetch_min(segment.created_at_ms, Ordering::AcqRel);
         }

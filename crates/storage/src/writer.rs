@@ -29,6 +29,7 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 
 use crate::budget::Budget;
 use crate::error::{Result, StorageError};
+use crate::layout::SEGMENT_PREFIX;
 use crate::partition::PartitionStorage;
 use crate::producer_state::{
     is_ahead, BatchKind, Check, ProducerBatch, ProducerStateTable, MIN_PRODUCERS_RETAINED,
@@ -1054,7 +1055,7 @@ pub(crate) async fn upload_with_retries(
 /// Key of a new per-partition segment object. Random, so no two writes ever share a key.
 pub(crate) fn segment_key(topic_id: uuid::Uuid, partition: u32, base_offset: i64) -> String {
     let unique = uuid::Uuid::new_v4().simple();
-    format!("topics/{topic_id}/{partition}/{base_offset:020}-{unique}.seg")
+    format!("{SEGMENT_PREFIX}/{topic_id}/{partition}/{base_offset:020}-{unique}.seg")
 }
 
 /// Producer fields of a batch placed at `base_offset`.

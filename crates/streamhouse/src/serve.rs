@@ -40,6 +40,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cache = Arc::new(SegmentCache::new(SegmentCacheConfig {
         max_bytes: settings.cache_max_bytes,
         block_size: settings.cache_block_bytes,
+        exact_shared_reads: matches!(
+            settings.object_store,
+            streamhouse_storage::ObjectStoreConfig::Local { .. }
+        ),
         ..SegmentCacheConfig::default()
     }));
 

@@ -304,3 +304,50 @@ async fn small_slices_do_not_pin_their_block() {
     // Half a block: the block's own bytes.
     assert!(shared(BLOCK..BLOCK + BLOCK / 2).await);
 }
+
+/// With `exact_shared_reads`, a read of a shared flush object that misses a block GETs exactly
+/// the range asked for and caches nothing (not even by read-ahead), while a segment object and
+/// a shared object's written-through blocks are served as before.
+#[tokio::test]
+async fn exact_shared_reads_get_only_the_range_of_a_shared_object() {
+    const SHARED: &str = "wal/1-abc.obj";
+    let data = object(1000);
+    let store = store_with(&data).await;
+    store
+        .put(&Path::from(SHARED), data.clone().into())
+        .await
+        .unwrap();
+    let cache = SegmentCache::new(SegmentCacheConfig {
+        max_bytes: 1 << 20,
+        block_size: BLOCK,
+        exact_shared_reads: true,
+        ..SegmentCacheConfig::default()
+    });
+
+    let got = cache.read_range(&*store, SHARED, 1000, 10..150).await;
+    assert_eq!(got.unwrap(), data.slice(10..150));
+    cache.prefetch(store.clone(), SHARED, 1000, 0..1000);
+    assert_eq!(
+        cache
+            .read_range(&*store, SHARED, 1000, 10..150)
+            .await
+            .unwrap(),
+        data.slice(10..150)
+    );
+    let stats = cache.stats().await;
+    assert_eq!((stats.get_requests, stats.bytes_fetched), (2, 280));
+    assert_eq!((stats.misses, stats.cached_bytes), (6, 0));
+
+    // A segment object is still read in whole blocks and cached.
+    read(&cache, &store, 1000, 10..150).await;
+    read(&cache, &store, 1000, 10..150).await;
+    assert_eq!(cache.stats().await.get_requests, 3);
+
+    // A shared object written through is read from memory.
+    cache.insert_object("wal/2-def.obj", data.clone()).await;
+    let got = cache
+        .read_range(&*store, "wal/2-def.obj", 1000, 0..1000)
+        .await;
+    assert_eq!(got.unwrap(), data);
+    assert_eq!(cache.stats().await.get_requests, 3);
+}
