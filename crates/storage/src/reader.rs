@@ -37,7 +37,11 @@ const MISS_RETRY_DELAY: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
     /// Bytes read from an object's end to find its footer; a second read happens only for a
-    /// footer larger than this.
+    /// footer larger than this. A footer is 84 + 20 bytes per index entry (`docs/format.md`),
+    /// at most one entry per batch and per 4 KiB of data, so 8 KiB holds the footer of any
+    /// segment of up to ~400 batches; a read served from cached blocks costs the same whatever its length, but
+    /// an exact read (`SegmentCacheConfig::exact_shared_reads`) copies every byte: a 64 KiB tail
+    /// was a quarter of a typical 256 KiB slice of a flush object, read again for its footer.
     pub footer_tail_bytes: u64,
     /// Prefetch the start of the next segment when a read reaches the last quarter of one.
     pub read_ahead: bool,
@@ -50,7 +54,7 @@ pub struct ReaderConfig {
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
-            footer_tail_bytes: 64 * 1024,
+            footer_tail_bytes: 8 * 1024,
             read_ahead: true,
             read_ahead_bytes: 4 * 1024 * 1024,
             bounds_refresh_interval: Duration::from_secs(1),
