@@ -39,9 +39,9 @@ pub struct ReaderConfig {
     /// Bytes read from an object's end to find its footer; a second read happens only for a
     /// footer larger than this. A footer is 84 + 20 bytes per index entry (`docs/format.md`),
     /// at most one entry per batch and per 4 KiB of data, so 8 KiB holds the footer of any
-    /// segment of up to ~400 batches; a read served from cached blocks costs the same whatever its length, but
-    /// an exact read (`SegmentCacheConfig::exact_shared_reads`) copies every byte: a 64 KiB tail
-    /// was a quarter of a typical 256 KiB slice of a flush object, read again for its footer.
+    /// segment of up to ~400 batches. A read served from cached blocks costs the same whatever
+    /// its length, but an exact read (`SegmentCacheConfig::exact_shared_reads`) copies every
+    /// byte: a 64 KiB tail was a quarter of a typical 256 KiB flush-object slice, read twice.
     pub footer_tail_bytes: u64,
     /// Prefetch the start of the next segment when a read reaches the last quarter of one.
     pub read_ahead: bool,
