@@ -116,7 +116,8 @@ pub struct MaintenanceConfig {
     pub janitor_interval: Duration,
     /// Orphan janitor safety settings.
     pub janitor: JanitorConfig,
-    /// How often the consolidation backlog is checked (see `maintenance/consolidation.rs`).
+    /// How often the consolidation backlog is checked; a backlog over one round is then
+    /// consolidated at once (see `maintenance/consolidation.rs`).
     pub consolidation_interval: Duration,
     /// When and how much to consolidate.
     pub consolidation: ConsolidationConfig,

@@ -45,6 +45,26 @@ impl Maintenance {
         }
     }
 
+    /// Consolidation rounds until what is left fits one round: returns how many ran.
+    ///
+    /// A round reads at most `max_round_bytes`, a bound on its memory, not a pace: one round per
+    /// interval consolidates at most ~25 MiB/s by default, so an agent ingesting faster would
+    /// never catch up, and would rewrite its backlog later on top of whatever it does then.
+    /// The rounds are bounded by the backlog the first one found, so slices arriving meanwhile
+    /// wait for the next interval.
+    pub async fn consolidate_backlog(&self) -> u64 {
+        let round = self.config.consolidation.max_round_bytes.max(1);
+        let cut = |r: &ConsolidationReport| r.partitions > 0 && r.backlog_bytes > round;
+        let mut last = self.consolidate(false).await;
+        let most = 1 + last.backlog_bytes / round;
+        let mut rounds = 1;
+        while cut(&last) && rounds < most {
+            last = self.consolidate(false).await;
+            rounds += 1;
+        }
+        rounds
+    }
+
     /// One compaction round over the partitions this agent has open whose topic is compacted
     /// (`force`: whatever the dirty ratio). Each topic's settings are read from the store every
     /// round, so a change between `delete` and `compact` takes effect without a restart.

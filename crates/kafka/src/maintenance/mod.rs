@@ -73,7 +73,7 @@ pub(crate) fn spawn_loops(maintenance: &Arc<Maintenance>, tasks: &Supervisor) {
             Arc::downgrade(maintenance),
             config.consolidation_interval,
             |b| async move {
-                b.consolidate(false).await;
+                b.consolidate_backlog().await;
             },
         ),
     );

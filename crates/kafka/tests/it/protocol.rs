@@ -649,6 +649,39 @@ async fn consolidation_keeps_every_offset_readable() {
     }
 }
 
+/// A backlog larger than a round is consolidated in one go (a round per `max_round_bytes`), not
+/// one round per interval: an agent ingesting faster than a round per interval catches up.
+#[tokio::test]
+async fn a_backlog_over_one_round_is_consolidated_at_once() {
+    let value = "v".repeat(1_000);
+    let batch = |i: i64| record_batch(&[("k", value.as_str())], 1_000 * i, None);
+    let mut config = streamhouse_kafka::BrokerConfig::default();
+    let consolidation = &mut config.maintenance.consolidation;
+    consolidation.min_age = std::time::Duration::ZERO;
+    consolidation.max_age = std::time::Duration::ZERO;
+    // Rounds of two slices each (a slice is a batch and a little framing).
+    let size = batch(0).len() as u64;
+    consolidation.max_round_bytes = 2 * size + size / 2;
+    let server = TestServer::start_with(config).await;
+    create_topic(&server, "behind", 1).await;
+    let mut client = server.client().await;
+    for i in 0..6 {
+        // acks=-1: each produce waits for its own flush, so each makes its own slice.
+        let response = client.send(produce("behind", 0, batch(i), -1), 9).await;
+        assert_eq!(produce_result(response).0, 0);
+    }
+    let in_shared = |segments: &[streamhouse_metadata::SegmentInfo]| {
+        let shared = segments.iter().filter(|s| s.object_key.starts_with("wal/"));
+        shared.count()
+    };
+    let slices = server.metadata.list_segments("behind", 0, 0).await.unwrap();
+    assert_eq!(in_shared(&slices), 6, "{slices:?}");
+
+    assert_eq!(server.broker.maintenance().consolidate_backlog().await, 3);
+    let segments = server.metadata.list_segments("behind", 0, 0).await.unwrap();
+    assert_eq!(in_shared(&segments), 0, "{segments:?}");
+}
+
 /// A Fetch over several partitions stays within the request's limit: partitions are read
 /// concurrently, then taken in request order, each cut to the whole batches that still fit
 /// (its first batch whole while any room is left), and those after the limit come back empty.
