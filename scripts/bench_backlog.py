@@ -8,8 +8,10 @@ One release agent on its embedded defaults, kept across rounds (as `bench_vs_kaf
 it). Each round: a new topic, `streamhouse bench produce` of N records of 1 KiB and `bench
 consume` of them, then S seconds idle. Prints per round the produce and consume MB/s, the
 agent's CPU seconds in the produce+consume window and in the idle window (/proc), the data
-directory's size, and the consolidation backlog the agent's /metrics report at the end of the
-idle window (bytes and age of slices still in shared flush objects past the minimum age).
+directory's size, the machine's memory in use (MemTotal - MemFree: on some VMs new pages past a
+threshold are much slower to fill, see scripts/bench_machine_memory.sh) and the consolidation
+backlog the agent's /metrics report at the end of the idle window (bytes and age of slices
+still in shared flush objects past the minimum age).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="backlog-"))
     agent = tools.Agent(args.binary, data_dir)
     print("| round | produce MB/s | consume MB/s | agent CPU s (produce+consume) | agent CPU s "
-          f"idle {args.idle:g} s | data dir MB | backlog MB | backlog age s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"idle {args.idle:g} s | data dir MB | memory in use GB | backlog MB | backlog age s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         for n in range(args.rounds):
             topic = f"backlog-{n}"
@@ -62,7 +64,7 @@ def main() -> None:
                                   text=True, check=True).stdout.split()[0]
             print(f"| {n} | {run['produce']['produce']['mb_per_s']:.1f} "
                   f"| {run['consume']['consume']['mb_per_s']:.1f} | {cpu1 - cpu0:.2f} "
-                  f"| {cpu2 - cpu1:.2f} | {size} "
+                  f"| {cpu2 - cpu1:.2f} | {size} | {tools.memory_in_use_gb():.1f} "
                   f"| {metric(text, 'streamhouse_consolidation_backlog_bytes') / 1e6:.0f} "
                   f"| {metric(text, 'streamhouse_consolidation_backlog_age_seconds'):.0f} |",
                   flush=True)

@@ -84,6 +84,15 @@ def java(classpath: str, main: str, args: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
+def memory_in_use_gb() -> float:
+    """The machine's MemTotal - MemFree (/proc/meminfo), page cache included: on a VM whose
+    host backs only part of the guest's memory, new pages past it are slower to fill (see
+    scripts/bench_machine_memory.sh), so rounds are comparable only at similar figures."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    kib = int(info["MemTotal"].split()[0]) - int(info["MemFree"].split()[0])
+    return kib / 1024 / 1024
+
+
 def machine_cpu() -> tuple[float, float]:
     """Busy and total CPU seconds of the whole machine so far (the `cpu` line of /proc/stat)."""
     # user nice system idle iowait irq softirq steal (guest time is already in user)

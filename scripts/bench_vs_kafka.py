@@ -111,7 +111,7 @@ def run_round(classpath, binary, target: Target, partitions, codec, records) -> 
     configs = [x for c in target.configs for x in ("--config", c)]
     topic_command(classpath, target.bootstrap, "--create", "--topic", topic, "--partitions",
                   str(partitions), "--replication-factor", "1", *configs)
-    cpu0 = cpu_seconds(target.pid)
+    memory, cpu0 = tools.memory_in_use_gb(), cpu_seconds(target.pid)
     props = ["batch.size=262144", "linger.ms=5", f"compression.type={codec}"]
     perf = tools.kafka_tools(classpath, target.bootstrap, topic, records, 1024, props)
     cpu1 = cpu_seconds(target.pid)
@@ -125,7 +125,8 @@ def run_round(classpath, binary, target: Target, partitions, codec, records) -> 
             "fetches": perf["consume"]["fetches"],
             "cpu_s_per_gb": (cpu1 - cpu0) / gb,
             "client_cpu_s_per_gb": perf["produce"]["client_cpu_s_per_gb"],
-            "busy_pct": 100 * perf["produce"]["machine_busy"]}
+            "busy_pct": 100 * perf["produce"]["machine_busy"],
+            "memory_in_use_gb": round(memory, 1)}
 
 
 def bench_round(classpath, binary, target: Target, partitions, codec, records) -> dict:
