@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""End-to-end latency right after a burst of load, for several agent builds side by side.
+
+    .venv/bin/python scripts/bench_e2e_after_load.py NAME=BINARY [NAME=BINARY ...] \\
+        [--rounds 4] [--records 300000]
+
+One agent per build on its embedded defaults, kept across rounds. Each round, for each build in
+turn: `streamhouse bench produce` of N records of 1 KiB to a new 6-partition topic, the topic
+deleted, then `bench e2e` at 1,000 records/s for 10 s on another new topic (what
+bench_vs_kafka.py's end-to-end run follows). Prints each round's p50 / p99 / p999 in ms and
+the machine's memory in use before it (see scripts/bench_machine_memory.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_kafka_tools as tools  # noqa: E402
+
+
+def one_round(binary: str, agent: tools.Agent, n: int, records: int) -> dict:
+    base = [binary, "bench", "--bootstrap", agent.bootstrap]
+    load = f"load-{n}"
+    agent.create_topic(binary, load, 6)
+    subprocess.run(base + ["produce", "--topic", load, "-q", "--records", str(records),
+                           "--record-size", "1024"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([binary, "--bootstrap", agent.bootstrap, "topic", "delete", load],
+                   check=True, stdout=subprocess.DEVNULL)
+    topic = f"e2e-{n}"
+    agent.create_topic(binary, topic, 6)
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    subprocess.run(base + ["e2e", "--topic", topic, "--rate", "1000", "--duration", "10s",
+                           "--record-size", "1024", "-q", "--json", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())["end_to_end_ms"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("builds", nargs="+", help="NAME=BINARY")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--records", type=int, default=300_000)
+    args = parser.parse_args()
+    builds = [b.split("=", 1) for b in args.builds]
+    dirs = [Path(tempfile.mkdtemp(prefix="e2e-after-load-")) for _ in builds]
+    agents = [tools.Agent(binary, d) for (_, binary), d in zip(builds, dirs)]
+    print("| round | build | memory in use GB | e2e p50 / p99 / p999 ms |")
+    print("| --- | --- | --- | --- |")
+    try:
+        for n in range(args.rounds):
+            for (name, binary), agent in zip(builds, agents):
+                memory = tools.memory_in_use_gb()
+                e2e = one_round(binary, agent, n, args.records)
+                print(f"| {n} | {name} | {memory:.1f} | {e2e['p50']:.1f} / {e2e['p99']:.1f} / "
+                      f"{e2e['p999']:.1f} |", flush=True)
+    finally:
+        for agent in agents:
+            agent.stop()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
