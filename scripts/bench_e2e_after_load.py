@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """End-to-end latency right after a burst of load, for several agent builds side by side.
 
-    .venv/bin/python scripts/bench_e2e_after_load.py NAME=BINARY [NAME=BINARY ...] \\
-        [--rounds 4] [--records 300000]
+    .venv/bin/python scripts/bench_e2e_after_load.py NAME=BINARY[,--serve-flag=V...] \\
+        [NAME=BINARY ...] [--rounds 4] [--records 300000]
 
-One agent per build on its embedded defaults, kept across rounds. Each round, for each build in
-turn: `streamhouse bench produce` of N records of 1 KiB to a new 6-partition topic, the topic
-deleted, then `bench e2e` at 1,000 records/s for 10 s on another new topic (what
-bench_vs_kafka.py's end-to-end run follows). Prints each round's p50 / p99 / p999 in ms and
-the machine's memory in use before it (see scripts/bench_machine_memory.sh).
+One agent per build on its embedded defaults (plus the `serve` flags given after its binary),
+kept across rounds. Each round, for each build in turn: `streamhouse bench produce` of N
+records of 1 KiB to a new 6-partition topic, the topic deleted, then `bench e2e` at 1,000
+records/s for 10 s on another new topic (what bench_vs_kafka.py's end-to-end run follows).
+Prints each round's p50 / p99 / p999 in ms and the machine's memory in use before it (see
+scripts/bench_machine_memory.sh).
 """
 
 from __future__ import annotations
@@ -44,13 +45,19 @@ def one_round(binary: str, agent: tools.Agent, n: int, records: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("builds", nargs="+", help="NAME=BINARY")
+    parser.add_argument("builds", nargs="+", help="NAME=BINARY[,--serve-flag=V...]")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--records", type=int, default=300_000)
     args = parser.parse_args()
-    builds = [b.split("=", 1) for b in args.builds]
+    builds, flags = [], []
+    for build in args.builds:
+        name, spec = build.split("=", 1)
+        binary, *extra = spec.split(",")
+        builds.append((name, binary))
+        flags.append(extra)
     dirs = [Path(tempfile.mkdtemp(prefix="e2e-after-load-")) for _ in builds]
-    agents = [tools.Agent(binary, d) for (_, binary), d in zip(builds, dirs)]
+    agents = [tools.Agent(binary, d, extra)
+              for (_, binary), d, extra in zip(builds, dirs, flags)]
     print("| round | build | memory in use GB | e2e p50 / p99 / p999 ms |")
     print("| --- | --- | --- | --- |")
     try:
