@@ -8,22 +8,44 @@ One agent per build on its embedded defaults (plus the `serve` flags given after
 kept across rounds. Each round, for each build in turn: `streamhouse bench produce` of N
 records of 1 KiB to a new 6-partition topic, the topic deleted, then `bench e2e` at 1,000
 records/s for 10 s on another new topic (what bench_vs_kafka.py's end-to-end run follows).
-Prints each round's p50 / p99 / p999 in ms and the machine's memory in use before it (see
-scripts/bench_machine_memory.sh).
+Prints each round's p50 / p99 / p999 in ms, the machine's memory in use before it (see
+scripts/bench_machine_memory.sh), and from the agent's /metrics over the e2e run: flush
+cycles and object PUTs that took over 50 ms, and consolidation rounds run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_kafka_tools as tools  # noqa: E402
+
+
+SLOW = [("flushes", "streamhouse_flush_duration_seconds", ""),
+        ("puts", "streamhouse_object_store_request_duration_seconds", 'op="put",')]
+
+
+def counts(agent: tools.Agent) -> dict:
+    """Flush cycles and PUTs so far, all and within 50 ms, and consolidation rounds."""
+    text = urllib.request.urlopen(f"http://{agent.http}/metrics", timeout=10).read().decode()
+
+    def value(series: str) -> float:
+        found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    out = {"rounds": value("streamhouse_consolidation_rounds_total")}
+    for name, metric, label in SLOW:
+        out[name] = value(f'{metric}_bucket{{{label}le="+Inf"}}')
+        out[name + "_fast"] = value(f'{metric}_bucket{{{label}le="0.05"}}')
+    return out
 
 
 def one_round(binary: str, agent: tools.Agent, n: int, records: int) -> dict:
@@ -37,10 +59,16 @@ def one_round(binary: str, agent: tools.Agent, n: int, records: int) -> dict:
     topic = f"e2e-{n}"
     agent.create_topic(binary, topic, 6)
     out = Path(tempfile.mkstemp(suffix=".json")[1])
+    before = counts(agent)
     subprocess.run(base + ["e2e", "--topic", topic, "--rate", "1000", "--duration", "10s",
                            "--record-size", "1024", "-q", "--json", str(out)],
                    check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())["end_to_end_ms"]
+    after = counts(agent)
+    delta = {k: after[k] - before[k] for k in after}
+    report = json.loads(out.read_text())["end_to_end_ms"]
+    report["slow"] = {name: delta[name] - delta[name + "_fast"] for name, _, _ in SLOW}
+    report["rounds"] = delta["rounds"]
+    return report
 
 
 def main() -> None:
@@ -58,15 +86,17 @@ def main() -> None:
     dirs = [Path(tempfile.mkdtemp(prefix="e2e-after-load-")) for _ in builds]
     agents = [tools.Agent(binary, d, extra)
               for (_, binary), d, extra in zip(builds, dirs, flags)]
-    print("| round | build | memory in use GB | e2e p50 / p99 / p999 ms |")
-    print("| --- | --- | --- | --- |")
+    print("| round | build | memory in use GB | e2e p50 / p99 / p999 ms | flushes over 50 ms "
+          "| PUTs over 50 ms | consolidation rounds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     try:
         for n in range(args.rounds):
             for (name, binary), agent in zip(builds, agents):
                 memory = tools.memory_in_use_gb()
                 e2e = one_round(binary, agent, n, args.records)
                 print(f"| {n} | {name} | {memory:.1f} | {e2e['p50']:.1f} / {e2e['p99']:.1f} / "
-                      f"{e2e['p999']:.1f} |", flush=True)
+                      f"{e2e['p999']:.1f} | {e2e['slow']['flushes']:.0f} "
+                      f"| {e2e['slow']['puts']:.0f} | {e2e['rounds']:.0f} |", flush=True)
     finally:
         for agent in agents:
             agent.stop()
