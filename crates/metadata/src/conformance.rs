@@ -1863,6 +1863,15 @@ pub async fn object_deletions(store: &dyn MetadataStore) {
     assert!(!due(now).await.contains(&key));
     assert!(due(now + 10).await.contains(&key));
     store.forget_object_deletions(&[key]).await.unwrap();
+    // Thousands at once (a consolidation swap's worth), duplicates among them.
+    let many: Vec<String> = (0..3_000).map(|i| unique(&format!("many-{i}"))).collect();
+    let twice = [&many[..], &many[..10]].concat();
+    store.schedule_object_deletions(&twice, now).await.unwrap();
+    let due_many = store.due_object_deletions(now, 10_000).await.unwrap();
+    assert_eq!(due_many.iter().filter(|k| many.contains(k)).count(), 3_000);
+    store.forget_object_deletions(&twice).await.unwrap();
+    let left = store.due_object_deletions(now, 10_000).await.unwrap();
+    assert!(!left.iter().any(|k| many.contains(k)));
 }
 
 /// Runs every check against `store`.
