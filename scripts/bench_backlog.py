@@ -21,23 +21,16 @@ from the machine's memory shows in both (it has no consolidation: no backlog col
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_kafka_tools as tools  # noqa: E402
 from bench_ab import counters  # noqa: E402
-
-
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else float("nan")
 
 
 def main() -> None:
@@ -102,10 +95,9 @@ class Broker:
         """The agent's consolidation backlog, MB and age (two table cells)."""
         if not self.agent:
             return "- | -"
-        text = urllib.request.urlopen(f"http://{self.agent.http}/metrics", timeout=10).read()
-        text = text.decode()
-        return (f"{metric(text, 'streamhouse_consolidation_backlog_bytes') / 1e6:.0f} "
-                f"| {metric(text, 'streamhouse_consolidation_backlog_age_seconds'):.0f}")
+        text = self.agent.metrics()
+        return (f"{tools.metric(text, 'streamhouse_consolidation_backlog_bytes') / 1e6:.0f} "
+                f"| {tools.metric(text, 'streamhouse_consolidation_backlog_age_seconds'):.0f}")
 
     def stop(self) -> None:
         (self.agent or self.kafka).stop()

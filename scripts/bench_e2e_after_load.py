@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import math
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,11 +34,11 @@ SLOW = [("flushes", "streamhouse_flush_duration_seconds", ""),
 
 def counts(agent: tools.Agent) -> dict:
     """Flush cycles and PUTs so far, all and within 50 ms, and consolidation rounds."""
-    text = urllib.request.urlopen(f"http://{agent.http}/metrics", timeout=10).read().decode()
+    text = agent.metrics()
 
     def value(series: str) -> float:
-        found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-        return float(found.group(1)) if found else 0.0
+        found = tools.metric(text, series)
+        return 0.0 if math.isnan(found) else found  # absent: none counted yet
 
     out = {"rounds": value("streamhouse_consolidation_rounds_total")}
     for name, metric, label in SLOW:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,9 +62,20 @@ class Agent:
         subprocess.run([binary, "--bootstrap", self.bootstrap, "topic", "create", name,
                         "--partitions", str(partitions)], check=True, stdout=subprocess.DEVNULL)
 
+    def metrics(self) -> str:
+        """The agent's /metrics text."""
+        url = f"http://{self.http}/metrics"
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
+
+
+def metric(text: str, series: str) -> float:
+    """The value of one series (name and labels, as printed) in /metrics text; NaN if absent."""
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else float("nan")
 
 
 def builtin(binary: str, agent: Agent, topic: str, records: int, size: int) -> dict:
