@@ -3,11 +3,13 @@
 
     .venv/bin/python scripts/bench_ab.py --variant before=/tmp/sh-before \\
         --variant after=target/release/streamhouse[,ENV=VALUE...] \\
-        [--rounds 3] [--records 200000] [--partitions 6] [--codec none] [--after 0] [--warmup]
+        [--rounds 3] [--records 200000] [--partitions 6] [--codec none] [--after 0] [--warmup] \\
+        [--tool java|builtin]
 
 Per round and variant, in turn: a fresh agent (`bench_kafka_tools.Agent`, embedded defaults,
 `--group-initial-rebalance-delay-ms 0`), a new topic, `kafka-producer-perf-test` (1 KiB records,
-acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records.
+acks=all, `batch.size=262144 linger.ms=5`), then `kafka-consumer-perf-test` of the same records
+(with `--tool builtin`, `streamhouse bench produce` and `consume` with the same settings).
 Records produce MB/s, the consumer's fetch-phase MB/s, and from the agent's /proc its CPU
 seconds per GB, minor page faults and context switches per MB of each phase, and from its
 /metrics the object store's PUTs per MB produced, GETs per MB consumed and the bytes those GETs
@@ -24,10 +26,12 @@ produced also fault in the cache's memory. Prints every run, then medians.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +94,11 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         def produce(records: int) -> tuple[str, str]:
             topic = "ab-" + uuid.uuid4().hex[:8]
             agent.create_topic(binary, topic, args.partitions)
+            if args.tool == "builtin":
+                return topic, builtin(binary, agent, [
+                    "produce", "--topic", topic, "--records", str(records), "--record-size",
+                    "1024", "--batch-size", "262144", "--linger", "5ms", "--compression",
+                    args.codec])
             return topic, tools.java(classpath, "org.apache.kafka.tools.ProducerPerformance", [
                 "--topic", topic, "--num-records", str(records), "--record-size", "1024",
                 "--throughput", "-1", "--producer-props", f"bootstrap.servers={agent.bootstrap}",
@@ -102,9 +111,12 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         topic, produced = produce(args.records)
         cpu1, faults1, switches1 = counters(agent.proc.pid)
         store1 = store_counters(agent)
-        consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
-            "--bootstrap-server", agent.bootstrap, "--topic", topic,
-            "--messages", str(args.records), "--timeout", "60000"])
+        if args.tool == "builtin":
+            consumed = builtin(binary, agent, ["consume", "--topic", topic])
+        else:
+            consumed = tools.java(classpath, "org.apache.kafka.tools.ConsumerPerformance", [
+                "--bootstrap-server", agent.bootstrap, "--topic", topic,
+                "--messages", str(args.records), "--timeout", "60000"])
         cpu2, faults2, switches2 = counters(agent.proc.pid)
         store2 = store_counters(agent)
         time.sleep(args.after)
@@ -114,11 +126,10 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
         # Each run writes its records to a fresh data dir: hundreds of MB a run otherwise left
         # behind in /tmp (and its page cache) for the next runs to compete with.
         shutil.rmtree(agent.data_dir, ignore_errors=True)
-    summary = [line for line in produced.splitlines() if "records sent" in line][-1]
-    row = [line for line in consumed.splitlines() if line[:1].isdigit()][-1].split(",")
+    produce_mb_s, fetch_mb_s = rates(args.tool, produced, consumed)
     result = {
-        "produce_mb_s": float(summary.split("(")[1].split()[0]),
-        "fetch_mb_s": float(row[8]),
+        "produce_mb_s": produce_mb_s,
+        "fetch_mb_s": fetch_mb_s,
         "produce_cpu_s_gb": (cpu1 - cpu0) / gb,
         "consume_cpu_s_gb": (cpu2 - cpu1) / gb,
         "produce_faults": faults1 - faults0,
@@ -137,6 +148,28 @@ def run(classpath: str, binary: str, env: dict[str, str], args) -> dict:
     return result
 
 
+def builtin(binary: str, agent: tools.Agent, command: list[str]) -> str:
+    """Runs `streamhouse bench COMMAND` against `agent`; returns its JSON results."""
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    try:
+        subprocess.run([binary, "bench", "--bootstrap", agent.bootstrap, *command, "-q",
+                        "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+        return out.read_text()
+    finally:
+        out.unlink()
+
+
+def rates(tool: str, produced: str, consumed: str) -> tuple[float, float]:
+    """Produce MB/s and the consumer's MB/s (the Java consumer's fetch phase) from the tools'
+    output."""
+    if tool == "builtin":
+        return (json.loads(produced)["produce"]["mb_per_s"],
+                json.loads(consumed)["consume"]["mb_per_s"])
+    summary = [line for line in produced.splitlines() if "records sent" in line][-1]
+    row = [line for line in consumed.splitlines() if line[:1].isdigit()][-1].split(",")
+    return float(summary.split("(")[1].split()[0]), float(row[8])
+
+
 def delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
@@ -149,6 +182,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--codec", default="none")
+    parser.add_argument("--tool", choices=["java", "builtin"], default="java",
+                        help="load generators: Kafka's Java perf tools, or `streamhouse bench` "
+                             "(same records, batch size and linger; its consumer leaves the "
+                             "agent more of the machine's two cores)")
     parser.add_argument("--after", type=float, default=0,
                         help="seconds to stay idle after consuming, measuring background CPU")
     parser.add_argument("--warmup", action="store_true",

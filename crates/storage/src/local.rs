@@ -6,7 +6,10 @@
 //! behind what the cache holds, and the zero-fill alone was 5 % of the agent's samples in such a
 //! catch-up consume. Here a ranged GET with no other option is opened and read on the calling
 //! thread as far as the page cache holds the range (`preadv2` with `RWF_NOWAIT`), the rest in
-//! one blocking call, into uninitialized memory. Every other request is `LocalFileSystem`'s
+//! one blocking call, into uninitialized memory; a large range the page cache holds whole is
+//! mapped instead of copied (objects are immutable, see [`map_cached`]): the copy out of the
+//! page cache was a quarter of a consume's samples, and the socket send now copies straight
+//! from it, the one copy Kafka's `sendfile` makes. Every other request is `LocalFileSystem`'s
 //! own.
 
 use std::fmt;
@@ -50,19 +53,10 @@ impl LocalStore {
     async fn get_range_at_once(&self, location: &Path, range: GetRange) -> Result<GetResult> {
         let file_path = self.inner.path_to_filesystem(location)?;
         let (file, meta, range) = open(&file_path, location.clone(), range)?;
-        let len = (range.end - range.start) as usize;
-        let mut buf = Vec::with_capacity(len);
-        fill(&file, &mut buf, len, range.start, Wait::No).map_err(|e| generic(&file_path, e))?;
-        if buf.len() < len {
-            let start = range.start;
-            buf = tokio::task::spawn_blocking(move || {
-                fill(&file, &mut buf, len, start, Wait::Yes).map_err(|e| generic(&file_path, e))?;
-                Ok::<_, Error>(buf)
-            })
-            .await
-            .map_err(|source| Error::JoinError { source })??;
-        }
-        let bytes = Bytes::from(buf);
+        let bytes = match map_cached(&file, &range) {
+            Some(mapped) => mapped,
+            None => read(file, file_path, &range).await?,
+        };
         Ok(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async { Ok(bytes) }).boxed()),
             meta,
@@ -71,6 +65,83 @@ impl LocalStore {
             extensions: Default::default(),
         })
     }
+}
+
+/// Reads `range` of `file`: on the calling thread as far as the page cache holds it, the rest in
+/// one blocking call.
+async fn read(file: File, file_path: std::path::PathBuf, range: &Range<u64>) -> Result<Bytes> {
+    let len = (range.end - range.start) as usize;
+    let mut buf = Vec::with_capacity(len);
+    fill(&file, &mut buf, len, range.start, Wait::No).map_err(|e| generic(&file_path, e))?;
+    if buf.len() < len {
+        let start = range.start;
+        buf = tokio::task::spawn_blocking(move || {
+            fill(&file, &mut buf, len, start, Wait::Yes).map_err(|e| generic(&file_path, e))?;
+            Ok::<_, Error>(buf)
+        })
+        .await
+        .map_err(|source| Error::JoinError { source })??;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Ranges at least this long are mapped rather than copied when the page cache holds them.
+/// Mapping 1 MiB of cached pages and unmapping it costs about a quarter of copying it out with
+/// `pread` (37 against 131 µs on the build machine's ext4); under 64 KiB the two cost the same,
+/// and each mapping is one of the process's `vm.max_map_count` (65,530 by default), so only
+/// ranges as large as a cache block's share are mapped.
+const MAP_MIN_BYTES: u64 = 128 * 1024;
+
+/// `range` of `file` as a mapping of its page-cache pages, when it is long enough to be worth
+/// it and every page is cached (so reading it never waits for the disk on this thread); `None`
+/// to read it instead (also when mapping fails, e.g. at the map-count limit).
+///
+/// Sound only because objects are immutable: `LocalFileSystem` writes a staging file and renames
+/// it into place, and nothing truncates a committed object, which is what would turn a read of
+/// the mapping into `SIGBUS`. Deleting a mapped object is safe (its pages live until unmapped).
+#[cfg(target_os = "linux")]
+fn map_cached(file: &File, range: &Range<u64>) -> Option<Bytes> {
+    use memmap2::{Advice, MmapOptions};
+    let len = range.end - range.start;
+    if len < MAP_MIN_BYTES {
+        return None;
+    }
+    // SAFETY: a committed object's file is never modified or truncated (above), so the mapped
+    // bytes stay what they are for the mapping's life.
+    let map = unsafe {
+        MmapOptions::new()
+            .offset(range.start)
+            .len(usize::try_from(len).ok()?)
+            .map(file)
+    }
+    .ok()?;
+    if !all_cached(&map) {
+        return None;
+    }
+    // One call to fill the page tables instead of a fault per 64 KiB when the bytes are read;
+    // kernels before 5.14 do not know the advice, and faults serve them as well.
+    let _ = map.advise(Advice::PopulateRead);
+    Some(Bytes::from_owner(map))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn map_cached(_file: &File, _range: &Range<u64>) -> Option<Bytes> {
+    None
+}
+
+/// Whether every page under `map` is in the page cache (`mincore`, which does not fault them
+/// in). By hand: memmap2 does not wrap `mincore`.
+#[cfg(target_os = "linux")]
+fn all_cached(map: &memmap2::Mmap) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = map.as_ptr() as usize & !(page - 1);
+    let len = map.as_ptr() as usize + map.len() - start;
+    let mut pages = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `start..start + len` is the page-aligned span of `map`'s own mapping (memmap2
+    // maps from the page holding the offset), and `pages` has one byte per page of it.
+    let done = unsafe { libc::mincore(start as *mut libc::c_void, len, pages.as_mut_ptr()) };
+    done == 0 && pages.iter().all(|&p| p & 1 == 1)
 }
 
 impl fmt::Display for LocalStore {
@@ -350,6 +421,10 @@ mod tests {
         };
         // Written back, so the kernel can drop it, and a read that does not wait stops short.
         evict();
+        assert!(
+            map_cached(&file, &(0..4_000_000)).is_none(),
+            "mapped uncached pages"
+        );
         let mut buf = Vec::with_capacity(4_000_000);
         fill(&file, &mut buf, 4_000_000, 0, Wait::No).unwrap();
         assert!(buf.len() < 4_000_000, "read it all without waiting");
@@ -359,6 +434,29 @@ mod tests {
         evict();
         let got = ours.get_range(&path, 1_000_000..3_500_000).await.unwrap();
         assert_eq!(got, data.slice(1_000_000..3_500_000));
+    }
+
+    /// A long range the page cache holds is mapped, from any offset; a short one is copied.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn long_cached_ranges_are_mapped() {
+        let (dir, ours, _) = stores();
+        let path = Path::from("hot.seg");
+        let data = put_pattern(&ours, &path, 2_000_000).await;
+        let file = File::open(dir.path().join("hot.seg")).unwrap();
+        let read: Vec<u8> = std::fs::read(dir.path().join("hot.seg")).unwrap();
+        assert_eq!(read, data);
+        for range in [
+            0..2_000_000,
+            4_097..MAP_MIN_BYTES + 4_097,
+            1_048_575..2_000_000,
+        ] {
+            let mapped = map_cached(&file, &range).expect("a cached range is mapped");
+            assert_eq!(mapped, data.slice(range.start as usize..range.end as usize));
+        }
+        assert!(map_cached(&file, &(10..MAP_MIN_BYTES + 9)).is_none());
+        let got = ours.get_range(&path, 4_097..1_500_000).await.unwrap();
+        assert_eq!(got, data.slice(4_097..1_500_000));
     }
 
     /// Errors keep their kind: a missing object is `NotFound`, a range past the end is refused.
