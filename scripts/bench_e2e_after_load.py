@@ -10,7 +10,9 @@ records of 1 KiB to a new 6-partition topic, the topic deleted, then `bench e2e`
 records/s for 10 s on another new topic (what bench_vs_kafka.py's end-to-end run follows).
 Prints each round's p50 / p99 / p999 in ms, the machine's memory in use before it (see
 scripts/bench_machine_memory.sh), and from the agent's /metrics over the e2e run: flush
-cycles and object PUTs that took over 50 ms, and consolidation rounds run.
+cycles and object PUTs that took over 50 ms, the flush cycles' steps that did (upload, waiting
+for the turn, metadata commit, cache write-through), the seconds all cycles took, in all and
+per step, and consolidation rounds run.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_kafka_tools as tools  # noqa: E402
 
 
+PHASES = ["upload", "turn", "commit", "cache"]
 SLOW = [("flushes", "streamhouse_flush_duration_seconds", ""),
-        ("puts", "streamhouse_object_store_request_duration_seconds", 'op="put",')]
+        ("puts", "streamhouse_object_store_request_duration_seconds", 'op="put",'),
+        *((phase, "streamhouse_flush_phase_duration_seconds", f'phase="{phase}",')
+          for phase in PHASES)]
 
 
 def counts(agent: tools.Agent) -> dict:
@@ -44,6 +49,8 @@ def counts(agent: tools.Agent) -> dict:
     for name, metric, label in SLOW:
         out[name] = value(f'{metric}_bucket{{{label}le="+Inf"}}')
         out[name + "_fast"] = value(f'{metric}_bucket{{{label}le="0.05"}}')
+        out[name + "_sum"] = value(f'{metric}_sum{{{label.rstrip(",")}}}' if label
+                                   else f"{metric}_sum")
     return out
 
 
@@ -66,6 +73,7 @@ def one_round(binary: str, agent: tools.Agent, n: int, records: int) -> dict:
     delta = {k: after[k] - before[k] for k in after}
     report = json.loads(out.read_text())["end_to_end_ms"]
     report["slow"] = {name: delta[name] - delta[name + "_fast"] for name, _, _ in SLOW}
+    report["seconds"] = {name: delta[name + "_sum"] for name, _, _ in SLOW}
     report["rounds"] = delta["rounds"]
     return report
 
@@ -86,8 +94,9 @@ def main() -> None:
     agents = [tools.Agent(binary, d, extra)
               for (_, binary), d, extra in zip(builds, dirs, flags)]
     print("| round | build | memory in use GB | e2e p50 / p99 / p999 ms | flushes over 50 ms "
-          "| PUTs over 50 ms | consolidation rounds |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          f"| PUTs over 50 ms | flush steps over 50 ms ({' / '.join(PHASES)}) "
+          f"| flush seconds in all, and per step | consolidation rounds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         for n in range(args.rounds):
             for (name, binary), agent in zip(builds, agents):
@@ -95,7 +104,11 @@ def main() -> None:
                 e2e = one_round(binary, agent, n, args.records)
                 print(f"| {n} | {name} | {memory:.1f} | {e2e['p50']:.1f} / {e2e['p99']:.1f} / "
                       f"{e2e['p999']:.1f} | {e2e['slow']['flushes']:.0f} "
-                      f"| {e2e['slow']['puts']:.0f} | {e2e['rounds']:.0f} |", flush=True)
+                      f"| {e2e['slow']['puts']:.0f} "
+                      f"| {' / '.join(str(round(e2e['slow'][p])) for p in PHASES)} "
+                      f"| {e2e['seconds']['flushes']:.2f}: "
+                      f"{' / '.join('%.2f' % e2e['seconds'][p] for p in PHASES)} "
+                      f"| {e2e['rounds']:.0f} |", flush=True)
     finally:
         for agent in agents:
             agent.stop()

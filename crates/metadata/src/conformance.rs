@@ -643,10 +643,30 @@ pub async fn replace_segments(store: &dyn MetadataStore) {
     let name = topic.name.as_str();
     let segs = commit_run(store, name, 0, 4, 10).await;
     let mut merged = segment(name, 0, 10, 29);
-    assert_eq!(
-        store.replace_segments(&merged, None, 0).await.unwrap(),
-        segs[1..3].to_vec()
+    // One replaced object already scheduled later keeps its time.
+    let later = now_ms() + 600_000;
+    store
+        .schedule_object_deletions(std::slice::from_ref(&segs[2].object_key), later)
+        .await
+        .unwrap();
+    let at = now_ms() + 300_000;
+    assert_eq!(store.replace_segments(&merged, None, at).await.unwrap(), 2);
+    let due = store.due_object_deletions(at, 10_000).await.unwrap();
+    assert!(
+        due.contains(&segs[1].object_key),
+        "replaced object not scheduled"
     );
+    assert!(
+        !due.contains(&segs[2].object_key),
+        "an earlier schedule was moved"
+    );
+    assert!(!due.contains(&segs[0].object_key) && !due.contains(&segs[3].object_key));
+    let due = store.due_object_deletions(later, 10_000).await.unwrap();
+    assert!(due.contains(&segs[2].object_key));
+    store
+        .forget_object_deletions(&[segs[1].object_key.clone(), segs[2].object_key.clone()])
+        .await
+        .unwrap();
     let listed = store.list_segments(name, 0, 0).await.unwrap();
     assert_eq!(
         listed,
@@ -698,7 +718,7 @@ pub async fn compact_segments(store: &dyn MetadataStore) {
             .compact_segments(&compacted, 20, None, 0)
             .await
             .unwrap(),
-        segs[..2].to_vec()
+        2
     );
     let listed = store.list_segments(name, 0, 0).await.unwrap();
     assert_eq!(listed, vec![compacted.clone(), segs[2].clone()]);

@@ -757,17 +757,21 @@ fn sorted(mut leases: Vec<PartitionLease>) -> Vec<PartitionLease> {
     leases
 }
 
-/// Whether `segments` (ordered) cover exactly the offsets and records of `merged`, gap-free.
-/// Whether `segments` exactly tile `merged`'s offsets and hold `records` records in all.
-fn check_tiling(merged: &SegmentInfo, records: i64, segments: &[SegmentInfo]) -> Result<()> {
-    let contiguous = segments
-        .windows(2)
-        .all(|pair| pair[1].base_offset == pair[0].last_offset + 1);
-    let found: i64 = segments.iter().map(|s| s.record_count).sum();
-    let tiles = contiguous
-        && segments.first().map(|s| s.base_offset) == Some(merged.base_offset)
-        && segments.last().map(|s| s.last_offset) == Some(merged.last_offset)
-        && found == records;
+/// Segments overlapping a range, totalled: count, records, first base offset, last offset,
+/// and the offsets they span.
+type SpanTotals = (i64, i64, Option<i64>, Option<i64>, i64);
+
+/// Refuses a swap unless the segments `found` overlapping `merged`'s range tile it exactly and
+/// hold `records` records. Segments of a partition never overlap (commits append at the high
+/// watermark, swaps replace exact tilings), so segments that start and end where `merged` does
+/// and span as many offsets as it tile it without a gap.
+fn check_tiling(merged: &SegmentInfo, records: i64, found: SpanTotals) -> Result<()> {
+    let (count, found_records, first, last, spanned) = found;
+    let tiles = count > 0
+        && first == Some(merged.base_offset)
+        && last == Some(merged.last_offset)
+        && spanned == merged.last_offset - merged.base_offset + 1
+        && found_records == records;
     if tiles {
         Ok(())
     } else {
@@ -829,50 +833,67 @@ impl Store {
     }
 
     /// Replaces the segments tiling `merged`'s offsets (holding `replaced_records` records)
-    /// by `merged`, fenced, scheduling their objects' deletion: consolidation and compaction.
+    /// by `merged`, fenced, scheduling their objects' deletion; returns how many it replaced:
+    /// consolidation and compaction.
+    ///
+    /// The replaced rows never leave the database: a consolidation swap replaces thousands of
+    /// slices, and reading them out (one row at a time through SQLite's connection thread) was
+    /// most of a swap, which holds the writers' queue that flush commits wait on.
     async fn swap_segments(
         &self,
         merged: &SegmentInfo,
         replaced_records: i64,
         fence: Option<&LeaseFence>,
         delete_after_ms: i64,
-    ) -> Result<Vec<SegmentInfo>> {
-        let (topic, partition) = (merged.topic.as_str(), merged.partition);
+    ) -> Result<usize> {
+        let (topic, partition) = (merged.topic.as_str(), i64::from(merged.partition));
+        let range = (merged.base_offset, merged.last_offset);
         let mut tx = self.write_tx().await?;
-        partition_state(&mut tx, LOCK_PARTITION, topic, partition).await?;
+        partition_state(&mut tx, LOCK_PARTITION, topic, merged.partition).await?;
         if let Some(fence) = fence {
             check_fence(&mut tx, merged, fence).await?;
         }
-        let replaced: Vec<SegmentInfo> = sqlx::query(concat!(
-            "SELECT ",
-            segment_columns!(),
-            " FROM segments WHERE topic = $1 AND partition_id = $2 \
-             AND last_offset >= $3 AND base_offset <= $4 ORDER BY base_offset"
-        ))
+        let found: SpanTotals = sqlx::query_as(
+            "SELECT count(*), CAST(COALESCE(sum(record_count), 0) AS BIGINT), min(base_offset), \
+             max(last_offset), CAST(COALESCE(sum(last_offset - base_offset + 1), 0) AS BIGINT) \
+             FROM segments WHERE topic = $1 AND partition_id = $2 \
+             AND last_offset >= $3 AND base_offset <= $4",
+        )
         .bind(topic)
-        .bind(i64::from(partition))
-        .bind(merged.base_offset)
-        .bind(merged.last_offset)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(rows::segment)
-        .collect::<Result<_>>()?;
-        check_tiling(merged, replaced_records, &replaced)?;
+        .bind(partition)
+        .bind(range.0)
+        .bind(range.1)
+        .fetch_one(&mut *tx)
+        .await?;
+        check_tiling(merged, replaced_records, found)?;
+        // As `schedule_deletions` does (an earlier schedule is kept), from the rows themselves;
+        // before the rows go.
+        sqlx::query(
+            "INSERT INTO object_deletions (object_key, delete_after) \
+             SELECT DISTINCT object_key, CAST($5 AS BIGINT) FROM segments \
+             WHERE topic = $1 AND partition_id = $2 AND base_offset >= $3 AND last_offset <= $4 \
+             ON CONFLICT (object_key) DO NOTHING",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(range.0)
+        .bind(range.1)
+        .bind(delete_after_ms)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "DELETE FROM segments WHERE topic = $1 AND partition_id = $2 \
              AND base_offset >= $3 AND last_offset <= $4",
         )
         .bind(topic)
-        .bind(i64::from(partition))
-        .bind(merged.base_offset)
-        .bind(merged.last_offset)
+        .bind(partition)
+        .bind(range.0)
+        .bind(range.1)
         .execute(&mut *tx)
         .await?;
         insert_segments(&mut tx, &[merged]).await?;
-        schedule_deletions(&mut tx, &keys_of(&replaced), delete_after_ms).await?;
         tx.commit().await?;
-        Ok(replaced)
+        Ok(found.0 as usize)
     }
 }
 
@@ -1275,7 +1296,7 @@ impl SegmentLog for Store {
         merged: &SegmentInfo,
         fence: Option<&LeaseFence>,
         delete_after_ms: i64,
-    ) -> Result<Vec<SegmentInfo>> {
+    ) -> Result<usize> {
         self.swap_segments(merged, merged.record_count, fence, delete_after_ms)
             .await
     }
@@ -1286,7 +1307,7 @@ impl SegmentLog for Store {
         replaced_records: i64,
         fence: Option<&LeaseFence>,
         delete_after_ms: i64,
-    ) -> Result<Vec<SegmentInfo>> {
+    ) -> Result<usize> {
         self.swap_segments(compacted, replaced_records, fence, delete_after_ms)
             .await
     }

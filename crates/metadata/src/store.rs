@@ -245,10 +245,10 @@ store_trait! {
             delete_after_ms: i64,
         ) -> Result<Vec<SegmentInfo>>;
 
-        /// Compaction: replaces the adjacent segments that exactly tile
+        /// Consolidation: replaces the adjacent segments that exactly tile
         /// `merged.base_offset..=merged.last_offset` by `merged`, in one transaction, and returns
-        /// them (ordered), scheduling their objects for deletion at `delete_after_ms` (once no
-        /// reader can still be using them) in the same transaction. The high watermark and log
+        /// how many it replaced, scheduling their objects for deletion at `delete_after_ms` (once
+        /// no reader can still be using them) in the same transaction. The high watermark and log
         /// start do not change. Refused with `Invalid` when the segments there no longer tile that
         /// range (retention or another consolidation got there first) or the record counts
         /// disagree, and with `Fenced` as [`SegmentLog::commit_segment`] is.
@@ -257,7 +257,7 @@ store_trait! {
             merged: &SegmentInfo,
             fence: Option<&LeaseFence>,
             delete_after_ms: i64,
-        ) -> Result<Vec<SegmentInfo>>;
+        ) -> Result<usize>;
 
         /// Log compaction: like [`SegmentLog::replace_segments`], but `compacted` holds fewer
         /// records than the segments it replaces (its offsets have gaps): the replaced segments
@@ -271,7 +271,7 @@ store_trait! {
             replaced_records: i64,
             fence: Option<&LeaseFence>,
             delete_after_ms: i64,
-        ) -> Result<Vec<SegmentInfo>>;
+        ) -> Result<usize>;
 
         /// Object keys referenced by committed segments, each once, for the orphan janitor.
         async fn all_segment_keys(&self) -> Result<Vec<String>>;

@@ -587,7 +587,7 @@ impl Compactor {
             .compact_segments(&info, replaced_records, fence, delete_after)
             .await?;
         storage.index.replace(&info);
-        report.segments_replaced += replaced.len();
+        report.segments_replaced += replaced;
         Ok(())
     }
 

@@ -132,10 +132,13 @@ impl FlushCycle {
         report.object_key = Some(key.clone());
         report.object_bytes = object_len;
         let deadline = chunks.iter().map(|c| c.deadline).min().expect("chunks");
+        let mut phases = Phases::new(started);
         let upload = upload_before(&context, &key, &parts, deadline).await;
+        phases.end("upload");
         for chunk in &chunks {
             chunk.writer.turn(chunk).await;
         }
+        phases.end("turn");
         let outcomes = match upload {
             Ok(()) => commit(&context, &chunks, &infos).await,
             Err(error) => {
@@ -144,9 +147,11 @@ impl FlushCycle {
                 chunks.iter().map(|_| shared()).collect()
             }
         };
+        phases.end("commit");
         if outcomes.iter().any(Result::is_ok) {
             context.cache.insert_parts(&key, &parts).await;
         }
+        phases.end("cache");
         for ((chunk, info), outcome) in chunks.into_iter().zip(infos).zip(outcomes) {
             let writer = chunk.writer.clone();
             let result = match outcome {
@@ -358,6 +363,28 @@ fn outcome_result(chunk: &SealedChunk, outcome: CommitOutcome) -> Result<()> {
         partition,
         reason,
     })
+}
+
+/// Times the phases of one flush cycle into `streamhouse_flush_phase_duration_seconds`: the
+/// object's upload, the wait for the partitions' earlier cycles to finish (`turn`), the
+/// metadata commit, and the write-through into the block cache. A slow cycle whose PUT was
+/// fast shows here which step it waited in.
+struct Phases {
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn new(started: std::time::Instant) -> Self {
+        Self { last: started }
+    }
+
+    /// Records the phase that ends now.
+    fn end(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        metrics::histogram!("streamhouse_flush_phase_duration_seconds", "phase" => phase)
+            .record((now - self.last).as_secs_f64());
+        self.last = now;
+    }
 }
 
 fn record_metrics(report: &FlushReport, started: std::time::Instant) {
