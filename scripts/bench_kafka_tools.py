@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -94,6 +95,44 @@ def builtin(binary: str, agent: Agent, topic: str, records: int, size: int) -> d
 def java(classpath: str, main: str, args: list[str]) -> str:
     cmd = ["java", "-Xmx1g", "-cp", classpath, main, *args]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def status_mib(pid: int, kinds: tuple[str, ...]) -> dict[str, int]:
+    """The `kinds` lines of /proc/PID/status (e.g. `RssAnon`, `VmHWM`), in MiB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in kinds:
+            found[key] = int(line.split()[1]) // 1024
+    return found
+
+
+class PeakMemory:
+    """Samples a process's /proc/PID/status every 50 ms, in a thread, until `stop`, which
+    returns the highest of each of `kinds` seen (MiB). The kernel keeps a peak only of the
+    whole RSS (`VmHWM`), which counts file pages mapped into the process (the agent's mapped
+    reads) with its own memory; `RssAnon` is the process's own."""
+
+    def __init__(self, pid: int, kinds: tuple[str, ...] = ("RssAnon", "RssFile")):
+        self.peaks = dict.fromkeys(kinds, 0)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, pid: int) -> None:
+        while not self._done.is_set():
+            try:
+                now = status_mib(pid, tuple(self.peaks))
+            except (FileNotFoundError, ProcessLookupError):
+                return  # the process exited
+            for key, value in now.items():
+                self.peaks[key] = max(self.peaks[key], value)
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, int]:
+        self._done.set()
+        self._thread.join()
+        return dict(self.peaks)
 
 
 def memory_in_use_gb() -> float:

@@ -18,8 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,30 +26,10 @@ import bench_kafka_tools as tools  # noqa: E402
 KINDS = ("RssAnon", "RssFile", "VmRSS", "VmHWM")
 
 
-def status_mib(pid: int) -> dict[str, int]:
-    """The `KINDS` lines of /proc/PID/status, in MiB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in KINDS:
-            found[key] = int(line.split()[1]) // 1024
-    return found
-
-
 def run(binary: str, records: int, partitions: int) -> dict[str, int]:
     data_dir = Path(tempfile.mkdtemp(prefix="rss-kinds-"))
     agent = tools.Agent(binary, data_dir, ["--group-initial-rebalance-delay-ms", "0"])
-    peak = dict.fromkeys(KINDS, 0)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for key, value in status_mib(agent.proc.pid).items():
-                peak[key] = max(peak[key], value)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = tools.PeakMemory(agent.proc.pid, KINDS)
     try:
         base = [binary, "bench", "--bootstrap", agent.bootstrap]
         subprocess.run(base + ["produce", "--topic", "rss", "--partitions", str(partitions), "-q",
@@ -62,8 +40,7 @@ def run(binary: str, records: int, partitions: int) -> dict[str, int]:
             subprocess.run(base + ["consume", "--topic", "rss", "-q"], check=True,
                            stdout=subprocess.DEVNULL)
     finally:
-        done.set()
-        sampler.join()
+        peak = sampler.stop()
         agent.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     return peak

@@ -28,7 +28,8 @@ latency (request sent to response read, `fetch-latency-avg`) and Fetch count, th
 seconds per GB (utime + stime from /proc), the Java producer's own CPU seconds per GB and the
 machine's busy share while it produces (/proc/stat: near 100 %, the produce figure is the
 machine's ceiling with this load generator, not the server's), and the server's peak RSS at the
-end. Prints medians per target and, per Kafka target, StreamHouse's median over its median.
+end (`VmHWM`, which counts file pages mapped into the process, such as the agent's mapped reads
+and Kafka's index files) with its peak anonymous memory (`RssAnon`, sampled). Prints medians per target and, per Kafka target, StreamHouse's median over its median.
 """
 
 from __future__ import annotations
@@ -197,6 +198,8 @@ def main() -> None:
                Target("kafka", kafka.bootstrap, kafka.proc.pid, []),
                Target("kafka-fsync", kafka.bootstrap, kafka.proc.pid, ["flush.messages=1"])]
     results: dict[tuple, list[dict]] = {}
+    memory = {"streamhouse": tools.PeakMemory(agent.proc.pid),
+              "kafka": tools.PeakMemory(kafka.proc.pid)}
     try:
         for r in range(-args.warmup_rounds, args.rounds):
             order = targets[r % 3:] + targets[:r % 3]
@@ -213,11 +216,14 @@ def main() -> None:
             for t in [] if args.java_only else order:
                 record(results, warmup, (t.name, "e2e"), e2e(classpath, args.binary, t))
         rss = {"streamhouse": peak_rss_mib(agent.proc.pid), "kafka": peak_rss_mib(kafka.proc.pid)}
+        anon = {name: sampler.stop()["RssAnon"] for name, sampler in memory.items()}
     finally:
+        for sampler in memory.values():
+            sampler.stop()
         agent.stop()
         kafka.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, rss)
+    report(results, rss, anon)
 
 
 def record(results: dict, warmup: bool, key: tuple, row: dict) -> None:
@@ -261,7 +267,7 @@ def throughput_table(results: dict, tool: tuple, columns: list) -> None:
         print(f"| {partitions} | {codec} | {name} | " + " | ".join(cells) + " |")
 
 
-def report(results: dict, rss: dict) -> None:
+def report(results: dict, rss: dict, anon: dict) -> None:
     print()
     throughput_table(results, (), TOOLS_COLUMNS)
     # --java-only runs neither `streamhouse bench` nor the e2e run: no tables for them.
@@ -275,7 +281,9 @@ def report(results: dict, rss: dict) -> None:
     for name, rows in e2e_rows:
         print(f"| {name} | {median(rows, 'e2e_p50_ms'):.1f} / {median(rows, 'e2e_p99_ms'):.1f}"
               f" / {median(rows, 'e2e_p999_ms'):.1f} |")
-    print(f"\npeak RSS: streamhouse {rss['streamhouse']:.0f} MiB, kafka {rss['kafka']:.0f} MiB")
+    print(f"\npeak RSS: streamhouse {rss['streamhouse']:.0f} MiB, kafka {rss['kafka']:.0f} MiB"
+          f" (anonymous memory, RssAnon sampled every 50 ms: streamhouse "
+          f"{anon['streamhouse']} MiB, kafka {anon['kafka']} MiB)")
 
 
 if __name__ == "__main__":
