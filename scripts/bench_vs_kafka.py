@@ -60,10 +60,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return tools.status_mib(pid, ("VmHWM",)).get("VmHWM", 0)
 
 
 class Kafka:

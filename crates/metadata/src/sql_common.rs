@@ -636,6 +636,19 @@ fn producer_rows<'a>(
         .collect()
 }
 
+/// The statement scheduling the deletion of the `(object key, time)` rows `$select` yields,
+/// keeping an earlier schedule of a key: the one rule every scheduler follows. `$select` must
+/// end in a `WHERE` clause (SQLite would otherwise read the upsert's `ON` as a join's).
+macro_rules! schedule_deletions_sql {
+    ($select:expr) => {
+        concat!(
+            "INSERT INTO object_deletions (object_key, delete_after) ",
+            $select,
+            " ON CONFLICT (object_key) DO NOTHING"
+        )
+    };
+}
+
 /// Schedules the deletion of `keys` at `delete_after_ms`, keeping an earlier schedule.
 async fn schedule_deletions(conn: &mut Conn, keys: &[&str], delete_after_ms: i64) -> Result<()> {
     let mut keys = keys.to_vec();
@@ -646,15 +659,13 @@ async fn schedule_deletions(conn: &mut Conn, keys: &[&str], delete_after_ms: i64
     }
     // One statement for every key: a consolidation swap unreferences one object per slice it
     // replaces (thousands), and a statement each held the writers' queue, and the produce
-    // acks waiting on it, for tens of milliseconds. `WHERE true` keeps SQLite from reading
-    // the upsert's `ON` as a join's.
+    // acks waiting on it, for tens of milliseconds.
     let rows: Vec<(&str, i64)> = keys.iter().map(|k| (*k, delete_after_ms)).collect();
-    let sql = concat!(
-        "INSERT INTO object_deletions (object_key, delete_after) \
-         SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM ",
+    let sql = schedule_deletions_sql!(concat!(
+        "SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM ",
         json_elements!("$1"),
-        " WHERE true ON CONFLICT (object_key) DO NOTHING"
-    );
+        " WHERE true"
+    ));
     execute_over(conn, sql, &rows).await
 }
 
@@ -866,14 +877,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         check_tiling(merged, replaced_records, found)?;
-        // As `schedule_deletions` does (an earlier schedule is kept), from the rows themselves;
-        // before the rows go.
-        sqlx::query(
-            "INSERT INTO object_deletions (object_key, delete_after) \
-             SELECT DISTINCT object_key, CAST($5 AS BIGINT) FROM segments \
-             WHERE topic = $1 AND partition_id = $2 AND base_offset >= $3 AND last_offset <= $4 \
-             ON CONFLICT (object_key) DO NOTHING",
-        )
+        // The replaced objects' deletion, from the rows themselves, before they go.
+        sqlx::query(schedule_deletions_sql!(
+            "SELECT DISTINCT object_key, CAST($5 AS BIGINT) FROM segments \
+             WHERE topic = $1 AND partition_id = $2 AND base_offset >= $3 AND last_offset <= $4"
+        ))
         .bind(topic)
         .bind(partition)
         .bind(range.0)
